@@ -1,0 +1,1 @@
+"""GA4GH Passport and visa logic: models, issuing, verification, conditions, identities."""

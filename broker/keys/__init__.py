@@ -1,0 +1,1 @@
+"""Our signing key ring: generation, rotation, JWKS publication."""

@@ -1,0 +1,1 @@
+"""Dataset access rules: load, compile, decide, explain."""

@@ -1,0 +1,1 @@
+"""The one trust configuration and the hardened JWKS fetcher."""
