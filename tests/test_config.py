@@ -1,0 +1,148 @@
+"""Settings: embedded defaults, YAML file, BROKER_* overrides, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker.config import Settings, SettingsError, load_settings, redacted
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "broker.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_gives_embedded_defaults() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.issuer == "http://127.0.0.1:8080/"
+    assert settings.store.backend == "sqlite"
+    assert settings.sqlite_path == Path("./var") / "broker.db"
+    assert settings.keys.algorithm == "ES256"
+    assert settings.source == "<defaults>"
+
+
+def test_file_values_are_read_and_nested_defaults_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, "issuer: https://broker.example/\nstore: {backend: redis, url: 'redis://10.0.0.1:6380/2'}\n")
+    settings = load_settings(path, environ={})
+    assert settings.issuer == "https://broker.example/"
+    assert settings.store.backend == "redis"
+    assert settings.store.url == "redis://10.0.0.1:6380/2"
+    assert settings.store.namespace == "ga4gh-broker"  # untouched default
+    assert settings.source == str(path)
+
+
+def test_environment_overrides_file_with_typed_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {workers: 2}\n")
+    env = {"BROKER_SERVER__WORKERS": "5", "BROKER_KEYS__ALGORITHM": "RS256", "BROKER_ISSUER": "https://x.example/"}
+    settings = load_settings(path, environ=env)
+    assert settings.server.workers == 5
+    assert settings.keys.algorithm == "RS256"
+    assert settings.issuer == "https://x.example/"
+
+
+def test_broker_config_variable_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "data_dir: /srv/broker\n")
+    settings = load_settings(None, environ={"BROKER_CONFIG": str(path)})
+    assert settings.data_dir == "/srv/broker"
+
+
+def test_trusted_issuers_become_dataclasses(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+trust:
+  visa_issuers:
+    - iss: https://login.example/oidc/
+      jku: [https://login.example/oidc/jwk]
+      visa_types: [ControlledAccessGrants]
+""")
+    issuer = load_settings(path, environ={}).trust.visa_issuers[0]
+    assert issuer.iss == "https://login.example/oidc/"
+    assert issuer.jku == ["https://login.example/oidc/jwk"]
+    assert issuer.visa_types == ["ControlledAccessGrants"]
+    assert issuer.sources is None
+
+
+MISTAKES = [
+    # (file text, key named in the message, words the message must contain)
+    ("stroe: {backend: sqlite}\n", "stroe", "unknown setting"),
+    ("store: {backend: mysql}\n", "store.backend", "expected one of 'sqlite', 'redis'"),
+    ("server: {workers: many}\n", "server.workers", "expected an integer"),
+    ("server: {workers: true}\n", "server.workers", "expected an integer"),
+    ("keys: {algorithm: HS256}\n", "keys.algorithm", "expected one of 'ES256', 'RS256'"),
+    ("issuer: ftp://x/\n", "issuer", "expected an http(s) URL"),
+    ("trust: {visa_issuers: [{jku: [https://a/jwk]}]}\n", "trust.visa_issuers[0].iss", "required setting is missing"),
+    ("trust: {visa_issuers: [{iss: https://a/}]}\n", "trust.visa_issuers[0]", "at least one of jku, jwks, jwks_file"),
+    ("limits: {max_visas_per_passport: 0}\n", "limits.max_visas_per_passport", "greater than 0"),
+    ("keys: {storage: store}\n", "keys.encryption_secret", "required when keys.storage is 'store'"),
+    ("store: [sqlite]\n", "store", "expected a mapping"),
+    ("server:\n  bind: [1\n", "", "line 3, column 1: expected ','"),
+    ("- just\n- a list\n", "", "expected a mapping of settings"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), MISTAKES, ids=[m[1] or m[2] for m in MISTAKES])
+def test_each_mistake_names_file_key_and_expectation(tmp_path: Path, text: str, key: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert caught.value.key == key
+    assert words in message
+    assert "\n" not in message
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="file not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_bad_environment_override_names_the_key() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, environ={"BROKER_STORE__BACKEND": "oracle"})
+    assert caught.value.key == "store.backend"
+
+
+def test_unknown_environment_override_is_refused() -> None:
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings(None, environ={"BROKER_STORE__BAKEND": "redis"})
+
+
+def test_redacted_hides_every_secret() -> None:
+    settings = load_settings(None, environ={
+        "BROKER_KEYS__ENCRYPTION_SECRET": "kek-passphrase-123",
+        "BROKER_STORE__URL": "redis://:hunter2@127.0.0.1:6379/0",
+    })
+    text = repr(redacted(settings))
+    assert "kek-passphrase-123" not in text
+    assert "hunter2" not in text
+    assert redacted(settings)["keys"]["encryption_secret"] == "***"
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.issuer = "https://evil/"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("store: {backend: mysql}\n", "store.backend"),
+    ("bogus: 1\n", "bogus"),
+    ("server: {workers: x}\n", "server.workers"),
+    ("issuer: 42\n", "issuer"),
+    ("limits:\n  max_json_depth: -1\n", "limits.max_json_depth"),
+])
+def test_cli_reports_one_line_and_exit_status_2(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    result = subprocess.run([sys.executable, "-m", "broker", "-c", str(path), "config", "check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and expected in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
