@@ -1,0 +1,101 @@
+"""Lifetimes: nothing is returned after its end, and the backend lets it go."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import redis
+
+from broker.store import Store, open_store
+from broker.store.base import RefreshToken
+from tests.store.conftest import Backend, redis_settings
+from tests.support.redis_server import RedisServer
+
+
+def _start_of_next_second() -> int:
+    """Sleep to just after a whole second, so `now + 1` is a full second away; return now."""
+    t = time.time()
+    time.sleep(math.ceil(t) - t + 0.02)
+    return int(time.time())
+
+
+def _sleep_until(when: float) -> None:
+    time.sleep(max(0.0, when - time.time()))
+
+
+def test_every_record_with_a_lifetime_vanishes_when_it_ends(backend: Backend) -> None:
+    store: Store = backend.store
+    now = _start_of_next_second()
+    end = now + 1
+    store.put_ticket("code", "c1", {"v": 1}, ttl=1)
+    assert store.add_ticket("jti", "j1", {"v": 1}, ttl=1) is True
+    store.put_session("s1", {"v": 1}, ttl=1)
+    store.revoke_token_id("jti-1", end)
+    store.put_refresh_token(RefreshToken("h1", "fam-1", "id-1", "cli-1", "openid", now, end))
+    store.put_refresh_token(RefreshToken("h2", "fam-2", "id-1", "cli-1", "openid", now, end))
+    store.put_ticket("code", "long", {"v": 2}, ttl=60)
+    # all alive within their lifetime
+    assert store.peek_ticket("code", "c1") == {"v": 1}
+    assert store.get_session("s1") == {"v": 1}
+    assert store.is_token_revoked("jti-1") is True
+    assert store.use_refresh_token("h2") is not None
+
+    _sleep_until(end + 0.1)
+    assert store.peek_ticket("code", "c1") is None
+    assert store.consume_ticket("code", "c1") is None
+    assert store.add_ticket("jti", "j1", {"v": 2}, ttl=60) is True  # an ended ticket frees its key
+    assert store.peek_ticket("jti", "j1") == {"v": 2}
+    assert store.get_session("s1") is None
+    assert store.is_token_revoked("jti-1") is False
+    assert store.use_refresh_token("h1") is None
+    assert store.use_refresh_token("h2") is None
+    assert store.consume_ticket("code", "long") == {"v": 2}
+    # and the backend does not keep them: only the ticket added after the end is left
+    assert _leftovers(backend) == (["ticket:j1"] if backend.kind == "sqlite" else ["ticket:jti:j1"])
+
+
+def _leftovers(backend: Backend) -> list[str]:
+    """What the backend still holds of the ended records, read behind the store's back."""
+    if backend.kind == "sqlite":
+        backend.store.purge_expired()  # type: ignore[attr-defined]  # normally every 60 s during writes
+        conn = sqlite3.connect(backend.settings.sqlite_path)
+        try:
+            rows = conn.execute("SELECT 'ticket:' || key FROM tickets UNION ALL SELECT 'session:' || id FROM sessions "
+                                "UNION ALL SELECT 'jti:' || jti FROM revoked_tokens "
+                                "UNION ALL SELECT 'rt:' || token_hash FROM refresh_tokens").fetchall()
+        finally:
+            conn.close()
+        return sorted(r[0] for r in rows)
+    client = redis.Redis.from_url(backend.settings.store.url, decode_responses=True)
+    try:
+        prefix = backend.settings.store.namespace + ":"
+        return sorted(k[len(prefix):] for k in client.scan_iter(match=prefix + "*"))
+    finally:
+        client.close()
+
+
+def test_redis_keys_carry_the_records_lifetime(redis_server: RedisServer) -> None:
+    settings = redis_settings(redis_server.url)
+    store = open_store(settings)
+    ns = settings.store.namespace
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        store.put_ticket("code", "c1", {}, ttl=30)
+        store.put_session("s1", {}, ttl=40)
+        store.revoke_token_id("jti-1", int(time.time()) + 50)
+        store.put_refresh_token(RefreshToken("h1", "fam-1", "id-1", "cli-1", "openid", 0, int(time.time()) + 60))
+        assert 0 < client.ttl(f"{ns}:ticket:code:c1") <= 30
+        assert 0 < client.ttl(f"{ns}:session:s1") <= 40
+        assert 0 < client.ttl(f"{ns}:revoked-jti:jti-1") <= 50
+        assert 0 < client.ttl(f"{ns}:rt:h1") <= 60
+        assert 0 < client.ttl(f"{ns}:rt-family:fam-1") <= 60
+        store.revoke_family("fam-1")
+        assert client.ttl(f"{ns}:rt-family-revoked:fam-1") > 0
+        # records without a lifetime never expire
+        store.audit_append({"a": 1}, at=1)
+        assert client.ttl(f"{ns}:audit") == -1
+    finally:
+        client.close()
+        store.close()
