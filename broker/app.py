@@ -48,7 +48,30 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     _install_security_headers(app, https=settings.issuer.startswith("https://"))
     _install_health_routes(app)
+    _install_oidc(app)
+    _install_dac(app)
     return app
+
+
+def _install_dac(app: Flask) -> None:
+    """DAC REST API, permissions API and pages (broker/dac)."""
+    from broker.dac.api import init_app
+
+    init_app(app, on_revoke=current_runtime_of(app).revoked)
+
+
+def current_runtime_of(app: Flask) -> Runtime:
+    """The Runtime ``create_app`` put in ``app``; usable outside a request."""
+    return app.extensions["broker"]
+
+
+def _install_oidc(app: Flask) -> None:
+    """The OpenID Provider and the login pages (broker/oidc, broker/login)."""
+    from broker.login.views import blueprint as login_blueprint
+    from broker.oidc.views import blueprint as oidc_blueprint
+
+    app.register_blueprint(oidc_blueprint())
+    app.register_blueprint(login_blueprint())
 
 
 def _install_health_routes(app: Flask) -> None:

@@ -26,6 +26,9 @@ COMMAND_MODULES = (
     "broker.store.commands",
     "broker.ga4gh.commands",
     "broker.policy.commands",
+    "broker.oidc.commands",
+    "broker.login.commands",
+    "broker.dac.commands",
 )
 
 

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
+from broker.dac.settings import DacSettings, VisaSourceSettings, check_dac_settings, check_visa_sources
+
 ENV_PREFIX = "BROKER_"
 ENV_CONFIG_FILE = "BROKER_CONFIG"
 
@@ -150,6 +152,73 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class DeclaredClientSettings:
+    """An OAuth client declared in the settings file (next to those added by ``clients add``).
+
+    ``secret_hash`` is the scrypt hash ``clients add --print-hash`` prints, never the secret.
+    """
+
+    client_id: str
+    redirect_uris: list[str] = field(default_factory=list)
+    name: str = ""
+    grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    scopes: list[str] = field(default_factory=lambda: ["openid"])
+    auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] = (
+        "client_secret_basic"
+    )
+    secret_hash: str | None = secret(None)
+    jwks: dict[str, Any] | None = None
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """The OpenID Provider toward clients: token lifetimes (short by default) and declared clients."""
+
+    access_token_lifetime_seconds: int = 900
+    id_token_lifetime_seconds: int = 600
+    refresh_token_lifetime_seconds: int = 14 * 86400  # absolute lifetime of a rotation family
+    code_lifetime_seconds: int = 60
+    passport_lifetime_seconds: int = 3600
+    visa_lifetime_seconds: int = 3600  # visas we mint on demand (upstream claims, links)
+    device_code_lifetime_seconds: int = 600
+    device_poll_interval_seconds: int = 5
+    # PKCE S256 is always required of public clients; true requires it of every client.
+    require_pkce: bool = False
+    clients: list[DeclaredClientSettings] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    """One way to log in: ``local`` (accounts in the store) or ``oidc`` (an upstream IdP)."""
+
+    id: str
+    kind: Literal["local", "oidc"]
+    name: str = ""  # shown on the login page
+    issuer: str | None = None  # oidc: the upstream issuer; discovery is <issuer>/.well-known/openid-configuration
+    client_id: str | None = None
+    client_secret: str | None = secret(None)
+    scopes: list[str] = field(default_factory=lambda: ["openid", "profile", "email"])
+    # oidc: read ga4gh_passport_v1 from the upstream's userinfo and relay trusted visas.
+    relay_passport: bool = False
+    # oidc: map eduPersonScopedAffiliation to AffiliationAndRole visas we mint (by: system).
+    affiliation_source: str | None = None  # the visa `source`; default: the upstream issuer
+    timeout_seconds: float = 5.0
+    max_response_bytes: int = 262_144
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    """Browser login: connectors on the login page and the server-side session."""
+
+    connectors: list[ConnectorSettings] = field(
+        default_factory=lambda: [ConnectorSettings(id="local", kind="local", name="Local account")]
+    )
+    session_lifetime_seconds: int = 8 * 3600
+    interaction_lifetime_seconds: int = 600  # a pending authorization request waiting for login/consent
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the broker; the defaults run a single-machine broker."""
 
@@ -162,6 +231,10 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+    login: LoginSettings = field(default_factory=LoginSettings)
+    dac: DacSettings = field(default_factory=DacSettings)
+    visa_sources: list[VisaSourceSettings] = field(default_factory=list)
     # Not a setting: which file these came from ("<defaults>" when none).
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -352,6 +425,66 @@ def _check(s: Settings) -> None:
     for i, ti in enumerate(s.trust.visa_issuers):
         if not ti.jku and ti.jwks is None and ti.jwks_file is None:
             raise SettingsError(src, f"trust.visa_issuers[{i}]", "expected at least one of jku, jwks, jwks_file")
+    _check_oidc(s)
+    _check_login(s)
+    check_dac_settings(s.dac, src, s.issuer)
+    check_visa_sources(s.visa_sources, src, s.trust.fetch.allow_http_loopback)
+
+
+def _check_oidc(s: Settings) -> None:
+    """Lifetimes are positive and short enough to sign with the key ring; declared clients are sane."""
+    src = s.source
+    o = s.oidc
+    lifetimes = {
+        "oidc.access_token_lifetime_seconds": o.access_token_lifetime_seconds,
+        "oidc.id_token_lifetime_seconds": o.id_token_lifetime_seconds,
+        "oidc.refresh_token_lifetime_seconds": o.refresh_token_lifetime_seconds,
+        "oidc.code_lifetime_seconds": o.code_lifetime_seconds,
+        "oidc.passport_lifetime_seconds": o.passport_lifetime_seconds,
+        "oidc.visa_lifetime_seconds": o.visa_lifetime_seconds,
+        "oidc.device_code_lifetime_seconds": o.device_code_lifetime_seconds,
+        "oidc.device_poll_interval_seconds": o.device_poll_interval_seconds,
+    }
+    for key, value in lifetimes.items():
+        if value <= 0:
+            raise SettingsError(src, key, f"expected a number greater than 0, got {value!r}")
+    for key in ("oidc.access_token_lifetime_seconds", "oidc.id_token_lifetime_seconds",
+                "oidc.passport_lifetime_seconds", "oidc.visa_lifetime_seconds"):
+        if lifetimes[key] > s.keys.max_token_lifetime_seconds:
+            raise SettingsError(src, key, "must not exceed keys.max_token_lifetime_seconds")
+    if o.code_lifetime_seconds > 600:
+        raise SettingsError(src, "oidc.code_lifetime_seconds", "expected at most 600 seconds (RFC 6749 4.1.2)")
+    seen: set[str] = set()
+    for i, c in enumerate(o.clients):
+        key = f"oidc.clients[{i}]"
+        if not c.client_id or c.client_id in seen:
+            raise SettingsError(src, f"{key}.client_id", "expected a non-empty client_id, unique among clients")
+        seen.add(c.client_id)
+        if c.auth_method in ("client_secret_basic", "client_secret_post") and not c.secret_hash:
+            raise SettingsError(src, f"{key}.secret_hash", f"required for auth_method {c.auth_method}")
+        if c.auth_method == "private_key_jwt" and not c.jwks:
+            raise SettingsError(src, f"{key}.jwks", "required for auth_method private_key_jwt")
+        for j, uri in enumerate(c.redirect_uris + c.post_logout_redirect_uris):
+            if not uri.startswith(("https://", "http://")) or "#" in uri:
+                raise SettingsError(src, f"{key}.redirect_uris[{j}]", "expected an absolute http(s) URL, no fragment")
+
+
+def _check_login(s: Settings) -> None:
+    """Connector ids are unique; an oidc connector names its upstream and its client there."""
+    src = s.source
+    if s.login.session_lifetime_seconds <= 0 or s.login.interaction_lifetime_seconds <= 0:
+        raise SettingsError(src, "login", "session and interaction lifetimes must be greater than 0")
+    seen: set[str] = set()
+    for i, c in enumerate(s.login.connectors):
+        key = f"login.connectors[{i}]"
+        if not c.id or c.id in seen or not c.id.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(src, f"{key}.id", "expected a unique id of letters, digits, - and _")
+        seen.add(c.id)
+        if c.kind == "oidc":
+            if not c.issuer or not c.issuer.startswith(("https://", "http://")):
+                raise SettingsError(src, f"{key}.issuer", "required for kind oidc: the upstream issuer URL")
+            if not c.client_id:
+                raise SettingsError(src, f"{key}.client_id", "required for kind oidc")
 
 
 # --------------------------------------------------------------------------- printing

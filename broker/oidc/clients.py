@@ -1,0 +1,135 @@
+"""OAuth clients: declared in settings or kept in the store, looked up by exact client_id.
+
+Redirect URIs (and post-logout redirect URIs) are compared as whole strings, exactly
+(OIDC Core 3.1.2.1 "Simple String Comparison", RFC 9700 4.1.3): no normalisation, no
+prefix, no case folding, so every mutation an attacker tries is simply not equal.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from broker.config import DeclaredClientSettings, Settings
+from broker.ga4gh.models import TOKEN_EXCHANGE_GRANT
+from broker.oidc.passwords import hash_secret, new_secret
+from broker.store.base import Client, Conflict, Store
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT, DEVICE_CODE_GRANT)
+SCOPES = ("openid", "profile", "email", "ga4gh_passport_v1")
+
+
+class ClientError(ValueError):
+    """A client definition is invalid (bad URI, unknown grant, ...)."""
+
+
+def from_settings(declared: DeclaredClientSettings) -> Client:
+    """The store record for a client declared in the settings file."""
+    return Client(
+        client_id=declared.client_id,
+        name=declared.name or declared.client_id,
+        redirect_uris=tuple(declared.redirect_uris),
+        grant_types=tuple(declared.grant_types),
+        scopes=tuple(declared.scopes),
+        auth_method=declared.auth_method,
+        secret_hash=declared.secret_hash,
+        jwks=declared.jwks,
+        post_logout_redirect_uris=tuple(declared.post_logout_redirect_uris),
+    )
+
+
+def find_client(settings: Settings, store: Store, client_id: str | None) -> Client | None:
+    """The client with exactly this id (settings first, then the store), or None."""
+    if not client_id or len(client_id) > 255:
+        return None
+    for declared in settings.oidc.clients:
+        if hmac.compare_digest(declared.client_id.encode(), client_id.encode()):
+            return from_settings(declared)
+    return store.get_client(client_id)
+
+
+def redirect_uri_registered(client: Client, uri: str | None) -> bool:
+    """Exact, whole-string membership of ``uri`` in the client's registered redirect URIs."""
+    return uri is not None and any(uri == registered for registered in client.redirect_uris)
+
+
+def logout_uri_registered(client: Client, uri: str | None) -> bool:
+    """Exact, whole-string membership in the client's registered post-logout redirect URIs."""
+    return uri is not None and any(uri == registered for registered in client.post_logout_redirect_uris)
+
+
+def check_uri(uri: str) -> None:
+    """A redirect URI we accept at registration: absolute http(s), no fragment, no user info."""
+    if not uri.startswith(("https://", "http://")) or "#" in uri or any(c.isspace() for c in uri):
+        raise ClientError(f"redirect URI must be an absolute http(s) URL without fragment or spaces: {uri!r}")
+    authority = uri.split("://", 1)[1].split("/", 1)[0]
+    if "@" in authority or "\\" in uri or not authority:
+        raise ClientError(f"redirect URI must not carry user info or backslashes: {uri!r}")
+    if len(uri) > 2000:
+        raise ClientError("redirect URI is longer than 2000 characters")
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """What ``clients add`` created: the record and, once, the secret in the clear."""
+
+    client: Client
+    secret: str | None
+
+
+def create_client(
+    store: Store,
+    client_id: str,
+    *,
+    name: str = "",
+    redirect_uris: tuple[str, ...] = (),
+    grant_types: tuple[str, ...] | None = None,
+    scopes: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
+    auth_method: str = "client_secret_basic",
+    jwks: dict | None = None,
+    post_logout_redirect_uris: tuple[str, ...] = (),
+    now: int | None = None,
+) -> NewClient:
+    """Validate and store a new client; a confidential secret client gets a fresh secret (shown once)."""
+    if not client_id or len(client_id) > 255 or any(c.isspace() or c == ":" for c in client_id):
+        raise ClientError("client_id must be 1-255 characters without spaces or ':'")
+    if auth_method not in AUTH_METHODS:
+        raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+    if grant_types is None:
+        grant_types = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
+        if auth_method != "none":
+            grant_types += (TOKEN_EXCHANGE_GRANT,)
+    for grant in grant_types:
+        if grant not in GRANT_TYPES:
+            raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
+    if auth_method == "none" and TOKEN_EXCHANGE_GRANT in grant_types:
+        raise ClientError("token exchange requires client authentication; a public client cannot have it")
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise ClientError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientError("the authorization_code grant needs at least one redirect URI")
+    for uri in (*redirect_uris, *post_logout_redirect_uris):
+        check_uri(uri)
+    if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+        raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]})")
+    if store.get_client(client_id) is not None:
+        raise Conflict(f"client {client_id!r} already exists")
+    secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None
+    client = Client(
+        client_id=client_id,
+        name=name or client_id,
+        redirect_uris=tuple(redirect_uris),
+        grant_types=tuple(grant_types),
+        scopes=tuple(scopes),
+        auth_method=auth_method,
+        secret_hash=hash_secret(secret) if secret else None,
+        jwks=jwks if auth_method == "private_key_jwt" else None,
+        post_logout_redirect_uris=tuple(post_logout_redirect_uris),
+        created_at=int(time.time()) if now is None else now,
+    )
+    store.put_client(client)
+    return NewClient(client=client, secret=secret)

@@ -1,0 +1,151 @@
+"""``ga4gh-broker clients add|list|remove``: OAuth clients kept in the store.
+
+``clients add`` prints a confidential client's secret exactly once (it is stored only as
+an scrypt hash); ``--hash-secret`` prints a hash for declaring a client in the settings file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from broker.oidc.clients import AUTH_METHODS, ClientError, create_client, from_settings
+from broker.oidc.passwords import hash_secret, new_secret
+from broker.store.base import Conflict, Store, StoreError
+
+if TYPE_CHECKING:
+    from broker.cli import Context
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``clients add``, ``clients list`` and ``clients remove``."""
+    clients = sub.add_parser("clients", help="OAuth clients: add, list, remove")
+    clients_sub = clients.add_subparsers(dest="clients_command", metavar="ACTION")
+    clients_sub.required = True
+
+    add = clients_sub.add_parser("add", help="register a client (a confidential client's secret is printed once)")
+    add.add_argument("client_id")
+    add.add_argument("--name", default="")
+    add.add_argument("--redirect-uri", action="append", default=[], help="exact redirect URI (repeatable)")
+    add.add_argument("--post-logout-redirect-uri", action="append", default=[], help="exact URI (repeatable)")
+    add.add_argument("--grant", action="append", default=None,
+                     help="allowed grant type (repeatable; default: code, refresh, device, and token exchange "
+                          "for confidential clients)")
+    add.add_argument("--scope", action="append", default=None,
+                     help="allowed scope (repeatable; default: openid ga4gh_passport_v1)")
+    add.add_argument("--auth-method", choices=AUTH_METHODS, default="client_secret_basic",
+                     help="token endpoint authentication; 'none' makes a public client (PKCE required)")
+    add.add_argument("--public", action="store_true", help="same as --auth-method none")
+    add.add_argument("--jwks-file", default=None, help="the client's public JWKS (private_key_jwt)")
+    add.add_argument("--json", action="store_true", help="machine-readable output")
+    add.set_defaults(handler=_add)
+
+    listing = clients_sub.add_parser("list", help="every client (store and settings), without secrets")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_list)
+
+    remove = clients_sub.add_parser("remove", help="delete a client from the store")
+    remove.add_argument("client_id")
+    remove.set_defaults(handler=_remove)
+
+    hashing = clients_sub.add_parser("hash-secret", help="make a new secret and its hash for the settings file")
+    hashing.set_defaults(handler=_hash_secret)
+
+
+@contextmanager
+def _store(ctx: Context) -> Iterator[Store]:
+    from broker.cli import CommandError
+    from broker.store import open_store
+
+    try:
+        store = open_store(ctx.settings)
+    except StoreError as exc:
+        raise CommandError(f"store: {exc}") from None
+    try:
+        yield store
+    except StoreError as exc:
+        raise CommandError(f"store: {exc}") from None
+    finally:
+        store.close()
+
+
+def _add(ctx: Context) -> int:
+    from broker.cli import CommandError
+
+    args = ctx.args
+    method = "none" if args.public else args.auth_method
+    jwks = None
+    if args.jwks_file:
+        try:
+            with open(args.jwks_file, encoding="utf-8") as fh:
+                jwks = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read --jwks-file: {exc.__class__.__name__}") from None
+    if any(c.client_id == args.client_id for c in ctx.settings.oidc.clients):
+        raise CommandError(f"client {args.client_id!r} is declared in the settings file")
+    with _store(ctx) as store:
+        try:
+            created = create_client(
+                store, args.client_id, name=args.name, redirect_uris=tuple(args.redirect_uri),
+                grant_types=tuple(args.grant) if args.grant else None,
+                scopes=tuple(args.scope) if args.scope else ("openid", "ga4gh_passport_v1"),
+                auth_method=method, jwks=jwks, post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
+            )
+        except (ClientError, Conflict) as exc:
+            raise CommandError(str(exc), 1) from None
+    client = created.client
+    if args.json:
+        out = _describe(client)
+        if created.secret:
+            out["client_secret"] = created.secret
+        ctx.out_json(out)
+        return 0
+    ctx.out(f"client_id:     {client.client_id}")
+    ctx.out(f"auth method:   {client.auth_method}")
+    if created.secret:
+        ctx.out(f"client_secret: {created.secret}")
+        print("Store the secret now: it is kept only as a hash and cannot be shown again.", file=sys.stderr)
+    return 0
+
+
+def _describe(client: object) -> dict[str, object]:
+    return {
+        "client_id": client.client_id, "name": client.name,  # type: ignore[attr-defined]
+        "auth_method": client.auth_method,  # type: ignore[attr-defined]
+        "redirect_uris": list(client.redirect_uris),  # type: ignore[attr-defined]
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),  # type: ignore[attr-defined]
+        "grant_types": list(client.grant_types), "scopes": list(client.scopes),  # type: ignore[attr-defined]
+    }
+
+
+def _list(ctx: Context) -> int:
+    with _store(ctx) as store:
+        rows = [{**_describe(c), "from": "store"} for c in store.list_clients()]
+    rows += [{**_describe(from_settings(c)), "from": "settings"} for c in ctx.settings.oidc.clients]
+    if ctx.args.json:
+        ctx.out_json(rows)
+        return 0
+    for row in rows:
+        ctx.out(f"{row['client_id']}\t{row['auth_method']}\t{row['from']}\t{' '.join(row['redirect_uris'])}")
+    return 0
+
+
+def _remove(ctx: Context) -> int:
+    from broker.cli import CommandError
+
+    with _store(ctx) as store:
+        if not store.delete_client(ctx.args.client_id):
+            raise CommandError(f"no client {ctx.args.client_id!r} in the store")
+    ctx.out(f"removed {ctx.args.client_id}")
+    return 0
+
+
+def _hash_secret(ctx: Context) -> int:
+    secret = new_secret()
+    ctx.out(f"client_secret: {secret}")
+    ctx.out(f"secret_hash:   {hash_secret(secret)}")
+    return 0

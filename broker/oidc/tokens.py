@@ -1,0 +1,190 @@
+"""Our access tokens (RFC 9068 JWTs) and ID tokens (OIDC Core 2), minted and checked here.
+
+Access tokens carry ``iss, sub, aud, client_id, iat, exp, jti, scope`` and ``grant`` (the
+id of the grant they came from: its refresh-token family, so revoking the grant revokes
+them), with header ``typ: at+jwt``. They never carry a GA4GH claim (AAI 1.2; SPEC-DIGEST
+B6). ID tokens carry ``auth_time``, ``nonce`` when the request had one, and ``at_hash``.
+
+:func:`verify_access_token` accepts exactly our own live access tokens: header ``typ``
+exactly ``at+jwt``, an allowed algorithm, a ``kid`` of our published JWKS and no
+embedded-key header; our issuer; an unexpired ``exp``; a ``jti`` not revoked; a grant
+not revoked. Anything else raises :class:`InvalidToken` with a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from broker.config import Settings
+from broker.ga4gh.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
+from broker.store.base import Store
+
+MAX_TOKEN_BYTES = 16_384
+FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
+
+
+class InvalidToken(Exception):
+    """A token we do not accept; ``reason`` is machine-readable (never shown with the token)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """The checked claims of one of our access tokens."""
+
+    jti: str
+    sub: str
+    client_id: str
+    scope: tuple[str, ...]
+    iat: int
+    exp: int
+    grant: str
+    claims: dict[str, Any]
+
+
+def new_id() -> str:
+    """A random identifier (jti, grant id) with 128 bits of entropy."""
+    return secrets.token_urlsafe(16)
+
+
+def mint_access_token(
+    keyring: Any, settings: Settings, *, sub: str, client_id: str, scope: tuple[str, ...], grant: str,
+    now: int, idp: str | None = None,
+) -> tuple[str, AccessToken]:
+    """Sign a new access token; returns the JWT and its claims."""
+    lifetime = settings.oidc.access_token_lifetime_seconds
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": sub,
+        "aud": client_id,
+        "client_id": client_id,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": new_id(),
+        "scope": " ".join(scope),
+        "grant": grant,
+    }
+    if idp:
+        claims["idp"] = idp
+    token = keyring.sign(claims, ACCESS_TOKEN_TYP, now=now)
+    return token, AccessToken(
+        jti=claims["jti"], sub=sub, client_id=client_id, scope=scope, iat=now, exp=claims["exp"], grant=grant,
+        claims=claims,
+    )
+
+
+def half_hash(value: str, alg: str) -> str:
+    """``at_hash``: base64url of the left half of the hash of the token (OIDC Core 3.1.3.6)."""
+    digest = {"RS256": hashlib.sha256, "ES256": hashlib.sha256, "PS256": hashlib.sha256}[alg](
+        value.encode("ascii")
+    ).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+def mint_id_token(
+    keyring: Any, settings: Settings, *, sub: str, client_id: str, auth_time: int, now: int,
+    nonce: str | None = None, access_token: str | None = None, sid: str | None = None,
+) -> str:
+    """Sign an ID token for ``client_id`` (typ ``JWT``)."""
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": sub,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + settings.oidc.id_token_lifetime_seconds,
+        "auth_time": auth_time,
+        "jti": new_id(),
+    }
+    if nonce is not None:
+        claims["nonce"] = nonce
+    if sid is not None:
+        claims["sid"] = sid
+    if access_token is not None:
+        alg = _header(access_token).get("alg", "ES256")
+        claims["at_hash"] = half_hash(access_token, alg)
+    return keyring.sign(claims, "JWT", now=now)
+
+
+def _header(token: str) -> dict[str, Any]:
+    segment = token.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def _our_key(keyring: Any, kid: Any, alg: str) -> Any:
+    if not isinstance(kid, str):
+        raise InvalidToken("key_not_found", "no kid")
+    found = keyring.public_keys().get(kid)
+    if found is None:
+        raise InvalidToken("key_not_found", "kid is not one of our keys")
+    key_alg, key = found
+    if key_alg != alg:
+        raise InvalidToken("bad_alg", "algorithm does not match the key")
+    return key
+
+
+def verify_signed(keyring: Any, settings: Settings, token: str, typ: str, *, verify_exp: bool = True,
+                  now: int | None = None) -> dict[str, Any]:
+    """Check a JWT we signed ourselves (header, signature, iss, exp, iat); return its claims."""
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+        raise InvalidToken("malformed", "not a compact JWS")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("malformed", "bad header") from None
+    if header.get("typ") != typ:
+        raise InvalidToken("bad_typ", "wrong token type")
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGORITHMS:
+        raise InvalidToken("bad_alg", "algorithm not allowed")
+    if any(name in header for name in FORBIDDEN_HEADERS):
+        raise InvalidToken("embedded_key", "header names a key or critical extension")
+    key = _our_key(keyring, header.get("kid"), alg)
+    now = int(time.time()) if now is None else now
+    leeway = settings.limits.clock_leeway_seconds
+    try:
+        claims = jwt.decode(
+            token, key=key, algorithms=[alg], issuer=settings.issuer,
+            options={"verify_aud": False, "verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                     "require": ["iss", "sub", "iat", "exp"]},
+        )
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("bad_signature", "signature does not verify") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidToken("untrusted_issuer", "not our issuer") from None
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("malformed", exc.__class__.__name__) from None
+    exp, iat = claims["exp"], claims["iat"]
+    if not isinstance(exp, int) or not isinstance(iat, int) or isinstance(exp, bool):
+        raise InvalidToken("bad_claim", "exp and iat must be integers")
+    if verify_exp and exp <= now - leeway:
+        raise InvalidToken("expired", "token expired")
+    if iat > now + leeway:
+        raise InvalidToken("issued_in_future", "iat is in the future")
+    return claims
+
+
+def verify_access_token(keyring: Any, settings: Settings, store: Store, token: str,
+                        now: int | None = None) -> AccessToken:
+    """Our live access token's claims, or :class:`InvalidToken`."""
+    claims = verify_signed(keyring, settings, token, ACCESS_TOKEN_TYP, now=now)
+    for name in ("jti", "client_id", "scope", "grant"):
+        if not isinstance(claims.get(name), str) or not claims[name]:
+            raise InvalidToken("missing_claim", name)
+    if store.is_token_revoked(claims["jti"]) or store.family_revoked(claims["grant"]):
+        raise InvalidToken("revoked", "token revoked")
+    return AccessToken(
+        jti=claims["jti"], sub=claims["sub"], client_id=claims["client_id"], scope=tuple(claims["scope"].split()),
+        iat=claims["iat"], exp=claims["exp"], grant=claims["grant"], claims=claims,
+    )

@@ -1,0 +1,84 @@
+"""One broker process shared by the OIDC tests, with declared clients and a local user."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from broker.keys.jwk import public_jwk
+from broker.oidc.passwords import hash_secret
+from tests.oidc.broker_process import BrokerProcess
+from tests.oidc.flow import PASSWORD, Client
+
+CALLBACK = "https://app.example/cb"
+NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+SECRETS = {"app": "app-secret-" + "a" * 32, "app-post": "post-secret-" + "b" * 32, "other": "other-" + "c" * 32,
+           "nopass": "nopass-" + "d" * 32, "multi": "multi-" + "e" * 32}
+
+
+@pytest.fixture(scope="session")
+def jwt_client_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _client(client_id: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "client_id": client_id, "name": f"App {client_id}", "redirect_uris": [CALLBACK],
+        "grant_types": ["authorization_code", "refresh_token", EXCHANGE, DEVICE],
+        "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
+        "post_logout_redirect_uris": ["https://app.example/bye"],
+    }
+    if client_id in SECRETS:
+        base["secret_hash"] = hash_secret(SECRETS[client_id], log2_n=10)
+    base.update(fields)
+    return base
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory, jwt_client_key: ec.EllipticCurvePrivateKey
+           ) -> Iterator[BrokerProcess]:
+    jwk = {**public_jwk(jwt_client_key.public_key()), "kid": "client-key-1", "alg": "ES256", "use": "sig"}
+    settings = {
+        "oidc": {"clients": [
+            _client("app"),
+            _client("app-post", auth_method="client_secret_post"),
+            _client("other"),
+            _client("nopass", scopes=["openid", "profile"]),
+            _client("cli", auth_method="none", redirect_uris=[NATIVE_CALLBACK],
+                    grant_types=["authorization_code", "refresh_token", DEVICE]),
+            _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
+            _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
+        ]},
+    }
+    process = BrokerProcess(directory=tmp_path_factory.mktemp("broker"), settings=settings).start()
+    for user in ("alice", "bob"):
+        done = process.cli("users", "add", user, "--name", user.title(), stdin=PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def app(broker: BrokerProcess) -> Client:
+    return Client("app", SECRETS["app"], CALLBACK)
+
+
+@pytest.fixture(scope="session")
+def other(broker: BrokerProcess) -> Client:
+    return Client("other", SECRETS["other"], CALLBACK)
+
+
+@pytest.fixture(scope="session")
+def public_client(broker: BrokerProcess) -> Client:
+    return Client("cli", None, NATIVE_CALLBACK)
+
+
+def dump(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data), encoding="utf-8")
