@@ -1,0 +1,1 @@
+"""Data access committees: settings, grants, memberships, registered access, CLI and REST API."""

@@ -1,0 +1,606 @@
+"""The DAC REST API (``/api/dac/``), our permissions API and the OpenAPI 3.1 document.
+
+Every route is declared once in :data:`ROUTES` with its access policy; the blueprint and the
+OpenAPI document (``GET /api/openapi.json``) are both built from that table, so a route cannot
+exist without a declared policy and a description (THREAT-MODEL UI-08).
+
+Policies:
+
+- ``dac``: a bearer access token of ours (``authenticate(request) -> Principal``, by default
+  :func:`broker.oidc.tokens.verify_access_token`) carrying the ``dac`` scope. No or a bad token:
+  ``401 invalid_token``; a token without the scope: ``403 insufficient_scope`` (RFC 6750 3.1,
+  GA-12). The token's ``sub`` is the actor; what the actor may do is decided by the services
+  (403 ``forbidden``, nothing changed, audited).
+- ``client``: an OAuth client authenticating itself (HTTP Basic or ``private_key_jwt``, the
+  methods of :mod:`broker.oidc.client_auth`) whose registered scopes include
+  ``ga4gh_permissions``; for services and other brokers (REMS #2631: no privileged account).
+- ``public``: the OpenAPI document.
+
+Input (UI-01, UI-12, GA-13): request bodies must be ``application/json`` (else 415), parsed
+strictly (no duplicate names, bounded depth), objects with only the documented members: a body
+that carries ``iss``, ``source``, ``by``, ``asserted``, ``exp``, ``sub``, ``conditions``,
+``dac``, ``granted_by``... is refused with a field error, never silently used.
+
+Revocation (GA-14): ``init_app(on_revoke=...)`` is called with each revoked grant so the
+verify / gateway caches of this process drop what they hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
+
+from broker.dac.errors import DacError, ValidationError
+from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json
+from broker.dac.members import Member
+from broker.dac.records import RegisteredAccess
+from broker.dac.services import DacServices, build_services
+from broker.dac.settings import DacSettings
+from broker.errors import ApiError
+from broker.ga4gh.jose import JoseError, loads_strict
+from broker.ga4gh.models import PASSPORT_CLAIM
+from broker.store.base import Grant
+
+DAC_SCOPE = "dac"
+PERMISSIONS_SCOPE = "ga4gh_permissions"
+MAX_BODY_DEPTH = 8
+MAX_CSV_BYTES = 2 * 1024 * 1024
+Policy = Literal["dac", "client", "public"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the identity (``sub``) acting, or a client acting for itself."""
+
+    identity: str | None
+    client_id: str | None
+    scopes: frozenset[str] = frozenset()
+
+
+Authenticate = Callable[[Request], Principal]
+
+
+@dataclass
+class ApiState:
+    """What the views need, kept in ``app.extensions["dac_api"]``."""
+
+    services: DacServices
+    authenticate: Authenticate
+    authenticate_client: Authenticate
+    visas_for: Callable[[str], list[str]]
+    clock: Callable[[], float] = time.time
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+def _bearer(req: Request) -> str:
+    headers = req.headers.getlist("Authorization")
+    if "access_token" in req.args or len(headers) > 1:
+        raise ApiError(400, "invalid_request", "Send the access token once, in the Authorization header.")
+    if not headers:
+        raise ApiError(401, "invalid_token", "A bearer access token is required.",
+                       headers={"WWW-Authenticate": 'Bearer realm="dac"'})
+    scheme, _, value = headers[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(401, "invalid_token", "A bearer access token is required.",
+                       headers={"WWW-Authenticate": 'Bearer realm="dac"'})
+    return value.strip()
+
+
+def token_authenticate(req: Request) -> Principal:
+    """The default ``authenticate``: one of our live access tokens (``at+jwt``)."""
+    from broker.oidc.tokens import InvalidToken, verify_access_token
+    from broker.runtime import current_runtime
+
+    rt = current_runtime()
+    token = _bearer(req)
+    try:
+        checked = verify_access_token(rt.keyring, rt.settings, rt.store, token)
+    except InvalidToken as exc:
+        raise ApiError(401, "invalid_token", "The access token is not valid.", {"reason": exc.reason},
+                       headers={"WWW-Authenticate": 'Bearer realm="dac", error="invalid_token"'}) from None
+    return Principal(identity=checked.sub, client_id=checked.client_id, scopes=frozenset(checked.scope))
+
+
+def client_authenticate(req: Request) -> Principal:
+    """The default ``authenticate_client``: client authentication as at the token endpoint."""
+    from broker.oidc.client_auth import authenticate
+    from broker.oidc.errors import OAuthError
+    from broker.runtime import current_runtime
+
+    rt = current_runtime()
+    form = {k: v for k, v in req.form.items()} if req.mimetype == "application/x-www-form-urlencoded" else {}
+    try:
+        auth = authenticate(rt.settings, rt.store, form, req.headers.get("Authorization"),
+                            rt.settings.issuer.rstrip("/") + req.path, allow_public=False)
+    except OAuthError:
+        raise ApiError(401, "invalid_client", "Client authentication failed.",
+                       headers={"WWW-Authenticate": 'Basic realm="permissions"'}) from None
+    return Principal(identity=None, client_id=auth.client.client_id, scopes=frozenset(auth.client.scopes))
+
+
+# --------------------------------------------------------------------------- helpers for views
+
+
+def _state() -> ApiState:
+    state: ApiState = current_app.extensions["dac_api"]
+    return state
+
+
+def _actor() -> str | None:
+    principal: Principal = request.environ["broker.dac.principal"]
+    return principal.identity
+
+
+def _now() -> int:
+    return int(_state().clock())
+
+
+def _body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The JSON object of the request, with only ``allowed`` members and every ``required`` one."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    raw = request.get_data(cache=False)
+    try:
+        data = loads_strict(raw, MAX_BODY_DEPTH, "request body") if raw.strip() else {}
+    except JoseError as exc:
+        raise ApiError(400, "invalid_request", f"The body is not acceptable JSON: {exc.detail}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+    fields = {str(k)[:64]: "not accepted here" for k in data if k not in allowed}
+    fields.update({k: "required" for k in sorted(required) if k not in data})
+    if fields:
+        raise ValidationError("The body has members that are not accepted or lacks required ones.", fields)
+    return data
+
+
+def _text(data: dict[str, Any], name: str, default: str = "") -> str:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string", {name: "not a string"})
+    return value
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    response = jsonify(data)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _member_json(m: Member) -> dict[str, Any]:
+    return m.to_json()
+
+
+def _registered_json(r: RegisteredAccess) -> dict[str, Any]:
+    g = r.record
+    return {"id": g.id, "type": r.visa_type, "by": r.by, "identity": g.identity_id, "dac": g.dac or None,
+            "granted_by": g.granted_by, "granted_at": g.granted_at, "start": g.start, "end": g.end,
+            "revoked_at": g.revoked_at, "revoked_by": g.revoked_by, "live": g.live(_now())}
+
+
+def _grant(g: Grant) -> dict[str, Any]:
+    return grant_to_json(g, _now())
+
+
+def _bool_arg(name: str) -> bool | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ValidationError(f"{name} must be true or false", {name: "not a boolean"})
+
+
+def _float_arg(name: str) -> float | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValidationError(f"{name} must be a number", {name: "not a number"}) from None
+    if not 0 <= number <= 36500:
+        raise ValidationError(f"{name} is out of range", {name: "out of range"})
+    return number
+
+
+# --------------------------------------------------------------------------- views
+
+
+def me() -> Response:
+    svc = _state().services
+    actor = _actor()
+    return _json({"identity": actor, "admin": svc.directory.is_admin(actor),
+                  "committees": svc.members.roles.committees_of(actor)})
+
+
+def committees() -> Response:
+    svc = _state().services
+    actor = _actor()
+    mine = svc.members.roles.committees_of(actor)
+    admin = svc.directory.is_admin(actor)
+    return _json([
+        {"id": c.id, "name": c.name, "source": c.source, "datasets": sorted(c.datasets), "dataset_patterns":
+            list(c.patterns), "role": mine.get(c.id)}
+        for c in svc.directory.committees() if admin or c.id in mine
+    ])
+
+
+def members_list(dac: str) -> Response:
+    return _json([_member_json(m) for m in _state().services.members.list(_actor(), dac)])
+
+
+def members_add(dac: str) -> Response:
+    data = _body({"identity", "role", "reason"}, {"identity"})
+    member = _state().services.members.add(_actor(), dac, _text(data, "identity"), _text(data, "role", "member"),
+                                           _text(data, "reason"))
+    return _json(_member_json(member), 201)
+
+
+def members_remove(dac: str, identity: str) -> Response:
+    data = _body({"reason"}) if request.content_length else {}
+    _state().services.members.remove(_actor(), dac, identity, _text(data, "reason"))
+    return _json({"removed": identity, "dac": dac})
+
+
+def grants_list() -> Response:
+    flt = GrantFilter(dataset=request.args.get("dataset"), dac=request.args.get("dac"),
+                      identity=request.args.get("identity"), live=_bool_arg("live"),
+                      expiring_within_days=_float_arg("expiring_days"))
+    return _json([_grant(g) for g in _state().services.grants.list(_actor(), flt)])
+
+
+def grants_create() -> Response:
+    data = _body({"identity", "dataset", "start", "end", "reason"}, {"identity", "dataset", "end"})
+    grant = _state().services.grants.grant(_actor(), GrantRequest(
+        identity=_text(data, "identity"), dataset=_text(data, "dataset"), end=data["end"], start=data.get("start"),
+        reason=_text(data, "reason")))
+    return _json(_grant(grant), 201)
+
+
+def grants_get(grant_id: str) -> Response:
+    return _json(_grant(_state().services.grants.get(_actor(), grant_id)))
+
+
+def grants_renew(grant_id: str) -> Response:
+    data = _body({"end", "reason"}, {"end"})
+    return _json(_grant(_state().services.grants.renew(_actor(), grant_id, data["end"], _text(data, "reason"))))
+
+
+def grants_revoke(grant_id: str) -> Response:
+    data = _body({"reason"}, {"reason"})
+    return _json(_grant(_state().services.grants.revoke(_actor(), grant_id, _text(data, "reason"))))
+
+
+def grants_import() -> Response:
+    if request.mimetype != "text/csv":
+        raise ApiError(415, "unsupported_media_type", "Send the file as text/csv.")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_CSV_BYTES:
+        raise ApiError(413, "too_large", f"The file is larger than {MAX_CSV_BYTES} bytes.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("the file is not UTF-8", {"file": "not UTF-8"}) from None
+    made = _state().services.grants.import_csv(_actor(), text)
+    return _json({"imported": len(made), "grants": [_grant(g) for g in made]}, 201)
+
+
+def dataset_audit(dataset: str) -> Response:
+    return _json(_state().services.grants.audit_trail(_actor(), dataset))
+
+
+def my_grants() -> Response:
+    actor = _actor()
+    return _json([_grant(g) for g in _state().services.grants.grants_of(actor, actor or "")])
+
+
+def registered_list() -> Response:
+    actor = _actor()
+    identity = request.args.get("identity") or actor or ""
+    return _json([_registered_json(r) for r in _state().services.registered.records_of(actor, identity)])
+
+
+def registered_accept() -> Response:
+    _body(set())
+    return _json(_registered_json(_state().services.registered.accept_terms(_actor())), 201)
+
+
+def registered_status() -> Response:
+    data = _body({"identity", "dac", "reason"}, {"identity"})
+    dac = data.get("dac")
+    if dac is not None and not isinstance(dac, str):
+        raise ValidationError("dac must be a string", {"dac": "not a string"})
+    found = _state().services.registered.grant_status(_actor(), _text(data, "identity"), dac, _text(data, "reason"))
+    return _json(_registered_json(found), 201)
+
+
+def registered_vouch() -> Response:
+    data = _body({"identity", "reason"}, {"identity"})
+    found = _state().services.registered.vouch(_actor(), _text(data, "identity"), _text(data, "reason"))
+    return _json(_registered_json(found), 201)
+
+
+def registered_revoke(record_id: str) -> Response:
+    data = _body({"reason"})
+    return _json(_registered_json(_state().services.registered.revoke(_actor(), record_id, _text(data, "reason"))))
+
+
+def permissions(user: str) -> Response:
+    """Our visas for ``user`` in the REMS / ELIXIR permissions API shape."""
+    return _json({PASSPORT_CLAIM: _state().visas_for(user)})
+
+
+def openapi() -> Response:
+    response = jsonify(openapi_document(current_app.config.get("BROKER_ISSUER_FOR_DOCS", "/")))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# --------------------------------------------------------------------------- the route table
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: Flask rule, method, view, access policy, and what the OpenAPI document says."""
+
+    rule: str
+    method: str
+    view: Callable[..., Response]
+    policy: Policy
+    summary: str
+    body: str | None = None  # name of a request schema in COMPONENTS, or "csv"
+    query: tuple[str, ...] = ()
+    ok: int = 200
+    response: str = "Object"  # name of a response schema in COMPONENTS
+    errors: tuple[int, ...] = field(default=(400, 401, 403))
+
+
+D = "/api/dac"
+ROUTES: tuple[Route, ...] = (
+    Route(f"{D}/me", "GET", me, "dac", "Who the token acts as: DAC roles and admin flag", response="Me"),
+    Route(f"{D}/committees", "GET", committees, "dac", "The DACs you sit on (all for a site admin)",
+          response="CommitteeList"),
+    Route(f"{D}/committees/<dac>/members", "GET", members_list, "dac", "Members of a DAC", response="MemberList",
+          errors=(401, 403, 404)),
+    Route(f"{D}/committees/<dac>/members", "POST", members_add, "dac", "Add a member (chair or site admin)",
+          body="MemberRequest", ok=201, response="Member", errors=(400, 401, 403, 404, 415)),
+    Route(f"{D}/committees/<dac>/members/<identity>", "DELETE", members_remove, "dac",
+          "Remove a member (chair or site admin)", body="ReasonOptional", response="Object",
+          errors=(400, 401, 403, 404, 415)),
+    Route(f"{D}/grants", "GET", grants_list, "dac", "Grants you may see, filtered",
+          query=("dataset", "dac", "identity", "live", "expiring_days"), response="GrantList"),
+    Route(f"{D}/grants", "POST", grants_create, "dac", "Grant a researcher access to a dataset",
+          body="GrantRequest", ok=201, response="Grant", errors=(400, 401, 403, 409, 415)),
+    Route(f"{D}/grants/import", "POST", grants_import, "dac", "Import grants from CSV, all or nothing",
+          body="csv", ok=201, response="ImportResult", errors=(400, 401, 403, 409, 413, 415)),
+    Route(f"{D}/grants/<grant_id>", "GET", grants_get, "dac", "One grant", response="Grant",
+          errors=(401, 403, 404)),
+    Route(f"{D}/grants/<grant_id>/renew", "POST", grants_renew, "dac", "Give a grant a new end",
+          body="RenewRequest", response="Grant", errors=(400, 401, 403, 404, 409, 415)),
+    Route(f"{D}/grants/<grant_id>/revoke", "POST", grants_revoke, "dac", "Revoke a grant with a reason",
+          body="ReasonRequired", response="Grant", errors=(400, 401, 403, 404, 409, 415)),
+    Route(f"{D}/datasets/<path:dataset>/audit", "GET", dataset_audit, "dac",
+          "Audit trail of a dataset (grants and accesses), newest first", response="AuditList"),
+    Route(f"{D}/my/grants", "GET", my_grants, "dac", "Your own grants (researcher)", response="GrantList"),
+    Route(f"{D}/registered", "GET", registered_list, "dac", "Registered-access records (yours, or any for admins)",
+          query=("identity",), response="RegisteredList"),
+    Route(f"{D}/registered/accept", "POST", registered_accept, "dac",
+          "Accept the registered-access terms yourself (by: self)", body="Empty", ok=201, response="Registered",
+          errors=(400, 401, 403, 415)),
+    Route(f"{D}/registered/status", "POST", registered_status, "dac",
+          "Grant ResearcherStatus (by: so) as a site admin or DAC member", body="StatusRequest", ok=201,
+          response="Registered", errors=(400, 401, 403, 415)),
+    Route(f"{D}/registered/vouch", "POST", registered_vouch, "dac",
+          "Vouch for a researcher (by: peer); you must hold ResearcherStatus", body="VouchRequest", ok=201,
+          response="Registered", errors=(400, 401, 403, 415)),
+    Route(f"{D}/registered/<record_id>/revoke", "POST", registered_revoke, "dac",
+          "Revoke a registered-access record", body="ReasonOptional", response="Registered",
+          errors=(400, 401, 403, 404, 415)),
+    Route("/api/permissions/<path:user>", "GET", permissions, "client",
+          "A user's visas from this broker (REMS / ELIXIR permissions API shape)", response="Permissions",
+          errors=(401, 403)),
+    Route("/api/openapi.json", "GET", openapi, "public", "This document", errors=()),
+)
+
+
+def _guard(route: Route) -> Callable[..., Response]:
+    """The view wrapped with its route's policy (authentication and scope)."""
+    def view(**kwargs: Any) -> Response:
+        state = _state()
+        if route.policy == "dac":
+            principal = state.authenticate(request)
+            if DAC_SCOPE not in principal.scopes or principal.identity is None:
+                raise ApiError(403, "insufficient_scope", f"This API needs a token with the {DAC_SCOPE!r} scope.",
+                               headers={"WWW-Authenticate": f'Bearer realm="dac", error="insufficient_scope", '
+                                                            f'scope="{DAC_SCOPE}"'})
+            request.environ["broker.dac.principal"] = principal
+        elif route.policy == "client":
+            principal = state.authenticate_client(request)
+            if PERMISSIONS_SCOPE not in principal.scopes:
+                raise ApiError(403, "insufficient_scope",
+                               f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope.")
+            request.environ["broker.dac.principal"] = principal
+        return route.view(**kwargs)
+    view.__name__ = route.view.__name__
+    return view
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("dac_api", __name__)
+    for route in ROUTES:
+        bp.add_url_rule(route.rule, endpoint=f"{route.view.__name__}_{route.method.lower()}",
+                        view_func=_guard(route), methods=[route.method])
+
+    @bp.errorhandler(DacError)
+    def dac_error(exc: DacError) -> Response:
+        return _json(exc.body(), exc.status)
+
+    return bp
+
+
+def init_app(
+    app: Flask,
+    *,
+    dac: DacSettings | None = None,
+    authenticate: Authenticate | None = None,
+    authenticate_client: Authenticate | None = None,
+    on_revoke: Callable[[Grant], None] | None = None,
+    visas_for: Callable[[str], list[str]] | None = None,
+    clock: Callable[[], float] = time.time,
+    pages: bool = True,
+) -> ApiState:
+    """Register the API on ``app`` (after ``create_app`` put the Runtime in ``app.extensions``).
+
+    ``visas_for(user)`` answers the permissions API; by default the visas we mint from our own
+    grants and registered-access records (relayed visas are not passed on to other brokers);
+    the researcher's page shows the same list, so pass the full collection (``collect_visas``
+    with remote and upstream visas) to show everything a passport would carry. ``pages`` also
+    registers the web pages (:mod:`broker.dac.pages`; they need the login blueprint).
+    """
+    from broker.runtime import Runtime
+    from broker.visas.minting import VisaMinter
+
+    rt: Runtime = app.extensions["broker"]
+    services = build_services(rt.settings, rt.store, dac=dac, on_revoke=on_revoke, clock=clock)
+    if visas_for is None:
+        minter = VisaMinter(rt.keyring, rt.settings.issuer, services.directory, services.grants,
+                            services.registered, clock=clock)
+        visas_for = minter.tokens
+    state = ApiState(services=services, authenticate=authenticate or token_authenticate,
+                     authenticate_client=authenticate_client or client_authenticate, visas_for=visas_for, clock=clock)
+    app.extensions["dac_api"] = state
+    app.config["BROKER_ISSUER_FOR_DOCS"] = rt.settings.issuer
+    app.register_blueprint(blueprint())
+    if pages:
+        from broker.dac.pages import blueprint as pages_blueprint
+
+        app.register_blueprint(pages_blueprint())
+    return state
+
+
+# --------------------------------------------------------------------------- OpenAPI 3.1
+
+
+def openapi_path(rule: str) -> str:
+    """``/a/<x>/<path:y>`` -> ``/a/{x}/{y}``."""
+    out = []
+    for part in rule.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            out.append("{" + part[1:-1].split(":")[-1] + "}")
+        else:
+            out.append(part)
+    return "/".join(out)
+
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_TIME = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"},
+                   {"type": "string", "format": "date"}]}
+_GRANT = {"type": "object", "properties": {
+    "id": _STR, "identity": _STR, "dataset": _STR, "dac": _STR, "granted_by": _STR, "granted_at": _INT,
+    "start": _INT, "end": _INT, "reason": _STR, "revoked_at": {"type": ["integer", "null"]},
+    "revoked_by": {"type": ["string", "null"]}, "revoke_reason": {"type": ["string", "null"]},
+    "live": {"type": "boolean"}}, "required": ["id", "identity", "dataset", "dac", "start", "end", "live"]}
+_REGISTERED = {"type": "object", "properties": {
+    "id": _STR, "type": _STR, "by": {"enum": ["self", "so", "peer"]}, "identity": _STR,
+    "dac": {"type": ["string", "null"]}, "start": _INT, "end": _INT, "live": {"type": "boolean"}}}
+_MEMBER = {"type": "object", "properties": {"dac": _STR, "identity": _STR, "role": {"enum": ["member", "chair"]},
+                                            "origin": {"enum": ["settings", "store"]}}}
+
+
+def _closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+COMPONENTS: dict[str, Any] = {
+    "Error": {"type": "object", "properties": {"error": _STR, "message": _STR, "fields": {"type": "object"},
+                                               "lines": {"type": "array"}}, "required": ["error", "message"]},
+    "Object": {"type": "object"},
+    "Empty": _closed({}, []),
+    "Me": {"type": "object", "properties": {"identity": _STR, "admin": {"type": "boolean"},
+                                            "committees": {"type": "object"}}},
+    "CommitteeList": {"type": "array", "items": {"type": "object"}},
+    "Member": _MEMBER,
+    "MemberList": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
+    "MemberRequest": _closed({"identity": _STR, "role": {"enum": ["member", "chair"]}, "reason": _STR},
+                             ["identity"]),
+    "Grant": _GRANT,
+    "GrantList": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}},
+    "GrantRequest": _closed({"identity": _STR, "dataset": {"type": "string", "maxLength": 128}, "start": _TIME,
+                             "end": _TIME, "reason": {"type": "string", "maxLength": 1000}},
+                            ["identity", "dataset", "end"]),
+    "RenewRequest": _closed({"end": _TIME, "reason": _STR}, ["end"]),
+    "ReasonRequired": _closed({"reason": {"type": "string", "minLength": 1, "maxLength": 1000}}, ["reason"]),
+    "ReasonOptional": _closed({"reason": {"type": "string", "maxLength": 1000}}, []),
+    "ImportResult": {"type": "object", "properties": {"imported": _INT, "grants": {
+        "type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}},
+    "AuditList": {"type": "array", "items": {"type": "object", "properties": {
+        "seq": _INT, "at": _INT, "event": {"type": "object"}}}},
+    "Registered": _REGISTERED,
+    "RegisteredList": {"type": "array", "items": {"$ref": "#/components/schemas/Registered"}},
+    "StatusRequest": _closed({"identity": _STR, "dac": _STR, "reason": _STR}, ["identity"]),
+    "VouchRequest": _closed({"identity": _STR, "reason": _STR}, ["identity"]),
+    "Permissions": _closed({PASSPORT_CLAIM: {"type": "array", "items": _STR}}, [PASSPORT_CLAIM]),
+}
+QUERY = {
+    "dataset": _STR, "dac": _STR, "identity": _STR, "live": {"type": "boolean"},
+    "expiring_days": {"type": "number", "minimum": 0},
+}
+
+
+def openapi_document(server: str = "/") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of :data:`ROUTES`."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        path = openapi_path(route.rule)
+        params: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": _STR}
+            for name in (p[1:-1] for p in path.split("/") if p.startswith("{"))
+        ]
+        params += [{"name": q, "in": "query", "required": False, "schema": QUERY[q]} for q in route.query]
+        op: dict[str, Any] = {
+            "operationId": f"{route.view.__name__}_{route.method.lower()}",
+            "summary": route.summary,
+            "responses": {str(route.ok): {"description": "OK", "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{route.response}"}}}}},
+        }
+        for status in route.errors:
+            op["responses"][str(status)] = {"description": "Error", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}
+        if params:
+            op["parameters"] = params
+        if route.body == "csv":
+            op["requestBody"] = {"required": True, "content": {"text/csv": {"schema": _STR}}}
+        elif route.body is not None:
+            op["requestBody"] = {"required": route.body not in ("ReasonOptional", "Empty"), "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{route.body}"}}}}
+        op["security"] = {"dac": [{"bearer": [DAC_SCOPE]}], "client": [{"clientBasic": []}], "public": []}[
+            route.policy]
+        paths.setdefault(path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ga4gh-broker DAC and permissions API", "version": "1"},
+        "servers": [{"url": server.rstrip("/") or "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": COMPONENTS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": f"Our access token with the {DAC_SCOPE!r} scope"},
+                "clientBasic": {"type": "http", "scheme": "basic",
+                                "description": f"OAuth client credentials, registered for {PERMISSIONS_SCOPE!r}"},
+            },
+        },
+    }
+

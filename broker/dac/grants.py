@@ -1,0 +1,500 @@
+"""DAC grants: grant, renew, revoke, list and bulk import, with authorization and audit.
+
+Who may do what (THREAT-MODEL GA-12, UI-08), decided before anything is read or written:
+
+- a DAC ``member`` or ``chair`` acts on the datasets their own DAC governs (grant, renew,
+  revoke, list); a site admin on every dataset any DAC governs; anyone else, anonymous or a
+  plain researcher, on nothing. A refusal raises :class:`Forbidden`, is written to the audit
+  log as ``dac.denied``, and changes nothing.
+- a researcher lists their own grants (:meth:`GrantService.grants_of`).
+
+What the caller decides and what the broker derives (GA-13, mass assignment): the caller
+names the researcher, the dataset, the start and end and a reason; the DAC, ``granted_by``
+(the authenticated actor) and ``granted_at`` (now: the visa's ``asserted``) are derived and
+never taken from input. The end is at most ``dac.max_grant_days`` away.
+
+Every change is appended to the audit log with actor and reason (:mod:`broker.dac.audit`);
+a revocation also calls ``on_revoke(grant)`` so caches can drop what they hold (GA-14).
+
+A grant belongs to the DAC that governed its dataset when it was made; it is acted on, and
+minted into a visa, only while that DAC still governs the dataset (a configuration change
+never hands a grant to another authority).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from broker.dac import audit
+from broker.dac.committees import Committee, Directory, check_dataset_id
+from broker.dac.errors import Conflict, Forbidden, ImportRejected, LineError, NotFound, ValidationError
+from broker.dac.members import Roles
+from broker.dac.records import is_dataset_grant
+from broker.store.base import Grant, Store
+
+log = logging.getLogger("broker.dac")
+
+MAX_IMPORT_LINES = 10_000
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+CSV_COLUMNS = ("identity", "dataset", "end")  # required; optional: start, reason
+CSV_OPTIONAL = ("start", "reason")
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def new_grant_id() -> str:
+    """128 random bits, URL-safe, with no ``.`` (minted visa ids append ``.<random>``)."""
+    return secrets.token_urlsafe(16)
+
+
+def parse_time(value: Any, field: str) -> int:
+    """Epoch seconds from an int, a digit string, an ISO 8601 date (UTC midnight) or a datetime.
+
+    A datetime without a zone is taken as UTC. Anything else is a :class:`ValidationError`
+    naming ``field``.
+    """
+    if isinstance(value, bool):
+        raise ValidationError(f"{field} must be a time", {field: "not a time"})
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+        seconds = int(value.strip())
+    elif isinstance(value, str) and 0 < len(value) <= 40:
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+            else:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+        except ValueError:
+            raise ValidationError(f"{field} is not an ISO 8601 date or time", {field: "not a date"}) from None
+        seconds = int(parsed.timestamp())
+    else:
+        raise ValidationError(f"{field} must be an ISO 8601 date or epoch seconds", {field: "not a time"})
+    if not 0 <= seconds <= MAX_TIME:
+        raise ValidationError(f"{field} is out of range", {field: "out of range"})
+    return seconds
+
+
+def check_reason(reason: Any, field: str = "reason", required: bool = False) -> str:
+    """A reason is text of at most 1000 characters with no control characters but newline and tab."""
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str):
+        raise ValidationError(f"{field} must be text", {field: "not text"})
+    if required and not reason.strip():
+        raise ValidationError(f"{field} is required", {field: "required"})
+    if len(reason) > audit.MAX_REASON_CHARS:
+        raise ValidationError(f"{field} is longer than {audit.MAX_REASON_CHARS} characters", {field: "too long"})
+    if any((ord(c) < 0x20 and c not in "\n\t") or ord(c) == 0x7F for c in reason):
+        raise ValidationError(f"{field} contains control characters", {field: "control characters"})
+    return reason
+
+
+@dataclass(frozen=True)
+class GrantFilter:
+    """What :meth:`GrantService.list` selects; every given member must hold."""
+
+    dataset: str | None = None
+    dac: str | None = None
+    identity: str | None = None
+    live: bool | None = None  # True: live now; False: not live (revoked, ended or not started)
+    expiring_within_days: float | None = None  # live and ending within this many days
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """One grant to make, as a caller asks for it (the broker derives everything else)."""
+
+    identity: str
+    dataset: str
+    end: int
+    start: int | None = None
+    reason: str = ""
+
+
+class GrantService:
+    """Grants over the Store protocol, for one DAC directory."""
+
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_revoke: Callable[[Grant], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.clock = clock
+        self.on_revoke = on_revoke
+        self.roles = Roles(store, directory, clock)
+        self._max_seconds = int(directory.settings.max_grant_days * 86400)
+        self._audit_seq = 0  # how far the dataset index has read the audit log
+        self._seen: dict[str, set[str]] = {}  # dac id -> datasets that ever had a grant
+        self._index_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ authorization
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _may_act(self, actor: str | None, committee: Committee | None) -> bool:
+        if actor is None or committee is None:
+            return False
+        return self.directory.is_admin(actor) or self.roles.role(actor, committee.id) is not None
+
+    def _committee_for(self, actor: str | None, action: str, dataset: str, **target: Any) -> Committee:
+        """The DAC governing ``dataset`` if ``actor`` may act on it; else Forbidden (audited)."""
+        committee = self.directory.governing(dataset)
+        if not self._may_act(actor, committee):
+            audit.denied(self.store, self._now(), action, actor, dataset=dataset, **target)
+            if committee is None and self.directory.is_admin(actor):
+                raise ValidationError("no DAC governs this dataset", {"dataset": "not governed by any DAC"})
+            raise Forbidden("You may not act on this dataset.")
+        assert committee is not None
+        return committee
+
+    def _owned_grant(self, actor: str | None, action: str, grant_id: str) -> tuple[Grant, Committee]:
+        """The grant ``grant_id`` if ``actor`` may act on it (its DAC still governs its dataset)."""
+        if actor is None or not (self.directory.is_admin(actor) or self.roles.committees_of(actor)):
+            audit.denied(self.store, self._now(), action, actor, grant=str(grant_id)[:200])
+            raise Forbidden("You may not act on grants.")
+        grant = self.store.get_grant(grant_id) if isinstance(grant_id, str) and grant_id else None
+        if grant is None or not is_dataset_grant(grant):
+            raise NotFound("no grant with that id")
+        committee = self.directory.governing(grant.dataset)
+        if committee is None or committee.id != grant.dac or not self._may_act(actor, committee):
+            audit.denied(self.store, self._now(), action, actor, grant=grant.id, dataset=grant.dataset)
+            raise Forbidden("You may not act on this grant.")
+        return grant, committee
+
+    # ------------------------------------------------------------------ changes
+
+    def grant(self, actor: str | None, request: GrantRequest) -> Grant:
+        """Make one grant; returns the stored record."""
+        dataset = check_dataset_id(request.dataset)
+        committee = self._committee_for(actor, "grants.create", dataset, identity=str(request.identity)[:200])
+        grant = self._build(actor, committee, request, self._now())
+        self._refuse_duplicate(grant)
+        self.store.put_grant(grant)
+        audit.record(self.store, grant.granted_at, "grants.create", actor, undo=self._rollback(grant),
+                     reason=grant.reason, **audit.grant_fields(grant))
+        self._note(grant)
+        return grant
+
+    def renew(self, actor: str | None, grant_id: str, end: int, reason: str = "") -> Grant:
+        """Give a live or ended (not revoked) grant a new end; a renewal is a new decision (``granted_at`` = now)."""
+        grant, _ = self._owned_grant(actor, "grants.renew", grant_id)
+        now = self._now()
+        if grant.revoked_at is not None:
+            raise Conflict("a revoked grant cannot be renewed; make a new grant")
+        reason = check_reason(reason)
+        end = self._check_end(end, max(grant.start, now), now)
+        renewed = dataclasses.replace(grant, end=end, granted_by=actor or "", granted_at=now,
+                                      reason=reason or grant.reason)
+        self.store.put_grant(renewed)
+        audit.record(self.store, now, "grants.renew", actor, undo=lambda: self.store.put_grant(grant),
+                     reason=reason, previous_end=grant.end, **audit.grant_fields(renewed))
+        return renewed
+
+    def revoke(self, actor: str | None, grant_id: str, reason: str) -> Grant:
+        """Revoke a grant with a reason (required); revoking twice is a Conflict."""
+        grant, _ = self._owned_grant(actor, "grants.revoke", grant_id)
+        reason = check_reason(reason, required=True)
+        if grant.revoked_at is not None:
+            raise Conflict("this grant is already revoked")
+        now = self._now()
+        revoked = dataclasses.replace(grant, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
+        self.store.put_grant(revoked)
+        audit.record(self.store, now, "grants.revoke", actor, undo=lambda: self.store.put_grant(grant),
+                     reason=reason, **audit.grant_fields(revoked))
+        if self.on_revoke is not None:
+            try:
+                self.on_revoke(revoked)
+            except Exception:  # the revocation stands; caches still end at the visa's short exp
+                log.exception("revocation hook failed for grant %s", revoked.id)
+        return revoked
+
+    def import_csv(self, actor: str | None, text: str) -> list[Grant]:
+        """Import grants from CSV, all or nothing.
+
+        Header line required: ``identity,dataset,end`` and optionally ``start``, ``reason``
+        (times as ISO 8601 dates/datetimes or epoch seconds). Every line is checked first
+        (syntax, authorization, identity, dataset, times, duplicates within the file and
+        against live grants); with any problem, :class:`ImportRejected` lists each bad line by
+        its line number and nothing is written. A store failure part way through revokes
+        the lines already written (marked "rolled back") and re-raises.
+        """
+        if actor is None or not (self.directory.is_admin(actor) or self.roles.committees_of(actor)):
+            audit.denied(self.store, self._now(), "grants.import", actor)
+            raise Forbidden("You may not import grants.")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_IMPORT_BYTES:
+            raise ValidationError(f"the file is larger than {MAX_IMPORT_BYTES} bytes", {"file": "too large"})
+        now = self._now()
+        errors: list[LineError] = []
+        planned: list[Grant] = []
+        seen: dict[tuple[str, str], int] = {}
+        rows = list(_csv_rows(text, errors))
+        if len(rows) > MAX_IMPORT_LINES:
+            raise ValidationError(f"more than {MAX_IMPORT_LINES} lines", {"file": "too many lines"})
+        for line, row in rows:
+            try:
+                request = GrantRequest(
+                    identity=row.get("identity", ""), dataset=row.get("dataset", ""),
+                    end=parse_time(row.get("end", ""), "end"),
+                    start=parse_time(row["start"], "start") if row.get("start") else None,
+                    reason=row.get("reason") or "",
+                )
+                dataset = check_dataset_id(request.dataset)
+                committee = self.directory.governing(dataset)
+                if not self._may_act(actor, committee):
+                    raise Forbidden("you may not grant access to this dataset")
+                assert committee is not None
+                grant = self._build(actor, committee, request, now)
+                key = (grant.identity_id, grant.dataset)
+                if key in seen:
+                    raise Conflict(f"the same identity and dataset as line {seen[key]}")
+                seen[key] = line
+                self._refuse_duplicate(grant)
+                planned.append(grant)
+            except (ValidationError, Forbidden, Conflict) as exc:
+                errors.append(LineError(line, _line_message(exc)))
+        if errors:
+            errors.sort(key=lambda e: e.line)
+            refused = [e.line for e in errors if e.message.startswith("you may not")]
+            if refused:  # GA-12: a file naming datasets of another DAC is refused as a whole (403)
+                audit.denied(self.store, now, "grants.import", actor, lines=refused[:100])
+                raise Forbidden("The file names datasets you may not act on; nothing was imported.",
+                                {"lines": [e.to_json() for e in errors]})
+            raise ImportRejected(errors)
+        if not planned:
+            raise ValidationError("the file holds no grants", {"file": "empty"})
+        written: list[Grant] = []
+        try:
+            for grant in planned:
+                self.store.put_grant(grant)
+                written.append(grant)
+            audit.record(self.store, now, "grants.import", actor, count=len(planned),
+                         grants=[g.id for g in planned][:1000])
+            for grant in planned:
+                audit.record(self.store, now, "grants.create", actor, reason=grant.reason, via="import",
+                             **audit.grant_fields(grant))
+        except Exception:
+            for grant in written:
+                self._rollback(grant)()
+            raise
+        for grant in planned:
+            self._note(grant)
+        return planned
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, actor: str | None, grant_id: str) -> Grant:
+        grant, _ = self._owned_grant(actor, "grants.get", grant_id)
+        return grant
+
+    def list(self, actor: str | None, flt: GrantFilter | None = None) -> list[Grant]:
+        """The grants ``actor`` may see that match ``flt``, oldest decision first."""
+        flt = flt or GrantFilter()
+        now = self._now()
+        admin = self.directory.is_admin(actor)
+        mine = set(self.roles.committees_of(actor))
+        if actor is None or not (admin or mine):
+            audit.denied(self.store, now, "grants.list", actor)
+            raise Forbidden("You may not list grants.")
+        if flt.dac is not None:
+            if self.directory.get(flt.dac) is None and admin:
+                raise NotFound(f"no DAC {flt.dac!r}")
+            if not admin and flt.dac not in mine:
+                audit.denied(self.store, now, "grants.list", actor, dac=flt.dac)
+                raise Forbidden("You may not list the grants of this DAC.")
+        if flt.dataset is not None:
+            check_dataset_id(flt.dataset)
+            committee = self.directory.governing(flt.dataset)
+            if not self._may_act(actor, committee):
+                audit.denied(self.store, now, "grants.list", actor, dataset=flt.dataset)
+                raise Forbidden("You may not list the grants of this dataset.")
+            candidates = self.store.grants_for_dataset(flt.dataset)
+        else:
+            scope = [c for c in self.directory.committees() if admin or c.id in mine]
+            if flt.dac is not None:
+                scope = [c for c in scope if c.id == flt.dac]
+            candidates = [g for c in scope for d in sorted(self._datasets_of(c)) for g in
+                          self.store.grants_for_dataset(d)]
+        out = []
+        for grant in candidates:
+            committee = self.directory.governing(grant.dataset)
+            if committee is None or committee.id != grant.dac or not is_dataset_grant(grant):
+                continue
+            if not admin and committee.id not in mine:
+                continue
+            if _matches(grant, flt, now):
+                out.append(grant)
+        return sorted(out, key=lambda g: (g.granted_at, g.id))
+
+    def grants_of(self, actor: str | None, identity_id: str) -> list[Grant]:
+        """A researcher's own grants (or anyone's, for a site admin)."""
+        if actor is None or (actor != identity_id and not self.directory.is_admin(actor)):
+            audit.denied(self.store, self._now(), "grants.of", actor, identity=str(identity_id)[:200])
+            raise Forbidden("You may only see your own grants.")
+        return [g for g in self.store.grants_of(identity_id) if is_dataset_grant(g)]
+
+    def audit_trail(self, actor: str | None, dataset: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The audit records naming ``dataset`` (grants, revocations, accesses), newest first.
+
+        For members of the DAC governing it and site admins. Each item is ``{"seq", "at",
+        "event"}`` as the hash-chained log holds it.
+        """
+        check_dataset_id(dataset)
+        self._committee_for(actor, "audit.read", dataset)
+        found: list[dict[str, Any]] = []
+        for rec in self.store.audit_records(0):
+            if rec.event.get("dataset") == dataset:
+                found.append({"seq": rec.seq, "at": rec.at, "event": rec.event})
+        return list(reversed(found))[: max(1, limit)]
+
+    def live_grants(self, identity_id: str) -> list[tuple[Grant, Committee]]:
+        """Every live grant of ``identity_id`` whose DAC still governs its dataset (for minting; no actor)."""
+        now = self._now()
+        out = []
+        for grant in self.store.grants_of(identity_id):
+            if not is_dataset_grant(grant) or not grant.live(now):
+                continue
+            committee = self.directory.governing(grant.dataset)
+            if committee is not None and committee.id == grant.dac:
+                out.append((grant, committee))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _build(self, actor: str | None, committee: Committee, request: GrantRequest, now: int) -> Grant:
+        fields: dict[str, str] = {}
+        identity = request.identity
+        if not isinstance(identity, str) or not identity or len(identity) > 200:
+            fields["identity"] = "required"
+        elif self.store.get_identity(identity) is None:
+            fields["identity"] = "unknown identity"
+        if fields:
+            raise ValidationError("no broker identity with that id", fields)
+        self.directory.check_dataset_url(committee, request.dataset)
+        reason = check_reason(request.reason)
+        start = now if request.start is None else parse_time(request.start, "start")
+        end = self._check_end(parse_time(request.end, "end"), start, now)
+        return Grant(id=new_grant_id(), identity_id=identity, dataset=request.dataset, dac=committee.id,
+                     granted_by=actor or "", granted_at=now, start=start, end=end, reason=reason)
+
+    def _check_end(self, end: Any, start: int, now: int) -> int:
+        end = parse_time(end, "end")
+        if end <= start or end <= now:
+            raise ValidationError("end must be after the start and in the future", {"end": "not after start"})
+        if end - now > self._max_seconds:
+            raise ValidationError(f"end is more than {self.directory.settings.max_grant_days:g} days away",
+                                  {"end": "beyond the longest grant allowed"})
+        return end
+
+    def _refuse_duplicate(self, grant: Grant) -> None:
+        now = self._now()
+        for other in self.store.grants_of(grant.identity_id):
+            if other.dataset == grant.dataset and other.revoked_at is None and other.end > now:
+                raise Conflict(f"this researcher already holds grant {other.id} on this dataset; renew it instead")
+
+    def _rollback(self, grant: Grant) -> Callable[[], None]:
+        def undo() -> None:
+            self.store.put_grant(dataclasses.replace(grant, revoked_at=grant.granted_at, revoked_by="system",
+                                                     revoke_reason="rolled back"))
+        return undo
+
+    def _note(self, grant: Grant) -> None:
+        with self._index_lock:
+            self._seen.setdefault(grant.dac, set()).add(grant.dataset)
+
+    def _datasets_of(self, committee: Committee) -> set[str]:
+        """Datasets of ``committee`` that may hold grants: its exact ids, and every dataset a
+        grant was ever made on under it (read from the audit log, incrementally), since
+        pattern-governed datasets cannot be enumerated from the settings."""
+        with self._index_lock:
+            for rec in self.store.audit_records(self._audit_seq):
+                self._audit_seq = rec.seq
+                event = rec.event
+                if event.get("event") == "grants.create" and isinstance(event.get("dac"), str) and isinstance(
+                        event.get("dataset"), str):
+                    self._seen.setdefault(event["dac"], set()).add(event["dataset"])
+            return set(committee.datasets) | self._seen.get(committee.id, set())
+
+
+def grant_to_json(grant: Grant, now: int | None = None) -> dict[str, Any]:
+    """A grant as the CLI and the API show it (``live`` at ``now``)."""
+    at = int(time.time()) if now is None else now
+    return {
+        "id": grant.id, "identity": grant.identity_id, "dataset": grant.dataset, "dac": grant.dac,
+        "granted_by": grant.granted_by, "granted_at": grant.granted_at, "start": grant.start, "end": grant.end,
+        "reason": grant.reason, "revoked_at": grant.revoked_at, "revoked_by": grant.revoked_by,
+        "revoke_reason": grant.revoke_reason, "live": grant.live(at),
+    }
+
+
+def _matches(grant: Grant, flt: GrantFilter, now: int) -> bool:
+    if flt.dataset is not None and grant.dataset != flt.dataset:
+        return False
+    if flt.dac is not None and grant.dac != flt.dac:
+        return False
+    if flt.identity is not None and grant.identity_id != flt.identity:
+        return False
+    if flt.live is not None and grant.live(now) != flt.live:
+        return False
+    horizon = flt.expiring_within_days
+    return horizon is None or (grant.live(now) and grant.end <= now + horizon * 86400)
+
+
+def _line_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError) and exc.fields:
+        return "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+    return str(exc)
+
+
+def _csv_rows(text: str, errors: list[LineError]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for every data line; header or shape problems go to ``errors``."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        errors.append(LineError(1, f"unreadable CSV: {exc}"))
+        return
+    if header is None:
+        errors.append(LineError(1, "the file is empty (expected a header line)"))
+        return
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    unknown = [n for n in names if n not in CSV_COLUMNS + CSV_OPTIONAL]
+    if missing or unknown or len(set(names)) != len(names):
+        what = (f"missing column(s) {', '.join(missing)}" if missing else
+                f"unknown column(s) {', '.join(unknown)}" if unknown else "a column is named twice")
+        errors.append(LineError(1, f"header: {what} (expected identity,dataset,end[,start][,reason])"))
+        return
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            errors.append(LineError(reader.line_num, f"unreadable CSV: {exc}"))
+            return
+        line = reader.line_num
+        if not values or all(not v.strip() for v in values):
+            continue
+        if len(values) != len(names):
+            errors.append(LineError(line, f"expected {len(names)} fields, found {len(values)}"))
+            continue
+        yield line, {n: v.strip() if n != "reason" else v for n, v in zip(names, values, strict=True)}

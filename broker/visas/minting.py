@@ -1,0 +1,131 @@
+"""Visas we mint from our own decisions: DAC grants and registered access.
+
+Minted at the moment a passport or userinfo answer is built, from the records as they are
+then (a revoked grant produces nothing from that moment on):
+
+- each live grant whose DAC still governs its dataset -> ``ControlledAccessGrants`` with
+  ``by: dac``, ``source`` = the DAC's URL, ``value`` = the dataset's URL, ``asserted`` = the
+  grant's decision time (``granted_at``), and ``exp`` = min(grant end, now + visa lifetime);
+- each live registered-access record -> ``AcceptedTermsAndPolicies`` (``by: self``) or
+  ``ResearcherStatus`` (``by: so`` / ``peer``) with value ``REGISTERED_ACCESS_DOI`` and the
+  site's or the DAC's ``source``; ``exp`` = min(record end, now + visa lifetime).
+
+Nothing in a visa comes from a request (GA-13): every claim is derived from the stored record
+and the settings.
+
+Revocation (GA-14): a visa minted from a record carries ``jti`` = ``<record id>.<random>``, so
+whoever holds a visa can tell which decision it came from. :func:`record_of_jti` recovers the
+record id and :func:`revocation_check` answers, for the verifier's ``revoked(jti)`` callable,
+whether that decision is no longer live; caches evict through the ``on_revoke`` hook.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.dac.committees import Committee, Directory
+from broker.dac.grants import GrantService
+from broker.dac.records import RegisteredAccess
+from broker.dac.registered import SITE, RegisteredAccessService
+from broker.dac.settings import registered_access_source
+from broker.ga4gh.issue import Signer, mint_visa
+from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
+from broker.store.base import Grant, Store
+
+JTI_SEPARATOR = "."
+
+
+def visa_jti(record_id: str) -> str:
+    """``<record id>.<64 random bits>``: unique per visa, naming the decision it came from."""
+    return f"{record_id}{JTI_SEPARATOR}{secrets.token_urlsafe(8)}"
+
+
+def record_of_jti(jti: str) -> str | None:
+    """The record id in a jti made by :func:`visa_jti` (the text before the last ``.``), else None."""
+    if not isinstance(jti, str):
+        return None
+    record_id, sep, tail = jti.rpartition(JTI_SEPARATOR)
+    return record_id if sep and record_id and tail else None
+
+
+def grant_visa_object(grant: Grant, committee: Committee) -> VisaObject:
+    """The ``ga4gh_visa_v1`` object of a DAC grant (all derived, nothing from a request)."""
+    return VisaObject(type=CONTROLLED_ACCESS_GRANTS, asserted=grant.granted_at,
+                      value=committee.dataset_url(grant.dataset), source=committee.source, by="dac")
+
+
+def registered_visa_object(found: RegisteredAccess, source: str) -> VisaObject:
+    return VisaObject(type=found.visa_type, asserted=found.record.granted_at, value=REGISTERED_ACCESS_DOI,
+                      source=source, by=found.by)
+
+
+@dataclass(frozen=True)
+class MintedVisa:
+    """A visa we signed and the record it came from."""
+
+    token: str
+    record_id: str
+    exp: int
+
+
+class VisaMinter:
+    """Mints a researcher's visas from grants and registered-access records."""
+
+    def __init__(
+        self,
+        keyring: Signer,
+        issuer: str,
+        directory: Directory,
+        grants: GrantService,
+        registered: RegisteredAccessService,
+        *,
+        lifetime_seconds: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.directory = directory
+        self.grants = grants
+        self.registered = registered
+        self.lifetime = lifetime_seconds or directory.settings.visa_lifetime_seconds
+        self.clock = clock
+
+    def _sign(self, sub: str, visa: VisaObject, record: Grant, now: int) -> MintedVisa:
+        exp = min(record.end, now + self.lifetime)
+        jti = visa_jti(record.id)
+        token = mint_visa(self.keyring, self.issuer, sub, visa, exp, now=now, jti=jti, assertion_end=record.end)
+        return MintedVisa(token=token, record_id=record.id, exp=exp)
+
+    def mint(self, identity_id: str) -> list[MintedVisa]:
+        """Every visa this researcher holds from our own decisions right now."""
+        now = int(self.clock())
+        out = [self._sign(identity_id, grant_visa_object(grant, committee), grant, now)
+               for grant, committee in self.grants.live_grants(identity_id)]
+        site = registered_access_source(self.directory.settings, self.directory.issuer)
+        for found in self.registered.live_records(identity_id):
+            committee = self.directory.get(found.dac) if found.dac != SITE else None
+            source = committee.source if committee is not None else site
+            out.append(self._sign(identity_id, registered_visa_object(found, source), found.record, now))
+        return out
+
+    def tokens(self, identity_id: str) -> list[str]:
+        return [m.token for m in self.mint(identity_id)]
+
+
+def revocation_check(store: Store, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
+    """A ``revoked(jti)`` callable for :class:`broker.ga4gh.verify.Verifier`.
+
+    True when ``jti`` names one of our records (grant, registered access) that is revoked or
+    no longer live; False for any other jti. Only ever makes the answer stricter: at worst a
+    foreign issuer's visa whose jti happens to name a revoked record of ours is refused.
+    """
+    def revoked(jti: str) -> bool:
+        record_id = record_of_jti(jti)
+        if record_id is None:
+            return False
+        grant = store.get_grant(record_id)
+        return grant is not None and not grant.live(int(clock()))
+    return revoked

@@ -1,0 +1,64 @@
+"""Helpers of the page tests: real local accounts, a DAC configuration naming them, login through the form."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from broker.app import create_app
+from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
+from broker.keys.ring import KeyRing
+from broker.login.local import add_user
+from broker.runtime import Runtime
+from broker.store import Store, open_store
+from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac
+
+PASSWORD = "correct horse battery staple"
+NAMES = ("admin", "chair-a", "member-a", "member-b", "researcher")
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclasses.dataclass
+class Site:
+    """A broker app with local accounts for every role, and who is who."""
+
+    app: Flask
+    settings: SettingsWithDac
+    store: Store
+    ids: dict[str, str]
+
+
+def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
+    bare = SettingsWithDac(issuer=issuer, data_dir=str(data_dir))
+    store = open_store(bare)
+    ids = {name: add_user(bare, store, "local", name, PASSWORD, display_name=name.title()).id for name in NAMES}
+    dac = DacSettings(
+        committees=[
+            DacEntrySettings(id="A", name="DAC A", source=SOURCE_A, datasets=["EGAD-A1"], dataset_patterns=["A-*"],
+                             members=[DacMemberSettings(ids["chair-a"], "chair"), DacMemberSettings(ids["member-a"])]),
+            DacEntrySettings(id="B", name="DAC B", source=SOURCE_B, datasets=["EGAD-B1"],
+                             members=[DacMemberSettings(ids["member-b"])]),
+        ],
+        admins=[ids["admin"]],
+    )
+    settings = dataclasses.replace(bare, dac=dac)
+    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring.maintain()
+    app = create_app(settings, runtime=Runtime(settings=settings, store=store, keyring=ring))
+    return Site(app=app, settings=settings, store=store, ids=ids)
+
+
+def csrf_of(html: str, index: int = 0) -> str:
+    return CSRF.findall(html)[index]
+
+
+def login(client: FlaskClient, name: str) -> None:
+    """Log in through the real login form (CSRF token from the page, 303 to the next page)."""
+    page = client.get("/login?next=/dac")
+    response = client.post("/login/local/local", data={"username": name, "password": PASSWORD, "interaction": "",
+                                                       "csrf_token": csrf_of(page.get_data(as_text=True))})
+    assert response.status_code == 303, response.get_data(as_text=True)
