@@ -50,7 +50,56 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_health_routes(app)
     _install_oidc(app)
     _install_dac(app)
+    _install_clearinghouse(app)
     return app
+
+
+def _install_clearinghouse(app: Flask) -> None:
+    """The process's verifier (with its cache) and the gatherer of a researcher's visas."""
+    from broker.clearinghouse import build_verifier, own_keys_of
+    from broker.ga4gh.cache import VerifiedCache
+    from broker.oidc.visas import current_visas
+    from broker.visas.collect import collect_visas
+    from broker.visas.minting import VisaMinter, revocation_check
+    from broker.visas.remote import sources_from_settings
+
+    rt = current_runtime_of(app)
+    settings = rt.settings
+    if rt.verified_cache is None:
+        rt.verified_cache = VerifiedCache(settings.limits.verified_cache_entries)
+    cache = rt.verified_cache
+    if rt.verifier is None:
+        rt.verifier = build_verifier(settings, own_keys_of(rt.keyring), cache=cache,
+                                     revoked=revocation_check(rt.store))
+    # A revoked grant must not survive in cached verdicts (GA-14); revocations are rare, so drop all.
+    rt.revocation_listeners.append(lambda _grant: cache.clear())
+    if rt.visas_for is None:
+        services = app.extensions["dac_api"].services
+        minter = VisaMinter(rt.keyring, settings.issuer, services.directory, services.grants, services.registered)
+        remote = sources_from_settings(settings, rt.verifier) if settings.visa_sources else None
+        limit = settings.limits.max_visas_per_passport
+
+        def visas_for(identity_id: str) -> list[str]:
+            visas, problems = collect_visas(
+                identity_id, store=rt.store, minter=minter, remote=remote, limit=limit,
+                upstream=lambda i: current_visas(settings, rt.store, rt.keyring, i),
+            )
+            for problem in problems:
+                log.warning("visas for a passport: %s", problem)
+            return visas
+
+        rt.visas_for = visas_for
+
+
+def start_background(app: Flask) -> None:
+    """Per-process background work for a serving process (never at import or in create_app):
+    the watcher that carries revocations made by other processes into this one's caches."""
+    from broker.visas.revocation import RevocationWatcher
+
+    rt = current_runtime_of(app)
+    cache = rt.verified_cache
+    if cache is not None:
+        RevocationWatcher(rt.store, lambda _record_id: cache.clear(), interval=0.5).start()
 
 
 def _install_dac(app: Flask) -> None:
@@ -101,8 +150,11 @@ def _install_health_routes(app: Flask) -> None:
     @app.get("/.well-known/jwks.json")
     def jwks() -> Any:
         """Every public key that may still verify a live token of ours (RFC 7517)."""
-        response = jsonify(current_runtime().keyring.jwks())
-        response.headers["Cache-Control"] = "public, max-age=300"
+        rt = current_runtime()
+        response = jsonify(rt.keyring.jwks())
+        # Never cache longer than a new key waits before it signs: verifiers must see it first.
+        max_age = min(300, rt.settings.keys.publish_ahead_seconds)
+        response.headers["Cache-Control"] = f"public, max-age={max_age}"
         return response
 
 

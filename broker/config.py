@@ -414,6 +414,9 @@ def _check(s: Settings) -> None:
             raise SettingsError(src, key, f"expected a number greater than 0, got {value!r}")
     if s.keys.rotate_every_days < 0:
         raise SettingsError(src, "keys.rotate_every_days", "expected 0 (manual only) or a positive number of days")
+    if 0 < s.keys.rotate_every_days * 86400 <= s.keys.publish_ahead_seconds:
+        raise SettingsError(src, "keys.rotate_every_days",
+                            "must be longer than keys.publish_ahead_seconds, or each key would be replaced on arrival")
     if s.limits.clock_leeway_seconds < 0 or s.limits.clock_leeway_seconds > 300:
         raise SettingsError(src, "limits.clock_leeway_seconds", "expected 0 to 300 seconds")
     if s.store.backend == "redis" and not s.store.url.startswith(("redis://", "rediss://", "unix://")):

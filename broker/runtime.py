@@ -15,6 +15,8 @@ from broker.config import Settings
 from broker.store.base import Grant, Store
 
 if TYPE_CHECKING:
+    from broker.ga4gh.cache import VerifiedCache
+    from broker.ga4gh.verify import Verifier
     from broker.keys.ring import KeyRing
 
 
@@ -27,6 +29,17 @@ class Runtime:
     keyring: KeyRing
     # Called with each grant revoked in this process (caches evict what they hold for it).
     revocation_listeners: list[Callable[[Grant], None]] = field(default_factory=list)
+    # Filled by create_app when not given: the process's one verifier and its cache, and the
+    # function that gathers a researcher's current visas (minted, remote, upstream).
+    verifier: Verifier | None = None
+    verified_cache: VerifiedCache | None = None
+    visas_for: Callable[[str], list[str]] | None = None
+
+    def passport_visas(self, identity_id: str) -> list[str]:
+        """Every visa JWS a passport or userinfo for ``identity_id`` carries right now."""
+        if self.visas_for is None:
+            raise RuntimeError("visas_for is not wired (create_app sets it)")
+        return self.visas_for(identity_id)
 
     def revoked(self, grant: Grant) -> None:
         """Tell every listener that ``grant`` was revoked."""

@@ -6,9 +6,13 @@ so N workers never race to generate the first key.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from broker.cli import CommandError
 from broker.config import Settings
+
+log = logging.getLogger("broker.serve")
 
 
 def _prepare(settings: Settings) -> None:
@@ -19,17 +23,25 @@ def _prepare(settings: Settings) -> None:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     store = open_store(settings)
     try:
+        health = store.health()
+        for warning in health.warnings:
+            log.warning("store: %s", warning)
+        if not health.ok:
+            raise CommandError(f"the {health.backend} store is not fit for security state: "
+                               + ("; ".join(health.warnings) or "unhealthy"), 1)
         KeyRing.open(settings, store).maintain()
     finally:
         store.close()
 
 
 def run_dev(settings: Settings, bind: str) -> int:
-    from broker.app import create_app
+    from broker.app import create_app, start_background
 
     _prepare(settings)
     host, _, port = bind.rpartition(":")
-    create_app(settings).run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
+    app = create_app(settings)
+    start_background(app)
+    app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
     return 0
 
 
@@ -46,6 +58,8 @@ def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
                 "threads": settings.server.threads,
                 "worker_class": "gthread" if settings.server.threads > 1 else "sync",
                 "timeout": settings.server.timeout_seconds,
+                # Long authorization requests (state, PKCE, resource lists) must not hit 414.
+                "limit_request_line": 8190,
                 "accesslog": "-",
                 "loglevel": settings.log_level.lower(),
                 # Never log query strings or headers that may carry tokens.
@@ -55,9 +69,11 @@ def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            from broker.app import create_app
+            from broker.app import create_app, start_background
 
-            return create_app(settings)
+            app = create_app(settings)
+            start_background(app)
+            return app
 
     BrokerApplication().run()
     return 0

@@ -78,6 +78,7 @@ MISTAKES = [
     ("trust: {visa_issuers: [{iss: https://a/}]}\n", "trust.visa_issuers[0]", "at least one of jku, jwks, jwks_file"),
     ("limits: {max_visas_per_passport: 0}\n", "limits.max_visas_per_passport", "greater than 0"),
     ("keys: {storage: store}\n", "keys.encryption_secret", "required when keys.storage is 'store'"),
+    ("keys: {rotate_every_days: 0.01}\n", "keys.rotate_every_days", "longer than keys.publish_ahead_seconds"),
     ("store: [sqlite]\n", "store", "expected a mapping"),
     ("server:\n  bind: [1\n", "", "line 3, column 1: expected ','"),
     ("- just\n- a list\n", "", "expected a mapping of settings"),

@@ -24,7 +24,6 @@ import base64
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -135,42 +134,9 @@ def _read_token(arg: str) -> str:
 
 def build_verifier(settings: Settings) -> Verifier:
     """The verifier the server would use: trust from the settings, our own keys from the key ring."""
-    from broker.ga4gh.verify import Verifier
-    from broker.trust.config import TrustConfig
-    from broker.trust.jwks import KeyResolver
+    from broker.clearinghouse import cli_verifier
 
-    trust = TrustConfig.from_settings(settings, own_keys=_own_keys(settings))
-    return Verifier(trust, KeyResolver(trust, settings.trust.fetch), settings.limits)
-
-
-def _own_keys(settings: Settings) -> Callable[[], dict[str, Any]]:
-    """``kid -> ResolvedKey`` of our key ring, read once when first needed.
-
-    When the ring cannot be read, tokens we signed cannot be verified: said once on stderr,
-    and they are then refused (never accepted).
-    """
-    state: dict[str, dict[str, Any]] = {}
-
-    def keys() -> dict[str, Any]:
-        if "keys" not in state:
-            from broker.keys.ring import KeyRing
-            from broker.store import open_store
-            from broker.trust.keyset import ResolvedKey
-
-            try:
-                store = open_store(settings)
-                try:
-                    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
-                    state["keys"] = {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in ring.public_keys().items()}
-                finally:
-                    store.close()
-            except Exception as exc:  # the CLI must still judge third-party tokens
-                print(f"ga4gh-broker: warning: this broker's own keys are unavailable ({exc.__class__.__name__}); "
-                      "tokens it signed will be refused", file=sys.stderr)
-                state["keys"] = {}
-        return state["keys"]
-
-    return keys
+    return cli_verifier(settings)
 
 
 def inspect_token(verifier: Verifier, text: str, audience: str | None, max_bytes: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from broker.oidc.params import OversizedParameter, RepeatedParameter, scope_list
 from broker.oidc.passwords import token_hash
 from broker.oidc.pkce import valid_challenge
 from broker.oidc.tokens import InvalidToken, verify_signed
-from broker.oidc.visas import current_visas, summarize
+from broker.oidc.visas import summarize
 from broker.runtime import current_runtime
 from broker.store.base import Client, Consent
 from broker.web.pages import error_page, page
@@ -246,7 +246,7 @@ def consent() -> Response:
     if request.method == "GET":
         visas = None
         if "ga4gh_passport_v1" in data["scope"]:
-            visas = summarize(current_visas(rt.settings, rt.store, rt.keyring, session.identity_id))
+            visas = summarize(rt.passport_visas(session.identity_id))
         identity = rt.store.get_identity(session.identity_id)
         return page(
             "consent.html", client_name=client.name, interaction=uid, csrf_token=session.csrf_token(purpose),

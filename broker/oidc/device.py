@@ -23,7 +23,7 @@ from broker.oidc.errors import OAuthError, no_store
 from broker.oidc.params import scope_list
 from broker.oidc.passwords import token_hash
 from broker.oidc.tokens import new_id
-from broker.oidc.visas import current_visas, summarize
+from broker.oidc.visas import summarize
 from broker.runtime import Runtime, current_runtime
 from broker.web.pages import error_page, page
 from broker.web.session import BrowserSession
@@ -126,7 +126,7 @@ def device_verify() -> Response:
         client = find_client(rt.settings, rt.store, record["client_id"])
         visas = None
         if "ga4gh_passport_v1" in record["scope"]:
-            visas = summarize(current_visas(rt.settings, rt.store, rt.keyring, session.identity_id))
+            visas = summarize(rt.passport_visas(session.identity_id))
         identity = rt.store.get_identity(session.identity_id)
         return page("device_consent.html", client_name=client.name if client else record["client_id"],
                     user_code=user_code, csrf_token=session.csrf_token(f"device:{user_code}"),

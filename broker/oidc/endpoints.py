@@ -21,7 +21,6 @@ from broker.oidc.grants import REFRESH_OWNER
 from broker.oidc.params import OversizedParameter, RepeatedParameter, single_values
 from broker.oidc.passwords import token_hash
 from broker.oidc.tokens import InvalidToken, verify_access_token
-from broker.oidc.visas import current_visas
 from broker.runtime import Runtime, current_runtime
 
 REPEATABLE = frozenset({"resource", "audience"})
@@ -124,7 +123,7 @@ def userinfo() -> Response:
         if "email" in at.scope and identity.email:
             body["email"] = identity.email
     if PASSPORT_SCOPE in at.scope:
-        body[PASSPORT_CLAIM] = current_visas(rt.settings, rt.store, rt.keyring, at.sub)
+        body[PASSPORT_CLAIM] = rt.passport_visas(at.sub)
     return no_store(jsonify(body))
 
 

@@ -17,7 +17,6 @@ from broker.ga4gh.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKE
 from broker.oidc.client_auth import AuthenticatedClient
 from broker.oidc.errors import OAuthError
 from broker.oidc.tokens import InvalidToken, verify_access_token
-from broker.oidc.visas import current_visas
 from broker.runtime import Runtime
 
 MAX_AUDIENCES = 10
@@ -63,7 +62,7 @@ def exchange(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: 
     if PASSPORT_SCOPE not in token.scope:
         raise OAuthError("invalid_request", f"subject_token lacks the {PASSPORT_SCOPE} scope.")
     audiences = _audiences(raw)
-    visas = current_visas(rt.settings, rt.store, rt.keyring, token.sub, now=now)
+    visas = rt.passport_visas(token.sub)
     lifetime = rt.settings.oidc.passport_lifetime_seconds
     audience: str | list[str] | None = None
     if len(audiences) == 1:
