@@ -6,8 +6,11 @@ of the broker starts nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -16,6 +19,9 @@ from broker.config import Settings, load_settings
 from broker.errors import ApiError
 from broker.runtime import Runtime, current_runtime
 from broker.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from broker.policy.reload import PolicyStore
 
 log = logging.getLogger("broker.app")
 
@@ -51,7 +57,64 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_oidc(app)
     _install_dac(app)
     _install_clearinghouse(app)
+    _install_gateway(app)
     return app
+
+
+EMBEDDED_POLICIES = Path(__file__).resolve().parent / "policy" / "embedded"
+
+
+def open_policies(settings: Settings) -> PolicyStore:
+    """The dataset rules in force: ``policy.directory``, or, when the default directory does not
+    exist, the embedded empty rule set (every data request denied) so a fresh install starts.
+    A configured directory that is missing or broken stops the broker (PolicyLoadError)."""
+    from broker.config import PolicySettings
+    from broker.policy.reload import PolicyStore
+
+    directory = Path(settings.policy.directory)
+    if settings.policy.directory == PolicySettings.directory and not directory.is_dir():
+        log.warning("no policy directory %r: no dataset rules, every data request is denied", str(directory))
+        return PolicyStore.open(EMBEDDED_POLICIES)
+    return PolicyStore.open(directory)
+
+
+def _install_gateway(app: Flask) -> None:
+    """The data gateway (broker/gateway): streaming, offload, decision endpoint, DRS, metrics."""
+    from broker.gateway import init_app
+    from broker.gateway.passport_authorizer import PassportAuthorizer
+    from broker.oidc.tokens import verify_access_token
+
+    rt = current_runtime_of(app)
+    settings = rt.settings
+    if rt.policies is None:
+        rt.policies = open_policies(settings)
+    assert rt.verifier is not None
+
+    def check_access_token(token: str) -> Any:
+        return verify_access_token(rt.keyring, settings, rt.store, token)
+
+    authorizer = PassportAuthorizer(
+        verifier=rt.verifier, policies=rt.policies, own_issuer=settings.issuer,
+        audience=settings.gateway.public_base_url, check_access_token=check_access_token,
+        visas_for=lambda access_token: rt.passport_visas(access_token.sub),
+    )
+
+    def audit(event: Any) -> None:
+        record = {"type": f"gateway.{event.kind}", **_plain(dataclasses.asdict(event))}
+        rt.store.audit_append(record, int(time.time()))
+
+    init_app(app, authorizer, settings.gateway, data_dir=settings.data_path, audit=audit)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data (tuples to lists, enums and unknown objects to text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _install_clearinghouse(app: Flask) -> None:
@@ -100,6 +163,8 @@ def start_background(app: Flask) -> None:
     cache = rt.verified_cache
     if cache is not None:
         RevocationWatcher(rt.store, lambda _record_id: cache.clear(), interval=0.5).start()
+    if rt.policies is not None and rt.settings.policy.watch:
+        rt.policies.start_watching()
 
 
 def _install_dac(app: Flask) -> None:

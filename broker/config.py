@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from broker.dac.settings import DacSettings, VisaSourceSettings, check_dac_settings, check_visa_sources
+from broker.gateway.settings import GatewaySettings, check_gateway
 
 ENV_PREFIX = "BROKER_"
 ENV_CONFIG_FILE = "BROKER_CONFIG"
@@ -235,6 +236,7 @@ class Settings:
     login: LoginSettings = field(default_factory=LoginSettings)
     dac: DacSettings = field(default_factory=DacSettings)
     visa_sources: list[VisaSourceSettings] = field(default_factory=list)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     # Not a setting: which file these came from ("<defaults>" when none).
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -432,6 +434,7 @@ def _check(s: Settings) -> None:
     _check_login(s)
     check_dac_settings(s.dac, src, s.issuer)
     check_visa_sources(s.visa_sources, src, s.trust.fetch.allow_http_loopback)
+    check_gateway(s.gateway, src)
 
 
 def _check_oidc(s: Settings) -> None:

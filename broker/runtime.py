@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from broker.ga4gh.cache import VerifiedCache
     from broker.ga4gh.verify import Verifier
     from broker.keys.ring import KeyRing
+    from broker.policy.reload import PolicyStore
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Runtime:
     verifier: Verifier | None = None
     verified_cache: VerifiedCache | None = None
     visas_for: Callable[[str], list[str]] | None = None
+    policies: PolicyStore | None = None
 
     def passport_visas(self, identity_id: str) -> list[str]:
         """Every visa JWS a passport or userinfo for ``identity_id`` carries right now."""

@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Gateway speed, measured against nginx on the same machine in the same run.
+
+Prints ratios (never absolute pass/fail): the machine is shared and noisy, so every figure
+is a median of repeated runs next to its own baseline taken minutes apart at most.
+
+1. Throughput of one 1 GiB download (curl, loopback), ratio to nginx serving the same file:
+   ``stream`` (gunicorn worker, sendfile), ``stream`` through the example nginx front,
+   ``offload`` (nginx serves after X-Accel-Redirect), and the ``http`` store relay (Python).
+   Targets: stream >= 0.8, offload >= 0.95.
+2. Peak RSS (VmHWM) of a gunicorn worker after streaming a 1 MiB file and then the 1 GiB
+   file, for the directory store (sendfile) and the http store (Python relay).
+   Target: < 64 MB and flat.
+3. Small Range requests (1 KiB) per second with wrk against the same gunicorn: the streaming
+   route and the decision endpoint (Envoy style), as a ratio to a trivial endpoint.
+   Target: >= 0.8. The authorizer here is a constant-time table (layer 1); with passports,
+   the verified-token cache decides this figure (BASELINE.md).
+
+Run: ``/work/venv/bin/python bench/gateway.py [--size-mib 1024] [--seconds 5] [--repeat 3]``
+(needs nginx, curl and wrk from Debian).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "nginx"
+TOKEN = "bench-token"
+CONFIG_ENV = "BENCH_GATEWAY_CONFIG"
+
+
+# --------------------------------------------------------------------------- the app gunicorn runs
+
+
+def create() -> Any:
+    """gunicorn factory: the gateway with a one-token authorizer and a trivial endpoint."""
+    from flask import Flask
+
+    from broker.gateway import init_app
+    from broker.gateway.authorize import AccessDecision
+    from broker.gateway.settings import DatasetSettings, DataStoreSettings, GatewaySettings
+
+    config = json.loads(Path(os.environ[CONFIG_ENV]).read_text())
+
+    class OneToken:
+        def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
+                      passports: Sequence[str] = ()) -> AccessDecision:
+            if bearer != TOKEN:
+                return AccessDecision.denied(401, "invalid_token", "Unknown token.")
+            return AccessDecision.allowed("bench@example.org", expires_at=2_000_000_000)
+
+    settings = GatewaySettings(
+        stores={
+            "local": DataStoreSettings(kind="directory", path=config["root"], offload_location="/_gateway/local/"),
+            "web": DataStoreSettings(kind="http", base_url=config["upstream"]),
+        },
+        datasets={
+            "ds1": DatasetSettings(store="local", prefix="ds1"),
+            "off1": DatasetSettings(store="local", prefix="ds1", mode="offload"),
+            "web1": DatasetSettings(store="web", prefix="ds1"),
+        },
+        decision_prefix="/data/",
+        metrics=False,
+    )
+    app = Flask("gateway-bench")
+    init_app(app, OneToken(), settings, data_dir=config["data_dir"])
+
+    @app.get("/trivial")
+    def trivial() -> Any:
+        return {"status": "ok"}
+
+    return app
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a server exited before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def render(path: Path, values: dict[str, str]) -> str:
+    return string.Template(path.read_text()).safe_substitute(values)
+
+
+def start_nginx(work: Path, gateway_port: int, front_port: int, direct_port: int,
+                root: Path) -> subprocess.Popen[bytes]:
+    prefix = work / "nginx"
+    servers = prefix / "servers"
+    servers.mkdir(parents=True)
+    (servers / "front.conf").write_text(render(EXAMPLES / "gateway-server.conf", {
+        "LISTEN": f"127.0.0.1:{front_port}", "GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
+        "LOCAL_STORE_ROOT": f"{root}/", "ARCHIVE_URL": f"http://127.0.0.1:{direct_port}/", "ARCHIVE_API_KEY": "x",
+        "FILES_ROOT": f"{root}/",
+    }))
+    (servers / "direct.conf").write_text(f"""
+server {{
+    listen 127.0.0.1:{direct_port};
+    root {root};
+    sendfile on;
+    tcp_nopush on;
+    location / {{ }}
+}}
+""")
+    (prefix / "nginx.conf").write_text(render(EXAMPLES / "nginx.conf", {
+        "PREFIX": str(prefix), "SERVER_CONF": str(servers / "*.conf"),
+        "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
+    }))
+    process = subprocess.Popen([shutil.which("nginx") or "nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+                                "-e", str(prefix / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(front_port, process)
+        wait_port(direct_port, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def start_gunicorn(port: int, config: Path, workers: int, threads: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, CONFIG_ENV: str(config), "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+         "--worker-class", "gthread" if threads > 1 else "sync", "--bind", f"127.0.0.1:{port}",
+         "--log-level", "warning", "--backlog", "2048", "gateway:create()"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def make_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1 << 20)
+    with path.open("wb") as f:
+        left = size
+        while left > 0:
+            f.write(block[: min(left, len(block))])
+            left -= len(block)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def curl_speed(url: str, expected_size: int) -> float:
+    """Bytes per second of one download (curl discards the body)."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {TOKEN}",
+         "-w", "%{speed_download} %{size_download} %{http_code}", url],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout.split()
+    speed, size, code = float(out[0]), int(float(out[1])), out[2]
+    if code != "200" or size != expected_size:
+        raise SystemExit(f"{url}: status {code}, {size} bytes (expected 200, {expected_size})")
+    return speed
+
+
+def worker_pids(master: subprocess.Popen[bytes], timeout: float = 20) -> list[int]:
+    """The master's worker processes (waits until it has forked them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(p) for p in Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()]
+        if pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    assert match is not None
+    return int(match.group(1)) / 1024
+
+
+def wrk_rate(url: str, seconds: int, headers: dict[str, str]) -> float:
+    args = ["wrk", "-t2", "-c16", f"-d{seconds}s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise SystemExit(f"{url}: {bad.group(1)} non-2xx answers\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise SystemExit(f"wrk printed no rate:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per endpoint")
+    parser.add_argument("--repeat", type=int, default=3, help="downloads per throughput figure (median)")
+    args = parser.parse_args()
+    for tool in ("nginx", "curl", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing (Debian package {tool})")
+
+    big_size = args.size_mib << 20
+    small_size = 1 << 20
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        work = Path(tmp)
+        root = work / "store"
+        make_file(root / "ds1" / "big.bin", big_size)
+        make_file(root / "ds1" / "small.bin", small_size)
+        gw_port, front_port, direct_port, rss_port = free_port(), free_port(), free_port(), free_port()
+        config = work / "config.json"
+        config.write_text(json.dumps({"root": str(root), "data_dir": str(work / "data"),
+                                      "upstream": f"http://127.0.0.1:{direct_port}/"}))
+        nginx = start_nginx(work, gw_port, front_port, direct_port, root)
+        try:
+            gunicorn = start_gunicorn(gw_port, config, workers=2, threads=4)
+            results: dict[str, Any] = {}
+            try:
+                # 1. throughput, each figure next to a fresh nginx baseline
+                direct = f"http://127.0.0.1:{direct_port}/ds1/big.bin"
+                cases = {
+                    "stream (gunicorn, sendfile)": f"http://127.0.0.1:{gw_port}/data/ds1/big.bin",
+                    "stream via nginx front": f"http://127.0.0.1:{front_port}/data/ds1/big.bin",
+                    "offload (X-Accel-Redirect)": f"http://127.0.0.1:{front_port}/data/off1/big.bin",
+                    "http store relay (Python)": f"http://127.0.0.1:{gw_port}/data/web1/big.bin",
+                }
+                # Paired, interleaved runs: each download is measured right after an nginx-direct
+                # download of the same file, and the figure is the median of those ratios.
+                curl_speed(direct, big_size)
+                samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+                for _ in range(args.repeat):
+                    for name, url in cases.items():
+                        base = curl_speed(direct, big_size)
+                        samples[name].append((curl_speed(url, big_size), base))
+                results["throughput"] = [
+                    (name, statistics.median(s for s, _ in pairs), statistics.median(b for _, b in pairs),
+                     statistics.median(s / b for s, b in pairs),
+                     max(s for s, _ in pairs) / max(b for _, b in pairs))
+                    for name, pairs in samples.items()
+                ]
+
+                # 3. request rates (same gunicorn, warm), interleaved rounds, median ratio per endpoint
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                trivial_url = f"http://127.0.0.1:{gw_port}/trivial"
+                endpoints = {
+                    "streaming route, 1 KiB Range": (f"http://127.0.0.1:{gw_port}/data/ds1/big.bin",
+                                                     {**auth, "Range": "bytes=1048576-1049599"}),
+                    "decision endpoint": (f"http://127.0.0.1:{gw_port}/gateway/decision/data/ds1/big.bin", auth),
+                }
+                wrk_rate(trivial_url, 1, {})  # warm up
+                rates: dict[str, list[tuple[float, float]]] = {name: [] for name in endpoints}
+                for _ in range(args.repeat):
+                    for name, (url, headers) in endpoints.items():
+                        base = wrk_rate(trivial_url, args.seconds, {})
+                        rates[name].append((wrk_rate(url, args.seconds, headers), base))
+                results["rates"] = [
+                    (name, statistics.median(r for r, _ in pairs), statistics.median(b for _, b in pairs),
+                     statistics.median(r / b for r, b in pairs))
+                    for name, pairs in rates.items()
+                ]
+            finally:
+                stop(gunicorn)
+
+            # 2. memory: one sync worker, small file then the big one, per store kind
+            rss_rows = []
+            for name, path in (("directory store (sendfile)", "ds1"), ("http store relay", "web1")):
+                single = start_gunicorn(rss_port, config, workers=1, threads=1)
+                try:
+                    [worker] = worker_pids(single)
+                    curl_speed(f"http://127.0.0.1:{rss_port}/data/{path}/small.bin", small_size)
+                    after_small = vm_hwm_mb(worker)
+                    curl_speed(f"http://127.0.0.1:{rss_port}/data/{path}/big.bin", big_size)
+                    after_big = vm_hwm_mb(worker)
+                    rss_rows.append((name, after_small, after_big))
+                finally:
+                    stop(single)
+            results["rss"] = rss_rows
+        finally:
+            stop(nginx, signal.SIGQUIT)
+
+    print(f"\nGateway bench: {args.size_mib} MiB file, loopback, {os.cpu_count()} cores "
+          f"(median of {args.repeat} paired runs; nginx direct measured right before each)")
+    print("\nThroughput (ratio to nginx serving the same file directly; 'best' = best run / best nginx run,\n"
+          "the figure least disturbed by other load on a shared machine)")
+    for name, speed, base, ratio, best in results["throughput"]:
+        print(f"  {name:30s} {speed / 1e6:8.0f} MB/s   nginx {base / 1e6:8.0f} MB/s   "
+              f"median ratio {ratio:5.2f}   best {best:5.2f}")
+    print("\nPeak RSS of one gunicorn worker (VmHWM)")
+    for name, small, big in results["rss"]:
+        print(f"  {name:30s} after 1 MiB {small:6.1f} MB   after {args.size_mib} MiB {big:6.1f} MB   "
+              f"growth {big - small:5.1f} MB")
+    print(f"\nRequest rate, gunicorn gthread 2x4, wrk -t2 -c16 -d{args.seconds}s (ratio to a trivial endpoint "
+          "measured just before)")
+    for name, rate, base, ratio in results["rates"]:
+        print(f"  {name:30s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio {ratio:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The gateway's real authorizer: GA4GH passports and our own access tokens, then the policy.
+
+Credentials, in the order a request carries them (``Authorization: Bearer`` first, then the
+``passports`` of a DRS POST body):
+
+- a passport JWT (header ``typ`` ``vnd.ga4gh.passport+jwt``): checked by the GA4GH engine
+  (:meth:`broker.ga4gh.verify.Verifier.verify_passport`) against the trust configuration;
+  the holder is the passport's ``iss``/``sub``;
+- one of our access tokens (``typ`` ``at+jwt``) with scope ``ga4gh_passport_v1``: checked by
+  ``check_access_token`` (live, not revoked, grant not revoked), and the broker resolves the
+  holder's visas itself (``visas_for``), which the engine then checks like any others
+  (:meth:`~broker.ga4gh.verify.Verifier.verify_visas`); the holder is our issuer and the
+  token's ``sub``.
+
+The header ``typ`` is read without trusting it, only to pick the checker: each checker then
+accepts exactly its own token class (DESIGN rule 4), so a visa, an ID token or anything else
+presented as a bearer is refused (401 ``invalid_token``).
+
+Then the policy decides (:meth:`broker.policy.compile.PolicySet.decide`) on the accepted
+visas. An allow carries the visas used (by ``jti``), the policy's basis and an expiry that
+never outlives the credential; a deny carries the policy's first reason code and the
+required-visas document. A refused credential is a 401 for the whole request (THREAT-MODEL
+EPM e), even when another credential in a DRS body would pass; of several credentials that
+all verify, the first one the policy allows wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.ga4gh.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
+from broker.ga4gh.verify import Verifier
+from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
+
+log = logging.getLogger("broker.gateway.passport_authorizer")
+
+MAX_HEADER_CHARS = 2048
+
+
+class PolicySource(Protocol):
+    """Where the rules in force are read (``broker.policy.reload.PolicyStore`` is one)."""
+
+    @property
+    def current(self) -> Any: ...
+
+
+class AccessTokenLike(Protocol):
+    sub: str
+    exp: int
+    scope: tuple[str, ...]
+
+
+@dataclass
+class PassportAuthorizer:
+    """:class:`broker.gateway.authorize.Authorizer` over the GA4GH engine and the policy engine.
+
+    ``check_access_token`` raises (any exception with a ``reason`` attribute, e.g.
+    ``broker.oidc.tokens.InvalidToken``) for a token we do not accept; without it, access
+    tokens are refused. ``visas_for`` returns the visa JWTs the broker releases for a token's
+    holder. ``audience`` is what passports naming an ``aud`` must name.
+    """
+
+    verifier: Verifier
+    policies: PolicySource
+    own_issuer: str
+    audience: str | None = None
+    check_access_token: Callable[[str], AccessTokenLike] | None = None
+    visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
+    clock: Callable[[], float] = time.time
+
+    def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
+                  passports: Sequence[str] = ()) -> AccessDecision:
+        credentials = ([bearer] if bearer is not None else []) + list(passports)
+        if not credentials:
+            return AccessDecision.denied(401, MISSING_TOKEN, "A bearer token (a passport or an access token) "
+                                         "is required.")
+        policy = self.policies.current  # one rule set for the whole request
+        first_deny: AccessDecision | None = None
+        for token in credentials:
+            checked = self._credential(token)
+            if isinstance(checked, AccessDecision):
+                return checked  # a refused credential refuses the request
+            result, holder, cap = checked
+            decision = self._decide(policy, result, holder, cap, dataset, action)
+            if decision.allow:
+                return decision
+            first_deny = first_deny or decision
+        assert first_deny is not None
+        return first_deny
+
+    # ------------------------------------------------------------------ credentials
+
+    def _credential(self, token: str) -> tuple[PassportResult, tuple[str, str], int | None] | AccessDecision:
+        typ = _header_typ(token)
+        if typ == PASSPORT_TYP:
+            result = self.verifier.verify_passport(token, self.audience)
+            if result.error is not None or result.iss is None or result.sub is None:
+                reason = str(result.error.reason) if result.error is not None else "malformed"
+                return _invalid(f"The passport is not accepted ({reason}).", reason)
+            return result, (result.iss, result.sub), result.exp
+        if typ == ACCESS_TOKEN_TYP and self.check_access_token is not None and self.visas_for is not None:
+            try:
+                token_info = self.check_access_token(token)
+            except Exception as exc:
+                reason = getattr(exc, "reason", None)
+                if not isinstance(reason, str):
+                    raise  # not a verdict on the token: an outage, answered 503 by the gateway
+                return _invalid(f"The access token is not accepted ({reason}).", reason)
+            if PASSPORT_SCOPE not in token_info.scope:
+                return AccessDecision.denied(403, "insufficient_scope",
+                                             f"The access token lacks the {PASSPORT_SCOPE} scope.")
+            result = self.verifier.verify_visas(list(self.visas_for(token_info)))
+            if result.error is not None:
+                log.error("the visas released for an access token were refused: %s", result.error.reason)
+                return AccessDecision.denied(503, "visas_unavailable", "The holder's visas could not be checked.")
+            return result, (self.own_issuer, token_info.sub), token_info.exp
+        return _invalid("The bearer token is neither a passport nor an access token of this broker.", "bad_typ")
+
+    # ------------------------------------------------------------------ policy
+
+    def _decide(self, policy: Any, result: PassportResult, holder: tuple[str, str], cap: int | None, dataset: str,
+                action: str) -> AccessDecision:
+        decision = policy.decide(result.accepted, dataset=dataset, action=action, holder=holder,
+                                 now=int(self.clock()))
+        if decision.allow:
+            expires = decision.expires_at
+            if cap is not None:
+                expires = cap if expires is None else min(expires, cap)
+            return AccessDecision.allowed(
+                holder[1], "allowed", "Access granted by the dataset's policy.", expires_at=expires,
+                visas_used=tuple(b.jti for b in decision.basis if b.jti), basis=decision.to_json(),
+            )
+        reason = decision.reasons[0] if decision.reasons else None
+        return AccessDecision.denied(
+            403, reason.code if reason else "access_denied",
+            reason.message if reason else "The dataset's policy does not grant access.",
+            subject=holder[1], required=_required(policy, dataset, action), basis=decision.to_json(),
+        )
+
+
+def _invalid(message: str, reason: str) -> AccessDecision:
+    log.info("bearer refused: %s", reason)
+    return AccessDecision.denied(401, INVALID_TOKEN, message, basis={"reason": reason})
+
+
+def _header_typ(token: str) -> str | None:
+    """The JOSE header ``typ`` of a compact JWS, read only to route (never trusted)."""
+    head, dot, _ = token.partition(".")
+    if not dot or len(head) > MAX_HEADER_CHARS:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    typ = header.get("typ") if isinstance(header, dict) else None
+    return typ if isinstance(typ, str) else None
+
+
+def _required(policy: Any, dataset: str, action: str) -> dict[str, Any] | None:
+    """The policy's "what would grant access" document, or None for an unknown dataset."""
+    from broker.policy.required import UnknownDataset, required_visas
+
+    try:
+        return required_visas(policy, dataset, action)
+    except UnknownDataset:
+        return None

@@ -1,0 +1,166 @@
+"""HTTP routes of the gateway: the streaming route, the decision endpoint, metrics.
+
+- ``GET``/``HEAD /data/<dataset>/<path>``: authorise, then stream (or offload to nginx);
+  ``OPTIONS`` answers CORS preflights for allow-listed origins only (PX-19); every
+  other method is 405 with ``Allow`` from the router, never forwarded (PX-22).
+- ``/gateway/decision`` (nginx ``auth_request``: original request in ``X-Original-URI`` and
+  ``X-Original-Method``) and ``/gateway/decision/<original path>`` (Envoy ``ext_authz``
+  HTTP mode with ``path_prefix``): 200 with identity headers, 401 with
+  ``WWW-Authenticate``, 403 with ``X-Auth-Reason``; no body. A request the data route
+  would refuse as malformed is a 403 here, since ``auth_request`` knows only 2xx/401/403.
+- ``GET /metrics``: Prometheus text.
+
+Routing never normalises: ``merge_slashes`` is off and the view reads the raw request
+target itself (:func:`raw_target`), so ``//`` and encoded separators reach the path
+rules instead of being "helpfully" redirected or decoded away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.routing import PathConverter
+
+from broker.gateway.metrics import CONTENT_TYPE
+from broker.gateway.service import Gateway, Refusal, identity_header
+
+DATA_PREFIX = "/data/"
+DECISION_PATH = "/gateway/decision"
+DECISION_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+CORS_REQUEST_HEADERS = frozenset({"authorization", "range"})
+CORS_EXPOSED = "Content-Range, Content-Length, Accept-Ranges, ETag, Last-Modified"
+
+
+class AnyPathConverter(PathConverter):
+    """Like ``path`` but also matches an empty string or one starting with '/' (so '//' routes)."""
+
+    regex = r"[\s\S]*"  # any characters, newlines included
+    part_isolating = False  # Werkzeug would infer True from a regex without '/'
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def raw_target(environ: dict[str, Any]) -> str:
+    """The request target as the client sent it (before any decoding), without SCRIPT_NAME.
+
+    gunicorn gives ``RAW_URI``, Werkzeug's server ``REQUEST_URI``/``RAW_URI``. For a server
+    giving neither, the decoded ``PATH_INFO`` is re-encoded: the path rules then see every
+    '%' it contained as a literal '%' and refuse it, so no second decode can happen.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    script = environ.get("SCRIPT_NAME", "")
+    if raw is None:
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/!$&'()*+,;=:@~-._")
+        query = environ.get("QUERY_STRING", "")
+        raw = script + path + (f"?{query}" if query else "")
+    if script and raw.startswith(script + "/"):
+        raw = raw[len(script):]
+    return raw
+
+
+def make_blueprint(metrics_enabled: bool) -> Blueprint:
+    bp = Blueprint("gateway", __name__)
+
+    @bp.route("/data/<anypath:_rest>", methods=["GET", "HEAD", "OPTIONS"], merge_slashes=False)
+    def data(_rest: str) -> Response:
+        """Authorise, then serve the object's bytes (stream or offload)."""
+        gw = gateway()
+        if request.method == "OPTIONS":
+            return _preflight(gw)
+        try:
+            target, decision = gw.decide(request.method, raw_target(request.environ), request.headers,
+                                         DATA_PREFIX, "data")
+            response = gw.serve(request.method, target.ref, request.headers, request.environ, decision)
+        except Refusal as refusal:
+            response = refusal.response()
+        _cors(gw, response)
+        return response
+
+    def decision_view(_rest: str | None = None) -> Response:
+        """nginx auth_request / Envoy ext_authz: the verdict only, as status and headers."""
+        gw = gateway()
+        original = request.headers.get("X-Original-URI")
+        if original is None:
+            own = raw_target(request.environ)
+            original = own[len(DECISION_PATH):] if own.startswith(DECISION_PATH + "/") else ""
+        method = request.headers.get("X-Original-Method") or request.method
+        response = Response(b"", status=200)
+        response.headers["Cache-Control"] = "no-store"
+        if method not in ("GET", "HEAD"):
+            response.status_code = 403
+            response.headers["X-Auth-Reason"] = "method_not_allowed"
+            return response
+        try:
+            target, verdict = gw.decide(method, original, request.headers, gw.settings.decision_prefix, "decision")
+        except Refusal as refusal:
+            response.status_code = refusal.status if refusal.status in (401, 403, 503) else 403
+            response.headers["X-Auth-Reason"] = refusal.code
+            for name in ("WWW-Authenticate", "Retry-After"):
+                if name in refusal.headers:
+                    response.headers[name] = refusal.headers[name]
+            return response
+        response.headers["X-Auth-Reason"] = verdict.reason
+        response.headers["X-Auth-Dataset"] = identity_header(target.ref.dataset)
+        response.headers["X-Auth-Object"] = identity_header(target.ref.path)
+        if verdict.subject is not None:
+            response.headers["X-Auth-Subject"] = identity_header(verdict.subject)
+        if verdict.expires_at is not None:
+            response.headers["X-Auth-Expires"] = str(verdict.expires_at)
+        return response
+
+    bp.add_url_rule(DECISION_PATH, "decision", decision_view, methods=DECISION_METHODS, merge_slashes=False)
+    bp.add_url_rule(DECISION_PATH + "/<anypath:_rest>", "decision_path", decision_view, methods=DECISION_METHODS,
+                    merge_slashes=False)
+
+    if metrics_enabled:
+        @bp.get("/metrics")
+        def metrics() -> Response:
+            """Prometheus text exposition of this process's gateway metrics."""
+            response = Response(gateway().metrics.render(), mimetype="text/plain")
+            response.headers["Content-Type"] = CONTENT_TYPE
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+    @bp.after_request
+    def count(response: Response) -> Response:
+        endpoint = (request.endpoint or "").rpartition(".")[2]
+        gateway().metrics.requests.inc(endpoint, request.method, str(response.status_code))
+        return response
+
+    return bp
+
+
+def _preflight(gw: Gateway) -> Response:
+    """CORS preflight (PX-19): exact allow-listed origins, GET/HEAD, Authorization and Range only."""
+    origin = request.headers.get("Origin")
+    response = Response(b"", status=204)
+    response.headers["Allow"] = "GET, HEAD, OPTIONS"
+    if origin is None:
+        return response
+    method = request.headers.get("Access-Control-Request-Method", "")
+    asked = {h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+             if h.strip()}
+    if origin not in gw.settings.cors_origins or method not in ("GET", "HEAD") or not asked <= CORS_REQUEST_HEADERS:
+        response.status_code = 403
+        response.headers["Vary"] = "Origin"
+        return response
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Methods"] = "GET, HEAD"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Range"
+    response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+def _cors(gw: Gateway, response: Response) -> None:
+    if not gw.settings.cors_origins:
+        return
+    response.headers.add("Vary", "Origin")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin in gw.settings.cors_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED

@@ -1,0 +1,97 @@
+"""Short-lived signed URLs for DRS access (THREAT-MODEL PX-18).
+
+``GET /ga4gh/drs/v1/objects/{id}/access/https`` authorises the caller once and hands back
+a URL to the streaming route carrying ``expires`` and ``signature``: an HMAC-SHA256 over
+the method, dataset, canonical object path and expiry, with a key only the gateway
+holds. The streaming route recomputes it on the *canonical* key it decoded itself, so a
+signature for one object never opens another, and compares in constant time. Lifetimes
+are capped at five minutes by settings; a GET URL also serves HEAD (same resource, no body).
+
+The key comes from settings (``gateway.url_signing_key``) or is generated once in the
+data directory (0600, created exclusively so concurrent workers agree on one key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from broker.gateway.paths import ObjectRef
+
+KEY_FILE = "url-signing.key"
+PARAMS = frozenset({"expires", "signature"})
+
+
+class SignatureError(Exception):
+    """A signed URL that is malformed, expired or forged (403 with ``code``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def load_or_create_key(configured: str | None, directory: Path | None) -> bytes:
+    """The signing key: from settings, else from (or newly into) ``directory/url-signing.key``."""
+    if configured:
+        return hashlib.sha256(b"ga4gh-broker gateway url key\0" + configured.encode("utf-8")).digest()
+    if directory is None:
+        # No place to keep a key: a per-process key still works for one process.
+        return secrets.token_bytes(32)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        data = path.read_bytes()
+        if len(data) != 32:
+            raise ValueError(f"{path} is not a 32-byte key") from None
+        return data
+    key = secrets.token_bytes(32)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key
+
+
+def _mac(key: bytes, method: str, ref: ObjectRef, expires: int) -> str:
+    message = "\n".join(("ga4gh-broker-signed-url-v1", method, ref.dataset, ref.path, str(expires)))
+    digest = hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign(key: bytes, ref: ObjectRef, expires: int, method: str = "GET") -> str:
+    """The query string (without '?') that makes the data URL of ``ref`` valid until ``expires``."""
+    return f"expires={expires}&signature={_mac(key, method, ref, expires)}"
+
+
+def verify(key: bytes, ref: ObjectRef, query: str, method: str, now: int, max_lifetime: int) -> int:
+    """Check a signed-URL query for ``ref``; return its expiry or raise :class:`SignatureError`.
+
+    An expiry further away than ``max_lifetime`` is refused even with a valid signature.
+    """
+    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=4)
+    names = [name for name, _ in pairs]
+    if sorted(names) != sorted(PARAMS):
+        raise SignatureError("invalid_signed_url", "A signed URL carries exactly 'expires' and 'signature'.")
+    values = dict(pairs)
+    expires_text = values["expires"]
+    if not expires_text.isascii() or not expires_text.isdigit() or len(expires_text) > 12:
+        raise SignatureError("invalid_signed_url", "The signed URL's expiry is not a number.")
+    expires = int(expires_text)
+    signed_method = "GET" if method == "HEAD" else method
+    expected = _mac(key, signed_method, ref, expires)
+    if not hmac.compare_digest(expected.encode("ascii"), values["signature"].encode("utf-8", "replace")):
+        raise SignatureError("bad_signature", "The signed URL's signature does not match this object.")
+    if expires < now:
+        raise SignatureError("expired_signed_url", "The signed URL has expired.")
+    if expires > now + max_lifetime:
+        raise SignatureError("invalid_signed_url", "The signed URL lives longer than this gateway allows.")
+    return expires
