@@ -86,6 +86,11 @@ def _install_gateway(app: Flask) -> None:
 
     rt = current_runtime_of(app)
     settings = rt.settings
+    # Our own URL, never the caller's Host header, is what DRS hands out and what passports
+    # addressed to this gateway must name in `aud` (a passport for another service is refused).
+    gateway_settings = settings.gateway
+    if gateway_settings.public_base_url is None:
+        gateway_settings = dataclasses.replace(gateway_settings, public_base_url=settings.issuer.rstrip("/"))
     if rt.policies is None:
         rt.policies = open_policies(settings)
     assert rt.verifier is not None
@@ -95,15 +100,15 @@ def _install_gateway(app: Flask) -> None:
 
     authorizer = PassportAuthorizer(
         verifier=rt.verifier, policies=rt.policies, own_issuer=settings.issuer,
-        audience=settings.gateway.public_base_url, check_access_token=check_access_token,
+        audience=gateway_settings.public_base_url, check_access_token=check_access_token,
         visas_for=lambda access_token: rt.passport_visas(access_token.sub),
     )
 
     def audit(event: Any) -> None:
-        record = {"type": f"gateway.{event.kind}", **_plain(dataclasses.asdict(event))}
+        record = {"event": f"gateway.{event.kind}", **_plain(dataclasses.asdict(event))}
         rt.store.audit_append(record, int(time.time()))
 
-    init_app(app, authorizer, settings.gateway, data_dir=settings.data_path, audit=audit)
+    init_app(app, authorizer, gateway_settings, data_dir=settings.data_path, audit=audit)
 
 
 def _plain(value: Any) -> Any:

@@ -44,7 +44,7 @@ class SettingsError(Exception):
 
 def secret(default: Any = None) -> Any:
     """A field whose value is never printed (``config check`` shows ``***``)."""
-    return field(default=default, metadata={"secret": True})
+    return field(default=default, metadata={"secret": True}, repr=False)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,6 @@ services' (the same rules as the REST API and the CLI).
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +30,7 @@ from broker.dac.errors import DacError
 from broker.dac.grants import GrantFilter, GrantRequest, parse_time
 from broker.oidc.authorize import redirect_303
 from broker.runtime import current_runtime
+from broker.untrusted_json import peek_jws
 from broker.web.pages import error_page, page
 from broker.web.session import BrowserSession
 
@@ -186,13 +185,7 @@ def grant_renew(grant_id: str) -> Response:
 
 def decode_visa(token: str) -> dict[str, Any]:
     """What the page shows of one visa (read without checking: it is the user's own list)."""
-    try:
-        segment = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError):
-        claims = {}
-    if not isinstance(claims, dict):
-        claims = {}
+    claims = peek_jws(token, 1) or {}
     obj = claims.get("ga4gh_visa_v1") if isinstance(claims.get("ga4gh_visa_v1"), dict) else {}
     exp = claims.get("exp")
     return {"type": str(obj.get("type", "?")), "value": str(obj.get("value", "")),

@@ -89,7 +89,7 @@ class VisaSourceSettings:
     send: Literal["identity", "upstream_sub", "email"] = "identity"
     upstream_issuer: str | None = None  # required when send is upstream_sub
     # The whole header value, e.g. "Bearer <token>"; a secret (``config check`` shows ***).
-    auth_header: str | None = field(default=None, metadata={"secret": True})
+    auth_header: str | None = field(default=None, metadata={"secret": True}, repr=False)
     auth_header_name: str = "Authorization"
     timeout_seconds: float = 3.0  # the most one fetch may cost, connect to last byte
     cache_ttl_seconds: int = 300  # a fetched answer is reused this long per (source, user)

@@ -31,6 +31,7 @@ from broker.gateway import signed_urls
 from broker.gateway.paths import DATASET_ID, ObjectRef, PathError, quote_segments, validate_object_path
 from broker.gateway.service import Gateway, Refusal
 from broker.gateway.stores import DirectoryStore, ObjectInfo, StoreError
+from broker.untrusted_json import loads_bounded
 
 BASE = "/ga4gh/drs/v1"
 ACCESS_ID = "https"
@@ -82,7 +83,10 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def _passports(gw: Gateway) -> tuple[str, ...]:
     """The ``passports`` of a DRS POST body (DRS 1.2), bounded."""
-    body = request.get_json(silent=True)
+    try:
+        body = loads_bounded(request.get_data(cache=False), max_depth=8) if request.is_json else None
+    except ValueError:
+        body = None
     if not isinstance(body, dict):
         raise Refusal(400, "invalid_request", "Expected a JSON object body.")
     passports = body.get("passports", [])

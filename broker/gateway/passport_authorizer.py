@@ -26,9 +26,6 @@ all verify, the first one the policy allows wins.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +35,7 @@ from typing import Any, Protocol
 from broker.ga4gh.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
 from broker.ga4gh.verify import Verifier
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
+from broker.untrusted_json import peek_jws
 
 log = logging.getLogger("broker.gateway.passport_authorizer")
 
@@ -152,14 +150,8 @@ def _invalid(message: str, reason: str) -> AccessDecision:
 
 def _header_typ(token: str) -> str | None:
     """The JOSE header ``typ`` of a compact JWS, read only to route (never trusted)."""
-    head, dot, _ = token.partition(".")
-    if not dot or len(head) > MAX_HEADER_CHARS:
-        return None
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    typ = header.get("typ") if isinstance(header, dict) else None
+    header = peek_jws(token, 0, MAX_HEADER_CHARS)
+    typ = header.get("typ") if header is not None else None
     return typ if isinstance(typ, str) else None
 
 

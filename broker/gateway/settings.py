@@ -52,7 +52,7 @@ class DataStoreSettings:
     path: str | None = None  # directory: the folder
     base_url: str | None = None  # http: objects are base_url + dataset prefix + object path
     # Credentials for the upstream, sent by the gateway on every request to it (never the client's).
-    headers: dict[str, str] | None = field(default=None, metadata={"secret": True})
+    headers: dict[str, str] | None = field(default=None, metadata={"secret": True}, repr=False)
     connect_timeout_seconds: float = 3.0
     read_timeout_seconds: float = 30.0
     # offload mode: the internal nginx location that serves this store (see examples/nginx/).
@@ -85,7 +85,7 @@ class GatewaySettings:
     expose_required_visas: bool = True
     # DRS signed URLs: lifetime and key (default: generated in <data_dir>/gateway/url-signing.key).
     signed_url_lifetime_seconds: int = 120
-    url_signing_key: str | None = field(default=None, metadata={"secret": True})
+    url_signing_key: str | None = field(default=None, metadata={"secret": True}, repr=False)
     # Absolute URLs we hand out (DRS access URLs) start with this; default: the request's own root.
     public_base_url: str | None = None
     drs_max_passports: int = 10

@@ -77,7 +77,10 @@ def verify(key: bytes, ref: ObjectRef, query: str, method: str, now: int, max_li
 
     An expiry further away than ``max_lifetime`` is refused even with a valid signature.
     """
-    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=4)
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=4)
+    except ValueError:  # more fields than a signed URL has: refused, never a 500
+        raise SignatureError("invalid_signed_url", "A signed URL carries exactly 'expires' and 'signature'.") from None
     names = [name for name, _ in pairs]
     if sorted(names) != sorted(PARAMS):
         raise SignatureError("invalid_signed_url", "A signed URL carries exactly 'expires' and 'signature'.")

@@ -337,7 +337,10 @@ def _finish(rt: Runtime, session: BrowserSession, connector: ConnectorSettings, 
                                    "iss": issuer}, now)
         return redirect_303(url_for("login.account"))
     profile = accounts.Profile(display_name=claims.display_name(result.claims),
-                               email=claims.clean_email(result.claims.get("email")))
+                               # Only an address the upstream says it verified: remote visa sources
+                               # may be keyed on it, so an unverified one could fetch another's visas.
+                               email=(claims.clean_email(result.claims.get("email"))
+                                      if result.claims.get("email_verified") is True else ""))
     identity_id = accounts.find_or_create(rt.store, issuer, result.sub, connector.id, profile, now)
     record_material(rt.store, identity_id, connector.id, ttl=ttl, **material)
     interaction = ticket.get("interaction") or None

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.ga4gh.models import ALLOWED_ALGORITHMS, Reason
+from broker.untrusted_json import exceeds_depth
 
 # JWK members that only a private (or symmetric) key has (RFC 7518 section 6).
 PRIVATE_MEMBERS: frozenset[str] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -221,6 +222,10 @@ def parse_jwks(document: Any, max_keys: int) -> KeySet:
     return KeySet(keys=tuple(keys), ignored=tuple(ignored))
 
 
+# A JWK Set is {"keys": [{...}]} with shallow members; anything far deeper is hostile.
+MAX_JWKS_DEPTH = 16
+
+
 def decode_json(body: bytes) -> Any:
     """Strict JSON for key sets: UTF-8, no duplicate member names, no NaN/Infinity, bounded nesting.
 
@@ -229,6 +234,8 @@ def decode_json(body: bytes) -> Any:
     """
     try:
         text = body.decode("utf-8")
+        if exceeds_depth(text, MAX_JWKS_DEPTH):
+            raise JwksFormatError(f"JSON nested deeper than {MAX_JWKS_DEPTH}")
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise JwksFormatError("body is not UTF-8") from None

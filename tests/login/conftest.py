@@ -93,13 +93,13 @@ def idp1(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int],
          "redirect_uris": [f"http://localhost:{ports['a']}/login/callback/idp1"]},
     ]
     accounts = {
-        "alice-idp": {"name": "Alice Upstream", "email": "alice@uni.example",
+        "alice-idp": {"name": "Alice Upstream", "email": "alice@uni.example", "email_verified": True,
                       "eduperson_scoped_affiliation": ["faculty@uni.example", "staff@uni.example",
                                                        "member@uni.example", "member@"],
                       "ga4gh_passport_v1": [upstream_visas[k] for k in (
                           "trusted", "jku_not_allowed", "untrusted_issuer", "expired")] + ["not-a-visa"]},
-        "carol": {"name": "Carol One", "email": "carol@shared.example"},
-        "dave": {"name": "Dave", "email": "dave@uni.example"},
+        "carol": {"name": "Carol One", "email": "carol@shared.example", "email_verified": True},
+        "dave": {"name": "Dave", "email": "dave@uni.example"},  # not verified: never kept
         "erin": {"name": "Erin", "email": "erin@uni.example"},
         "linker": {"name": "Alice at the University", "email": "alice@uni.example",
                    "eduperson_scoped_affiliation": ["student@uni.example"]},
@@ -120,7 +120,7 @@ def idp2(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]) -> Ite
     clients = [{"client_id": "broker-main", "client_secret": IDP_SECRET,
                 "redirect_uris": [f"http://127.0.0.1:{ports['main']}/login/callback/idp2"]}]
     accounts = {
-        "carol": {"name": "Carol Two", "email": "carol@shared.example"},
+        "carol": {"name": "Carol Two", "email": "carol@shared.example", "email_verified": True},
         "dave": {"name": "Dave Elsewhere", "email": "dave@uni.example"},
         "rot": {"name": "Rotation"},
     }

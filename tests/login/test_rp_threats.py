@@ -229,6 +229,16 @@ def test_rp07_megabyte_claim_is_refused_by_the_response_size_cap(login_broker: B
 # --------------------------------------------------------------------------- RP-08
 
 
+def test_rp08_unverified_upstream_email_is_never_kept(login_broker: BrokerProcess, app: Client,
+                                                       idp1: NodeIdp) -> None:
+    """An address the upstream did not mark email_verified could name someone else: remote visa
+    sources keyed on e-mail would then hand that person's visas to this account."""
+    _, tokens = login_through(login_broker, app, "idp1", idp1.issuer, "dave")
+    info = userinfo(login_broker, tokens["access_token"])
+    assert info["name"] == "Dave"
+    assert "email" not in info
+
+
 def test_rp08_same_email_and_sub_at_two_idps_are_two_accounts(login_broker: BrokerProcess, app: Client,
                                                               idp1: NodeIdp, idp2: NodeIdp) -> None:
     browser1, tokens1 = login_through(login_broker, app, "idp1", idp1.issuer, "carol")
