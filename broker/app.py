@@ -139,8 +139,8 @@ def _install_clearinghouse(app: Flask) -> None:
     if rt.verifier is None:
         rt.verifier = build_verifier(settings, own_keys_of(rt.keyring), cache=cache,
                                      revoked=revocation_check(rt.store))
-    # A revoked grant must not survive in cached verdicts (GA-14); revocations are rare, so drop all.
-    rt.revocation_listeners.append(lambda _grant: cache.clear())
+    # A revoked grant must not survive in cached verdicts (GA-14): our visa jti is "<grant id>.<random>".
+    rt.revocation_listeners.append(lambda grant: cache.evict_jti_prefix(grant.id))
     if rt.visas_for is None:
         services = app.extensions["dac_api"].services
         minter = VisaMinter(rt.keyring, settings.issuer, services.directory, services.grants, services.registered)
@@ -167,7 +167,7 @@ def start_background(app: Flask) -> None:
     rt = current_runtime_of(app)
     cache = rt.verified_cache
     if cache is not None:
-        RevocationWatcher(rt.store, lambda _record_id: cache.clear(), interval=0.5).start()
+        RevocationWatcher(rt.store, cache.evict_jti_prefix, interval=0.5).start()
     if rt.policies is not None and rt.settings.policy.watch:
         rt.policies.start_watching()
 

@@ -12,7 +12,10 @@ lookup (BASELINE.md: caching decides the request rate). The rules that keep it s
   ``exp`` of everything a passport result relies on), optionally earlier (``max_ttl_seconds``).
 - Revocation evicts: each entry is indexed by the ``jti`` values it relies on, and
   :meth:`VerifiedCache.evict_jti` drops them all. Hits do not consult a revocation list;
-  whoever learns of a revocation calls ``evict_jti``.
+  whoever learns of a revocation calls ``evict_jti``. A visa we mint from a record (a DAC
+  grant, registered access) has ``jti`` = ``<record id>.<random>``, and revoking the record
+  revokes every such visa: :meth:`VerifiedCache.evict_jti_prefix` drops every entry relying
+  on any of them, found through a second index keyed by the text before a jti's first ``.``.
 - Bounded: at most ``max_entries`` entries, least recently used evicted first.
 - Thread-safe: one lock around every read and write; counters for hits, misses, evictions.
 
@@ -92,6 +95,9 @@ class VerifiedCache:
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         # jti -> the key relying on it, or a list of keys when several do
         self._by_jti: dict[str, bytes | list[bytes]] = {}
+        # For jtis containing a '.': the text before the first '.' -> that jti, or a set of them
+        # (the jtis in _by_jti, so an entry's removal keeps both in step)
+        self._by_head: dict[str, str | set[str]] = {}
         # scope + suffix -> (token, key); insertion ordered, oldest dropped first
         self._front: dict[str, tuple[str, bytes]] = {}
         self._front_chars = 0
@@ -162,6 +168,8 @@ class VerifiedCache:
                 keys = self._by_jti.get(jti)
                 if keys is None:
                     self._by_jti[jti] = key
+                    if "." in jti:
+                        self._index_head(jti)
                 elif type(keys) is list:
                     keys.append(key)
                 else:
@@ -175,15 +183,41 @@ class VerifiedCache:
     def evict_jti(self, jti: str) -> int:
         """Drop every entry that relies on token id ``jti``; the number dropped."""
         with self._lock:
-            keys = self._by_jti.pop(jti, None)
-            if keys is None:
-                return 0
+            dropped = self._evict(jti)
+            self._revocations += dropped
+            return dropped
+
+    def evict_jti_prefix(self, prefix: str) -> int:
+        """Drop every entry relying on a jti that is ``prefix`` or starts with ``prefix + "."``; the number dropped.
+
+        For revoking a record: our visas minted from record ``r`` carry ``jti`` ``r.<random>``,
+        so ``evict_jti_prefix(r)`` drops every cached verdict (visa or whole passport) that used
+        any of them. ``prefix`` is matched on whole ``.``-separated parts, exactly and
+        case-sensitively: ``"rec-1"`` drops ``rec-1.x`` and ``rec-1.y.z`` but not ``rec-10.x``.
+        A trailing ``.`` is allowed (``"rec-1."`` means the same). It may itself contain ``.``
+        (``"a.b"`` drops ``a.b.c``), so it also agrees with ``record_of_jti`` (text before the
+        *last* ``.``) for record ids containing dots. Erring this way only ever drops more.
+
+        Cost: one index lookup for the part of ``prefix`` before its first ``.`` and a test of
+        each cached jti sharing that part (the visas of that one record), never a scan of the
+        cache. Raises ``ValueError`` for an empty prefix (it would name no record).
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string, not {type(prefix).__name__}")
+        record = prefix[:-1] if prefix.endswith(".") else prefix
+        if not record:
+            raise ValueError("jti prefix must name a record: it is empty")
+        head, dot, _ = record.partition(".")
+        boundary = record + "."
+        with self._lock:
+            bucket = self._by_head.get(head)
+            named = () if bucket is None else (bucket,) if type(bucket) is str else tuple(bucket)
+            jtis = [jti for jti in named if jti == record or jti.startswith(boundary)]
+            if not dot and record in self._by_jti:
+                jtis.append(record)  # a jti without '.' is not in the head index
             dropped = 0
-            for key in keys if type(keys) is list else (keys,):
-                entry = self._entries.get(key)  # type: ignore[arg-type]
-                if entry is not None:
-                    self._remove(key, entry)  # type: ignore[arg-type]
-                    dropped += 1
+            for jti in jtis:
+                dropped += self._evict(jti)
             self._revocations += dropped
             return dropped
 
@@ -200,6 +234,7 @@ class VerifiedCache:
         with self._lock:
             self._entries.clear()
             self._by_jti.clear()
+            self._by_head.clear()
             self._front.clear()
             self._front_chars = 0
 
@@ -209,6 +244,46 @@ class VerifiedCache:
                               self._expirations, self._revocations)
 
     # ------------------------------------------------------------------ internals (lock held)
+
+    def _evict(self, jti: str) -> int:
+        """Drop the entries relying on ``jti`` (no counters); the number dropped."""
+        keys = self._by_jti.pop(jti, None)
+        if keys is None:
+            return 0
+        self._unindex_head(jti)
+        dropped = 0
+        for key in keys if type(keys) is list else (keys,):
+            entry = self._entries.get(key)  # type: ignore[arg-type]
+            if entry is not None:
+                self._remove(key, entry)  # type: ignore[arg-type]
+                dropped += 1
+        return dropped
+
+    def _index_head(self, jti: str) -> None:
+        head, dot, _ = jti.partition(".")
+        if not dot:
+            return
+        bucket = self._by_head.get(head)
+        if bucket is None:
+            self._by_head[head] = jti
+        elif type(bucket) is set:
+            bucket.add(jti)
+        else:
+            self._by_head[head] = {bucket, jti}  # type: ignore[arg-type]
+
+    def _unindex_head(self, jti: str) -> None:
+        head, dot, _ = jti.partition(".")
+        if not dot:
+            return
+        bucket = self._by_head.get(head)
+        if bucket is None:
+            return
+        if type(bucket) is set:
+            bucket.discard(jti)
+            if len(bucket) == 1:
+                self._by_head[head] = next(iter(bucket))
+        elif bucket == jti:
+            del self._by_head[head]
 
     def _get(self, key: bytes, now: float) -> Any | None:
         entry = self._entries.get(key)
@@ -250,3 +325,4 @@ class VerifiedCache:
                     self._by_jti[jti] = keys[0]
             elif keys == key:
                 del self._by_jti[jti]
+                self._unindex_head(jti)

@@ -347,10 +347,14 @@ def evaluate_conditions(
     check. Candidates that carry conditions themselves are skipped, as is ``visa``. A visa
     without conditions (absent or ``[]``) is met with nothing used.
 
-    Identity (Passport 1.2 General Requirements 8.4): with ``graph`` given, a candidate whose
-    identity is not linked to ``visa``'s by that graph is skipped, and the LinkedIdentities visas
-    that link a used candidate are part of the visas used. Without ``graph`` the caller has
-    already kept only candidates of the same or a linked identity.
+    Identity (Passport 1.2 General Requirements 8.4): a candidate counts only when its visa
+    identity ``(iss, sub)`` is ``visa``'s own or is linked to it by ``graph``, and the
+    LinkedIdentities visas that link a used candidate are part of the visas used. Without
+    ``graph`` nothing is linked (the same as an empty graph): only candidates of exactly
+    ``visa``'s identity count. That default is the safe one on purpose: a caller that forgets
+    the graph gets too few matches (a denial), never another person's visas (THREAT-MODEL
+    JWT-17). Pass ``IdentityGraph.from_visas(<trusted LinkedIdentities visas>)`` to combine
+    identities.
 
     The visas used are the caller's input to the effective expiry (the minimum ``exp`` over every
     visa used). When several candidates or alternatives would do, we pick, per clause, the
@@ -366,9 +370,9 @@ def evaluate_conditions(
         if candidate is visa or candidate.conditioned:
             continue
         links: tuple[Visa, ...] = ()
-        if graph is not None:
-            if not graph.linked(visa.identity, candidate.identity):
-                continue
+        if candidate.iss != visa.iss or candidate.sub != visa.sub:
+            if graph is None or not graph.linked(visa.identity, candidate.identity):
+                continue  # another identity, and nothing (trusted) says it is the same person
             links = graph.link_visas(visa.identity, candidate.identity)
         pool.append((candidate, links, min([candidate.exp, *(link.exp for link in links)])))
 

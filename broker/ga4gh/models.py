@@ -158,6 +158,10 @@ class PassportResult:
     sub: str | None = None
     exp: int | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    # Each accepted visa carrying conditions -> the accepted visas its conditions were met with
+    # (satisfiers and the LinkedIdentities visas linking them); its expiry is the minimum exp
+    # over itself and these (SPEC-DIGEST C21, see broker.ga4gh.verify.effective_exp).
+    relies_on: dict[Visa, tuple[Visa, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -48,14 +48,20 @@ URL-typed values, custom type names) absolute http(s) URLs of at most
 Conditions (C18): after every visa is checked, a visa with non-empty ``conditions`` is
 accepted only if :func:`~broker.ga4gh.conditions.evaluate_conditions` finds them met by the
 accepted, unconditioned visas of the same passport, combining different visa identities
-only where accepted LinkedIdentities visas link them (C19); else CONDITIONS_UNMET.
+only where accepted LinkedIdentities visas link them (C19); else CONDITIONS_UNMET. For each
+accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
+met with (satisfiers and their links): the visa is only as good as those, so its effective
+expiry (:func:`effective_exp`) is the minimum ``exp`` over it and them (C21).
 
 Caching: with a :class:`~broker.ga4gh.cache.VerifiedCache`, an accepted visa is kept
 under the SHA-256 of its bytes and the trust version until its ``exp`` (without its text,
 which a hit takes from the token presented: the bytes are the same), and a whole
-passport result until the earliest ``exp`` it relies on (not when it holds a rejection
-that time could undo, such as a key fetch failure). Cache hits do not call ``revoked``:
-revocation reaches cached results through ``VerifiedCache.evict_jti``.
+passport result until the earliest ``exp`` it relies on: the passport's, every accepted
+visa's and every visa in ``relies_on`` (not when it holds a rejection that time could
+undo, such as a key fetch failure). The entry is indexed by all their ``jti`` values.
+Cache hits do not call ``revoked``: revocation reaches cached results through
+``VerifiedCache.evict_jti`` (one token) and ``VerifiedCache.evict_jti_prefix`` (every visa
+minted from one of our records, whose ``jti`` is ``<record id>.<random>``).
 """
 
 from __future__ import annotations
@@ -208,8 +214,8 @@ class Verifier:
             if len(tokens) > self.limits.max_visas_per_passport:
                 return PassportResult(error=Rejection(
                     Reason.TOO_MANY_VISAS, f"{len(tokens)} visas, limit {self.limits.max_visas_per_passport}"))
-            accepted, rejected = self._judge_all(tokens, self.clock(), audience, self._version())
-            return PassportResult(accepted=accepted, rejected=rejected)
+            accepted, rejected, relies_on = self._judge_all(tokens, self.clock(), audience, self._version())
+            return PassportResult(accepted=accepted, rejected=rejected, relies_on=relies_on)
         except Exception as exc:
             log.error("unexpected %s while verifying a visa list", exc.__class__.__name__)
             return PassportResult(error=Rejection(Reason.MALFORMED, f"{INTERNAL_ERROR} ({exc.__class__.__name__})"))
@@ -255,8 +261,9 @@ class Verifier:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
         except (JoseError, KeyResolutionError) as exc:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
-        accepted, rejected = self._judge_all(visas, now, audience, version)
-        return PassportResult(accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims)
+        accepted, rejected, relies_on = self._judge_all(visas, now, audience, version)
+        return PassportResult(accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims,
+                              relies_on=relies_on)
 
     def _remember_passport(self, token: str, scope: str, result: PassportResult, now: float) -> None:
         assert self.cache is not None
@@ -264,15 +271,22 @@ class Verifier:
             r.reason in TRANSIENT_REASONS or r.detail.startswith(INTERNAL_ERROR) for r in result.rejected
         ):
             return
-        expires = min([result.exp, *(v.exp for v in result.accepted)])
-        jtis = [result.claims.get("jti"), *(v.jti for v in result.accepted)]
+        relied: list[Visa] = [*result.accepted]
+        for used in result.relies_on.values():
+            relied.extend(used)
+        expires = min([result.exp, *(v.exp for v in relied)])
+        jtis = [result.claims.get("jti"), *(v.jti for v in relied)]
         self.cache.put_token(token, scope, result, expires, jtis, now)
 
     # ------------------------------------------------------------------ visa lists
 
     def _judge_all(self, tokens: Sequence[Any], now: float, audience: str | None,
-                   version: str) -> tuple[tuple[Visa, ...], tuple[Rejection, ...]]:
-        """Judge each visa alone, then the conditions of the conditioned ones (C18)."""
+                   version: str) -> tuple[tuple[Visa, ...], tuple[Rejection, ...], dict[Visa, tuple[Visa, ...]]]:
+        """Judge each visa alone, then the conditions of the conditioned ones (C18).
+
+        Returns the accepted visas, the rejections, and for each accepted conditioned visa the
+        visas its conditions were met with (see ``PassportResult.relies_on``).
+        """
         keys: dict[tuple[str, str | None, str | None, str], Any] = {}
         verdicts: list[Visa | Rejection] = []
         conditioned = False
@@ -281,8 +295,9 @@ class Verifier:
             if type(verdict) is Visa and verdict.visa.conditions:
                 conditioned = True
             verdicts.append(verdict)
+        relies_on: dict[Visa, tuple[Visa, ...]] = {}
         if conditioned:
-            verdicts = _apply_conditions(verdicts)
+            verdicts, relies_on = _apply_conditions(verdicts)
         accepted: list[Visa] = []
         rejected: list[Rejection] = []
         for verdict in verdicts:
@@ -290,7 +305,7 @@ class Verifier:
                 accepted.append(verdict)
             else:
                 rejected.append(verdict)  # type: ignore[arg-type]
-        return tuple(accepted), tuple(rejected)
+        return tuple(accepted), tuple(rejected), relies_on
 
     # ------------------------------------------------------------------ one visa
 
@@ -556,17 +571,39 @@ def _show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _apply_conditions(verdicts: list[Visa | Rejection]) -> list[Visa | Rejection]:
-    """Refuse each conditioned visa whose conditions the accepted unconditioned visas do not meet."""
+def _apply_conditions(
+    verdicts: list[Visa | Rejection],
+) -> tuple[list[Visa | Rejection], dict[Visa, tuple[Visa, ...]]]:
+    """Refuse each conditioned visa whose conditions the accepted unconditioned visas do not meet.
+
+    Also returns, for each conditioned visa kept, the visas :func:`evaluate_conditions` used to
+    meet its conditions (never empty for a kept one: non-empty conditions need a satisfier).
+    """
     candidates = [v for v in verdicts if type(v) is Visa and not v.visa.conditions]
     graph = IdentityGraph.from_visas(v for v in candidates if v.visa.type == LINKED_IDENTITIES)
     out: list[Visa | Rejection] = []
+    relies_on: dict[Visa, tuple[Visa, ...]] = {}
     for index, verdict in enumerate(verdicts):
         if type(verdict) is Visa and verdict.visa.conditions:
-            met, _used = evaluate_conditions(verdict, candidates, graph=graph)
-            if not met:
+            met, used = evaluate_conditions(verdict, candidates, graph=graph)
+            if met:
+                relies_on[verdict] = used
+            else:
                 verdict = Rejection(Reason.CONDITIONS_UNMET,
                                     "conditions not met by the other accepted visas of this passport",
                                     index, verdict.iss, verdict.jti, verdict.visa.type)
         out.append(verdict)
-    return out
+    return out, relies_on
+
+
+def effective_exp(result: PassportResult, visa: Visa) -> int:
+    """The latest time ``visa`` of ``result`` may count: the minimum ``exp`` over it and what it relies on.
+
+    What it relies on is ``result.relies_on[visa]`` (the visas that met its conditions and the
+    LinkedIdentities visas linking them; nothing for an unconditioned visa), SPEC-DIGEST C21.
+    Links from the visa to the passport holder and ``asserted``-based limits are the policy
+    layer's to add. ``KeyError`` for a conditioned visa ``result`` did not accept: asking about
+    a visa the verifier refused is a bug, not a question with a safe default.
+    """
+    used = result.relies_on[visa] if visa.visa.conditions else ()
+    return min([visa.exp, *(other.exp for other in used)])

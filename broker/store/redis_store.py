@@ -519,6 +519,12 @@ class RedisStore:
         self._audit_head = None
         raise StoreUnavailable("redis: audit log kept moving under concurrent writers; try again")
 
+    @_guarded
+    def audit_last_seq(self) -> int:
+        """The seq of the newest record, read from the head (0 for an empty log)."""
+        head = self._redis.get(self._key("audit-head")) or ""
+        return _parse_head(head)[0] - 1
+
     def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Records with seq > after_seq in log order, read in pages (any log length)."""
         key = self._key("audit")

@@ -535,6 +535,12 @@ class SQLiteStore:
                          (record.seq, record.hash))
         return record
 
+    @_guarded
+    def audit_last_seq(self) -> int:
+        """The seq of the newest record, read from the head (0 for an empty log)."""
+        rows = self._all("SELECT seq FROM audit_head WHERE id = 1", ())
+        return int(rows[0][0]) if rows else 0
+
     def audit_records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Records with seq > after_seq in seq order, read in pages (any log length)."""
         cursor = after_seq

@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.ga4gh import cache as cache_module
 from broker.ga4gh.cache import FRONT_MIN_CHARS, FRONT_SUFFIX_CHARS, VerifiedCache, cache_key
+from broker.visas.minting import record_of_jti
 
 SCOPE = "visa\x00trust-v1\x00\x00"
 LONG = "h" * 100 + "." + "p" * FRONT_MIN_CHARS + "." + "s" * 86  # a passport-sized token
@@ -108,6 +111,126 @@ def test_bounds_must_be_positive(bad: int) -> None:
         VerifiedCache(10, max_ttl_seconds=bad)
 
 
+# ---------------------------------------------------------------------- evicting every visa of a record
+
+
+def assert_indexes_agree(cache: VerifiedCache) -> None:
+    """The head index holds exactly the dotted jtis of the jti index, which points at live entries."""
+    dotted = {jti for jti in cache._by_jti if "." in jti}
+    indexed: set[str] = set()
+    for head, bucket in cache._by_head.items():
+        members = {bucket} if isinstance(bucket, str) else bucket
+        assert members, head
+        assert all(jti.partition(".")[0] == head for jti in members)
+        indexed |= members
+    assert indexed == dotted
+    for keys in cache._by_jti.values():
+        for key in keys if isinstance(keys, list) else [keys]:
+            assert key in cache._entries
+
+
+def test_evict_jti_prefix_drops_every_verdict_that_used_a_visa_of_the_record() -> None:
+    cache = VerifiedCache(20)
+    cache.put_token("visa-a", SCOPE, "a", expires=1000, jtis=["rec-1.aaaa"], now=0)
+    cache.put_token("visa-b", SCOPE, "b", expires=1000, jtis=["rec-1.bbbb"], now=0)
+    cache.put_token("passport", "passport\x00", "p", expires=1000, jtis=["p-1", "rec-1.aaaa", "rec-2.cccc"], now=0)
+    cache.put_token("other-record", SCOPE, "o", expires=1000, jtis=["rec-10.dddd"], now=0)
+    cache.put_token("other-passport", "passport\x00", "q", expires=1000, jtis=["p-2", "rec-2.cccc"], now=0)
+    cache.put_token("foreign", SCOPE, "f", expires=1000, jtis=["0f9c2e4d"], now=0)
+    assert cache.evict_jti_prefix("rec-1") == 3
+    assert [cache.get_token(t, SCOPE, now=1) for t in ("visa-a", "visa-b", "other-record", "foreign")] == [
+        None, None, "o", "f"]
+    assert cache.get_token("passport", "passport\x00", now=1) is None
+    assert cache.get_token("other-passport", "passport\x00", now=1) == "q"
+    assert cache.evict_jti_prefix("rec-1") == 0
+    assert cache.stats().revocations == 3
+    assert "rec-1" not in cache._by_head
+    assert_indexes_agree(cache)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "dropped"),
+    [
+        pytest.param("rec-1", {"rec-1.x", "rec-1.y.z", "rec-1"}, id="record-id"),
+        pytest.param("rec-1.", {"rec-1.x", "rec-1.y.z", "rec-1"}, id="trailing-separator-means-the-same"),
+        pytest.param("rec-1.y", {"rec-1.y.z"}, id="dotted-record-id"),
+        pytest.param("rec", {"rec.1"}, id="no-partial-part"),
+        pytest.param("REC-1", set(), id="case-sensitive"),
+        pytest.param("rec-1.x", {"rec-1.x"}, id="a-whole-jti"),
+        pytest.param("0f9c2e4d", {"0f9c2e4d"}, id="undotted-jti"),
+        pytest.param("0f9c", {"0f9c.2e"}, id="no-partial-undotted-jti"),
+    ],
+)
+def test_evict_jti_prefix_matches_whole_parts_exactly(prefix: str, dropped: set[str]) -> None:
+    jtis = ["rec-1.x", "rec-1.y.z", "rec-1", "rec-10.x", "rec-1x.y", "rec.1", "rec-1-.x", "0f9c2e4d", "0f9c.2e"]
+    cache = VerifiedCache(20)
+    for jti in jtis:
+        cache.put_token(f"token-{jti}", SCOPE, jti, expires=1000, jtis=[jti], now=0)
+    assert cache.evict_jti_prefix(prefix) == len(dropped)
+    assert {jti for jti in jtis if cache.get_token(f"token-{jti}", SCOPE, now=1) is None} == dropped
+    assert_indexes_agree(cache)
+
+
+@pytest.mark.parametrize("bad", ["", "."])
+def test_evict_jti_prefix_refuses_an_empty_prefix(bad: str) -> None:
+    cache = VerifiedCache(10)
+    cache.put_token("t", SCOPE, "v", expires=1000, jtis=[".x"], now=0)
+    with pytest.raises(ValueError, match="empty"):
+        cache.evict_jti_prefix(bad)
+    with pytest.raises(TypeError):
+        cache.evict_jti_prefix(None)  # type: ignore[arg-type]
+    assert cache.get_token("t", SCOPE, now=1) == "v"
+
+
+JTI_PARTS = st.text(alphabet="ab1-", min_size=0, max_size=3)
+JTIS = st.lists(JTI_PARTS, min_size=1, max_size=3).map(".".join).filter(bool)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries=st.lists(st.lists(JTIS, min_size=1, max_size=3), min_size=1, max_size=8), prefix=JTIS)
+def test_evict_jti_prefix_agrees_with_a_scan_and_with_record_of_jti(entries: list[list[str]], prefix: str) -> None:
+    """Against a brute-force scan of every entry; and it drops every jti record_of_jti gives to the record."""
+    cache = VerifiedCache(100)
+    for index, jtis in enumerate(entries):
+        cache.put_token(f"t{index}", SCOPE, index, expires=1000, jtis=jtis, now=0)
+    record = prefix.removesuffix(".")
+    if not record:
+        with pytest.raises(ValueError):
+            cache.evict_jti_prefix(prefix)
+        return
+
+    def relies(jti: str) -> bool:
+        return jti == record or jti.startswith(record + ".")
+
+    expected = {index for index, jtis in enumerate(entries) if any(relies(j) for j in jtis)}
+    assert all(relies(j) for jtis in entries for j in jtis if record_of_jti(j) == record)
+    assert cache.evict_jti_prefix(prefix) == len(expected)
+    assert {i for i in range(len(entries)) if cache.get_token(f"t{i}", SCOPE, now=1) is None} == expected
+    assert_indexes_agree(cache)
+
+
+def test_head_index_follows_every_way_an_entry_leaves() -> None:
+    cache = VerifiedCache(3)
+    cache.put_token("a", SCOPE, 1, expires=10, jtis=["r1.a"], now=0)
+    cache.put_token("b", SCOPE, 2, expires=1000, jtis=["r1.b", "r2.b"], now=0)
+    cache.put_token("c", SCOPE, 3, expires=1000, jtis=["r3.c"], now=0)
+    assert cache.get_token("a", SCOPE, now=20) is None  # expired on lookup
+    assert_indexes_agree(cache)
+    cache.put_token("d", SCOPE, 4, expires=1000, jtis=["r4.d"], now=0)
+    cache.put_token("e", SCOPE, 5, expires=1000, jtis=["r5.e"], now=0)  # LRU drops b
+    assert_indexes_agree(cache)
+    assert "r1" not in cache._by_head and "r2" not in cache._by_head
+    cache.put_token("c", SCOPE, 33, expires=1000, jtis=["r6.c"], now=0)  # replaced: r3 no longer relied on
+    assert cache.evict_jti_prefix("r3") == 0
+    assert cache.evict_jti("r4.d") == 1
+    assert cache.purge_expired(now=2000) == 2
+    assert cache._by_head == {} and cache._by_jti == {}
+    cache.put_token("f", SCOPE, 6, expires=1000, jtis=["r7.f"], now=0)
+    cache.clear()
+    assert cache._by_head == {}
+    assert cache.evict_jti_prefix("r7") == 0
+
+
 # ---------------------------------------------------------------------- the exact-match front
 
 
@@ -171,11 +294,13 @@ def test_concurrent_use_stays_consistent() -> None:
         try:
             for i in range(400):
                 token = f"w{n}-{i % 120}"
-                cache.put_token(token, SCOPE, token, expires=1000, jtis=[f"j{i % 50}"], now=0)
+                cache.put_token(token, SCOPE, token, expires=1000, jtis=[f"j{i % 50}", f"r{i % 7}.{n}-{i}"], now=0)
                 value = cache.get_token(token, SCOPE, now=1)
                 assert value in (None, token)
                 if i % 37 == 0:
                     cache.evict_jti(f"j{(i + n) % 50}")
+                if i % 41 == 0:
+                    cache.evict_jti_prefix(f"r{(i + n) % 7}")
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -188,7 +313,6 @@ def test_concurrent_use_stays_consistent() -> None:
     assert len(cache) <= 500
     stats = cache.stats()
     assert stats.hits + stats.misses == 8 * 400
-    # The jti index points only at live entries.
-    for keys in cache._by_jti.values():
-        for key in keys if isinstance(keys, list) else [keys]:
-            assert key in cache._entries
+    # The jti index points only at live entries, and the head index holds exactly its dotted jtis.
+    assert_indexes_agree(cache)
+    assert stats.revocations > 0

@@ -8,13 +8,14 @@ property tests against independent reference implementations written here.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from broker.ga4gh import conditions as conditions_module
@@ -671,6 +672,38 @@ def test_jwt17_candidate_of_an_unlinked_identity_is_not_used() -> None:
         True, (same_identity,))
 
 
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(("https://issuer-x.example", "bob"), id="other-issuer-other-subject"),
+        pytest.param((HOLDER[0], "holder-2"), id="same-issuer-other-subject"),
+        pytest.param(("https://issuer-x.example", HOLDER[1]), id="other-issuer-same-subject"),
+    ],
+)
+def test_jwt17_without_a_graph_only_the_conditioned_visas_own_identity_counts(other: tuple[str, str]) -> None:
+    """The default is the safe one: no graph means nothing is linked (fail closed)."""
+    grant = conditioned(AFFILIATION_CONDITION)
+    transplanted = affiliation(identity=other)
+    assert evaluate_conditions(grant, [transplanted]) == (False, ())
+    same_identity = affiliation(exp=1_000)  # expires first, yet it is the only one that may be used
+    assert evaluate_conditions(grant, [transplanted, same_identity]) == (True, (same_identity,))
+
+
+def test_jwt17_an_explicit_graph_still_combines_linked_identities() -> None:
+    bob = ("https://issuer-x.example", "bob")
+    grant = conditioned(AFFILIATION_CONDITION)
+    satisfier = affiliation(identity=bob)
+    link = make_visa({"type": "LinkedIdentities", "value": format_linked_identities([bob]),
+                      "source": "https://broker.test/oidc", "by": "system"})
+    assert evaluate_conditions(grant, [satisfier, link]) == (False, ())
+    assert evaluate_conditions(grant, [satisfier, link], graph=IdentityGraph.from_visas([link])) == (
+        True, (satisfier, link))
+    # A graph linking other people does not link the grant's holder to bob.
+    unrelated = make_visa({"type": "LinkedIdentities", "value": format_linked_identities([bob]),
+                           "source": "https://broker.test/oidc", "by": "system"}, identity=("https://c.example", "c"))
+    assert evaluate_conditions(grant, [satisfier], graph=IdentityGraph.from_visas([unrelated])) == (False, ())
+
+
 # --- property tests against the reference implementations ---
 
 GLOB_ALPHABET = "ab?*[]\\.\n"
@@ -734,3 +767,24 @@ def test_dnf_evaluation_equals_brute_force(raw: list[Any], candidates: list[Visa
     # The used visas alone meet the conditions, and give the latest achievable effective expiry.
     assert brute_force_met(visa, list(used))
     assert min(u.exp for u in used) == brute_force_best_expiry(visa, candidates)
+
+
+IDENTITIES = st.sampled_from(
+    [HOLDER, (HOLDER[0], "other"), ("https://x.example", HOLDER[1]), ("https://x.example", "x")]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=CONDITIONS, candidates=CANDIDATES, identities=st.lists(IDENTITIES, min_size=5, max_size=5))
+@example(raw=[[{"type": "T1", "value": "pattern:*"}]],
+         candidates=[make_visa({"type": "T1", "value": "a", "source": "a"})],
+         identities=[("https://x.example", "x")] * 5)
+def test_jwt17_no_graph_is_the_empty_graph(raw: list[Any], candidates: list[Visa],
+                                           identities: list[tuple[str, str]]) -> None:
+    visa = conditioned(raw)
+    moved = [dataclasses.replace(c, iss=who[0], sub=who[1]) for c, who in zip(candidates, identities, strict=False)]
+    default = evaluate_conditions(visa, moved)
+    assert default == evaluate_conditions(visa, moved, graph=IdentityGraph.from_visas([]))
+    own = [c for c in moved if c.identity == HOLDER]
+    assert default == evaluate_conditions(visa, own)
+    assert all(u.identity == HOLDER for u in default[1])

@@ -6,16 +6,22 @@ entry points (THREAT-MODEL section 0): EPM e (a passport that fails is refused a
 a ``Rejection`` for it, the rest accepted). ``jku`` items run real HTTPS JWKS servers on
 loopback with hit counters and assert zero hits wherever nothing may be fetched.
 
+JWT-25 (weak HMAC secrets) is here as the proof that the visa/passport path has no HMAC at
+all, hence no secret to crack; the client-secret generator it also names is oidc's.
+
 Not here, because they are not verification: JWT-08 (fetch hardening: tests/trust),
-JWT-25 (HMAC secrets: there is no HS* anywhere), JWT-29 (one-time client assertions: oidc).
+JWT-29 (one-time client assertions and tickets: oidc and store; visas and passports are
+bearer tokens meant to be presented again until their ``exp``).
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import builtins
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from broker.config import JwksFetchSettings, LimitSettings
 from broker.ga4gh.cache import VerifiedCache
 from broker.ga4gh.commands import render_report
-from broker.ga4gh.models import PassportResult, Reason, Rejection, Visa
+from broker.ga4gh.jose import JoseError, check_key
+from broker.ga4gh.models import ALLOWED_ALGORITHMS, PassportResult, Reason, Rejection, Visa
 from broker.ga4gh.verify import Verifier
 from tests.support.forge import (
     DROP,
@@ -652,6 +659,51 @@ def test_jwt24_weak_key_material_from_a_trusted_issuer(servers: tuple[JwksServer
     rejection = verifier.verify_visa(signer.visa())
     assert isinstance(rejection, Rejection) and rejection.reason in (Reason.KEY_NOT_FOUND, Reason.BAD_ALG)
     assert rejection.iss == "https://weak.test/"
+
+
+# ---------------------------------------------------------------------- JWT-25
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_jwt25_hmac_tokens_are_refused_whatever_the_secret(verifier: Verifier, issuer: Signer, broker: Signer,
+                                                           alg: str) -> None:
+    """No HS* in the visa/passport path: refused on ``alg`` alone, strong secret or weak, at EPM e and f."""
+    assert not {a for a in ALLOWED_ALGORITHMS if not a.startswith(("RS", "ES"))}
+    for secret in (secrets.token_bytes(64), b"secret", b""):
+        visa = _hmac_token(issuer.header(alg=alg), visa_claims(ISS), secret, alg)
+        ignored(verifier, broker, visa, issuer.visa(), Reason.BAD_ALG)
+        visa_refused(verifier.verify_visa(visa), Reason.BAD_ALG)
+        passport = _hmac_token({**PASSPORT_HEADER, "alg": alg}, passport_claims(), secret, alg)
+        refused(verifier.verify_passport(passport), Reason.BAD_ALG)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "HS256"])
+def test_jwt25_a_secret_is_never_a_verification_key(alg: str) -> None:
+    """Even a caller handing jose an HMAC secret as the key gets a refusal, not an HMAC check."""
+    for secret in (secrets.token_bytes(32), "secret", b""):
+        with pytest.raises(JoseError) as caught:
+            check_key(alg, secret)
+        assert caught.value.reason is Reason.BAD_ALG
+
+
+def test_jwt25_no_module_of_the_visa_and_passport_path_can_compute_an_hmac() -> None:
+    """Grep-test over broker/ga4gh: nothing imports an HMAC implementation or a JWT library that has one."""
+    offenders = []
+    for path in sorted((ROOT / "broker" / "ga4gh").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                module = "." * node.level + node.module  # a relative import never names a library
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if "hmac" in parts or parts[0] in {"jwt", "jose", "jwcrypto", "authlib"}:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert offenders == []
 
 
 # ---------------------------------------------------------------------- JWT-26 .. JWT-31

@@ -14,7 +14,7 @@ import pytest
 from broker.config import LimitSettings
 from broker.ga4gh.cache import VerifiedCache
 from broker.ga4gh.models import PassportResult, Reason, Rejection, Visa
-from broker.ga4gh.verify import Verifier
+from broker.ga4gh.verify import Verifier, effective_exp
 from tests.support.forge import (
     BONA_FIDE,
     DROP,
@@ -426,6 +426,34 @@ def test_conditions_across_identities_need_a_link(verifier: Verifier, issuer: Si
     assert linked.rejected == () and len(linked.accepted) == 3
 
 
+def test_c21_relies_on_records_what_met_the_conditions(verifier: Verifier, issuer: Signer, broker: Signer) -> None:
+    """Each accepted conditioned visa maps to its satisfier and the link it needed; expiry is their minimum."""
+    conditioned = issuer.visa("alice", visa=_conditioned(), exp=NOW + 3000, jti="grant")
+    satisfier = issuer.visa("bob", visa=_affiliation(), exp=NOW + 1000, jti="affiliation")
+    link = issuer.visa("alice", visa=visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F",
+                                                  source=ISS, by="system"), exp=NOW + 2000, jti="link")
+    unmet = issuer.visa("alice", visa=_conditioned("const:nobody@uni.example"), jti="unmet")
+    plain = issuer.visa("alice", exp=NOW + 500, jti="plain")
+    for result in (verifier.verify_passport(broker.passport([conditioned, satisfier, link, unmet, plain])),
+                   verifier.verify_visas([conditioned, satisfier, link, unmet, plain])):
+        by_jti = {v.jti: v for v in result.accepted}
+        assert sorted(by_jti) == ["affiliation", "grant", "link", "plain"]
+        assert [(r.jti, r.reason) for r in result.rejected] == [("unmet", Reason.CONDITIONS_UNMET)]
+        assert result.relies_on == {by_jti["grant"]: (by_jti["affiliation"], by_jti["link"])}
+        assert effective_exp(result, by_jti["grant"]) == NOW + 1000
+        assert effective_exp(result, by_jti["link"]) == NOW + 2000
+        assert effective_exp(result, by_jti["plain"]) == NOW + 500
+
+
+def test_c21_effective_exp_of_a_visa_the_verifier_did_not_accept_is_an_error(verifier: Verifier,
+                                                                              issuer: Signer) -> None:
+    refused = verifier.verify_visa(issuer.visa(visa=_conditioned()))
+    assert isinstance(refused, Visa) and refused.conditioned  # alone: conditions not yet judged
+    result = verifier.verify_visas([issuer.visa(visa=_conditioned())])
+    with pytest.raises(KeyError):
+        effective_exp(result, refused)
+
+
 # ---------------------------------------------------------------------- nothing raises
 
 
@@ -514,6 +542,39 @@ def test_revocation_evicts(cached: Any, issuer: Signer, broker: Signer) -> None:
     assert len(verifier.verify_passport(passport).accepted) == 1  # hits do not consult the list...
     assert cache.evict_jti("to-revoke") == 2  # ...revocation evicts: the visa and the passport
     assert verifier.verify_passport(passport).rejected[0].reason is Reason.REVOKED
+
+
+def test_c21_cached_passport_ends_at_the_exp_of_a_condition_satisfier(cached: Any, issuer: Signer,
+                                                                        broker: Signer) -> None:
+    verifier, _, clock = cached
+    conditioned = issuer.visa(visa=_conditioned(), exp=NOW + 3600, jti="grant")
+    satisfier = issuer.visa(visa=_affiliation(), exp=NOW + 100, jti="affiliation")
+    passport = broker.passport([conditioned, satisfier])
+    result = verifier.verify_passport(passport)
+    assert result.rejected == () and [v.jti for v in result.relies_on[result.accepted[0]]] == ["affiliation"]
+    assert verifier.verify_passport(passport) is result  # a hit
+    clock["now"] = NOW + 100  # the satisfier's exp: the passport verdict has ended (re-checked cold)
+    assert verifier.verify_passport(passport) is not result
+    clock["now"] = NOW + 161  # past the leeway: the satisfier expired, so the grant's conditions are unmet
+    late = verifier.verify_passport(passport)
+    assert late.accepted == () and late.relies_on == {}
+    assert [(r.jti, r.reason) for r in late.rejected] == [("grant", Reason.CONDITIONS_UNMET),
+                                                          ("affiliation", Reason.EXPIRED)]
+
+
+def test_revoking_a_condition_satisfier_evicts_the_passport_that_relied_on_it(cached: Any, issuer: Signer,
+                                                                              broker: Signer) -> None:
+    verifier, cache, _ = cached
+    revoked: set[str] = set()
+    verifier.revoked = revoked.__contains__
+    passport = broker.passport([issuer.visa(visa=_conditioned(), jti="grant"),
+                                issuer.visa(visa=_affiliation(), jti="rec-1.x7")])
+    assert len(verifier.verify_passport(passport).accepted) == 2
+    revoked.add("rec-1.x7")
+    assert cache.evict_jti_prefix("rec-1") == 2  # the satisfier's own entry and the passport verdict
+    result = verifier.verify_passport(passport)
+    assert result.accepted == ()
+    assert [r.reason for r in result.rejected] == [Reason.CONDITIONS_UNMET, Reason.REVOKED]
 
 
 def test_trust_change_misses(issuer: Signer, broker: Signer) -> None:

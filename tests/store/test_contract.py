@@ -311,6 +311,13 @@ def test_audit_records_are_chained_from_genesis_and_read_in_order(store: Store) 
     assert list(store.audit_records(after_seq=3)) == []
 
 
+def test_audit_last_seq_follows_appends_without_reading_the_log(store: Store) -> None:
+    assert store.audit_last_seq() == 0
+    for n in range(1, 4):
+        assert store.audit_append({"event": "x", "n": n}, 1_700_000_000).seq == n
+        assert store.audit_last_seq() == n
+
+
 def test_audit_reads_long_logs_in_pages(store: Store) -> None:
     for i in range(1203):
         store.audit_append({"n": i}, at=i)
