@@ -513,7 +513,7 @@ def test_stalled_server_holds_callers_for_a_bounded_time(server: JwksServer, clo
     assert server.hits("/jwks.json") == 1
     again = time.monotonic()
     refused(lambda: r.visa_key(ISS, server.url(), "ec-1", "ES256"), Reason.KEY_FETCH_FAILED)
-    assert time.monotonic() - again < 0.5  # the abandoned fetch is a recent failure: no new wait
+    assert time.monotonic() - again < 1.0  # a new wait would take the 1.5 s bound: none happened
     assert server.hits("/jwks.json") == 1
     server.stop()  # the stalled fetch now ends; being abandoned, it records nothing more
     time.sleep(0.3)
