@@ -17,12 +17,20 @@ Revocation (GA-14): a visa minted from a record carries ``jti`` = ``<record id>.
 whoever holds a visa can tell which decision it came from. :func:`record_of_jti` recovers the
 record id and :func:`revocation_check` answers, for the verifier's ``revoked(jti)`` callable,
 whether that decision is no longer live; caches evict through the ``on_revoke`` hook.
+
+Reuse: a visa minted for a record is handed out again, unchanged, while the record is the same
+(same visa object, same subject and end) and more than half the visa's lifetime is left. So a
+researcher's repeated requests carry the same JWS, and every verifier's cache keyed by the token
+hits instead of paying a signature and a verification per request. A revoked or ended record is
+never minted (``live_grants`` filters it), so reuse cannot outlive a revocation at the minter.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +44,7 @@ from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI,
 from broker.store.base import Grant, Store
 
 JTI_SEPARATOR = "."
+MAX_REUSED_VISAS = 100_000  # minted visas kept for reuse (bounded: about 1 KB each)
 
 
 def visa_jti(record_id: str) -> str:
@@ -92,12 +101,25 @@ class VisaMinter:
         self.registered = registered
         self.lifetime = lifetime_seconds or directory.settings.visa_lifetime_seconds
         self.clock = clock
+        self._reuse: OrderedDict[str, tuple[tuple[object, ...], MintedVisa]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _sign(self, sub: str, visa: VisaObject, record: Grant, now: int) -> MintedVisa:
+        fingerprint = (sub, visa, record.end, self.issuer)
+        with self._lock:
+            found = self._reuse.get(record.id)
+        if found is not None and found[0] == fingerprint and found[1].exp - now > self.lifetime // 2:
+            return found[1]
         exp = min(record.end, now + self.lifetime)
         jti = visa_jti(record.id)
         token = mint_visa(self.keyring, self.issuer, sub, visa, exp, now=now, jti=jti, assertion_end=record.end)
-        return MintedVisa(token=token, record_id=record.id, exp=exp)
+        minted = MintedVisa(token=token, record_id=record.id, exp=exp)
+        with self._lock:
+            self._reuse[record.id] = (fingerprint, minted)
+            self._reuse.move_to_end(record.id)
+            while len(self._reuse) > MAX_REUSED_VISAS:
+                self._reuse.popitem(last=False)
+        return minted
 
     def mint(self, identity_id: str) -> list[MintedVisa]:
         """Every visa this researcher holds from our own decisions right now."""

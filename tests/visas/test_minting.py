@@ -100,3 +100,23 @@ def test_record_of_jti_only_for_our_shape(jti: object) -> None:
 
 def test_revocation_check_ignores_unknown_records(store: Store) -> None:
     assert revocation_check(store)("someone-elses-id.abc") is False
+
+
+def test_minted_visa_is_reused_while_the_record_is_unchanged_and_half_its_life_is_left(
+        ring: KeyRing, svc: DacServices, clock: Clock) -> None:
+    """Repeated passports carry the same JWS (verifier caches keyed by the token then hit); past
+    half its lifetime, or once the grant is renewed or revoked, the visa is minted afresh or not at all."""
+    now = int(clock())
+    grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=now + 30 * DAY))
+    minter = _minter(ring, svc, clock, lifetime=3600)
+    (first,) = minter.tokens("researcher")
+    clock.advance(1000)
+    assert minter.tokens("researcher") == [first]  # 2600 s of 3600 left: the same visa
+    clock.advance(900)
+    (second,) = minter.tokens("researcher")  # 1700 s left, under half: a fresh one
+    assert second != first and _claims(second)[1]["exp"] == int(clock()) + 3600
+    svc.grants.renew("member-a", grant.id, end=int(clock()) + 60 * DAY)
+    (renewed,) = minter.tokens("researcher")
+    assert renewed != second  # the record changed: minted again
+    svc.grants.revoke("member-a", grant.id, reason="test")
+    assert minter.tokens("researcher") == []  # revoked: nothing, however fresh the last visa was
