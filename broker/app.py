@@ -105,7 +105,7 @@ def _install_gateway(app: Flask) -> None:
     )
 
     def audit(event: Any) -> None:
-        record = {"event": f"gateway.{event.kind}", **_plain(dataclasses.asdict(event))}
+        record = {"event": f"gateway.{event.kind}", "actor": event.subject, **_plain(dataclasses.asdict(event))}
         rt.store.audit_append(record, int(time.time()))
 
     init_app(app, authorizer, gateway_settings, data_dir=settings.data_path, audit=audit)

@@ -67,6 +67,10 @@ def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
+            # gunicorn >= 25.1 opens a control socket at one per-user path: two brokers on one host
+            # would take each other's. We use none.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             from broker.app import create_app, start_background
