@@ -86,9 +86,27 @@ def local_login(connector_id: str) -> Response:
     interaction = request.form.get("interaction", "")
     if session is None or not session.csrf_ok(f"login:{connector_id}:{interaction}", request.form.get("csrf_token")):
         return error_page("Request refused", "The form was not sent from this page (CSRF check failed).", 403)
+    from broker.oidc.rate_limit import (
+        LOGIN_FAILURES,
+        LOGIN_FAILURES_PER_ADDRESS,
+        RateLimited,
+        RateLimiter,
+        client_address,
+        limit_key,
+    )
+
+    # Password guessing (OA-18) costs one scrypt per try: failures are counted per user and per address.
+    limiter = RateLimiter(rt.store)
+    keys = ((LOGIN_FAILURES, limit_key(connector_id, request.form.get("username", ""), client_address())),
+            (LOGIN_FAILURES_PER_ADDRESS, limit_key(client_address())))
+    try:
+        limiter.check_all(keys)
+    except RateLimited as exc:
+        return exc.page()
     identity_id = local.check_password(rt.store, connector_id, request.form.get("username", ""),
                                        request.form.get("password", ""))
     if identity_id is None:
+        limiter.hit_all(keys)
         rt.store.audit_append({"event": "login.failed", "connector": connector_id}, int(time.time()))
         return _render_login(session, interaction, "", error="Wrong user name or password.", status=401)
     return complete_login(session, identity_id, connector_id, interaction or None, session.data.get("next"))
@@ -117,7 +135,10 @@ def withdraw_consent() -> Response:
         return error_page("Not logged in", "Log in first.", 401)
     if not session.csrf_ok(f"withdraw:{client_id}", request.form.get("csrf_token")):
         return error_page("Request refused", "The form was not sent from this page (CSRF check failed).", 403)
-    rt.store.delete_consent(session.identity_id, client_id)
+    from broker.oidc.consent_withdrawal import withdraw_consent as withdraw
+
+    # Withdrawing consent also ends every grant the client holds for this researcher (OA-20).
+    withdraw(rt.settings, rt.store, session.identity_id, client_id)
     return redirect_303(url_for("login.account"))
 
 

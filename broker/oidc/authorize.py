@@ -21,12 +21,13 @@ from urllib.parse import urlencode
 from flask import Response, redirect, request, url_for
 
 from broker.oidc.clients import find_client, redirect_uri_registered
+from broker.oidc.consent_withdrawal import now_ms
 from broker.oidc.params import OversizedParameter, RepeatedParameter, scope_list, single_values
 from broker.oidc.passwords import token_hash
 from broker.oidc.pkce import valid_challenge
 from broker.oidc.tokens import InvalidToken, verify_signed
 from broker.oidc.visas import summarize
-from broker.runtime import current_runtime
+from broker.runtime import Runtime, current_runtime
 from broker.store.base import Client, Consent
 from broker.web.pages import error_page, page
 from broker.web.session import BrowserSession
@@ -266,17 +267,28 @@ def consent() -> Response:
     return _issue_code(session, data)
 
 
-def _issue_code(session: BrowserSession, data: dict[str, Any]) -> Response:
-    """Store a single-use code bound to everything the token request must match, redirect with it."""
-    rt = current_runtime()
+def store_code(rt: Runtime, *, client_id: str, redirect_uri: str, scope: list[str], identity_id: str,
+               auth_time: int, nonce: str | None = None, code_challenge: str | None = None,
+               idp: str | None = None) -> str:
+    """A new single-use code bound to everything the token request must match (kept by hash)."""
     code = secrets.token_urlsafe(32)
     record = {
-        "client_id": data["client_id"], "redirect_uri": data["redirect_uri"], "scope": data["scope"],
-        "nonce": data.get("nonce"), "code_challenge": data.get("code_challenge"),
-        "identity_id": session.identity_id, "auth_time": int(session.data.get("auth_time", 0)),
-        "idp": session.data.get("connector"),
+        "client_id": client_id, "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce,
+        "code_challenge": code_challenge, "identity_id": identity_id, "auth_time": auth_time, "idp": idp,
+        "issued_ms": now_ms(),  # when the researcher authorized: consent withdrawal compares with it
     }
     rt.store.put_ticket(CODE, token_hash(code), record, rt.settings.oidc.code_lifetime_seconds)
+    return code
+
+
+def _issue_code(session: BrowserSession, data: dict[str, Any]) -> Response:
+    """Issue the code of a finished interaction and redirect to the client with it."""
+    rt = current_runtime()
+    assert session.identity_id is not None
+    code = store_code(rt, client_id=data["client_id"], redirect_uri=data["redirect_uri"], scope=data["scope"],
+                      identity_id=session.identity_id, auth_time=int(session.data.get("auth_time", 0)),
+                      nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
+                      idp=session.data.get("connector"))
     params = {"code": code}
     if data.get("state") is not None:
         params["state"] = data["state"]

@@ -103,6 +103,31 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     return unquote_plus(raw_id), unquote_plus(raw_secret)
 
 
+def claimed_client_id(form: dict[str, str], authorization: str | None) -> str:
+    """Which client a request says it is, before any check (to key rate limits; never trusted).
+
+    The HTTP Basic user, else the ``client_id`` parameter, else the unverified ``iss`` of a
+    client assertion; an empty string when none can be read. Never raises.
+    """
+    if authorization:
+        try:
+            basic = parse_basic(authorization)
+        except OAuthError:
+            basic = None
+        if basic is not None:
+            return basic[0]
+    if form.get("client_id"):
+        return form["client_id"]
+    assertion = form.get("client_assertion", "")
+    if assertion and len(assertion) <= MAX_ASSERTION_BYTES:
+        try:
+            iss = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            return ""
+        return iss if isinstance(iss, str) else ""
+    return ""
+
+
 def authenticate(
     settings: Settings,
     store: Store,

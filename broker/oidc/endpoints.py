@@ -3,6 +3,10 @@
 Every answer that carries a token has ``Cache-Control: no-cache, no-store`` and
 ``Pragma: no-cache``. Request bodies must be ``application/x-www-form-urlencoded`` with no
 parameter repeated (``resource``/``audience`` of the token exchange excepted).
+
+Brute force is answered ``429`` with ``Retry-After`` and ``{"error": "too_many_requests"}``
+(``rate_limit.py``): failed client authentications per claimed client and address
+(THREAT-MODEL OA-18), and introspections of inactive tokens per client (OA-25).
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ from flask import Response, jsonify, request
 
 from broker.ga4gh.models import PASSPORT_CLAIM, PASSPORT_SCOPE, TOKEN_EXCHANGE_GRANT
 from broker.oidc import grants, token_exchange
-from broker.oidc.client_auth import AuthenticatedClient, authenticate
+from broker.oidc.client_auth import AuthenticatedClient, authenticate, claimed_client_id
 from broker.oidc.clients import DEVICE_CODE_GRANT
 from broker.oidc.errors import BearerError, OAuthError, no_store
-from broker.oidc.grants import REFRESH_OWNER
+from broker.oidc.grants import live_refresh_token, refresh_owner
 from broker.oidc.params import OversizedParameter, RepeatedParameter, single_values
-from broker.oidc.passwords import token_hash
+from broker.oidc.rate_limit import (
+    CLIENT_AUTH_FAILURES,
+    INTROSPECTION_MISSES,
+    RateLimited,
+    RateLimiter,
+    client_address,
+    limit_key,
+)
 from broker.oidc.tokens import InvalidToken, verify_access_token
 from broker.runtime import Runtime, current_runtime
 
@@ -49,8 +60,26 @@ def form_params() -> dict[str, str]:
 
 
 def client_of_request(rt: Runtime, form: dict[str, str], path: str, *, allow_public: bool) -> AuthenticatedClient:
-    return authenticate(rt.settings, rt.store, form, request.headers.get("Authorization"),
-                        endpoint_url(rt, path), allow_public=allow_public)
+    """Authenticate the client of this request, within the failure limit (OA-18).
+
+    Failures are counted per (claimed client_id, address) in the store; once the limit is
+    reached, every attempt of that pair gets ``429`` with ``Retry-After`` until the window
+    ends, right or wrong, so guessing gains nothing from trying on.
+    """
+    authorization = request.headers.get("Authorization")
+    key = limit_key(claimed_client_id(form, authorization), client_address())
+    limiter = RateLimiter(rt.store)
+    try:
+        limiter.check(CLIENT_AUTH_FAILURES, key)
+    except RateLimited as exc:
+        raise exc.oauth_error() from None
+    try:
+        return authenticate(rt.settings, rt.store, form, authorization, endpoint_url(rt, path),
+                            allow_public=allow_public)
+    except OAuthError as exc:
+        if exc.error == "invalid_client":
+            limiter.hit(CLIENT_AUTH_FAILURES, key)
+        raise
 
 
 def token() -> Response:
@@ -128,29 +157,59 @@ def userinfo() -> Response:
 
 
 def introspect() -> Response:
-    """POST /introspect (RFC 7662): authenticated clients only; a client sees only its own tokens."""
+    """POST /introspect (RFC 7662): authenticated clients only; a client sees only its own tokens.
+
+    Access and refresh tokens are both looked up, the hinted kind first (RFC 7662 2.1: the
+    hint only speeds the search). A refresh token is active while a refresh would accept it:
+    not rotated, not expired (idle or absolute), family not revoked, consent not withdrawn;
+    its answer has no ``token_type`` and no ``aud`` (``token_type`` names access-token types,
+    RFC 7662 2.2), so no resource server can take it for an access token.
+    Every ``{"active": false}`` counts against the client's scanning limit (OA-25).
+    """
     rt = current_runtime()
     form = form_params()
     auth = client_of_request(rt, form, "/introspect", allow_public=False)
-    inactive = no_store(jsonify(active=False))
     presented = form.get("token")
     if not presented:
         raise OAuthError("invalid_request", "token is required.")
-    hint = form.get("token_type_hint")
+    client_id = auth.client.client_id
+    limiter = RateLimiter(rt.store)
+    try:
+        limiter.check(INTROSPECTION_MISSES, limit_key(client_id))
+    except RateLimited as exc:
+        raise exc.oauth_error() from None
     now = int(time.time())
-    if hint != "refresh_token":
-        try:
-            at = verify_access_token(rt.keyring, rt.settings, rt.store, presented, now=now)
-        except InvalidToken:
-            at = None
-        if at is not None:
-            if at.client_id != auth.client.client_id:
-                return inactive
-            return no_store(jsonify(
-                active=True, scope=" ".join(at.scope), client_id=at.client_id, sub=at.sub, aud=at.claims["aud"],
-                iss=rt.settings.issuer, exp=at.exp, iat=at.iat, jti=at.jti, token_type="Bearer",
-            ))
-    return inactive
+    lookups = [_introspect_access, _introspect_refresh]
+    if form.get("token_type_hint") == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        found = lookup(rt, client_id, presented, now)
+        if found is not None:
+            return no_store(jsonify(found))
+    limiter.hit(INTROSPECTION_MISSES, limit_key(client_id))
+    return no_store(jsonify(active=False))
+
+
+def _introspect_access(rt: Runtime, client_id: str, presented: str, now: int) -> dict[str, Any] | None:
+    try:
+        at = verify_access_token(rt.keyring, rt.settings, rt.store, presented, now=now)
+    except InvalidToken:
+        return None
+    if at.client_id != client_id:
+        return None
+    return {"active": True, "scope": " ".join(at.scope), "client_id": at.client_id, "sub": at.sub,
+            "aud": at.claims["aud"], "iss": rt.settings.issuer, "exp": at.exp, "iat": at.iat, "jti": at.jti,
+            "token_type": "Bearer"}
+
+
+def _introspect_refresh(rt: Runtime, client_id: str, presented: str, now: int) -> dict[str, Any] | None:
+    if len(presented) > 512:
+        return None
+    owner = live_refresh_token(rt, presented, client_id, now)
+    if owner is None:
+        return None
+    return {"active": True, "scope": " ".join(owner.scope), "client_id": owner.client_id, "sub": owner.identity_id,
+            "iss": rt.settings.issuer, "exp": owner.expires_at, "iat": owner.issued_at}
 
 
 def revoke() -> Response:
@@ -181,10 +240,13 @@ def _revoke_refresh(rt: Runtime, auth: AuthenticatedClient, presented: str, now:
     """Revoke the grant of a refresh token of this client (its family and its access tokens).
 
     A token of another client is left untouched (RFC 7009 2.1: the server verifies the
-    token was issued to the client making the request).
+    token was issued to the client making the request). A rotated token of this client
+    still names its grant, and revoking it ends the grant: that is what the client asked.
     """
-    owner = rt.store.peek_ticket(REFRESH_OWNER, token_hash(presented))
-    if owner is not None and owner.get("client_id") == auth.client.client_id:
-        rt.store.revoke_family(owner["grant"])
-        rt.store.audit_append({"event": "oidc.revoke", "client_id": auth.client.client_id, "grant": owner["grant"]},
+    if len(presented) > 512:
+        return
+    owner = refresh_owner(rt, presented)
+    if owner is not None and owner.client_id == auth.client.client_id:
+        rt.store.revoke_family(owner.grant)
+        rt.store.audit_append({"event": "oidc.revoke", "client_id": auth.client.client_id, "grant": owner.grant},
                               now)

@@ -8,7 +8,9 @@ B6). ID tokens carry ``auth_time``, ``nonce`` when the request had one, and ``at
 :func:`verify_access_token` accepts exactly our own live access tokens: header ``typ``
 exactly ``at+jwt``, an allowed algorithm, a ``kid`` of our published JWKS and no
 embedded-key header; our issuer; an unexpired ``exp``; a ``jti`` not revoked; a grant
-not revoked. Anything else raises :class:`InvalidToken` with a machine-readable reason.
+not revoked and not authorized before the researcher withdrew consent for the client
+(``consent_withdrawal``). Anything else raises :class:`InvalidToken` with a machine-readable
+reason.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import jwt
 
 from broker.config import Settings
 from broker.ga4gh.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
+from broker.oidc.consent_withdrawal import withdrawn_at_ms
+from broker.oidc.grant_records import get_grant_record
 from broker.store.base import Store
 
 MAX_TOKEN_BYTES = 16_384
@@ -184,7 +188,25 @@ def verify_access_token(keyring: Any, settings: Settings, store: Store, token: s
             raise InvalidToken("missing_claim", name)
     if store.is_token_revoked(claims["jti"]) or store.family_revoked(claims["grant"]):
         raise InvalidToken("revoked", "token revoked")
+    if _consent_withdrawn(store, claims):
+        raise InvalidToken("revoked", "consent withdrawn")
     return AccessToken(
         jti=claims["jti"], sub=claims["sub"], client_id=claims["client_id"], scope=tuple(claims["scope"].split()),
         iat=claims["iat"], exp=claims["exp"], grant=claims["grant"], claims=claims,
     )
+
+
+def _consent_withdrawn(store: Store, claims: dict[str, Any]) -> bool:
+    """True if the researcher withdrew consent for the client after authorizing this token's grant.
+
+    The grant's authorization time comes from its record, which outlives every access token
+    of the grant; a token whose grant has no matching record while a withdrawal is on file
+    is refused (fail closed).
+    """
+    at_ms = withdrawn_at_ms(store, claims["sub"], claims["client_id"])
+    if at_ms is None:
+        return False
+    record = get_grant_record(store, claims["grant"])
+    if record is None or record.identity_id != claims["sub"] or record.client_id != claims["client_id"]:
+        return True
+    return record.authorized_ms <= at_ms

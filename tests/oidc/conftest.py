@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.config import KeySettings, Settings, StoreSettings
 from broker.keys.jwk import public_jwk
+from broker.keys.ring import KeyRing
 from broker.oidc.passwords import hash_secret
+from broker.runtime import Runtime
+from broker.store import open_store
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
 
@@ -20,7 +25,8 @@ NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
 SECRETS = {"app": "app-secret-" + "a" * 32, "app-post": "post-secret-" + "b" * 32, "other": "other-" + "c" * 32,
-           "nopass": "nopass-" + "d" * 32, "multi": "multi-" + "e" * 32}
+           "nopass": "nopass-" + "d" * 32, "multi": "multi-" + "e" * 32, "brute": "brute-" + "f" * 32,
+           "scanner": "scanner-" + "g" * 32}
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +61,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory, jwt_client_key: ec.Elliptic
                     grant_types=["authorization_code", "refresh_token", DEVICE]),
             _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
             _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
+            # Targets of the rate-limit tests, so their lockouts touch no other test.
+            _client("brute"),
+            _client("scanner"),
+            _client("cli-flood", auth_method="none", redirect_uris=[NATIVE_CALLBACK], grant_types=[DEVICE]),
         ]},
     }
     process = BrokerProcess(directory=tmp_path_factory.mktemp("broker"), settings=settings).start()
-    for user in ("alice", "bob"):
+    for user in ("alice", "bob", "mallory"):
         done = process.cli("users", "add", user, "--name", user.title(), stdin=PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
     yield process
@@ -82,3 +92,19 @@ def public_client(broker: BrokerProcess) -> Client:
 
 def dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def op_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """The OP's parts in this process (real store of each kind, real key ring), for tests that set the clock."""
+    store_settings = StoreSettings(backend="sqlite")
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        store_settings = StoreSettings(backend="redis", url=server.url, namespace=f"t-{uuid.uuid4().hex}")
+    settings = Settings(issuer="https://op.example/", data_dir=str(tmp_path / "var"), store=store_settings,
+                        keys=KeySettings(rotate_every_days=0))
+    store = open_store(settings)
+    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring.maintain()
+    yield Runtime(settings=settings, store=store, keyring=ring)
+    store.close()

@@ -7,7 +7,9 @@ import re
 import pytest
 import requests
 
-from broker.config import OidcSettings
+from broker.config import OidcSettings, load_settings
+from broker.oidc.consent_withdrawal import withdraw_consent
+from broker.store import open_store
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, browser_code, claims, full_login, query_of, redeem
 
@@ -50,9 +52,58 @@ def test_oa25_introspection_authorization(broker: BrokerProcess, app: Client, ot
     assert mine.status_code == 200 and mine.json()["active"] is True and mine.json()["client_id"] == "app"
     foreign = _introspect(broker, other, tokens["access_token"])
     assert foreign.json() == {"active": False}
-    for junk in ("x", "a.b.c", tokens["refresh_token"], tokens["id_token"]):
+    foreign_refresh = _introspect(broker, other, tokens["refresh_token"], token_type_hint="refresh_token")
+    assert foreign_refresh.json() == {"active": False}
+    for junk in ("x", "a.b.c", tokens["id_token"]):
         response = _introspect(broker, app, junk)
         assert response.status_code == 200 and response.json() == {"active": False}
+
+
+def test_oa25_introspection_of_refresh_tokens(broker: BrokerProcess, app: Client, other: Client) -> None:
+    tokens = full_login(broker, app)
+    sub = claims(tokens["id_token"])["sub"]
+    for hint in ({"token_type_hint": "refresh_token"}, {"token_type_hint": "access_token"}, {}):
+        answer = _introspect(broker, app, tokens["refresh_token"], **hint)
+        assert answer.status_code == 200 and "no-store" in answer.headers["Cache-Control"]
+        body = answer.json()
+        assert body["active"] is True and body["client_id"] == "app" and body["sub"] == sub
+        assert body["scope"] == "openid ga4gh_passport_v1" and body["iss"] == broker.issuer
+        assert body["iat"] <= body["exp"] and "token_type" not in body and "aud" not in body
+    # the access token is still found when the hint says refresh_token
+    assert _introspect(broker, app, tokens["access_token"], token_type_hint="refresh_token").json()["active"]
+    assert _introspect(broker, other, tokens["refresh_token"]).json() == {"active": False}
+    rotated = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
+                                                       "refresh_token": tokens["refresh_token"]},
+                            auth=app.auth, timeout=10).json()
+    assert _introspect(broker, app, tokens["refresh_token"]).json() == {"active": False}
+    assert _introspect(broker, app, rotated["refresh_token"]).json()["active"] is True
+    requests.post(broker.url("/revoke"), data={"token": rotated["refresh_token"]}, auth=app.auth, timeout=10)
+    assert _introspect(broker, app, rotated["refresh_token"]).json() == {"active": False}
+
+
+def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(broker: BrokerProcess, app: Client,
+                                                                                other: Client) -> None:
+    mine = full_login(broker, app, username="bob", remember=True)
+    elsewhere = full_login(broker, other, username="bob")
+    sub = claims(mine["id_token"])["sub"]
+    settings = load_settings(broker.config_path, environ={})
+    store = open_store(settings)  # the broker's own store, as the account page would use it
+    try:
+        assert store.get_consent(sub, "app") is not None
+        assert withdraw_consent(settings, store, sub, "app") is True
+        assert store.get_consent(sub, "app") is None
+    finally:
+        store.close()
+    refreshed = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
+                                                         "refresh_token": mine["refresh_token"]},
+                              auth=app.auth, timeout=10)
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    assert _userinfo(broker, headers={"Authorization": f"Bearer {mine['access_token']}"}).status_code == 401
+    assert _introspect(broker, app, mine["access_token"]).json() == {"active": False}
+    assert _userinfo(broker, headers={"Authorization": f"Bearer {elsewhere['access_token']}"}).status_code == 200
+    # Bob consents again and the new grant works.
+    again = full_login(broker, app, username="bob")
+    assert _userinfo(broker, headers={"Authorization": f"Bearer {again['access_token']}"}).status_code == 200
 
 
 def test_oa26_revocation_endpoint(broker: BrokerProcess, app: Client, other: Client) -> None:

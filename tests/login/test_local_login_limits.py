@@ -1,0 +1,40 @@
+"""Password guessing on the login form is limited (OA-18), and withdrawing consent ends the client's grants (OA-20)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.oidc.consent_withdrawal import withdrawn_at_ms
+from broker.oidc.rate_limit import LOGIN_FAILURES
+from broker.store.base import Consent
+from tests.dac.web import PASSWORD, csrf_of, login, make_site
+
+
+def test_oa18_password_guessing_on_the_login_form_is_answered_429(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    with site.app.test_client() as client:
+        page = client.get("/login?next=/account")
+        token = csrf_of(page.get_data(as_text=True))
+        form = {"username": "researcher", "password": "wrong", "interaction": "", "csrf_token": token}
+        statuses = [client.post("/login/local/local", data=form).status_code for _ in range(LOGIN_FAILURES.count)]
+        assert statuses == [401] * LOGIN_FAILURES.count
+        blocked = client.post("/login/local/local", data={**form, "password": PASSWORD})
+        assert blocked.status_code == 429  # even the right password waits: the guesser cannot tell
+        assert int(blocked.headers["Retry-After"]) > 0
+    with site.app.test_client() as other:
+        login(other, "member-a")  # another account from the same address is not locked out
+
+
+def test_oa20_withdrawing_consent_on_the_account_page_calls_the_grant_ending_withdrawal(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    researcher = site.ids["researcher"]
+    site.store.put_consent(Consent(researcher, "portal", ("openid",), 1_700_000_000))
+    with site.app.test_client() as client:
+        login(client, "researcher")
+        page = client.get("/account").get_data(as_text=True)
+        token = csrf_of(page[page.index('action="/account/consents/withdraw"'):])
+        done = client.post("/account/consents/withdraw", data={"client_id": "portal", "csrf_token": token})
+        assert done.status_code == 303, done.get_data(as_text=True)[:500]
+    assert site.store.get_consent(researcher, "portal") is None
+    # The marker that makes every earlier grant of that client for this researcher stop working.
+    assert withdrawn_at_ms(site.store, researcher, "portal") is not None
