@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import threading
 import time
@@ -32,6 +33,7 @@ from broker.oidc.clients import find_client
 from broker.oidc.errors import OAuthError
 from broker.oidc.passwords import verify_secret
 from broker.store.base import Client, Store
+from broker.trust.keyset import key_misfit, parse_key
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS256", "ES256", "PS256")
@@ -256,7 +258,13 @@ def _client_key(client: Client, kid: str | None, alg: str) -> object | None:
     expected_kty = "RSA" if alg.startswith(("RS", "PS")) else "EC"
     if data.get("kty") != expected_kty or data.get("alg", alg) != alg or "d" in data or data.get("use", "sig") != "sig":
         return None
+    # The same key rules as every other key we accept (trust/keyset): public, EC P-256 or
+    # RSA >= 2048 bits with e >= 65537; PS* and RS* assertions share the RSA rules.
     try:
-        return jwt.PyJWK(data, algorithm=alg).key
-    except (jwt.PyJWTError, ValueError, TypeError):
+        resolved = parse_key({name: value for name, value in data.items() if name != "alg"})
+    except ValueError:
         return None
+    family = "RS256" if alg.startswith(("RS", "PS")) else alg
+    if key_misfit(dataclasses.replace(resolved, alg=family), family) is not None:
+        return None
+    return resolved.key
