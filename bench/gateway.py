@@ -13,11 +13,23 @@ is a median of repeated runs next to its own baseline taken minutes apart at mos
    Target: < 64 MB and flat.
 3. Small Range requests (1 KiB) per second with wrk against the same gunicorn: the streaming
    route and the decision endpoint (Envoy style), as a ratio to a trivial endpoint.
-   Target: >= 0.8. The authorizer here is a constant-time table (layer 1); with passports,
-   the verified-token cache decides this figure (BASELINE.md).
+   Target: >= 0.8. The authorizer here is a constant-time table (layer 1): the cost of the
+   gateway's HTTP work alone.
+4. The real decision path (``--real`` runs only this part; ``--no-real`` skips it): a real
+   ``ga4gh-broker serve`` (gunicorn gthread, 2 workers x 4 threads, SQLite store, audit log)
+   built by ``broker.app.create_app`` (PassportAuthorizer, the process Verifier with its
+   VerifiedCache, the policy directory, the gateway; see ``bench/gateway_real.py``). wrk
+   measures, on that one server with warm caches: ``/healthz`` (trivial), 1 KiB Range requests
+   on the streaming route with a passport of ``--visas`` visas from a trusted AAI (pinned
+   keys), the same with one of our access tokens (scope ga4gh_passport_v1; visas resolved from
+   a DAC grant in the store), and the decision endpoint (``X-Original-URI``, the passport).
+   Each figure is a ratio to ``/healthz`` (the higher of the runs right before and right after
+   its round).
+   Target: >= 0.8. gunicorn refuses a header line over 8190 bytes (431), which a 10-visa
+   passport exceeds: the bench then uses the most visas that fit and says so.
 
-Run: ``/work/venv/bin/python bench/gateway.py [--size-mib 1024] [--seconds 5] [--repeat 3]``
-(needs nginx, curl and wrk from Debian).
+Run: ``/work/venv/bin/python bench/gateway.py [--size-mib 1024] [--seconds 5] [--repeat 3]
+[--real | --no-real] [--visas 10]`` (needs nginx, curl and wrk from Debian; ``--real`` needs wrk only).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,16 +244,8 @@ def wrk_rate(url: str, seconds: int, headers: dict[str, str]) -> float:
     return float(match.group(1))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per endpoint")
-    parser.add_argument("--repeat", type=int, default=3, help="downloads per throughput figure (median)")
-    args = parser.parse_args()
-    for tool in ("nginx", "curl", "wrk"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing (Debian package {tool})")
-
+def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
+    """Sections 1-3: throughput and memory against nginx, request rates with the table authorizer."""
     big_size = args.size_mib << 20
     small_size = 1 << 20
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
@@ -318,7 +323,10 @@ def main() -> int:
             results["rss"] = rss_rows
         finally:
             stop(nginx, signal.SIGQUIT)
+    return results
 
+
+def print_layer1(args: argparse.Namespace, results: dict[str, Any]) -> None:
     print(f"\nGateway bench: {args.size_mib} MiB file, loopback, {os.cpu_count()} cores "
           f"(median of {args.repeat} paired runs; nginx direct measured right before each)")
     print("\nThroughput (ratio to nginx serving the same file directly; 'best' = best run / best nginx run,\n"
@@ -330,10 +338,131 @@ def main() -> int:
     for name, small, big in results["rss"]:
         print(f"  {name:30s} after 1 MiB {small:6.1f} MB   after {args.size_mib} MiB {big:6.1f} MB   "
               f"growth {big - small:5.1f} MB")
-    print(f"\nRequest rate, gunicorn gthread 2x4, wrk -t2 -c16 -d{args.seconds}s (ratio to a trivial endpoint "
-          "measured just before)")
+    print(f"\nRequest rate, table authorizer (layer 1), gunicorn gthread 2x4, wrk -t2 -c16 -d{args.seconds}s "
+          "(ratio to a trivial endpoint measured just before)")
     for name, rate, base, ratio in results["rates"]:
         print(f"  {name:30s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio {ratio:5.2f}")
+
+
+@dataclass
+class RealRates:
+    """Section 4: per endpoint, (rate, trivial baseline of its round) for each round."""
+
+    load_at_start: tuple[float, float, float]
+    visas_requested: int
+    visas_used: int
+    passport_header_bytes: int
+    refused_header_bytes: int | None  # the requested passport's header line, when gunicorn refused it
+    refused_status: int | None
+    trivial: list[float]
+    rounds: dict[str, list[tuple[float, float]]]
+
+
+def measure_real(args: argparse.Namespace) -> RealRates:
+    """Section 4: the real decision path of a real ``ga4gh-broker serve``, against its own /healthz."""
+    from gateway_real import GUNICORN_FIELD_LIMIT, RealBroker, header_line_bytes
+
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-real-") as tmp:
+        broker = RealBroker(Path(tmp), free_port())
+        broker.prepare()
+        broker.start()
+        try:
+            refused_bytes = refused_status = None
+            visas = args.visas
+            passport = broker.passport(visas)
+            if header_line_bytes(passport) > GUNICORN_FIELD_LIMIT:
+                refused_bytes = header_line_bytes(passport)
+                refused_status, _ = broker.get(broker.object_path, {"Authorization": f"Bearer {passport}"})
+                while visas > 1 and header_line_bytes(passport) > GUNICORN_FIELD_LIMIT:
+                    visas -= 1
+                    passport = broker.passport(visas)
+            access_token = broker.access_token()
+            trivial = broker.base + "/healthz"
+            data = broker.base + broker.object_path
+            ranged = {"Range": "bytes=0-1023"}
+            endpoints = {
+                f"(b) streaming, 1 KiB Range, passport ({visas} visas)": (
+                    data, {"Authorization": f"Bearer {passport}", **ranged}),
+                "(c) streaming, 1 KiB Range, our access token": (
+                    data, {"Authorization": f"Bearer {access_token}", **ranged}),
+                "(d) decision endpoint, X-Original-URI, passport": (
+                    broker.base + "/gateway/decision",
+                    {"Authorization": f"Bearer {passport}", "X-Original-URI": broker.object_path}),
+            }
+            # Every credential must really pass before it is timed (wrk also stops on any non-2xx).
+            head = broker.file_head(1024)
+            for name, (url, headers) in endpoints.items():
+                status, body = broker.get(url[len(broker.base):], headers)
+                expected = (200, b"") if "decision" in name else (206, head)
+                if (status, body) != expected:
+                    raise SystemExit(f"{name}: status {status} {body[:300]!r}\n{broker.log_tail()}")
+            # Warm every worker's caches (wrk's 16 connections spread over both workers).
+            wrk_rate(trivial, 1, {})
+            for url, headers in endpoints.values():
+                wrk_rate(url, 1, headers)
+            # Rounds T X1 X2 X3 T X1 X2 X3 ... T: each round's baseline is the higher of the /healthz
+            # figures measured right before and right after it. The machine's noise only ever lowers
+            # a figure (a run of wrk now and then drops to a third), so the higher one is the truer
+            # baseline, and the ratio can only err low.
+            trivial_rates = [wrk_rate(trivial, args.seconds, {})]
+            raw: dict[str, list[float]] = {name: [] for name in endpoints}
+            for _ in range(args.repeat):
+                for name, (url, headers) in endpoints.items():
+                    raw[name].append(wrk_rate(url, args.seconds, headers))
+                trivial_rates.append(wrk_rate(trivial, args.seconds, {}))
+        except BaseException:
+            print(f"the broker's log (last lines):\n{broker.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            broker.stop()
+    rounds = {name: [(rate, max(trivial_rates[i], trivial_rates[i + 1])) for i, rate in enumerate(rates)]
+              for name, rates in raw.items()}
+    return RealRates(load, args.visas, visas, header_line_bytes(passport), refused_bytes, refused_status,
+                     trivial_rates, rounds)
+
+
+def print_real(args: argparse.Namespace, real: RealRates) -> None:
+    print(f"\nRequest rate, real decision path: ga4gh-broker serve (gunicorn gthread 2x4, SQLite store), "
+          f"wrk -t2 -c16 -d{args.seconds}s, {args.repeat} rounds, warm caches")
+    print("  load average at start: " + " ".join(f"{x:.2f}" for x in real.load_at_start))
+    if real.refused_header_bytes is not None:
+        print(f"  NOTE: a {real.visas_requested}-visa passport makes a {real.refused_header_bytes}-byte Authorization "
+              f"line; gunicorn's limit_request_field_size (8190) answers {real.refused_status}. Measured with "
+              f"{real.visas_used} visas ({real.passport_header_bytes}-byte line) instead.")
+    print(f"  {'(a) /healthz (trivial)':50s} " + " ".join(f"{r:8.0f}" for r in real.trivial)
+          + " req/s (before, between and after the rounds)")
+    for name, pairs in real.rounds.items():
+        rate = statistics.median(r for r, _ in pairs)
+        base = statistics.median(b for _, b in pairs)
+        ratio = statistics.median(r / b for r, b in pairs)
+        each = " ".join(f"{r / b:4.2f}" for r, b in pairs)
+        print(f"  {name:50s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio to (a) {ratio:5.2f}"
+              f"   (rounds: {each})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per endpoint")
+    parser.add_argument("--repeat", type=int, default=3, help="downloads per throughput figure, wrk rounds (median)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--real", action="store_true", help="only the real decision path (section 4)")
+    which.add_argument("--no-real", action="store_true", help="skip the real decision path (section 4)")
+    parser.add_argument("--visas", type=int, default=10, help="visas in the passport of section 4")
+    args = parser.parse_args()
+    if args.visas < 1:
+        parser.error("--visas must be at least 1")
+    for tool in ("wrk",) if args.real else ("nginx", "curl", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing (Debian package {tool})")
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    layer1 = None if args.real else measure_layer1(args)
+    real = None if args.no_real else measure_real(args)
+    if layer1 is not None:
+        print_layer1(args, layer1)
+    if real is not None:
+        print_real(args, real)
     return 0
 
 
