@@ -60,6 +60,7 @@ def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
                 "timeout": settings.server.timeout_seconds,
                 # Long authorization requests (state, PKCE, resource lists) must not hit 414.
                 "limit_request_line": 8190,
+                "limit_request_field_size": settings.server.max_header_bytes,
                 "accesslog": "-",
                 "loglevel": settings.log_level.lower(),
                 # Never log query strings or headers that may carry tokens.

@@ -109,6 +109,25 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+class _PendingAudit:
+    """One queued audit append and, once its group is committed, its record or the failure."""
+
+    __slots__ = ("at", "error", "event", "finished", "record")
+
+    def __init__(self, event: dict[str, Any], at: int) -> None:
+        self.event = event
+        self.at = at
+        self.finished = False
+        self.record: AuditRecord | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> AuditRecord:
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
 class SQLiteStore:
     """The ``Store`` protocol on one SQLite file (see the module docstring)."""
 
@@ -122,6 +141,9 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._closed = False
         self._next_purge = 0.0
+        self._audit_cond = threading.Condition()
+        self._audit_queue: list[_PendingAudit] = []
+        self._audit_busy = False
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # The file holds password hashes and key ciphertext: owner only. SQLite gives
@@ -520,20 +542,59 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ audit log
 
-    @_guarded
     def audit_append(self, event: dict[str, Any], at: int) -> AuditRecord:
-        """Append one record under the write lock: read the head, hash, insert, move the head."""
-        normalized = normalize_event(event)
+        """Append one record; it is durable (committed with synchronous=FULL) when this returns.
+
+        Group commit: concurrent appends of this process share one transaction and one fsync.
+        The first caller to find no commit under way writes every record queued so far, in
+        queue order; the others wait for that commit and take their own record from it. A
+        caller's event is validated before it is queued, so a bad event fails only its caller.
+        """
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise ValueError(f"audit time 'at' must be integer seconds, got {type(at).__name__}")
+        pending = _PendingAudit(normalize_event(event), at)
+        with self._audit_cond:
+            self._audit_queue.append(pending)
+            while not pending.finished and self._audit_busy:
+                self._audit_cond.wait()
+            if pending.finished:
+                return pending.outcome()
+            self._audit_busy = True
+            batch, self._audit_queue = self._audit_queue, []
+        try:
+            records = self._audit_append_batch([(p.event, p.at) for p in batch])
+            for p, record in zip(batch, records, strict=True):
+                p.record = record
+        except BaseException as exc:  # every caller of the failed commit gets the failure
+            for p in batch:
+                p.error = exc
+        finally:
+            with self._audit_cond:
+                for p in batch:
+                    p.finished = True
+                self._audit_busy = False
+                self._audit_cond.notify_all()
+        return pending.outcome()
+
+    @_guarded
+    def _audit_append_batch(self, items: list[tuple[dict[str, Any], int]]) -> list[AuditRecord]:
+        """Append records in order under one write lock: read the head once, chain, move the head once."""
+        records: list[AuditRecord] = []
         with self._transaction() as conn:
             head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-            record = build_record(seq, at, normalized, prev_hash)
-            conn.execute("INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
-                         (record.seq, record.at, json.dumps(record.event, separators=(",", ":"), sort_keys=True),
-                          record.prev_hash, record.hash))
+            seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+            for normalized, at in items:
+                seq += 1
+                record = build_record(seq, at, normalized, prev_hash)
+                conn.execute("INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                             (record.seq, record.at,
+                              json.dumps(record.event, separators=(",", ":"), sort_keys=True),
+                              record.prev_hash, record.hash))
+                records.append(record)
+                prev_hash = record.hash
             conn.execute("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, ?, ?)",
-                         (record.seq, record.hash))
-        return record
+                         (records[-1].seq, records[-1].hash))
+        return records
 
     @_guarded
     def audit_last_seq(self) -> int:

@@ -106,3 +106,37 @@ def test_worker_processes_share_one_store_atomically(backend: Backend) -> None:
     records = list(backend.store.audit_records())
     assert len(records) == appends * workers
     assert verify_chain(records) == []
+
+
+def test_concurrent_audit_appends_share_commits_and_keep_one_unbroken_chain(store: Store) -> None:
+    """Group commit (SQLite) or one script per append (Redis): every caller gets its own record,
+    seqs are unique and gapless, and the chain verifies; a bad event fails only its own caller."""
+    import threading
+
+    from broker.store.audit import verify_chain
+
+    results: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            try:
+                event: dict[str, object] = {"event": "t", "n": n, "i": i}
+                if i == 7 and n == 3:
+                    event = {"bad": float("nan")}
+                record = store.audit_append(event, 1_700_000_000)
+                with lock:
+                    results.append(record.seq)
+            except ValueError as exc:
+                with lock:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1
+    assert sorted(results) == list(range(1, 8 * 25))
+    assert verify_chain(list(store.audit_records())) == []
