@@ -11,6 +11,13 @@ embedded-key header; our issuer; an unexpired ``exp``; a ``jti`` not revoked; a 
 not revoked and not authorized before the researcher withdrew consent for the client
 (``consent_withdrawal``). Anything else raises :class:`InvalidToken` with a machine-readable
 reason.
+
+The signature check dominates the cost of a data request, so the outcome of a *successful*
+signature-and-claims check is kept in a process-wide :class:`~broker.ga4gh.cache.VerifiedCache`
+(:data:`ACCESS_TOKEN_CACHE`) until the token's ``exp``. The revocation checks (jti, grant
+family, consent withdrawal) are never cached: they run against the store on every call, so a
+revocation takes effect at the next request. See :func:`verify_access_token` for why a cached
+result is as safe as a cold check.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import jwt
 
 from broker.config import Settings
+from broker.ga4gh.cache import VerifiedCache
 from broker.ga4gh.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
 from broker.oidc.consent_withdrawal import withdrawn_at_ms
 from broker.oidc.grant_records import get_grant_record
@@ -33,6 +41,20 @@ from broker.store.base import Store
 
 MAX_TOKEN_BYTES = 16_384
 FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
+#: Most access tokens whose signature check is remembered (least recently used dropped first).
+ACCESS_TOKEN_CACHE_ENTRIES = 50_000
+#: Signature-and-claims results of our own access tokens; see :func:`verify_access_token`.
+ACCESS_TOKEN_CACHE = VerifiedCache(ACCESS_TOKEN_CACHE_ENTRIES)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedSignature:
+    """What a cold :func:`verify_signed` of an access token concluded, and under which key."""
+
+    claims: dict[str, Any]
+    kid: str
+    alg: str
+    key: Any  # the exact public key object the signature was checked with
 
 
 class InvalidToken(Exception):
@@ -181,19 +203,67 @@ def verify_signed(keyring: Any, settings: Settings, token: str, typ: str, *, ver
 
 def verify_access_token(keyring: Any, settings: Settings, store: Store, token: str,
                         now: int | None = None) -> AccessToken:
-    """Our live access token's claims, or :class:`InvalidToken`."""
-    claims = verify_signed(keyring, settings, token, ACCESS_TOKEN_TYP, now=now)
-    for name in ("jti", "client_id", "scope", "grant"):
-        if not isinstance(claims.get(name), str) or not claims[name]:
-            raise InvalidToken("missing_claim", name)
+    """Our live access token's claims, or :class:`InvalidToken`.
+
+    The signature-and-claims check is done cold once per token and remembered in
+    :data:`ACCESS_TOKEN_CACHE`; the store's revocation checks run on every call. A cached
+    result is only reused when all of these hold, so it concludes what a cold check would:
+
+    - the exact token bytes (SHA-256 key) under the scope ``at+jwt`` + our issuer, so another
+      issuer setting or token type is a miss;
+    - the entry's time is not up (it ends at the token's ``exp``), and ``iat`` is still not
+      in the future at ``now`` under the current leeway;
+    - the token's ``kid`` is still published by *this* key ring with the *same* key object the
+      signature was checked with. A removed key, another key ring, or a ring that reloaded its
+      keys is a miss and the token is verified cold (where a removed key is refused).
+
+    Failures are never cached. The entry holds the key object itself (not its ``id``), so the
+    identity comparison cannot be fooled by a reused address.
+    """
+    at = int(time.time()) if now is None else now
+    scope = f"{ACCESS_TOKEN_TYP}\x00{settings.issuer}"
+    checked = _cached_signature(keyring, settings, token, scope, at) if isinstance(token, str) else None
+    if checked is None:
+        claims = verify_signed(keyring, settings, token, ACCESS_TOKEN_TYP, now=at)
+        for name in ("jti", "client_id", "scope", "grant"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise InvalidToken("missing_claim", name)
+    else:
+        claims = dict(checked.claims)  # our own claims are flat scalars: a shallow copy keeps the entry intact
     if store.is_token_revoked(claims["jti"]) or store.family_revoked(claims["grant"]):
         raise InvalidToken("revoked", "token revoked")
     if _consent_withdrawn(store, claims):
         raise InvalidToken("revoked", "consent withdrawn")
+    if checked is None:
+        _remember_signature(keyring, token, scope, claims, at)
     return AccessToken(
         jti=claims["jti"], sub=claims["sub"], client_id=claims["client_id"], scope=tuple(claims["scope"].split()),
         iat=claims["iat"], exp=claims["exp"], grant=claims["grant"], claims=claims,
     )
+
+
+def _cached_signature(keyring: Any, settings: Settings, token: str, scope: str, now: int) -> _CheckedSignature | None:
+    """The remembered check of ``token`` if it still holds at ``now`` for this key ring, else ``None``."""
+    checked = ACCESS_TOKEN_CACHE.get_token(token, scope, now)
+    if not isinstance(checked, _CheckedSignature):
+        return None
+    published = keyring.public_keys().get(checked.kid)
+    if published is None or published[0] != checked.alg or published[1] is not checked.key:
+        return None
+    if checked.claims["iat"] > now + settings.limits.clock_leeway_seconds:
+        return None
+    return checked
+
+
+def _remember_signature(keyring: Any, token: str, scope: str, claims: dict[str, Any], now: int) -> None:
+    """Cache a successful cold check of ``token`` until its ``exp``, tied to the key that verified it."""
+    header = jwt.get_unverified_header(token)  # already checked by verify_signed
+    kid, alg = header["kid"], header["alg"]
+    published = keyring.public_keys().get(kid)
+    if published is None or published[0] != alg:
+        return  # the key went away between the check and now: do not remember
+    value = _CheckedSignature(claims=dict(claims), kid=kid, alg=alg, key=published[1])
+    ACCESS_TOKEN_CACHE.put_token(token, scope, value, expires=claims["exp"], now=now)
 
 
 def _consent_withdrawn(store: Store, claims: dict[str, Any]) -> bool:
