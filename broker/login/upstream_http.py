@@ -36,10 +36,9 @@ import requests
 import urllib3
 
 from broker.ga4gh.jose import JoseError, loads_strict
-from broker.trust.fetch import FetchError, check_url, new_session
+from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 
 USER_AGENT = "ga4gh-broker-login"
-_READ_PIECE = 16_384
 #: How much longer than the exchange's own deadline the caller waits for its thread.
 WAIT_MARGIN_SECONDS = 0.5
 
@@ -136,28 +135,12 @@ def _read(response: requests.Response, max_bytes: int, deadline: float) -> Upstr
     if 300 <= status < 400:
         raise UpstreamHttpError("redirect", f"HTTP {status} redirect: not followed")
     media = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise UpstreamHttpError("compressed", "compressed body refused (Content-Encoding must be identity)")
-    declared = response.headers.get("Content-Length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise UpstreamHttpError("bad_content_type", "invalid Content-Length")
-        if int(declared) > max_bytes:
-            raise UpstreamHttpError("too_large", f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
-    pieces: list[bytes] = []
-    total = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise UpstreamHttpError("timeout", "body not received in time")
-        piece = response.raw.read1(_READ_PIECE, decode_content=False)
-        if not piece:
-            break
-        total += len(piece)
-        if total > max_bytes:
-            raise UpstreamHttpError("too_large", f"body exceeds the limit of {max_bytes} bytes")
-        pieces.append(piece)
-    return UpstreamResponse(status=status, media_type=media, body=b"".join(pieces))
+    kinds = {"bad_length": "bad_content_type"}
+    try:
+        body = read_bounded(response, max_bytes, deadline)
+    except BoundedReadError as exc:
+        raise UpstreamHttpError(kinds.get(exc.kind, exc.kind), str(exc)) from None
+    return UpstreamResponse(status=status, media_type=media, body=body)
 
 
 def require_json(response: UpstreamResponse, max_depth: int, what: str) -> dict[str, Any]:

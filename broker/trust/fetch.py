@@ -45,6 +45,45 @@ class FetchError(Exception):
     """A JWKS could not be fetched or used; the message says why (never the body)."""
 
 
+class BoundedReadError(Exception):
+    """A response body refused while reading it; ``kind`` is compressed, bad_length, too_large or timeout."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def read_bounded(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
+    """The body of ``response`` (opened with stream=True): identity encoding only, at most
+    ``max_bytes`` (checked on Content-Length and while reading), and read before ``deadline``
+    (a time.monotonic value), so a slow drip cannot hold a caller past it.
+
+    Every fetch of a document from another party (JWKS, upstream IdP, remote visa source)
+    reads through this one function; status and media-type rules stay with each caller.
+    """
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise BoundedReadError("compressed", "compressed body refused (Content-Encoding must be identity)")
+    declared = response.headers.get("Content-Length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BoundedReadError("bad_length", "invalid Content-Length")
+        if int(declared) > max_bytes:
+            raise BoundedReadError("too_large", f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
+    pieces: list[bytes] = []
+    total = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise BoundedReadError("timeout", "body not received in time (read deadline passed)")
+        piece = response.raw.read1(_READ_PIECE, decode_content=False)
+        if not piece:
+            return b"".join(pieces)
+        total += len(piece)
+        if total > max_bytes:
+            raise BoundedReadError("too_large", f"body exceeds the limit of {max_bytes} bytes")
+        pieces.append(piece)
+
+
 @dataclass(frozen=True)
 class FetchResult:
     """A fetched, parsed JWK Set and how big its body was."""
@@ -159,25 +198,7 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
     if media not in MEDIA_TYPES:
         shown = media[:60] if media else "none"
         raise FetchError(f"Content-Type {shown!r} is not application/json or application/jwk-set+json")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise FetchError("compressed body refused (Content-Encoding must be identity)")
-    declared = response.headers.get("Content-Length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise FetchError("invalid Content-Length")
-        if int(declared) > max_bytes:
-            raise FetchError(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
-    pieces: list[bytes] = []
-    total = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise FetchError("body not received in time (read deadline passed)")
-        piece = response.raw.read1(_READ_PIECE, decode_content=False)
-        if not piece:
-            break
-        total += len(piece)
-        if total > max_bytes:
-            raise FetchError(f"body exceeds the limit of {max_bytes} bytes")
-        pieces.append(piece)
-    return b"".join(pieces)
+    try:
+        return read_bounded(response, max_bytes, deadline)
+    except BoundedReadError as exc:
+        raise FetchError(str(exc)) from None

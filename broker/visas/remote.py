@@ -43,13 +43,12 @@ from broker.dac.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa
 from broker.ga4gh.jose import JoseError, loads_strict
 from broker.ga4gh.models import PASSPORT_CLAIM, PassportResult
 from broker.store.base import Identity, IdentityLink
-from broker.trust.fetch import FetchError, check_url, new_session
+from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 
 USER_AGENT = "ga4gh-broker-visa-sources"
 JSON_TYPES = frozenset({"application/json"})
 MAX_CACHE_ENTRIES = 10_000
 MAX_JSON_DEPTH = 8
-_READ_PIECE = 16_384
 
 
 class VisaListVerifier(Protocol):
@@ -281,23 +280,11 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
     media = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     if media not in JSON_TYPES:
         raise _Failed("bad_response", f"Content-Type {media[:60] or 'none'!r} is not application/json")
-    if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        raise _Failed("bad_response", "compressed body refused")
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise _Failed("too_large", f"body of {int(declared)} bytes exceeds the limit of {max_bytes}")
-    pieces: list[bytes] = []
-    total = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise _Failed("timeout", "body not received in time")
-        piece = response.raw.read1(_READ_PIECE, decode_content=False)
-        if not piece:
-            return b"".join(pieces)
-        total += len(piece)
-        if total > max_bytes:
-            raise _Failed("too_large", f"body exceeds the limit of {max_bytes} bytes")
-        pieces.append(piece)
+    kinds = {"compressed": "bad_response", "bad_length": "bad_response"}
+    try:
+        return read_bounded(response, max_bytes, deadline)
+    except BoundedReadError as exc:
+        raise _Failed(kinds.get(exc.kind, exc.kind), str(exc)) from None
 
 
 def sources_from_settings(settings: Settings, verifier: VisaListVerifier,
