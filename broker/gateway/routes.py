@@ -17,10 +17,12 @@ rules instead of being "helpfully" redirected or decoded away.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.routing import PathConverter
 
 from broker.gateway.metrics import CONTENT_TYPE
@@ -60,6 +62,14 @@ def raw_target(environ: dict[str, Any]) -> str:
     if script and raw.startswith(script + "/"):
         raw = raw[len(script):]
     return raw
+
+
+def _is_loopback(address: str | None) -> bool:
+    """True for a peer on 127.0.0.0/8 or ::1 (exact parse, no string prefix test)."""
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def make_blueprint(metrics_enabled: bool) -> Blueprint:
@@ -119,8 +129,26 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
     if metrics_enabled:
         @bp.get("/metrics")
         def metrics() -> Response:
-            """Prometheus text exposition of this process's gateway metrics."""
-            response = Response(gateway().metrics.render(), mimetype="text/plain")
+            """Prometheus text exposition of this process's gateway metrics.
+
+            It names datasets, deny reasons and traffic, so it is not public: with
+            ``gateway.metrics_token`` set, a scraper sends it as a Bearer token; without it,
+            only loopback peers are answered (a same-host Prometheus or sidecar).
+            """
+            gw = gateway()
+            token = gw.settings.metrics_token
+            if token is not None:
+                supplied = request.headers.get("Authorization", "").encode("utf-8", "replace")
+                if not hmac.compare_digest(supplied, f"Bearer {token}".encode()):
+                    refused = jsonify(error="invalid_token", message="Metrics need the configured bearer token.")
+                    refused.status_code = 401
+                    refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                    return refused
+            elif not _is_loopback(request.remote_addr):
+                refused = jsonify(error="not_found", message="The requested URL was not found on the server.")
+                refused.status_code = 404
+                return refused
+            response = Response(gw.metrics.render(), mimetype="text/plain")
             response.headers["Content-Type"] = CONTENT_TYPE
             response.headers["Cache-Control"] = "no-store"
             return response

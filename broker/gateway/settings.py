@@ -97,6 +97,8 @@ class GatewaySettings:
     # Browser genome viewers: exact origins allowed to read with credentials (no wildcard).
     cors_origins: list[str] = field(default_factory=list)
     metrics: bool = True
+    # /metrics needs this bearer token when set; unset, it answers loopback peers only.
+    metrics_token: str | None = field(default=None, metadata={"secret": True}, repr=False)
     # Where sha-256 checksums are cached across processes (default <data_dir>/gateway/checksums).
     checksum_cache_dir: str | None = None
 

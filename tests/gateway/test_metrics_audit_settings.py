@@ -55,6 +55,26 @@ def test_metrics_endpoint_can_be_switched_off(stack: Stack, tmp_path: Path) -> N
         assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
 
 
+def test_metrics_need_the_configured_token_when_one_is_set(stack: Stack, tmp_path: Path) -> None:
+    app = build_app(replace(stack.settings, metrics_token="scrape-secret-1"), stack.authorizer, tmp_path)
+    with ServerThread(app) as server:
+        assert requests.get(server.url + "/metrics", timeout=5).status_code == 401
+        wrong = requests.get(server.url + "/metrics", headers={"Authorization": "Bearer scrape-secret-2"}, timeout=5)
+        assert wrong.status_code == 401 and "scrape-secret" not in wrong.text
+        right = requests.get(server.url + "/metrics", headers={"Authorization": "Bearer scrape-secret-1"}, timeout=5)
+        assert right.status_code == 200 and "gateway_requests_total" in right.text
+
+
+def test_metrics_without_a_token_answer_only_loopback_peers(stack: Stack, tmp_path: Path) -> None:
+    app = build_app(stack.settings, stack.authorizer, tmp_path)
+    with app.test_client() as client:
+        remote = client.get("/metrics", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+        assert remote.status_code == 404
+        assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+        assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+        assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1.evil"}).status_code == 404
+
+
 def test_metric_families_render_and_escape() -> None:
     c = Counter("x_total", "help", ("a",))
     c.inc('q"\\\n')
