@@ -160,12 +160,28 @@ class SQLiteStore:
                                check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(self.timeout * 1000))}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            self._ensure_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (it stays so). Switching needs an exclusive lock, and SQLite
+        answers "database is locked" at once, without its busy handler, when another process
+        opens the same new file at that moment: so retry until the store timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _acquire(self) -> sqlite3.Connection:
         with self._lock:

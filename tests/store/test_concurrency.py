@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,3 +142,26 @@ def test_concurrent_audit_appends_share_commits_and_keep_one_unbroken_chain(stor
     assert len(errors) == 1
     assert sorted(results) == list(range(1, 8 * 25))
     assert verify_chain(list(store.audit_records())) == []
+
+
+def _open_at(path: str, start_at: float) -> None:
+    from broker.store.sqlite import SQLiteStore
+
+    while time.time() < start_at:
+        pass  # leave the spin within microseconds of the other processes
+    SQLiteStore(path, timeout=5.0).close()
+
+
+def test_processes_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs an exclusive lock that SQLite refuses at once, without
+    waiting, to a second opener: gunicorn workers and CLI commands racing on a fresh data dir."""
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(4):
+        path = str(tmp_path / f"race{round_}.db")
+        start_at = time.time() + 1.0  # after every child has started (spawn costs a few hundred ms)
+        workers = [context.Process(target=_open_at, args=(path, start_at)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=30)
+        assert [w.exitcode for w in workers] == [0, 0, 0, 0]
