@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.gateway.conftest import AUTH, Files
-from tests.gateway.support import EXAMPLES, ROOT, Nginx, parse_responses, render, wait_port
+from tests.gateway.support import EXAMPLES, ROOT, Nginx, raw_exchange, render, wait_port
 from tests.support.parts import free_port, require_binary
 
 
@@ -135,18 +135,7 @@ SMUGGLING = {
 
 
 def _exchange(port: int, payload: bytes) -> list[int]:
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-        sock.sendall(payload)
-        data = bytearray()
-        try:
-            while True:
-                part = sock.recv(65536)
-                if not part:
-                    break
-                data += part
-        except (TimeoutError, ConnectionResetError):
-            pass
-    responses, _ = parse_responses(bytes(data))
+    responses, _ = raw_exchange(port, payload, timeout=1)
     return [r.status for r in responses]
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.keys.jwk import public_jwk
 from tests.support.parts import in_ci, require_binary
+from tests.support.processes import stop_process
 
 PEERS = Path(__file__).resolve().parents[1] / "peers"
 
@@ -69,15 +70,7 @@ class NodeIdp:
         return str(requests.post(self.url("/__test/rotate"), timeout=5).json()["kid"])
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+        stop_process(self.process, getattr(self, "_log", None))
 
 
 class _JwksHandler(BaseHTTPRequestHandler):

@@ -15,6 +15,7 @@ import requests
 import yaml
 
 from tests.support.parts import free_port
+from tests.support.processes import stop_process
 
 
 @dataclass
@@ -81,15 +82,7 @@ class BrokerProcess:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+        stop_process(self.process, getattr(self, "_log", None))
 
     def discovery(self) -> dict[str, Any]:
         return json.loads(requests.get(self.url("/.well-known/openid-configuration"), timeout=5).text)
