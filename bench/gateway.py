@@ -72,8 +72,15 @@ def create() -> Any:
     config = json.loads(Path(os.environ[CONFIG_ENV]).read_text())
 
     class OneToken:
-        def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
-                      passports: Sequence[str] = ()) -> AccessDecision:
+        def authorize(
+            self,
+            bearer: str | None,
+            dataset: str,
+            object_path: str,
+            action: str = "read",
+            *,
+            passports: Sequence[str] = (),
+        ) -> AccessDecision:
             if bearer != TOKEN:
                 return AccessDecision.denied(401, "invalid_token", "Unknown token.")
             return AccessDecision.allowed("bench@example.org", expires_at=2_000_000_000)
@@ -127,16 +134,25 @@ def render(path: Path, values: dict[str, str]) -> str:
     return string.Template(path.read_text()).safe_substitute(values)
 
 
-def start_nginx(work: Path, gateway_port: int, front_port: int, direct_port: int,
-                root: Path) -> subprocess.Popen[bytes]:
+def start_nginx(
+    work: Path, gateway_port: int, front_port: int, direct_port: int, root: Path
+) -> subprocess.Popen[bytes]:
     prefix = work / "nginx"
     servers = prefix / "servers"
     servers.mkdir(parents=True)
-    (servers / "front.conf").write_text(render(EXAMPLES / "gateway-server.conf", {
-        "LISTEN": f"127.0.0.1:{front_port}", "GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
-        "LOCAL_STORE_ROOT": f"{root}/", "ARCHIVE_URL": f"http://127.0.0.1:{direct_port}/", "ARCHIVE_API_KEY": "x",
-        "FILES_ROOT": f"{root}/",
-    }))
+    (servers / "front.conf").write_text(
+        render(
+            EXAMPLES / "gateway-server.conf",
+            {
+                "LISTEN": f"127.0.0.1:{front_port}",
+                "GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
+                "LOCAL_STORE_ROOT": f"{root}/",
+                "ARCHIVE_URL": f"http://127.0.0.1:{direct_port}/",
+                "ARCHIVE_API_KEY": "x",
+                "FILES_ROOT": f"{root}/",
+            },
+        )
+    )
     (servers / "direct.conf").write_text(f"""
 server {{
     listen 127.0.0.1:{direct_port};
@@ -146,12 +162,29 @@ server {{
     location / {{ }}
 }}
 """)
-    (prefix / "nginx.conf").write_text(render(EXAMPLES / "nginx.conf", {
-        "PREFIX": str(prefix), "SERVER_CONF": str(servers / "*.conf"),
-        "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
-    }))
-    process = subprocess.Popen([shutil.which("nginx") or "nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
-                                "-e", str(prefix / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (prefix / "nginx.conf").write_text(
+        render(
+            EXAMPLES / "nginx.conf",
+            {
+                "PREFIX": str(prefix),
+                "SERVER_CONF": str(servers / "*.conf"),
+                "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
+            },
+        )
+    )
+    process = subprocess.Popen(
+        [
+            shutil.which("nginx") or "nginx",
+            "-p",
+            str(prefix),
+            "-c",
+            str(prefix / "nginx.conf"),
+            "-e",
+            str(prefix / "error.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(front_port, process)
         wait_port(direct_port, process)
@@ -164,10 +197,28 @@ server {{
 def start_gunicorn(port: int, config: Path, workers: int, threads: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, CONFIG_ENV: str(config), "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
-         "--worker-class", "gthread" if threads > 1 else "sync", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--backlog", "2048", "gateway:create()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread" if threads > 1 else "sync",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+            "gateway:create()",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, process)
@@ -203,9 +254,21 @@ def make_file(path: Path, size: int) -> None:
 def curl_speed(url: str, expected_size: int) -> float:
     """Bytes per second of one download (curl discards the body)."""
     out = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-H", f"Authorization: Bearer {TOKEN}",
-         "-w", "%{speed_download} %{size_download} %{http_code}", url],
-        capture_output=True, text=True, check=True, timeout=300,
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "-w",
+            "%{speed_download} %{size_download} %{http_code}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout.split()
     speed, size, code = float(out[0]), int(float(out[1])), out[2]
     if code != "200" or size != expected_size:
@@ -255,8 +318,11 @@ def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
         make_file(root / "ds1" / "small.bin", small_size)
         gw_port, front_port, direct_port, rss_port = free_port(), free_port(), free_port(), free_port()
         config = work / "config.json"
-        config.write_text(json.dumps({"root": str(root), "data_dir": str(work / "data"),
-                                      "upstream": f"http://127.0.0.1:{direct_port}/"}))
+        config.write_text(
+            json.dumps(
+                {"root": str(root), "data_dir": str(work / "data"), "upstream": f"http://127.0.0.1:{direct_port}/"}
+            )
+        )
         nginx = start_nginx(work, gw_port, front_port, direct_port, root)
         try:
             gunicorn = start_gunicorn(gw_port, config, workers=2, threads=4)
@@ -279,9 +345,13 @@ def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
                         base = curl_speed(direct, big_size)
                         samples[name].append((curl_speed(url, big_size), base))
                 results["throughput"] = [
-                    (name, statistics.median(s for s, _ in pairs), statistics.median(b for _, b in pairs),
-                     statistics.median(s / b for s, b in pairs),
-                     max(s for s, _ in pairs) / max(b for _, b in pairs))
+                    (
+                        name,
+                        statistics.median(s for s, _ in pairs),
+                        statistics.median(b for _, b in pairs),
+                        statistics.median(s / b for s, b in pairs),
+                        max(s for s, _ in pairs) / max(b for _, b in pairs),
+                    )
                     for name, pairs in samples.items()
                 ]
 
@@ -289,8 +359,10 @@ def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
                 auth = {"Authorization": f"Bearer {TOKEN}"}
                 trivial_url = f"http://127.0.0.1:{gw_port}/trivial"
                 endpoints = {
-                    "streaming route, 1 KiB Range": (f"http://127.0.0.1:{gw_port}/data/ds1/big.bin",
-                                                     {**auth, "Range": "bytes=1048576-1049599"}),
+                    "streaming route, 1 KiB Range": (
+                        f"http://127.0.0.1:{gw_port}/data/ds1/big.bin",
+                        {**auth, "Range": "bytes=1048576-1049599"},
+                    ),
                     "decision endpoint": (f"http://127.0.0.1:{gw_port}/gateway/decision/data/ds1/big.bin", auth),
                 }
                 wrk_rate(trivial_url, 1, {})  # warm up
@@ -300,8 +372,12 @@ def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
                         base = wrk_rate(trivial_url, args.seconds, {})
                         rates[name].append((wrk_rate(url, args.seconds, headers), base))
                 results["rates"] = [
-                    (name, statistics.median(r for r, _ in pairs), statistics.median(b for _, b in pairs),
-                     statistics.median(r / b for r, b in pairs))
+                    (
+                        name,
+                        statistics.median(r for r, _ in pairs),
+                        statistics.median(b for _, b in pairs),
+                        statistics.median(r / b for r, b in pairs),
+                    )
                     for name, pairs in rates.items()
                 ]
             finally:
@@ -327,19 +403,29 @@ def measure_layer1(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_layer1(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    print(f"\nGateway bench: {args.size_mib} MiB file, loopback, {os.cpu_count()} cores "
-          f"(median of {args.repeat} paired runs; nginx direct measured right before each)")
-    print("\nThroughput (ratio to nginx serving the same file directly; 'best' = best run / best nginx run,\n"
-          "the figure least disturbed by other load on a shared machine)")
+    print(
+        f"\nGateway bench: {args.size_mib} MiB file, loopback, {os.cpu_count()} cores "
+        f"(median of {args.repeat} paired runs; nginx direct measured right before each)"
+    )
+    print(
+        "\nThroughput (ratio to nginx serving the same file directly; 'best' = best run / best nginx run,\n"
+        "the figure least disturbed by other load on a shared machine)"
+    )
     for name, speed, base, ratio, best in results["throughput"]:
-        print(f"  {name:30s} {speed / 1e6:8.0f} MB/s   nginx {base / 1e6:8.0f} MB/s   "
-              f"median ratio {ratio:5.2f}   best {best:5.2f}")
+        print(
+            f"  {name:30s} {speed / 1e6:8.0f} MB/s   nginx {base / 1e6:8.0f} MB/s   "
+            f"median ratio {ratio:5.2f}   best {best:5.2f}"
+        )
     print("\nPeak RSS of one gunicorn worker (VmHWM)")
     for name, small, big in results["rss"]:
-        print(f"  {name:30s} after 1 MiB {small:6.1f} MB   after {args.size_mib} MiB {big:6.1f} MB   "
-              f"growth {big - small:5.1f} MB")
-    print(f"\nRequest rate, table authorizer (layer 1), gunicorn gthread 2x4, wrk -t2 -c16 -d{args.seconds}s "
-          "(ratio to a trivial endpoint measured just before)")
+        print(
+            f"  {name:30s} after 1 MiB {small:6.1f} MB   after {args.size_mib} MiB {big:6.1f} MB   "
+            f"growth {big - small:5.1f} MB"
+        )
+    print(
+        f"\nRequest rate, table authorizer (layer 1), gunicorn gthread 2x4, wrk -t2 -c16 -d{args.seconds}s "
+        "(ratio to a trivial endpoint measured just before)"
+    )
     for name, rate, base, ratio in results["rates"]:
         print(f"  {name:30s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio {ratio:5.2f}")
 
@@ -383,17 +469,22 @@ def measure_real(args: argparse.Namespace) -> RealRates:
             ranged = {"Range": "bytes=0-1023"}
             endpoints = {
                 f"(b) streaming, 1 KiB Range, passport ({visas} visas)": (
-                    data, {"Authorization": f"Bearer {passport}", **ranged}),
+                    data,
+                    {"Authorization": f"Bearer {passport}", **ranged},
+                ),
                 "(c) streaming, 1 KiB Range, our access token": (
-                    data, {"Authorization": f"Bearer {access_token}", **ranged}),
+                    data,
+                    {"Authorization": f"Bearer {access_token}", **ranged},
+                ),
                 "(d) decision endpoint, X-Original-URI, passport": (
                     broker.base + "/gateway/decision",
-                    {"Authorization": f"Bearer {passport}", "X-Original-URI": broker.object_path}),
+                    {"Authorization": f"Bearer {passport}", "X-Original-URI": broker.object_path},
+                ),
             }
             # Every credential must really pass before it is timed (wrk also stops on any non-2xx).
             head = broker.file_head(1024)
             for name, (url, headers) in endpoints.items():
-                status, body = broker.get(url[len(broker.base):], headers)
+                status, body = broker.get(url[len(broker.base) :], headers)
                 expected = (200, b"") if "decision" in name else (206, head)
                 if (status, body) != expected:
                     raise SystemExit(f"{name}: status {status} {body[:300]!r}\n{broker.log_tail()}")
@@ -416,29 +507,40 @@ def measure_real(args: argparse.Namespace) -> RealRates:
             raise
         finally:
             broker.stop()
-    rounds = {name: [(rate, max(trivial_rates[i], trivial_rates[i + 1])) for i, rate in enumerate(rates)]
-              for name, rates in raw.items()}
-    return RealRates(load, args.visas, visas, header_line_bytes(passport), refused_bytes, refused_status,
-                     trivial_rates, rounds)
+    rounds = {
+        name: [(rate, max(trivial_rates[i], trivial_rates[i + 1])) for i, rate in enumerate(rates)]
+        for name, rates in raw.items()
+    }
+    return RealRates(
+        load, args.visas, visas, header_line_bytes(passport), refused_bytes, refused_status, trivial_rates, rounds
+    )
 
 
 def print_real(args: argparse.Namespace, real: RealRates) -> None:
-    print(f"\nRequest rate, real decision path: ga4gh-broker serve (gunicorn gthread 2x4, SQLite store), "
-          f"wrk -t2 -c16 -d{args.seconds}s, {args.repeat} rounds, warm caches")
+    print(
+        f"\nRequest rate, real decision path: ga4gh-broker serve (gunicorn gthread 2x4, SQLite store), "
+        f"wrk -t2 -c16 -d{args.seconds}s, {args.repeat} rounds, warm caches"
+    )
     print("  load average at start: " + " ".join(f"{x:.2f}" for x in real.load_at_start))
     if real.refused_header_bytes is not None:
-        print(f"  NOTE: a {real.visas_requested}-visa passport makes a {real.refused_header_bytes}-byte Authorization "
-              f"line; gunicorn's limit_request_field_size (8190) answers {real.refused_status}. Measured with "
-              f"{real.visas_used} visas ({real.passport_header_bytes}-byte line) instead.")
-    print(f"  {'(a) /healthz (trivial)':50s} " + " ".join(f"{r:8.0f}" for r in real.trivial)
-          + " req/s (before, between and after the rounds)")
+        print(
+            f"  NOTE: a {real.visas_requested}-visa passport makes a {real.refused_header_bytes}-byte Authorization "
+            f"line; gunicorn's limit_request_field_size (8190) answers {real.refused_status}. Measured with "
+            f"{real.visas_used} visas ({real.passport_header_bytes}-byte line) instead."
+        )
+    print(
+        f"  {'(a) /healthz (trivial)':50s} "
+        + " ".join(f"{r:8.0f}" for r in real.trivial)
+        + " req/s (before, between and after the rounds)"
+    )
     for name, pairs in real.rounds.items():
         rate = statistics.median(r for r, _ in pairs)
         base = statistics.median(b for _, b in pairs)
         ratio = statistics.median(r / b for r, b in pairs)
         each = " ".join(f"{r / b:4.2f}" for r, b in pairs)
-        print(f"  {name:50s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio to (a) {ratio:5.2f}"
-              f"   (rounds: {each})")
+        print(
+            f"  {name:50s} {rate:8.0f} req/s   trivial {base:8.0f} req/s   ratio to (a) {ratio:5.2f}   (rounds: {each})"
+        )
 
 
 def main() -> int:

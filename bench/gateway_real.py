@@ -89,29 +89,65 @@ class ExternalAai:
         return {"keys": [{**jwk, "kid": AAI_KID, "use": "sig", "alg": "ES256"}]}
 
     def visa(self, sub: str, visa: dict[str, Any], now: int, number: int) -> str:
-        claims = {"iss": AAI, "sub": sub, "iat": now - 60, "exp": now + 3600, "jti": f"bench-visa-{number}",
-                  "ga4gh_visa_v1": visa}
+        claims = {
+            "iss": AAI,
+            "sub": sub,
+            "iat": now - 60,
+            "exp": now + 3600,
+            "jti": f"bench-visa-{number}",
+            "ga4gh_visa_v1": visa,
+        }
         return jwt.encode(claims, self.key, "ES256", headers={"typ": VISA_TYP, "kid": AAI_KID, "jku": AAI_JKU})
 
     def passport(self, sub: str, visa_count: int, audience: str, now: int) -> str:
         """A passport of ``visa_count`` visas, the dataset's grant last (``visa_count`` >= 1)."""
         asserted = now - 86_400
         fillers: list[dict[str, Any]] = [
-            {"type": "AffiliationAndRole", "value": "faculty@uni.example.org", "source": "https://uni.example.org",
-             "by": "so"},
-            {"type": "AcceptedTermsAndPolicies", "value": "https://doi.org/10.1038/s41431-018-0219-y",
-             "source": "https://uni.example.org", "by": "self"},
-            {"type": "ResearcherStatus", "value": "https://doi.org/10.1038/s41431-018-0219-y",
-             "source": "https://uni.example.org", "by": "peer"},
+            {
+                "type": "AffiliationAndRole",
+                "value": "faculty@uni.example.org",
+                "source": "https://uni.example.org",
+                "by": "so",
+            },
+            {
+                "type": "AcceptedTermsAndPolicies",
+                "value": "https://doi.org/10.1038/s41431-018-0219-y",
+                "source": "https://uni.example.org",
+                "by": "self",
+            },
+            {
+                "type": "ResearcherStatus",
+                "value": "https://doi.org/10.1038/s41431-018-0219-y",
+                "source": "https://uni.example.org",
+                "by": "peer",
+            },
         ]
-        fillers += [{"type": "ControlledAccessGrants", "value": DATASET_URL_TEMPLATE.format(dataset=f"OTHER-{i}"),
-                     "source": DAC_SOURCE, "by": "dac"} for i in range(1, max(0, visa_count - 4) + 1)]
-        grant = {"type": "ControlledAccessGrants", "value": DATASET_URL_TEMPLATE.format(dataset=DATASET),
-                 "source": DAC_SOURCE, "by": "dac"}
+        fillers += [
+            {
+                "type": "ControlledAccessGrants",
+                "value": DATASET_URL_TEMPLATE.format(dataset=f"OTHER-{i}"),
+                "source": DAC_SOURCE,
+                "by": "dac",
+            }
+            for i in range(1, max(0, visa_count - 4) + 1)
+        ]
+        grant = {
+            "type": "ControlledAccessGrants",
+            "value": DATASET_URL_TEMPLATE.format(dataset=DATASET),
+            "source": DAC_SOURCE,
+            "by": "dac",
+        }
         objects = [*fillers[: visa_count - 1], grant]
         visas = [self.visa(sub, {**o, "asserted": asserted}, now, i) for i, o in enumerate(objects)]
-        claims = {"iss": AAI, "sub": sub, "aud": audience, "iat": now - 10, "exp": now + 3600,
-                  "jti": f"bench-passport-{secrets.token_hex(8)}", "ga4gh_passport_v1": visas}
+        claims = {
+            "iss": AAI,
+            "sub": sub,
+            "aud": audience,
+            "iat": now - 10,
+            "exp": now + 3600,
+            "jti": f"bench-passport-{secrets.token_hex(8)}",
+            "ga4gh_passport_v1": visas,
+        }
         return jwt.encode(claims, self.key, "ES256", headers={"typ": PASSPORT_TYP, "kid": AAI_KID})
 
 
@@ -163,14 +199,30 @@ class RealBroker:
             },
         }
         if dac_member is not None:
-            data["dac"] = {"dataset_url_template": DATASET_URL_TEMPLATE, "committees": [
-                {"id": "BENCH", "name": "Bench DAC", "source": DAC_SOURCE, "datasets": [DATASET],
-                 "members": [{"identity": dac_member}]}]}
+            data["dac"] = {
+                "dataset_url_template": DATASET_URL_TEMPLATE,
+                "committees": [
+                    {
+                        "id": "BENCH",
+                        "name": "Bench DAC",
+                        "source": DAC_SOURCE,
+                        "datasets": [DATASET],
+                        "members": [{"identity": dac_member}],
+                    }
+                ],
+            }
         return data
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run([sys.executable, "-m", "broker", "-c", str(self.config), *args], input=stdin,
-                              capture_output=True, text=True, timeout=120, env=_env(), check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "broker", "-c", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(),
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"ga4gh-broker {args[0]} {args[1]} failed: {done.stderr.strip()}")
         return done.stdout
@@ -188,15 +240,28 @@ class RealBroker:
             out = self.cli("users", "add", name, stdin=password + "\n")
             self.ids[name] = out.rsplit("(sub ", 1)[1].split(")", 1)[0]
         self.config.write_text(yaml.safe_dump(self.settings(self.ids["dora"]), sort_keys=False))
-        self.cli("grants", "add", "--as", self.ids["dora"], self.ids["alice"], DATASET, "--days", "30",
-                 "--reason", "gateway bench")
+        self.cli(
+            "grants",
+            "add",
+            "--as",
+            self.ids["dora"],
+            self.ids["alice"],
+            DATASET,
+            "--days",
+            "30",
+            "--reason",
+            "gateway bench",
+        )
 
     def start(self, timeout: float = 60) -> None:
         log = (self.work / "broker.log").open("wb")
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "broker", "-c", str(self.config), "serve", "--bind", f"127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, env=_env())
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -236,8 +301,15 @@ class RealBroker:
         store = open_store(settings)
         try:
             ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
-            token, _ = mint_access_token(ring, settings, sub=self.ids["alice"], client_id="bench-portal",
-                                         scope=("openid", "ga4gh_passport_v1"), grant=new_id(), now=int(time.time()))
+            token, _ = mint_access_token(
+                ring,
+                settings,
+                sub=self.ids["alice"],
+                client_id="bench-portal",
+                scope=("openid", "ga4gh_passport_v1"),
+                grant=new_id(),
+                now=int(time.time()),
+            )
         finally:
             store.close()
         return token

@@ -51,17 +51,23 @@ def cpu_seconds(pid: int) -> float:
 def one_login(broker: BrokerProcess, client: Client) -> None:
     http = requests.Session()
     verifier, challenge = pkce_pair()
-    query, _ = browser_code(http, broker, client, code_challenge=challenge, code_challenge_method="S256",
-                            remember=True)
+    query, _ = browser_code(http, broker, client, code_challenge=challenge, code_challenge_method="S256", remember=True)
     tokens = redeem(broker, client, query["code"], verifier).json()
     exchange(broker, client, tokens["access_token"]).raise_for_status()
 
 
-def exchange(broker: BrokerProcess, client: Client, at: str, http: requests.Session | None = None
-             ) -> requests.Response:
-    return (http or requests).post(broker.url("/token"), data={
-        "grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": at, "subject_token_type": ACCESS_TOKEN_TYPE,
-        "requested_token_type": PASSPORT_TOKEN_TYPE}, auth=client.auth, timeout=10)
+def exchange(broker: BrokerProcess, client: Client, at: str, http: requests.Session | None = None) -> requests.Response:
+    return (http or requests).post(
+        broker.url("/token"),
+        data={
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": at,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "requested_token_type": PASSPORT_TOKEN_TYPE,
+        },
+        auth=client.auth,
+        timeout=10,
+    )
 
 
 def rate(seconds: float, threads: int, call: object) -> float:
@@ -90,10 +96,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    settings = {"oidc": {"clients": [{
-        "client_id": "bench", "redirect_uris": ["https://bench.example/cb"], "secret_hash": hash_secret(SECRET),
-        "grant_types": ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT],
-        "scopes": ["openid", "ga4gh_passport_v1"]}]}}
+    settings = {
+        "oidc": {
+            "clients": [
+                {
+                    "client_id": "bench",
+                    "redirect_uris": ["https://bench.example/cb"],
+                    "secret_hash": hash_secret(SECRET),
+                    "grant_types": ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT],
+                    "scopes": ["openid", "ga4gh_passport_v1"],
+                }
+            ]
+        }
+    }
     with tempfile.TemporaryDirectory() as tmp:
         broker = BrokerProcess(directory=Path(tmp), settings=settings).start()
         try:
@@ -114,8 +129,10 @@ def main() -> int:
             broker.stop()
     print(f"full logins/s (sequential, one client): {args.logins / elapsed:.1f}")
     print(f"server CPU ms per full login: {1000 * cpu / args.logins:.1f}")
-    print(f"/healthz req/s: {trivial:.0f}; token exchange req/s: {exchanges:.0f}; "
-          f"ratio exchange/trivial: {exchanges / trivial:.2f}")
+    print(
+        f"/healthz req/s: {trivial:.0f}; token exchange req/s: {exchanges:.0f}; "
+        f"ratio exchange/trivial: {exchanges / trivial:.2f}"
+    )
     return 0
 
 

@@ -90,40 +90,76 @@ def write_policy(directory: Path, explicit: int, listed: int, registered: int, l
     for n in range(explicit):
         dataset = f"DS{n:08d}"
         ids.append(dataset)
-        lines += [f"  {dataset}:", f"    description: dataset {n}", "    read:", "      any_of:",
-                  "        - rule: grant", "        - all_of:", "            - rule: bona_fide",
-                  "            - rule: nordic_faculty"]
+        lines += [
+            f"  {dataset}:",
+            f"    description: dataset {n}",
+            "    read:",
+            "      any_of:",
+            "        - rule: grant",
+            "        - all_of:",
+            "            - rule: bona_fide",
+            "            - rule: nordic_faculty",
+        ]
     (directory / "datasets.yaml").write_text("\n".join(lines) + "\n")
     lines = ["templates:", "  studies:", "    description: studies with their own DAC", "    datasets:"]
     for n in range(listed):
         dataset = f"EGAD{n:011d}"
         ids.append(dataset)
         lines.append(f"      {dataset}: {{dac: EGAC{n % 20 + 1:011d}}}")
-    lines += ["    read:", "      visa:", "        type: ControlledAccessGrants",
-              "        value: const:https://ega-archive.org/datasets/${dataset}",
-              "        source: const:https://ega-archive.org/dacs/${dac}", "        by: dac",
-              "        issuers: list:dac_issuers",
-              "  open_registered:", "    description: registered access range", "    dataset_pattern: RA-*",
-              "    read: {rule: bona_fide}",
-              "  legacy:", "    description: legacy range", "    dataset_pattern: LEG-*", "    read: {rule: grant}"]
+    lines += [
+        "    read:",
+        "      visa:",
+        "        type: ControlledAccessGrants",
+        "        value: const:https://ega-archive.org/datasets/${dataset}",
+        "        source: const:https://ega-archive.org/dacs/${dac}",
+        "        by: dac",
+        "        issuers: list:dac_issuers",
+        "  open_registered:",
+        "    description: registered access range",
+        "    dataset_pattern: RA-*",
+        "    read: {rule: bona_fide}",
+        "  legacy:",
+        "    description: legacy range",
+        "    dataset_pattern: LEG-*",
+        "    read: {rule: grant}",
+    ]
     (directory / "templates.yaml").write_text("\n".join(lines) + "\n")
     ids += [f"RA-{n:06d}" for n in range(registered)] + [f"LEG-{n:06d}" for n in range(legacy)]
     return ids
 
 
 # The passport holds grants for these datasets (present in both policies where the id exists).
-GRANTS = ["DS00000000", "DS00000001", "EGAD00000000000", "EGAD00000000001", "LEG-000000",
-          "DS00003999", "DS00001234", "DS00002000", "EGAD00000003999", "EGAD00000001234", "EGAD00000002000",
-          "LEG-000999", "LEG-000500", "LEG-000250", "DS00000777"]
+GRANTS = [
+    "DS00000000",
+    "DS00000001",
+    "EGAD00000000000",
+    "EGAD00000000001",
+    "LEG-000000",
+    "DS00003999",
+    "DS00001234",
+    "DS00002000",
+    "EGAD00000003999",
+    "EGAD00000001234",
+    "EGAD00000002000",
+    "LEG-000999",
+    "LEG-000500",
+    "LEG-000250",
+    "DS00000777",
+]
 
 
 def kinds(ids: list[str]) -> dict[str, list[str]]:
     """The dataset ids of a policy by kind of decision, so both policies get the same mix."""
     granted = set(GRANTS)
-    out: dict[str, list[str]] = {"explicit, grant": [], "explicit, bona fide + affiliation": [],
-                                 "listed template, grant": [], "listed template, deny": [],
-                                 "pattern template, registered access": [], "pattern template, grant": [],
-                                 "pattern template, deny": []}
+    out: dict[str, list[str]] = {
+        "explicit, grant": [],
+        "explicit, bona fide + affiliation": [],
+        "listed template, grant": [],
+        "listed template, deny": [],
+        "pattern template, registered access": [],
+        "pattern template, grant": [],
+        "pattern template, deny": [],
+    }
     for dataset in ids:
         if dataset.startswith("DS"):
             out["explicit, grant" if dataset in granted else "explicit, bona fide + affiliation"].append(dataset)
@@ -149,16 +185,42 @@ def passport(now: int) -> tuple[list[Visa], IdentityGraph, tuple[str, str]]:
         visa(LS, "alice-ls", "AcceptedTermsAndPolicies", DOI, "https://elixir-europe.org/", "self", 86400 * 60, 0),
         visa(LS, "alice-ls", "ResearcherStatus", DOI, "https://www.uio.no/", "system", 86400 * 40, 1),
         visa(LS, "alice-ls", "AffiliationAndRole", "faculty@uio.no", "https://www.uio.no/", "system", 86400 * 40, 2),
-        visa(LS, "alice-ls", "AffiliationAndRole", "member@elixir-europe.org", "https://elixir-europe.org/",
-             "system", 86400 * 40, 3),
-        visa(BROKER, "alice", "LinkedIdentities", format_linked_identities([ls_identity]), BROKER, "system",
-             86400 * 20, 4),
+        visa(
+            LS,
+            "alice-ls",
+            "AffiliationAndRole",
+            "member@elixir-europe.org",
+            "https://elixir-europe.org/",
+            "system",
+            86400 * 40,
+            3,
+        ),
+        visa(
+            BROKER,
+            "alice",
+            "LinkedIdentities",
+            format_linked_identities([ls_identity]),
+            BROKER,
+            "system",
+            86400 * 20,
+            4,
+        ),
     ]
     for n, dataset in enumerate(GRANTS):
         # A listed EGA study is granted by its own DAC (the template's ${dac}); others by any trusted DAC.
         dac = DACS[int(dataset[4:]) % 20] if dataset.startswith("EGAD") else DACS[n % len(DACS)]
-        visas.append(visa(BROKER, "alice", "ControlledAccessGrants", f"https://ega-archive.org/datasets/{dataset}",
-                          dac, "dac", 86400 * (10 + n), 5 + n))
+        visas.append(
+            visa(
+                BROKER,
+                "alice",
+                "ControlledAccessGrants",
+                f"https://ega-archive.org/datasets/{dataset}",
+                dac,
+                "dac",
+                86400 * (10 + n),
+                5 + n,
+            )
+        )
     assert len(visas) == 20, len(visas)
     graph = IdentityGraph.from_visas([v for v in visas if v.visa.type == "LinkedIdentities"])
     return visas, graph, holder
@@ -181,8 +243,15 @@ def control(visas: list[Visa], now: int) -> int:
     return len(index)
 
 
-def run(policies: dict[str, tuple[PolicySet, dict[str, list[str]]]], visas: list[Visa], graph: IdentityGraph,
-        holder: tuple[str, str], now: int, decisions: int, seed: int) -> dict[str, dict[str, list[int]]]:
+def run(
+    policies: dict[str, tuple[PolicySet, dict[str, list[str]]]],
+    visas: list[Visa],
+    graph: IdentityGraph,
+    holder: tuple[str, str],
+    now: int,
+    decisions: int,
+    seed: int,
+) -> dict[str, dict[str, list[int]]]:
     """Interleave decisions on every policy; latencies in ns by policy and outcome.
 
     Each step picks a kind of decision, then a dataset of that kind in each policy.
@@ -248,8 +317,9 @@ def main() -> int:
             mean = statistics.fmean(values)
             p50 = percentile(values, 0.50) / 1000
             p99[(name, outcome)] = percentile(values, 0.99) / 1000
-            print(f"{name:>9} {outcome:>8} {len(values):>7} {1e9 / mean:>12,.0f} {p50:>8.1f} "
-                  f"{p99[(name, outcome)]:>8.1f}")
+            print(
+                f"{name:>9} {outcome:>8} {len(values):>7} {1e9 / mean:>12,.0f} {p50:>8.1f} {p99[(name, outcome)]:>8.1f}"
+            )
     for outcome in ("all", "allow", "deny"):
         if (("10", outcome) in p99) and (("10000", outcome) in p99):
             ratio = p99[("10000", outcome)] / p99[("10", outcome)]
@@ -257,8 +327,10 @@ def main() -> int:
     print(f"p99 at 10,000 datasets [all]: {p99[('10000', 'all')]:.1f} us  (target <= 50 us)")
     control_values = sorted(results["control"]["all"])
     spread = percentile(control_values, 0.99) / percentile(control_values, 0.50)
-    print(f"noise floor: the fixed control workload's p99/p50 in this run is {spread:.2f} "
-          "(near 1 on an idle machine; a decision's p99/p50 cannot be expected to beat it)")
+    print(
+        f"noise floor: the fixed control workload's p99/p50 in this run is {spread:.2f} "
+        "(near 1 on an idle machine; a decision's p99/p50 cannot be expected to beat it)"
+    )
     return 0
 
 

@@ -80,8 +80,17 @@ def code_pair(store: Store) -> Callable[[int], object]:
 
 def grant_pair(store: Store) -> Callable[[int], object]:
     def step(i: int) -> object:
-        g = Grant(id=f"g{i % 1000}", identity_id=f"id-{i % 100}", dataset="EGAD00001", dac="dac-a",
-                  granted_by="alice", granted_at=i, start=i, end=i + 86400, reason="approved")
+        g = Grant(
+            id=f"g{i % 1000}",
+            identity_id=f"id-{i % 100}",
+            dataset="EGAD00001",
+            dac="dac-a",
+            granted_by="alice",
+            granted_at=i,
+            start=i,
+            end=i + 86400,
+            reason="approved",
+        )
         store.put_grant(g)
         got = store.get_grant(g.id)
         assert got == g
@@ -119,9 +128,28 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
         sys.exit("bench: redis-server not found on PATH (Debian package redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-         "--logfile", str(directory / "redis.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(directory / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_timeout=0.5)
     deadline = time.monotonic() + 10
@@ -140,8 +168,12 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="measuring time per figure, each of ours "
-                        "and the baseline (default 1.5)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=1.5,
+        help="measuring time per figure, each of ours and the baseline (default 1.5)",
+    )
     logging.basicConfig(level=logging.ERROR)  # the store warns that everysec can lose 1 s: known here
     seconds = min(max(parser.parse_args().seconds, 0.2), 3.0)
     rows: list[tuple[str, str, float, str, float]] = []
@@ -176,8 +208,10 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=10)
 
-    print(f"store throughput, pairs/s from one thread (best of 3 alternating runs, {seconds:g} s per figure;\n"
-          f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, redis-py {redis.__version__})")
+    print(
+        f"store throughput, pairs/s from one thread (best of 3 alternating runs, {seconds:g} s per figure;\n"
+        f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, redis-py {redis.__version__})"
+    )
     print(f"{'backend':<20}{'workload':<22}{'ours/s':>10}  {'baseline':<15}{'base/s':>10}{'ratio':>8}")
     for backend, workload, ours, base_name, base in rows:
         print(f"{backend:<20}{workload:<22}{ours:>10.0f}  {base_name:<15}{base:>10.0f}{ours / base:>8.2f}")

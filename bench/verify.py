@@ -76,8 +76,9 @@ MIN_ROUNDS = 3
 
 
 def key_ring(issuer: str, alg: str, directory: Path) -> KeyRing:
-    settings = Settings(issuer=issuer, data_dir=str(directory),
-                        keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=86_400))
+    settings = Settings(
+        issuer=issuer, data_dir=str(directory), keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=86_400)
+    )
     ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
     ring.maintain()
     return ring
@@ -86,8 +87,12 @@ def key_ring(issuer: str, alg: str, directory: Path) -> KeyRing:
 def sample_visas(n: int, offset: int = 0) -> list[VisaObject]:
     now = int(time.time())
     kinds = [
-        ("ControlledAccessGrants", "https://ega-archive.org/datasets/EGAD{:011d}",
-         "https://ega-archive.org/dacs/EGAC0001", "dac"),
+        (
+            "ControlledAccessGrants",
+            "https://ega-archive.org/datasets/EGAD{:011d}",
+            "https://ega-archive.org/dacs/EGAC0001",
+            "dac",
+        ),
         ("AffiliationAndRole", "faculty@university{}.example", "https://grid.ac/institutes/grid.0000.{}", "so"),
         ("AcceptedTermsAndPolicies", "https://doi.org/10.1038/s41431-018-0219-y", "https://elixir-europe.org/", "self"),
         ("ResearcherStatus", "https://doi.org/10.1038/s41431-018-0219-y", "https://elixir-europe.org/", "peer"),
@@ -119,15 +124,18 @@ def world(alg: str, directory: Path) -> World:
     issuer_ring = key_ring(VISA_ISSUER, alg, directory / "issuer")
     broker_ring = key_ring(BROKER, alg, directory / "broker")
     now = int(time.time())
-    visas = [mint_visa(issuer_ring, VISA_ISSUER, "researcher-1@visas.bench.example", v, now + 3600, now=now)
-             for v in sample_visas(VISAS_PER_PASSPORT)]
+    visas = [
+        mint_visa(issuer_ring, VISA_ISSUER, "researcher-1@visas.bench.example", v, now + 3600, now=now)
+        for v in sample_visas(VISAS_PER_PASSPORT)
+    ]
     passport = mint_passport(broker_ring, BROKER, "researcher-1", visas, 600, audience=CLEARINGHOUSE, now=now)
     settings = Settings(
         issuer=CLEARINGHOUSE,
         data_dir=str(directory / "clearinghouse"),
         trust=TrustSettings(
-            visa_issuers=[TrustedIssuerSettings(iss=VISA_ISSUER, jku=[own_jwks_url(VISA_ISSUER)],
-                                                jwks=issuer_ring.jwks())],
+            visa_issuers=[
+                TrustedIssuerSettings(iss=VISA_ISSUER, jku=[own_jwks_url(VISA_ISSUER)], jwks=issuer_ring.jwks())
+            ],
             brokers=[TrustedBrokerSettings(iss=BROKER, jwks=broker_ring.jwks())],
         ),
     )
@@ -230,8 +238,13 @@ def openssl_speed() -> dict[str, float] | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "speed", "-seconds", "1", "rsa2048", "ecdsap256"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            [exe, "speed", "-seconds", "1", "rsa2048", "ecdsap256"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return None
     rates: dict[str, float] = {}
@@ -273,8 +286,10 @@ def memory_child(count: int) -> None:
         chunk = 5_000
         for start in range(0, count, chunk):
             size = min(chunk, count - start)
-            tokens = [mint_visa(w.issuer_ring, VISA_ISSUER, f"researcher-{i}", v, now + 3600, now=now)
-                      for i, v in zip(range(start, start + size), sample_visas(size, start), strict=True)]
+            tokens = [
+                mint_visa(w.issuer_ring, VISA_ISSUER, f"researcher-{i}", v, now + 3600, now=now)
+                for i, v in zip(range(start, start + size), sample_visas(size, start), strict=True)
+            ]
             for token in tokens:
                 accepted += type(verifier.verify_visa(token)).__name__ == "Visa"
             del tokens
@@ -314,8 +329,10 @@ def main() -> int:
     # The memory phase runs meanwhile in its own interpreter, on another core when there is one.
     child = start_memory_child(memory_count, cpus[0] if len(cpus) > 1 else core)
 
-    print(f"verify bench: {VISAS_PER_PASSPORT}-visa passport, one core (cpu {core}), best of {MIN_ROUNDS} to {rounds} "
-          f"interleaved rounds; crypto limit = cryptography verify alone, 10 visas + 1 passport")
+    print(
+        f"verify bench: {VISAS_PER_PASSPORT}-visa passport, one core (cpu {core}), best of {MIN_ROUNDS} to {rounds} "
+        f"interleaved rounds; crypto limit = cryptography verify alone, 10 visas + 1 passport"
+    )
     figures: dict[str, dict[str, float]] = {}
     for alg in ("RS256", "ES256"):
         with tempfile.TemporaryDirectory(prefix=f"bench-verify-{alg}-") as tmp:
@@ -323,19 +340,26 @@ def main() -> int:
         limit = crypto_limit(m)
         print(f"{alg}: passport {int(m['passport_bytes'])} bytes, {int(m['rounds'])} rounds")
         plain = m["crypto"] / VERIFIES_PER_PASSPORT
-        print(f"  crypto limit  {m['crypto']:>10,.0f} visa verifies/s, {m['crypto_passport']:,.0f} passport "
-              f"verifies/s -> {limit:>8,.0f} passports/s  (visa rate / {VERIFIES_PER_PASSPORT}: "
-              f"{plain:,.0f}; cold = {m['cold'] / plain:.2f} of that)")
+        print(
+            f"  crypto limit  {m['crypto']:>10,.0f} visa verifies/s, {m['crypto_passport']:,.0f} passport "
+            f"verifies/s -> {limit:>8,.0f} passports/s  (visa rate / {VERIFIES_PER_PASSPORT}: "
+            f"{plain:,.0f}; cold = {m['cold'] / plain:.2f} of that)"
+        )
         print(f"  cold          {m['cold']:>10,.0f} passports/s   {m['cold'] / limit:.2f} of the limit (target >= 0.5)")
-        print(f"  warm          {m['warm']:>10,.0f} passports/s   {m['warm'] / m['cold']:.0f}x cold (target >= 100x)"
-              f"   hit share {m['warm_hit_share']:.3f}")
+        print(
+            f"  warm          {m['warm']:>10,.0f} passports/s   {m['warm'] / m['cold']:.0f}x cold (target >= 100x)"
+            f"   hit share {m['warm_hit_share']:.3f}"
+        )
 
     speed = openssl_speed()
     if speed:
         n = VERIFIES_PER_PASSPORT
-        parts = [f"{alg} verify {speed[alg]:,.0f}/s (/{n} = {speed[alg] / n:,.0f} passports/s; "
-                 f"cold = {figures[alg]['cold'] / (speed[alg] / n):.2f} of it)"
-                 for alg in ("RS256", "ES256") if alg in speed]
+        parts = [
+            f"{alg} verify {speed[alg]:,.0f}/s (/{n} = {speed[alg] / n:,.0f} passports/s; "
+            f"cold = {figures[alg]['cold'] / (speed[alg] / n):.2f} of it)"
+            for alg in ("RS256", "ES256")
+            if alg in speed
+        ]
         print("openssl speed (1 s, reference): " + "; ".join(parts))
     else:
         print("openssl speed: not available")
@@ -343,14 +367,18 @@ def main() -> int:
     out, _ = child.communicate(timeout=150)
     mem = json.loads(out.strip().splitlines()[-1])
     mb = 1024 * 1024
-    print(f"memory: {mem['cached']:,} cached visas ({mem['accepted']:,} verified): resident growth "
-          f"{mem['rss_growth'] / mb:.0f} MB, process peak RSS {mem['peak_rss'] / mb:.0f} MB (target < 200 MB)")
+    print(
+        f"memory: {mem['cached']:,} cached visas ({mem['accepted']:,} verified): resident growth "
+        f"{mem['rss_growth'] / mb:.0f} MB, process peak RSS {mem['peak_rss'] / mb:.0f} MB (target < 200 MB)"
+    )
     ok_cold = all(figures[a]["cold"] / crypto_limit(figures[a]) >= 0.5 for a in figures)
     ok_warm = all(figures[a]["warm"] / figures[a]["cold"] >= 100 for a in figures)
     ok_mem = mem["peak_rss"] < 200 * mb
-    print(f"targets: cold >= 0.5 of limit: {'met' if ok_cold else 'MISSED'}; warm >= 100x cold: "
-          f"{'met' if ok_warm else 'MISSED'}; memory < 200 MB: {'met' if ok_mem else 'MISSED'}   "
-          f"({time.monotonic() - started:.0f} s)")
+    print(
+        f"targets: cold >= 0.5 of limit: {'met' if ok_cold else 'MISSED'}; warm >= 100x cold: "
+        f"{'met' if ok_warm else 'MISSED'}; memory < 200 MB: {'met' if ok_mem else 'MISSED'}   "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     return 0
 
 

@@ -99,8 +99,11 @@ def _install_gateway(app: Flask) -> None:
         return verify_access_token(rt.keyring, settings, rt.store, token)
 
     authorizer = PassportAuthorizer(
-        verifier=rt.verifier, policies=rt.policies, own_issuer=settings.issuer,
-        audience=gateway_settings.public_base_url, check_access_token=check_access_token,
+        verifier=rt.verifier,
+        policies=rt.policies,
+        own_issuer=settings.issuer,
+        audience=gateway_settings.public_base_url,
+        check_access_token=check_access_token,
         visas_for=lambda access_token: rt.passport_visas(access_token.sub),
     )
 
@@ -137,8 +140,7 @@ def _install_clearinghouse(app: Flask) -> None:
         rt.verified_cache = VerifiedCache(settings.limits.verified_cache_entries)
     cache = rt.verified_cache
     if rt.verifier is None:
-        rt.verifier = build_verifier(settings, own_keys_of(rt.keyring), cache=cache,
-                                     revoked=revocation_check(rt.store))
+        rt.verifier = build_verifier(settings, own_keys_of(rt.keyring), cache=cache, revoked=revocation_check(rt.store))
     # A revoked grant must not survive in cached verdicts (GA-14): our visa jti is "<grant id>.<random>".
     rt.revocation_listeners.append(lambda grant: cache.evict_jti_prefix(grant.id))
     if rt.visas_for is None:
@@ -149,7 +151,11 @@ def _install_clearinghouse(app: Flask) -> None:
 
         def visas_for(identity_id: str) -> list[str]:
             visas, problems = collect_visas(
-                identity_id, store=rt.store, minter=minter, remote=remote, limit=limit,
+                identity_id,
+                store=rt.store,
+                minter=minter,
+                remote=remote,
+                limit=limit,
                 upstream=lambda i: current_visas(settings, rt.store, rt.keyring, i),
             )
             for problem in problems:

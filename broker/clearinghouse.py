@@ -67,8 +67,11 @@ def cli_verifier(settings: Settings) -> Verifier:
                 finally:
                     store.close()
             except Exception as exc:  # the command must still judge third-party tokens
-                print(f"ga4gh-broker: warning: this broker's own keys are unavailable ({exc.__class__.__name__}); "
-                      "tokens it signed will be refused", file=sys.stderr)
+                print(
+                    f"ga4gh-broker: warning: this broker's own keys are unavailable ({exc.__class__.__name__}); "
+                    "tokens it signed will be refused",
+                    file=sys.stderr,
+                )
                 state["keys"] = {}
         return state["keys"]
 

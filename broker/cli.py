@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ga4gh-broker {__version__}")
     parser.add_argument(
-        "-c", "--config", metavar="FILE", default=None,
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
         help="settings file (YAML); default: $BROKER_CONFIG, else embedded defaults",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

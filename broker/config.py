@@ -166,9 +166,7 @@ class DeclaredClientSettings:
     name: str = ""
     grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
     scopes: list[str] = field(default_factory=lambda: ["openid"])
-    auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] = (
-        "client_secret_basic"
-    )
+    auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] = "client_secret_basic"
     secret_hash: str | None = secret(None)
     jwks: dict[str, Any] | None = None
     post_logout_redirect_uris: list[str] = field(default_factory=list)
@@ -258,9 +256,7 @@ class Settings:
 # --------------------------------------------------------------------------- loading
 
 
-def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML file (if any), apply ``BROKER_*`` overrides, validate, return Settings.
 
     ``path`` None means: the file named by ``BROKER_CONFIG`` if set, else embedded defaults.
@@ -277,7 +273,7 @@ def load_settings(
     for key, value in sorted(env.items()):
         if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
             continue
-        dotted = key[len(ENV_PREFIX):].lower().split("__")
+        dotted = key[len(ENV_PREFIX) :].lower().split("__")
         _apply_override(raw, dotted, value, key)
     settings = _build(Settings, {**raw, "source": source}, source, "")
     _check(settings)
@@ -325,8 +321,14 @@ def _apply_override(raw: dict[str, Any], dotted: list[str], value: str, env_key:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
     if isinstance(value, dict | list):
         return names[type(value)]
     return f"{names.get(type(value), type(value).__name__)} {value!r}"
@@ -420,8 +422,11 @@ def _check(s: Settings) -> None:
     if s.keys.rotate_every_days < 0:
         raise SettingsError(src, "keys.rotate_every_days", "expected 0 (manual only) or a positive number of days")
     if 0 < s.keys.rotate_every_days * 86400 <= s.keys.publish_ahead_seconds:
-        raise SettingsError(src, "keys.rotate_every_days",
-                            "must be longer than keys.publish_ahead_seconds, or each key would be replaced on arrival")
+        raise SettingsError(
+            src,
+            "keys.rotate_every_days",
+            "must be longer than keys.publish_ahead_seconds, or each key would be replaced on arrival",
+        )
     if s.limits.clock_leeway_seconds < 0 or s.limits.clock_leeway_seconds > 300:
         raise SettingsError(src, "limits.clock_leeway_seconds", "expected 0 to 300 seconds")
     if s.store.backend == "redis" and not s.store.url.startswith(("redis://", "rediss://", "unix://")):
@@ -457,8 +462,12 @@ def _check_oidc(s: Settings) -> None:
     for key, value in lifetimes.items():
         if value <= 0:
             raise SettingsError(src, key, f"expected a number greater than 0, got {value!r}")
-    for key in ("oidc.access_token_lifetime_seconds", "oidc.id_token_lifetime_seconds",
-                "oidc.passport_lifetime_seconds", "oidc.visa_lifetime_seconds"):
+    for key in (
+        "oidc.access_token_lifetime_seconds",
+        "oidc.id_token_lifetime_seconds",
+        "oidc.passport_lifetime_seconds",
+        "oidc.visa_lifetime_seconds",
+    ):
         if lifetimes[key] > s.keys.max_token_lifetime_seconds:
             raise SettingsError(src, key, "must not exceed keys.max_token_lifetime_seconds")
     if o.code_lifetime_seconds > 600:

@@ -27,8 +27,11 @@ def _prepare(settings: Settings) -> None:
         for warning in health.warnings:
             log.warning("store: %s", warning)
         if not health.ok:
-            raise CommandError(f"the {health.backend} store is not fit for security state: "
-                               + ("; ".join(health.warnings) or "unhealthy"), 1)
+            raise CommandError(
+                f"the {health.backend} store is not fit for security state: "
+                + ("; ".join(health.warnings) or "unhealthy"),
+                1,
+            )
         KeyRing.open(settings, store).maintain()
     finally:
         store.close()

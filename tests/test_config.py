@@ -52,13 +52,16 @@ def test_broker_config_variable_names_the_file(tmp_path: Path) -> None:
 
 
 def test_trusted_issuers_become_dataclasses(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 trust:
   visa_issuers:
     - iss: https://login.example/oidc/
       jku: [https://login.example/oidc/jwk]
       visa_types: [ControlledAccessGrants]
-""")
+""",
+    )
     issuer = load_settings(path, environ={}).trust.visa_issuers[0]
     assert issuer.iss == "https://login.example/oidc/"
     assert issuer.jku == ["https://login.example/oidc/jwk"]
@@ -114,10 +117,13 @@ def test_unknown_environment_override_is_refused() -> None:
 
 
 def test_redacted_hides_every_secret() -> None:
-    settings = load_settings(None, environ={
-        "BROKER_KEYS__ENCRYPTION_SECRET": "kek-passphrase-123",
-        "BROKER_STORE__URL": "redis://:hunter2@127.0.0.1:6379/0",
-    })
+    settings = load_settings(
+        None,
+        environ={
+            "BROKER_KEYS__ENCRYPTION_SECRET": "kek-passphrase-123",
+            "BROKER_STORE__URL": "redis://:hunter2@127.0.0.1:6379/0",
+        },
+    )
     text = repr(redacted(settings))
     assert "kek-passphrase-123" not in text
     assert "hunter2" not in text
@@ -130,17 +136,24 @@ def test_settings_are_immutable() -> None:
         settings.issuer = "https://evil/"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("store: {backend: mysql}\n", "store.backend"),
-    ("bogus: 1\n", "bogus"),
-    ("server: {workers: x}\n", "server.workers"),
-    ("issuer: 42\n", "issuer"),
-    ("limits:\n  max_json_depth: -1\n", "limits.max_json_depth"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("store: {backend: mysql}\n", "store.backend"),
+        ("bogus: 1\n", "bogus"),
+        ("server: {workers: x}\n", "server.workers"),
+        ("issuer: 42\n", "issuer"),
+        ("limits:\n  max_json_depth: -1\n", "limits.max_json_depth"),
+    ],
+)
 def test_cli_reports_one_line_and_exit_status_2(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
-    result = subprocess.run([sys.executable, "-m", "broker", "-c", str(path), "config", "check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "-c", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

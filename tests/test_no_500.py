@@ -79,8 +79,10 @@ def test_every_route_survives_hostile_input(app: Flask, client: FlaskClient) -> 
     for path, methods in concrete_paths(app):
         for method in sorted(methods):
             variants = [{}] + [{"headers": {"Authorization": f"Bearer {t}"}} for t in TOKENS]
-            variants += [{"query_string": QUERY}, {"headers": {"X-Original-URI": f"/data/x/y?{QUERY}",
-                                                               "X-Original-Method": "GET"}}]
+            variants += [
+                {"query_string": QUERY},
+                {"headers": {"X-Original-URI": f"/data/x/y?{QUERY}", "X-Original-Method": "GET"}},
+            ]
             if method in {"POST", "PUT", "PATCH", "DELETE"}:
                 variants += [{"data": body, "content_type": ctype} for body, ctype in BODIES]
             for kwargs in variants:
@@ -92,8 +94,12 @@ def test_every_route_survives_hostile_input(app: Flask, client: FlaskClient) -> 
 
 def test_hostile_query_strings_on_oidc_endpoints(client: FlaskClient) -> None:
     for path in ("/authorize", "/userinfo", "/device", "/logout", "/login", "/.well-known/openid-configuration"):
-        for query in ("client_id=%ff&redirect_uri=%00", "a=" + "b" * 20_000, "scope=" + "%20" * 3000,
-                      "response_type=code&client_id=x&redirect_uri=javascript:alert(1)"):
+        for query in (
+            "client_id=%ff&redirect_uri=%00",
+            "a=" + "b" * 20_000,
+            "scope=" + "%20" * 3000,
+            "response_type=code&client_id=x&redirect_uri=javascript:alert(1)",
+        ):
             response = client.get(f"{path}?{query}")
             assert response.status_code < 500, (path, query[:40], response.status_code)
 

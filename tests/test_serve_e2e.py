@@ -74,8 +74,12 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningBr
     config = write_settings(tmp_path, port, request.param)
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([BROKER, "-c", str(config), "serve", "--bind", f"127.0.0.1:{port}"],
-                                   stdout=sink, stderr=subprocess.STDOUT, env=clean_env())
+        process = subprocess.Popen(
+            [BROKER, "-c", str(config), "serve", "--bind", f"127.0.0.1:{port}"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
     running = RunningBroker(config=config, url=f"http://127.0.0.1:{port}", process=process, log=log)
     try:
         deadline = time.monotonic() + 30
@@ -110,8 +114,9 @@ def verify_with(jwks: dict[str, Any], token: str) -> dict[str, Any]:
     matching = [k for k in jwks["keys"] if k["kid"] == kid]
     assert len(matching) == 1, f"kid {kid} not published"
     key = jwt.PyJWK(matching[0])
-    return jwt.decode(token, key.key, algorithms=[matching[0]["alg"]], options={"require": ["exp"]},
-                      audience="e2e-client")
+    return jwt.decode(
+        token, key.key, algorithms=[matching[0]["alg"]], options={"require": ["exp"]}, audience="e2e-client"
+    )
 
 
 def wait_for_state(ring: KeyRing, kid: str, state: str, seconds: float = 10) -> None:
@@ -129,8 +134,9 @@ def test_token_survives_two_rotations_against_the_served_jwks(broker: RunningBro
         assert [k["kid"] for k in served["keys"]] == [first.kid]  # the active key, by thumbprint
 
         now = int(time.time())
-        token = ring.sign({"iss": broker.url + "/", "sub": "alice", "aud": "e2e-client", "iat": now,
-                           "exp": now + 300}, typ="at+jwt")
+        token = ring.sign(
+            {"iss": broker.url + "/", "sub": "alice", "aud": "e2e-client", "iat": now, "exp": now + 300}, typ="at+jwt"
+        )
         assert verify_with(served, token)["sub"] == "alice"
 
         rotation = cli("-c", str(broker.config), "keys", "rotate")

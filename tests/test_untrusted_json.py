@@ -35,8 +35,9 @@ def test_exact_boundary() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
-    lambda children: (st.lists(children, max_size=3)
-                      | st.dictionaries(st.text(alphabet='[]{}"\\ab'), children, max_size=3)),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\ab'), children, max_size=3)
+    ),
     max_leaves=30,
 )
 

@@ -83,12 +83,20 @@ def _bearer(req: Request) -> str:
     if "access_token" in req.args or len(headers) > 1:
         raise ApiError(400, "invalid_request", "Send the access token once, in the Authorization header.")
     if not headers:
-        raise ApiError(401, "invalid_token", "A bearer access token is required.",
-                       headers={"WWW-Authenticate": 'Bearer realm="dac"'})
+        raise ApiError(
+            401,
+            "invalid_token",
+            "A bearer access token is required.",
+            headers={"WWW-Authenticate": 'Bearer realm="dac"'},
+        )
     scheme, _, value = headers[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        raise ApiError(401, "invalid_token", "A bearer access token is required.",
-                       headers={"WWW-Authenticate": 'Bearer realm="dac"'})
+        raise ApiError(
+            401,
+            "invalid_token",
+            "A bearer access token is required.",
+            headers={"WWW-Authenticate": 'Bearer realm="dac"'},
+        )
     return value.strip()
 
 
@@ -102,8 +110,13 @@ def token_authenticate(req: Request) -> Principal:
     try:
         checked = verify_access_token(rt.keyring, rt.settings, rt.store, token)
     except InvalidToken as exc:
-        raise ApiError(401, "invalid_token", "The access token is not valid.", {"reason": exc.reason},
-                       headers={"WWW-Authenticate": 'Bearer realm="dac", error="invalid_token"'}) from None
+        raise ApiError(
+            401,
+            "invalid_token",
+            "The access token is not valid.",
+            {"reason": exc.reason},
+            headers={"WWW-Authenticate": 'Bearer realm="dac", error="invalid_token"'},
+        ) from None
     return Principal(identity=checked.sub, client_id=checked.client_id, scopes=frozenset(checked.scope))
 
 
@@ -116,11 +129,21 @@ def client_authenticate(req: Request) -> Principal:
     rt = current_runtime()
     form = {k: v for k, v in req.form.items()} if req.mimetype == "application/x-www-form-urlencoded" else {}
     try:
-        auth = authenticate(rt.settings, rt.store, form, req.headers.get("Authorization"),
-                            rt.settings.issuer.rstrip("/") + req.path, allow_public=False)
+        auth = authenticate(
+            rt.settings,
+            rt.store,
+            form,
+            req.headers.get("Authorization"),
+            rt.settings.issuer.rstrip("/") + req.path,
+            allow_public=False,
+        )
     except OAuthError:
-        raise ApiError(401, "invalid_client", "Client authentication failed.",
-                       headers={"WWW-Authenticate": 'Basic realm="permissions"'}) from None
+        raise ApiError(
+            401,
+            "invalid_client",
+            "Client authentication failed.",
+            headers={"WWW-Authenticate": 'Basic realm="permissions"'},
+        ) from None
     return Principal(identity=None, client_id=auth.client.client_id, scopes=frozenset(auth.client.scopes))
 
 
@@ -181,9 +204,20 @@ def _member_json(m: Member) -> dict[str, Any]:
 
 def _registered_json(r: RegisteredAccess) -> dict[str, Any]:
     g = r.record
-    return {"id": g.id, "type": r.visa_type, "by": r.by, "identity": g.identity_id, "dac": g.dac or None,
-            "granted_by": g.granted_by, "granted_at": g.granted_at, "start": g.start, "end": g.end,
-            "revoked_at": g.revoked_at, "revoked_by": g.revoked_by, "live": g.live(_now())}
+    return {
+        "id": g.id,
+        "type": r.visa_type,
+        "by": r.by,
+        "identity": g.identity_id,
+        "dac": g.dac or None,
+        "granted_by": g.granted_by,
+        "granted_at": g.granted_at,
+        "start": g.start,
+        "end": g.end,
+        "revoked_at": g.revoked_at,
+        "revoked_by": g.revoked_by,
+        "live": g.live(_now()),
+    }
 
 
 def _grant(g: Grant) -> dict[str, Any]:
@@ -220,8 +254,13 @@ def _float_arg(name: str) -> float | None:
 def me() -> Response:
     svc = _state().services
     actor = _actor()
-    return _json({"identity": actor, "admin": svc.directory.is_admin(actor),
-                  "committees": svc.members.roles.committees_of(actor)})
+    return _json(
+        {
+            "identity": actor,
+            "admin": svc.directory.is_admin(actor),
+            "committees": svc.members.roles.committees_of(actor),
+        }
+    )
 
 
 def committees() -> Response:
@@ -229,11 +268,20 @@ def committees() -> Response:
     actor = _actor()
     mine = svc.members.roles.committees_of(actor)
     admin = svc.directory.is_admin(actor)
-    return _json([
-        {"id": c.id, "name": c.name, "source": c.source, "datasets": sorted(c.datasets), "dataset_patterns":
-            list(c.patterns), "role": mine.get(c.id)}
-        for c in svc.directory.committees() if admin or c.id in mine
-    ])
+    return _json(
+        [
+            {
+                "id": c.id,
+                "name": c.name,
+                "source": c.source,
+                "datasets": sorted(c.datasets),
+                "dataset_patterns": list(c.patterns),
+                "role": mine.get(c.id),
+            }
+            for c in svc.directory.committees()
+            if admin or c.id in mine
+        ]
+    )
 
 
 def members_list(dac: str) -> Response:
@@ -242,8 +290,9 @@ def members_list(dac: str) -> Response:
 
 def members_add(dac: str) -> Response:
     data = _body({"identity", "role", "reason"}, {"identity"})
-    member = _state().services.members.add(_actor(), dac, _text(data, "identity"), _text(data, "role", "member"),
-                                           _text(data, "reason"))
+    member = _state().services.members.add(
+        _actor(), dac, _text(data, "identity"), _text(data, "role", "member"), _text(data, "reason")
+    )
     return _json(_member_json(member), 201)
 
 
@@ -254,17 +303,28 @@ def members_remove(dac: str, identity: str) -> Response:
 
 
 def grants_list() -> Response:
-    flt = GrantFilter(dataset=request.args.get("dataset"), dac=request.args.get("dac"),
-                      identity=request.args.get("identity"), live=_bool_arg("live"),
-                      expiring_within_days=_float_arg("expiring_days"))
+    flt = GrantFilter(
+        dataset=request.args.get("dataset"),
+        dac=request.args.get("dac"),
+        identity=request.args.get("identity"),
+        live=_bool_arg("live"),
+        expiring_within_days=_float_arg("expiring_days"),
+    )
     return _json([_grant(g) for g in _state().services.grants.list(_actor(), flt)])
 
 
 def grants_create() -> Response:
     data = _body({"identity", "dataset", "start", "end", "reason"}, {"identity", "dataset", "end"})
-    grant = _state().services.grants.grant(_actor(), GrantRequest(
-        identity=_text(data, "identity"), dataset=_text(data, "dataset"), end=data["end"], start=data.get("start"),
-        reason=_text(data, "reason")))
+    grant = _state().services.grants.grant(
+        _actor(),
+        GrantRequest(
+            identity=_text(data, "identity"),
+            dataset=_text(data, "dataset"),
+            end=data["end"],
+            start=data.get("start"),
+            reason=_text(data, "reason"),
+        ),
+    )
     return _json(_grant(grant), 201)
 
 
@@ -369,69 +429,196 @@ class Route:
 D = "/api/dac"
 ROUTES: tuple[Route, ...] = (
     Route(f"{D}/me", "GET", me, "dac", "Who the token acts as: DAC roles and admin flag", response="Me"),
-    Route(f"{D}/committees", "GET", committees, "dac", "The DACs you sit on (all for a site admin)",
-          response="CommitteeList"),
-    Route(f"{D}/committees/<dac>/members", "GET", members_list, "dac", "Members of a DAC", response="MemberList",
-          errors=(401, 403, 404)),
-    Route(f"{D}/committees/<dac>/members", "POST", members_add, "dac", "Add a member (chair or site admin)",
-          body="MemberRequest", ok=201, response="Member", errors=(400, 401, 403, 404, 415)),
-    Route(f"{D}/committees/<dac>/members/<identity>", "DELETE", members_remove, "dac",
-          "Remove a member (chair or site admin)", body="ReasonOptional", response="Object",
-          errors=(400, 401, 403, 404, 415)),
-    Route(f"{D}/grants", "GET", grants_list, "dac", "Grants you may see, filtered",
-          query=("dataset", "dac", "identity", "live", "expiring_days"), response="GrantList"),
-    Route(f"{D}/grants", "POST", grants_create, "dac", "Grant a researcher access to a dataset",
-          body="GrantRequest", ok=201, response="Grant", errors=(400, 401, 403, 409, 415)),
-    Route(f"{D}/grants/import", "POST", grants_import, "dac", "Import grants from CSV, all or nothing",
-          body="csv", ok=201, response="ImportResult", errors=(400, 401, 403, 409, 413, 415)),
-    Route(f"{D}/grants/<grant_id>", "GET", grants_get, "dac", "One grant", response="Grant",
-          errors=(401, 403, 404)),
-    Route(f"{D}/grants/<grant_id>/renew", "POST", grants_renew, "dac", "Give a grant a new end",
-          body="RenewRequest", response="Grant", errors=(400, 401, 403, 404, 409, 415)),
-    Route(f"{D}/grants/<grant_id>/revoke", "POST", grants_revoke, "dac", "Revoke a grant with a reason",
-          body="ReasonRequired", response="Grant", errors=(400, 401, 403, 404, 409, 415)),
-    Route(f"{D}/datasets/<path:dataset>/audit", "GET", dataset_audit, "dac",
-          "Audit trail of a dataset (grants and accesses), newest first", response="AuditList"),
+    Route(
+        f"{D}/committees",
+        "GET",
+        committees,
+        "dac",
+        "The DACs you sit on (all for a site admin)",
+        response="CommitteeList",
+    ),
+    Route(
+        f"{D}/committees/<dac>/members",
+        "GET",
+        members_list,
+        "dac",
+        "Members of a DAC",
+        response="MemberList",
+        errors=(401, 403, 404),
+    ),
+    Route(
+        f"{D}/committees/<dac>/members",
+        "POST",
+        members_add,
+        "dac",
+        "Add a member (chair or site admin)",
+        body="MemberRequest",
+        ok=201,
+        response="Member",
+        errors=(400, 401, 403, 404, 415),
+    ),
+    Route(
+        f"{D}/committees/<dac>/members/<identity>",
+        "DELETE",
+        members_remove,
+        "dac",
+        "Remove a member (chair or site admin)",
+        body="ReasonOptional",
+        response="Object",
+        errors=(400, 401, 403, 404, 415),
+    ),
+    Route(
+        f"{D}/grants",
+        "GET",
+        grants_list,
+        "dac",
+        "Grants you may see, filtered",
+        query=("dataset", "dac", "identity", "live", "expiring_days"),
+        response="GrantList",
+    ),
+    Route(
+        f"{D}/grants",
+        "POST",
+        grants_create,
+        "dac",
+        "Grant a researcher access to a dataset",
+        body="GrantRequest",
+        ok=201,
+        response="Grant",
+        errors=(400, 401, 403, 409, 415),
+    ),
+    Route(
+        f"{D}/grants/import",
+        "POST",
+        grants_import,
+        "dac",
+        "Import grants from CSV, all or nothing",
+        body="csv",
+        ok=201,
+        response="ImportResult",
+        errors=(400, 401, 403, 409, 413, 415),
+    ),
+    Route(f"{D}/grants/<grant_id>", "GET", grants_get, "dac", "One grant", response="Grant", errors=(401, 403, 404)),
+    Route(
+        f"{D}/grants/<grant_id>/renew",
+        "POST",
+        grants_renew,
+        "dac",
+        "Give a grant a new end",
+        body="RenewRequest",
+        response="Grant",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/grants/<grant_id>/revoke",
+        "POST",
+        grants_revoke,
+        "dac",
+        "Revoke a grant with a reason",
+        body="ReasonRequired",
+        response="Grant",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/datasets/<path:dataset>/audit",
+        "GET",
+        dataset_audit,
+        "dac",
+        "Audit trail of a dataset (grants and accesses), newest first",
+        response="AuditList",
+    ),
     Route(f"{D}/my/grants", "GET", my_grants, "dac", "Your own grants (researcher)", response="GrantList"),
-    Route(f"{D}/registered", "GET", registered_list, "dac", "Registered-access records (yours, or any for admins)",
-          query=("identity",), response="RegisteredList"),
-    Route(f"{D}/registered/accept", "POST", registered_accept, "dac",
-          "Accept the registered-access terms yourself (by: self)", body="Empty", ok=201, response="Registered",
-          errors=(400, 401, 403, 415)),
-    Route(f"{D}/registered/status", "POST", registered_status, "dac",
-          "Grant ResearcherStatus (by: so) as a site admin or DAC member", body="StatusRequest", ok=201,
-          response="Registered", errors=(400, 401, 403, 415)),
-    Route(f"{D}/registered/vouch", "POST", registered_vouch, "dac",
-          "Vouch for a researcher (by: peer); you must hold ResearcherStatus", body="VouchRequest", ok=201,
-          response="Registered", errors=(400, 401, 403, 415)),
-    Route(f"{D}/registered/<record_id>/revoke", "POST", registered_revoke, "dac",
-          "Revoke a registered-access record", body="ReasonOptional", response="Registered",
-          errors=(400, 401, 403, 404, 415)),
-    Route("/api/permissions/<path:user>", "GET", permissions, "client",
-          "A user's visas from this broker (REMS / ELIXIR permissions API shape)", response="Permissions",
-          errors=(401, 403)),
+    Route(
+        f"{D}/registered",
+        "GET",
+        registered_list,
+        "dac",
+        "Registered-access records (yours, or any for admins)",
+        query=("identity",),
+        response="RegisteredList",
+    ),
+    Route(
+        f"{D}/registered/accept",
+        "POST",
+        registered_accept,
+        "dac",
+        "Accept the registered-access terms yourself (by: self)",
+        body="Empty",
+        ok=201,
+        response="Registered",
+        errors=(400, 401, 403, 415),
+    ),
+    Route(
+        f"{D}/registered/status",
+        "POST",
+        registered_status,
+        "dac",
+        "Grant ResearcherStatus (by: so) as a site admin or DAC member",
+        body="StatusRequest",
+        ok=201,
+        response="Registered",
+        errors=(400, 401, 403, 415),
+    ),
+    Route(
+        f"{D}/registered/vouch",
+        "POST",
+        registered_vouch,
+        "dac",
+        "Vouch for a researcher (by: peer); you must hold ResearcherStatus",
+        body="VouchRequest",
+        ok=201,
+        response="Registered",
+        errors=(400, 401, 403, 415),
+    ),
+    Route(
+        f"{D}/registered/<record_id>/revoke",
+        "POST",
+        registered_revoke,
+        "dac",
+        "Revoke a registered-access record",
+        body="ReasonOptional",
+        response="Registered",
+        errors=(400, 401, 403, 404, 415),
+    ),
+    Route(
+        "/api/permissions/<path:user>",
+        "GET",
+        permissions,
+        "client",
+        "A user's visas from this broker (REMS / ELIXIR permissions API shape)",
+        response="Permissions",
+        errors=(401, 403),
+    ),
     Route("/api/openapi.json", "GET", openapi, "public", "This document", errors=()),
 )
 
 
 def _guard(route: Route) -> Callable[..., Response]:
     """The view wrapped with its route's policy (authentication and scope)."""
+
     def view(**kwargs: Any) -> Response:
         state = _state()
         if route.policy == "dac":
             principal = state.authenticate(request)
             if DAC_SCOPE not in principal.scopes or principal.identity is None:
-                raise ApiError(403, "insufficient_scope", f"This API needs a token with the {DAC_SCOPE!r} scope.",
-                               headers={"WWW-Authenticate": f'Bearer realm="dac", error="insufficient_scope", '
-                                                            f'scope="{DAC_SCOPE}"'})
+                raise ApiError(
+                    403,
+                    "insufficient_scope",
+                    f"This API needs a token with the {DAC_SCOPE!r} scope.",
+                    headers={
+                        "WWW-Authenticate": f'Bearer realm="dac", error="insufficient_scope", scope="{DAC_SCOPE}"'
+                    },
+                )
             request.environ["broker.dac.principal"] = principal
         elif route.policy == "client":
             principal = state.authenticate_client(request)
             if PERMISSIONS_SCOPE not in principal.scopes:
-                raise ApiError(403, "insufficient_scope",
-                               f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope.")
+                raise ApiError(
+                    403, "insufficient_scope", f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope."
+                )
             request.environ["broker.dac.principal"] = principal
         return route.view(**kwargs)
+
     view.__name__ = route.view.__name__
     return view
 
@@ -439,8 +626,12 @@ def _guard(route: Route) -> Callable[..., Response]:
 def blueprint() -> Blueprint:
     bp = Blueprint("dac_api", __name__)
     for route in ROUTES:
-        bp.add_url_rule(route.rule, endpoint=f"{route.view.__name__}_{route.method.lower()}",
-                        view_func=_guard(route), methods=[route.method])
+        bp.add_url_rule(
+            route.rule,
+            endpoint=f"{route.view.__name__}_{route.method.lower()}",
+            view_func=_guard(route),
+            methods=[route.method],
+        )
 
     @bp.errorhandler(DacError)
     def dac_error(exc: DacError) -> Response:
@@ -474,11 +665,17 @@ def init_app(
     rt: Runtime = app.extensions["broker"]
     services = build_services(rt.settings, rt.store, dac=dac, on_revoke=on_revoke, clock=clock)
     if visas_for is None:
-        minter = VisaMinter(rt.keyring, rt.settings.issuer, services.directory, services.grants,
-                            services.registered, clock=clock)
+        minter = VisaMinter(
+            rt.keyring, rt.settings.issuer, services.directory, services.grants, services.registered, clock=clock
+        )
         visas_for = minter.tokens
-    state = ApiState(services=services, authenticate=authenticate or token_authenticate,
-                     authenticate_client=authenticate_client or client_authenticate, visas_for=visas_for, clock=clock)
+    state = ApiState(
+        services=services,
+        authenticate=authenticate or token_authenticate,
+        authenticate_client=authenticate_client or client_authenticate,
+        visas_for=visas_for,
+        clock=clock,
+    )
     app.extensions["dac_api"] = state
     app.config["BROKER_ISSUER_FOR_DOCS"] = rt.settings.issuer
     app.register_blueprint(blueprint())
@@ -505,18 +702,54 @@ def openapi_path(rule: str) -> str:
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
-_TIME = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"},
-                   {"type": "string", "format": "date"}]}
-_GRANT = {"type": "object", "properties": {
-    "id": _STR, "identity": _STR, "dataset": _STR, "dac": _STR, "granted_by": _STR, "granted_at": _INT,
-    "start": _INT, "end": _INT, "reason": _STR, "revoked_at": {"type": ["integer", "null"]},
-    "revoked_by": {"type": ["string", "null"]}, "revoke_reason": {"type": ["string", "null"]},
-    "live": {"type": "boolean"}}, "required": ["id", "identity", "dataset", "dac", "start", "end", "live"]}
-_REGISTERED = {"type": "object", "properties": {
-    "id": _STR, "type": _STR, "by": {"enum": ["self", "so", "peer"]}, "identity": _STR,
-    "dac": {"type": ["string", "null"]}, "start": _INT, "end": _INT, "live": {"type": "boolean"}}}
-_MEMBER = {"type": "object", "properties": {"dac": _STR, "identity": _STR, "role": {"enum": ["member", "chair"]},
-                                            "origin": {"enum": ["settings", "store"]}}}
+_TIME = {
+    "oneOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+    ]
+}
+_GRANT = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "identity": _STR,
+        "dataset": _STR,
+        "dac": _STR,
+        "granted_by": _STR,
+        "granted_at": _INT,
+        "start": _INT,
+        "end": _INT,
+        "reason": _STR,
+        "revoked_at": {"type": ["integer", "null"]},
+        "revoked_by": {"type": ["string", "null"]},
+        "revoke_reason": {"type": ["string", "null"]},
+        "live": {"type": "boolean"},
+    },
+    "required": ["id", "identity", "dataset", "dac", "start", "end", "live"],
+}
+_REGISTERED = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "type": _STR,
+        "by": {"enum": ["self", "so", "peer"]},
+        "identity": _STR,
+        "dac": {"type": ["string", "null"]},
+        "start": _INT,
+        "end": _INT,
+        "live": {"type": "boolean"},
+    },
+}
+_MEMBER = {
+    "type": "object",
+    "properties": {
+        "dac": _STR,
+        "identity": _STR,
+        "role": {"enum": ["member", "chair"]},
+        "origin": {"enum": ["settings", "store"]},
+    },
+}
 
 
 def _closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -524,29 +757,44 @@ def _closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 
 COMPONENTS: dict[str, Any] = {
-    "Error": {"type": "object", "properties": {"error": _STR, "message": _STR, "fields": {"type": "object"},
-                                               "lines": {"type": "array"}}, "required": ["error", "message"]},
+    "Error": {
+        "type": "object",
+        "properties": {"error": _STR, "message": _STR, "fields": {"type": "object"}, "lines": {"type": "array"}},
+        "required": ["error", "message"],
+    },
     "Object": {"type": "object"},
     "Empty": _closed({}, []),
-    "Me": {"type": "object", "properties": {"identity": _STR, "admin": {"type": "boolean"},
-                                            "committees": {"type": "object"}}},
+    "Me": {
+        "type": "object",
+        "properties": {"identity": _STR, "admin": {"type": "boolean"}, "committees": {"type": "object"}},
+    },
     "CommitteeList": {"type": "array", "items": {"type": "object"}},
     "Member": _MEMBER,
     "MemberList": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
-    "MemberRequest": _closed({"identity": _STR, "role": {"enum": ["member", "chair"]}, "reason": _STR},
-                             ["identity"]),
+    "MemberRequest": _closed({"identity": _STR, "role": {"enum": ["member", "chair"]}, "reason": _STR}, ["identity"]),
     "Grant": _GRANT,
     "GrantList": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}},
-    "GrantRequest": _closed({"identity": _STR, "dataset": {"type": "string", "maxLength": 128}, "start": _TIME,
-                             "end": _TIME, "reason": {"type": "string", "maxLength": 1000}},
-                            ["identity", "dataset", "end"]),
+    "GrantRequest": _closed(
+        {
+            "identity": _STR,
+            "dataset": {"type": "string", "maxLength": 128},
+            "start": _TIME,
+            "end": _TIME,
+            "reason": {"type": "string", "maxLength": 1000},
+        },
+        ["identity", "dataset", "end"],
+    ),
     "RenewRequest": _closed({"end": _TIME, "reason": _STR}, ["end"]),
     "ReasonRequired": _closed({"reason": {"type": "string", "minLength": 1, "maxLength": 1000}}, ["reason"]),
     "ReasonOptional": _closed({"reason": {"type": "string", "maxLength": 1000}}, []),
-    "ImportResult": {"type": "object", "properties": {"imported": _INT, "grants": {
-        "type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}},
-    "AuditList": {"type": "array", "items": {"type": "object", "properties": {
-        "seq": _INT, "at": _INT, "event": {"type": "object"}}}},
+    "ImportResult": {
+        "type": "object",
+        "properties": {"imported": _INT, "grants": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}}},
+    },
+    "AuditList": {
+        "type": "array",
+        "items": {"type": "object", "properties": {"seq": _INT, "at": _INT, "event": {"type": "object"}}},
+    },
     "Registered": _REGISTERED,
     "RegisteredList": {"type": "array", "items": {"$ref": "#/components/schemas/Registered"}},
     "StatusRequest": _closed({"identity": _STR, "dac": _STR, "reason": _STR}, ["identity"]),
@@ -554,7 +802,10 @@ COMPONENTS: dict[str, Any] = {
     "Permissions": _closed({PASSPORT_CLAIM: {"type": "array", "items": _STR}}, [PASSPORT_CLAIM]),
 }
 QUERY = {
-    "dataset": _STR, "dac": _STR, "identity": _STR, "live": {"type": "boolean"},
+    "dataset": _STR,
+    "dac": _STR,
+    "identity": _STR,
+    "live": {"type": "boolean"},
     "expiring_days": {"type": "number", "minimum": 0},
 }
 
@@ -572,21 +823,28 @@ def openapi_document(server: str = "/") -> dict[str, Any]:
         op: dict[str, Any] = {
             "operationId": f"{route.view.__name__}_{route.method.lower()}",
             "summary": route.summary,
-            "responses": {str(route.ok): {"description": "OK", "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{route.response}"}}}}},
+            "responses": {
+                str(route.ok): {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.response}"}}},
+                }
+            },
         }
         for status in route.errors:
-            op["responses"][str(status)] = {"description": "Error", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"}}}}
+            op["responses"][str(status)] = {
+                "description": "Error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
         if params:
             op["parameters"] = params
         if route.body == "csv":
             op["requestBody"] = {"required": True, "content": {"text/csv": {"schema": _STR}}}
         elif route.body is not None:
-            op["requestBody"] = {"required": route.body not in ("ReasonOptional", "Empty"), "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{route.body}"}}}}
-        op["security"] = {"dac": [{"bearer": [DAC_SCOPE]}], "client": [{"clientBasic": []}], "public": []}[
-            route.policy]
+            op["requestBody"] = {
+                "required": route.body not in ("ReasonOptional", "Empty"),
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body}"}}},
+            }
+        op["security"] = {"dac": [{"bearer": [DAC_SCOPE]}], "client": [{"clientBasic": []}], "public": []}[route.policy]
         paths.setdefault(path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -596,11 +854,17 @@ def openapi_document(server: str = "/") -> dict[str, Any]:
         "components": {
             "schemas": COMPONENTS,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                           "description": f"Our access token with the {DAC_SCOPE!r} scope"},
-                "clientBasic": {"type": "http", "scheme": "basic",
-                                "description": f"OAuth client credentials, registered for {PERMISSIONS_SCOPE!r}"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": f"Our access token with the {DAC_SCOPE!r} scope",
+                },
+                "clientBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": f"OAuth client credentials, registered for {PERMISSIONS_SCOPE!r}",
+                },
             },
         },
     }
-

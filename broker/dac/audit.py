@@ -23,13 +23,18 @@ MAX_REASON_CHARS = 1000
 def grant_fields(grant: Grant) -> dict[str, Any]:
     """What an audit event says about a grant record."""
     return {
-        "grant": grant.id, "identity": grant.identity_id, "dataset": grant.dataset, "dac": grant.dac,
-        "start": grant.start, "end": grant.end,
+        "grant": grant.id,
+        "identity": grant.identity_id,
+        "dataset": grant.dataset,
+        "dac": grant.dac,
+        "start": grant.start,
+        "end": grant.end,
     }
 
 
-def record(store: Store, at: int, event: str, actor: str | None, undo: Callable[[], None] | None = None,
-           **fields: Any) -> None:
+def record(
+    store: Store, at: int, event: str, actor: str | None, undo: Callable[[], None] | None = None, **fields: Any
+) -> None:
     """Append ``{"event": event, "actor": actor, **fields}``; on failure run ``undo`` and re-raise."""
     try:
         store.audit_append({"event": event, "actor": actor, **fields}, at)

@@ -66,14 +66,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     live = listing.add_mutually_exclusive_group()
     live.add_argument("--live", action="store_true", default=None, help="only grants in force now")
     live.add_argument("--not-live", dest="live", action="store_false", help="only revoked, ended or future grants")
-    listing.add_argument("--expiring-days", type=float, default=None, metavar="N",
-                         help="only live grants ending within N days")
+    listing.add_argument(
+        "--expiring-days", type=float, default=None, metavar="N", help="only live grants ending within N days"
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_grants_list)
 
-    imp = gsub.add_parser("import", help="import grants from CSV, all or nothing",
-                          description="CSV with a header line: identity,dataset,end[,start][,reason]. "
-                                      "Every line is checked first; with any bad line nothing is imported.")
+    imp = gsub.add_parser(
+        "import",
+        help="import grants from CSV, all or nothing",
+        description="CSV with a header line: identity,dataset,end[,start][,reason]. "
+        "Every line is checked first; with any bad line nothing is imported.",
+    )
     _actor(imp)
     imp.add_argument("file", help="CSV file, or - for standard input")
     imp.set_defaults(handler=_grants_import)
@@ -105,8 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _actor(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--as", dest="actor", default=None, metavar="ID",
-                        help=f"the broker identity acting (default: ${ACTOR_ENV})")
+    parser.add_argument(
+        "--as", dest="actor", default=None, metavar="ID", help=f"the broker identity acting (default: ${ACTOR_ENV})"
+    )
 
 
 def _end(parser: argparse.ArgumentParser) -> None:
@@ -152,15 +157,24 @@ def _iso(ts: int | None) -> str:
 
 def _show(ctx: Context, grant: Grant) -> None:
     state = "live" if grant.live(int(time.time())) else ("revoked" if grant.revoked_at else "not live")
-    ctx.out(f"{grant.id}\t{grant.identity_id}\t{grant.dataset}\t{grant.dac}\t{_iso(grant.start)}\t"
-            f"{_iso(grant.end)}\t{state}")
+    ctx.out(
+        f"{grant.id}\t{grant.identity_id}\t{grant.dataset}\t{grant.dac}\t{_iso(grant.start)}\t"
+        f"{_iso(grant.end)}\t{state}"
+    )
 
 
 def _grants_add(ctx: Context) -> int:
     with _services(ctx) as (svc, actor):
-        grant = svc.grants.grant(actor, GrantRequest(
-            identity=ctx.args.identity, dataset=ctx.args.dataset, end=_end_time(ctx),
-            start=parse_time(ctx.args.start, "start") if ctx.args.start else None, reason=ctx.args.reason))
+        grant = svc.grants.grant(
+            actor,
+            GrantRequest(
+                identity=ctx.args.identity,
+                dataset=ctx.args.dataset,
+                end=_end_time(ctx),
+                start=parse_time(ctx.args.start, "start") if ctx.args.start else None,
+                reason=ctx.args.reason,
+            ),
+        )
     if ctx.args.json:
         ctx.out_json(grant_to_json(grant))
     else:
@@ -185,8 +199,12 @@ def _grants_revoke(ctx: Context) -> int:
 def _grants_list(ctx: Context) -> int:
     a = ctx.args
     with _services(ctx) as (svc, actor):
-        grants = svc.grants.list(actor, GrantFilter(dataset=a.dataset, dac=a.dac, identity=a.identity, live=a.live,
-                                                    expiring_within_days=a.expiring_days))
+        grants = svc.grants.list(
+            actor,
+            GrantFilter(
+                dataset=a.dataset, dac=a.dac, identity=a.identity, live=a.live, expiring_within_days=a.expiring_days
+            ),
+        )
     if a.json:
         now = int(time.time())
         ctx.out_json([grant_to_json(g, now) for g in grants])

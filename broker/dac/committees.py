@@ -42,14 +42,14 @@ def check_dataset_id(dataset: object) -> str:
     if not isinstance(dataset, str) or not dataset:
         raise ValidationError("dataset must be a non-empty string", {"dataset": "required"})
     if len(dataset) > MAX_DATASET_ID_CHARS:
-        raise ValidationError(f"dataset id is longer than {MAX_DATASET_ID_CHARS} characters",
-                              {"dataset": "too long"})
+        raise ValidationError(f"dataset id is longer than {MAX_DATASET_ID_CHARS} characters", {"dataset": "too long"})
     if dataset.startswith(RESERVED_PREFIX):
         raise ValidationError("dataset ids starting with 'ga4gh-broker:' are reserved", {"dataset": "reserved"})
     if not DATASET_ID.fullmatch(dataset):
         raise ValidationError(
             "dataset id may hold only letters, digits and . _ : ~ + / - (starting with a letter or digit)",
-            {"dataset": "invalid characters"})
+            {"dataset": "invalid characters"},
+        )
     return dataset
 
 
@@ -79,9 +79,7 @@ class Directory:
         self.settings = settings
         self.issuer = issuer
         default = settings.dataset_url_template or default_dataset_url_template(issuer)
-        self._committees = {
-            entry.id: _committee(entry, default) for entry in settings.committees
-        }
+        self._committees = {entry.id: _committee(entry, default) for entry in settings.committees}
         self._declared = {entry.id: {m.identity: m.role for m in entry.members} for entry in settings.committees}
         self.admins = frozenset(settings.admins)
 
@@ -109,8 +107,10 @@ class Directory:
     def check_dataset_url(self, committee: Committee, dataset: str) -> str:
         url = committee.dataset_url(dataset)
         if len(url) > MAX_URL_CLAIM_CHARS:
-            raise ValidationError(f"the dataset URL would be longer than {MAX_URL_CLAIM_CHARS} characters",
-                                  {"dataset": "too long for a URL claim"})
+            raise ValidationError(
+                f"the dataset URL would be longer than {MAX_URL_CLAIM_CHARS} characters",
+                {"dataset": "too long for a URL claim"},
+            )
         return url
 
 

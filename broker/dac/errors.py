@@ -72,6 +72,8 @@ class ImportRejected(DacError):
     def __init__(self, errors: list[LineError]) -> None:
         super().__init__(
             f"{len(errors)} line(s) of the import are wrong; nothing was imported",
-            400, "import_rejected", {"lines": [e.to_json() for e in errors]},
+            400,
+            "import_rejected",
+            {"lines": [e.to_json() for e in errors]},
         )
         self.errors = errors

@@ -189,8 +189,15 @@ class GrantService:
         grant = self._build(actor, committee, request, self._now())
         self._refuse_duplicate(grant)
         self.store.put_grant(grant)
-        audit.record(self.store, grant.granted_at, "grants.create", actor, undo=self._rollback(grant),
-                     reason=grant.reason, **audit.grant_fields(grant))
+        audit.record(
+            self.store,
+            grant.granted_at,
+            "grants.create",
+            actor,
+            undo=self._rollback(grant),
+            reason=grant.reason,
+            **audit.grant_fields(grant),
+        )
         self._note(grant)
         return grant
 
@@ -202,11 +209,20 @@ class GrantService:
             raise Conflict("a revoked grant cannot be renewed; make a new grant")
         reason = check_reason(reason)
         end = self._check_end(end, max(grant.start, now), now)
-        renewed = dataclasses.replace(grant, end=end, granted_by=actor or "", granted_at=now,
-                                      reason=reason or grant.reason)
+        renewed = dataclasses.replace(
+            grant, end=end, granted_by=actor or "", granted_at=now, reason=reason or grant.reason
+        )
         self.store.put_grant(renewed)
-        audit.record(self.store, now, "grants.renew", actor, undo=lambda: self.store.put_grant(grant),
-                     reason=reason, previous_end=grant.end, **audit.grant_fields(renewed))
+        audit.record(
+            self.store,
+            now,
+            "grants.renew",
+            actor,
+            undo=lambda: self.store.put_grant(grant),
+            reason=reason,
+            previous_end=grant.end,
+            **audit.grant_fields(renewed),
+        )
         return renewed
 
     def revoke(self, actor: str | None, grant_id: str, reason: str) -> Grant:
@@ -218,8 +234,15 @@ class GrantService:
         now = self._now()
         revoked = dataclasses.replace(grant, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
         self.store.put_grant(revoked)
-        audit.record(self.store, now, "grants.revoke", actor, undo=lambda: self.store.put_grant(grant),
-                     reason=reason, **audit.grant_fields(revoked))
+        audit.record(
+            self.store,
+            now,
+            "grants.revoke",
+            actor,
+            undo=lambda: self.store.put_grant(grant),
+            reason=reason,
+            **audit.grant_fields(revoked),
+        )
         if self.on_revoke is not None:
             try:
                 self.on_revoke(revoked)
@@ -252,7 +275,8 @@ class GrantService:
         for line, row in rows:
             try:
                 request = GrantRequest(
-                    identity=row.get("identity", ""), dataset=row.get("dataset", ""),
+                    identity=row.get("identity", ""),
+                    dataset=row.get("dataset", ""),
                     end=parse_time(row.get("end", ""), "end"),
                     start=parse_time(row["start"], "start") if row.get("start") else None,
                     reason=row.get("reason") or "",
@@ -276,8 +300,10 @@ class GrantService:
             refused = [e.line for e in errors if e.message.startswith("you may not")]
             if refused:  # GA-12: a file naming datasets of another DAC is refused as a whole (403)
                 audit.denied(self.store, now, "grants.import", actor, lines=refused[:100])
-                raise Forbidden("The file names datasets you may not act on; nothing was imported.",
-                                {"lines": [e.to_json() for e in errors]})
+                raise Forbidden(
+                    "The file names datasets you may not act on; nothing was imported.",
+                    {"lines": [e.to_json() for e in errors]},
+                )
             raise ImportRejected(errors)
         if not planned:
             raise ValidationError("the file holds no grants", {"file": "empty"})
@@ -286,11 +312,19 @@ class GrantService:
             for grant in planned:
                 self.store.put_grant(grant)
                 written.append(grant)
-            audit.record(self.store, now, "grants.import", actor, count=len(planned),
-                         grants=[g.id for g in planned][:1000])
+            audit.record(
+                self.store, now, "grants.import", actor, count=len(planned), grants=[g.id for g in planned][:1000]
+            )
             for grant in planned:
-                audit.record(self.store, now, "grants.create", actor, reason=grant.reason, via="import",
-                             **audit.grant_fields(grant))
+                audit.record(
+                    self.store,
+                    now,
+                    "grants.create",
+                    actor,
+                    reason=grant.reason,
+                    via="import",
+                    **audit.grant_fields(grant),
+                )
         except Exception:
             for grant in written:
                 self._rollback(grant)()
@@ -331,8 +365,9 @@ class GrantService:
             scope = [c for c in self.directory.committees() if admin or c.id in mine]
             if flt.dac is not None:
                 scope = [c for c in scope if c.id == flt.dac]
-            candidates = [g for c in scope for d in sorted(self._datasets_of(c)) for g in
-                          self.store.grants_for_dataset(d)]
+            candidates = [
+                g for c in scope for d in sorted(self._datasets_of(c)) for g in self.store.grants_for_dataset(d)
+            ]
         out = []
         for grant in candidates:
             committee = self.directory.governing(grant.dataset)
@@ -392,16 +427,27 @@ class GrantService:
         reason = check_reason(request.reason)
         start = now if request.start is None else parse_time(request.start, "start")
         end = self._check_end(parse_time(request.end, "end"), start, now)
-        return Grant(id=new_grant_id(), identity_id=identity, dataset=request.dataset, dac=committee.id,
-                     granted_by=actor or "", granted_at=now, start=start, end=end, reason=reason)
+        return Grant(
+            id=new_grant_id(),
+            identity_id=identity,
+            dataset=request.dataset,
+            dac=committee.id,
+            granted_by=actor or "",
+            granted_at=now,
+            start=start,
+            end=end,
+            reason=reason,
+        )
 
     def _check_end(self, end: Any, start: int, now: int) -> int:
         end = parse_time(end, "end")
         if end <= start or end <= now:
             raise ValidationError("end must be after the start and in the future", {"end": "not after start"})
         if end - now > self._max_seconds:
-            raise ValidationError(f"end is more than {self.directory.settings.max_grant_days:g} days away",
-                                  {"end": "beyond the longest grant allowed"})
+            raise ValidationError(
+                f"end is more than {self.directory.settings.max_grant_days:g} days away",
+                {"end": "beyond the longest grant allowed"},
+            )
         return end
 
     def _refuse_duplicate(self, grant: Grant) -> None:
@@ -412,8 +458,12 @@ class GrantService:
 
     def _rollback(self, grant: Grant) -> Callable[[], None]:
         def undo() -> None:
-            self.store.put_grant(dataclasses.replace(grant, revoked_at=grant.granted_at, revoked_by="system",
-                                                     revoke_reason="rolled back"))
+            self.store.put_grant(
+                dataclasses.replace(
+                    grant, revoked_at=grant.granted_at, revoked_by="system", revoke_reason="rolled back"
+                )
+            )
+
         return undo
 
     def _note(self, grant: Grant) -> None:
@@ -428,8 +478,11 @@ class GrantService:
             for rec in self.store.audit_records(self._audit_seq):
                 self._audit_seq = rec.seq
                 event = rec.event
-                if event.get("event") == "grants.create" and isinstance(event.get("dac"), str) and isinstance(
-                        event.get("dataset"), str):
+                if (
+                    event.get("event") == "grants.create"
+                    and isinstance(event.get("dac"), str)
+                    and isinstance(event.get("dataset"), str)
+                ):
                     self._seen.setdefault(event["dac"], set()).add(event["dataset"])
             return set(committee.datasets) | self._seen.get(committee.id, set())
 
@@ -438,10 +491,19 @@ def grant_to_json(grant: Grant, now: int | None = None) -> dict[str, Any]:
     """A grant as the CLI and the API show it (``live`` at ``now``)."""
     at = int(time.time()) if now is None else now
     return {
-        "id": grant.id, "identity": grant.identity_id, "dataset": grant.dataset, "dac": grant.dac,
-        "granted_by": grant.granted_by, "granted_at": grant.granted_at, "start": grant.start, "end": grant.end,
-        "reason": grant.reason, "revoked_at": grant.revoked_at, "revoked_by": grant.revoked_by,
-        "revoke_reason": grant.revoke_reason, "live": grant.live(at),
+        "id": grant.id,
+        "identity": grant.identity_id,
+        "dataset": grant.dataset,
+        "dac": grant.dac,
+        "granted_by": grant.granted_by,
+        "granted_at": grant.granted_at,
+        "start": grant.start,
+        "end": grant.end,
+        "reason": grant.reason,
+        "revoked_at": grant.revoked_at,
+        "revoked_by": grant.revoked_by,
+        "revoke_reason": grant.revoke_reason,
+        "live": grant.live(at),
     }
 
 
@@ -479,8 +541,13 @@ def _csv_rows(text: str, errors: list[LineError]) -> Iterator[tuple[int, dict[st
     missing = [c for c in CSV_COLUMNS if c not in names]
     unknown = [n for n in names if n not in CSV_COLUMNS + CSV_OPTIONAL]
     if missing or unknown or len(set(names)) != len(names):
-        what = (f"missing column(s) {', '.join(missing)}" if missing else
-                f"unknown column(s) {', '.join(unknown)}" if unknown else "a column is named twice")
+        what = (
+            f"missing column(s) {', '.join(missing)}"
+            if missing
+            else f"unknown column(s) {', '.join(unknown)}"
+            if unknown
+            else "a column is named twice"
+        )
         errors.append(LineError(1, f"header: {what} (expected identity,dataset,end[,start][,reason])"))
         return
     while True:

@@ -35,8 +35,14 @@ class Member:
     added_at: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"dac": self.dac, "identity": self.identity_id, "role": self.role, "origin": self.origin,
-                "added_by": self.added_by, "added_at": self.added_at}
+        return {
+            "dac": self.dac,
+            "identity": self.identity_id,
+            "role": self.role,
+            "origin": self.origin,
+            "added_by": self.added_by,
+            "added_at": self.added_at,
+        }
 
 
 class Roles:
@@ -60,8 +66,9 @@ class Roles:
                     continue
                 if grant.id != membership_id(dac_id, m.identity_id):
                     continue  # not the current record for this identity
-                stored[m.identity_id] = Member(dac_id, m.identity_id, m.role, "store", grant.granted_by,
-                                               grant.granted_at)
+                stored[m.identity_id] = Member(
+                    dac_id, m.identity_id, m.role, "store", grant.granted_by, grant.granted_at
+                )
         return out + sorted(stored.values(), key=lambda m: m.identity_id)
 
     def role(self, identity: str | None, dac_id: str) -> str | None:
@@ -123,41 +130,77 @@ class MemberService:
         if not isinstance(identity_id, str) or self.store.get_identity(identity_id) is None:
             raise ValidationError("no broker identity with that id", {"identity": "unknown identity"})
         if identity_id in self.directory.declared_members(dac_id):
-            raise ValidationError("this member is declared in the settings file; change it there",
-                                  {"identity": "declared in settings"})
+            raise ValidationError(
+                "this member is declared in the settings file; change it there", {"identity": "declared in settings"}
+            )
         now = int(self.clock())
         key = membership_id(committee.id, identity_id)
         previous = self.store.get_grant(key)
-        record = Grant(id=key, identity_id=identity_id, dataset=membership_dataset(committee.id, role),
-                       dac=committee.id, granted_by=actor or "", granted_at=now, start=now, end=FOREVER,
-                       reason=reason[: audit.MAX_REASON_CHARS])
+        record = Grant(
+            id=key,
+            identity_id=identity_id,
+            dataset=membership_dataset(committee.id, role),
+            dac=committee.id,
+            granted_by=actor or "",
+            granted_at=now,
+            start=now,
+            end=FOREVER,
+            reason=reason[: audit.MAX_REASON_CHARS],
+        )
         self.store.put_grant(record)
-        audit.record(self.store, now, "members.add", actor, undo=_restore(self.store, record, previous),
-                     dac=committee.id, identity=identity_id, role=role, reason=record.reason)
+        audit.record(
+            self.store,
+            now,
+            "members.add",
+            actor,
+            undo=_restore(self.store, record, previous),
+            dac=committee.id,
+            identity=identity_id,
+            role=role,
+            reason=record.reason,
+        )
         return Member(committee.id, identity_id, role, "store", actor, now)
 
     def remove(self, actor: str | None, dac_id: str, identity_id: str, reason: str = "") -> None:
         committee = self._committee(actor, "members.remove", dac_id, chair=True)
         if identity_id in self.directory.declared_members(dac_id):
-            raise ValidationError("this member is declared in the settings file; remove them there",
-                                  {"identity": "declared in settings"})
+            raise ValidationError(
+                "this member is declared in the settings file; remove them there", {"identity": "declared in settings"}
+            )
         now = int(self.clock())
         previous = self.store.get_grant(membership_id(committee.id, identity_id))
         if previous is None or not previous.live(now):
             raise NotFound("that identity is not a member of this DAC")
-        removed = dataclasses.replace(previous, revoked_at=now, revoked_by=actor or "",
-                                      revoke_reason=reason[: audit.MAX_REASON_CHARS])
+        removed = dataclasses.replace(
+            previous, revoked_at=now, revoked_by=actor or "", revoke_reason=reason[: audit.MAX_REASON_CHARS]
+        )
         self.store.put_grant(removed)
-        audit.record(self.store, now, "members.remove", actor, undo=_restore(self.store, removed, previous),
-                     dac=committee.id, identity=identity_id, reason=removed.revoke_reason)
+        audit.record(
+            self.store,
+            now,
+            "members.remove",
+            actor,
+            undo=_restore(self.store, removed, previous),
+            dac=committee.id,
+            identity=identity_id,
+            reason=removed.revoke_reason,
+        )
 
 
 def _restore(store: Store, written: Grant, previous: Grant | None) -> Callable[[], None]:
     """Undo a ``put_grant``: put back the previous record, or revoke the new one (no delete exists)."""
+
     def undo() -> None:
         if previous is not None:
             store.put_grant(previous)
         else:
-            store.put_grant(dataclasses.replace(written, revoked_at=written.granted_at, revoked_by="system",
-                                                revoke_reason="rolled back: audit failed"))
+            store.put_grant(
+                dataclasses.replace(
+                    written,
+                    revoked_at=written.granted_at,
+                    revoked_by="system",
+                    revoke_reason="rolled back: audit failed",
+                )
+            )
+
     return undo

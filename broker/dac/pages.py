@@ -109,13 +109,28 @@ def dac_home() -> Response:
             continue
         grants = svc.grants.list(actor, GrantFilter(dac=committee.id))
         datasets = sorted(set(committee.datasets) | {g.dataset for g in grants})
-        committees.append({"id": committee.id, "name": committee.name, "source": committee.source,
-                           "role": mine.get(committee.id, "admin"), "patterns": committee.patterns,
-                           "datasets": [{"id": d, "live": sum(1 for g in grants if g.dataset == d and g.live(now))}
-                                        for d in datasets]})
+        committees.append(
+            {
+                "id": committee.id,
+                "name": committee.name,
+                "source": committee.source,
+                "role": mine.get(committee.id, "admin"),
+                "patterns": committee.patterns,
+                "datasets": [
+                    {"id": d, "live": sum(1 for g in grants if g.dataset == d and g.live(now))} for d in datasets
+                ],
+            }
+        )
     expiring = svc.grants.list(actor, GrantFilter(expiring_within_days=EXPIRING_DAYS))
-    return page("dac_home.html", title="Data access committees", committees=committees, expiring=expiring,
-                days=EXPIRING_DAYS, iso=iso, admin=admin)
+    return page(
+        "dac_home.html",
+        title="Data access committees",
+        committees=committees,
+        expiring=expiring,
+        days=EXPIRING_DAYS,
+        iso=iso,
+        admin=admin,
+    )
 
 
 def dataset_page(dataset: str) -> Response:
@@ -125,8 +140,11 @@ def dataset_page(dataset: str) -> Response:
     actor = session.identity_id
     svc = _state().services
     shown = request.args.get("show", "live")
-    flt = {"live": GrantFilter(dataset=dataset, live=True), "all": GrantFilter(dataset=dataset),
-           "expiring": GrantFilter(dataset=dataset, expiring_within_days=EXPIRING_DAYS)}.get(shown)
+    flt = {
+        "live": GrantFilter(dataset=dataset, live=True),
+        "all": GrantFilter(dataset=dataset),
+        "expiring": GrantFilter(dataset=dataset, expiring_within_days=EXPIRING_DAYS),
+    }.get(shown)
     if flt is None:
         return error_page("Cannot do that", "Unknown filter.", 400)
     try:
@@ -136,9 +154,19 @@ def dataset_page(dataset: str) -> Response:
         return _failure(exc)
     committee = svc.directory.governing(dataset)
     now = int(_state().clock())
-    return page("dac_dataset.html", title=f"Dataset {dataset}", dataset=dataset, committee=committee,
-                grants=grants, trail=trail, shown=shown, iso=iso, now=now, csrf=session.csrf_token,
-                default_end=time.strftime("%Y-%m-%d", time.gmtime(now + 365 * 86400)))
+    return page(
+        "dac_dataset.html",
+        title=f"Dataset {dataset}",
+        dataset=dataset,
+        committee=committee,
+        grants=grants,
+        trail=trail,
+        shown=shown,
+        iso=iso,
+        now=now,
+        csrf=session.csrf_token,
+        default_end=time.strftime("%Y-%m-%d", time.gmtime(now + 365 * 86400)),
+    )
 
 
 def grant_create(dataset: str) -> Response:
@@ -147,9 +175,15 @@ def grant_create(dataset: str) -> Response:
         return checked
     _, actor = checked
     try:
-        _state().services.grants.grant(actor, GrantRequest(
-            identity=request.form.get("identity", "").strip(), dataset=dataset,
-            end=parse_time(request.form.get("end", ""), "end"), reason=request.form.get("reason", "")))
+        _state().services.grants.grant(
+            actor,
+            GrantRequest(
+                identity=request.form.get("identity", "").strip(),
+                dataset=dataset,
+                end=parse_time(request.form.get("end", ""), "end"),
+                reason=request.form.get("reason", ""),
+            ),
+        )
     except DacError as exc:
         return _failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=dataset))
@@ -173,8 +207,9 @@ def grant_renew(grant_id: str) -> Response:
         return checked
     _, actor = checked
     try:
-        grant = _state().services.grants.renew(actor, grant_id, parse_time(request.form.get("end", ""), "end"),
-                                               request.form.get("reason", ""))
+        grant = _state().services.grants.renew(
+            actor, grant_id, parse_time(request.form.get("end", ""), "end"), request.form.get("reason", "")
+        )
     except DacError as exc:
         return _failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=grant.dataset))
@@ -188,9 +223,15 @@ def decode_visa(token: str) -> dict[str, Any]:
     claims = peek_jws(token, 1) or {}
     obj = claims.get("ga4gh_visa_v1") if isinstance(claims.get("ga4gh_visa_v1"), dict) else {}
     exp = claims.get("exp")
-    return {"type": str(obj.get("type", "?")), "value": str(obj.get("value", "")),
-            "source": str(obj.get("source", "")), "by": str(obj.get("by", "")), "iss": str(claims.get("iss", "")),
-            "exp": iso(exp) if isinstance(exp, int) else "", "raw": token}
+    return {
+        "type": str(obj.get("type", "?")),
+        "value": str(obj.get("value", "")),
+        "source": str(obj.get("source", "")),
+        "by": str(obj.get("by", "")),
+        "iss": str(claims.get("iss", "")),
+        "exp": iso(exp) if isinstance(exp, int) else "",
+        "raw": token,
+    }
 
 
 def my_visas() -> Response:
@@ -205,9 +246,20 @@ def my_visas() -> Response:
     records = state.services.registered.records_of(me, me)
     now = int(state.clock())
     accepted = any(r.visa_type == "AcceptedTermsAndPolicies" and r.record.live(now) for r in records)
-    return page("my_visas.html", title="Your visas", identity=identity, identity_id=me,
-                links=rt.store.links_of(me), visas=visas, records=records, accepted=accepted, iso=iso, now=now,
-                consents=rt.store.consents_of(me), csrf=session.csrf_token)
+    return page(
+        "my_visas.html",
+        title="Your visas",
+        identity=identity,
+        identity_id=me,
+        links=rt.store.links_of(me),
+        visas=visas,
+        records=records,
+        accepted=accepted,
+        iso=iso,
+        now=now,
+        consents=rt.store.consents_of(me),
+        csrf=session.csrf_token,
+    )
 
 
 def accept_terms() -> Response:

@@ -28,11 +28,13 @@ REGISTERED_PREFIX = RESERVED_PREFIX + "registered-access:"
 FOREVER = 253_402_300_799
 
 # (visa type, by) pairs a registered-access record may hold.
-REGISTERED_KINDS: frozenset[tuple[str, str]] = frozenset({
-    (ACCEPTED_TERMS_AND_POLICIES, "self"),
-    (RESEARCHER_STATUS, "so"),
-    (RESEARCHER_STATUS, "peer"),
-})
+REGISTERED_KINDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        (ACCEPTED_TERMS_AND_POLICIES, "self"),
+        (RESEARCHER_STATUS, "so"),
+        (RESEARCHER_STATUS, "peer"),
+    }
+)
 
 
 def membership_dataset(dac_id: str, role: str) -> str:
@@ -65,7 +67,7 @@ class Membership:
 def as_membership(grant: Grant) -> Membership | None:
     if not grant.dataset.startswith(MEMBER_PREFIX):
         return None
-    dac_id, _, role = grant.dataset[len(MEMBER_PREFIX):].rpartition(":")
+    dac_id, _, role = grant.dataset[len(MEMBER_PREFIX) :].rpartition(":")
     if role not in ROLES or dac_id != grant.dac:
         return None
     return Membership(dac=grant.dac, identity_id=grant.identity_id, role=role, record=grant)
@@ -87,7 +89,7 @@ class RegisteredAccess:
 def as_registered(grant: Grant) -> RegisteredAccess | None:
     if not grant.dataset.startswith(REGISTERED_PREFIX):
         return None
-    visa_type, _, by = grant.dataset[len(REGISTERED_PREFIX):].partition(":")
+    visa_type, _, by = grant.dataset[len(REGISTERED_PREFIX) :].partition(":")
     if (visa_type, by) not in REGISTERED_KINDS:
         return None
     return RegisteredAccess(visa_type=visa_type, by=by, record=grant)

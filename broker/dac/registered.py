@@ -41,8 +41,14 @@ def record_id(visa_type: str, by: str, dac: str, identity_id: str) -> str:
 class RegisteredAccessService:
     """Accept terms, grant and vouch researcher status, revoke; list what is live."""
 
-    def __init__(self, store: Store, directory: Directory, *, clock: Callable[[], float] = time.time,
-                 on_revoke: Callable[[Grant], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_revoke: Callable[[Grant], None] | None = None,
+    ) -> None:
         self.store = store
         self.directory = directory
         self.clock = clock
@@ -57,26 +63,46 @@ class RegisteredAccessService:
         audit.denied(self.store, self._now(), action, actor, **target)
         return Forbidden(message)
 
-    def _write(self, actor: str | None, event: str, visa_type: str, by: str, dac: str, identity_id: str,
-               reason: str) -> RegisteredAccess:
+    def _write(
+        self, actor: str | None, event: str, visa_type: str, by: str, dac: str, identity_id: str, reason: str
+    ) -> RegisteredAccess:
         if self.store.get_identity(identity_id) is None:
             raise ValidationError("no broker identity with that id", {"identity": "unknown identity"})
         now = self._now()
         key = record_id(visa_type, by, dac, identity_id)
         previous = self.store.get_grant(key)
-        grant = Grant(id=key, identity_id=identity_id, dataset=registered_dataset(visa_type, by), dac=dac,
-                      granted_by=actor or "", granted_at=now, start=now, end=now + self._lifetime,
-                      reason=check_reason(reason))
+        grant = Grant(
+            id=key,
+            identity_id=identity_id,
+            dataset=registered_dataset(visa_type, by),
+            dac=dac,
+            granted_by=actor or "",
+            granted_at=now,
+            start=now,
+            end=now + self._lifetime,
+            reason=check_reason(reason),
+        )
 
         def undo() -> None:
             if previous is not None:
                 self.store.put_grant(previous)
             else:
-                self.store.put_grant(dataclasses.replace(grant, revoked_at=now, revoked_by="system",
-                                                         revoke_reason="rolled back"))
+                self.store.put_grant(
+                    dataclasses.replace(grant, revoked_at=now, revoked_by="system", revoke_reason="rolled back")
+                )
+
         self.store.put_grant(grant)
-        audit.record(self.store, now, event, actor, undo=undo, type=visa_type, by=by, reason=grant.reason,
-                     **audit.grant_fields(grant))
+        audit.record(
+            self.store,
+            now,
+            event,
+            actor,
+            undo=undo,
+            type=visa_type,
+            by=by,
+            reason=grant.reason,
+            **audit.grant_fields(grant),
+        )
         result = as_registered(grant)
         assert result is not None
         return result
@@ -87,29 +113,44 @@ class RegisteredAccessService:
         """The researcher ``actor`` accepts the registered-access terms (by: self)."""
         if actor is None:
             raise self._deny("registered.accept", actor, "Log in to accept the terms.")
-        return self._write(actor, "registered.accept", ACCEPTED_TERMS_AND_POLICIES, "self", SITE, actor,
-                           "accepted by the researcher")
+        return self._write(
+            actor, "registered.accept", ACCEPTED_TERMS_AND_POLICIES, "self", SITE, actor, "accepted by the researcher"
+        )
 
-    def grant_status(self, actor: str | None, identity_id: str, dac: str | None = None,
-                     reason: str = "") -> RegisteredAccess:
+    def grant_status(
+        self, actor: str | None, identity_id: str, dac: str | None = None, reason: str = ""
+    ) -> RegisteredAccess:
         """ResearcherStatus by: so, from a site admin (``dac`` None) or a member of ``dac``."""
         if dac is None:
             if not self.directory.is_admin(actor):
-                raise self._deny("registered.status", actor, "Only a site admin grants status for the site.",
-                                 identity=str(identity_id)[:200])
+                raise self._deny(
+                    "registered.status",
+                    actor,
+                    "Only a site admin grants status for the site.",
+                    identity=str(identity_id)[:200],
+                )
             return self._write(actor, "registered.status", RESEARCHER_STATUS, "so", SITE, identity_id, reason)
         committee = self.directory.get(dac)
         if committee is None or not (self.directory.is_admin(actor) or self.roles.role(actor, dac) is not None):
-            raise self._deny("registered.status", actor, "You may not grant status for this DAC.",
-                             identity=str(identity_id)[:200], dac=str(dac)[:200])
+            raise self._deny(
+                "registered.status",
+                actor,
+                "You may not grant status for this DAC.",
+                identity=str(identity_id)[:200],
+                dac=str(dac)[:200],
+            )
         return self._write(actor, "registered.status", RESEARCHER_STATUS, "so", committee.id, identity_id, reason)
 
     def vouch(self, actor: str | None, identity_id: str, reason: str = "") -> RegisteredAccess:
         """``actor``, who holds a live ResearcherStatus, vouches for ``identity_id`` (by: peer)."""
         mine = [r for r in self.live_records(actor) if r.visa_type == RESEARCHER_STATUS] if actor else []
         if actor is None or not mine:
-            raise self._deny("registered.vouch", actor, "Only a researcher with ResearcherStatus can vouch.",
-                             identity=str(identity_id)[:200])
+            raise self._deny(
+                "registered.vouch",
+                actor,
+                "Only a researcher with ResearcherStatus can vouch.",
+                identity=str(identity_id)[:200],
+            )
         if identity_id == actor:
             raise ValidationError("you cannot vouch for yourself", {"identity": "yourself"})
         # Prefer the voucher's status from a signing official over one that was itself vouched.
@@ -139,8 +180,17 @@ class RegisteredAccessService:
         now = self._now()
         revoked = dataclasses.replace(record, revoked_at=now, revoked_by=actor, revoke_reason=reason)
         self.store.put_grant(revoked)
-        audit.record(self.store, now, "registered.revoke", actor, undo=lambda: self.store.put_grant(record),
-                     type=found.visa_type, by=found.by, reason=reason, **audit.grant_fields(revoked))
+        audit.record(
+            self.store,
+            now,
+            "registered.revoke",
+            actor,
+            undo=lambda: self.store.put_grant(record),
+            type=found.visa_type,
+            by=found.by,
+            reason=reason,
+            **audit.grant_fields(revoked),
+        )
         if self.on_revoke is not None:
             self.on_revoke(revoked)
         result = as_registered(revoked)
@@ -164,6 +214,7 @@ class RegisteredAccessService:
     def records_of(self, actor: str | None, identity_id: str) -> list[RegisteredAccess]:
         """All registered-access records of ``identity_id``: for themselves or a site admin."""
         if actor is None or (actor != identity_id and not self.directory.is_admin(actor)):
-            raise self._deny("registered.list", actor, "You may only see your own records.",
-                             identity=str(identity_id)[:200])
+            raise self._deny(
+                "registered.list", actor, "You may only see your own records.", identity=str(identity_id)[:200]
+            )
         return [r for g in self.store.grants_of(identity_id) if (r := as_registered(g)) is not None]

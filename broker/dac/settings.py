@@ -105,8 +105,9 @@ def parse_dac_settings(data: Any, source: str = "<dac>", key: str = "dac") -> Da
     return built
 
 
-def parse_visa_sources(data: Any, source: str = "<visa_sources>",
-                       key: str = "visa_sources") -> list[VisaSourceSettings]:
+def parse_visa_sources(
+    data: Any, source: str = "<visa_sources>", key: str = "visa_sources"
+) -> list[VisaSourceSettings]:
     """The list of ``VisaSourceSettings`` from raw YAML data (:class:`SettingsError` on any mistake)."""
     from broker.config import SettingsError, _build
 
@@ -184,8 +185,11 @@ def check_dac_settings(dac: DacSettings, source: str, issuer: str, key: str = "d
         for j, dataset in enumerate(entry.datasets):
             _check_dataset_id(dataset, source, f"{where}.datasets[{j}]")
             if dataset in exact_owner:
-                raise SettingsError(source, f"{where}.datasets[{j}]",
-                                    f"dataset {dataset!r} is already governed by DAC {exact_owner[dataset]!r}")
+                raise SettingsError(
+                    source,
+                    f"{where}.datasets[{j}]",
+                    f"dataset {dataset!r} is already governed by DAC {exact_owner[dataset]!r}",
+                )
             exact_owner[dataset] = entry.id
         for j, pattern in enumerate(entry.dataset_patterns):
             if not pattern or len(pattern) > 255:
@@ -196,8 +200,9 @@ def check_dac_settings(dac: DacSettings, source: str, issuer: str, key: str = "d
             if not member.identity:
                 raise SettingsError(source, f"{where}.members[{j}].identity", "expected a non-empty identity id")
             if member.identity in seen_members:
-                raise SettingsError(source, f"{where}.members[{j}].identity",
-                                    f"{member.identity!r} is listed twice on this DAC")
+                raise SettingsError(
+                    source, f"{where}.members[{j}].identity", f"{member.identity!r} is listed twice on this DAC"
+                )
             seen_members.add(member.identity)
     # One authority per dataset: no exact id of one DAC may match another DAC's pattern.
     for i, entry in enumerate(dac.committees):
@@ -205,12 +210,16 @@ def check_dac_settings(dac: DacSettings, source: str, issuer: str, key: str = "d
             glob = compile_pattern(pattern)
             for dataset, owner in exact_owner.items():
                 if owner != entry.id and glob.matches(dataset):
-                    raise SettingsError(source, f"{key}.committees[{i}].dataset_patterns[{j}]",
-                                        f"matches dataset {dataset!r}, which DAC {owner!r} governs")
+                    raise SettingsError(
+                        source,
+                        f"{key}.committees[{i}].dataset_patterns[{j}]",
+                        f"matches dataset {dataset!r}, which DAC {owner!r} governs",
+                    )
 
 
-def check_visa_sources(sources: list[VisaSourceSettings], source: str, allow_http_loopback: bool,
-                       key: str = "visa_sources") -> None:
+def check_visa_sources(
+    sources: list[VisaSourceSettings], source: str, allow_http_loopback: bool, key: str = "visa_sources"
+) -> None:
     """Every rule of the module docstring for ``visa_sources:``."""
     from broker.config import SettingsError
     from broker.trust.fetch import FetchError, check_url

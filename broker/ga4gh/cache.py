@@ -129,8 +129,9 @@ class VerifiedCache:
                 self._remember(front_key, token, key)
             return value
 
-    def put_token(self, token: str, scope: str, value: Any, expires: float, jtis: Iterable[str | None] = (),
-                  now: float = 0.0) -> bool:
+    def put_token(
+        self, token: str, scope: str, value: Any, expires: float, jtis: Iterable[str | None] = (), now: float = 0.0
+    ) -> bool:
         """Cache ``value`` for this exact token under ``scope`` (see :meth:`put`)."""
         key = cache_key(token, scope)
         if not self.put(key, value, expires, jtis, now):
@@ -240,8 +241,15 @@ class VerifiedCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(len(self._entries), self.max_entries, self._hits, self._misses, self._evictions,
-                              self._expirations, self._revocations)
+            return CacheStats(
+                len(self._entries),
+                self.max_entries,
+                self._hits,
+                self._misses,
+                self._evictions,
+                self._expirations,
+                self._revocations,
+            )
 
     # ------------------------------------------------------------------ internals (lock held)
 

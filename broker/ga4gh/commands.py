@@ -48,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     passport_sub.required = True
 
     inspect = passport_sub.add_parser(
-        "inspect", help="decode a passport and judge each visa (table, or --json)",
+        "inspect",
+        help="decode a passport and judge each visa (table, or --json)",
         description="Decode a passport JWT (or a userinfo JSON document with ga4gh_passport_v1) and show "
-                    "each visa with its verdict and reason against the configured trust.",
+        "each visa with its verdict and reason against the configured trust.",
     )
     inspect.add_argument("token", nargs="?", default="-", help="the passport, or - (default) to read stdin")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
@@ -58,9 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     inspect.set_defaults(handler=_inspect)
 
     verify = passport_sub.add_parser(
-        "verify", help="exit 0 if the passport is accepted, 1 if refused, 2 on error",
+        "verify",
+        help="exit 0 if the passport is accepted, 1 if refused, 2 on error",
         description="Verify a passport against the configured trust. Exit status: 0 accepted, 1 refused, "
-                    "2 error. Visas refused inside an accepted passport are ignored (and listed).",
+        "2 error. Visas refused inside an accepted passport are ignored (and listed).",
     )
     verify.add_argument("token", nargs="?", default="-", help="the passport, or - (default) to read stdin")
     verify.add_argument("--audience", default=None, help="the audience to check the passport's aud against")
@@ -70,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     visa_sub = visa.add_subparsers(dest="visa_command", metavar="ACTION")
     visa_sub.required = True
     sign = visa_sub.add_parser(
-        "sign", help="print a visa JWT signed by our active key",
+        "sign",
+        help="print a visa JWT signed by our active key",
         description="Sign a visa (typ vnd.ga4gh.visa+jwt, jku = our JWKS) for SUB with our issuer and print it.",
     )
     sign.add_argument("--sub", required=True, help="the visa subject")
@@ -80,8 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sign.add_argument("--by", default=None, help="self, peer, system, so or dac (required for some types)")
     sign.add_argument("--exp-in", type=int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
     sign.add_argument("--asserted", type=int, default=None, metavar="EPOCH", help="default: now")
-    sign.add_argument("--assertion-end", type=int, default=None, metavar="EPOCH",
-                      help="when the assertion itself ends: the visa never outlives it")
+    sign.add_argument(
+        "--assertion-end",
+        type=int,
+        default=None,
+        metavar="EPOCH",
+        help="when the assertion itself ends: the visa never outlives it",
+    )
     sign.add_argument("--conditions", default=None, metavar="JSON", help="conditions as JSON (DNF of clauses)")
     sign.set_defaults(handler=_sign)
 
@@ -159,8 +167,16 @@ def _unjudged(tokens: list[Any], max_bytes: int) -> list[dict[str, Any]]:
     reports = []
     for index, token in enumerate(tokens):
         header, claims = peek(token, max_bytes) if isinstance(token, str) else (None, None)
-        reports.append({"index": index, "verdict": "not judged", "reason": "passport_refused",
-                        "detail": "the passport itself was refused", "header": header, "claims": claims})
+        reports.append(
+            {
+                "index": index,
+                "verdict": "not judged",
+                "reason": "passport_refused",
+                "detail": "the passport itself was refused",
+                "header": header,
+                "claims": claims,
+            }
+        )
     return reports
 
 
@@ -206,8 +222,15 @@ def _visa_reports(result: PassportResult, tokens: list[Any], max_bytes: int) -> 
         if rejection is None:
             visa: Visa = next(accepted)
             report.update(verdict="accepted")
-            report["summary"] = {"iss": visa.iss, "sub": visa.sub, "type": visa.visa.type, "value": visa.visa.value,
-                                 "source": visa.visa.source, "by": visa.visa.by, "exp": visa.exp}
+            report["summary"] = {
+                "iss": visa.iss,
+                "sub": visa.sub,
+                "type": visa.visa.type,
+                "value": visa.visa.value,
+                "source": visa.visa.source,
+                "by": visa.visa.by,
+                "exp": visa.exp,
+            }
         else:
             report.update(verdict="rejected", reason=str(rejection.reason), detail=rejection.detail)
         report["header"] = header
@@ -265,10 +288,18 @@ def render_report(report: dict[str, Any]) -> str:
     for v in visas:
         claims_v = v.get("claims") if isinstance(v.get("claims"), dict) else {}
         obj = claims_v.get(VISA_CLAIM) if isinstance(claims_v.get(VISA_CLAIM), dict) else {}
-        rows.append((
-            str(v["index"]), v["verdict"], v.get("reason", ""), _cut(obj.get("type")), _cut(obj.get("value")),
-            _cut(claims_v.get("iss")), _cut(claims_v.get("sub"), 20), _when(claims_v.get("exp")),
-        ))
+        rows.append(
+            (
+                str(v["index"]),
+                v["verdict"],
+                v.get("reason", ""),
+                _cut(obj.get("type")),
+                _cut(obj.get("value")),
+                _cut(claims_v.get("iss")),
+                _cut(claims_v.get("sub"), 20),
+                _when(claims_v.get("exp")),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -333,16 +364,23 @@ def _sign(ctx: Context) -> int:
             raise CommandError(f"--conditions: {exc}", EXIT_ERROR) from None
     if args.exp_in <= 0:
         raise CommandError("--exp-in must be a positive number of seconds", EXIT_ERROR)
-    visa = VisaObject(type=args.visa_type, asserted=now if args.asserted is None else args.asserted,
-                      value=args.value, source=args.source, by=args.by, conditions=conditions)
+    visa = VisaObject(
+        type=args.visa_type,
+        asserted=now if args.asserted is None else args.asserted,
+        value=args.value,
+        source=args.source,
+        by=args.by,
+        conditions=conditions,
+    )
     try:
         store = open_store(settings)
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
         ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
-        token = mint_visa(ring, settings.issuer, args.sub, visa, now + args.exp_in, now=now,
-                          assertion_end=args.assertion_end)
+        token = mint_visa(
+            ring, settings.issuer, args.sub, visa, now + args.exp_in, now=now, assertion_end=args.assertion_end
+        )
     except IssueError as exc:
         raise CommandError(f"cannot sign this visa: {exc}", EXIT_ERROR) from None
     except KeyRingError as exc:

@@ -59,8 +59,9 @@ class Signer(Protocol):
 
     settings: Any
 
-    def sign(self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None,
-             now: int | None = None) -> str: ...
+    def sign(
+        self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None, now: int | None = None
+    ) -> str: ...
 
 
 def mint_visa(

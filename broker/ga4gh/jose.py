@@ -293,8 +293,8 @@ def parse(token: object, *, max_bytes: int, max_depth: int) -> Jws:
     if first <= 0 or second <= first + 1 or raw.find(b".", second + 1) != -1:
         raise JoseError(Reason.MALFORMED, _why_not_compact(token))
     header_b64 = raw[:first]
-    payload_b64 = raw[first + 1:second]
-    signature_b64 = raw[second + 1:]
+    payload_b64 = raw[first + 1 : second]
+    signature_b64 = raw[second + 1 :]
     if len(header_b64) > MAX_HEADER_CHARS:
         raise JoseError(Reason.TOO_LARGE, f"header is {len(header_b64)} characters, limit {MAX_HEADER_CHARS}")
     known = _HEADERS.get(header_b64)
@@ -302,8 +302,13 @@ def parse(token: object, *, max_bytes: int, max_depth: int) -> Jws:
         parsed = loads_strict(_decode_checked(header_b64, "header"), max_depth, "header")
         if type(parsed) is not dict:
             raise JoseError(Reason.MALFORMED, "header is not a JSON object")
-        known = (MappingProxyType(parsed), _check_header(parsed), parsed.get("kid"), parsed.get("typ"),
-                 parsed.get("jku"))
+        known = (
+            MappingProxyType(parsed),
+            _check_header(parsed),
+            parsed.get("kid"),
+            parsed.get("typ"),
+            parsed.get("jku"),
+        )
         if len(_HEADERS) >= HEADER_MEMO_ENTRIES:
             _HEADERS.clear()
         _HEADERS[header_b64] = known

@@ -141,8 +141,9 @@ class TrustView(Protocol):
 class _Refused(Exception):
     """A check failed; carries the reason and what we know of the token so far."""
 
-    def __init__(self, reason: Reason, detail: str, iss: str | None = None, jti: str | None = None,
-                 visa_type: str | None = None) -> None:
+    def __init__(
+        self, reason: Reason, detail: str, iss: str | None = None, jti: str | None = None, visa_type: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -212,8 +213,11 @@ class Verifier:
             if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence):
                 return PassportResult(error=Rejection(Reason.BAD_CLAIM, "visas must be a list of strings"))
             if len(tokens) > self.limits.max_visas_per_passport:
-                return PassportResult(error=Rejection(
-                    Reason.TOO_MANY_VISAS, f"{len(tokens)} visas, limit {self.limits.max_visas_per_passport}"))
+                return PassportResult(
+                    error=Rejection(
+                        Reason.TOO_MANY_VISAS, f"{len(tokens)} visas, limit {self.limits.max_visas_per_passport}"
+                    )
+                )
             accepted, rejected, relies_on = self._judge_all(tokens, self.clock(), audience, self._version())
             return PassportResult(accepted=accepted, rejected=rejected, relies_on=relies_on)
         except Exception as exc:
@@ -251,8 +255,7 @@ class Verifier:
             if not isinstance(visas, list):
                 raise _Refused(Reason.BAD_CLAIM, f"{PASSPORT_CLAIM} must be an array of strings")
             if len(visas) > limits.max_visas_per_passport:
-                raise _Refused(Reason.TOO_MANY_VISAS,
-                               f"{len(visas)} visas, limit {limits.max_visas_per_passport}")
+                raise _Refused(Reason.TOO_MANY_VISAS, f"{len(visas)} visas, limit {limits.max_visas_per_passport}")
             if any(type(v) is not str for v in visas):
                 raise _Refused(Reason.BAD_CLAIM, f"{PASSPORT_CLAIM} must be an array of strings")
             if self.revoked is not None and self.revoked(jti):
@@ -262,8 +265,9 @@ class Verifier:
         except (JoseError, KeyResolutionError) as exc:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
         accepted, rejected, relies_on = self._judge_all(visas, now, audience, version)
-        return PassportResult(accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims,
-                              relies_on=relies_on)
+        return PassportResult(
+            accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims, relies_on=relies_on
+        )
 
     def _remember_passport(self, token: str, scope: str, result: PassportResult, now: float) -> None:
         assert self.cache is not None
@@ -280,8 +284,9 @@ class Verifier:
 
     # ------------------------------------------------------------------ visa lists
 
-    def _judge_all(self, tokens: Sequence[Any], now: float, audience: str | None,
-                   version: str) -> tuple[tuple[Visa, ...], tuple[Rejection, ...], dict[Visa, tuple[Visa, ...]]]:
+    def _judge_all(
+        self, tokens: Sequence[Any], now: float, audience: str | None, version: str
+    ) -> tuple[tuple[Visa, ...], tuple[Rejection, ...], dict[Visa, tuple[Visa, ...]]]:
         """Judge each visa alone, then the conditions of the conditioned ones (C18).
 
         Returns the accepted visas, the rejections, and for each accepted conditioned visa the
@@ -309,8 +314,15 @@ class Verifier:
 
     # ------------------------------------------------------------------ one visa
 
-    def _visa(self, token: Any, index: int | None, now: float, audience: str | None, version: str,
-              keys: dict[tuple[str, str | None, str | None, str], Any]) -> Visa | Rejection:
+    def _visa(
+        self,
+        token: Any,
+        index: int | None,
+        now: float,
+        audience: str | None,
+        version: str,
+        keys: dict[tuple[str, str | None, str | None, str], Any],
+    ) -> Visa | Rejection:
         try:
             scope = None
             if self.cache is not None and type(token) is str and len(token) <= self.limits.max_visa_bytes:
@@ -331,8 +343,9 @@ class Verifier:
             log.error("unexpected %s while verifying visa %s", exc.__class__.__name__, index)
             return Rejection(Reason.MALFORMED, f"{INTERNAL_ERROR} ({exc.__class__.__name__})", index)
 
-    def _check_visa(self, token: Any, now: float, audience: str | None,
-                    keys: dict[tuple[str, str | None, str | None, str], Any]) -> Visa:
+    def _check_visa(
+        self, token: Any, now: float, audience: str | None, keys: dict[tuple[str, str | None, str | None, str], Any]
+    ) -> Visa:
         limits = self.limits
         jws = parse(token, max_bytes=limits.max_visa_bytes, max_depth=limits.max_json_depth)
         typ = jws.typ
@@ -368,15 +381,24 @@ class Verifier:
             openid = "openid" in scope.split(" ")
         if jws.jku is None:
             if openid:
-                raise _Refused(Reason.ACCESS_TOKEN_FORM,
-                               "visa access token form (scope openid, no jku) is deprecated and not supported: "
-                               "it is only valid with userinfo polling, which we do not do")
+                raise _Refused(
+                    Reason.ACCESS_TOKEN_FORM,
+                    "visa access token form (scope openid, no jku) is deprecated and not supported: "
+                    "it is only valid with userinfo polling, which we do not do",
+                )
             raise _Refused(Reason.JKU_MISSING, "visa document token has no jku header")
         if openid:
             raise _Refused(Reason.BAD_CLAIM, "a visa document token must not have openid in scope")
 
-    def _check_trusted_visa(self, token: str, jws: Jws, iss: str, now: float, audience: str | None,
-                            keys: dict[tuple[str, str | None, str | None, str], Any]) -> Visa:
+    def _check_trusted_visa(
+        self,
+        token: str,
+        jws: Jws,
+        iss: str,
+        now: float,
+        audience: str | None,
+        keys: dict[tuple[str, str | None, str | None, str], Any],
+    ) -> Visa:
         issuer = self.trust.visa_issuer(iss)
         if issuer is None:
             raise _Refused(Reason.UNTRUSTED_ISSUER, f"visa issuer {_show(iss)} is not trusted")
@@ -406,8 +428,16 @@ class Verifier:
         if self.revoked is not None and self.revoked(jti):
             raise _Refused(Reason.REVOKED, "visa jti is revoked", iss, jti, obj.type)
         intern = sys.intern
-        return Visa(iss=intern(iss), sub=sub, iat=iat, exp=exp, visa=obj, raw=token, jti=jti,
-                    kid=intern(jws.kid) if jws.kid is not None else resolved.kid or None)
+        return Visa(
+            iss=intern(iss),
+            sub=sub,
+            iat=iat,
+            exp=exp,
+            visa=obj,
+            raw=token,
+            jti=jti,
+            kid=intern(jws.kid) if jws.kid is not None else resolved.kid or None,
+        )
 
     def _visa_object(self, claims: dict[str, Any], now: float, issuer: Any) -> VisaObject:
         limits = self.limits
@@ -468,13 +498,21 @@ class Verifier:
             exc.visa_type = visa_type
             raise
         intern = sys.intern
-        return VisaObject(type=intern(visa_type), asserted=asserted, value=value, source=intern(source),
-                          by=intern(by) if by is not None else None, conditions=conditions)
+        return VisaObject(
+            type=intern(visa_type),
+            asserted=asserted,
+            value=value,
+            source=intern(source),
+            by=intern(by) if by is not None else None,
+            conditions=conditions,
+        )
 
     def _url_claim(self, value: str, what: str) -> None:
         if len(value) > self.limits.max_url_claim_chars:
-            raise _Refused(Reason.URL_TOO_LONG,
-                           f"{VISA_CLAIM}.{what}: {len(value)} characters, limit {self.limits.max_url_claim_chars}")
+            raise _Refused(
+                Reason.URL_TOO_LONG,
+                f"{VISA_CLAIM}.{what}: {len(value)} characters, limit {self.limits.max_url_claim_chars}",
+            )
         if value in _GOOD_URLS:
             return
         if URL_CLAIM.fullmatch(value) is None:
@@ -490,8 +528,11 @@ class Verifier:
         leeway = self.limits.clock_leeway_seconds
         exp = claims.get("exp")
         iat = claims.get("iat")
-        if type(exp) is not int or type(iat) is not int or not (0 <= exp <= MAX_NUMERIC_DATE
-                                                                and 0 <= iat <= MAX_NUMERIC_DATE):
+        if (
+            type(exp) is not int
+            or type(iat) is not int
+            or not (0 <= exp <= MAX_NUMERIC_DATE and 0 <= iat <= MAX_NUMERIC_DATE)
+        ):
             exp = _numeric_date(claims, "exp", required=True)
             iat = _numeric_date(claims, "iat", required=True)
         nbf = _numeric_date(claims, "nbf", required=False) if "nbf" in claims else None
@@ -589,9 +630,14 @@ def _apply_conditions(
             if met:
                 relies_on[verdict] = used
             else:
-                verdict = Rejection(Reason.CONDITIONS_UNMET,
-                                    "conditions not met by the other accepted visas of this passport",
-                                    index, verdict.iss, verdict.jti, verdict.visa.type)
+                verdict = Rejection(
+                    Reason.CONDITIONS_UNMET,
+                    "conditions not met by the other accepted visas of this passport",
+                    index,
+                    verdict.iss,
+                    verdict.jti,
+                    verdict.visa.type,
+                )
         out.append(verdict)
     return out, relies_on
 

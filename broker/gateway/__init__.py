@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["AccessDecision", "AuditEvent", "Authorizer", "Gateway", "GatewaySettings", "init_app"]
 
 
-def init_app(app: Flask, authorizer: Authorizer, settings: GatewaySettings, *, data_dir: str | Path | None = None,
-             audit: Callable[[AuditEvent], None] | None = None, metrics: GatewayMetrics | None = None) -> Gateway:
+def init_app(
+    app: Flask,
+    authorizer: Authorizer,
+    settings: GatewaySettings,
+    *,
+    data_dir: str | Path | None = None,
+    audit: Callable[[AuditEvent], None] | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> Gateway:
     """Register the gateway's routes on ``app``, deciding with ``authorizer``.
 
     ``data_dir`` keeps the URL-signing key and the checksum cache (shared by every process
@@ -39,8 +46,13 @@ def init_app(app: Flask, authorizer: Authorizer, settings: GatewaySettings, *, d
     from broker.gateway.service import Gateway
 
     check_gateway(settings)
-    gateway = Gateway(settings=settings, authorizer=authorizer, data_dir=Path(data_dir) if data_dir else None,
-                      metrics=metrics or GatewayMetrics(), audit=audit)
+    gateway = Gateway(
+        settings=settings,
+        authorizer=authorizer,
+        data_dir=Path(data_dir) if data_dir else None,
+        metrics=metrics or GatewayMetrics(),
+        audit=audit,
+    )
     app.extensions["gateway"] = gateway
     app.url_map.converters.setdefault("anypath", AnyPathConverter)
     app.register_blueprint(make_blueprint(settings.metrics))

@@ -46,13 +46,27 @@ class AccessDecision:
     extra: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
-    def allowed(subject: str | None, reason: str = "allowed", message: str = "Access granted.", *,
-                expires_at: int | None = None, visas_used: Sequence[str] = (), basis: Any = None) -> AccessDecision:
+    def allowed(
+        subject: str | None,
+        reason: str = "allowed",
+        message: str = "Access granted.",
+        *,
+        expires_at: int | None = None,
+        visas_used: Sequence[str] = (),
+        basis: Any = None,
+    ) -> AccessDecision:
         return AccessDecision(True, 200, reason, message, subject, expires_at, tuple(visas_used), basis)
 
     @staticmethod
-    def denied(status: int, reason: str, message: str, *, subject: str | None = None,
-               required: dict[str, Any] | None = None, basis: Any = None) -> AccessDecision:
+    def denied(
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        subject: str | None = None,
+        required: dict[str, Any] | None = None,
+        basis: Any = None,
+    ) -> AccessDecision:
         if status not in (401, 403, 503):
             raise ValueError(f"a denial is 401, 403 or 503, not {status}")
         return AccessDecision(False, status, reason, message, subject, None, (), basis, required)
@@ -62,5 +76,6 @@ class Authorizer(Protocol):
     """Decides one access. ``bearer`` is the Authorization Bearer value (None when absent);
     ``passports`` are passport JWTs handed in a DRS POST body (empty otherwise)."""
 
-    def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
-                  passports: Sequence[str] = ()) -> AccessDecision: ...
+    def authorize(
+        self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *, passports: Sequence[str] = ()
+    ) -> AccessDecision: ...

@@ -134,14 +134,16 @@ def make_drs_blueprint() -> Blueprint:
     @bp.get("/service-info")
     def service_info() -> Response:
         s = gw().settings
-        return _json({
-            "id": s.drs_service_id,
-            "name": "ga4gh-broker DRS",
-            "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.2.0"},
-            "description": "Files of controlled-access datasets, released on GA4GH passports.",
-            "organization": {"name": s.drs_organization_name, "url": s.drs_organization_url},
-            "version": __version__,
-        })
+        return _json(
+            {
+                "id": s.drs_service_id,
+                "name": "ga4gh-broker DRS",
+                "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.2.0"},
+                "description": "Files of controlled-access datasets, released on GA4GH passports.",
+                "organization": {"name": s.drs_organization_name, "url": s.drs_organization_url},
+                "version": __version__,
+            }
+        )
 
     @bp.route("/objects/<object_id>", methods=["GET", "POST", "OPTIONS"])
     def get_object(object_id: str) -> Response:
@@ -157,17 +159,19 @@ def make_drs_blueprint() -> Blueprint:
             return _drs_error(refusal)
         base = _base_url(g)
         when = datetime.fromtimestamp(info.last_modified or g.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return _json({
-            "id": object_id,
-            "self_uri": f"drs://{urlsplit(base).netloc}/{object_id}",
-            "name": ref.segments[-1],
-            "size": info.size,
-            "created_time": when,
-            "updated_time": when,
-            "mime_type": "application/octet-stream",
-            "checksums": [{"checksum": checksum, "type": "sha-256"}],
-            "access_methods": [{"type": "https", "access_id": ACCESS_ID}],
-        })
+        return _json(
+            {
+                "id": object_id,
+                "self_uri": f"drs://{urlsplit(base).netloc}/{object_id}",
+                "name": ref.segments[-1],
+                "size": info.size,
+                "created_time": when,
+                "updated_time": when,
+                "mime_type": "application/octet-stream",
+                "checksums": [{"checksum": checksum, "type": "sha-256"}],
+                "access_methods": [{"type": "https", "access_id": ACCESS_ID}],
+            }
+        )
 
     @bp.route("/objects/<object_id>/access/<access_id>", methods=["GET", "POST"])
     def access(object_id: str, access_id: str) -> Response:

@@ -108,16 +108,21 @@ class GatewayMetrics:
     """The gateway's metric families. Other parts may add gauges via :meth:`add_gauge`."""
 
     def __init__(self) -> None:
-        self.requests = Counter("gateway_requests_total", "Gateway requests by route, method and status.",
-                                ("route", "method", "status"))
-        self.decisions = Counter("gateway_decisions_total", "Access decisions by outcome and reason.",
-                                 ("outcome", "reason"))
-        self.bytes_streamed = Counter("gateway_bytes_streamed_total",
-                                      "Body bytes the gateway itself sent, by dataset.", ("dataset",))
-        self.transfers = Counter("gateway_transfers_total", "Streamed bodies by result (complete or broken).",
-                                 ("result",))
-        self.upstream_latency = Histogram("gateway_upstream_latency_seconds",
-                                          "Time from request to upstream response headers, by store.", ("store",))
+        self.requests = Counter(
+            "gateway_requests_total", "Gateway requests by route, method and status.", ("route", "method", "status")
+        )
+        self.decisions = Counter(
+            "gateway_decisions_total", "Access decisions by outcome and reason.", ("outcome", "reason")
+        )
+        self.bytes_streamed = Counter(
+            "gateway_bytes_streamed_total", "Body bytes the gateway itself sent, by dataset.", ("dataset",)
+        )
+        self.transfers = Counter(
+            "gateway_transfers_total", "Streamed bodies by result (complete or broken).", ("result",)
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_latency_seconds", "Time from request to upstream response headers, by store.", ("store",)
+        )
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:

@@ -73,12 +73,14 @@ class PassportAuthorizer:
     visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
     clock: Callable[[], float] = time.time
 
-    def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
-                  passports: Sequence[str] = ()) -> AccessDecision:
+    def authorize(
+        self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *, passports: Sequence[str] = ()
+    ) -> AccessDecision:
         credentials = ([bearer] if bearer is not None else []) + list(passports)
         if not credentials:
-            return AccessDecision.denied(401, MISSING_TOKEN, "A bearer token (a passport or an access token) "
-                                         "is required.")
+            return AccessDecision.denied(
+                401, MISSING_TOKEN, "A bearer token (a passport or an access token) is required."
+            )
         policy = self.policies.current  # one rule set for the whole request
         first_deny: AccessDecision | None = None
         for token in credentials:
@@ -112,8 +114,9 @@ class PassportAuthorizer:
                     raise  # not a verdict on the token: an outage, answered 503 by the gateway
                 return _invalid(f"The access token is not accepted ({reason}).", reason)
             if PASSPORT_SCOPE not in token_info.scope:
-                return AccessDecision.denied(403, "insufficient_scope",
-                                             f"The access token lacks the {PASSPORT_SCOPE} scope.")
+                return AccessDecision.denied(
+                    403, "insufficient_scope", f"The access token lacks the {PASSPORT_SCOPE} scope."
+                )
             result = self.verifier.verify_visas(list(self.visas_for(token_info)))
             if result.error is not None:
                 log.error("the visas released for an access token were refused: %s", result.error.reason)
@@ -123,23 +126,30 @@ class PassportAuthorizer:
 
     # ------------------------------------------------------------------ policy
 
-    def _decide(self, policy: Any, result: PassportResult, holder: tuple[str, str], cap: int | None, dataset: str,
-                action: str) -> AccessDecision:
-        decision = policy.decide(result.accepted, dataset=dataset, action=action, holder=holder,
-                                 now=int(self.clock()))
+    def _decide(
+        self, policy: Any, result: PassportResult, holder: tuple[str, str], cap: int | None, dataset: str, action: str
+    ) -> AccessDecision:
+        decision = policy.decide(result.accepted, dataset=dataset, action=action, holder=holder, now=int(self.clock()))
         if decision.allow:
             expires = decision.expires_at
             if cap is not None:
                 expires = cap if expires is None else min(expires, cap)
             return AccessDecision.allowed(
-                holder[1], "allowed", "Access granted by the dataset's policy.", expires_at=expires,
-                visas_used=tuple(b.jti for b in decision.basis if b.jti), basis=decision.to_json(),
+                holder[1],
+                "allowed",
+                "Access granted by the dataset's policy.",
+                expires_at=expires,
+                visas_used=tuple(b.jti for b in decision.basis if b.jti),
+                basis=decision.to_json(),
             )
         reason = decision.reasons[0] if decision.reasons else None
         return AccessDecision.denied(
-            403, reason.code if reason else "access_denied",
+            403,
+            reason.code if reason else "access_denied",
             reason.message if reason else "The dataset's policy does not grant access.",
-            subject=holder[1], required=_required(policy, dataset, action), basis=decision.to_json(),
+            subject=holder[1],
+            required=_required(policy, dataset, action),
+            basis=decision.to_json(),
         )
 
 

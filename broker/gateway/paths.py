@@ -108,7 +108,7 @@ def parse_data_target(raw_target: str, prefix: str = "/data/") -> Target:
     path, query = split_target(raw_target)
     if not path.startswith(prefix):
         raise PathError("invalid_path", f"Data paths start with {prefix}.")
-    dataset, sep, rest = path[len(prefix):].partition("/")
+    dataset, sep, rest = path[len(prefix) :].partition("/")
     if not dataset:
         raise PathError("invalid_path", "The path names no dataset.")
     if not sep or not rest:
@@ -154,7 +154,7 @@ def _decode_segment(raw: str) -> str:
         while i < n:
             ch = raw[i]
             if ch == "%":
-                hi, lo = raw[i + 1:i + 2], raw[i + 2:i + 3]
+                hi, lo = raw[i + 1 : i + 2], raw[i + 2 : i + 3]
                 if not hi or not lo or hi not in _HEX or lo not in _HEX:
                     raise PathError("invalid_encoding", "A '%' is not followed by two hex digits.")
                 out.append(int(hi + lo, 16))
@@ -188,11 +188,14 @@ def _check_segment(text: str) -> None:
             raise PathError("forbidden_character", "A path segment contains a control or format character.")
     if not text.isascii():
         folded = unicodedata.normalize("NFKC", text)
-        if folded in _DOT_SEGMENTS or any(c in folded for c in "/\\;%") or any(
-            unicodedata.category(c) in ("Cc", "Cf") for c in folded
+        if (
+            folded in _DOT_SEGMENTS
+            or any(c in folded for c in "/\\;%")
+            or any(unicodedata.category(c) in ("Cc", "Cf") for c in folded)
         ):
-            raise PathError("forbidden_character",
-                            "A path segment is a dot segment or a separator in a compatibility spelling.")
+            raise PathError(
+                "forbidden_character", "A path segment is a dot segment or a separator in a compatibility spelling."
+            )
 
 
 def _check_shape(segments: list[str] | tuple[str, ...]) -> None:

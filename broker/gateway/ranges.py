@@ -156,8 +156,7 @@ def if_range_holds(value: str | None, etag: str | None, last_modified: float | N
         return True
     text = value.strip(_OWS)
     if text.startswith('"'):
-        return etag is not None and not etag.startswith("W/") and text == etag and len(text) >= 2 \
-            and text.endswith('"')
+        return etag is not None and not etag.startswith("W/") and text == etag and len(text) >= 2 and text.endswith('"')
     if text.startswith("W/"):
         return False  # a weak validator never allows a partial response
     if last_modified is None:

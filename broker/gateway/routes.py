@@ -60,7 +60,7 @@ def raw_target(environ: dict[str, Any]) -> str:
         query = environ.get("QUERY_STRING", "")
         raw = script + path + (f"?{query}" if query else "")
     if script and raw.startswith(script + "/"):
-        raw = raw[len(script):]
+        raw = raw[len(script) :]
     return raw
 
 
@@ -82,8 +82,9 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
         if request.method == "OPTIONS":
             return _preflight(gw)
         try:
-            target, decision = gw.decide(request.method, raw_target(request.environ), request.headers,
-                                         DATA_PREFIX, "data")
+            target, decision = gw.decide(
+                request.method, raw_target(request.environ), request.headers, DATA_PREFIX, "data"
+            )
             response = gw.serve(request.method, target.ref, request.headers, request.environ, decision)
         except Refusal as refusal:
             response = refusal.response()
@@ -96,7 +97,7 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
         original = request.headers.get("X-Original-URI")
         if original is None:
             own = raw_target(request.environ)
-            original = own[len(DECISION_PATH):] if own.startswith(DECISION_PATH + "/") else ""
+            original = own[len(DECISION_PATH) :] if own.startswith(DECISION_PATH + "/") else ""
         method = request.headers.get("X-Original-Method") or request.method
         response = Response(b"", status=200)
         response.headers["Cache-Control"] = "no-store"
@@ -123,10 +124,16 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
         return response
 
     bp.add_url_rule(DECISION_PATH, "decision", decision_view, methods=DECISION_METHODS, merge_slashes=False)
-    bp.add_url_rule(DECISION_PATH + "/<anypath:_rest>", "decision_path", decision_view, methods=DECISION_METHODS,
-                    merge_slashes=False)
+    bp.add_url_rule(
+        DECISION_PATH + "/<anypath:_rest>",
+        "decision_path",
+        decision_view,
+        methods=DECISION_METHODS,
+        merge_slashes=False,
+    )
 
     if metrics_enabled:
+
         @bp.get("/metrics")
         def metrics() -> Response:
             """Prometheus text exposition of this process's gateway metrics.
@@ -170,8 +177,9 @@ def _preflight(gw: Gateway) -> Response:
     if origin is None:
         return response
     method = request.headers.get("Access-Control-Request-Method", "")
-    asked = {h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
-             if h.strip()}
+    asked = {
+        h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()
+    }
     if origin not in gw.settings.cors_origins or method not in ("GET", "HEAD") or not asked <= CORS_REQUEST_HEADERS:
         response.status_code = 403
         response.headers["Vary"] = "Origin"

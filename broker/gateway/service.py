@@ -70,8 +70,14 @@ _CONDITIONAL_MAX = 1024
 class Refusal(Exception):
     """A request the gateway answers with an error: status, machine code, message."""
 
-    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -120,8 +126,9 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.stores = open_stores(self.settings.stores, self.metrics)
-        self._prefixes = {name: validate_object_path(ds.prefix) if ds.prefix else ()
-                          for name, ds in self.settings.datasets.items()}
+        self._prefixes = {
+            name: validate_object_path(ds.prefix) if ds.prefix else () for name, ds in self.settings.datasets.items()
+        }
         key_dir = self.data_dir / "gateway" if self.data_dir is not None else None
         self.url_key = signed_urls.load_or_create_key(self.settings.url_signing_key, key_dir)
         cache_dir = self.settings.checksum_cache_dir
@@ -131,8 +138,15 @@ class Gateway:
 
     # ------------------------------------------------------------------ decisions
 
-    def decide(self, method: str, raw_target: str, headers: Mapping[str, str], prefix: str,
-               route: str, passports: tuple[str, ...] = ()) -> tuple[Target, AccessDecision]:
+    def decide(
+        self,
+        method: str,
+        raw_target: str,
+        headers: Mapping[str, str],
+        prefix: str,
+        route: str,
+        passports: tuple[str, ...] = (),
+    ) -> tuple[Target, AccessDecision]:
         """Parse, read credentials, authorise. Raises :class:`Refusal` for every refusal."""
         try:
             target = parse_data_target(raw_target, prefix)
@@ -141,14 +155,24 @@ class Gateway:
             raise Refusal(exc.status, exc.code, exc.message) from None
         return target, self.authorize_ref(method, target.ref, target.query, headers, route, passports)
 
-    def authorize_ref(self, method: str, ref: ObjectRef, query: str, headers: Mapping[str, str], route: str,
-                      passports: tuple[str, ...] = ()) -> AccessDecision:
+    def authorize_ref(
+        self,
+        method: str,
+        ref: ObjectRef,
+        query: str,
+        headers: Mapping[str, str],
+        route: str,
+        passports: tuple[str, ...] = (),
+    ) -> AccessDecision:
         bearer = self._bearer(headers.get("Authorization"))
         if query:
             if "access_token" in query.lower():
                 self._count_decision("deny", "token_in_query")
-                raise Refusal(400, "invalid_request", "Access tokens are not accepted in URLs; "
-                              "send them in the Authorization header.")
+                raise Refusal(
+                    400,
+                    "invalid_request",
+                    "Access tokens are not accepted in URLs; send them in the Authorization header.",
+                )
             if bearer is not None or passports:
                 raise Refusal(400, "invalid_request", "Use either a signed URL or an Authorization header.")
             return self._signed(method, ref, query, route)
@@ -167,8 +191,9 @@ class Gateway:
 
     def _signed(self, method: str, ref: ObjectRef, query: str, route: str) -> AccessDecision:
         try:
-            expires = signed_urls.verify(self.url_key, ref, query, method, int(self.clock()),
-                                         self.settings.signed_url_lifetime_seconds)
+            expires = signed_urls.verify(
+                self.url_key, ref, query, method, int(self.clock()), self.settings.signed_url_lifetime_seconds
+            )
         except signed_urls.SignatureError as exc:
             decision = AccessDecision.denied(403, exc.code, exc.message)
             self._record_decision(decision, ref, route)
@@ -213,8 +238,19 @@ class Gateway:
         outcome = "allow" if decision.allow else "deny"
         self._count_decision(outcome, decision.reason)
         if self.audit is not None:
-            self.audit(AuditEvent("decision", decision.subject, ref.dataset, ref.path, outcome, decision.reason,
-                                  decision.visas_used, decision.basis, route=route))
+            self.audit(
+                AuditEvent(
+                    "decision",
+                    decision.subject,
+                    ref.dataset,
+                    ref.path,
+                    outcome,
+                    decision.reason,
+                    decision.visas_used,
+                    decision.basis,
+                    route=route,
+                )
+            )
 
     # ------------------------------------------------------------------ datasets
 
@@ -227,8 +263,9 @@ class Gateway:
 
     # ------------------------------------------------------------------ serving
 
-    def serve(self, method: str, ref: ObjectRef, headers: Mapping[str, str], environ: dict[str, Any],
-              decision: AccessDecision) -> Response:
+    def serve(
+        self, method: str, ref: ObjectRef, headers: Mapping[str, str], environ: dict[str, Any], decision: AccessDecision
+    ) -> Response:
         """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
         ds, store, prefix = self.dataset(ref)
         segments = prefix + ref.segments
@@ -254,8 +291,16 @@ class Gateway:
         response.headers["X-Accel-Buffering"] = "no"
         return response
 
-    def _from_directory(self, method: str, store: DirectoryStore, prefix: tuple[str, ...], ref: ObjectRef,
-                        headers: Mapping[str, str], environ: dict[str, Any], subject: str | None) -> Response:
+    def _from_directory(
+        self,
+        method: str,
+        store: DirectoryStore,
+        prefix: tuple[str, ...],
+        ref: ObjectRef,
+        headers: Mapping[str, str],
+        environ: dict[str, Any],
+        subject: str | None,
+    ) -> Response:
         """Serve from an open file: small bodies read at once, large ones by sendfile-able wrapper."""
         opened = store.open(prefix, ref.segments)
         if opened is None:
@@ -295,8 +340,9 @@ class Gateway:
             finally:
                 file.close()
             if len(data) != length:
-                raise Refusal(503, "object_changed", "The object changed while it was read; try again.",
-                              {"Retry-After": "1"})
+                raise Refusal(
+                    503, "object_changed", "The object changed while it was read; try again.", {"Retry-After": "1"}
+                )
             self.finish_transfer(ref, subject, length, "complete")
             return Response([data], status=status, headers=base, direct_passthrough=True)
         wrapper = environ.get("wsgi.file_wrapper")
@@ -305,29 +351,39 @@ class Gateway:
         body = wrapper(bounded, chunk) if wrapper is not None else _file_chunks(bounded, chunk)
         return Response(body, status=status, headers=base, direct_passthrough=True)
 
-    def _choose_ranges(self, method: str, headers: Mapping[str, str],
-                       info: ObjectInfo) -> list[ranges.ByteRange] | None:
+    def _choose_ranges(
+        self, method: str, headers: Mapping[str, str], info: ObjectInfo
+    ) -> list[ranges.ByteRange] | None:
         """None for a full 200; ranges for 206; raises Refusal(416)."""
         if method != "GET" or "Range" not in headers:
             return None  # RFC 9110 14.2: Range is defined for GET only
         if not ranges.if_range_holds(headers.get("If-Range"), info.etag, info.last_modified):
             return None
         try:
-            specs = ranges.parse_range(headers.get("Range"), self.settings.max_ranges,
-                                       self.settings.max_range_header_bytes)
+            specs = ranges.parse_range(
+                headers.get("Range"), self.settings.max_ranges, self.settings.max_range_header_bytes
+            )
             if specs is None:
                 return None
             return ranges.resolve(specs, info.size)
         except ranges.RangeNotSatisfiable as exc:
             raise Refusal(416, exc.code, exc.message, {"Content-Range": f"bytes */{info.size}"}) from None
 
-    def _from_http(self, method: str, store: HttpStore, ref: ObjectRef, segments: tuple[str, ...],
-                   headers: Mapping[str, str], subject: str | None) -> Response:
+    def _from_http(
+        self,
+        method: str,
+        store: HttpStore,
+        ref: ObjectRef,
+        segments: tuple[str, ...],
+        headers: Mapping[str, str],
+        subject: str | None,
+    ) -> Response:
         forward: dict[str, str] = {}
         if method == "GET" and headers.get("Range") is not None:
             try:
-                specs = ranges.parse_range(headers.get("Range"), self.settings.max_ranges,
-                                           self.settings.max_range_header_bytes)
+                specs = ranges.parse_range(
+                    headers.get("Range"), self.settings.max_ranges, self.settings.max_range_header_bytes
+                )
             except ranges.RangeNotSatisfiable as exc:
                 size = self._upstream_size(store, segments)
                 raise Refusal(416, exc.code, exc.message, {"Content-Range": f"bytes */{size}"}) from None
@@ -391,8 +447,9 @@ class Gateway:
         self.metrics.bytes_streamed.inc(ref.dataset, amount=sent)
         self.metrics.transfers.inc(result)
         if self.audit is not None:
-            self.audit(AuditEvent("transfer", subject, ref.dataset, ref.path, result, result, bytes_sent=sent,
-                                  route="data"))
+            self.audit(
+                AuditEvent("transfer", subject, ref.dataset, ref.path, result, result, bytes_sent=sent, route="data")
+            )
 
 
 def _well_formed(decision: object) -> bool:
@@ -405,8 +462,15 @@ def _well_formed(decision: object) -> bool:
 class _CountedFile:
     """A bounded file that reports the transfer when the server closes it (sendfile path)."""
 
-    def __init__(self, file: BoundedFile, length: int, gateway: Gateway, ref: ObjectRef,
-                 subject: str | None, corked: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        file: BoundedFile,
+        length: int,
+        gateway: Gateway,
+        ref: ObjectRef,
+        subject: str | None,
+        corked: socket.socket | None = None,
+    ) -> None:
         self._file = file
         self._length = length
         self._gateway = gateway
@@ -548,4 +612,3 @@ def store_quoted(segments: tuple[str, ...]) -> str:
 def identity_header(value: str) -> str:
     """A header-safe spelling of an identity string (percent-encoded outside printable ASCII)."""
     return quote(value, safe="!#$&'()*+,/:;=?@[]~-._ ")
-

@@ -38,8 +38,23 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")
 # Request headers the gateway itself decides; an upstream credential header may not reuse them.
 _RESERVED_UPSTREAM_HEADERS = frozenset(
-    {"host", "range", "if-range", "if-none-match", "if-modified-since", "content-length", "transfer-encoding",
-     "connection", "te", "upgrade", "accept-encoding", "cookie", "proxy-authorization", "keep-alive", "trailer"}
+    {
+        "host",
+        "range",
+        "if-range",
+        "if-none-match",
+        "if-modified-since",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "accept-encoding",
+        "cookie",
+        "proxy-authorization",
+        "keep-alive",
+        "trailer",
+    }
 )
 MAX_SIGNED_URL_LIFETIME = 300  # THREAT-MODEL PX-18: a signed URL lives five minutes at most
 
@@ -116,15 +131,20 @@ def check_gateway(s: GatewaySettings, source: str = "<gateway>") -> None:
     """Cross-field rules; raises :class:`broker.config.SettingsError` naming the key."""
     from broker.config import SettingsError
 
-    positive = {"max_ranges": s.max_ranges, "max_range_header_bytes": s.max_range_header_bytes,
-                "chunk_bytes": s.chunk_bytes, "signed_url_lifetime_seconds": s.signed_url_lifetime_seconds,
-                "drs_max_passports": s.drs_max_passports}
+    positive = {
+        "max_ranges": s.max_ranges,
+        "max_range_header_bytes": s.max_range_header_bytes,
+        "chunk_bytes": s.chunk_bytes,
+        "signed_url_lifetime_seconds": s.signed_url_lifetime_seconds,
+        "drs_max_passports": s.drs_max_passports,
+    }
     for key, value in positive.items():
         if value <= 0:
             raise SettingsError(source, f"gateway.{key}", f"expected a number greater than 0, got {value!r}")
     if s.signed_url_lifetime_seconds > MAX_SIGNED_URL_LIFETIME:
-        raise SettingsError(source, "gateway.signed_url_lifetime_seconds",
-                            f"expected at most {MAX_SIGNED_URL_LIFETIME} seconds")
+        raise SettingsError(
+            source, "gateway.signed_url_lifetime_seconds", f"expected at most {MAX_SIGNED_URL_LIFETIME} seconds"
+        )
     if s.url_signing_key is not None and len(s.url_signing_key) < 32:
         raise SettingsError(source, "gateway.url_signing_key", "expected at least 32 characters of secret")
     if not _FIELD_VALUE.fullmatch(s.realm) or '"' in s.realm or "\\" in s.realm:
@@ -135,8 +155,11 @@ def check_gateway(s: GatewaySettings, source: str = "<gateway>") -> None:
         raise SettingsError(source, "gateway.public_base_url", "expected an http(s) URL")
     for i, origin in enumerate(s.cors_origins):
         if origin == "*" or not origin.startswith(("https://", "http://")) or origin.endswith("/"):
-            raise SettingsError(source, f"gateway.cors_origins[{i}]",
-                                "expected an exact origin like https://viewer.example (no wildcard, no path)")
+            raise SettingsError(
+                source,
+                f"gateway.cors_origins[{i}]",
+                "expected an exact origin like https://viewer.example (no wildcard, no path)",
+            )
     for name, store in s.stores.items():
         _check_store(name, store, source)
     for name, ds in s.datasets.items():
@@ -152,8 +175,11 @@ def check_gateway(s: GatewaySettings, source: str = "<gateway>") -> None:
                 raise SettingsError(source, f"{key}.prefix", exc.message) from None
         mode = ds.mode or s.mode
         if mode == "offload" and not s.stores[ds.store].offload_location:
-            raise SettingsError(source, f"{key}.mode", f"offload needs gateway.stores.{ds.store}.offload_location "
-                                "(an internal nginx location)")
+            raise SettingsError(
+                source,
+                f"{key}.mode",
+                f"offload needs gateway.stores.{ds.store}.offload_location (an internal nginx location)",
+            )
 
 
 def _check_store(name: str, store: DataStoreSettings, source: str) -> None:
@@ -180,6 +206,12 @@ def _check_store(name: str, store: DataStoreSettings, source: str) -> None:
     if store.connect_timeout_seconds <= 0 or store.read_timeout_seconds <= 0:
         raise SettingsError(source, key, "timeouts must be greater than 0")
     loc = store.offload_location
-    if loc is not None and not (loc.startswith("/") and loc.endswith("/") and _FIELD_VALUE.fullmatch(loc)
-                                and " " not in loc and "?" not in loc and "%" not in loc):
+    if loc is not None and not (
+        loc.startswith("/")
+        and loc.endswith("/")
+        and _FIELD_VALUE.fullmatch(loc)
+        and " " not in loc
+        and "?" not in loc
+        and "%" not in loc
+    ):
         raise SettingsError(source, f"{key}.offload_location", "expected an absolute path ending with '/'")

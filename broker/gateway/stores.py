@@ -45,12 +45,30 @@ log = logging.getLogger("broker.gateway.stores")
 OCTET_STREAM = "application/octet-stream"
 USER_AGENT = "ga4gh-broker-gateway"
 # RFC 9110 7.6.1 and the fields every proxy treats as hop-by-hop.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-                        "upgrade", "proxy-authenticate", "proxy-authorization"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
 # Response fields relayed from an upstream (after hop-by-hop removal); everything else is dropped,
 # notably Set-Cookie, Location, Cache-Control and X-Accel-* (an upstream must never steer nginx).
-RELAYED_RESPONSE_HEADERS = ("content-length", "content-range", "content-type", "etag", "last-modified",
-                            "accept-ranges", "content-encoding")
+RELAYED_RESPONSE_HEADERS = (
+    "content-length",
+    "content-range",
+    "content-type",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "content-encoding",
+)
 _FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)|bytes \*/\d{1,19}")
 _DIGITS = re.compile(r"\d{1,19}")
@@ -174,8 +192,9 @@ class DirectoryStore:
         file.close()
         return info
 
-    def iter_object(self, prefix: tuple[str, ...], segments: tuple[str, ...],
-                    chunk: int) -> tuple[ObjectInfo, Iterator[bytes]] | None:
+    def iter_object(
+        self, prefix: tuple[str, ...], segments: tuple[str, ...], chunk: int
+    ) -> tuple[ObjectInfo, Iterator[bytes]] | None:
         opened = self.open(prefix, segments)
         if opened is None:
             return None
@@ -186,8 +205,12 @@ class DirectoryStore:
 def _info(st: os.stat_result) -> ObjectInfo:
     # Strong validator from what changes when the bytes change: inode, size, mtime in ns.
     tag = f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
-    return ObjectInfo(size=st.st_size, etag=f'"{tag}"', last_modified=float(int(st.st_mtime)),
-                      version=f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return ObjectInfo(
+        size=st.st_size,
+        etag=f'"{tag}"',
+        last_modified=float(int(st.st_mtime)),
+        version=f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}",
+    )
 
 
 def read_range(file: IO[bytes], start: int, length: int, chunk: int) -> Iterator[bytes]:
@@ -232,8 +255,9 @@ class HttpStore:
 
     kind = "http"
 
-    def __init__(self, name: str, settings: DataStoreSettings, metrics: GatewayMetrics | None = None,
-                 pool_size: int = 16) -> None:
+    def __init__(
+        self, name: str, settings: DataStoreSettings, metrics: GatewayMetrics | None = None, pool_size: int = 16
+    ) -> None:
         assert settings.base_url is not None
         self.name = name
         self.settings = settings
@@ -261,7 +285,11 @@ class HttpStore:
         started = time.monotonic()
         try:
             response = self._session.request(
-                method, self.url_for(segments), headers=headers, stream=True, allow_redirects=False,
+                method,
+                self.url_for(segments),
+                headers=headers,
+                stream=True,
+                allow_redirects=False,
                 timeout=(self.settings.connect_timeout_seconds, self.settings.read_timeout_seconds),
             )
         except requests.Timeout:
@@ -296,8 +324,10 @@ class HttpStore:
             length = int(headers["content-length"])
         if "content-range" in headers and not _CONTENT_RANGE.fullmatch(headers["content-range"]):
             raise StoreError(502, "bad_upstream_header", "The data store sent an invalid Content-Range.")
-        if status == 206 and "content-range" not in headers and not headers.get("content-type", "").startswith(
-            "multipart/byteranges"
+        if (
+            status == 206
+            and "content-range" not in headers
+            and not headers.get("content-type", "").startswith("multipart/byteranges")
         ):
             raise StoreError(502, "bad_upstream_header", "The data store sent 206 without Content-Range.")
         if status != 206 or not headers.get("content-type", "").startswith("multipart/byteranges"):
@@ -320,8 +350,9 @@ class HttpStore:
             return None
         return _upstream_info(reply)
 
-    def iter_object(self, prefix: tuple[str, ...], segments: tuple[str, ...],
-                    chunk: int) -> tuple[ObjectInfo, Iterator[bytes]] | None:
+    def iter_object(
+        self, prefix: tuple[str, ...], segments: tuple[str, ...], chunk: int
+    ) -> tuple[ObjectInfo, Iterator[bytes]] | None:
         reply = self.fetch(prefix + segments, "GET", {}, chunk)
         if reply.status == 404:
             return None

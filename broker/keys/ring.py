@@ -258,8 +258,13 @@ class KeyRing:
         listed = [
             (
                 KeyState(
-                    kid=r.kid, alg=r.alg, state=states[r.kid], created_at=r.created_at, not_before=r.not_before,
-                    retired_at=r.retired_at, remove_after=r.remove_after,
+                    kid=r.kid,
+                    alg=r.alg,
+                    state=states[r.kid],
+                    created_at=r.created_at,
+                    not_before=r.not_before,
+                    retired_at=r.retired_at,
+                    remove_after=r.remove_after,
                 ),
                 r,
             )
@@ -350,8 +355,12 @@ class KeyRing:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         record = KeyRecord(
-            kid=kid, alg=alg, public_jwk=jwk, private=self.storage.seal(kid, alg, pem),
-            created_at=created_at, not_before=not_before,
+            kid=kid,
+            alg=alg,
+            public_jwk=jwk,
+            private=self.storage.seal(kid, alg, pem),
+            created_at=created_at,
+            not_before=not_before,
         )
         self.storage.save(record)
         self._private[kid] = private

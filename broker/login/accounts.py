@@ -32,12 +32,14 @@ def find_or_create(store: Store, iss: str, sub: str, connector_id: str, profile:
     link = store.find_link(iss, sub)
     if link is not None:
         return link.identity_id
-    identity = Identity(id=secrets.token_hex(16), created_at=now, display_name=profile.display_name,
-                        email=profile.email)
+    identity = Identity(
+        id=secrets.token_hex(16), created_at=now, display_name=profile.display_name, email=profile.email
+    )
     store.put_identity(identity)
     try:
-        store.link_identity(IdentityLink(identity_id=identity.id, iss=iss, sub=sub, linked_at=now,
-                                         connector=connector_id))
+        store.link_identity(
+            IdentityLink(identity_id=identity.id, iss=iss, sub=sub, linked_at=now, connector=connector_id)
+        )
     except Conflict:
         # Another request created the account for this (iss, sub) between our lookup and our
         # link: use that one (the identity made here stays unused, linked to nothing).
@@ -60,8 +62,9 @@ def link(store: Store, identity_id: str, iss: str, sub: str, connector_id: str, 
             raise LinkRefused("this upstream identity belongs to another account")
         return False
     try:
-        store.link_identity(IdentityLink(identity_id=identity_id, iss=iss, sub=sub, linked_at=now,
-                                         connector=connector_id))
+        store.link_identity(
+            IdentityLink(identity_id=identity_id, iss=iss, sub=sub, linked_at=now, connector=connector_id)
+        )
     except Conflict:
         raise LinkRefused("this upstream identity belongs to another account") from None
     return True

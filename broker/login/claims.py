@@ -43,8 +43,11 @@ def clean_text(value: object, max_chars: int = MAX_NAME_CHARS) -> str:
         return ""
     # Look at a bounded prefix only: a megabyte claim costs no more than a short one.
     head = value[: max_chars * 4]
-    kept = "".join(" " if ch.isspace() else ch for ch in head
-                   if ch.isspace() or unicodedata.category(ch) not in _DROPPED_CATEGORIES)
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in head
+        if ch.isspace() or unicodedata.category(ch) not in _DROPPED_CATEGORIES
+    )
     return _WHITESPACE.sub(" ", kept).strip()[:max_chars].rstrip()
 
 

@@ -45,8 +45,9 @@ def _add(ctx: Context) -> int:
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
-        identity = add_user(settings, store, connector, ctx.args.username, password,
-                            display_name=ctx.args.name, email=ctx.args.email)
+        identity = add_user(
+            settings, store, connector, ctx.args.username, password, display_name=ctx.args.name, email=ctx.args.email
+        )
     except AccountError as exc:
         raise CommandError(str(exc)) from None
     except StoreError as exc:

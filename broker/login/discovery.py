@@ -60,9 +60,12 @@ def discovery_url(issuer: str) -> str:
 
 def limits_of(connector: ConnectorSettings, settings: Settings) -> HttpLimits:
     """The bounds of every exchange with this connector's upstream."""
-    return HttpLimits(timeout_seconds=connector.timeout_seconds, max_bytes=connector.max_response_bytes,
-                      allow_http_loopback=settings.trust.fetch.allow_http_loopback,
-                      max_json_depth=settings.limits.max_json_depth)
+    return HttpLimits(
+        timeout_seconds=connector.timeout_seconds,
+        max_bytes=connector.max_response_bytes,
+        allow_http_loopback=settings.trust.fetch.allow_http_loopback,
+        max_json_depth=settings.limits.max_json_depth,
+    )
 
 
 def discover(connector: ConnectorSettings, settings: Settings) -> UpstreamMetadata:

@@ -49,8 +49,18 @@ class BrokerKeys(Protocol):
     def broker_key(self, iss: str, kid: str | None, alg: str) -> Any: ...
 
 
-def verify_id_token(token: object, *, issuer: str, client_id: str, nonce: str, keys: BrokerKeys, now: int,
-                    leeway: int, max_bytes: int, max_depth: int) -> dict[str, Any]:
+def verify_id_token(
+    token: object,
+    *,
+    issuer: str,
+    client_id: str,
+    nonce: str,
+    keys: BrokerKeys,
+    now: int,
+    leeway: int,
+    max_bytes: int,
+    max_depth: int,
+) -> dict[str, Any]:
     """The ID token's claims after every check of the module docstring."""
     try:
         jws = parse(token, max_bytes=max_bytes, max_depth=max_depth)

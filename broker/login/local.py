@@ -33,8 +33,17 @@ def link_issuer(settings: Settings, connector_id: str) -> str:
     return f"{settings.issuer.rstrip('/')}/login/{connector_id}"
 
 
-def add_user(settings: Settings, store: Store, connector_id: str, username: str, password: str, *,
-             display_name: str = "", email: str = "", now: int | None = None) -> Identity:
+def add_user(
+    settings: Settings,
+    store: Store,
+    connector_id: str,
+    username: str,
+    password: str,
+    *,
+    display_name: str = "",
+    email: str = "",
+    now: int | None = None,
+) -> Identity:
     """Create a broker identity with a local password login."""
     now = int(time.time()) if now is None else now
     if not USERNAME.fullmatch(username):
@@ -43,16 +52,26 @@ def add_user(settings: Settings, store: Store, connector_id: str, username: str,
         raise AccountError(f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")
     if store.peek_ticket(ACCOUNT_KIND, f"{connector_id}:{username}") is not None:
         raise AccountError(f"user {username!r} already exists")
-    identity = Identity(id=secrets.token_hex(16), created_at=now, display_name=display_name or username,
-                        email=email)
+    identity = Identity(id=secrets.token_hex(16), created_at=now, display_name=display_name or username, email=email)
     store.put_identity(identity)
     try:
-        store.link_identity(IdentityLink(identity_id=identity.id, iss=link_issuer(settings, connector_id),
-                                         sub=username, linked_at=now, connector=connector_id))
+        store.link_identity(
+            IdentityLink(
+                identity_id=identity.id,
+                iss=link_issuer(settings, connector_id),
+                sub=username,
+                linked_at=now,
+                connector=connector_id,
+            )
+        )
     except Conflict:
         raise AccountError(f"user {username!r} already exists") from None
-    if not store.add_ticket(ACCOUNT_KIND, f"{connector_id}:{username}",
-                            {"identity_id": identity.id, "hash": hash_secret(password)}, ACCOUNT_TTL):
+    if not store.add_ticket(
+        ACCOUNT_KIND,
+        f"{connector_id}:{username}",
+        {"identity_id": identity.id, "hash": hash_secret(password)},
+        ACCOUNT_TTL,
+    ):
         raise AccountError(f"user {username!r} already exists")
     return identity
 

@@ -139,26 +139,47 @@ def start(connector_id: str) -> Response:
         metadata = current_upstreams().metadata(connector)
     except DiscoveryError as exc:
         log.warning("upstream %s unusable: %s", connector_id, exc)
-        rt.store.audit_append({"event": "login.unavailable", "connector": connector_id, "reason": exc.reason},
-                              int(time.time()))
+        rt.store.audit_append(
+            {"event": "login.unavailable", "connector": connector_id, "reason": exc.reason}, int(time.time())
+        )
         back = url_for("login.login_page", interaction=interaction) if interaction else url_for("login.login_page")
-        return page("login_failed.html", status=503, title="Login not available",
-                    message=f"Logging in with {connector.name or connector.id} is not available right now.",
-                    back_url=url_for("login.account") if linking else back,
-                    back_text="Back to your account" if linking else "Choose another way to log in")
+        return page(
+            "login_failed.html",
+            status=503,
+            title="Login not available",
+            message=f"Logging in with {connector.name or connector.id} is not available right now.",
+            back_url=url_for("login.account") if linking else back,
+            back_text="Back to your account" if linking else "Choose another way to log in",
+        )
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(48)
     redirect_uri = callback_url(rt, connector_id)
-    rt.store.put_ticket(TICKET, token_hash(state), {
-        "connector": connector_id, "browser": session.browser, "issuer": metadata.issuer, "nonce": nonce,
-        "verifier": verifier, "redirect_uri": redirect_uri, "interaction": interaction,
-        "link_to": session.identity_id if linking else None, "created_at": int(time.time()),
-    }, rt.settings.login.interaction_lifetime_seconds)
+    rt.store.put_ticket(
+        TICKET,
+        token_hash(state),
+        {
+            "connector": connector_id,
+            "browser": session.browser,
+            "issuer": metadata.issuer,
+            "nonce": nonce,
+            "verifier": verifier,
+            "redirect_uri": redirect_uri,
+            "interaction": interaction,
+            "link_to": session.identity_id if linking else None,
+            "created_at": int(time.time()),
+        },
+        rt.settings.login.interaction_lifetime_seconds,
+    )
     scopes = list(connector.scopes) if "openid" in connector.scopes else ["openid", *connector.scopes]
     params = {
-        "response_type": "code", "client_id": str(connector.client_id), "redirect_uri": redirect_uri,
-        "scope": " ".join(scopes), "state": state, "nonce": nonce, "code_challenge": s256(verifier),
+        "response_type": "code",
+        "client_id": str(connector.client_id),
+        "redirect_uri": redirect_uri,
+        "scope": " ".join(scopes),
+        "state": state,
+        "nonce": nonce,
+        "code_challenge": s256(verifier),
         "code_challenge_method": "S256",
     }
     if linking:
@@ -180,13 +201,20 @@ def callback(connector_id: str) -> Response:
     ticket = None
     if session is not None and len(states) == 1 and _STATE.fullmatch(states[0]):
         ticket = rt.store.consume_ticket(TICKET, token_hash(states[0]))
-    if (session is None or ticket is None or ticket.get("browser") != session.browser
-            or ticket.get("connector") != connector_id):
-        rt.store.audit_append({"event": "login.failed", "connector": connector_id, "reason": "unknown_state"},
-                              int(time.time()))
-        return error_page("Login response not expected",
-                          "This login response does not belong to a login started in this browser, "
-                          "or it was already used.", 400)
+    if (
+        session is None
+        or ticket is None
+        or ticket.get("browser") != session.browser
+        or ticket.get("connector") != connector_id
+    ):
+        rt.store.audit_append(
+            {"event": "login.failed", "connector": connector_id, "reason": "unknown_state"}, int(time.time())
+        )
+        return error_page(
+            "Login response not expected",
+            "This login response does not belong to a login started in this browser, or it was already used.",
+            400,
+        )
     try:
         result = _complete_upstream(rt, connector, ticket, request.args)
     except LoginAborted as aborted:
@@ -194,8 +222,9 @@ def callback(connector_id: str) -> Response:
     return _finish(rt, session, connector, ticket, result)
 
 
-def _complete_upstream(rt: Runtime, connector: ConnectorSettings, ticket: dict[str, Any],
-                       args: MultiDict[str, str]) -> UpstreamResult:
+def _complete_upstream(
+    rt: Runtime, connector: ConnectorSettings, ticket: dict[str, Any], args: MultiDict[str, str]
+) -> UpstreamResult:
     """Steps 1-5 and the relayed visas of step 7 (module docstring)."""
     try:
         metadata = current_upstreams().metadata(connector)
@@ -219,9 +248,16 @@ def _complete_upstream(rt: Runtime, connector: ConnectorSettings, ticket: dict[s
     now = int(time.time())
     try:
         id_claims = verify_id_token(
-            tokens["id_token"], issuer=metadata.issuer, client_id=str(connector.client_id), nonce=ticket["nonce"],
-            keys=current_upstreams().keys(metadata), now=now, leeway=rt.settings.limits.clock_leeway_seconds,
-            max_bytes=connector.max_response_bytes, max_depth=rt.settings.limits.max_json_depth)
+            tokens["id_token"],
+            issuer=metadata.issuer,
+            client_id=str(connector.client_id),
+            nonce=ticket["nonce"],
+            keys=current_upstreams().keys(metadata),
+            now=now,
+            leeway=rt.settings.limits.clock_leeway_seconds,
+            max_bytes=connector.max_response_bytes,
+            max_depth=rt.settings.limits.max_json_depth,
+        )
     except IdTokenError as exc:
         raise LoginAborted(ACCESS_DENIED, f"id_token_{exc.reason}", exc.detail) from None
     sub = str(id_claims["sub"])
@@ -231,11 +267,16 @@ def _complete_upstream(rt: Runtime, connector: ConnectorSettings, ticket: dict[s
     return UpstreamResult(sub=sub, claims=merged, asserted=min(int(id_claims["iat"]), now), relayed=relayed)
 
 
-def _redeem(rt: Runtime, connector: ConnectorSettings, metadata: UpstreamMetadata, ticket: dict[str, Any],
-            code: str) -> dict[str, str]:
+def _redeem(
+    rt: Runtime, connector: ConnectorSettings, metadata: UpstreamMetadata, ticket: dict[str, Any], code: str
+) -> dict[str, str]:
     """The code for tokens at the upstream's token endpoint (RFC 6749 4.1.3, RFC 7636 4.5)."""
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": ticket["redirect_uri"],
-            "code_verifier": ticket["verifier"]}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": ticket["redirect_uri"],
+        "code_verifier": ticket["verifier"],
+    }
     headers: dict[str, str] = {}
     client_id = str(connector.client_id)
     if metadata.token_auth_method == "client_secret_basic":
@@ -266,15 +307,17 @@ def _redeem(rt: Runtime, connector: ConnectorSettings, metadata: UpstreamMetadat
     return {"access_token": access_token, "id_token": id_token}
 
 
-def _userinfo(rt: Runtime, connector: ConnectorSettings, metadata: UpstreamMetadata, access_token: str,
-              sub: str) -> dict[str, Any] | None:
+def _userinfo(
+    rt: Runtime, connector: ConnectorSettings, metadata: UpstreamMetadata, access_token: str, sub: str
+) -> dict[str, Any] | None:
     """The upstream's userinfo claims (None when it has no userinfo endpoint); same ``sub`` or abort."""
     if metadata.userinfo_endpoint is None:
         return None
     limits = limits_of(connector, rt.settings)
     try:
-        response = exchange("GET", metadata.userinfo_endpoint, limits,
-                            headers={"Authorization": f"Bearer {access_token}"})
+        response = exchange(
+            "GET", metadata.userinfo_endpoint, limits, headers={"Authorization": f"Bearer {access_token}"}
+        )
         body = require_json(response, limits.max_json_depth, "the userinfo endpoint")
     except UpstreamHttpError as exc:
         raise LoginAborted(UNAVAILABLE, f"userinfo_{exc.reason}", exc.detail) from None
@@ -308,47 +351,57 @@ def _relayed(rt: Runtime, connector: ConnectorSettings, userinfo: dict[str, Any]
 # --------------------------------------------------------------------------- outcome
 
 
-def _finish(rt: Runtime, session: BrowserSession, connector: ConnectorSettings, ticket: dict[str, Any],
-            result: UpstreamResult) -> Response:
+def _finish(
+    rt: Runtime, session: BrowserSession, connector: ConnectorSettings, ticket: dict[str, Any], result: UpstreamResult
+) -> Response:
     """Steps 6-8: the account (found, created or linked), the recorded material, the login."""
     now = int(time.time())
     issuer = str(ticket["issuer"])
     source = connector.affiliation_source or issuer
-    material = {"affiliations": claims.affiliations(result.claims, source, result.asserted),
-                "relayed": result.relayed}
+    material = {"affiliations": claims.affiliations(result.claims, source, result.asserted), "relayed": result.relayed}
     ttl = rt.settings.oidc.refresh_token_lifetime_seconds
     link_to = ticket.get("link_to")
     if link_to:
         if session.identity_id != link_to:
-            return error_page("Linking stopped", "You are no longer logged in as the account that asked to link "
-                              "this identity. Nothing was changed.", 409)
+            return error_page(
+                "Linking stopped",
+                "You are no longer logged in as the account that asked to link this identity. Nothing was changed.",
+                409,
+            )
         try:
             added = accounts.link(rt.store, link_to, issuer, result.sub, connector.id, now)
         except accounts.LinkRefused:
-            rt.store.audit_append({"event": "link.refused", "identity_id": link_to, "connector": connector.id},
-                                  now)
-            return page("login_failed.html", status=409, title="Identity not linked",
-                        message=f"This {connector.name or connector.id} identity already belongs to another "
-                                "account of this service. Nothing was changed.",
-                        back_url=url_for("login.account"), back_text="Back to your account")
+            rt.store.audit_append({"event": "link.refused", "identity_id": link_to, "connector": connector.id}, now)
+            return page(
+                "login_failed.html",
+                status=409,
+                title="Identity not linked",
+                message=f"This {connector.name or connector.id} identity already belongs to another "
+                "account of this service. Nothing was changed.",
+                back_url=url_for("login.account"),
+                back_text="Back to your account",
+            )
         record_material(rt.store, link_to, connector.id, ttl=ttl, **material)
         if added:
-            rt.store.audit_append({"event": "link", "identity_id": link_to, "connector": connector.id,
-                                   "iss": issuer}, now)
+            rt.store.audit_append(
+                {"event": "link", "identity_id": link_to, "connector": connector.id, "iss": issuer}, now
+            )
         return redirect_303(url_for("login.account"))
-    profile = accounts.Profile(display_name=claims.display_name(result.claims),
-                               # Only an address the upstream says it verified: remote visa sources
-                               # may be keyed on it, so an unverified one could fetch another's visas.
-                               email=(claims.clean_email(result.claims.get("email"))
-                                      if result.claims.get("email_verified") is True else ""))
+    profile = accounts.Profile(
+        display_name=claims.display_name(result.claims),
+        # Only an address the upstream says it verified: remote visa sources
+        # may be keyed on it, so an unverified one could fetch another's visas.
+        email=(claims.clean_email(result.claims.get("email")) if result.claims.get("email_verified") is True else ""),
+    )
     identity_id = accounts.find_or_create(rt.store, issuer, result.sub, connector.id, profile, now)
     record_material(rt.store, identity_id, connector.id, ttl=ttl, **material)
     interaction = ticket.get("interaction") or None
     return complete_login(session, identity_id, connector.id, interaction, session.data.get("next"))
 
 
-def _abort(rt: Runtime, session: BrowserSession, connector: ConnectorSettings, ticket: dict[str, Any],
-           aborted: LoginAborted) -> Response:
+def _abort(
+    rt: Runtime, session: BrowserSession, connector: ConnectorSettings, ticket: dict[str, Any], aborted: LoginAborted
+) -> Response:
     """End a failed upstream login: to the downstream client with an error, else an error page (EPM h)."""
     now = int(time.time())
     log.warning("upstream login via %s aborted: %s (%s)", connector.id, aborted.reason, aborted.detail)
@@ -363,6 +416,11 @@ def _abort(rt: Runtime, session: BrowserSession, connector: ConnectorSettings, t
     else:
         back_url, back_text = url_for("login.login_page"), "Back to the login page"
     status = 503 if aborted.error == UNAVAILABLE else 400
-    return page("login_failed.html", status=status, title="Login failed",
-                message=f"{DESCRIPTIONS[aborted.error]} No one was logged in.", back_url=back_url,
-                back_text=back_text)
+    return page(
+        "login_failed.html",
+        status=status,
+        title="Login failed",
+        message=f"{DESCRIPTIONS[aborted.error]} No one was logged in.",
+        back_url=back_url,
+        back_text=back_text,
+    )

@@ -85,8 +85,14 @@ class UpstreamResponse:
         return value
 
 
-def exchange(method: str, url: str, limits: HttpLimits, *, headers: dict[str, str] | None = None,
-             form: dict[str, str] | None = None) -> UpstreamResponse:
+def exchange(
+    method: str,
+    url: str,
+    limits: HttpLimits,
+    *,
+    headers: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+) -> UpstreamResponse:
     """One bounded request (see the module docstring); any status is returned, the caller judges it."""
     try:
         check_url(url, limits.allow_http_loopback)
@@ -110,13 +116,21 @@ def exchange(method: str, url: str, limits: HttpLimits, *, headers: dict[str, st
         raise UpstreamHttpError("timeout", f"no complete answer within {limits.timeout_seconds} s") from None
 
 
-def _request(session: requests.Session, method: str, url: str, limits: HttpLimits, headers: dict[str, str],
-             form: dict[str, str] | None, deadline: float) -> UpstreamResponse:
+def _request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    limits: HttpLimits,
+    headers: dict[str, str],
+    form: dict[str, str] | None,
+    deadline: float,
+) -> UpstreamResponse:
     sent = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT, **headers}
     timeout = (limits.timeout_seconds, limits.timeout_seconds)
     try:
-        with session.request(method, url, data=form, headers=sent, allow_redirects=False, stream=True,
-                             timeout=timeout) as response:
+        with session.request(
+            method, url, data=form, headers=sent, allow_redirects=False, stream=True, timeout=timeout
+        ) as response:
             return _read(response, limits.max_bytes, deadline)
     except requests.exceptions.SSLError:
         raise UpstreamHttpError("tls", "TLS failure (certificate not trusted or handshake failed)") from None

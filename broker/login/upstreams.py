@@ -64,10 +64,14 @@ class Upstreams:
         slot = (metadata.issuer, metadata.jwks_uri)
         resolver = self._resolvers.get(slot)
         if resolver is None:
-            trust = TrustConfig(self._settings.issuer, brokers={
-                metadata.issuer: TrustedBroker(iss=metadata.issuer, jwks_uri=metadata.jwks_uri,
-                                               pinned=MappingProxyType({})),
-            })
+            trust = TrustConfig(
+                self._settings.issuer,
+                brokers={
+                    metadata.issuer: TrustedBroker(
+                        iss=metadata.issuer, jwks_uri=metadata.jwks_uri, pinned=MappingProxyType({})
+                    ),
+                },
+            )
             with self._lock:
                 resolver = self._resolvers.setdefault(slot, KeyResolver(trust, self._settings.trust.fetch))
         return resolver

@@ -31,8 +31,9 @@ def safe_next(value: str | None) -> str | None:
     return value
 
 
-def complete_login(session: BrowserSession, identity_id: str, connector_id: str, interaction: str | None,
-                   next_path: str | None = None) -> Response:
+def complete_login(
+    session: BrowserSession, identity_id: str, connector_id: str, interaction: str | None, next_path: str | None = None
+) -> Response:
     """Rotate the session id, record the login, and go on with the pending request."""
     rt = current_runtime()
     session.rotate(rt.store)
@@ -49,8 +50,9 @@ def complete_login(session: BrowserSession, identity_id: str, connector_id: str,
     return response
 
 
-def _render_login(session: BrowserSession, interaction: str, next_path: str, error: str | None = None,
-                  status: int = 200) -> Response:
+def _render_login(
+    session: BrowserSession, interaction: str, next_path: str, error: str | None = None, status: int = 200
+) -> Response:
     rt = current_runtime()
     client_name = None
     if interaction:
@@ -60,7 +62,11 @@ def _render_login(session: BrowserSession, interaction: str, next_path: str, err
         client_name = data.get("client_id")
     connectors = rt.settings.login.connectors
     response = page(
-        "login.html", status=status, error=error, interaction=interaction, client_name=client_name,
+        "login.html",
+        status=status,
+        error=error,
+        interaction=interaction,
+        client_name=client_name,
         local_connectors=[c for c in connectors if c.kind == "local"],
         upstream_connectors=[c for c in connectors if c.kind == "oidc"],
         csrf=lambda cid: session.csrf_token(f"login:{cid}:{interaction}"),
@@ -97,14 +103,17 @@ def local_login(connector_id: str) -> Response:
 
     # Password guessing (OA-18) costs one scrypt per try: failures are counted per user and per address.
     limiter = RateLimiter(rt.store)
-    keys = ((LOGIN_FAILURES, limit_key(connector_id, request.form.get("username", ""), client_address())),
-            (LOGIN_FAILURES_PER_ADDRESS, limit_key(client_address())))
+    keys = (
+        (LOGIN_FAILURES, limit_key(connector_id, request.form.get("username", ""), client_address())),
+        (LOGIN_FAILURES_PER_ADDRESS, limit_key(client_address())),
+    )
     try:
         limiter.check_all(keys)
     except RateLimited as exc:
         return exc.page()
-    identity_id = local.check_password(rt.store, connector_id, request.form.get("username", ""),
-                                       request.form.get("password", ""))
+    identity_id = local.check_password(
+        rt.store, connector_id, request.form.get("username", ""), request.form.get("password", "")
+    )
     if identity_id is None:
         limiter.hit_all(keys)
         rt.store.audit_append({"event": "login.failed", "connector": connector_id}, int(time.time()))
@@ -119,9 +128,11 @@ def account() -> Response:
         return redirect_303(url_for("login.login_page", next="/account"))
     identity = rt.store.get_identity(session.identity_id)
     return page(
-        "account.html", identity_id=session.identity_id,
+        "account.html",
+        identity_id=session.identity_id,
         user_name=identity.display_name if identity else session.identity_id,
-        links=rt.store.links_of(session.identity_id), consents=rt.store.consents_of(session.identity_id),
+        links=rt.store.links_of(session.identity_id),
+        consents=rt.store.consents_of(session.identity_id),
         link_connectors=[c for c in rt.settings.login.connectors if c.kind == "oidc"],
         csrf=session.csrf_token,
     )
@@ -151,8 +162,10 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/account/consents/withdraw", view_func=withdraw_consent, methods=["POST"])
     from broker.login import oidc as upstream
 
-    bp.add_url_rule("/login/upstream/<connector_id>", endpoint="upstream_start", view_func=upstream.start,
-                    methods=["POST"])
-    bp.add_url_rule("/login/callback/<connector_id>", endpoint="upstream_callback", view_func=upstream.callback,
-                    methods=["GET"])
+    bp.add_url_rule(
+        "/login/upstream/<connector_id>", endpoint="upstream_start", view_func=upstream.start, methods=["POST"]
+    )
+    bp.add_url_rule(
+        "/login/callback/<connector_id>", endpoint="upstream_callback", view_func=upstream.callback, methods=["GET"]
+    )
     return bp

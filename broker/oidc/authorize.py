@@ -85,8 +85,9 @@ def authorize() -> Response:
     if client is None:
         return error_page("Unknown application", "The application that sent you here is not registered.")
     if not redirect_uri_registered(client, redirect_uri):
-        return error_page("Invalid redirect address",
-                          "The application sent a redirect address that is not registered for it.")
+        return error_page(
+            "Invalid redirect address", "The application sent a redirect address that is not registered for it."
+        )
     assert redirect_uri is not None
     state_values = [v for v in source.getlist("state") if v]
     state = state_values[0] if state_values else None
@@ -182,8 +183,12 @@ def _validate(rt: Any, client: Client, params: dict[str, str]) -> dict[str, Any]
             raise AuthorizationFailure("invalid_request", "id_token_hint was issued to another client.")
         hint_sub = claims["sub"]
     return {
-        "scope": list(scopes), "nonce": nonce, "code_challenge": challenge, "prompt": list(prompt),
-        "max_age": max_age, "hint_sub": hint_sub,
+        "scope": list(scopes),
+        "nonce": nonce,
+        "code_challenge": challenge,
+        "prompt": list(prompt),
+        "max_age": max_age,
+        "hint_sub": hint_sub,
     }
 
 
@@ -201,8 +206,9 @@ def continue_authorization() -> Response:
         return redirect_303(url_for("login.login_page", interaction=uid))
     if data.get("hint_sub") is not None and data["hint_sub"] != session.identity_id:
         rt.store.consume_ticket(INTERACTION, uid)
-        return error_redirect(data["redirect_uri"], "login_required", "Logged-in user differs from the hint.",
-                              data.get("state"))
+        return error_redirect(
+            data["redirect_uri"], "login_required", "Logged-in user differs from the hint.", data.get("state")
+        )
     return _continue(session, uid, data)
 
 
@@ -250,8 +256,12 @@ def consent() -> Response:
             visas = summarize(rt.passport_visas(session.identity_id))
         identity = rt.store.get_identity(session.identity_id)
         return page(
-            "consent.html", client_name=client.name, interaction=uid, csrf_token=session.csrf_token(purpose),
-            scopes=[{"name": s, "text": SCOPE_TEXT.get(s, s)} for s in data["scope"]], visas=visas,
+            "consent.html",
+            client_name=client.name,
+            interaction=uid,
+            csrf_token=session.csrf_token(purpose),
+            scopes=[{"name": s, "text": SCOPE_TEXT.get(s, s)} for s in data["scope"]],
+            visas=visas,
             user_name=(identity.display_name if identity and identity.display_name else session.identity_id),
         )
     if not session.csrf_ok(purpose, request.form.get("csrf_token")):
@@ -259,22 +269,42 @@ def consent() -> Response:
     if rt.store.consume_ticket(INTERACTION, uid) is None:
         return error_page("Request expired", "This consent request was already answered.")
     if request.form.get("decision") != "allow":
-        return error_redirect(data["redirect_uri"], "access_denied", "The user denied the request.",
-                              data.get("state"))
+        return error_redirect(data["redirect_uri"], "access_denied", "The user denied the request.", data.get("state"))
     if request.form.get("remember") == "yes":
-        rt.store.put_consent(Consent(identity_id=session.identity_id, client_id=client.client_id,
-                                     scopes=tuple(data["scope"]), granted_at=int(time.time())))
+        rt.store.put_consent(
+            Consent(
+                identity_id=session.identity_id,
+                client_id=client.client_id,
+                scopes=tuple(data["scope"]),
+                granted_at=int(time.time()),
+            )
+        )
     return _issue_code(session, data)
 
 
-def store_code(rt: Runtime, *, client_id: str, redirect_uri: str, scope: list[str], identity_id: str,
-               auth_time: int, nonce: str | None = None, code_challenge: str | None = None,
-               idp: str | None = None) -> str:
+def store_code(
+    rt: Runtime,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    scope: list[str],
+    identity_id: str,
+    auth_time: int,
+    nonce: str | None = None,
+    code_challenge: str | None = None,
+    idp: str | None = None,
+) -> str:
     """A new single-use code bound to everything the token request must match (kept by hash)."""
     code = secrets.token_urlsafe(32)
     record = {
-        "client_id": client_id, "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce,
-        "code_challenge": code_challenge, "identity_id": identity_id, "auth_time": auth_time, "idp": idp,
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "nonce": nonce,
+        "code_challenge": code_challenge,
+        "identity_id": identity_id,
+        "auth_time": auth_time,
+        "idp": idp,
         "issued_ms": now_ms(),  # when the researcher authorized: consent withdrawal compares with it
     }
     rt.store.put_ticket(CODE, token_hash(code), record, rt.settings.oidc.code_lifetime_seconds)
@@ -285,10 +315,17 @@ def _issue_code(session: BrowserSession, data: dict[str, Any]) -> Response:
     """Issue the code of a finished interaction and redirect to the client with it."""
     rt = current_runtime()
     assert session.identity_id is not None
-    code = store_code(rt, client_id=data["client_id"], redirect_uri=data["redirect_uri"], scope=data["scope"],
-                      identity_id=session.identity_id, auth_time=int(session.data.get("auth_time", 0)),
-                      nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
-                      idp=session.data.get("connector"))
+    code = store_code(
+        rt,
+        client_id=data["client_id"],
+        redirect_uri=data["redirect_uri"],
+        scope=data["scope"],
+        identity_id=session.identity_id,
+        auth_time=int(session.data.get("auth_time", 0)),
+        nonce=data.get("nonce"),
+        code_challenge=data.get("code_challenge"),
+        idp=session.data.get("connector"),
+    )
     params = {"code": code}
     if data.get("state") is not None:
         params["state"] = data["state"]

@@ -153,19 +153,22 @@ def authenticate(
     has_assertion = "client_assertion" in form or "client_assertion_type" in form
     used = sum(bool(x) for x in (basic is not None, has_post_secret, has_assertion))
     if used > 1:
-        raise OAuthError("invalid_request", "Use exactly one client authentication method.",
-                         basic_challenge=basic is not None)
+        raise OAuthError(
+            "invalid_request", "Use exactly one client authentication method.", basic_challenge=basic is not None
+        )
 
     if basic is not None:
         client_id, secret = basic
         if "client_id" in form and form["client_id"] != client_id:
-            raise OAuthError("invalid_request", "client_id in the body differs from the HTTP Basic user.",
-                             basic_challenge=True)
+            raise OAuthError(
+                "invalid_request", "client_id in the body differs from the HTTP Basic user.", basic_challenge=True
+            )
         client = _secret_client(settings, store, client_id, secret, "client_secret_basic", basic=True)
         return AuthenticatedClient(client, "client_secret_basic")
     if has_post_secret:
-        client = _secret_client(settings, store, form.get("client_id", ""), form["client_secret"],
-                                "client_secret_post", basic=False)
+        client = _secret_client(
+            settings, store, form.get("client_id", ""), form["client_secret"], "client_secret_post", basic=False
+        )
         return AuthenticatedClient(client, "client_secret_post")
     if has_assertion:
         client = _assertion_client(settings, store, form, endpoint_url, now)
@@ -178,8 +181,9 @@ def authenticate(
     return AuthenticatedClient(client, "none")
 
 
-def _secret_client(settings: Settings, store: Store, client_id: str, secret: str, method: str,
-                   *, basic: bool) -> Client:
+def _secret_client(
+    settings: Settings, store: Store, client_id: str, secret: str, method: str, *, basic: bool
+) -> Client:
     client = find_client(settings, store, client_id)
     if client is None or client.auth_method != method or not client.secret_hash:
         # Spend the same scrypt time on unknown clients so timing does not reveal which exist.
@@ -222,7 +226,10 @@ def _assertion_client(settings: Settings, store: Store, form: dict[str, str], en
     leeway = settings.limits.clock_leeway_seconds
     try:
         claims = jwt.decode(
-            assertion, key=key, algorithms=[alg], leeway=leeway,
+            assertion,
+            key=key,
+            algorithms=[alg],
+            leeway=leeway,
             options={"require": ["exp", "jti", "iss", "sub", "aud"], "verify_aud": False},
         )
     except jwt.PyJWTError:

@@ -115,7 +115,7 @@ def create_client(
     for uri in (*redirect_uris, *post_logout_redirect_uris):
         check_uri(uri)
     if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
-        raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]})")
+        raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
     if store.get_client(client_id) is not None:
         raise Conflict(f"client {client_id!r} already exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None

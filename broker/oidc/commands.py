@@ -32,13 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.add_argument("--name", default="")
     add.add_argument("--redirect-uri", action="append", default=[], help="exact redirect URI (repeatable)")
     add.add_argument("--post-logout-redirect-uri", action="append", default=[], help="exact URI (repeatable)")
-    add.add_argument("--grant", action="append", default=None,
-                     help="allowed grant type (repeatable; default: code, refresh, device, and token exchange "
-                          "for confidential clients)")
-    add.add_argument("--scope", action="append", default=None,
-                     help="allowed scope (repeatable; default: openid ga4gh_passport_v1)")
-    add.add_argument("--auth-method", choices=AUTH_METHODS, default="client_secret_basic",
-                     help="token endpoint authentication; 'none' makes a public client (PKCE required)")
+    add.add_argument(
+        "--grant",
+        action="append",
+        default=None,
+        help="allowed grant type (repeatable; default: code, refresh, device, and token exchange "
+        "for confidential clients)",
+    )
+    add.add_argument(
+        "--scope", action="append", default=None, help="allowed scope (repeatable; default: openid ga4gh_passport_v1)"
+    )
+    add.add_argument(
+        "--auth-method",
+        choices=AUTH_METHODS,
+        default="client_secret_basic",
+        help="token endpoint authentication; 'none' makes a public client (PKCE required)",
+    )
     add.add_argument("--public", action="store_true", help="same as --auth-method none")
     add.add_argument("--jwks-file", default=None, help="the client's public JWKS (private_key_jwt)")
     add.add_argument("--json", action="store_true", help="machine-readable output")
@@ -90,10 +99,15 @@ def _add(ctx: Context) -> int:
     with _store(ctx) as store:
         try:
             created = create_client(
-                store, args.client_id, name=args.name, redirect_uris=tuple(args.redirect_uri),
+                store,
+                args.client_id,
+                name=args.name,
+                redirect_uris=tuple(args.redirect_uri),
                 grant_types=tuple(args.grant) if args.grant else None,
                 scopes=tuple(args.scope) if args.scope else ("openid", "ga4gh_passport_v1"),
-                auth_method=method, jwks=jwks, post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
+                auth_method=method,
+                jwks=jwks,
+                post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
             )
         except (ClientError, Conflict) as exc:
             raise CommandError(str(exc), 1) from None
@@ -114,11 +128,13 @@ def _add(ctx: Context) -> int:
 
 def _describe(client: object) -> dict[str, object]:
     return {
-        "client_id": client.client_id, "name": client.name,  # type: ignore[attr-defined]
+        "client_id": client.client_id,
+        "name": client.name,  # type: ignore[attr-defined]
         "auth_method": client.auth_method,  # type: ignore[attr-defined]
         "redirect_uris": list(client.redirect_uris),  # type: ignore[attr-defined]
         "post_logout_redirect_uris": list(client.post_logout_redirect_uris),  # type: ignore[attr-defined]
-        "grant_types": list(client.grant_types), "scopes": list(client.scopes),  # type: ignore[attr-defined]
+        "grant_types": list(client.grant_types),
+        "scopes": list(client.scopes),  # type: ignore[attr-defined]
     }
 
 

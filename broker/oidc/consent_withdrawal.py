@@ -45,12 +45,17 @@ def _key(identity_id: str, client_id: str) -> str:
 def marker_lifetime(settings: Settings) -> int:
     """How long a withdrawal marker must outlive the withdrawal (see the module docstring)."""
     oidc = settings.oidc
-    return (oidc.refresh_token_lifetime_seconds + max(oidc.code_lifetime_seconds, oidc.device_code_lifetime_seconds)
-            + oidc.access_token_lifetime_seconds + MARKER_MARGIN_SECONDS)
+    return (
+        oidc.refresh_token_lifetime_seconds
+        + max(oidc.code_lifetime_seconds, oidc.device_code_lifetime_seconds)
+        + oidc.access_token_lifetime_seconds
+        + MARKER_MARGIN_SECONDS
+    )
 
 
-def withdraw_consent(settings: Settings, store: Store, identity_id: str, client_id: str,
-                     at_ms: int | None = None) -> bool:
+def withdraw_consent(
+    settings: Settings, store: Store, identity_id: str, client_id: str, at_ms: int | None = None
+) -> bool:
     """End every grant ``identity_id`` gave ``client_id`` until now, and forget the remembered consent.
 
     Returns whether a remembered consent was deleted. Writes an audit record either way.
@@ -62,8 +67,9 @@ def withdraw_consent(settings: Settings, store: Store, identity_id: str, client_
         at_ms = max(at_ms, previous["at_ms"])  # never move the line back
     store.put_ticket(WITHDRAWN_KIND, key, {"at_ms": at_ms}, marker_lifetime(settings))
     deleted = store.delete_consent(identity_id, client_id)
-    store.audit_append({"event": "oidc.consent_withdrawn", "identity_id": identity_id, "client_id": client_id},
-                       at_ms // 1000)
+    store.audit_append(
+        {"event": "oidc.consent_withdrawn", "identity_id": identity_id, "client_id": client_id}, at_ms // 1000
+    )
     return deleted
 
 

@@ -61,17 +61,24 @@ def start_device_authorization(rt: Runtime, client: Client, scopes: tuple[str, .
     lifetime = rt.settings.oidc.device_code_lifetime_seconds
     device_code = secrets.token_urlsafe(32)
     user_code = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(8))
-    record = {"client_id": client.client_id, "scope": list(scopes), "status": "pending",
-              "user_code": user_code, "expires_at": now + lifetime}
+    record = {
+        "client_id": client.client_id,
+        "scope": list(scopes),
+        "status": "pending",
+        "user_code": user_code,
+        "expires_at": now + lifetime,
+    }
     if not rt.store.add_ticket(USER_CODE, user_code, {"device": token_hash(device_code)}, lifetime):
         raise OAuthError("temporarily_unavailable", "Try again.", 503)
     rt.store.put_ticket(DEVICE, token_hash(device_code), record, lifetime)
     base = rt.settings.issuer.rstrip("/")
     return {
-        "device_code": device_code, "user_code": f"{user_code[:4]}-{user_code[4:]}",
+        "device_code": device_code,
+        "user_code": f"{user_code[:4]}-{user_code[4:]}",
         "verification_uri": f"{base}/device",
         "verification_uri_complete": f"{base}/device?user_code={user_code[:4]}-{user_code[4:]}",
-        "expires_in": lifetime, "interval": rt.settings.oidc.device_poll_interval_seconds,
+        "expires_in": lifetime,
+        "interval": rt.settings.oidc.device_poll_interval_seconds,
     }
 
 
@@ -131,8 +138,9 @@ def redeem(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], now: in
         raise OAuthError("expired_token", "The device code was already used.")
     if record["status"] != "approved":
         raise OAuthError("access_denied", "The user denied the request.")
-    grant = grants.new_grant(rt, auth.client.client_id, record["identity_id"], tuple(record["scope"]),
-                             int(record.get("approved_ms", 0)), now)
+    grant = grants.new_grant(
+        rt, auth.client.client_id, record["identity_id"], tuple(record["scope"]), int(record.get("approved_ms", 0)), now
+    )
     return grants.issue_tokens(rt, auth, grant, now, auth_time=record["auth_time"], idp=record.get("idp"))
 
 
@@ -145,8 +153,9 @@ def device_verify() -> Response:
         next_path = "/device" + (f"?user_code={_normalize(code)}" if code else "")
         return redirect_303(url_for("login.login_page", next=next_path))
     if request.method == "GET":
-        return page("device.html", csrf_token=session.csrf_token("device"),
-                    user_code=request.args.get("user_code", "")[:20])
+        return page(
+            "device.html", csrf_token=session.csrf_token("device"), user_code=request.args.get("user_code", "")[:20]
+        )
     decision = request.form.get("decision")
     user_code = _normalize(request.form.get("user_code", ""))
     if decision is None:
@@ -164,10 +173,15 @@ def device_verify() -> Response:
         if "ga4gh_passport_v1" in record["scope"]:
             visas = summarize(rt.passport_visas(session.identity_id))
         identity = rt.store.get_identity(session.identity_id)
-        return page("device_consent.html", client_name=client.name if client else record["client_id"],
-                    user_code=user_code, csrf_token=session.csrf_token(f"device:{user_code}"),
-                    scopes=[{"name": s, "text": SCOPE_TEXT.get(s, s)} for s in record["scope"]], visas=visas,
-                    user_name=identity.display_name if identity else session.identity_id)
+        return page(
+            "device_consent.html",
+            client_name=client.name if client else record["client_id"],
+            user_code=user_code,
+            csrf_token=session.csrf_token(f"device:{user_code}"),
+            scopes=[{"name": s, "text": SCOPE_TEXT.get(s, s)} for s in record["scope"]],
+            visas=visas,
+            user_name=identity.display_name if identity else session.identity_id,
+        )
     if not session.csrf_ok(f"device:{user_code}", request.form.get("csrf_token")):
         return error_page("Request refused", "The form was not sent from this page (CSRF check failed).", 403)
     limited = _guessing_limited(rt, session.identity_id)
@@ -179,9 +193,13 @@ def device_verify() -> Response:
         return _unknown_code(rt, session)
     now = int(time.time())
     approved = decision == "allow"
-    record.update(status="approved" if approved else "denied", identity_id=session.identity_id,
-                  auth_time=int(session.data.get("auth_time", now)), idp=session.data.get("connector"),
-                  approved_ms=now_ms())
+    record.update(
+        status="approved" if approved else "denied",
+        identity_id=session.identity_id,
+        auth_time=int(session.data.get("auth_time", now)),
+        idp=session.data.get("connector"),
+        approved_ms=now_ms(),
+    )
     rt.store.put_ticket(DEVICE, pointer["device"], record, max(1, record["expires_at"] - now))
     message = "The device is connected; you can return to it." if approved else "The request was denied."
     return page("device.html", done=message, csrf_token="", user_code="")
@@ -204,5 +222,10 @@ def _unknown_code(rt: Runtime, session: BrowserSession) -> Response:
     """Count a wrong user code against the account and the address, and say so."""
     assert session.identity_id is not None
     RateLimiter(rt.store).hit_all(_guessing_keys(session.identity_id))
-    return page("device.html", status=400, csrf_token=session.csrf_token("device"), user_code="",
-                error="That code is unknown or expired.")
+    return page(
+        "device.html",
+        status=400,
+        csrf_token=session.csrf_token("device"),
+        user_code="",
+        error="That code is unknown or expired.",
+    )

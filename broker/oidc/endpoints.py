@@ -74,8 +74,9 @@ def client_of_request(rt: Runtime, form: dict[str, str], path: str, *, allow_pub
     except RateLimited as exc:
         raise exc.oauth_error() from None
     try:
-        return authenticate(rt.settings, rt.store, form, authorization, endpoint_url(rt, path),
-                            allow_public=allow_public)
+        return authenticate(
+            rt.settings, rt.store, form, authorization, endpoint_url(rt, path), allow_public=allow_public
+        )
     except OAuthError as exc:
         if exc.error == "invalid_client":
             limiter.hit(CLIENT_AUTH_FAILURES, key)
@@ -197,9 +198,18 @@ def _introspect_access(rt: Runtime, client_id: str, presented: str, now: int) ->
         return None
     if at.client_id != client_id:
         return None
-    return {"active": True, "scope": " ".join(at.scope), "client_id": at.client_id, "sub": at.sub,
-            "aud": at.claims["aud"], "iss": rt.settings.issuer, "exp": at.exp, "iat": at.iat, "jti": at.jti,
-            "token_type": "Bearer"}
+    return {
+        "active": True,
+        "scope": " ".join(at.scope),
+        "client_id": at.client_id,
+        "sub": at.sub,
+        "aud": at.claims["aud"],
+        "iss": rt.settings.issuer,
+        "exp": at.exp,
+        "iat": at.iat,
+        "jti": at.jti,
+        "token_type": "Bearer",
+    }
 
 
 def _introspect_refresh(rt: Runtime, client_id: str, presented: str, now: int) -> dict[str, Any] | None:
@@ -208,8 +218,15 @@ def _introspect_refresh(rt: Runtime, client_id: str, presented: str, now: int) -
     owner = live_refresh_token(rt, presented, client_id, now)
     if owner is None:
         return None
-    return {"active": True, "scope": " ".join(owner.scope), "client_id": owner.client_id, "sub": owner.identity_id,
-            "iss": rt.settings.issuer, "exp": owner.expires_at, "iat": owner.issued_at}
+    return {
+        "active": True,
+        "scope": " ".join(owner.scope),
+        "client_id": owner.client_id,
+        "sub": owner.identity_id,
+        "iss": rt.settings.issuer,
+        "exp": owner.expires_at,
+        "iat": owner.issued_at,
+    }
 
 
 def revoke() -> Response:
@@ -248,5 +265,4 @@ def _revoke_refresh(rt: Runtime, auth: AuthenticatedClient, presented: str, now:
     owner = refresh_owner(rt, presented)
     if owner is not None and owner.client_id == auth.client.client_id:
         rt.store.revoke_family(owner.grant)
-        rt.store.audit_append({"event": "oidc.revoke", "client_id": auth.client.client_id, "grant": owner.grant},
-                              now)
+        rt.store.audit_append({"event": "oidc.revoke", "client_id": auth.client.client_id, "grant": owner.grant}, now)

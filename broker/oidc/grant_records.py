@@ -47,9 +47,13 @@ def get_grant_record(store: Store, grant_id: str) -> GrantRecord | None:
         return None
     try:
         record = GrantRecord(
-            grant_id=str(data["grant_id"]), identity_id=str(data["identity_id"]), client_id=str(data["client_id"]),
-            scope=tuple(str(s) for s in data["scope"]), authorized_ms=int(data["authorized_ms"]),
-            started_at=int(data["started_at"]), expires_at=int(data["expires_at"]),
+            grant_id=str(data["grant_id"]),
+            identity_id=str(data["identity_id"]),
+            client_id=str(data["client_id"]),
+            scope=tuple(str(s) for s in data["scope"]),
+            authorized_ms=int(data["authorized_ms"]),
+            started_at=int(data["started_at"]),
+            expires_at=int(data["expires_at"]),
         )
     except (KeyError, TypeError, ValueError):
         return None

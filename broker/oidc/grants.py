@@ -68,20 +68,33 @@ def refresh_owner(rt: Runtime, presented: str) -> RefreshOwner | None:
         return None
     try:
         return RefreshOwner(
-            grant=str(data["grant"]), client_id=str(data["client_id"]), identity_id=str(data["identity_id"]),
-            scope=tuple(str(s) for s in data["scope"]), issued_at=int(data["issued_at"]),
-            expires_at=int(data["expires_at"]), rotated=bool(data.get("rotated", False)),
+            grant=str(data["grant"]),
+            client_id=str(data["client_id"]),
+            identity_id=str(data["identity_id"]),
+            scope=tuple(str(s) for s in data["scope"]),
+            issued_at=int(data["issued_at"]),
+            expires_at=int(data["expires_at"]),
+            rotated=bool(data.get("rotated", False)),
         )
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def _put_owner(rt: Runtime, presented_hash: str, owner: RefreshOwner, now: int) -> None:
-    rt.store.put_ticket(REFRESH_OWNER, presented_hash, {
-        "grant": owner.grant, "client_id": owner.client_id, "identity_id": owner.identity_id,
-        "scope": list(owner.scope), "issued_at": owner.issued_at, "expires_at": owner.expires_at,
-        "rotated": owner.rotated,
-    }, max(1, owner.expires_at - now))
+    rt.store.put_ticket(
+        REFRESH_OWNER,
+        presented_hash,
+        {
+            "grant": owner.grant,
+            "client_id": owner.client_id,
+            "identity_id": owner.identity_id,
+            "scope": list(owner.scope),
+            "issued_at": owner.issued_at,
+            "expires_at": owner.expires_at,
+            "rotated": owner.rotated,
+        },
+        max(1, owner.expires_at - now),
+    )
 
 
 def live_refresh_token(rt: Runtime, presented: str, client_id: str, now: int) -> RefreshOwner | None:
@@ -97,51 +110,105 @@ def live_refresh_token(rt: Runtime, presented: str, client_id: str, now: int) ->
     return owner
 
 
-def _tokens(rt: Runtime, grant: GrantRecord, scope: tuple[str, ...], now: int, *, with_refresh: bool,
-            idp: str | None = None) -> dict[str, Any]:
+def _tokens(
+    rt: Runtime, grant: GrantRecord, scope: tuple[str, ...], now: int, *, with_refresh: bool, idp: str | None = None
+) -> dict[str, Any]:
     """An access token with ``scope`` and, if asked, a new refresh token of the grant's full scope."""
-    access, claims = mint_access_token(rt.keyring, rt.settings, sub=grant.identity_id, client_id=grant.client_id,
-                                       scope=scope, grant=grant.grant_id, now=now, idp=idp)
+    access, claims = mint_access_token(
+        rt.keyring,
+        rt.settings,
+        sub=grant.identity_id,
+        client_id=grant.client_id,
+        scope=scope,
+        grant=grant.grant_id,
+        now=now,
+        idp=idp,
+    )
     body: dict[str, Any] = {
-        "access_token": access, "token_type": "Bearer",
-        "expires_in": claims.exp - now, "scope": " ".join(scope),
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - now,
+        "scope": " ".join(scope),
     }
     if with_refresh:
         refresh = secrets.token_urlsafe(32)
         expires_at = min(grant.expires_at, now + REFRESH_IDLE_SECONDS)
-        rt.store.put_refresh_token(RefreshToken(
-            token_hash=token_hash(refresh), family_id=grant.grant_id, identity_id=grant.identity_id,
-            client_id=grant.client_id, scope=" ".join(grant.scope), issued_at=now, expires_at=expires_at,
-        ))
-        _put_owner(rt, token_hash(refresh), RefreshOwner(
-            grant=grant.grant_id, client_id=grant.client_id, identity_id=grant.identity_id, scope=grant.scope,
-            issued_at=now, expires_at=expires_at, rotated=False), now)
+        rt.store.put_refresh_token(
+            RefreshToken(
+                token_hash=token_hash(refresh),
+                family_id=grant.grant_id,
+                identity_id=grant.identity_id,
+                client_id=grant.client_id,
+                scope=" ".join(grant.scope),
+                issued_at=now,
+                expires_at=expires_at,
+            )
+        )
+        _put_owner(
+            rt,
+            token_hash(refresh),
+            RefreshOwner(
+                grant=grant.grant_id,
+                client_id=grant.client_id,
+                identity_id=grant.identity_id,
+                scope=grant.scope,
+                issued_at=now,
+                expires_at=expires_at,
+                rotated=False,
+            ),
+            now,
+        )
         body["refresh_token"] = refresh
     return body
 
 
-def new_grant(rt: Runtime, client_id: str, identity_id: str, scope: tuple[str, ...], authorized_ms: int,
-              now: int, grant_id: str | None = None) -> GrantRecord:
+def new_grant(
+    rt: Runtime,
+    client_id: str,
+    identity_id: str,
+    scope: tuple[str, ...],
+    authorized_ms: int,
+    now: int,
+    grant_id: str | None = None,
+) -> GrantRecord:
     """Record a grant that starts now; refused if consent was withdrawn since it was authorized."""
     if authorization_withdrawn(rt.store, identity_id, client_id, authorized_ms):
         raise OAuthError("invalid_grant", "The researcher withdrew consent for this client.")
     grant = GrantRecord(
-        grant_id=grant_id or new_id(), identity_id=identity_id, client_id=client_id, scope=scope,
-        authorized_ms=authorized_ms, started_at=now,
+        grant_id=grant_id or new_id(),
+        identity_id=identity_id,
+        client_id=client_id,
+        scope=scope,
+        authorized_ms=authorized_ms,
+        started_at=now,
         expires_at=now + rt.settings.oidc.refresh_token_lifetime_seconds,
     )
     put_grant_record(rt.settings, rt.store, grant)
     return grant
 
 
-def issue_tokens(rt: Runtime, auth: AuthenticatedClient, grant: GrantRecord, now: int, *, auth_time: int,
-                 nonce: str | None = None, idp: str | None = None) -> dict[str, Any]:
+def issue_tokens(
+    rt: Runtime,
+    auth: AuthenticatedClient,
+    grant: GrantRecord,
+    now: int,
+    *,
+    auth_time: int,
+    nonce: str | None = None,
+    idp: str | None = None,
+) -> dict[str, Any]:
     """The token response of a new grant: access token, refresh token (if the client may) and ID token."""
     body = _tokens(rt, grant, grant.scope, now, with_refresh="refresh_token" in auth.client.grant_types, idp=idp)
     if "openid" in grant.scope:
         body["id_token"] = mint_id_token(
-            rt.keyring, rt.settings, sub=grant.identity_id, client_id=grant.client_id, auth_time=auth_time,
-            now=now, nonce=nonce, access_token=body["access_token"],
+            rt.keyring,
+            rt.settings,
+            sub=grant.identity_id,
+            client_id=grant.client_id,
+            auth_time=auth_time,
+            now=now,
+            nonce=nonce,
+            access_token=body["access_token"],
         )
     return body
 
@@ -175,8 +242,9 @@ def authorization_code(rt: Runtime, auth: AuthenticatedClient, form: dict[str, s
     return redeem_consumed_code(rt, auth, form, key, record, now)
 
 
-def redeem_consumed_code(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], key: str,
-                         record: dict[str, Any], now: int) -> dict[str, Any]:
+def redeem_consumed_code(
+    rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], key: str, record: dict[str, Any], now: int
+) -> dict[str, Any]:
     """Everything after the atomic consume of the code (hash ``key``, stored ``record``): checks, then tokens."""
     if record["client_id"] != auth.client.client_id:
         raise OAuthError("invalid_grant", "The code was issued to another client.")
@@ -195,10 +263,18 @@ def redeem_consumed_code(rt: Runtime, auth: AuthenticatedClient, form: dict[str,
     rt.store.put_ticket(CODE_USED, key, {"grant": grant_id}, rt.settings.oidc.refresh_token_lifetime_seconds)
     if rt.store.peek_ticket(CODE_REUSED, key) is not None:
         _revoke_redeemed(rt, grant_id, auth.client.client_id, now)
-    grant = new_grant(rt, auth.client.client_id, record["identity_id"], tuple(record["scope"]),
-                      int(record.get("issued_ms", 0)), now, grant_id=grant_id)
-    return issue_tokens(rt, auth, grant, now, auth_time=record["auth_time"], nonce=record.get("nonce"),
-                        idp=record.get("idp"))
+    grant = new_grant(
+        rt,
+        auth.client.client_id,
+        record["identity_id"],
+        tuple(record["scope"]),
+        int(record.get("issued_ms", 0)),
+        now,
+        grant_id=grant_id,
+    )
+    return issue_tokens(
+        rt, auth, grant, now, auth_time=record["auth_time"], nonce=record.get("nonce"), idp=record.get("idp")
+    )
 
 
 def refresh_token(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], now: int) -> dict[str, Any]:
@@ -216,8 +292,7 @@ def refresh_token(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], 
         raise OAuthError("invalid_grant", "The refresh token is invalid or expired.")
     if old.used:
         rt.store.revoke_family(old.family_id)
-        rt.store.audit_append({"event": "oidc.refresh_reuse", "client_id": old.client_id,
-                               "grant": old.family_id}, now)
+        rt.store.audit_append({"event": "oidc.refresh_reuse", "client_id": old.client_id, "grant": old.family_id}, now)
         raise OAuthError("invalid_grant", "The refresh token was already used; its grant is revoked.")
     if old.client_id != auth.client.client_id:
         rt.store.revoke_family(old.family_id)

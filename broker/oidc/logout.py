@@ -44,10 +44,10 @@ def logout() -> Response:
         if client is None or not logout_uri_registered(client, target):
             return error_page("Invalid logout request", "The address to return to is not registered.")
     session = BrowserSession.load(rt.settings, rt.store, request)
-    confirmed = request.method == "POST" and session is not None and session.csrf_ok(
-        "logout", request.form.get("csrf_token"))
-    hint_matches = (session is not None and hint_claims is not None
-                    and hint_claims.get("sub") == session.identity_id)
+    confirmed = (
+        request.method == "POST" and session is not None and session.csrf_ok("logout", request.form.get("csrf_token"))
+    )
+    hint_matches = session is not None and hint_claims is not None and hint_claims.get("sub") == session.identity_id
     if session is not None and session.identity_id is not None and not (confirmed or hint_matches):
         response = page("logout.html", csrf_token=session.csrf_token("logout"), params=params)
         return response

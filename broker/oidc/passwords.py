@@ -31,8 +31,9 @@ def _unb64(text: str) -> bytes:
 def hash_secret(plain: str, *, log2_n: int = _LOG2_N) -> str:
     """A fresh salted scrypt hash of ``plain`` for storing."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(plain.encode("utf-8"), salt=salt, n=1 << log2_n, r=_R, p=_P, dklen=_DKLEN,
-                            maxmem=256 * 1024 * 1024)
+    digest = hashlib.scrypt(
+        plain.encode("utf-8"), salt=salt, n=1 << log2_n, r=_R, p=_P, dklen=_DKLEN, maxmem=256 * 1024 * 1024
+    )
     return f"scrypt${log2_n}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -51,8 +52,9 @@ def verify_secret(plain: str, stored: str | None) -> bool:
     if not (1 <= log2_n <= _MAX_LOG2_N and 1 <= r <= 32 and 1 <= p <= 4 and len(expected) >= 16):
         return False
     try:
-        digest = hashlib.scrypt(plain.encode("utf-8"), salt=salt, n=1 << log2_n, r=r, p=p, dklen=len(expected),
-                                maxmem=256 * 1024 * 1024)
+        digest = hashlib.scrypt(
+            plain.encode("utf-8"), salt=salt, n=1 << log2_n, r=r, p=p, dklen=len(expected), maxmem=256 * 1024 * 1024
+        )
     except (ValueError, MemoryError):
         return False
     return hmac.compare_digest(digest, expected)

@@ -86,15 +86,18 @@ class RateLimited(Exception):
 
     def oauth_error(self) -> OAuthError:
         """The JSON answer of an OAuth endpoint: 429, ``too_many_requests``, Retry-After, no-store."""
-        return OAuthError(TOO_MANY_REQUESTS, f"Too many requests; retry after {self.retry_after} seconds.", 429,
-                          headers={"Retry-After": str(self.retry_after)})
+        return OAuthError(
+            TOO_MANY_REQUESTS,
+            f"Too many requests; retry after {self.retry_after} seconds.",
+            429,
+            headers={"Retry-After": str(self.retry_after)},
+        )
 
     def page(self) -> Response:
         """The HTML answer of a browser page: 429 with Retry-After."""
         from broker.web.pages import error_page
 
-        response = error_page("Too many attempts",
-                              f"Too many attempts; try again in {self.retry_after} seconds.", 429)
+        response = error_page("Too many attempts", f"Too many attempts; try again in {self.retry_after} seconds.", 429)
         response.headers["Retry-After"] = str(self.retry_after)
         return response
 

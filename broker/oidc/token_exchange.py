@@ -38,8 +38,9 @@ def _audiences(raw: MultiDict[str, str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def exchange(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: MultiDict[str, str],
-             now: int) -> dict[str, Any]:
+def exchange(
+    rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: MultiDict[str, str], now: int
+) -> dict[str, Any]:
     from broker.ga4gh.issue import mint_passport
 
     if auth.client.public:
@@ -69,11 +70,14 @@ def exchange(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: 
         audience = audiences[0]
     elif audiences:
         audience = audiences
-    passport = mint_passport(rt.keyring, rt.settings.issuer, token.sub, visas, lifetime, audience=audience, now=now,
-                             not_after_visas=True)
+    passport = mint_passport(
+        rt.keyring, rt.settings.issuer, token.sub, visas, lifetime, audience=audience, now=now, not_after_visas=True
+    )
     expires_at = jwt.decode(passport, options={"verify_signature": False})["exp"]
-    rt.store.audit_append({"event": "oidc.passport_issued", "client_id": auth.client.client_id, "sub": token.sub,
-                           "visas": len(visas)}, now)
+    rt.store.audit_append(
+        {"event": "oidc.passport_issued", "client_id": auth.client.client_id, "sub": token.sub, "visas": len(visas)},
+        now,
+    )
     return {
         "access_token": passport,
         "issued_token_type": PASSPORT_TOKEN_TYPE,

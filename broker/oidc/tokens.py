@@ -86,8 +86,15 @@ def new_id() -> str:
 
 
 def mint_access_token(
-    keyring: Any, settings: Settings, *, sub: str, client_id: str, scope: tuple[str, ...], grant: str,
-    now: int, idp: str | None = None,
+    keyring: Any,
+    settings: Settings,
+    *,
+    sub: str,
+    client_id: str,
+    scope: tuple[str, ...],
+    grant: str,
+    now: int,
+    idp: str | None = None,
 ) -> tuple[str, AccessToken]:
     """Sign a new access token; returns the JWT and its claims."""
     lifetime = settings.oidc.access_token_lifetime_seconds
@@ -106,7 +113,13 @@ def mint_access_token(
         claims["idp"] = idp
     token = keyring.sign(claims, ACCESS_TOKEN_TYP, now=now)
     return token, AccessToken(
-        jti=claims["jti"], sub=sub, client_id=client_id, scope=scope, iat=now, exp=claims["exp"], grant=grant,
+        jti=claims["jti"],
+        sub=sub,
+        client_id=client_id,
+        scope=scope,
+        iat=now,
+        exp=claims["exp"],
+        grant=grant,
         claims=claims,
     )
 
@@ -120,8 +133,16 @@ def half_hash(value: str, alg: str) -> str:
 
 
 def mint_id_token(
-    keyring: Any, settings: Settings, *, sub: str, client_id: str, auth_time: int, now: int,
-    nonce: str | None = None, access_token: str | None = None, sid: str | None = None,
+    keyring: Any,
+    settings: Settings,
+    *,
+    sub: str,
+    client_id: str,
+    auth_time: int,
+    now: int,
+    nonce: str | None = None,
+    access_token: str | None = None,
+    sid: str | None = None,
 ) -> str:
     """Sign an ID token for ``client_id`` (typ ``JWT``)."""
     claims: dict[str, Any] = {
@@ -160,8 +181,9 @@ def _our_key(keyring: Any, kid: Any, alg: str) -> Any:
     return key
 
 
-def verify_signed(keyring: Any, settings: Settings, token: str, typ: str, *, verify_exp: bool = True,
-                  now: int | None = None) -> dict[str, Any]:
+def verify_signed(
+    keyring: Any, settings: Settings, token: str, typ: str, *, verify_exp: bool = True, now: int | None = None
+) -> dict[str, Any]:
     """Check a JWT we signed ourselves (header, signature, iss, exp, iat); return its claims."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
         raise InvalidToken("malformed", "not a compact JWS")
@@ -181,9 +203,17 @@ def verify_signed(keyring: Any, settings: Settings, token: str, typ: str, *, ver
     leeway = settings.limits.clock_leeway_seconds
     try:
         claims = jwt.decode(
-            token, key=key, algorithms=[alg], issuer=settings.issuer,
-            options={"verify_aud": False, "verify_exp": False, "verify_iat": False, "verify_nbf": False,
-                     "require": ["iss", "sub", "iat", "exp"]},
+            token,
+            key=key,
+            algorithms=[alg],
+            issuer=settings.issuer,
+            options={
+                "verify_aud": False,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "require": ["iss", "sub", "iat", "exp"],
+            },
         )
     except jwt.InvalidSignatureError:
         raise InvalidToken("bad_signature", "signature does not verify") from None
@@ -201,8 +231,9 @@ def verify_signed(keyring: Any, settings: Settings, token: str, typ: str, *, ver
     return claims
 
 
-def verify_access_token(keyring: Any, settings: Settings, store: Store, token: str,
-                        now: int | None = None) -> AccessToken:
+def verify_access_token(
+    keyring: Any, settings: Settings, store: Store, token: str, now: int | None = None
+) -> AccessToken:
     """Our live access token's claims, or :class:`InvalidToken`.
 
     The signature-and-claims check is done cold once per token and remembered in
@@ -237,8 +268,14 @@ def verify_access_token(keyring: Any, settings: Settings, store: Store, token: s
     if checked is None:
         _remember_signature(keyring, token, scope, claims, at)
     return AccessToken(
-        jti=claims["jti"], sub=claims["sub"], client_id=claims["client_id"], scope=tuple(claims["scope"].split()),
-        iat=claims["iat"], exp=claims["exp"], grant=claims["grant"], claims=claims,
+        jti=claims["jti"],
+        sub=claims["sub"],
+        client_id=claims["client_id"],
+        scope=tuple(claims["scope"].split()),
+        iat=claims["iat"],
+        exp=claims["exp"],
+        grant=claims["grant"],
+        claims=claims,
     )
 
 

@@ -30,11 +30,14 @@ def _bearer_error(exc: BearerError) -> Response:
 def blueprint() -> Blueprint:
     """Build the OP blueprint (a new object per app, nothing at import time)."""
     bp = Blueprint("oidc", __name__, template_folder="../web/templates")
-    bp.add_url_rule("/.well-known/openid-configuration", endpoint="discovery", view_func=_discovery,
-                    methods=["GET"])
+    bp.add_url_rule("/.well-known/openid-configuration", endpoint="discovery", view_func=_discovery, methods=["GET"])
     bp.add_url_rule("/authorize", view_func=authorize.authorize, methods=["GET", "POST"])
-    bp.add_url_rule("/authorize/continue", endpoint="continue_authorization",
-                    view_func=authorize.continue_authorization, methods=["GET"])
+    bp.add_url_rule(
+        "/authorize/continue",
+        endpoint="continue_authorization",
+        view_func=authorize.continue_authorization,
+        methods=["GET"],
+    )
     bp.add_url_rule("/consent", view_func=authorize.consent, methods=["GET", "POST"])
     bp.add_url_rule("/token", view_func=endpoints.token, methods=["POST"])
     bp.add_url_rule("/userinfo", view_func=endpoints.userinfo, methods=["GET", "POST"])

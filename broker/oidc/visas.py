@@ -43,11 +43,19 @@ def material_key(identity_id: str, connector_id: str) -> str:
     return f"{identity_id}|{connector_id}"
 
 
-def record_material(store: Store, identity_id: str, connector_id: str, *, affiliations: list[dict[str, Any]],
-                    relayed: list[str], ttl: int) -> None:
+def record_material(
+    store: Store,
+    identity_id: str,
+    connector_id: str,
+    *,
+    affiliations: list[dict[str, Any]],
+    relayed: list[str],
+    ttl: int,
+) -> None:
     """Replace what one upstream login told us about the researcher (called at each login)."""
-    store.put_ticket(MATERIAL_KIND, material_key(identity_id, connector_id),
-                     {"affiliations": affiliations, "relayed": relayed}, ttl)
+    store.put_ticket(
+        MATERIAL_KIND, material_key(identity_id, connector_id), {"affiliations": affiliations, "relayed": relayed}, ttl
+    )
 
 
 def _payload(token: str) -> dict[str, Any]:
@@ -66,8 +74,9 @@ def _mint(keyring: Any, settings: Settings, sub: str, visa: VisaObject, now: int
     return mint_visa(keyring, settings.issuer, sub, visa, now + settings.oidc.visa_lifetime_seconds, now=now)
 
 
-def current_visas(settings: Settings, store: Store, keyring: Any, identity_id: str,
-                  now: int | None = None) -> list[str]:
+def current_visas(
+    settings: Settings, store: Store, keyring: Any, identity_id: str, now: int | None = None
+) -> list[str]:
     """Every visa JWS to release for this researcher right now (minted ones first)."""
     now = int(time.time()) if now is None else now
     minted: list[str] = []
@@ -77,8 +86,13 @@ def current_visas(settings: Settings, store: Store, keyring: Any, identity_id: s
         if not material:
             continue
         for aff in material.get("affiliations", []):
-            visa = VisaObject(type=AFFILIATION_AND_ROLE, asserted=int(aff["asserted"]), value=str(aff["value"]),
-                              source=str(aff["source"]), by="system")
+            visa = VisaObject(
+                type=AFFILIATION_AND_ROLE,
+                asserted=int(aff["asserted"]),
+                value=str(aff["value"]),
+                source=str(aff["source"]),
+                by="system",
+            )
             minted.append(_mint(keyring, settings, identity_id, visa, now))
         for token in material.get("relayed", []):
             exp = _payload(token).get("exp")
@@ -87,8 +101,13 @@ def current_visas(settings: Settings, store: Store, keyring: Any, identity_id: s
     links = store.links_of(identity_id)
     if len(links) >= 2:
         value = format_linked_identities((link.iss, link.sub) for link in links)
-        visa = VisaObject(type=LINKED_IDENTITIES, asserted=min(link.linked_at for link in links), value=value,
-                          source=settings.issuer.rstrip("/"), by="system")
+        visa = VisaObject(
+            type=LINKED_IDENTITIES,
+            asserted=min(link.linked_at for link in links),
+            value=value,
+            source=settings.issuer.rstrip("/"),
+            by="system",
+        )
         minted.append(_mint(keyring, settings, identity_id, visa, now))
     return minted + relayed
 
@@ -99,6 +118,12 @@ def summarize(tokens: list[str]) -> list[VisaSummary]:
     for token in tokens:
         payload = _payload(token)
         obj = payload.get("ga4gh_visa_v1") if isinstance(payload.get("ga4gh_visa_v1"), dict) else {}
-        out.append(VisaSummary(type=str(obj.get("type", "?")), value=str(obj.get("value", "")),
-                               source=str(obj.get("source", "")), iss=str(payload.get("iss", ""))))
+        out.append(
+            VisaSummary(
+                type=str(obj.get("type", "?")),
+                value=str(obj.get("value", "")),
+                source=str(obj.get("source", "")),
+                iss=str(payload.get("iss", "")),
+            )
+        )
     return out

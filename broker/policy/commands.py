@@ -127,14 +127,22 @@ def _check(ctx: Context) -> int:
         from broker.cli import CommandError
 
         raise CommandError(f"policy {directory}: {len(exc.errors)} mistake(s)") from None
-    summary = {"ok": True, "directory": directory, "version": policy.version, "files": list(policy.files),
-               "datasets": len(policy.explicit), "pattern_templates": len(policy.patterns),
-               "warnings": list(policy.warnings)}
+    summary = {
+        "ok": True,
+        "directory": directory,
+        "version": policy.version,
+        "files": list(policy.files),
+        "datasets": len(policy.explicit),
+        "pattern_templates": len(policy.patterns),
+        "warnings": list(policy.warnings),
+    }
     if ctx.args.json:
         ctx.out_json(summary)
         return 0
-    ctx.out(f"ok: {directory} ({policy.version}): {len(policy.files)} file(s), {len(policy.explicit)} dataset id(s), "
-            f"{len(policy.patterns)} dataset pattern(s)")
+    ctx.out(
+        f"ok: {directory} ({policy.version}): {len(policy.files)} file(s), {len(policy.explicit)} dataset id(s), "
+        f"{len(policy.patterns)} dataset pattern(s)"
+    )
     for warning in policy.warnings:
         ctx.out(f"warning: {warning}")
     return 0
@@ -167,8 +175,18 @@ def _explain(ctx: Context) -> int:
         visas = result.accepted
         holder = (result.iss, result.sub) if result.iss and result.sub else None
         ignored = [f"#{r.index}: {r.reason}: {r.detail}" for r in result.rejected]
-    explanation = explain(policy, visas, None, args.dataset, args.action, purpose, holder, now=int(time.time()),
-                          valid_for=valid_for, ignored=ignored)
+    explanation = explain(
+        policy,
+        visas,
+        None,
+        args.dataset,
+        args.action,
+        purpose,
+        holder,
+        now=int(time.time()),
+        valid_for=valid_for,
+        ignored=ignored,
+    )
     if args.json:
         ctx.out_json(explanation.to_json())
     else:
@@ -207,17 +225,34 @@ def _test(ctx: Context) -> int:
     results = run_tests(policy, suite, now=now)
     failed = [r for r in results if not r.passed]
     if args.json:
-        ctx.out_json({"policy_version": policy.version, "passed": len(results) - len(failed), "failed": len(failed),
-                      "cases": [{"name": r.case.name, "file": r.case.file, "line": r.case.line, "passed": r.passed,
-                                 "problem": r.problem or None, "decision": r.decision.to_json()} for r in results]})
+        ctx.out_json(
+            {
+                "policy_version": policy.version,
+                "passed": len(results) - len(failed),
+                "failed": len(failed),
+                "cases": [
+                    {
+                        "name": r.case.name,
+                        "file": r.case.file,
+                        "line": r.case.line,
+                        "passed": r.passed,
+                        "problem": r.problem or None,
+                        "decision": r.decision.to_json(),
+                    }
+                    for r in results
+                ],
+            }
+        )
     else:
         for r in results:
             ctx.out(f"{'PASS' if r.passed else 'FAIL'}  {r.case.file}:{r.case.line}  {r.case.name}")
             if not r.passed:
                 ctx.out(f"      {r.problem}")
                 ctx.out("\n".join("      " + line for line in r.explanation.splitlines()))
-        ctx.out(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-                f"(policy {policy.version}, {len(suite.personas)} personas)")
+        ctx.out(
+            f"{len(results) - len(failed)} passed, {len(failed)} failed "
+            f"(policy {policy.version}, {len(suite.personas)} personas)"
+        )
     return 1 if failed else 0
 
 
@@ -249,9 +284,23 @@ def _diff(ctx: Context) -> int:
     flips = diff_policies(old, new, personas.values(), datasets=args.dataset, cases=cases, now=now)
     patterns = sorted({e.dataset_pattern for p in (old, new) for e in p.entries if e.dataset_pattern})
     if args.json:
-        ctx.out_json({"old": old.version, "new": new.version, "flips": [
-            {"persona": f.persona, "dataset": f.dataset, "purpose": f.purpose, "old": f.old.to_json(),
-             "new": f.new.to_json()} for f in flips], "unenumerated_patterns": patterns})
+        ctx.out_json(
+            {
+                "old": old.version,
+                "new": new.version,
+                "flips": [
+                    {
+                        "persona": f.persona,
+                        "dataset": f.dataset,
+                        "purpose": f.purpose,
+                        "old": f.old.to_json(),
+                        "new": f.new.to_json(),
+                    }
+                    for f in flips
+                ],
+                "unenumerated_patterns": patterns,
+            }
+        )
     else:
         ctx.out(f"{len(flips)} decision(s) flip from {args.old} ({old.version}) to {args.new} ({new.version})")
         for f in flips:
@@ -261,6 +310,8 @@ def _diff(ctx: Context) -> int:
             purpose = f" purpose {f.purpose}" if f.purpose else ""
             ctx.out(f"  {f.persona} on {f.dataset}{purpose}: {before} -> {after}" + (f"  ({detail})" if detail else ""))
         if patterns:
-            ctx.out(f"note: dataset patterns {', '.join(patterns)} were checked only for ids given with --dataset "
-                    "or used by --tests cases")
+            ctx.out(
+                f"note: dataset patterns {', '.join(patterns)} were checked only for ids given with --dataset "
+                "or used by --tests cases"
+            )
     return 1 if flips and args.exit_code else 0

@@ -70,11 +70,31 @@ class Requirement:
     plain definition (type, issuer and every field match) that the fast path must agree with.
     """
 
-    __slots__ = ("_described", "_issuers_exact", "_rest_exact", "_rest_other", "_value_indexed", "_value_keys",
-                 "_value_templates", "checks", "id", "issuers", "label", "type", "where")
+    __slots__ = (
+        "_described",
+        "_issuers_exact",
+        "_rest_exact",
+        "_rest_other",
+        "_value_indexed",
+        "_value_keys",
+        "_value_templates",
+        "checks",
+        "id",
+        "issuers",
+        "label",
+        "type",
+        "where",
+    )
 
-    def __init__(self, id: str, label: str | None, type: str, checks: tuple[tuple[str, FieldMatcher], ...],
-                 issuers: FieldMatcher | None, where: Where) -> None:
+    def __init__(
+        self,
+        id: str,
+        label: str | None,
+        type: str,
+        checks: tuple[tuple[str, FieldMatcher], ...],
+        issuers: FieldMatcher | None,
+        where: Where,
+    ) -> None:
         self.id = id
         self.label = label
         self.type = type
@@ -82,8 +102,12 @@ class Requirement:
         self.issuers = issuers
         self.where = where
         value = dict(checks).get("value")
-        self._value_indexed = (value is not None and not value.globs and len(value.exact) <= MAX_INDEXED_VALUES
-                               and all(spec.kind == "const" for spec in value.templated))
+        self._value_indexed = (
+            value is not None
+            and not value.globs
+            and len(value.exact) <= MAX_INDEXED_VALUES
+            and all(spec.kind == "const" for spec in value.templated)
+        )
         self._value_keys: tuple[str, ...] = ()
         self._value_templates: tuple[TextTemplate, ...] = ()
         if self._value_indexed:
@@ -309,9 +333,16 @@ class PolicySet:
         """Every explicitly listed dataset id (pattern templates cover ids that cannot be listed)."""
         return sorted(self.explicit)
 
-    def decide(self, verified_visas: Iterable[Visa], identity_graph: Any = None, dataset: str = "",
-               action: str = READ, purpose: str | None = None, holder: tuple[str, str] | None = None,
-               **options: Any) -> Any:
+    def decide(
+        self,
+        verified_visas: Iterable[Visa],
+        identity_graph: Any = None,
+        dataset: str = "",
+        action: str = READ,
+        purpose: str | None = None,
+        holder: tuple[str, str] | None = None,
+        **options: Any,
+    ) -> Any:
         """See :func:`broker.policy.decide.decide`."""
         global _decide
         if _decide is None:  # decide.py imports this module, so it is bound on first use
@@ -367,8 +398,9 @@ class _Compiler:
             return self._compile_visa(node, path, subst)
         if isinstance(node, AnyOf | AllOf):
             key = "any_of" if isinstance(node, AnyOf) else "all_of"
-            children = tuple(self.compile_rule(child, f"{path}.{key}[{i}]", subst, stack)
-                             for i, child in enumerate(node.children))
+            children = tuple(
+                self.compile_rule(child, f"{path}.{key}[{i}]", subst, stack) for i, child in enumerate(node.children)
+            )
             cls = AnyOfNode if isinstance(node, AnyOf) else AllOfNode
             return cls(path, node.description, children, node.where)
         assert isinstance(node, RuleRef)
@@ -424,7 +456,8 @@ class _Compiler:
                 definition = self.lists.get(text)
                 if definition is None:
                     raise alternative.where.error(
-                        f"list {text!r} is not defined (defined lists: {', '.join(sorted(self.lists)) or 'none'})")
+                        f"list {text!r} is not defined (defined lists: {', '.join(sorted(self.lists)) or 'none'})"
+                    )
                 self.used_lists.add(text)
                 exact.update(definition.values)
                 lists.append((text, definition.values))
@@ -490,8 +523,14 @@ def globs_overlap(a: str, b: str) -> bool:
     return reach[n][m]
 
 
-def compile_policy(contents: list[FileContent], *, version: str, directory: str,
-                   files: tuple[str, ...], errors: list[PolicyError] | None = None) -> PolicySet:
+def compile_policy(
+    contents: list[FileContent],
+    *,
+    version: str,
+    directory: str,
+    files: tuple[str, ...],
+    errors: list[PolicyError] | None = None,
+) -> PolicySet:
     """Build the :class:`PolicySet`; raises :class:`PolicyLoadError` with every mistake found."""
     c = _Compiler(contents)
     if errors:
@@ -524,8 +563,10 @@ def compile_policy(contents: list[FileContent], *, version: str, directory: str,
             return
         term = _substitute(access.data_use.text, env)
         if term not in terms:
-            c.fail(where if VARIABLE_RE.search(access.data_use.text) else access.data_use.where,
-                   f"data use term {term} is not defined under data_use_terms")
+            c.fail(
+                where if VARIABLE_RE.search(access.data_use.text) else access.data_use.where,
+                f"data use term {term} is not defined under data_use_terms",
+            )
 
     def add(dataset_id: str, entry: Entry, env: Mapping[str, str], where: Where) -> None:
         if dataset_id in defined_at:
@@ -556,8 +597,11 @@ def compile_policy(contents: list[FileContent], *, version: str, directory: str,
                 missing = sorted(used - env.keys())
                 unused = sorted(env.keys() - used - {DATASET_VARIABLE})
                 if missing:
-                    c.fail(where, f"dataset {dataset_id} gives no value for ${{{missing[0]}}}, which template "
-                                  f"{template.name} uses")
+                    c.fail(
+                        where,
+                        f"dataset {dataset_id} gives no value for ${{{missing[0]}}}, which template "
+                        f"{template.name} uses",
+                    )
                     continue
                 if unused:
                     c.fail(where, f"template {template.name} does not use ${{{unused[0]}}}")
@@ -573,13 +617,18 @@ def compile_policy(contents: list[FileContent], *, version: str, directory: str,
     for index, (pattern, _, where) in enumerate(pattern_items):
         for other_pattern, other, _ in pattern_items[:index]:
             if globs_overlap(pattern, other_pattern):
-                c.fail(where, f"dataset_pattern {pattern!r} can cover the same ids as {other_pattern!r} of template "
-                              f"{other.name} ({other.where}); make them disjoint")
+                c.fail(
+                    where,
+                    f"dataset_pattern {pattern!r} can cover the same ids as {other_pattern!r} of template "
+                    f"{other.name} ({other.where}); make them disjoint",
+                )
     patterns = PatternIndex((pattern, entry) for pattern, entry, _ in pattern_items)
     for dataset_id, (entry, _) in sorted(explicit.items()):
         for shadowed in patterns.lookup(dataset_id):
-            c.warnings.append(f"{defined_at[dataset_id]}: {entry.origin()} takes precedence over "
-                              f"template {shadowed.name} for {dataset_id}")
+            c.warnings.append(
+                f"{defined_at[dataset_id]}: {entry.origin()} takes precedence over "
+                f"template {shadowed.name} for {dataset_id}"
+            )
 
     for name, definition in sorted(c.lists.items()):
         if name not in c.used_lists:
@@ -590,8 +639,18 @@ def compile_policy(contents: list[FileContent], *, version: str, directory: str,
 
     if c.errors:
         raise PolicyLoadError(sorted(c.errors, key=lambda e: (e.file, e.line, e.column)))
-    return PolicySet(version=version, directory=directory, files=files, explicit=explicit, patterns=patterns,
-                     terms=terms, lists=c.lists, rules=c.rules, entries=tuple(entries), warnings=tuple(c.warnings))
+    return PolicySet(
+        version=version,
+        directory=directory,
+        files=files,
+        explicit=explicit,
+        patterns=patterns,
+        terms=terms,
+        lists=c.lists,
+        rules=c.rules,
+        entries=tuple(entries),
+        warnings=tuple(c.warnings),
+    )
 
 
 def _attempt(c: _Compiler, fn: Any, *args: Any) -> Any:
@@ -607,7 +666,8 @@ def _compile_dataset(c: _Compiler, dataset: DatasetDef) -> Entry:
     unbound = sorted(used - {DATASET_VARIABLE})
     if unbound:
         raise _variable_site(rules, unbound[0], dataset.where).error(
-            f"${{{unbound[0]}}} has no value for dataset {dataset.id} (only ${{dataset}} is defined here)")
+            f"${{{unbound[0]}}} has no value for dataset {dataset.id} (only ${{dataset}} is defined here)"
+        )
     access = dataset.access
     data_use = TextTemplate.parse(access.data_use.text) if access.data_use else None
     return Entry("dataset", dataset.id, access.description, rules, data_use, access.max_assertion_age, dataset.where)
@@ -620,11 +680,20 @@ def _compile_template(c: _Compiler, template: TemplateDef) -> tuple[Entry, set[s
         if unbound:
             raise _variable_site(rules, unbound[0], template.where).error(
                 f"${{{unbound[0]}}} has no value: template {template.name} covers a dataset_pattern, which "
-                "defines only ${dataset}")
+                "defines only ${dataset}"
+            )
     access = template.access
     data_use = TextTemplate.parse(access.data_use.text) if access.data_use else None
-    entry = Entry("template", template.name, access.description, rules, data_use, access.max_assertion_age,
-                  template.where, template.dataset_pattern)
+    entry = Entry(
+        "template",
+        template.name,
+        access.description,
+        rules,
+        data_use,
+        access.max_assertion_age,
+        template.where,
+        template.dataset_pattern,
+    )
     return entry, used, glob_used
 
 
@@ -635,4 +704,3 @@ def _variable_site(rules: Mapping[str, Compiled], var: str, default: Where) -> W
                 if var in matcher.variables():
                     return requirement.where
     return default
-

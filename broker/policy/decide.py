@@ -47,9 +47,18 @@ Pick = tuple[Requirement, Visa, Support]
 Result = tuple[int, tuple[Pick, ...]] | None
 
 
-def decide(policy: PolicySet, verified_visas: Iterable[Visa], identity_graph: IdentityGraph | None = None,
-           dataset: str = "", action: str = READ, purpose: str | None = None,
-           holder: tuple[str, str] | None = None, *, now: int | None = None, valid_for: int = 0) -> Decision:
+def decide(
+    policy: PolicySet,
+    verified_visas: Iterable[Visa],
+    identity_graph: IdentityGraph | None = None,
+    dataset: str = "",
+    action: str = READ,
+    purpose: str | None = None,
+    holder: tuple[str, str] | None = None,
+    *,
+    now: int | None = None,
+    valid_for: int = 0,
+) -> Decision:
     """Allow or deny, with effective expiry, basis and reasons (see the module docstring).
 
     ``verified_visas`` are visas that passed verification (signature, trust, expiry, ...).
@@ -65,13 +74,23 @@ def decide(policy: PolicySet, verified_visas: Iterable[Visa], identity_graph: Id
         return Decision(False, str(dataset), str(action), None, (), (reason,), policy.version, purpose)
 
 
-def _deny(policy: PolicySet, dataset: str, action: str, purpose: str | None, *reasons: DenyReason,
-          entry: str | None = None) -> Decision:
+def _deny(
+    policy: PolicySet, dataset: str, action: str, purpose: str | None, *reasons: DenyReason, entry: str | None = None
+) -> Decision:
     return Decision(False, dataset, action, None, (), tuple(reasons), policy.version, purpose, entry)
 
 
-def _decide(policy: PolicySet, visas: Iterable[Visa], graph: IdentityGraph | None, dataset: str, action: str,
-            purpose: str | None, holder: tuple[str, str] | None, now: int | None, valid_for: int) -> Decision:
+def _decide(
+    policy: PolicySet,
+    visas: Iterable[Visa],
+    graph: IdentityGraph | None,
+    dataset: str,
+    action: str,
+    purpose: str | None,
+    holder: tuple[str, str] | None,
+    now: int | None,
+    valid_for: int,
+) -> Decision:
     resolved, why = policy.resolve(dataset)
     if resolved is None:
         assert why is not None
@@ -81,8 +100,14 @@ def _decide(policy: PolicySet, visas: Iterable[Visa], graph: IdentityGraph | Non
     rule = entry.rules.get(action)
     if rule is None:
         actions = ", ".join(sorted(entry.rules))
-        return _deny(policy, dataset, action, purpose,
-                     DenyReason(Code.UNKNOWN_ACTION, f"dataset {dataset} grants only: {actions}"), entry=origin)
+        return _deny(
+            policy,
+            dataset,
+            action,
+            purpose,
+            DenyReason(Code.UNKNOWN_ACTION, f"dataset {dataset} grants only: {actions}"),
+            entry=origin,
+        )
     if valid_for < 0:
         raise ValueError("valid_for must not be negative")
     clock = int(time.time()) if now is None else now

@@ -68,8 +68,15 @@ class Basis(NamedTuple):
     exp: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"requirement": self.requirement, "use": self.use, "type": self.type, "iss": self.iss,
-                "jti": self.jti, "value": self.value, "exp": self.exp}
+        return {
+            "requirement": self.requirement,
+            "use": self.use,
+            "type": self.type,
+            "iss": self.iss,
+            "jti": self.jti,
+            "value": self.value,
+            "exp": self.exp,
+        }
 
 
 @dataclass(frozen=True)

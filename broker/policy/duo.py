@@ -81,13 +81,15 @@ class DataUseTerms:
     def check(self, dataset_term: str, purpose: str | None) -> PurposeCheck:
         """Is the declared ``purpose`` compatible with a dataset limited to ``dataset_term``?"""
         if purpose is None or purpose == "":
-            return PurposeCheck("purpose_missing",
-                                f"this dataset may only be used for {self.label(dataset_term)}; "
-                                "the request must declare its purpose")
+            return PurposeCheck(
+                "purpose_missing",
+                f"this dataset may only be used for {self.label(dataset_term)}; the request must declare its purpose",
+            )
         term = self.terms.get(purpose)
         if term is None:
             return PurposeCheck("purpose_unknown", f"purpose {purpose!r} is not a data use term this broker knows")
         if dataset_term not in term.ancestors:
-            return PurposeCheck("purpose_incompatible",
-                                f"purpose {self.label(purpose)} is not within {self.label(dataset_term)}")
+            return PurposeCheck(
+                "purpose_incompatible", f"purpose {self.label(purpose)} is not within {self.label(dataset_term)}"
+            )
         return PurposeCheck(None, f"purpose {self.label(purpose)} is within {self.label(dataset_term)}")

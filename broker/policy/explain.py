@@ -49,15 +49,25 @@ class Explanation:
         }
 
 
-def explain(policy: PolicySet, visas: Iterable[Visa], identity_graph: IdentityGraph | None = None,
-            dataset: str = "", action: str = READ, purpose: str | None = None,
-            holder: tuple[str, str] | None = None, *, now: int | None = None, valid_for: int = 0,
-            ignored: Sequence[str] = ()) -> Explanation:
+def explain(
+    policy: PolicySet,
+    visas: Iterable[Visa],
+    identity_graph: IdentityGraph | None = None,
+    dataset: str = "",
+    action: str = READ,
+    purpose: str | None = None,
+    holder: tuple[str, str] | None = None,
+    *,
+    now: int | None = None,
+    valid_for: int = 0,
+    ignored: Sequence[str] = (),
+) -> Explanation:
     """Decide and explain (both from the same inputs and clock)."""
     visa_list = tuple(visas)
     clock = int(time.time()) if now is None else now
-    decision = decide(policy, visa_list, identity_graph, dataset, action, purpose, holder, now=clock,
-                      valid_for=valid_for)
+    decision = decide(
+        policy, visa_list, identity_graph, dataset, action, purpose, holder, now=clock, valid_for=valid_for
+    )
     pool = VisaPool(visa_list, identity_graph, holder, clock)
     trace = None
     required = None
@@ -70,17 +80,20 @@ def explain(policy: PolicySet, visas: Iterable[Visa], identity_graph: IdentityGr
         if entry.data_use is not None:
             purpose_note = policy.terms.check(entry.data_use.render(resolved.env), purpose).message
     index = {id(v): i for i, v in enumerate(visa_list)}
-    return Explanation(decision, trace, pool.holder, visa_list, required, purpose_note, tuple(ignored), clock,
-                       valid_for, index)
+    return Explanation(
+        decision, trace, pool.holder, visa_list, required, purpose_note, tuple(ignored), clock, valid_for, index
+    )
 
 
 def render_text(ex: Explanation) -> str:
     """The explanation for a person: verdict, rule tree with every visa considered, reasons, basis."""
     d = ex.decision
-    lines = [f"dataset {d.dataset} ({d.action}): {'ALLOW' if d.allow else 'DENY'}",
-             f"  policy {d.policy_version}" + (f", {d.entry}" if d.entry else ""),
-             f"  holder {_identity(ex.holder)}",
-             f"  evaluated at {when(ex.now)}" + (f", access needed for {ex.valid_for} s" if ex.valid_for else "")]
+    lines = [
+        f"dataset {d.dataset} ({d.action}): {'ALLOW' if d.allow else 'DENY'}",
+        f"  policy {d.policy_version}" + (f", {d.entry}" if d.entry else ""),
+        f"  holder {_identity(ex.holder)}",
+        f"  evaluated at {when(ex.now)}" + (f", access needed for {ex.valid_for} s" if ex.valid_for else ""),
+    ]
     if d.allow:
         lines.append(f"  access valid until {when(d.expires_at)}")
     if ex.purpose_note:
@@ -92,13 +105,13 @@ def render_text(ex: Explanation) -> str:
     if d.reasons:
         lines.append("")
         lines.append("reasons:")
-        lines.extend(f"  - {r.code}: {r.message}" + (f" [{r.requirement}]" if r.requirement else "")
-                     for r in d.reasons)
+        lines.extend(f"  - {r.code}: {r.message}" + (f" [{r.requirement}]" if r.requirement else "") for r in d.reasons)
     if d.basis:
         lines.append("")
         lines.append("basis (visas used):")
-        lines.extend(f"  - {b.requirement}: {b.use} {b.type} jti {b.jti!r} from {b.iss!r}, exp {when(b.exp)}"
-                     for b in d.basis)
+        lines.extend(
+            f"  - {b.requirement}: {b.use} {b.type} jti {b.jti!r} from {b.iss!r}, exp {when(b.exp)}" for b in d.basis
+        )
     if ex.ignored:
         lines.append("")
         lines.append("visas ignored by verification:")

@@ -274,8 +274,11 @@ def _named_entries(node: Node, collect: _Errors, what: str) -> list[tuple[str, N
     out = []
     for name, key_node, value in entries or ():
         if not NAME_RE.fullmatch(name):
-            collect.sink.append(key_node.error(
-                f"{name!r} is not a usable name (a letter, then letters, digits, '_', '.', '-')", field=value.path))
+            collect.sink.append(
+                key_node.error(
+                    f"{name!r} is not a usable name (a letter, then letters, digits, '_', '.', '-')", field=value.path
+                )
+            )
             continue
         out.append((name, key_node, value))
     return out
@@ -331,21 +334,27 @@ def _parse_dataset(dataset_id: str, key_node: Node, node: Node) -> DatasetDef:
     if not DATASET_ID_RE.fullmatch(dataset_id):
         raise key_node.error(
             f"{dataset_id!r} is not a usable dataset id (letters, digits and . _ : - only, at most 255)",
-            field=node.path)
+            field=node.path,
+        )
     fields = node.fields(_ACCESS_FIELDS, ("description", "read"), "a dataset (description, read, ...)")
     access = _parse_access(fields)
     used = set(_rule_variables(access.read)) | set(access.data_use.variables if access.data_use else ())
     extra = sorted(used - {DATASET_VARIABLE})
     if extra:
         # ${dataset} is allowed in datasets too, for rules shared with templates; others are not.
-        raise fields["read"].error(f"variable ${{{extra[0]}}} is not defined for a single dataset "
-                                   "(only ${dataset} is; use a template for per-dataset variables)")
+        raise fields["read"].error(
+            f"variable ${{{extra[0]}}} is not defined for a single dataset "
+            "(only ${dataset} is; use a template for per-dataset variables)"
+        )
     return DatasetDef(dataset_id, access, Where.of(node))
 
 
 def _parse_template(name: str, key_node: Node, node: Node) -> TemplateDef:
-    fields = node.fields((*_ACCESS_FIELDS, "datasets", "dataset_pattern"), ("description", "read"),
-                         "a template (description, datasets or dataset_pattern, read, ...)")
+    fields = node.fields(
+        (*_ACCESS_FIELDS, "datasets", "dataset_pattern"),
+        ("description", "read"),
+        "a template (description, datasets or dataset_pattern, read, ...)",
+    )
     if ("datasets" in fields) == ("dataset_pattern" in fields):
         raise node.error("a template needs exactly one of 'datasets' (listed ids) or 'dataset_pattern'")
     access = _parse_access(fields)
@@ -357,8 +366,9 @@ def _parse_template(name: str, key_node: Node, node: Node) -> TemplateDef:
             for item in datasets_node.items():
                 datasets.append((_dataset_id(item.text("a dataset id"), item), (), Where.of(item)))
         else:
-            for dataset_id, id_node, bindings_node in datasets_node.entries("a list of dataset ids or a mapping "
-                                                                            "of dataset id to its variables"):
+            for dataset_id, id_node, bindings_node in datasets_node.entries(
+                "a list of dataset ids or a mapping of dataset id to its variables"
+            ):
                 _dataset_id(dataset_id, id_node)
                 bindings: list[tuple[str, str]] = []
                 if not bindings_node.is_null:
@@ -380,13 +390,16 @@ def _parse_template(name: str, key_node: Node, node: Node) -> TemplateDef:
         if not DATASET_ID_RE.fullmatch(pattern.replace("*", "x").replace("?", "x")):
             raise pattern_node.error(f"{pattern!r}: dataset id patterns use letters, digits, . _ : - and * ?")
         if pattern[0] in "*?":
-            raise pattern_node.error("a dataset_pattern must start with literal text (e.g. EGAD*), so it cannot "
-                                     "cover every dataset by accident")
+            raise pattern_node.error(
+                "a dataset_pattern must start with literal text (e.g. EGAD*), so it cannot "
+                "cover every dataset by accident"
+            )
         used = set(_rule_variables(access.read)) | set(access.data_use.variables if access.data_use else ())
         extra = sorted(used - {DATASET_VARIABLE})
         if extra:
-            raise fields["read"].error(f"variable ${{{extra[0]}}} has no value: a dataset_pattern template "
-                                       "only defines ${dataset}")
+            raise fields["read"].error(
+                f"variable ${{{extra[0]}}} has no value: a dataset_pattern template only defines ${{dataset}}"
+            )
     return TemplateDef(name, access, tuple(datasets), pattern, Where.of(node))
 
 
@@ -446,8 +459,9 @@ def parse_rule(node: Node) -> RuleNode:
     return _parse_registered_access(body, description, Where.of(node))
 
 
-def _parse_visa(node: Node, description: str | None, type_override: str | None = None,
-                defaults: dict[str, FieldSpec] | None = None) -> VisaReq:
+def _parse_visa(
+    node: Node, description: str | None, type_override: str | None = None, defaults: dict[str, FieldSpec] | None = None
+) -> VisaReq:
     allowed = VISA_FIELDS if type_override is None else tuple(f for f in VISA_FIELDS if f != "type")
     fields = node.fields(allowed, ("type",) if type_override is None else (), "a visa requirement")
     if type_override is None:
@@ -463,8 +477,9 @@ def _parse_visa(node: Node, description: str | None, type_override: str | None =
             specs[name] = parse_field(name, fields[name])
     if ("role" in specs or "affiliation" in specs) and visa_type != AFFILIATION_AND_ROLE:
         bad = fields.get("role") or fields["affiliation"]
-        raise bad.error(f"role and affiliation are parts of an {AFFILIATION_AND_ROLE} value; "
-                        f"this requirement is for {visa_type}")
+        raise bad.error(
+            f"role and affiliation are parts of an {AFFILIATION_AND_ROLE} value; this requirement is for {visa_type}"
+        )
     if "value" in specs and ("role" in specs or "affiliation" in specs):
         raise node.error("use either 'value' or 'role'/'affiliation', not both")
     if not ({"value", "role", "affiliation"} & specs.keys()):
@@ -478,16 +493,25 @@ def _parse_visa(node: Node, description: str | None, type_override: str | None =
 def _parse_registered_access(node: Node, description: str | None, where: Where) -> AllOf:
     """``registered_access``: AcceptedTermsAndPolicies AND ResearcherStatus, both for the
     Registered Access document (SPEC-DIGEST 3.7, 10.2), each refinable under ``terms``/``status``."""
-    fields = {} if node.is_null else node.fields(("issuers", "terms", "status", "document"), (),
-                                                 "registered access settings (issuers, terms, status, document)")
+    fields = (
+        {}
+        if node.is_null
+        else node.fields(
+            ("issuers", "terms", "status", "document"),
+            (),
+            "registered access settings (issuers, terms, status, document)",
+        )
+    )
     document = fields["document"].text("the document URL") if "document" in fields else REGISTERED_ACCESS_DOI
     value = FieldSpec("value", (Spec("const", document, where),), where)
     shared: dict[str, FieldSpec] = {"value": value}
     if "issuers" in fields:
         shared["issuers"] = parse_issuers(fields["issuers"])
     children = []
-    for part, visa_type, label in (("terms", "AcceptedTermsAndPolicies", "registered access: terms accepted"),
-                                   ("status", "ResearcherStatus", "registered access: bona fide researcher status")):
+    for part, visa_type, label in (
+        ("terms", "AcceptedTermsAndPolicies", "registered access: terms accepted"),
+        ("status", "ResearcherStatus", "registered access: bona fide researcher status"),
+    ):
         if part in fields and not fields[part].is_null:
             children.append(_parse_visa(fields[part], label, visa_type, shared))
         else:
@@ -517,8 +541,10 @@ def parse_spec(name: str, text: str, node: Node) -> Spec:
             raise node.error(f"{rest!r} is not a list name")
         return Spec(LIST_PREFIX, rest, Where.of(node))
     else:
-        raise node.error(f"{text!r} does not start with const:, pattern:, split_pattern: or list:; "
-                         f"for an exact match write 'const:{text}'")
+        raise node.error(
+            f"{text!r} does not start with const:, pattern:, split_pattern: or list:; "
+            f"for an exact match write 'const:{text}'"
+        )
     if spec.text == "":
         raise node.error(f"{text!r} matches only empty text, which no visa has")
     if spec.kind != "const" and len(spec.text) > MAX_PATTERN_LENGTH:
@@ -534,22 +560,23 @@ def parse_issuers(node: Node) -> FieldSpec:
     for text, item in node.texts("an issuer (exact text) or list:NAME"):
         _check_variables(text, item)
         if text.startswith(LIST_PREFIX + ":"):
-            name = text[len(LIST_PREFIX) + 1:]
+            name = text[len(LIST_PREFIX) + 1 :]
             if not NAME_RE.fullmatch(name):
                 raise item.error(f"{name!r} is not a list name")
             alternatives.append(Spec(LIST_PREFIX, name, Where.of(item)))
         elif text.startswith(("pattern:", "split_pattern:")):
             raise item.error("issuers are matched exactly; patterns are not allowed here")
         else:
-            exact = text[len("const:"):] if text.startswith("const:") else text
+            exact = text[len("const:") :] if text.startswith("const:") else text
             alternatives.append(Spec("const", exact, Where.of(item)))
     return FieldSpec("issuers", tuple(alternatives), Where.of(node))
 
 
 def _check_type(visa_type: str, node: Node) -> None:
     if visa_type == LINKED_IDENTITIES:
-        raise node.error("LinkedIdentities visas link identities and are used automatically; "
-                         "they cannot be required to grant access")
+        raise node.error(
+            "LinkedIdentities visas link identities and are used automatically; they cannot be required to grant access"
+        )
     if visa_type in STANDARD_TYPES:
         return
     if visa_type.startswith(("https://", "http://")) and len(visa_type) <= 255:

@@ -63,5 +63,6 @@ def load_policy(directory: str | Path) -> PolicySet:
             continue
         contents.append(parse_file(node, errors))
     version = "sha256:" + digest.hexdigest()[:16]
-    return compile_policy(contents, version=version, directory=str(root),
-                          files=tuple(str(p) for p in paths), errors=errors)
+    return compile_policy(
+        contents, version=version, directory=str(root), files=tuple(str(p) for p in paths), errors=errors
+    )

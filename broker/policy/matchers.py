@@ -46,7 +46,7 @@ class TextTemplate:
         position = 0
         for match in VARIABLE_RE.finditer(text):
             if match.start() > position:
-                parts.append((False, text[position:match.start()]))
+                parts.append((False, text[position : match.start()]))
             parts.append((True, match.group(1)))
             position = match.end()
         if position < len(text):
@@ -200,7 +200,7 @@ def _role(visa: VisaObject) -> str | None:
 def _affiliation(visa: VisaObject) -> str | None:
     # Split at the FIRST '@' only: "faculty@a.edu@evil.test" has affiliation "a.edu@evil.test".
     value = visa.value
-    return value[value.index("@") + 1:] if isinstance(value, str) and "@" in value else None
+    return value[value.index("@") + 1 :] if isinstance(value, str) and "@" in value else None
 
 
 # How each requirement field reads its text from the visa object. An absent claim is None,

@@ -268,7 +268,8 @@ def _case(node: Node) -> Case:
         persona=fields["persona"].text("a persona name"),
         dataset=fields["dataset"].text("a dataset id"),
         action=fields["action"].text("an action") if "action" in fields else READ,
-        purpose=None if "purpose" not in fields or fields["purpose"].is_null
+        purpose=None
+        if "purpose" not in fields or fields["purpose"].is_null
         else fields["purpose"].text("a data use term id"),
         valid_for=parse_duration(fields["valid_for"], signed=False) if "valid_for" in fields else 0,
         expect_allow=expect == "allow",
@@ -283,9 +284,17 @@ def load_suite(personas_dir: str | Path, tests_dir: str | Path, *, now: int | No
     """Personas and cases, with every case's persona checked to exist."""
     personas = load_personas(personas_dir, now=now)
     cases = load_cases(tests_dir)
-    missing = [PolicyError(c.file, c.line, 0, "persona", f"no persona {c.persona!r} in {personas_dir} "
-                           f"(known: {', '.join(sorted(personas)) or 'none'})")
-               for c in cases if c.persona not in personas]
+    missing = [
+        PolicyError(
+            c.file,
+            c.line,
+            0,
+            "persona",
+            f"no persona {c.persona!r} in {personas_dir} (known: {', '.join(sorted(personas)) or 'none'})",
+        )
+        for c in cases
+        if c.persona not in personas
+    ]
     if missing:
         raise PolicyLoadError(missing)
     return Suite(personas, cases)
@@ -296,8 +305,17 @@ def load_suite(personas_dir: str | Path, tests_dir: str | Path, *, now: int | No
 
 def run_case(policy: PolicySet, persona: Persona, case: Case, *, now: int) -> CaseResult:
     purpose = case.purpose_for(persona)
-    decision = decide(policy, persona.visas, None, case.dataset, case.action, purpose, persona.holder,
-                      now=now, valid_for=case.valid_for)
+    decision = decide(
+        policy,
+        persona.visas,
+        None,
+        case.dataset,
+        case.action,
+        purpose,
+        persona.holder,
+        now=now,
+        valid_for=case.valid_for,
+    )
     problem = ""
     if decision.allow != case.expect_allow:
         problem = f"expected {'allow' if case.expect_allow else 'deny'}, got {'allow' if decision.allow else 'deny'}"
@@ -307,8 +325,19 @@ def run_case(policy: PolicySet, persona: Persona, case: Case, *, now: int) -> Ca
             problem = f"expected reason(s) {', '.join(missing)}; got {', '.join(decision.codes) or 'none'}"
     if not problem:
         return CaseResult(case, decision, True)
-    text = render_text(explain(policy, persona.visas, None, case.dataset, case.action, purpose, persona.holder,
-                               now=now, valid_for=case.valid_for))
+    text = render_text(
+        explain(
+            policy,
+            persona.visas,
+            None,
+            case.dataset,
+            case.action,
+            purpose,
+            persona.holder,
+            now=now,
+            valid_for=case.valid_for,
+        )
+    )
     return CaseResult(case, decision, False, problem, text)
 
 
@@ -317,8 +346,15 @@ def run_tests(policy: PolicySet, suite: Suite, *, now: int | None = None) -> lis
     return [run_case(policy, suite.personas[case.persona], case, now=clock) for case in suite.cases]
 
 
-def diff_policies(old: PolicySet, new: PolicySet, personas: Iterable[Persona], *,
-                  datasets: Sequence[str] = (), cases: Sequence[Case] = (), now: int | None = None) -> list[Flip]:
+def diff_policies(
+    old: PolicySet,
+    new: PolicySet,
+    personas: Iterable[Persona],
+    *,
+    datasets: Sequence[str] = (),
+    cases: Sequence[Case] = (),
+    now: int | None = None,
+) -> list[Flip]:
     """Decisions that differ (allow vs deny) between ``old`` and ``new``.
 
     Checked: every persona (with its own purpose) against every dataset listed explicitly in
@@ -328,10 +364,12 @@ def diff_policies(old: PolicySet, new: PolicySet, personas: Iterable[Persona], *
     ids = sorted(set(old.dataset_ids()) | set(new.dataset_ids()) | set(datasets))
     people = list(personas)
     by_name = {p.name: p for p in people}
-    combos: list[tuple[Persona, str, str | None, str, int]] = [
-        (p, d, p.purpose, READ, 0) for p in people for d in ids]
-    combos += [(by_name[c.persona], c.dataset, c.purpose_for(by_name[c.persona]), c.action, c.valid_for)
-               for c in cases if c.persona in by_name]
+    combos: list[tuple[Persona, str, str | None, str, int]] = [(p, d, p.purpose, READ, 0) for p in people for d in ids]
+    combos += [
+        (by_name[c.persona], c.dataset, c.purpose_for(by_name[c.persona]), c.action, c.valid_for)
+        for c in cases
+        if c.persona in by_name
+    ]
     flips: list[Flip] = []
     seen: set[tuple[str, str, str | None, str, int]] = set()
     for persona, dataset, purpose, action, valid_for in combos:
@@ -339,11 +377,12 @@ def diff_policies(old: PolicySet, new: PolicySet, personas: Iterable[Persona], *
         if key in seen:
             continue
         seen.add(key)
-        before = decide(old, persona.visas, None, dataset, action, purpose, persona.holder, now=clock,
-                        valid_for=valid_for)
-        after = decide(new, persona.visas, None, dataset, action, purpose, persona.holder, now=clock,
-                       valid_for=valid_for)
+        before = decide(
+            old, persona.visas, None, dataset, action, purpose, persona.holder, now=clock, valid_for=valid_for
+        )
+        after = decide(
+            new, persona.visas, None, dataset, action, purpose, persona.holder, now=clock, valid_for=valid_for
+        )
         if before.allow != after.allow:
             flips.append(Flip(persona.name, dataset, purpose, before, after))
     return flips
-

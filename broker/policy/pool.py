@@ -55,8 +55,19 @@ class VisaPool:
     """One request's visas: live ones by value (types on demand), the identity graph, the holder,
     and per-visa support, computed once per request."""
 
-    __slots__ = ("_all_by_type", "_by_type", "_links", "_live", "_support", "by_value", "graph", "holder",
-                 "holder_problem", "now", "visas")
+    __slots__ = (
+        "_all_by_type",
+        "_by_type",
+        "_links",
+        "_live",
+        "_support",
+        "by_value",
+        "graph",
+        "holder",
+        "holder_problem",
+        "now",
+        "visas",
+    )
 
     def __init__(self, visas: Iterable[Visa], graph: IdentityGraph | None, holder: Identity | None, now: int) -> None:
         self.visas: tuple[Visa, ...] = visas if type(visas) is tuple else tuple(visas)
@@ -119,8 +130,10 @@ class VisaPool:
         first = identities[0]
         if all(self.graph is not None and self.graph.linked(first, other) for other in identities[1:]):
             return first
-        self.holder_problem = (f"the visas belong to {len(identities)} identities that are not linked, and no "
-                               "holder was given: pass the passport's holder identity")
+        self.holder_problem = (
+            f"the visas belong to {len(identities)} identities that are not linked, and no "
+            "holder was given: pass the passport's holder identity"
+        )
         return None
 
     def support(self, visa: Visa) -> Support | Unusable:
@@ -140,9 +153,11 @@ class VisaPool:
             return Unusable(Code.NOT_LINKED, "no holder identity to link it to")
         links = self.links(visa.identity)
         if links is None:
-            return Unusable(Code.NOT_LINKED,
-                            f"its identity {_show(visa.identity)} is not linked to the holder {_show(holder)} "
-                            "by a trusted LinkedIdentities visa")
+            return Unusable(
+                Code.NOT_LINKED,
+                f"its identity {_show(visa.identity)} is not linked to the holder {_show(holder)} "
+                "by a trusted LinkedIdentities visa",
+            )
         conditions: tuple[Visa, ...] = ()
         if visa.visa.conditions:
             # Always with a graph: without one, evaluate_conditions would take candidates of any
@@ -153,7 +168,6 @@ class VisaPool:
                 return Unusable(Code.CONDITIONS_UNMET, "its conditions are not met by the other valid visas")
             conditions = used
         return Support(links, conditions)
-
 
     def links(self, identity: Identity) -> tuple[Visa, ...] | None:
         """The LinkedIdentities visas linking ``identity`` to the holder; None if not linked (cached)."""

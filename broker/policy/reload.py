@@ -51,8 +51,9 @@ class ReloadResult:
 class PolicyStore:
     """The current policy set of one directory, swapped atomically on reload."""
 
-    def __init__(self, directory: str | Path, policy: PolicySet,
-                 loader: Callable[[str | Path], PolicySet] = load_policy) -> None:
+    def __init__(
+        self, directory: str | Path, policy: PolicySet, loader: Callable[[str | Path], PolicySet] = load_policy
+    ) -> None:
         self.directory = Path(directory)
         self._current = policy
         self._loader = loader
@@ -105,15 +106,20 @@ class PolicyStore:
                 self._fingerprint = fingerprint
                 self.last_error = exc
                 self.failed_reloads += 1
-                log.error("policy reload of %s failed; keeping %s in force:\n%s", self.directory, old.version,
-                          exc.report())
+                log.error(
+                    "policy reload of %s failed; keeping %s in force:\n%s", self.directory, old.version, exc.report()
+                )
                 return ReloadResult(False, old.version, False, exc)
             except Exception as exc:  # an unexpected failure must not take the last good rules away either
                 self._fingerprint = fingerprint
                 self.last_error = PolicyLoadError([])
                 self.failed_reloads += 1
-                log.exception("policy reload of %s failed unexpectedly (%s); keeping %s in force", self.directory,
-                              exc.__class__.__name__, old.version)
+                log.exception(
+                    "policy reload of %s failed unexpectedly (%s); keeping %s in force",
+                    self.directory,
+                    exc.__class__.__name__,
+                    old.version,
+                )
                 return ReloadResult(False, old.version, False, self.last_error)
             self._current = new  # the atomic swap: one reference assignment
             self._fingerprint = fingerprint

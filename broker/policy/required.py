@@ -29,8 +29,10 @@ from broker.policy.compile import READ, AllOfNode, Compiled, PolicySet, Requirem
 from broker.policy.matchers import Env
 
 FORMAT = "ga4gh-broker.required-visas/v1"
-IDENTITY_NOTE = ("all visas used must belong to the passport holder's identity, or to identities linked to it "
-                 "by LinkedIdentities visas from trusted issuers")
+IDENTITY_NOTE = (
+    "all visas used must belong to the passport holder's identity, or to identities linked to it "
+    "by LinkedIdentities visas from trusted issuers"
+)
 
 
 class UnknownDataset(LookupError):
@@ -50,8 +52,12 @@ def required_visas(policy: PolicySet, dataset: str, action: str = READ) -> dict[
     if entry.data_use is not None:
         term = entry.data_use.render(resolved.env)
         compatible = sorted(t.id for t in policy.terms.terms.values() if term in t.ancestors)
-        data_use = {"term": term, "label": policy.terms.terms[term].label if term in policy.terms else None,
-                    "purpose_required": True, "compatible_purposes": compatible}
+        data_use = {
+            "term": term,
+            "label": policy.terms.terms[term].label if term in policy.terms else None,
+            "purpose_required": True,
+            "compatible_purposes": compatible,
+        }
     return {
         "format": FORMAT,
         "dataset": dataset,

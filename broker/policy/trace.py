@@ -44,9 +44,18 @@ class Verdict:
 
     def to_json(self, index: dict[int, int]) -> dict[str, Any]:
         v = self.visa
-        out: dict[str, Any] = {"index": index.get(id(v)), "jti": v.jti, "iss": v.iss, "sub": v.sub,
-                               "value": v.visa.value, "source": v.visa.source, "by": v.visa.by, "exp": v.exp,
-                               "outcome": self.outcome, "message": self.message}
+        out: dict[str, Any] = {
+            "index": index.get(id(v)),
+            "jti": v.jti,
+            "iss": v.iss,
+            "sub": v.sub,
+            "value": v.visa.value,
+            "source": v.visa.source,
+            "by": v.visa.by,
+            "exp": v.exp,
+            "outcome": self.outcome,
+            "message": self.message,
+        }
         if self.field is not None:
             out["field"] = self.field
         if self.expires_at is not None:
@@ -70,8 +79,14 @@ class Trace:
     reasons: list[DenyReason] = field(default_factory=list)
 
     def to_json(self, index: dict[int, int]) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "label": self.label, "where": self.where,
-                               "met": self.met, "expires_at": self.expires_at}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "label": self.label,
+            "where": self.where,
+            "met": self.met,
+            "expires_at": self.expires_at,
+        }
         if self.kind == "visa":
             out["requirement"] = self.text
             out["visas"] = [v.to_json(index) for v in self.verdicts]
@@ -132,14 +147,21 @@ def classify(req: Requirement, visa: Visa, pool: VisaPool, max_age: int | None, 
         return Verdict(visa, support.code, f"matches, but {support.message}")
     expiry = effective_expiry(visa, support, max_age)
     if max_age is not None and visa.visa.asserted + max_age <= deadline:
-        return Verdict(visa, Code.ASSERTION_TOO_OLD,
-                       f"matches, but was asserted at {when(visa.visa.asserted)}, longer ago than the dataset's "
-                       f"max_assertion_age ({duration(max_age)})")
+        return Verdict(
+            visa,
+            Code.ASSERTION_TOO_OLD,
+            f"matches, but was asserted at {when(visa.visa.asserted)}, longer ago than the dataset's "
+            f"max_assertion_age ({duration(max_age)})",
+        )
     if expiry <= deadline:
         relied = " (with the visas it relies on)" if support.links or support.conditions else ""
-        return Verdict(visa, Code.EXPIRES_TOO_SOON,
-                       f"matches, but{relied} stays valid only until {when(expiry)}, not past {when(deadline)}",
-                       None, expiry)
+        return Verdict(
+            visa,
+            Code.EXPIRES_TOO_SOON,
+            f"matches, but{relied} stays valid only until {when(expiry)}, not past {when(deadline)}",
+            None,
+            expiry,
+        )
     how = []
     if support.links:
         how.append(f"linked to the holder by {len(support.links)} LinkedIdentities visa(s)")
@@ -149,13 +171,13 @@ def classify(req: Requirement, visa: Visa, pool: VisaPool, max_age: int | None, 
     return Verdict(visa, MATCHED, f"matches{detail}, valid until {when(expiry)}", None, expiry)
 
 
-def requirement_reason(req: Requirement, env: Env, considered: int, unusable: list[Verdict],
-                       mismatches: list[tuple[Visa, str]]) -> DenyReason:
+def requirement_reason(
+    req: Requirement, env: Env, considered: int, unusable: list[Verdict], mismatches: list[tuple[Visa, str]]
+) -> DenyReason:
     """The reason for an unmet requirement, from the visas of its type: ``considered`` of them,
     the ``unusable`` verdicts of those whose fields match, and (the first) ``mismatches``."""
     if not considered:
-        return DenyReason(Code.MISSING_VISA, f"no {req.type} visa in the passport; needs {req.describe(env)}",
-                          req.id)
+        return DenyReason(Code.MISSING_VISA, f"no {req.type} visa in the passport; needs {req.describe(env)}", req.id)
     who = req.label or req.describe(env)
     for code in _PRIORITY:
         for verdict in unusable:
@@ -163,8 +185,9 @@ def requirement_reason(req: Requirement, env: Env, considered: int, unusable: li
                 return DenyReason(code, f"{who}: {req.type} visa {_name(verdict.visa)} {verdict.message}", req.id)
     shown = "; ".join(f"{_name(visa)}: {message}" for visa, message in mismatches[:MAX_MISMATCHES_REPORTED])
     first = " (first: " if considered > 1 else " ("
-    return DenyReason(Code.NO_MATCHING_VISA,
-                      f"{who}: none of the {considered} {req.type} visa(s) matches{first}{shown})", req.id)
+    return DenyReason(
+        Code.NO_MATCHING_VISA, f"{who}: none of the {considered} {req.type} visa(s) matches{first}{shown})", req.id
+    )
 
 
 def _name(visa: Visa) -> str:

@@ -171,13 +171,15 @@ class Node:
                 raise key_node.error("merge keys (<<) are not supported; write the fields out")
             key = key_node.text("a name")
             if key in seen:
-                raise key_node.error(f"{key!r} is written twice (first on line {seen[key]})",
-                                     field=self.child(value_raw, key).path)
+                raise key_node.error(
+                    f"{key!r} is written twice (first on line {seen[key]})", field=self.child(value_raw, key).path
+                )
             seen[key] = key_node.line
             yield key, key_node, self.child(value_raw, key)
 
-    def fields(self, allowed: Collection[str], required: Collection[str] = (),
-               what: str = "a mapping") -> dict[str, Node]:
+    def fields(
+        self, allowed: Collection[str], required: Collection[str] = (), what: str = "a mapping"
+    ) -> dict[str, Node]:
         """A mapping whose keys must be among ``allowed``; every name in ``required`` must be present."""
         out: dict[str, Node] = {}
         for key, key_node, value in self.entries(what):

@@ -72,8 +72,9 @@ def open_store(settings: Settings) -> Store:
     if backend == "redis":
         from broker.store.redis_store import RedisStore
 
-        return RedisStore(settings.store.url, namespace=settings.store.namespace,
-                          timeout=settings.store.timeout_seconds)
+        return RedisStore(
+            settings.store.url, namespace=settings.store.namespace, timeout=settings.store.timeout_seconds
+        )
     raise StoreError(f"unknown store backend {backend!r} (expected 'sqlite' or 'redis')")
 
 

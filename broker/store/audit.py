@@ -105,14 +105,14 @@ def build_record(seq: int, at: int, event: dict[str, Any], prev_hash: str) -> Au
     """
     if isinstance(at, bool) or not isinstance(at, int):
         raise ValueError(f"audit time 'at' must be integer seconds, got {type(at).__name__}")
-    return AuditRecord(seq=seq, at=at, event=event, prev_hash=prev_hash,
-                       hash=chain_hash(seq, at, event, prev_hash))
+    return AuditRecord(seq=seq, at=at, event=event, prev_hash=prev_hash, hash=chain_hash(seq, at, event, prev_hash))
 
 
 def encode_audit(record: AuditRecord) -> str:
     """How backends store a whole record as one JSON text (Redis); keys sorted, compact."""
-    return canonical_json({"seq": record.seq, "at": record.at, "event": record.event,
-                           "prev_hash": record.prev_hash, "hash": record.hash})
+    return canonical_json(
+        {"seq": record.seq, "at": record.at, "event": record.event, "prev_hash": record.prev_hash, "hash": record.hash}
+    )
 
 
 def decode_audit(text: str, fallback_seq: int) -> AuditRecord:
@@ -127,8 +127,13 @@ def decode_audit(text: str, fallback_seq: int) -> AuditRecord:
             raise ValueError("not an object")
         seq, at, event = data["seq"], data["at"], data["event"]
         prev_hash, hash_ = data["prev_hash"], data["hash"]
-        if not (_is_int(seq) and _is_int(at) and isinstance(event, dict)
-                and isinstance(prev_hash, str) and isinstance(hash_, str)):
+        if not (
+            _is_int(seq)
+            and _is_int(at)
+            and isinstance(event, dict)
+            and isinstance(prev_hash, str)
+            and isinstance(hash_, str)
+        ):
             raise ValueError("fields of the wrong type")
         return AuditRecord(seq=seq, at=at, event=event, prev_hash=prev_hash, hash=hash_)
     except (ValueError, KeyError, TypeError) as exc:
@@ -197,13 +202,17 @@ def verify_chain(records: Iterable[AuditRecord], anchor: tuple[int, str] | None 
         except (ValueError, TypeError) as exc:
             computed = f"<cannot encode: {exc}>"
         if computed != record.hash:
-            problems.append(AuditProblem(seq, "hash_mismatch",
-                                         f"stored hash {record.hash[:16]}..., content hashes to {computed[:16]}..."))
+            problems.append(
+                AuditProblem(
+                    seq, "hash_mismatch", f"stored hash {record.hash[:16]}..., content hashes to {computed[:16]}..."
+                )
+            )
         if seq <= prev_seq:
             problems.append(AuditProblem(seq, "out_of_order", f"seq {seq} follows seq {prev_seq}"))
         elif seq != prev_seq + 1:
-            problems.append(AuditProblem(seq, "gap", f"seq {seq} follows seq {prev_seq}: "
-                                                     f"{seq - prev_seq - 1} record(s) missing"))
+            problems.append(
+                AuditProblem(seq, "gap", f"seq {seq} follows seq {prev_seq}: {seq - prev_seq - 1} record(s) missing")
+            )
         if record.prev_hash != prev_hash:
             what = "genesis" if prev_seq == 0 else f"record {prev_seq}'s hash"
             problems.append(AuditProblem(seq, "chain_broken", f"prev_hash does not match {what}"))
@@ -214,6 +223,7 @@ def verify_chain(records: Iterable[AuditRecord], anchor: tuple[int, str] | None 
         prev_hash = record.hash
         prev_seq = max(prev_seq, seq)
     if anchor is not None and not anchor_seen:
-        problems.append(AuditProblem(anchor[0], "anchor_missing",
-                                     f"anchored record {anchor[0]} is not in the log (truncated?)"))
+        problems.append(
+            AuditProblem(anchor[0], "anchor_missing", f"anchored record {anchor[0]} is not in the log (truncated?)")
+        )
     return problems

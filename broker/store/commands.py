@@ -23,12 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     audit_sub.required = True
     verify = audit_sub.add_parser(
-        "verify", help="check the audit log's hash chain; exit 1 if any record was edited, removed, "
-                       "reordered or inserted")
+        "verify",
+        help="check the audit log's hash chain; exit 1 if any record was edited, removed, reordered or inserted",
+    )
     verify.add_argument(
-        "--anchor", metavar="SEQ:HASH", default=None,
+        "--anchor",
+        metavar="SEQ:HASH",
+        default=None,
         help="a head printed by an earlier run and kept outside the store: the log must still hold "
-             "exactly this record (catches a rewritten or truncated tail)")
+        "exactly this record (catches a rewritten or truncated tail)",
+    )
     verify.set_defaults(handler=_audit_verify)
 
 
@@ -75,6 +79,8 @@ def _audit_verify(ctx: Context) -> int:
     if tally.last is None:
         ctx.out("OK: 0 audit records")
     else:
-        ctx.out(f"OK: {tally.count} audit record(s), chain intact; head {tally.last.seq}:{tally.last.hash} "
-                "(keep it elsewhere and pass it as --anchor to detect a rewritten tail)")
+        ctx.out(
+            f"OK: {tally.count} audit record(s), chain intact; head {tally.last.seq}:{tally.last.hash} "
+            "(keep it elsewhere and pass it as --anchor to detect a rewritten tail)"
+        )
     return 0

@@ -174,15 +174,20 @@ class RedisStore:
 
     backend = "redis"
 
-    def __init__(self, url: str, namespace: str = "ga4gh-broker", timeout: float = 2.0,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, url: str, namespace: str = "ga4gh-broker", timeout: float = 2.0, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         check_name("redis namespace", namespace)
         self.namespace = namespace
         self.timeout = timeout
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout,
-            socket_connect_timeout=timeout, socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True,
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
         )
         self._redis = redis.Redis(connection_pool=pool)
         self._link_identity = self._redis.register_script(LINK_IDENTITY)
@@ -214,13 +219,17 @@ class RedisStore:
         policy = config.get("maxmemory-policy")
         if policy is not None and policy != "noeviction":
             ok = False
-            warnings.append(f"maxmemory-policy is {policy}: Redis may evict revocations and used codes; "
-                            "set maxmemory-policy noeviction (store refused: not ready)")
+            warnings.append(
+                f"maxmemory-policy is {policy}: Redis may evict revocations and used codes; "
+                "set maxmemory-policy noeviction (store refused: not ready)"
+            )
         if config.get("appendonly") == "no":
             warnings.append("appendonly is no: acknowledged writes are lost if Redis crashes; set appendonly yes")
         elif config.get("appendfsync") not in (None, "always"):
-            warnings.append(f"appendfsync is {config.get('appendfsync')}: up to 1 s of acknowledged writes "
-                            "can be lost if the machine crashes; appendfsync always loses none")
+            warnings.append(
+                f"appendfsync is {config.get('appendfsync')}: up to 1 s of acknowledged writes "
+                "can be lost if the machine crashes; appendfsync always loses none"
+            )
         if tuple(warnings) != self._logged_warnings:  # once per change, not on every readiness probe
             self._logged_warnings = tuple(warnings)
             for warning in warnings:
@@ -252,7 +261,8 @@ class RedisStore:
         member = json.dumps([link.iss, link.sub])
         linked = self._link_identity(
             keys=[self._key("link", link.iss, link.sub), self._key("links-of", link.identity_id)],
-            args=[link.identity_id, encode_record(link), member])
+            args=[link.identity_id, encode_record(link), member],
+        )
         if not linked:
             raise Conflict("this upstream identity {iss, sub} is already linked to another account")
 
@@ -266,8 +276,9 @@ class RedisStore:
         members = self._redis.smembers(self._key("links-of", identity_id))
         keys = [self._key("link", *json.loads(m)) for m in members]
         links = [decode_record(IdentityLink, t) for t in self._mget(keys)]
-        return sorted((lk for lk in links if lk.identity_id == identity_id),
-                      key=lambda lk: (lk.linked_at, lk.iss, lk.sub))
+        return sorted(
+            (lk for lk in links if lk.identity_id == identity_id), key=lambda lk: (lk.linked_at, lk.iss, lk.sub)
+        )
 
     def _mget(self, keys: list[str]) -> list[str]:
         """Values of the keys that exist, in order (none when ``keys`` is empty)."""
@@ -383,9 +394,13 @@ class RedisStore:
         if token.expires_at <= int(time.time()):
             return  # already expired: it could never be returned, so it is not kept
         self._put_refresh_token(
-            keys=[self._key("rt", token.token_hash), self._key("rt-family", token.family_id),
-                  self._key("rt-family-revoked", token.family_id)],
-            args=[encode_record(token), "1" if token.used else "0", int(token.expires_at)])
+            keys=[
+                self._key("rt", token.token_hash),
+                self._key("rt-family", token.family_id),
+                self._key("rt-family-revoked", token.family_id),
+            ],
+            args=[encode_record(token), "1" if token.used else "0", int(token.expires_at)],
+        )
 
     @_guarded
     def use_refresh_token(self, token_hash: str) -> RefreshToken | None:
@@ -400,8 +415,11 @@ class RedisStore:
         """Delete the family's tokens and mark it revoked; the number of live tokens removed."""
         check_name("family id", family_id)
         floor = family_marker_until(int(time.time()), None)
-        return int(self._revoke_family(
-            keys=[self._key("rt-family", family_id), self._key("rt-family-revoked", family_id)], args=[floor]))
+        return int(
+            self._revoke_family(
+                keys=[self._key("rt-family", family_id), self._key("rt-family-revoked", family_id)], args=[floor]
+            )
+        )
 
     @_guarded
     def family_revoked(self, family_id: str) -> bool:
@@ -443,8 +461,7 @@ class RedisStore:
     @_guarded
     def consents_of(self, identity_id: str) -> list[Consent]:
         clients = sorted(self._redis.smembers(self._key("consents-of", identity_id)))
-        return [decode_record(Consent, t)
-                for t in self._mget([self._key("consent", identity_id, c) for c in clients])]
+        return [decode_record(Consent, t) for t in self._mget([self._key("consent", identity_id, c) for c in clients])]
 
     @_guarded
     def delete_consent(self, identity_id: str, client_id: str) -> bool:
@@ -531,8 +548,9 @@ class RedisStore:
         offset = 0
         while True:
             try:
-                page = self._redis.zrange(key, f"({int(after_seq)}", "+inf", byscore=True, offset=offset,
-                                          num=AUDIT_PAGE, withscores=True)
+                page = self._redis.zrange(
+                    key, f"({int(after_seq)}", "+inf", byscore=True, offset=offset, num=AUDIT_PAGE, withscores=True
+                )
             except redis.RedisError as exc:
                 raise _translate(exc) from exc
             for text, score in page:

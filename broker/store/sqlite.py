@@ -156,8 +156,7 @@ class SQLiteStore:
     # ------------------------------------------------------------------ connections
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(self.timeout * 1000))}")
             self._ensure_wal(conn)
@@ -249,8 +248,10 @@ class SQLiteStore:
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(f"sqlite: {self.path} has schema version {version}, newer than this "
-                                 f"broker's {SCHEMA_VERSION}; upgrade the broker")
+                raise StoreError(
+                    f"sqlite: {self.path} has schema version {version}, newer than this "
+                    f"broker's {SCHEMA_VERSION}; upgrade the broker"
+                )
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -307,8 +308,7 @@ class SQLiteStore:
     @_guarded
     def put_identity(self, identity: Identity) -> None:
         check_name("identity id", identity.id)
-        self._run("INSERT OR REPLACE INTO identities (id, data) VALUES (?, ?)",
-                  (identity.id, encode_record(identity)))
+        self._run("INSERT OR REPLACE INTO identities (id, data) VALUES (?, ?)", (identity.id, encode_record(identity)))
 
     @_guarded
     def get_identity(self, identity_id: str) -> Identity | None:
@@ -321,13 +321,15 @@ class SQLiteStore:
         check_name("upstream iss", link.iss)
         check_name("upstream sub", link.sub)
         with self._transaction() as conn:
-            row = conn.execute("SELECT identity_id FROM identity_links WHERE iss = ? AND sub = ?",
-                               (link.iss, link.sub)).fetchone()
+            row = conn.execute(
+                "SELECT identity_id FROM identity_links WHERE iss = ? AND sub = ?", (link.iss, link.sub)
+            ).fetchone()
             if row and row[0] != link.identity_id:
                 raise Conflict("this upstream identity {iss, sub} is already linked to another account")
-            conn.execute("INSERT OR REPLACE INTO identity_links (iss, sub, identity_id, linked_at, data) "
-                         "VALUES (?, ?, ?, ?, ?)",
-                         (link.iss, link.sub, link.identity_id, link.linked_at, encode_record(link)))
+            conn.execute(
+                "INSERT OR REPLACE INTO identity_links (iss, sub, identity_id, linked_at, data) VALUES (?, ?, ?, ?, ?)",
+                (link.iss, link.sub, link.identity_id, link.linked_at, encode_record(link)),
+            )
 
     @_guarded
     def find_link(self, iss: str, sub: str) -> IdentityLink | None:
@@ -336,8 +338,9 @@ class SQLiteStore:
 
     @_guarded
     def links_of(self, identity_id: str) -> list[IdentityLink]:
-        rows = self._all("SELECT data FROM identity_links WHERE identity_id = ? ORDER BY linked_at, iss, sub",
-                         (identity_id,))
+        rows = self._all(
+            "SELECT data FROM identity_links WHERE identity_id = ? ORDER BY linked_at, iss, sub", (identity_id,)
+        )
         return [decode_record(IdentityLink, r[0]) for r in rows]
 
     # ------------------------------------------------------------------ grants
@@ -345,8 +348,10 @@ class SQLiteStore:
     @_guarded
     def put_grant(self, grant: Grant) -> None:
         check_name("grant id", grant.id)
-        self._run("INSERT OR REPLACE INTO grants (id, identity_id, dataset, granted_at, data) VALUES (?, ?, ?, ?, ?)",
-                  (grant.id, grant.identity_id, grant.dataset, grant.granted_at, encode_record(grant)))
+        self._run(
+            "INSERT OR REPLACE INTO grants (id, identity_id, dataset, granted_at, data) VALUES (?, ?, ?, ?, ?)",
+            (grant.id, grant.identity_id, grant.dataset, grant.granted_at, encode_record(grant)),
+        )
 
     @_guarded
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -368,8 +373,9 @@ class SQLiteStore:
     @_guarded
     def put_client(self, client: Client) -> None:
         check_name("client id", client.client_id)
-        self._run("INSERT OR REPLACE INTO clients (client_id, data) VALUES (?, ?)",
-                  (client.client_id, encode_record(client)))
+        self._run(
+            "INSERT OR REPLACE INTO clients (client_id, data) VALUES (?, ?)", (client.client_id, encode_record(client))
+        )
 
     @_guarded
     def get_client(self, client_id: str) -> Client | None:
@@ -392,8 +398,10 @@ class SQLiteStore:
         check_name("ticket key", key)
         check_ttl(ttl)
         self._maybe_purge()
-        self._run("INSERT OR REPLACE INTO tickets (kind, key, value, expires_at) VALUES (?, ?, ?, ?)",
-                  (kind, key, json.dumps(value, separators=(",", ":")), time.time() + ttl))
+        self._run(
+            "INSERT OR REPLACE INTO tickets (kind, key, value, expires_at) VALUES (?, ?, ?, ?)",
+            (kind, key, json.dumps(value, separators=(",", ":")), time.time() + ttl),
+        )
 
     @_guarded
     def add_ticket(self, kind: str, key: str, value: dict[str, Any], ttl: int) -> bool:
@@ -407,14 +415,16 @@ class SQLiteStore:
             "INSERT INTO tickets (kind, key, value, expires_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
             "WHERE tickets.expires_at <= ?",
-            (kind, key, json.dumps(value, separators=(",", ":")), now + ttl, now))
+            (kind, key, json.dumps(value, separators=(",", ":")), now + ttl, now),
+        )
         return count > 0
 
     @_guarded
     def consume_ticket(self, kind: str, key: str) -> dict[str, Any] | None:
         with self._connection() as conn:
-            rows = conn.execute("DELETE FROM tickets WHERE kind = ? AND key = ? RETURNING value, expires_at",
-                                (kind, key)).fetchall()
+            rows = conn.execute(
+                "DELETE FROM tickets WHERE kind = ? AND key = ? RETURNING value, expires_at", (kind, key)
+            ).fetchall()
         if not rows or rows[0][1] <= time.time():
             return None
         value: dict[str, Any] = json.loads(rows[0][0])
@@ -422,8 +432,9 @@ class SQLiteStore:
 
     @_guarded
     def peek_ticket(self, kind: str, key: str) -> dict[str, Any] | None:
-        row = self._one("SELECT value FROM tickets WHERE kind = ? AND key = ? AND expires_at > ?",
-                        (kind, key, time.time()))
+        row = self._one(
+            "SELECT value FROM tickets WHERE kind = ? AND key = ? AND expires_at > ?", (kind, key, time.time())
+        )
         return json.loads(row[0]) if row else None
 
     # ------------------------------------------------------------------ refresh tokens
@@ -436,23 +447,28 @@ class SQLiteStore:
         self._maybe_purge()
         now = int(time.time())
         with self._transaction() as conn:
-            revoked = conn.execute("SELECT until FROM revoked_families WHERE family_id = ? AND until > ?",
-                                   (token.family_id, now)).fetchone()
+            revoked = conn.execute(
+                "SELECT until FROM revoked_families WHERE family_id = ? AND until > ?", (token.family_id, now)
+            ).fetchone()
             if revoked:
-                conn.execute("UPDATE revoked_families SET until = max(until, ?) WHERE family_id = ?",
-                             (token.expires_at, token.family_id))
+                conn.execute(
+                    "UPDATE revoked_families SET until = max(until, ?) WHERE family_id = ?",
+                    (token.expires_at, token.family_id),
+                )
                 return
-            conn.execute("INSERT OR REPLACE INTO refresh_tokens (token_hash, family_id, expires_at, used, data) "
-                         "VALUES (?, ?, ?, ?, ?)",
-                         (token.token_hash, token.family_id, token.expires_at, int(token.used),
-                          encode_record(token)))
+            conn.execute(
+                "INSERT OR REPLACE INTO refresh_tokens (token_hash, family_id, expires_at, used, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token.token_hash, token.family_id, token.expires_at, int(token.used), encode_record(token)),
+            )
 
     @_guarded
     def use_refresh_token(self, token_hash: str) -> RefreshToken | None:
         now = int(time.time())
         with self._transaction() as conn:
-            row = conn.execute("SELECT data, used, expires_at FROM refresh_tokens WHERE token_hash = ?",
-                               (token_hash,)).fetchone()
+            row = conn.execute(
+                "SELECT data, used, expires_at FROM refresh_tokens WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
             if row is None or row[2] <= now:
                 return None
             if not row[1]:
@@ -467,18 +483,24 @@ class SQLiteStore:
         with self._transaction() as conn:
             live, latest = conn.execute(
                 "SELECT count(*) FILTER (WHERE expires_at > ?), max(expires_at) FROM refresh_tokens "
-                "WHERE family_id = ?", (now, family_id)).fetchone()
+                "WHERE family_id = ?",
+                (now, family_id),
+            ).fetchone()
             conn.execute("DELETE FROM refresh_tokens WHERE family_id = ?", (family_id,))
             until = family_marker_until(now, latest)
-            conn.execute("INSERT INTO revoked_families (family_id, until) VALUES (?, ?) "
-                         "ON CONFLICT (family_id) DO UPDATE SET until = max(until, excluded.until)",
-                         (family_id, until))
+            conn.execute(
+                "INSERT INTO revoked_families (family_id, until) VALUES (?, ?) "
+                "ON CONFLICT (family_id) DO UPDATE SET until = max(until, excluded.until)",
+                (family_id, until),
+            )
         return int(live)
 
     @_guarded
     def family_revoked(self, family_id: str) -> bool:
-        return self._one("SELECT 1 FROM revoked_families WHERE family_id = ? AND until > ?",
-                         (family_id, int(time.time()))) is not None
+        return (
+            self._one("SELECT 1 FROM revoked_families WHERE family_id = ? AND until > ?", (family_id, int(time.time())))
+            is not None
+        )
 
     # ------------------------------------------------------------------ sessions
 
@@ -487,8 +509,10 @@ class SQLiteStore:
         check_name("session id", session_id)
         check_ttl(ttl)
         self._maybe_purge()
-        self._run("INSERT OR REPLACE INTO sessions (id, data, expires_at) VALUES (?, ?, ?)",
-                  (session_id, json.dumps(data, separators=(",", ":")), time.time() + ttl))
+        self._run(
+            "INSERT OR REPLACE INTO sessions (id, data, expires_at) VALUES (?, ?, ?)",
+            (session_id, json.dumps(data, separators=(",", ":")), time.time() + ttl),
+        )
 
     @_guarded
     def get_session(self, session_id: str) -> dict[str, Any] | None:
@@ -505,13 +529,14 @@ class SQLiteStore:
     def put_consent(self, consent: Consent) -> None:
         check_name("identity id", consent.identity_id)
         check_name("client id", consent.client_id)
-        self._run("INSERT OR REPLACE INTO consents (identity_id, client_id, data) VALUES (?, ?, ?)",
-                  (consent.identity_id, consent.client_id, encode_record(consent)))
+        self._run(
+            "INSERT OR REPLACE INTO consents (identity_id, client_id, data) VALUES (?, ?, ?)",
+            (consent.identity_id, consent.client_id, encode_record(consent)),
+        )
 
     @_guarded
     def get_consent(self, identity_id: str, client_id: str) -> Consent | None:
-        row = self._one("SELECT data FROM consents WHERE identity_id = ? AND client_id = ?",
-                        (identity_id, client_id))
+        row = self._one("SELECT data FROM consents WHERE identity_id = ? AND client_id = ?", (identity_id, client_id))
         return decode_record(Consent, row[0]) if row else None
 
     @_guarded
@@ -521,8 +546,7 @@ class SQLiteStore:
 
     @_guarded
     def delete_consent(self, identity_id: str, client_id: str) -> bool:
-        return self._run("DELETE FROM consents WHERE identity_id = ? AND client_id = ?",
-                         (identity_id, client_id)) > 0
+        return self._run("DELETE FROM consents WHERE identity_id = ? AND client_id = ?", (identity_id, client_id)) > 0
 
     # ------------------------------------------------------------------ revoked token ids
 
@@ -531,22 +555,28 @@ class SQLiteStore:
         """Remember ``jti`` as revoked until ``expires_at`` (pass the token's exp plus leeway)."""
         check_name("token id", jti)
         self._maybe_purge()
-        self._run("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) "
-                  "ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-                  (jti, int(expires_at)))
+        self._run(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) "
+            "ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            (jti, int(expires_at)),
+        )
 
     @_guarded
     def is_token_revoked(self, jti: str) -> bool:
-        return self._one("SELECT 1 FROM revoked_tokens WHERE jti = ? AND expires_at > ?",
-                         (jti, int(time.time()))) is not None
+        return (
+            self._one("SELECT 1 FROM revoked_tokens WHERE jti = ? AND expires_at > ?", (jti, int(time.time())))
+            is not None
+        )
 
     # ------------------------------------------------------------------ signing keys
 
     @_guarded
     def put_key(self, key: KeyRecord) -> None:
         check_name("kid", key.kid)
-        self._run("INSERT OR REPLACE INTO keys (kid, created_at, data) VALUES (?, ?, ?)",
-                  (key.kid, key.created_at, encode_record(key)))
+        self._run(
+            "INSERT OR REPLACE INTO keys (kid, created_at, data) VALUES (?, ?, ?)",
+            (key.kid, key.created_at, encode_record(key)),
+        )
 
     @_guarded
     def list_keys(self) -> list[KeyRecord]:
@@ -602,14 +632,22 @@ class SQLiteStore:
             for normalized, at in items:
                 seq += 1
                 record = build_record(seq, at, normalized, prev_hash)
-                conn.execute("INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
-                             (record.seq, record.at,
-                              json.dumps(record.event, separators=(",", ":"), sort_keys=True),
-                              record.prev_hash, record.hash))
+                conn.execute(
+                    "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        record.seq,
+                        record.at,
+                        json.dumps(record.event, separators=(",", ":"), sort_keys=True),
+                        record.prev_hash,
+                        record.hash,
+                    ),
+                )
                 records.append(record)
                 prev_hash = record.hash
-            conn.execute("INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, ?, ?)",
-                         (records[-1].seq, records[-1].hash))
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_head (id, seq, hash) VALUES (1, ?, ?)",
+                (records[-1].seq, records[-1].hash),
+            )
         return records
 
     @_guarded
@@ -623,8 +661,10 @@ class SQLiteStore:
         cursor = after_seq
         while True:
             try:
-                rows = self._all("SELECT seq, at, event, prev_hash, hash FROM audit WHERE seq > ? "
-                                 "ORDER BY seq LIMIT ?", (cursor, AUDIT_PAGE))
+                rows = self._all(
+                    "SELECT seq, at, event, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (cursor, AUDIT_PAGE),
+                )
             except sqlite3.Error as exc:
                 raise _translate(exc) from exc
             for seq, at, event, prev_hash, hash_ in rows:

@@ -56,8 +56,15 @@ __all__ = ["KeyResolutionError", "KeyResolver"]
 log = logging.getLogger("broker.trust")
 
 WAIT_MARGIN_SECONDS = 1.0
-STAT_NAMES = ("fetches", "fetch_failures", "cache_hits", "refetches", "negative_hits", "stale_served",
-              "waits_timed_out")
+STAT_NAMES = (
+    "fetches",
+    "fetch_failures",
+    "cache_hits",
+    "refetches",
+    "negative_hits",
+    "stale_served",
+    "waits_timed_out",
+)
 
 
 @dataclass(frozen=True)

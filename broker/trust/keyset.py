@@ -39,8 +39,15 @@ MIN_RSA_EXPONENT = 65537
 MEDIA_TYPES: frozenset[str] = frozenset({"application/json", "application/jwk-set+json"})
 
 # What PyJWT (and cryptography under it) may raise for a malformed JWK.
-_PARSE_ERRORS = (jwt.exceptions.PyJWTError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-                 UnsupportedAlgorithm)
+_PARSE_ERRORS = (
+    jwt.exceptions.PyJWTError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    UnsupportedAlgorithm,
+)
 
 
 class KeyResolutionError(Exception):

@@ -62,13 +62,19 @@ def record_of_jti(jti: str) -> str | None:
 
 def grant_visa_object(grant: Grant, committee: Committee) -> VisaObject:
     """The ``ga4gh_visa_v1`` object of a DAC grant (all derived, nothing from a request)."""
-    return VisaObject(type=CONTROLLED_ACCESS_GRANTS, asserted=grant.granted_at,
-                      value=committee.dataset_url(grant.dataset), source=committee.source, by="dac")
+    return VisaObject(
+        type=CONTROLLED_ACCESS_GRANTS,
+        asserted=grant.granted_at,
+        value=committee.dataset_url(grant.dataset),
+        source=committee.source,
+        by="dac",
+    )
 
 
 def registered_visa_object(found: RegisteredAccess, source: str) -> VisaObject:
-    return VisaObject(type=found.visa_type, asserted=found.record.granted_at, value=REGISTERED_ACCESS_DOI,
-                      source=source, by=found.by)
+    return VisaObject(
+        type=found.visa_type, asserted=found.record.granted_at, value=REGISTERED_ACCESS_DOI, source=source, by=found.by
+    )
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,10 @@ class VisaMinter:
     def mint(self, identity_id: str) -> list[MintedVisa]:
         """Every visa this researcher holds from our own decisions right now."""
         now = int(self.clock())
-        out = [self._sign(identity_id, grant_visa_object(grant, committee), grant, now)
-               for grant, committee in self.grants.live_grants(identity_id)]
+        out = [
+            self._sign(identity_id, grant_visa_object(grant, committee), grant, now)
+            for grant, committee in self.grants.live_grants(identity_id)
+        ]
         site = registered_access_source(self.directory.settings, self.directory.issuer)
         for found in self.registered.live_records(identity_id):
             committee = self.directory.get(found.dac) if found.dac != SITE else None
@@ -144,10 +152,12 @@ def revocation_check(store: Store, clock: Callable[[], float] = time.time) -> Ca
     no longer live; False for any other jti. Only ever makes the answer stricter: at worst a
     foreign issuer's visa whose jti happens to name a revoked record of ours is refused.
     """
+
     def revoked(jti: str) -> bool:
         record_id = record_of_jti(jti)
         if record_id is None:
             return False
         grant = store.get_grant(record_id)
         return grant is not None and not grant.live(int(clock()))
+
     return revoked

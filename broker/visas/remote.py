@@ -146,8 +146,9 @@ class RemoteVisaSources:
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=max(2, 2 * len(self.sources)),
-                                                thread_name_prefix="visa-source")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(2, 2 * len(self.sources)), thread_name_prefix="visa-source"
+                )
             return self._pool
 
     def fetch(self, identity: Identity, links: Sequence[IdentityLink] = ()) -> RemoteResult:
@@ -158,8 +159,11 @@ class RemoteVisaSources:
         for source in self.sources:
             user = user_identifier(source, identity, links)
             if user is None:
-                problems.append(SourceProblem(source.name, "no_identity",
-                                              f"the user has no identifier this source knows ({source.send})"))
+                problems.append(
+                    SourceProblem(
+                        source.name, "no_identity", f"the user has no identifier this source knows ({source.send})"
+                    )
+                )
                 continue
             cached = self._cached(source, user)
             if cached is not None:
@@ -178,8 +182,9 @@ class RemoteVisaSources:
                 except FutureTimeout:
                     pending.cancel()
                     self._count("failures")
-                    problems.append(SourceProblem(source.name, "timeout",
-                                                  f"no answer within {source.timeout_seconds:g} s"))
+                    problems.append(
+                        SourceProblem(source.name, "timeout", f"no answer within {source.timeout_seconds:g} s")
+                    )
                     continue
                 except _Failed as exc:
                     self._count("failures")
@@ -198,8 +203,9 @@ class RemoteVisaSources:
             problems.append(SourceProblem(source.name, str(result.error.reason), result.error.detail))
             return []
         for rejection in result.rejected:
-            problems.append(SourceProblem(source.name, "visa_rejected",
-                                          f"{rejection.reason}: {rejection.detail}", rejection.index))
+            problems.append(
+                SourceProblem(source.name, "visa_rejected", f"{rejection.reason}: {rejection.detail}", rejection.index)
+            )
         return [visa.raw for visa in result.accepted]
 
     # ------------------------------------------------------------------ cache
@@ -246,8 +252,13 @@ class RemoteVisaSources:
         deadline = time.monotonic() + source.timeout_seconds
         self._count("fetches")
         try:
-            with self._session.get(url, allow_redirects=False, stream=True, headers=headers,
-                                   timeout=(source.timeout_seconds, source.timeout_seconds)) as response:
+            with self._session.get(
+                url,
+                allow_redirects=False,
+                stream=True,
+                headers=headers,
+                timeout=(source.timeout_seconds, source.timeout_seconds),
+            ) as response:
                 body = _read_body(response, source.max_response_bytes, deadline)
         except _Failed:
             raise
@@ -287,8 +298,9 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
         raise _Failed(kinds.get(exc.kind, exc.kind), str(exc)) from None
 
 
-def sources_from_settings(settings: Settings, verifier: VisaListVerifier,
-                          session: requests.Session | None = None) -> RemoteVisaSources:
+def sources_from_settings(
+    settings: Settings, verifier: VisaListVerifier, session: requests.Session | None = None
+) -> RemoteVisaSources:
     """The remote sources of ``settings.visa_sources``, checked (:class:`SettingsError` on a mistake)."""
     configured = visa_sources(settings)
     allow_http = settings.trust.fetch.allow_http_loopback

@@ -35,8 +35,9 @@ def log_end(store: Store) -> int:
 class RevocationWatcher:
     """Polls the audit log and reports each revocation by record id (see the module docstring)."""
 
-    def __init__(self, store: Store, on_revoke: Callable[[str], None], interval: float = 1.0,
-                 start_after: int | None = None) -> None:
+    def __init__(
+        self, store: Store, on_revoke: Callable[[str], None], interval: float = 1.0, start_after: int | None = None
+    ) -> None:
         if interval <= 0:
             raise ValueError("interval must be greater than 0")
         self.store = store

@@ -91,8 +91,13 @@ class BrowserSession:
     def end(self, settings: Settings, store: Store, response: Response) -> None:
         """Log out: delete server-side and expire the cookie."""
         store.delete_session(_store_key(self.cookie))
-        response.delete_cookie(cookie_name(settings), path="/", secure=settings.issuer.startswith("https://"),
-                               httponly=True, samesite="Lax")
+        response.delete_cookie(
+            cookie_name(settings),
+            path="/",
+            secure=settings.issuer.startswith("https://"),
+            httponly=True,
+            samesite="Lax",
+        )
 
     def save(self, settings: Settings, store: Store, response: Response) -> None:
         """Write the data back (if changed) and set the cookie (if new)."""
@@ -101,8 +106,13 @@ class BrowserSession:
             store.put_session(_store_key(self.cookie), self.data, ttl)
         if self.fresh:
             response.set_cookie(
-                cookie_name(settings), self.cookie, max_age=ttl, path="/",
-                secure=settings.issuer.startswith("https://"), httponly=True, samesite="Lax",
+                cookie_name(settings),
+                self.cookie,
+                max_age=ttl,
+                path="/",
+                secure=settings.issuer.startswith("https://"),
+                httponly=True,
+                samesite="Lax",
             )
 
     # -- CSRF

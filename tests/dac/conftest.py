@@ -53,10 +53,17 @@ class SettingsWithDac(Settings):
 def dac_config(**overrides: object) -> DacSettings:
     base = DacSettings(
         committees=[
-            DacEntrySettings(id="A", name="DAC A", source=SOURCE_A, datasets=["EGAD-A1"], dataset_patterns=["A-*"],
-                             members=[DacMemberSettings("chair-a", "chair"), DacMemberSettings("member-a")]),
-            DacEntrySettings(id="B", name="DAC B", source=SOURCE_B, datasets=["EGAD-B1"],
-                             members=[DacMemberSettings("member-b")]),
+            DacEntrySettings(
+                id="A",
+                name="DAC A",
+                source=SOURCE_A,
+                datasets=["EGAD-A1"],
+                dataset_patterns=["A-*"],
+                members=[DacMemberSettings("chair-a", "chair"), DacMemberSettings("member-a")],
+            ),
+            DacEntrySettings(
+                id="B", name="DAC B", source=SOURCE_B, datasets=["EGAD-B1"], members=[DacMemberSettings("member-b")]
+            ),
         ],
         admins=["admin"],
     )

@@ -58,8 +58,9 @@ def client(app: Flask) -> Iterator[FlaskClient]:
 
 
 def token(ring: KeyRing, settings: SettingsWithDac, who: str, scope: tuple[str, ...] = ("openid", "dac")) -> str:
-    jwt, _ = mint_access_token(ring, settings, sub=who, client_id="dac-portal", scope=scope, grant=f"g-{who}",
-                               now=int(time.time()))
+    jwt, _ = mint_access_token(
+        ring, settings, sub=who, client_id="dac-portal", scope=scope, grant=f"g-{who}", now=int(time.time())
+    )
     return jwt
 
 
@@ -75,10 +76,12 @@ def later(days: int) -> int:
 def prepared(client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store) -> dict[str, Any]:
     store.put_identity(Identity(id="extra", created_at=1))
     admin = auth(ring, settings, "admin")
-    a = client.post("/api/dac/grants", json={"identity": "researcher", "dataset": "EGAD-A1", "end": later(30)},
-                    headers=admin).get_json()
-    b = client.post("/api/dac/grants", json={"identity": "researcher", "dataset": "EGAD-B1", "end": later(30)},
-                    headers=admin).get_json()
+    a = client.post(
+        "/api/dac/grants", json={"identity": "researcher", "dataset": "EGAD-A1", "end": later(30)}, headers=admin
+    ).get_json()
+    b = client.post(
+        "/api/dac/grants", json={"identity": "researcher", "dataset": "EGAD-B1", "end": later(30)}, headers=admin
+    ).get_json()
     assert client.post("/api/dac/committees/A/members", json={"identity": "extra"}, headers=admin).status_code == 201
     return {"a": a["id"], "b": b["id"]}
 
@@ -87,8 +90,11 @@ def _calls(ids: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """action -> (method, path, request kwargs) on DAC A's resources."""
     csv = f"identity,dataset,end\nresearcher-2,A-5,{later(9)}\n"
     return {
-        "grant": ("POST", "/api/dac/grants", {"json": {"identity": "researcher-2", "dataset": "EGAD-A1",
-                                                       "end": later(10)}}),
+        "grant": (
+            "POST",
+            "/api/dac/grants",
+            {"json": {"identity": "researcher-2", "dataset": "EGAD-A1", "end": later(10)}},
+        ),
         "renew": ("POST", f"/api/dac/grants/{ids['a']}/renew", {"json": {"end": later(60)}}),
         "revoke": ("POST", f"/api/dac/grants/{ids['a']}/revoke", {"json": {"reason": "ended"}}),
         "get": ("GET", f"/api/dac/grants/{ids['a']}", {}),
@@ -105,19 +111,32 @@ def _calls(ids: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
 MEMBER_A = {"grant", "renew", "revoke", "get", "list_dac", "list_dataset", "import", "audit", "members_list"}
 ALL = MEMBER_A | {"members_add", "members_remove"}
 ALLOWED: dict[str | None, set[str]] = {
-    None: set(), "researcher": set(), "member-b": set(), "member-a": MEMBER_A, "chair-a": ALL, "admin": ALL,
+    None: set(),
+    "researcher": set(),
+    "member-b": set(),
+    "member-a": MEMBER_A,
+    "chair-a": ALL,
+    "admin": ALL,
 }
 
 
 def _snapshot(store: Store) -> list[Grant]:
-    return sorted((g for who in ("researcher", "researcher-2", "extra") for g in store.grants_of(who)),
-                  key=lambda g: g.id)
+    return sorted(
+        (g for who in ("researcher", "researcher-2", "extra") for g in store.grants_of(who)), key=lambda g: g.id
+    )
 
 
 @pytest.mark.parametrize("action", sorted(ALL))
 @pytest.mark.parametrize("who", ROLES, ids=[str(r) for r in ROLES])
-def test_ga12_ui08_api_role_matrix(client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store,
-                                   prepared: dict[str, Any], who: str | None, action: str) -> None:
+def test_ga12_ui08_api_role_matrix(
+    client: FlaskClient,
+    ring: KeyRing,
+    settings: SettingsWithDac,
+    store: Store,
+    prepared: dict[str, Any],
+    who: str | None,
+    action: str,
+) -> None:
     method, path, kwargs = _calls(prepared)[action]
     before = _snapshot(store)
     response = client.open(path, method=method, headers=auth(ring, settings, who), **kwargs)
@@ -130,8 +149,9 @@ def test_ga12_ui08_api_role_matrix(client: FlaskClient, ring: KeyRing, settings:
         assert _snapshot(store) == before
 
 
-def test_ui08_every_dac_route_needs_a_token_and_the_dac_scope(client: FlaskClient, ring: KeyRing,
-                                                              settings: SettingsWithDac) -> None:
+def test_ui08_every_dac_route_needs_a_token_and_the_dac_scope(
+    client: FlaskClient, ring: KeyRing, settings: SettingsWithDac
+) -> None:
     no_scope = {"Authorization": f"Bearer {token(ring, settings, 'admin', ('openid', 'ga4gh_passport_v1'))}"}
     checked = 0
     for route in ROUTES:
@@ -149,93 +169,147 @@ def test_ui08_every_dac_route_needs_a_token_and_the_dac_scope(client: FlaskClien
     assert checked == sum(1 for r in ROUTES if r.policy == "dac") > 15
 
 
-@pytest.mark.parametrize("name", ["iss", "source", "by", "asserted", "exp", "sub", "conditions", "dac",
-                                  "granted_by", "granted_at", "id", "revoked_at"])
-def test_ga13_security_fields_in_the_body_are_refused(client: FlaskClient, ring: KeyRing, settings: SettingsWithDac,
-                                                      store: Store, name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "iss",
+        "source",
+        "by",
+        "asserted",
+        "exp",
+        "sub",
+        "conditions",
+        "dac",
+        "granted_by",
+        "granted_at",
+        "id",
+        "revoked_at",
+    ],
+)
+def test_ga13_security_fields_in_the_body_are_refused(
+    client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store, name: str
+) -> None:
     body = {"identity": "researcher", "dataset": "EGAD-A1", "end": later(5), name: "x"}
     response = client.post("/api/dac/grants", json=body, headers=auth(ring, settings, "member-a"))
     assert response.status_code == 400 and response.get_json()["fields"] == {name: "not accepted here"}
     assert store.grants_of("researcher") == []
 
 
-def test_ga13_issued_visa_derives_every_field(client: FlaskClient, app: Flask, ring: KeyRing,
-                                              settings: SettingsWithDac) -> None:
+def test_ga13_issued_visa_derives_every_field(
+    client: FlaskClient, app: Flask, ring: KeyRing, settings: SettingsWithDac
+) -> None:
     import jwt
 
-    made = client.post("/api/dac/grants", json={"identity": "researcher", "dataset": "A-9", "end": later(3)},
-                       headers=auth(ring, settings, "member-a")).get_json()
+    made = client.post(
+        "/api/dac/grants",
+        json={"identity": "researcher", "dataset": "A-9", "end": later(3)},
+        headers=auth(ring, settings, "member-a"),
+    ).get_json()
     assert made["granted_by"] == "member-a" and made["dac"] == "A"
     (visa,) = app.extensions["dac_api"].visas_for("researcher")
     claims = jwt.decode(visa, options={"verify_signature": False})
     assert claims["sub"] == "researcher" and claims["iss"] == settings.issuer
-    assert claims["ga4gh_visa_v1"] == {"type": CONTROLLED_ACCESS_GRANTS, "asserted": made["granted_at"],
-                                       "value": "https://broker.example/datasets/A-9",
-                                       "source": "https://dac.example/dacs/A", "by": "dac"}
+    assert claims["ga4gh_visa_v1"] == {
+        "type": CONTROLLED_ACCESS_GRANTS,
+        "asserted": made["granted_at"],
+        "value": "https://broker.example/datasets/A-9",
+        "source": "https://dac.example/dacs/A",
+        "by": "dac",
+    }
 
 
-@pytest.mark.parametrize(("kwargs", "status"), [
-    ({"data": "identity=researcher", "content_type": "application/x-www-form-urlencoded"}, 415),
-    ({"data": '{"identity": "researcher", "dataset": "A-1", "end": 1}', "content_type": "text/plain"}, 415),
-    ({"data": '{"identity": "r", "identity": "s", "dataset": "A-1", "end": 1}', "content_type": "application/json"},
-     400),
-    ({"data": "[1, 2]", "content_type": "application/json"}, 400),
-    ({"data": '{"identity": 5, "dataset": "A-1", "end": 99999999999}', "content_type": "application/json"}, 400),
-    ({"json": {"identity": "researcher", "dataset": "A-1/" + "x" * 300, "end": 99999999999}}, 400),
-])
-def test_ui01_ui12_input_is_json_strict_and_validated(client: FlaskClient, ring: KeyRing, settings: SettingsWithDac,
-                                                      store: Store, kwargs: dict[str, Any], status: int) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"data": "identity=researcher", "content_type": "application/x-www-form-urlencoded"}, 415),
+        ({"data": '{"identity": "researcher", "dataset": "A-1", "end": 1}', "content_type": "text/plain"}, 415),
+        (
+            {
+                "data": '{"identity": "r", "identity": "s", "dataset": "A-1", "end": 1}',
+                "content_type": "application/json",
+            },
+            400,
+        ),
+        ({"data": "[1, 2]", "content_type": "application/json"}, 400),
+        ({"data": '{"identity": 5, "dataset": "A-1", "end": 99999999999}', "content_type": "application/json"}, 400),
+        ({"json": {"identity": "researcher", "dataset": "A-1/" + "x" * 300, "end": 99999999999}}, 400),
+    ],
+)
+def test_ui01_ui12_input_is_json_strict_and_validated(
+    client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store, kwargs: dict[str, Any], status: int
+) -> None:
     response = client.post("/api/dac/grants", headers=auth(ring, settings, "member-a"), **kwargs)
     assert response.status_code == status and "error" in response.get_json()
     assert store.grants_of("researcher") == []
 
 
-def test_researcher_routes(client: FlaskClient, ring: KeyRing, settings: SettingsWithDac,
-                           prepared: dict[str, Any]) -> None:
+def test_researcher_routes(
+    client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, prepared: dict[str, Any]
+) -> None:
     me = auth(ring, settings, "researcher")
-    assert client.get("/api/dac/me", headers=me).get_json() == {"identity": "researcher", "admin": False,
-                                                                "committees": {}}
+    assert client.get("/api/dac/me", headers=me).get_json() == {
+        "identity": "researcher",
+        "admin": False,
+        "committees": {},
+    }
     assert client.get("/api/dac/committees", headers=me).get_json() == []
-    assert {g["id"] for g in client.get("/api/dac/my/grants", headers=me).get_json()} == {prepared["a"],
-                                                                                          prepared["b"]}
+    assert {g["id"] for g in client.get("/api/dac/my/grants", headers=me).get_json()} == {prepared["a"], prepared["b"]}
     accepted = client.post("/api/dac/registered/accept", json={}, headers=me)
     assert accepted.status_code == 201 and accepted.get_json()["by"] == "self"
-    assert client.post("/api/dac/registered/vouch", json={"identity": "researcher-2"},
-                       headers=me).status_code == 403
-    status = client.post("/api/dac/registered/status", json={"identity": "researcher", "dac": "B"},
-                         headers=auth(ring, settings, "member-b"))
+    assert client.post("/api/dac/registered/vouch", json={"identity": "researcher-2"}, headers=me).status_code == 403
+    status = client.post(
+        "/api/dac/registered/status",
+        json={"identity": "researcher", "dac": "B"},
+        headers=auth(ring, settings, "member-b"),
+    )
     assert status.status_code == 201 and status.get_json()["dac"] == "B"
     vouched = client.post("/api/dac/registered/vouch", json={"identity": "researcher-2"}, headers=me)
     assert vouched.status_code == 201 and vouched.get_json()["by"] == "peer"
     assert [r["type"] for r in client.get("/api/dac/registered", headers=me).get_json()] == [
-        "AcceptedTermsAndPolicies", "ResearcherStatus"]
+        "AcceptedTermsAndPolicies",
+        "ResearcherStatus",
+    ]
     assert client.get("/api/dac/registered?identity=researcher-2", headers=me).status_code == 403
-    revoked = client.post(f"/api/dac/registered/{vouched.get_json()['id']}/revoke", json={"reason": "oops"},
-                          headers=me)
+    revoked = client.post(f"/api/dac/registered/{vouched.get_json()['id']}/revoke", json={"reason": "oops"}, headers=me)
     assert revoked.status_code == 200 and revoked.get_json()["live"] is False
 
 
 def test_revocation_calls_hook_and_permissions_api_drops_the_visa(
-        client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store, prepared: dict[str, Any],
-        hooked: list[Grant]) -> None:
-    store.put_client(Client(client_id="peer-broker", name="Peer", scopes=("ga4gh_permissions",),
-                            secret_hash=hash_secret(SECRET), grant_types=("client_credentials",)))
+    client: FlaskClient,
+    ring: KeyRing,
+    settings: SettingsWithDac,
+    store: Store,
+    prepared: dict[str, Any],
+    hooked: list[Grant],
+) -> None:
+    store.put_client(
+        Client(
+            client_id="peer-broker",
+            name="Peer",
+            scopes=("ga4gh_permissions",),
+            secret_hash=hash_secret(SECRET),
+            grant_types=("client_credentials",),
+        )
+    )
     basic = {"Authorization": "Basic " + base64.b64encode(f"peer-broker:{SECRET}".encode()).decode()}
     before = client.get("/api/permissions/researcher", headers=basic)
     assert before.status_code == 200 and before.headers["Cache-Control"] == "no-store"
     assert len(before.get_json()["ga4gh_passport_v1"]) == 2
-    revoke = client.post(f"/api/dac/grants/{prepared['a']}/revoke", json={"reason": "misuse"},
-                         headers=auth(ring, settings, "member-a"))
+    revoke = client.post(
+        f"/api/dac/grants/{prepared['a']}/revoke", json={"reason": "misuse"}, headers=auth(ring, settings, "member-a")
+    )
     assert revoke.status_code == 200 and [g.id for g in hooked] == [prepared["a"]]
     after = client.get("/api/permissions/researcher", headers=basic).get_json()["ga4gh_passport_v1"]
     assert len(after) == 1
 
 
 def test_permissions_api_needs_an_authenticated_client_with_the_scope(
-        client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store) -> None:
+    client: FlaskClient, ring: KeyRing, settings: SettingsWithDac, store: Store
+) -> None:
     store.put_client(Client(client_id="portal", name="Portal", scopes=("openid",), secret_hash=hash_secret(SECRET)))
-    store.put_client(Client(client_id="peer", name="Peer", scopes=("ga4gh_permissions",),
-                            secret_hash=hash_secret(SECRET)))
+    store.put_client(
+        Client(client_id="peer", name="Peer", scopes=("ga4gh_permissions",), secret_hash=hash_secret(SECRET))
+    )
 
     def basic(cid: str, secret: str) -> dict[str, str]:
         return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()}

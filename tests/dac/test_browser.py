@@ -62,7 +62,8 @@ def _timed(page: Any, url: str, times: dict[str, list[float]], name: str) -> Non
 
 
 def test_member_grants_and_revokes_and_researcher_sees_the_visa_come_and_go(
-        live: tuple[Site, str], browser: Any, tmp_path: Path) -> None:
+    live: tuple[Site, str], browser: Any, tmp_path: Path
+) -> None:
     site, base = live
     artifacts = Path(os.environ.get("BROKER_TEST_ARTIFACTS", tmp_path / "screenshots"))
     member = browser.new_context().new_page()

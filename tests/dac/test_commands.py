@@ -23,10 +23,13 @@ def run(settings: SettingsWithDac, *argv: str) -> int:
     return int(args.handler(Context(args=args, _settings=settings)) or 0)
 
 
-def test_add_list_revoke_round_trip(settings: SettingsWithDac, store: Store,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(settings, "grants", "add", "--as", "member-a", "researcher", "EGAD-A1", "--days", "30",
-               "--reason", "study") == 0
+def test_add_list_revoke_round_trip(
+    settings: SettingsWithDac, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run(settings, "grants", "add", "--as", "member-a", "researcher", "EGAD-A1", "--days", "30", "--reason", "study")
+        == 0
+    )
     grant_id = capsys.readouterr().out.strip()
     grant = store.get_grant(grant_id)
     assert grant is not None and grant.granted_by == "member-a" and grant.dac == "A"
@@ -52,8 +55,9 @@ def test_actor_is_required(settings: SettingsWithDac, monkeypatch: pytest.Monkey
     assert info.value.status == 2
 
 
-def test_import_reports_each_bad_line(settings: SettingsWithDac, store: Store, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_reports_each_bad_line(
+    settings: SettingsWithDac, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("identity,dataset,end\nresearcher,A-1,2031-01-01\nnobody,A-2,2031-01-01\nresearcher,A-3,x\n")
     with pytest.raises(CommandError):
@@ -68,14 +72,16 @@ def test_import_reports_each_bad_line(settings: SettingsWithDac, store: Store, t
     assert "imported 2 grant(s)" in capsys.readouterr().out
 
 
-def test_members_add_list_remove(settings: SettingsWithDac, store: Store,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_members_add_list_remove(settings: SettingsWithDac, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(settings, "dac", "members", "add", "--as", "chair-a", "A", "researcher-2", "--role", "member") == 0
     capsys.readouterr()
     assert run(settings, "dac", "members", "list", "--as", "member-a", "A", "--json") == 0
     members = json.loads(capsys.readouterr().out)
     assert [(m["identity"], m["role"], m["origin"]) for m in members] == [
-        ("chair-a", "chair", "settings"), ("member-a", "member", "settings"), ("researcher-2", "member", "store")]
+        ("chair-a", "chair", "settings"),
+        ("member-a", "member", "settings"),
+        ("researcher-2", "member", "store"),
+    ]
     with pytest.raises(CommandError):
         run(settings, "dac", "members", "remove", "--as", "member-a", "A", "researcher-2")
     assert run(settings, "dac", "members", "remove", "--as", "chair-a", "A", "researcher-2") == 0

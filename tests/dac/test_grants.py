@@ -56,19 +56,24 @@ def _actions(svc: DacServices, prepared: dict[str, Grant]) -> dict[str, Callable
     }
 
 
-MEMBER_A = {"grant", "grant_by_pattern", "renew", "revoke", "get", "list_dac", "list_dataset", "import",
-            "members_list"}
+MEMBER_A = {"grant", "grant_by_pattern", "renew", "revoke", "get", "list_dac", "list_dataset", "import", "members_list"}
 ALL = MEMBER_A | {"members_add", "members_remove"}
 ALLOWED: dict[str | None, set[str]] = {
-    None: set(), "researcher": set(), "member-b": set(), "member-a": MEMBER_A, "chair-a": ALL, "admin": ALL,
+    None: set(),
+    "researcher": set(),
+    "member-b": set(),
+    "member-a": MEMBER_A,
+    "chair-a": ALL,
+    "admin": ALL,
 }
 ACTIONS = sorted(ALL)
 
 
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("who", ROLES, ids=[str(r) for r in ROLES])
-def test_ga12_role_action_matrix_exact(svc: DacServices, store: Store, prepared: dict[str, Grant],
-                                       who: str | None, action: str) -> None:
+def test_ga12_role_action_matrix_exact(
+    svc: DacServices, store: Store, prepared: dict[str, Grant], who: str | None, action: str
+) -> None:
     run = _actions(svc, prepared)[action]
     before = _state(store)
     audit_before = len(_audit(store))
@@ -95,8 +100,9 @@ def test_ga12_list_without_filter_shows_only_own_dacs(svc: DacServices, prepared
     assert {g.id for g in svc.grants.list("admin")} == {prepared["a"].id, prepared["b"].id}
 
 
-def test_ga12_guessed_grant_of_other_dac_is_forbidden_not_revealed(svc: DacServices,
-                                                                  prepared: dict[str, Grant]) -> None:
+def test_ga12_guessed_grant_of_other_dac_is_forbidden_not_revealed(
+    svc: DacServices, prepared: dict[str, Grant]
+) -> None:
     with pytest.raises(Forbidden):
         svc.grants.revoke("member-a", prepared["b"].id, "not mine")
     with pytest.raises(NotFound):
@@ -112,20 +118,24 @@ def test_ga13_grant_fields_are_derived_from_the_actor_and_clock(svc: DacServices
     assert grant.end == T0 + 5 * DAY and grant.revoked_at is None and grant.reason == "r"
 
 
-@pytest.mark.parametrize(("request_kwargs", "field"), [
-    ({"end": T0 + 6 * 365 * DAY}, "end"),  # beyond max_grant_days (5 years)
-    ({"end": T0 - 1}, "end"),
-    ({"end": T0 + DAY, "start": T0 + 2 * DAY}, "end"),
-    ({"end": "not a date"}, "end"),
-    ({"identity": "nobody"}, "identity"),
-    ({"dataset": "bad id with spaces"}, "dataset"),
-    ({"dataset": "ga4gh-broker:registered-access:x"}, "dataset"),
-    ({"dataset": "A-" + "x" * 200}, "dataset"),
-    ({"reason": "line\x1b[31m"}, "reason"),
-    ({"reason": "x" * 1001}, "reason"),
-])
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        ({"end": T0 + 6 * 365 * DAY}, "end"),  # beyond max_grant_days (5 years)
+        ({"end": T0 - 1}, "end"),
+        ({"end": T0 + DAY, "start": T0 + 2 * DAY}, "end"),
+        ({"end": "not a date"}, "end"),
+        ({"identity": "nobody"}, "identity"),
+        ({"dataset": "bad id with spaces"}, "dataset"),
+        ({"dataset": "ga4gh-broker:registered-access:x"}, "dataset"),
+        ({"dataset": "A-" + "x" * 200}, "dataset"),
+        ({"reason": "line\x1b[31m"}, "reason"),
+        ({"reason": "x" * 1001}, "reason"),
+    ],
+)
 def test_ui12_bad_grant_input_is_a_field_error_and_changes_nothing(
-        svc: DacServices, store: Store, request_kwargs: dict[str, Any], field: str) -> None:
+    svc: DacServices, store: Store, request_kwargs: dict[str, Any], field: str
+) -> None:
     args: dict[str, Any] = {"identity": "researcher", "dataset": "A-1", "end": T0 + DAY, **request_kwargs}
     with pytest.raises(ValidationError) as info:
         svc.grants.grant("member-a", GrantRequest(**args))
@@ -145,8 +155,9 @@ def test_second_live_grant_on_same_dataset_is_a_conflict(svc: DacServices, prepa
         svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=T0 + DAY))
 
 
-def test_renew_is_a_new_decision_and_revoked_cannot_be_renewed(svc: DacServices, clock: Clock,
-                                                               prepared: dict[str, Grant]) -> None:
+def test_renew_is_a_new_decision_and_revoked_cannot_be_renewed(
+    svc: DacServices, clock: Clock, prepared: dict[str, Grant]
+) -> None:
     clock.advance(DAY)
     renewed = svc.grants.renew("member-a", prepared["a"].id, T0 + 90 * DAY, "year two")
     assert (renewed.end, renewed.granted_at, renewed.granted_by) == (T0 + 90 * DAY, T0 + DAY, "member-a")
@@ -155,8 +166,9 @@ def test_renew_is_a_new_decision_and_revoked_cannot_be_renewed(svc: DacServices,
         svc.grants.renew("member-a", renewed.id, T0 + 100 * DAY)
 
 
-def test_revoke_needs_reason_records_actor_and_calls_hook(svc: DacServices, store: Store, clock: Clock,
-                                                          prepared: dict[str, Grant], revoked: list[Grant]) -> None:
+def test_revoke_needs_reason_records_actor_and_calls_hook(
+    svc: DacServices, store: Store, clock: Clock, prepared: dict[str, Grant], revoked: list[Grant]
+) -> None:
     with pytest.raises(ValidationError):
         svc.grants.revoke("member-a", prepared["a"].id, "  ")
     assert revoked == []
@@ -201,8 +213,9 @@ def test_researcher_sees_only_own_grants(svc: DacServices, prepared: dict[str, G
         svc.grants.grants_of("researcher-2", "researcher")
 
 
-def test_live_grants_skip_revoked_ended_and_regoverned(svc: DacServices, clock: Clock,
-                                                       prepared: dict[str, Grant]) -> None:
+def test_live_grants_skip_revoked_ended_and_regoverned(
+    svc: DacServices, clock: Clock, prepared: dict[str, Grant]
+) -> None:
     assert {g.id for g, _ in svc.grants.live_grants("researcher")} == {prepared["a"].id, prepared["b"].id}
     svc.grants.revoke("member-b", prepared["b"].id, "x")
     assert [g.id for g, _ in svc.grants.live_grants("researcher")] == [prepared["a"].id]

@@ -12,7 +12,7 @@ from tests.dac.conftest import T0
 GOOD = (
     "identity,dataset,end,start,reason\n"
     "researcher,EGAD-A1,2025-12-31,,study one\n"
-    "researcher-2,A-7,2025-09-01T12:00:00Z,1750100000,\"study, two\"\n"
+    'researcher-2,A-7,2025-09-01T12:00:00Z,1750100000,"study, two"\n'
     "\n"
     "researcher,A-8,1760000000,,\n"
 )
@@ -39,14 +39,14 @@ def test_good_file_imports_every_line_with_audit(svc: DacServices, store: Store)
 
 def test_bad_lines_are_reported_by_number_and_nothing_is_imported(svc: DacServices, store: Store) -> None:
     text = (
-        "identity,dataset,end\n"              # line 1
-        "researcher,EGAD-A1,2025-12-31\n"     # 2 good
-        "nobody,A-1,2025-12-31\n"             # 3 unknown identity
-        "researcher,A-2,someday\n"            # 4 bad date
-        "researcher,A-3\n"                    # 5 too few fields
-        "researcher,EGAD-A1,2025-11-30\n"     # 6 same identity and dataset as line 2
-        "researcher,bad id,2025-12-31\n"      # 7 bad dataset id
-        "researcher,A-4,2025-06-01\n"         # 8 end before now
+        "identity,dataset,end\n"  # line 1
+        "researcher,EGAD-A1,2025-12-31\n"  # 2 good
+        "nobody,A-1,2025-12-31\n"  # 3 unknown identity
+        "researcher,A-2,someday\n"  # 4 bad date
+        "researcher,A-3\n"  # 5 too few fields
+        "researcher,EGAD-A1,2025-11-30\n"  # 6 same identity and dataset as line 2
+        "researcher,bad id,2025-12-31\n"  # 7 bad dataset id
+        "researcher,A-4,2025-06-01\n"  # 8 end before now
     )
     with pytest.raises(ImportRejected) as info:
         svc.grants.import_csv("member-a", text)
@@ -68,13 +68,16 @@ def test_ga12_a_line_for_another_dac_refuses_the_whole_file(svc: DacServices, st
     assert [r.event["event"] for r in store.audit_records()] == ["dac.denied"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("", "empty"),
-    ("who,dataset,end\nresearcher,A-1,2025-12-31\n", "missing column(s) identity"),
-    ("identity,dataset,end,colour\n", "unknown column(s) colour"),
-    ("identity,dataset,end,end\n", "named twice"),
-    ('identity,dataset,end\n"researcher,A-1,2025-12-31\n', "unreadable"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "empty"),
+        ("who,dataset,end\nresearcher,A-1,2025-12-31\n", "missing column(s) identity"),
+        ("identity,dataset,end,colour\n", "unknown column(s) colour"),
+        ("identity,dataset,end,end\n", "named twice"),
+        ('identity,dataset,end\n"researcher,A-1,2025-12-31\n', "unreadable"),
+    ],
+)
 def test_broken_files_are_rejected_with_line_numbers(svc: DacServices, text: str, expected: str) -> None:
     with pytest.raises(ImportRejected) as info:
         svc.grants.import_csv("member-a", text)

@@ -35,8 +35,10 @@ def _end() -> str:
 def _grant(site: Site, client: FlaskClient, dataset: str, who: str, reason: str = "study") -> None:
     page = client.get(f"/dac/datasets/{dataset}").get_data(as_text=True)
     token = csrf_of(page, -1)  # the grant form is the last form
-    response = client.post(f"/dac/datasets/{dataset}/grants", data={
-        "csrf_token": token, "identity": site.ids[who], "end": _end(), "reason": reason})
+    response = client.post(
+        f"/dac/datasets/{dataset}/grants",
+        data={"csrf_token": token, "identity": site.ids[who], "end": _end(), "reason": reason},
+    )
     assert response.status_code == 303, response.get_data(as_text=True)
 
 
@@ -81,8 +83,11 @@ def test_ui01_forms_need_their_csrf_token_and_our_origin(site: Site) -> None:
     other = member.post("/dac/datasets/A-other/grants", data={**form, "csrf_token": token})  # token of another form
     assert other.status_code == 403
     assert site.store.grants_for_dataset("A-csrf") == [] and site.store.grants_for_dataset("A-other") == []
-    ok = member.post("/dac/datasets/A-csrf/grants", data={**form, "csrf_token": token},
-                     headers={"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"})
+    ok = member.post(
+        "/dac/datasets/A-csrf/grants",
+        data={**form, "csrf_token": token},
+        headers={"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"},
+    )
     assert ok.status_code == 303 and len(site.store.grants_for_dataset("A-csrf")) == 1
 
 

@@ -49,7 +49,11 @@ def test_peer_vouching_needs_status_and_carries_the_vouchers_source(svc: DacServ
         svc.registered.vouch("researcher", "researcher")
     found = svc.registered.vouch("researcher", "researcher-2", "my postdoc")
     assert (found.visa_type, found.by, found.dac, found.record.granted_by) == (
-        RESEARCHER_STATUS, "peer", "B", "researcher")
+        RESEARCHER_STATUS,
+        "peer",
+        "B",
+        "researcher",
+    )
 
 
 def test_revocation_rules_and_hook(svc: DacServices, clock: Clock, revoked: list[Grant]) -> None:
@@ -57,8 +61,13 @@ def test_revocation_rules_and_hook(svc: DacServices, clock: Clock, revoked: list
     dac_a = svc.registered.grant_status("member-a", "researcher", dac="A").record
     peer = svc.registered.vouch("researcher", "researcher-2").record
     terms = svc.registered.accept_terms("researcher-2").record
-    for who, key in (("member-a", site.id), ("member-b", dac_a.id), ("researcher-2", peer.id),
-                     ("researcher", terms.id), (None, site.id)):
+    for who, key in (
+        ("member-a", site.id),
+        ("member-b", dac_a.id),
+        ("researcher-2", peer.id),
+        ("researcher", terms.id),
+        (None, site.id),
+    ):
         with pytest.raises(Forbidden):
             svc.registered.revoke(who, key, "no")
     with pytest.raises(NotFound):

@@ -52,8 +52,12 @@ def test_sections_load_through_the_generic_loader_as_settings_fields() -> None:
     dac = dac_settings(settings)
     assert dac.visa_lifetime_seconds == 900 and dac.admins == ["root"]
     entry = dac.committees[0]
-    assert (entry.id, entry.name, entry.members[0].role, entry.members[1].role) == ("A", "Genomes DAC", "chair",
-                                                                                    "member")
+    assert (entry.id, entry.name, entry.members[0].role, entry.members[1].role) == (
+        "A",
+        "Genomes DAC",
+        "chair",
+        "member",
+    )
     check_dac_settings(dac, "file.yaml", settings.issuer)
     sources = visa_sources(settings)
     assert sources[0].send == "upstream_sub" and sources[0].timeout_seconds == 2.0
@@ -80,39 +84,51 @@ def _dac(*entries: DacEntrySettings, **kw: Any) -> DacSettings:
 A = DacEntrySettings(id="A", source="https://dac.example/A", datasets=["D1"])
 
 
-@pytest.mark.parametrize(("dac", "key"), [
-    (_dac(DacEntrySettings(id="A", source="http://dac.example/A")), "dac.committees[0].source"),
-    (_dac(DacEntrySettings(id="A", source="https://dac.example/" + "x" * 240)), "dac.committees[0].source"),
-    (_dac(DacEntrySettings(id="A", source="https://dac example/A")), "dac.committees[0].source"),
-    (_dac(A, DacEntrySettings(id="A", source="https://dac.example/B")), "dac.committees[1].id"),
-    (_dac(A, DacEntrySettings(id="B", source="https://dac.example/A")), "dac.committees[1].source"),
-    (_dac(A, DacEntrySettings(id="B", source="https://dac.example/B", datasets=["D1"])),
-     "dac.committees[1].datasets[0]"),
-    (_dac(A, DacEntrySettings(id="B", source="https://dac.example/B", dataset_patterns=["D*"])),
-     "dac.committees[1].dataset_patterns[0]"),
-    (_dac(DacEntrySettings(id="bad id", source="https://dac.example/A")), "dac.committees[0].id"),
-    (_dac(DacEntrySettings(id="A", source="https://dac.example/A", datasets=["ga4gh-broker:x"])),
-     "dac.committees[0].datasets[0]"),
-    (_dac(A, dataset_url_template="https://data.example/ds"), "dac.dataset_url_template"),
-    (_dac(A, dataset_url_template="http://data.example/{dataset}"), "dac.dataset_url_template"),
-    (_dac(A, visa_lifetime_seconds=0), "dac.visa_lifetime_seconds"),
-])
+@pytest.mark.parametrize(
+    ("dac", "key"),
+    [
+        (_dac(DacEntrySettings(id="A", source="http://dac.example/A")), "dac.committees[0].source"),
+        (_dac(DacEntrySettings(id="A", source="https://dac.example/" + "x" * 240)), "dac.committees[0].source"),
+        (_dac(DacEntrySettings(id="A", source="https://dac example/A")), "dac.committees[0].source"),
+        (_dac(A, DacEntrySettings(id="A", source="https://dac.example/B")), "dac.committees[1].id"),
+        (_dac(A, DacEntrySettings(id="B", source="https://dac.example/A")), "dac.committees[1].source"),
+        (
+            _dac(A, DacEntrySettings(id="B", source="https://dac.example/B", datasets=["D1"])),
+            "dac.committees[1].datasets[0]",
+        ),
+        (
+            _dac(A, DacEntrySettings(id="B", source="https://dac.example/B", dataset_patterns=["D*"])),
+            "dac.committees[1].dataset_patterns[0]",
+        ),
+        (_dac(DacEntrySettings(id="bad id", source="https://dac.example/A")), "dac.committees[0].id"),
+        (
+            _dac(DacEntrySettings(id="A", source="https://dac.example/A", datasets=["ga4gh-broker:x"])),
+            "dac.committees[0].datasets[0]",
+        ),
+        (_dac(A, dataset_url_template="https://data.example/ds"), "dac.dataset_url_template"),
+        (_dac(A, dataset_url_template="http://data.example/{dataset}"), "dac.dataset_url_template"),
+        (_dac(A, visa_lifetime_seconds=0), "dac.visa_lifetime_seconds"),
+    ],
+)
 def test_dac_cross_field_rules(dac: DacSettings, key: str) -> None:
     with pytest.raises(SettingsError) as info:
         check_dac_settings(dac, "f.yaml", ISSUER)
     assert info.value.key == key
 
 
-@pytest.mark.parametrize(("changes", "key"), [
-    ({"url": "https://rems.example/api/permissions"}, "url"),
-    ({"url": "https://{user}.example/x"}, "url"),
-    ({"url": "http://rems.example/p/{user}"}, "url"),
-    ({"url": "http://127.0.0.1:9/p/{user}"}, "url"),  # loopback http only when allowed
-    ({"send": "upstream_sub"}, "upstream_issuer"),
-    ({"timeout_seconds": 0.0}, "timeout_seconds"),
-    ({"name": "two words"}, "name"),
-    ({"auth_header": "Bearer x\r\nX-Evil: 1"}, "auth_header"),
-])
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"url": "https://rems.example/api/permissions"}, "url"),
+        ({"url": "https://{user}.example/x"}, "url"),
+        ({"url": "http://rems.example/p/{user}"}, "url"),
+        ({"url": "http://127.0.0.1:9/p/{user}"}, "url"),  # loopback http only when allowed
+        ({"send": "upstream_sub"}, "upstream_issuer"),
+        ({"timeout_seconds": 0.0}, "timeout_seconds"),
+        ({"name": "two words"}, "name"),
+        ({"auth_header": "Bearer x\r\nX-Evil: 1"}, "auth_header"),
+    ],
+)
 def test_visa_source_rules(changes: dict[str, Any], key: str) -> None:
     base = {"name": "rems", "url": "https://rems.example/p/{user}", **changes}
     with pytest.raises(SettingsError) as info:
@@ -121,8 +137,10 @@ def test_visa_source_rules(changes: dict[str, Any], key: str) -> None:
 
 
 def test_overlapping_patterns_govern_nothing() -> None:
-    dac = _dac(DacEntrySettings(id="A", source="https://dac.example/A", dataset_patterns=["X-*"]),
-               DacEntrySettings(id="B", source="https://dac.example/B", dataset_patterns=["X-1*"]))
+    dac = _dac(
+        DacEntrySettings(id="A", source="https://dac.example/A", dataset_patterns=["X-*"]),
+        DacEntrySettings(id="B", source="https://dac.example/B", dataset_patterns=["X-1*"]),
+    )
     check_dac_settings(dac, "f.yaml", ISSUER)  # a type check cannot see glob overlap
     directory = Directory(dac, ISSUER)
     assert directory.governing("X-2").id == "A"  # type: ignore[union-attr]
@@ -134,6 +152,8 @@ def test_settings_module_does_not_import_the_config_module() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, broker.dac.settings; "
-            "assert 'broker.config' not in sys.modules, sorted(m for m in sys.modules if m.startswith('broker'))")
+    code = (
+        "import sys, broker.dac.settings; "
+        "assert 'broker.config' not in sys.modules, sorted(m for m in sys.modules if m.startswith('broker'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,10 +38,21 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
     ids = {name: add_user(bare, store, "local", name, PASSWORD, display_name=name.title()).id for name in NAMES}
     dac = DacSettings(
         committees=[
-            DacEntrySettings(id="A", name="DAC A", source=SOURCE_A, datasets=["EGAD-A1"], dataset_patterns=["A-*"],
-                             members=[DacMemberSettings(ids["chair-a"], "chair"), DacMemberSettings(ids["member-a"])]),
-            DacEntrySettings(id="B", name="DAC B", source=SOURCE_B, datasets=["EGAD-B1"],
-                             members=[DacMemberSettings(ids["member-b"])]),
+            DacEntrySettings(
+                id="A",
+                name="DAC A",
+                source=SOURCE_A,
+                datasets=["EGAD-A1"],
+                dataset_patterns=["A-*"],
+                members=[DacMemberSettings(ids["chair-a"], "chair"), DacMemberSettings(ids["member-a"])],
+            ),
+            DacEntrySettings(
+                id="B",
+                name="DAC B",
+                source=SOURCE_B,
+                datasets=["EGAD-B1"],
+                members=[DacMemberSettings(ids["member-b"])],
+            ),
         ],
         admins=[ids["admin"]],
     )
@@ -59,6 +70,13 @@ def csrf_of(html: str, index: int = 0) -> str:
 def login(client: FlaskClient, name: str) -> None:
     """Log in through the real login form (CSRF token from the page, 303 to the next page)."""
     page = client.get("/login?next=/dac")
-    response = client.post("/login/local/local", data={"username": name, "password": PASSWORD, "interaction": "",
-                                                       "csrf_token": csrf_of(page.get_data(as_text=True))})
+    response = client.post(
+        "/login/local/local",
+        data={
+            "username": name,
+            "password": PASSWORD,
+            "interaction": "",
+            "csrf_token": csrf_of(page.get_data(as_text=True)),
+        },
+    )
     assert response.status_code == 303, response.get_data(as_text=True)

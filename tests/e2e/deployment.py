@@ -86,9 +86,14 @@ def object_path(dataset: str) -> str:
 
 def client_settings(scopes: Iterable[str]) -> dict[str, Any]:
     """The confidential web portal: code + PKCE, refresh, token exchange (hash only in the settings)."""
-    return {"client_id": CLIENT_ID, "name": "E2E portal", "redirect_uris": [CALLBACK],
-            "grant_types": ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT],
-            "scopes": list(scopes), "secret_hash": hash_secret(CLIENT_SECRET, log2_n=10)}
+    return {
+        "client_id": CLIENT_ID,
+        "name": "E2E portal",
+        "redirect_uris": [CALLBACK],
+        "grant_types": ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT],
+        "scopes": list(scopes),
+        "secret_hash": hash_secret(CLIENT_SECRET, log2_n=10),
+    }
 
 
 @dataclass
@@ -169,8 +174,15 @@ def start_deployment(directory: Path, workers: tuple[int, ...] = (1, 2)) -> Depl
             "policy": {"directory": str(render_policies(directory / "policies", issuer)), "watch": True},
             "oidc": {"clients": [client_settings(["openid", "profile", "ga4gh_passport_v1", "dac"])]},
             "dac": {
-                "committees": [{"id": "E2E", "name": "E2E data access committee", "source": DAC_SOURCE,
-                                "dataset_patterns": ["E2E-*"], "members": [{"identity": ids["member"]}]}],
+                "committees": [
+                    {
+                        "id": "E2E",
+                        "name": "E2E data access committee",
+                        "source": DAC_SOURCE,
+                        "dataset_patterns": ["E2E-*"],
+                        "members": [{"identity": ids["member"]}],
+                    }
+                ],
                 "dataset_url_template": DATASET_URL_TEMPLATE,
             },
             "gateway": {
@@ -180,8 +192,12 @@ def start_deployment(directory: Path, workers: tuple[int, ...] = (1, 2)) -> Depl
             },
         }
         text = yaml.safe_dump(settings, sort_keys=False)
-        nodes = [Node(directory=directory / f"node{i + 1}", port=port, workers=count, shared_issuer=issuer,
-                      settings_text=text) for i, (port, count) in enumerate(zip(ports, workers, strict=True))]
+        nodes = [
+            Node(
+                directory=directory / f"node{i + 1}", port=port, workers=count, shared_issuer=issuer, settings_text=text
+            )
+            for i, (port, count) in enumerate(zip(ports, workers, strict=True))
+        ]
     except BaseException:
         redis.stop()
         raise
@@ -216,8 +232,12 @@ def login(node: Node, client: Client, username: str, scope: str) -> dict[str, An
 
 def exchange_passport(node: Node, client: Client, access_token: str, resource: str | None) -> str:
     """AAI 1.2 token exchange: a passport JWT for ``access_token`` (``resource`` becomes its ``aud``)."""
-    data = {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": access_token,
-            "subject_token_type": ACCESS_TOKEN_TYPE, "requested_token_type": PASSPORT_TOKEN_TYPE}
+    data = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": access_token,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": PASSPORT_TOKEN_TYPE,
+    }
     if resource is not None:
         data["resource"] = resource
     response = requests.post(node.url("/token"), data=data, auth=client.auth, timeout=10)
@@ -237,9 +257,17 @@ def dac_post(node: Node, member_token: str, path: str, body: dict[str, Any]) -> 
 
 def grant(node: Node, member_token: str, identity: str, dataset: str, days: int = 30) -> dict[str, Any]:
     """The DAC member grants ``identity`` the dataset through ``POST /api/dac/grants``."""
-    response = dac_post(node, member_token, "/grants", {
-        "identity": identity, "dataset": dataset, "end": int(time.time()) + days * 86400,
-        "reason": f"e2e: approved application for {dataset}"})
+    response = dac_post(
+        node,
+        member_token,
+        "/grants",
+        {
+            "identity": identity,
+            "dataset": dataset,
+            "end": int(time.time()) + days * 86400,
+            "reason": f"e2e: approved application for {dataset}",
+        },
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 

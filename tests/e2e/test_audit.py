@@ -37,15 +37,19 @@ def _head(deployment: Deployment) -> int:
 
 
 def test_audit_verify_passes_and_the_log_holds_grant_revocation_and_gateway_decisions(
-        deployment: Deployment, member_token: str, researcher_token: str) -> None:
+    deployment: Deployment, member_token: str, researcher_token: str
+) -> None:
     node1, node2 = deployment.nodes
     researcher, member = deployment.ids["researcher"], deployment.ids["member"]
     before = _head(deployment)
 
     made = grant(node1, member_token, researcher, DATASET)
     passport = exchange_passport(node1, deployment.client, researcher_token, deployment.gateway_audience)
-    [visa_jti] = [claims(v)["jti"] for v in claims(passport)["ga4gh_passport_v1"]
-                  if claims(v)["ga4gh_visa_v1"]["value"].endswith("/" + DATASET)]
+    [visa_jti] = [
+        claims(v)["jti"]
+        for v in claims(passport)["ga4gh_passport_v1"]
+        if claims(v)["ga4gh_visa_v1"]["value"].endswith("/" + DATASET)
+    ]
     allowed = fetch(node2, DATASET, passport)
     assert allowed.status_code == 200 and allowed.content == deployment.files[DATASET]
 
@@ -62,10 +66,17 @@ def test_audit_verify_passes_and_the_log_holds_grant_revocation_and_gateway_deci
     events = _records_since(deployment, before)
     [created] = [e for e in events if e.get("event") == "grants.create" and e.get("grant") == made["id"]]
     assert (created["actor"], created["identity"], created["dataset"], created["dac"]) == (
-        member, researcher, DATASET, "E2E")
+        member,
+        researcher,
+        DATASET,
+        "E2E",
+    )
     [revoked] = [e for e in events if e.get("event") == "grants.revoke" and e.get("grant") == made["id"]]
     assert (revoked["actor"], revoked["dataset"], revoked["reason"]) == (
-        member, DATASET, "e2e: audit of a withdrawn grant")
+        member,
+        DATASET,
+        "e2e: audit of a withdrawn grant",
+    )
 
     decisions = [e for e in events if e.get("event") == "gateway.decision" and e.get("dataset") == DATASET]
     allows = [e for e in decisions if e["outcome"] == "allow"]
@@ -94,7 +105,10 @@ def test_audit_verify_passes_and_the_log_holds_grant_revocation_and_gateway_deci
 
 def _trail(deployment: Deployment, member_token: str) -> list[dict[str, Any]]:
     """``GET /api/dac/datasets/<dataset>/audit`` on node 2, as the DAC member."""
-    response = requests.get(deployment.nodes[1].url(f"/api/dac/datasets/{DATASET}/audit"),
-                            headers={"Authorization": f"Bearer {member_token}"}, timeout=10)
+    response = requests.get(
+        deployment.nodes[1].url(f"/api/dac/datasets/{DATASET}/audit"),
+        headers={"Authorization": f"Bearer {member_token}"},
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     return list(response.json())

@@ -103,13 +103,17 @@ def tickets(deployment: Deployment) -> Iterator[TicketServer]:
 
 
 def test_htsget_client_reads_the_file_through_the_gateway_with_a_bearer_token(
-        htsget: ModuleType, deployment: Deployment, tickets: TicketServer, member_token: str, researcher_token: str,
-        tmp_path: Path) -> None:
+    htsget: ModuleType,
+    deployment: Deployment,
+    tickets: TicketServer,
+    member_token: str,
+    researcher_token: str,
+    tmp_path: Path,
+) -> None:
     grant(deployment.nodes[0], member_token, deployment.ids["researcher"], DATASET)
     out = tmp_path / "sample.bam"
     with out.open("wb") as sink:
-        htsget.get(tickets.url(DATASET), sink, bearer_token=researcher_token, max_retries=0, retry_wait=0,
-                   timeout=10)
+        htsget.get(tickets.url(DATASET), sink, bearer_token=researcher_token, max_retries=0, retry_wait=0, timeout=10)
     data = deployment.files[DATASET]
     assert len(data) > 3 * PIECE  # several Range requests, the last one short
     assert out.read_bytes() == data
@@ -117,7 +121,8 @@ def test_htsget_client_reads_the_file_through_the_gateway_with_a_bearer_token(
 
 
 def test_htsget_client_without_a_token_is_refused_by_the_gateway(
-        htsget: ModuleType, deployment: Deployment, tickets: TicketServer, tmp_path: Path) -> None:
+    htsget: ModuleType, deployment: Deployment, tickets: TicketServer, tmp_path: Path
+) -> None:
     out = tmp_path / "anonymous.bam"
     with out.open("wb") as sink, pytest.raises(htsget.exceptions.ClientError, match="401"):
         htsget.get(tickets.url(DATASET), sink, max_retries=0, retry_wait=0, timeout=10)
@@ -125,11 +130,10 @@ def test_htsget_client_without_a_token_is_refused_by_the_gateway(
 
 
 def test_htsget_client_with_a_token_but_no_grant_gets_no_bytes(
-        htsget: ModuleType, deployment: Deployment, tickets: TicketServer, researcher_token: str,
-        tmp_path: Path) -> None:
+    htsget: ModuleType, deployment: Deployment, tickets: TicketServer, researcher_token: str, tmp_path: Path
+) -> None:
     out = tmp_path / "closed.bam"
     # The client treats 403 as retryable; with no retries left it raises it.
     with out.open("wb") as sink, pytest.raises(htsget.exceptions.RetryableIOError, match="403"):
-        htsget.get(tickets.url(CLOSED), sink, bearer_token=researcher_token, max_retries=0, retry_wait=0,
-                   timeout=10)
+        htsget.get(tickets.url(CLOSED), sink, bearer_token=researcher_token, max_retries=0, retry_wait=0, timeout=10)
     assert out.read_bytes() == b""

@@ -67,8 +67,15 @@ class ReadmeBroker:
     def sh(self, command: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run a README command line with bash in the reader's working directory."""
         line = command.replace(README_BASE, self.node.base)
-        return subprocess.run(["bash", "-c", line], cwd=self.workdir, capture_output=True, text=True, timeout=30,
-                              env={**os.environ, **env}, check=False)
+        return subprocess.run(
+            ["bash", "-c", line],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **env},
+            check=False,
+        )
 
 
 def _settings(tmp: Path, port: int, member: str | None) -> str:
@@ -82,9 +89,18 @@ def _settings(tmp: Path, port: int, member: str | None) -> str:
         },
     }
     if member is not None:
-        settings["dac"] = {"dataset_url_template": DATASET_URL_TEMPLATE, "committees": [
-            {"id": "E2E", "name": "E2E DAC", "source": DAC_SOURCE, "datasets": sorted(FILES),
-             "members": [{"identity": member}]}]}
+        settings["dac"] = {
+            "dataset_url_template": DATASET_URL_TEMPLATE,
+            "committees": [
+                {
+                    "id": "E2E",
+                    "name": "E2E DAC",
+                    "source": DAC_SOURCE,
+                    "datasets": sorted(FILES),
+                    "members": [{"identity": member}],
+                }
+            ],
+        }
     return yaml.safe_dump(settings, sort_keys=False)
 
 
@@ -100,8 +116,13 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeBroker]:
     require_binary("curl", "the README's download example is a curl command")
     tmp = tmp_path_factory.mktemp("readme")
     port = free_port()
-    node = Node(directory=tmp / "node", port=port, workers=1, shared_issuer=f"http://127.0.0.1:{port}/",
-                settings_text=_settings(tmp, port, None))
+    node = Node(
+        directory=tmp / "node",
+        port=port,
+        workers=1,
+        shared_issuer=f"http://127.0.0.1:{port}/",
+        settings_text=_settings(tmp, port, None),
+    )
     node.directory.mkdir()
     render_policies(tmp / "policies", node.issuer)
     files: dict[str, bytes] = {}
@@ -111,9 +132,10 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeBroker]:
         (tmp / "genomes" / dataset / name).write_bytes(files[dataset])
     # README: accounts and a client, from the command line.
     node.write_settings()
-    ids = {"alice": _created_sub(node.cli("users", "add", "alice", "--name", "Alice Researcher",
-                                          stdin=PASSWORD + "\n")),
-           "dora": _created_sub(node.cli("users", "add", "dora", "--name", "Dora DAC", stdin=PASSWORD + "\n"))}
+    ids = {
+        "alice": _created_sub(node.cli("users", "add", "alice", "--name", "Alice Researcher", stdin=PASSWORD + "\n")),
+        "dora": _created_sub(node.cli("users", "add", "dora", "--name", "Dora DAC", stdin=PASSWORD + "\n")),
+    }
     node.settings_text = _settings(tmp, port, ids["dora"])
     node.write_settings()
     added = node.cli("clients", "add", "portal", "--redirect-uri", CALLBACK)
@@ -131,15 +153,33 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeBroker]:
 
 def test_readme_download_with_curl_passport_range_and_refusal(readme: ReadmeBroker) -> None:
     node = readme.node
-    granted = node.cli("grants", "add", "--as", readme.ids["dora"], readme.ids["alice"], GRANTED, "--days", "30",
-                       "--reason", "README example")
+    granted = node.cli(
+        "grants",
+        "add",
+        "--as",
+        readme.ids["dora"],
+        readme.ids["alice"],
+        GRANTED,
+        "--days",
+        "30",
+        "--reason",
+        "README example",
+    )
     assert granted.returncode == 0, granted.stderr
 
     # The browser part of the code flow (login form, consent); the rest is the README's curl.
     verifier, challenge = pkce_pair()
-    query, _ = browser_code(requests.Session(), node, Client("portal", readme.secret, CALLBACK), username="alice",
-                            scope="openid ga4gh_passport_v1", state="s1", nonce="n1", code_challenge=challenge,
-                            code_challenge_method="S256")
+    query, _ = browser_code(
+        requests.Session(),
+        node,
+        Client("portal", readme.secret, CALLBACK),
+        username="alice",
+        scope="openid ga4gh_passport_v1",
+        state="s1",
+        nonce="n1",
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
     redeemed = readme.sh(README_REDEEM, SECRET=readme.secret, CODE=query["code"], verifier=verifier)
     assert redeemed.returncode == 0, redeemed.stderr
     access_token = json.loads(redeemed.stdout)["access_token"]
@@ -165,7 +205,8 @@ def test_readme_download_with_curl_passport_range_and_refusal(readme: ReadmeBrok
     assert answer["error"] == "no_matching_visa"
     assert answer["required"]["dataset"] == NOT_GRANTED
     assert answer["required"]["requires"]["visa"]["value"]["one_of"] == [
-        DATASET_URL_TEMPLATE.format(dataset=NOT_GRANTED)]
+        DATASET_URL_TEMPLATE.format(dataset=NOT_GRANTED)
+    ]
     assert not (readme.workdir / "NA12891.bam").exists()
 
 

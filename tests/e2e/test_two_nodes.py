@@ -37,8 +37,12 @@ DENY_REASONS = {"missing_visa", "no_matching_visa"}
 def _grant_visas(passport: str) -> list[dict[str, Any]]:
     """The ControlledAccessGrants visas for DATASET a passport carries, as (unverified) claims."""
     visas = [claims(v) for v in claims(passport).get("ga4gh_passport_v1", [])]
-    return [v for v in visas if v["ga4gh_visa_v1"]["type"] == "ControlledAccessGrants"
-            and v["ga4gh_visa_v1"]["value"] == DATASET_URL_TEMPLATE.format(dataset=DATASET)]
+    return [
+        v
+        for v in visas
+        if v["ga4gh_visa_v1"]["type"] == "ControlledAccessGrants"
+        and v["ga4gh_visa_v1"]["value"] == DATASET_URL_TEMPLATE.format(dataset=DATASET)
+    ]
 
 
 def _assert_denied_with_required(response: requests.Response, issuer: str) -> None:
@@ -61,7 +65,8 @@ def _statuses(node: Node, tokens: dict[str, str]) -> dict[str, int]:
 
 
 def test_grant_on_node1_opens_node2_and_revocation_on_node1_denies_on_node2_within_one_second(
-        deployment: Deployment, member_token: str, researcher_token: str) -> None:
+    deployment: Deployment, member_token: str, researcher_token: str
+) -> None:
     node1, node2 = deployment.nodes
     data = deployment.files[DATASET]
     researcher = deployment.ids["researcher"]

@@ -139,7 +139,11 @@ def test_evict_jti_prefix_drops_every_verdict_that_used_a_visa_of_the_record() -
     cache.put_token("foreign", SCOPE, "f", expires=1000, jtis=["0f9c2e4d"], now=0)
     assert cache.evict_jti_prefix("rec-1") == 3
     assert [cache.get_token(t, SCOPE, now=1) for t in ("visa-a", "visa-b", "other-record", "foreign")] == [
-        None, None, "o", "f"]
+        None,
+        None,
+        "o",
+        "f",
+    ]
     assert cache.get_token("passport", "passport\x00", now=1) is None
     assert cache.get_token("other-passport", "passport\x00", now=1) == "q"
     assert cache.evict_jti_prefix("rec-1") == 0

@@ -21,16 +21,28 @@ from tests.support.forge import Signer, TestKey, forge
 SPEC_ISSUER = "https://visas.spec.test/"
 OWN = "https://broker.cli.test/"
 BROKER = "https://broker.spec.test/"
-ISSUERS = [SPEC_ISSUER, "https://issuer.example1.org/oidc", "https://other.example2.org/oidc",
-           "https://broker.example3.org/oidc"]
-TYPES = ["AffiliationAndRole", "ControlledAccessGrants", "ControlledAccessGrants", "AcceptedTermsAndPolicies",
-         "ResearcherStatus", "LinkedIdentities"]
+ISSUERS = [
+    SPEC_ISSUER,
+    "https://issuer.example1.org/oidc",
+    "https://other.example2.org/oidc",
+    "https://broker.example3.org/oidc",
+]
+TYPES = [
+    "AffiliationAndRole",
+    "ControlledAccessGrants",
+    "ControlledAccessGrants",
+    "AcceptedTermsAndPolicies",
+    "ResearcherStatus",
+    "LinkedIdentities",
+]
 
 
 @pytest.fixture(scope="module")
 def signers() -> dict[str, Signer]:
-    return {iss: Signer(iss, TestKey.generate("ES256", f"cli-k{i}"), iss.rstrip("/") + "/jwks.json")
-            for i, iss in enumerate(ISSUERS)}
+    return {
+        iss: Signer(iss, TestKey.generate("ES256", f"cli-k{i}"), iss.rstrip("/") + "/jwks.json")
+        for i, iss in enumerate(ISSUERS)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +83,12 @@ def example_passport(signers: dict[str, Signer], broker: Signer, drop: int | Non
     return broker.passport(visas, sub="holder", iat=now - 5, exp=now + 600)
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None,
-        monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
+def run(
+    capsys: pytest.CaptureFixture[str],
+    *argv: str,
+    stdin: str | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+) -> tuple[int, str, str]:
     if stdin is not None:
         assert monkeypatch is not None
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
@@ -85,7 +101,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None
 
 
 def test_inspect_example_passport_prints_every_visa_with_its_verdict(
-        config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str]) -> None:
+    config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
     status, out, _ = run(capsys, "-c", config, "passport", "inspect", example_passport(signers, broker))
     assert status == 0
     assert out.startswith("passport: accepted")
@@ -100,7 +117,8 @@ def test_inspect_example_passport_prints_every_visa_with_its_verdict(
 
 
 def test_inspect_shows_the_reason_of_each_refused_visa(
-        config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str]) -> None:
+    config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without visa 1, visa 3's conditions are unmet; the passport itself stands."""
     status, out, _ = run(capsys, "-c", config, "passport", "inspect", example_passport(signers, broker, drop=0))
     assert status == 0
@@ -108,11 +126,17 @@ def test_inspect_shows_the_reason_of_each_refused_visa(
     assert "[1] rejected: conditions_unmet:" in out
 
 
-def test_inspect_json(config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str],
-                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inspect_json(
+    config: str,
+    signers: dict[str, Signer],
+    broker: Signer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     passport = example_passport(signers, broker)
-    status, out, _ = run(capsys, "-c", config, "passport", "inspect", "--json", stdin=passport + "\n",
-                         monkeypatch=monkeypatch)
+    status, out, _ = run(
+        capsys, "-c", config, "passport", "inspect", "--json", stdin=passport + "\n", monkeypatch=monkeypatch
+    )
     report = json.loads(out)
     assert status == 0
     assert report["passport"]["verdict"] == "accepted"
@@ -140,13 +164,18 @@ def test_inspect_refused_passport(config: str, signers: dict[str, Signer], capsy
     assert "visas: 1 (not judged: the passport was refused)" in out
 
 
-def test_inspect_userinfo_document(config: str, signers: dict[str, Signer], capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inspect_userinfo_document(
+    config: str, signers: dict[str, Signer], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     signer = signers[SPEC_ISSUER]
-    document = {"iss": OWN, "sub": "alice", "ga4gh_passport_v1": [signer.visa(iat=int(time.time()) - 5,
-                                                                            exp=int(time.time()) + 600), "x.y"]}
-    status, out, _ = run(capsys, "-c", config, "passport", "inspect", stdin=json.dumps(document),
-                         monkeypatch=monkeypatch)
+    document = {
+        "iss": OWN,
+        "sub": "alice",
+        "ga4gh_passport_v1": [signer.visa(iat=int(time.time()) - 5, exp=int(time.time()) + 600), "x.y"],
+    }
+    status, out, _ = run(
+        capsys, "-c", config, "passport", "inspect", stdin=json.dumps(document), monkeypatch=monkeypatch
+    )
     assert status == 0
     assert out.startswith("userinfo visa list: accepted")
     assert "visas: 2 (1 accepted, 1 rejected)" in out and "malformed" in out
@@ -155,8 +184,13 @@ def test_inspect_userinfo_document(config: str, signers: dict[str, Signer], caps
 # ---------------------------------------------------------------------- passport verify
 
 
-def test_verify_exit_status(config: str, signers: dict[str, Signer], broker: Signer,
-                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_exit_status(
+    config: str,
+    signers: dict[str, Signer],
+    broker: Signer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     passport = example_passport(signers, broker)
     status, out, _ = run(capsys, "-c", config, "passport", "verify", passport)
     assert (status, out.strip()) == (0, "accepted: 6 of 6 visas accepted")
@@ -175,15 +209,19 @@ def test_verify_exit_status(config: str, signers: dict[str, Signer], broker: Sig
     assert status == 2 and "max_visa_bytes" in err
 
 
-def test_verify_lists_ignored_visas(config: str, signers: dict[str, Signer], broker: Signer,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_lists_ignored_visas(
+    config: str, signers: dict[str, Signer], broker: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
     now = int(time.time())
     good = signers[SPEC_ISSUER].visa(iat=now - 5, exp=now + 600)
-    status, out, _ = run(capsys, "-c", config, "passport", "verify",
-                         broker.passport([good, "junk"], iat=now - 5, exp=now + 600))
+    status, out, _ = run(
+        capsys, "-c", config, "passport", "verify", broker.passport([good, "junk"], iat=now - 5, exp=now + 600)
+    )
     assert status == 0
-    assert out.splitlines() == ["accepted: 1 of 2 visas accepted",
-                                "  visa 1 ignored: malformed: expected 3 dot-separated segments, got 1"]
+    assert out.splitlines() == [
+        "accepted: 1 of 2 visas accepted",
+        "  visa 1 ignored: malformed: expected 3 dot-separated segments, got 1",
+    ]
 
 
 # ---------------------------------------------------------------------- visa sign
@@ -193,21 +231,54 @@ def _rotate(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "-c", config, "keys", "rotate", "--immediate")[0] == 0
 
 
-def test_visa_sign_prints_a_visa_our_verifier_accepts(config: str, capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_visa_sign_prints_a_visa_our_verifier_accepts(
+    config: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _rotate(config, capsys)
     conditions = json.dumps([[{"type": "AffiliationAndRole", "value": "pattern:faculty@*"}]])
-    status, out, _ = run(capsys, "-c", config, "visa", "sign", "--sub", "alice", "--type", "ControlledAccessGrants",
-                         "--value", "https://ega.example/datasets/EGAD1", "--source", "https://ega.example/dac",
-                         "--by", "dac", "--exp-in", "600", "--conditions", conditions)
+    status, out, _ = run(
+        capsys,
+        "-c",
+        config,
+        "visa",
+        "sign",
+        "--sub",
+        "alice",
+        "--type",
+        "ControlledAccessGrants",
+        "--value",
+        "https://ega.example/datasets/EGAD1",
+        "--source",
+        "https://ega.example/dac",
+        "--by",
+        "dac",
+        "--exp-in",
+        "600",
+        "--conditions",
+        conditions,
+    )
     assert status == 0
     token = out.strip()
     assert token.count(".") == 2
-    affiliation = run(capsys, "-c", config, "visa", "sign", "--sub", "alice", "--type", "AffiliationAndRole",
-                      "--value", "faculty@uni.example", "--source", "https://uni.example/", "--by", "so")[1].strip()
+    affiliation = run(
+        capsys,
+        "-c",
+        config,
+        "visa",
+        "sign",
+        "--sub",
+        "alice",
+        "--type",
+        "AffiliationAndRole",
+        "--value",
+        "faculty@uni.example",
+        "--source",
+        "https://uni.example/",
+        "--by",
+        "so",
+    )[1].strip()
     document = json.dumps({"ga4gh_passport_v1": [token, affiliation]})
-    status, out, _ = run(capsys, "-c", config, "passport", "inspect", "--json", stdin=document,
-                         monkeypatch=monkeypatch)
+    status, out, _ = run(capsys, "-c", config, "passport", "inspect", "--json", stdin=document, monkeypatch=monkeypatch)
     report = json.loads(out)
     assert status == 0 and [v["verdict"] for v in report["visas"]] == ["accepted", "accepted"]
     header = report["visas"][0]["header"]
@@ -216,25 +287,71 @@ def test_visa_sign_prints_a_visa_our_verifier_accepts(config: str, capsys: pytes
     assert claims["iss"] == OWN and claims["exp"] - claims["iat"] == 600
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--type", "ControlledAccessGrants", "--value", "https://ega.example/d", "--source", "https://ega.example/"],
-     "by is required"),
-    (["--type", "ResearcherStatus", "--value", "not a url", "--source", "https://x.example/"], "URL"),
-    (["--type", "ResearcherStatus", "--value", "https://x.example/", "--source", "https://x.example/",
-      "--conditions", "[[{]]"], "--conditions"),
-    (["--type", "ResearcherStatus", "--value", "https://x.example/", "--source", "https://x.example/",
-      "--exp-in", "0"], "--exp-in"),
-])
-def test_visa_sign_refuses_bad_visas(config: str, capsys: pytest.CaptureFixture[str], args: list[str],
-                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            [
+                "--type",
+                "ControlledAccessGrants",
+                "--value",
+                "https://ega.example/d",
+                "--source",
+                "https://ega.example/",
+            ],
+            "by is required",
+        ),
+        (["--type", "ResearcherStatus", "--value", "not a url", "--source", "https://x.example/"], "URL"),
+        (
+            [
+                "--type",
+                "ResearcherStatus",
+                "--value",
+                "https://x.example/",
+                "--source",
+                "https://x.example/",
+                "--conditions",
+                "[[{]]",
+            ],
+            "--conditions",
+        ),
+        (
+            [
+                "--type",
+                "ResearcherStatus",
+                "--value",
+                "https://x.example/",
+                "--source",
+                "https://x.example/",
+                "--exp-in",
+                "0",
+            ],
+            "--exp-in",
+        ),
+    ],
+)
+def test_visa_sign_refuses_bad_visas(
+    config: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     _rotate(config, capsys)
     status, out, err = run(capsys, "-c", config, "visa", "sign", "--sub", "alice", *args)
     assert status == 2 and out == "" and message in err
 
 
 def test_visa_sign_without_a_key_says_what_to_do(config: str, capsys: pytest.CaptureFixture[str]) -> None:
-    status, _, err = run(capsys, "-c", config, "visa", "sign", "--sub", "a", "--type", "ResearcherStatus",
-                         "--value", "https://x.example/", "--source", "https://x.example/")
+    status, _, err = run(
+        capsys,
+        "-c",
+        config,
+        "visa",
+        "sign",
+        "--sub",
+        "a",
+        "--type",
+        "ResearcherStatus",
+        "--value",
+        "https://x.example/",
+        "--source",
+        "https://x.example/",
+    )
     assert status == 1 and "keys rotate" in err
-
-

@@ -80,8 +80,14 @@ def conditioned(conditions: list[Any], *, identity: tuple[str, str] = HOLDER, ex
     )
 
 
-def affiliation(value: str = "faculty@med.example.edu", *, by: str | None = "so", source: str = "https://grid.example/1",
-                identity: tuple[str, str] = HOLDER, exp: int = FAR_FUTURE) -> Visa:
+def affiliation(
+    value: str = "faculty@med.example.edu",
+    *,
+    by: str | None = "so",
+    source: str = "https://grid.example/1",
+    identity: tuple[str, str] = HOLDER,
+    exp: int = FAR_FUTURE,
+) -> Visa:
     obj: dict[str, Any] = {"type": "AffiliationAndRole", "value": value, "source": source}
     if by is not None:
         obj["by"] = by
@@ -92,6 +98,7 @@ AFFILIATION_CONDITION = [[{"type": "AffiliationAndRole", "value": "const:faculty
 
 
 # --- reference implementations (tests only): regex translation of the glob, brute-force DNF ---
+
 
 def reference_glob(glob: str, value: str) -> bool:
     """Spec glob via the regex translation the digest describes (fine for small test inputs)."""
@@ -128,8 +135,10 @@ def reference_clause(clause: tuple[tuple[str, str], ...], visa: Visa) -> bool:
 
 def brute_force_met(visa: Visa, candidates: list[Visa]) -> bool:
     usable = [c for c in candidates if not c.visa.conditions]
-    return any(all(any(reference_clause(clause, c) for c in usable) for clause in alternative)
-               for alternative in visa.visa.conditions or ())
+    return any(
+        all(any(reference_clause(clause, c) for c in usable) for clause in alternative)
+        for alternative in visa.visa.conditions or ()
+    )
 
 
 def brute_force_best_expiry(visa: Visa, candidates: list[Visa]) -> int | None:
@@ -137,8 +146,9 @@ def brute_force_best_expiry(visa: Visa, candidates: list[Visa]) -> int | None:
     usable = [c for c in candidates if not c.visa.conditions]
     best = None
     for alternative in visa.visa.conditions or ():
-        per_clause = [max((c.exp for c in usable if reference_clause(clause, c)), default=None)
-                      for clause in alternative]
+        per_clause = [
+            max((c.exp for c in usable if reference_clause(clause, c)), default=None) for clause in alternative
+        ]
         if per_clause and None not in per_clause:
             value = min(e for e in per_clause if e is not None)
             best = value if best is None else max(best, value)
@@ -286,11 +296,14 @@ def test_conditions_nonnormative_example_parses_in_order_and_round_trips() -> No
     parsed = conditions_from_claim(raw)
     assert [len(alternative) for alternative in parsed] == [2, 1]
     assert parsed[0][0] == (
-        ("type", "AffiliationAndRole"), ("value", "const:faculty@uni-heidelberg.de"), ("by", "const:so")
+        ("type", "AffiliationAndRole"),
+        ("value", "const:faculty@uni-heidelberg.de"),
+        ("by", "const:so"),
     )
     assert parsed[1][0][-1] == ("by", "const:system")
-    visa_object = VisaObject(type="ControlledAccessGrants", asserted=1, value="v", source="s", by="dac",
-                             conditions=parsed)
+    visa_object = VisaObject(
+        type="ControlledAccessGrants", asserted=1, value="v", source="s", by="dac", conditions=parsed
+    )
     assert visa_object.to_claim()["conditions"] == raw
 
 
@@ -303,9 +316,13 @@ def test_conditions_template_is_refused_for_its_typeless_clause() -> None:
 def test_conditions_template_placeholders_never_match() -> None:
     raw = vectors.data("conditions-template")["conditions"]
     parsed = conditions_from_claim([[raw[0][0]], raw[1]])  # the template minus its comment clause
-    visa = Visa(iss=HOLDER[0], sub=HOLDER[1], iat=1, exp=FAR_FUTURE,
-                visa=VisaObject(type="ControlledAccessGrants", asserted=1, value="v", source="s", by="dac",
-                                conditions=parsed))
+    visa = Visa(
+        iss=HOLDER[0],
+        sub=HOLDER[1],
+        iat=1,
+        exp=FAR_FUTURE,
+        visa=VisaObject(type="ControlledAccessGrants", asserted=1, value="v", source="s", by="dac", conditions=parsed),
+    )
     candidate = make_visa({"type": "<visa-type>", "value": "<match-value>", "source": "<match-value>"})
     assert evaluate_conditions(visa, [candidate]) == (False, ())
 
@@ -316,6 +333,7 @@ def test_vectors_file_is_a_copy_kept_in_the_repository() -> None:
 
 
 # --- glob: fnmatch differences and adversarial inputs (GA-15) ---
+
 
 @pytest.mark.parametrize(
     ("glob", "value", "expected"),
@@ -418,6 +436,7 @@ def test_compiled_patterns_are_cached_in_a_bounded_lru() -> None:
 
 # --- compile_matcher prefixes ---
 
+
 @pytest.mark.parametrize(
     ("spec", "value", "expected"),
     [
@@ -444,6 +463,7 @@ def test_unknown_or_missing_prefix_never_matches(spec: str) -> None:
 
 # --- conditions_from_claim: shape errors ---
 
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -459,15 +479,25 @@ def test_unknown_or_missing_prefix_never_matches(spec: str) -> None:
         pytest.param([[{"type": "X", "value": 1}]], r"\.value must be a string, not a number", id="number-member"),
         pytest.param([[{"type": None, "value": "const:x"}]], r"\.type must be a string, not null", id="null-type"),
         pytest.param([[{"type": "X", "by": ["so"]}]], "not an array", id="array-member"),
-        pytest.param([[{"type": "X", "value": "const:x", "asserted": "const:1"}]], "must not constrain 'asserted'",
-                     id="asserted-member"),
+        pytest.param(
+            [[{"type": "X", "value": "const:x", "asserted": "const:1"}]],
+            "must not constrain 'asserted'",
+            id="asserted-member",
+        ),
         pytest.param([[{"type": "X", "conditions": "const:x"}]], "must not constrain 'conditions'", id="nested"),
-        pytest.param([[{"type": "X", "value": "const:x"}], [{"type": "Y", "value": True}]],
-                     r"conditions\[1\]\[0\]\.value must be a string, not a boolean", id="error-in-second-alternative"),
-        pytest.param([[{"type": "X", "value": "const:x"}] for _ in range(MAX_CONDITION_CLAUSES + 1)],
-                     "more than", id="too-many-clauses"),
-        pytest.param([[{"type": "X", **{f"m{i}": "const:x" for i in range(MAX_CLAUSE_MEMBERS)}}]], "limit",
-                     id="too-many-members"),
+        pytest.param(
+            [[{"type": "X", "value": "const:x"}], [{"type": "Y", "value": True}]],
+            r"conditions\[1\]\[0\]\.value must be a string, not a boolean",
+            id="error-in-second-alternative",
+        ),
+        pytest.param(
+            [[{"type": "X", "value": "const:x"}] for _ in range(MAX_CONDITION_CLAUSES + 1)],
+            "more than",
+            id="too-many-clauses",
+        ),
+        pytest.param(
+            [[{"type": "X", **{f"m{i}": "const:x" for i in range(MAX_CLAUSE_MEMBERS)}}]], "limit", id="too-many-members"
+        ),
     ],
 )
 def test_conditions_from_claim_refuses_bad_shapes(raw: Any, message: str) -> None:
@@ -482,6 +512,7 @@ def test_conditions_from_claim_keeps_unknown_prefixes_and_members_for_evaluation
 
 # --- threat model ---
 
+
 def test_ga01_conditioned_grant_needs_the_matching_affiliation() -> None:
     grant = conditioned(AFFILIATION_CONDITION)
     matching = affiliation()
@@ -493,11 +524,15 @@ def test_ga01_conditioned_grant_needs_the_matching_affiliation() -> None:
 
 def test_ga01_a_conditioned_visa_never_satisfies_another() -> None:
     grant = conditioned(AFFILIATION_CONDITION)
-    conditioned_match = make_visa({
-        "type": "AffiliationAndRole", "value": "faculty@med.example.edu", "source": "https://grid.example/1",
-        "by": "so",
-        "conditions": [[{"type": "ResearcherStatus", "value": "pattern:*"}]],
-    })
+    conditioned_match = make_visa(
+        {
+            "type": "AffiliationAndRole",
+            "value": "faculty@med.example.edu",
+            "source": "https://grid.example/1",
+            "by": "so",
+            "conditions": [[{"type": "ResearcherStatus", "value": "pattern:*"}]],
+        }
+    )
     assert evaluate_conditions(grant, [conditioned_match]) == (False, ())
 
 
@@ -515,10 +550,21 @@ def test_ga01_unknown_prefix_fails_only_its_own_clause() -> None:
 
 
 def test_ga01_every_clause_of_an_alternative_must_be_met() -> None:
-    grant = conditioned([[AFFILIATION_CONDITION[0][0],
-                          {"type": "ResearcherStatus", "value": "const:https://doi.org/10.1038/s41431-018-0219-y"}]])
-    status = make_visa({"type": "ResearcherStatus", "value": "https://doi.org/10.1038/s41431-018-0219-y",
-                        "source": "https://x.example"})
+    grant = conditioned(
+        [
+            [
+                AFFILIATION_CONDITION[0][0],
+                {"type": "ResearcherStatus", "value": "const:https://doi.org/10.1038/s41431-018-0219-y"},
+            ]
+        ]
+    )
+    status = make_visa(
+        {
+            "type": "ResearcherStatus",
+            "value": "https://doi.org/10.1038/s41431-018-0219-y",
+            "source": "https://x.example",
+        }
+    )
     matching = affiliation()
     assert evaluate_conditions(grant, [matching]) == (False, ())
     assert evaluate_conditions(grant, [status]) == (False, ())
@@ -541,8 +587,13 @@ def test_ga01_empty_conditions_mean_unconditioned() -> None:
 
 
 def test_ga01_hand_built_empty_alternative_is_never_vacuously_true() -> None:
-    grant = Visa(iss="i", sub="s", iat=1, exp=2, visa=VisaObject(type="ControlledAccessGrants", asserted=1, value="v",
-                                                                 source="s", by="dac", conditions=((),)))
+    grant = Visa(
+        iss="i",
+        sub="s",
+        iat=1,
+        exp=2,
+        visa=VisaObject(type="ControlledAccessGrants", asserted=1, value="v", source="s", by="dac", conditions=((),)),
+    )
     assert evaluate_conditions(grant, [affiliation()]) == (False, ())
 
 
@@ -569,8 +620,14 @@ def test_ga01_incorrect_clause_never_matches(clause: tuple[tuple[str, str], ...]
     ],
 )
 def test_ga02_const_is_exact_and_case_sensitive(wanted: str) -> None:
-    visa = make_visa({"type": "ControlledAccessGrants", "value": "https://ega.example/EGAD00012",
-                      "source": "https://ega.example/dacs/1", "by": "dac"})
+    visa = make_visa(
+        {
+            "type": "ControlledAccessGrants",
+            "value": "https://ega.example/EGAD00012",
+            "source": "https://ega.example/dacs/1",
+            "by": "dac",
+        }
+    )
     assert satisfies_clause((("type", "ControlledAccessGrants"), ("value", wanted)), visa) is False
     exact = (("type", "ControlledAccessGrants"), ("value", "const:https://ega.example/EGAD00012"))
     assert satisfies_clause(exact, visa) is True
@@ -640,8 +697,15 @@ def test_ga05_used_visas_include_condition_satisfiers_and_their_links() -> None:
     bob = ("https://issuer-x.example", "bob")
     grant = conditioned(AFFILIATION_CONDITION, exp=5_000)
     satisfier = affiliation(identity=bob, exp=4_000)
-    link = make_visa({"type": "LinkedIdentities", "value": format_linked_identities([bob]),
-                      "source": "https://broker.test/oidc", "by": "system"}, exp=3_000)
+    link = make_visa(
+        {
+            "type": "LinkedIdentities",
+            "value": format_linked_identities([bob]),
+            "source": "https://broker.test/oidc",
+            "by": "system",
+        },
+        exp=3_000,
+    )
     graph = IdentityGraph.from_visas([link])
     met, used = evaluate_conditions(grant, [satisfier, link], graph=graph)
     assert (met, used) == (True, (satisfier, link))
@@ -669,7 +733,9 @@ def test_jwt17_candidate_of_an_unlinked_identity_is_not_used() -> None:
     assert evaluate_conditions(grant, [transplanted], graph=IdentityGraph.from_visas([])) == (False, ())
     same_identity = affiliation()
     assert evaluate_conditions(grant, [transplanted, same_identity], graph=IdentityGraph.from_visas([])) == (
-        True, (same_identity,))
+        True,
+        (same_identity,),
+    )
 
 
 @pytest.mark.parametrize(
@@ -693,14 +759,29 @@ def test_jwt17_an_explicit_graph_still_combines_linked_identities() -> None:
     bob = ("https://issuer-x.example", "bob")
     grant = conditioned(AFFILIATION_CONDITION)
     satisfier = affiliation(identity=bob)
-    link = make_visa({"type": "LinkedIdentities", "value": format_linked_identities([bob]),
-                      "source": "https://broker.test/oidc", "by": "system"})
+    link = make_visa(
+        {
+            "type": "LinkedIdentities",
+            "value": format_linked_identities([bob]),
+            "source": "https://broker.test/oidc",
+            "by": "system",
+        }
+    )
     assert evaluate_conditions(grant, [satisfier, link]) == (False, ())
     assert evaluate_conditions(grant, [satisfier, link], graph=IdentityGraph.from_visas([link])) == (
-        True, (satisfier, link))
+        True,
+        (satisfier, link),
+    )
     # A graph linking other people does not link the grant's holder to bob.
-    unrelated = make_visa({"type": "LinkedIdentities", "value": format_linked_identities([bob]),
-                           "source": "https://broker.test/oidc", "by": "system"}, identity=("https://c.example", "c"))
+    unrelated = make_visa(
+        {
+            "type": "LinkedIdentities",
+            "value": format_linked_identities([bob]),
+            "source": "https://broker.test/oidc",
+            "by": "system",
+        },
+        identity=("https://c.example", "c"),
+    )
     assert evaluate_conditions(grant, [satisfier], graph=IdentityGraph.from_visas([unrelated])) == (False, ())
 
 
@@ -719,8 +800,10 @@ def test_glob_agrees_with_reference_regex(glob: str, value: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(glob=st.text(alphabet=GLOB_ALPHABET, max_size=8),
-       value=st.lists(st.text(alphabet="ab?*.", max_size=5), max_size=4).map(";".join))
+@given(
+    glob=st.text(alphabet=GLOB_ALPHABET, max_size=8),
+    value=st.lists(st.text(alphabet="ab?*.", max_size=5), max_size=4).map(";".join),
+)
 def test_split_pattern_agrees_with_reference(glob: str, value: str) -> None:
     matcher = compile_matcher(f"split_pattern:{glob}")
     assert matcher is not None
@@ -739,9 +822,15 @@ CONDITIONS = st.lists(st.lists(CLAUSES, min_size=1, max_size=3), min_size=1, max
 CANDIDATES = st.lists(
     st.builds(
         lambda type_, value, source, by, exp, has_conditions: make_visa(
-            {"type": type_, "value": value, "source": source, **({"by": by} if by is not None else {}),
-             **({"conditions": [[{"type": "T1", "value": "pattern:*"}]]} if has_conditions else {})},
-            exp=exp),
+            {
+                "type": type_,
+                "value": value,
+                "source": source,
+                **({"by": by} if by is not None else {}),
+                **({"conditions": [[{"type": "T1", "value": "pattern:*"}]]} if has_conditions else {}),
+            },
+            exp=exp,
+        ),
         st.sampled_from(["T1", "T2", "T3"]),
         st.sampled_from(["a", "b", "ab", "a;b", "", "?"]),
         st.sampled_from(["a", "b"]),
@@ -776,11 +865,14 @@ IDENTITIES = st.sampled_from(
 
 @settings(max_examples=100, deadline=None)
 @given(raw=CONDITIONS, candidates=CANDIDATES, identities=st.lists(IDENTITIES, min_size=5, max_size=5))
-@example(raw=[[{"type": "T1", "value": "pattern:*"}]],
-         candidates=[make_visa({"type": "T1", "value": "a", "source": "a"})],
-         identities=[("https://x.example", "x")] * 5)
-def test_jwt17_no_graph_is_the_empty_graph(raw: list[Any], candidates: list[Visa],
-                                           identities: list[tuple[str, str]]) -> None:
+@example(
+    raw=[[{"type": "T1", "value": "pattern:*"}]],
+    candidates=[make_visa({"type": "T1", "value": "a", "source": "a"})],
+    identities=[("https://x.example", "x")] * 5,
+)
+def test_jwt17_no_graph_is_the_empty_graph(
+    raw: list[Any], candidates: list[Visa], identities: list[tuple[str, str]]
+) -> None:
     visa = conditioned(raw)
     moved = [dataclasses.replace(c, iss=who[0], sub=who[1]) for c, who in zip(candidates, identities, strict=False)]
     default = evaluate_conditions(visa, moved)

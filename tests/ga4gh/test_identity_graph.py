@@ -22,18 +22,33 @@ EXAMPLE3 = ("https://example3.org/oidc", "890123")
 def visa_from_payload(payload: dict[str, Any], *, exp: int = 2_000_000_000) -> Visa:
     obj = payload["ga4gh_visa_v1"]
     return Visa(
-        iss=payload["iss"], sub=payload["sub"], iat=payload.get("iat", 1), exp=payload.get("exp", exp),
-        visa=VisaObject(type=obj["type"], asserted=obj.get("asserted", 1), value=obj["value"], source=obj["source"],
-                        by=obj.get("by")),
+        iss=payload["iss"],
+        sub=payload["sub"],
+        iat=payload.get("iat", 1),
+        exp=payload.get("exp", exp),
+        visa=VisaObject(
+            type=obj["type"],
+            asserted=obj.get("asserted", 1),
+            value=obj["value"],
+            source=obj["source"],
+            by=obj.get("by"),
+        ),
     )
 
 
 def link(own: tuple[str, str], *others: tuple[str, str], exp: int = 2_000_000_000, value: str | None = None) -> Visa:
     return Visa(
-        iss=own[0], sub=own[1], iat=1, exp=exp,
-        visa=VisaObject(type=LINKED_IDENTITIES, asserted=1,
-                        value=format_linked_identities(others) if value is None else value,
-                        source=own[0], by="system"),
+        iss=own[0],
+        sub=own[1],
+        iat=1,
+        exp=exp,
+        visa=VisaObject(
+            type=LINKED_IDENTITIES,
+            asserted=1,
+            value=format_linked_identities(others) if value is None else value,
+            source=own[0],
+            by="system",
+        ),
     )
 
 
@@ -48,8 +63,12 @@ def test_linkedidentities_scenario_1_single_visa() -> None:
 def test_linkedidentities_scenario_2_superset() -> None:
     visa = visa_from_payload(vectors.data("linkedidentities-scenario-2-superset"))
     graph = IdentityGraph.from_visas([visa])
-    listed = [("http://example1.org/oidc", "1234"), ("http://example2.org/oidc", "567"),
-              ("http://example3.org/oidc", "890123"), ("http://example4.org/oidc", "sub4")]
+    listed = [
+        ("http://example1.org/oidc", "1234"),
+        ("http://example2.org/oidc", "567"),
+        ("http://example3.org/oidc", "890123"),
+        ("http://example4.org/oidc", "sub4"),
+    ]
     own = ("https://example0.org/oidc", "00001")
     assert graph.component(own) == {own, *listed}
     for a, b in combinations(listed, 2):
@@ -113,8 +132,9 @@ def test_ga02_identities_are_compared_exactly(near_miss: tuple[str, str]) -> Non
 def test_malformed_visas_are_ignored_and_the_rest_still_link() -> None:
     a, b, c = ("i", "a"), ("i", "b"), ("i", "c")
     broken = link(a, value="b,i,extra")
-    not_linked_type = Visa(iss="i", sub="a", iat=1, exp=2,
-                           visa=VisaObject(type="AffiliationAndRole", asserted=1, value="c,i", source="s"))
+    not_linked_type = Visa(
+        iss="i", sub="a", iat=1, exp=2, visa=VisaObject(type="AffiliationAndRole", asserted=1, value="c,i", source="s")
+    )
     good = link(b, c)
     graph = IdentityGraph.from_visas([broken, not_linked_type, good])
     assert [ignored.visa for ignored in graph.ignored] == [broken, not_linked_type]
@@ -168,8 +188,9 @@ def test_parallel_edges_keep_the_visa_that_expires_last() -> None:
 # --- property: components equal a reference closure; paths are real and as wide as possible ---
 
 NODES = [("i", str(n)) for n in range(6)]
-EDGES = st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 5), min_size=1, max_size=3),
-                           st.integers(1, 9)), max_size=7)
+EDGES = st.lists(
+    st.tuples(st.integers(0, 5), st.lists(st.integers(0, 5), min_size=1, max_size=3), st.integers(1, 9)), max_size=7
+)
 
 
 def reference_reachable(edges: list[tuple[int, list[int], int]], start: int, min_exp: int = 0) -> set[int]:

@@ -19,13 +19,21 @@ from broker.trust.keyset import ResolvedKey
 from tests.support.forge import BONA_FIDE, NOW, make_verifier
 
 ISSUER = "https://broker.issue.test/"
-GRANT = VisaObject(type="ControlledAccessGrants", asserted=NOW - 100, value="https://ega.example/datasets/EGAD1",
-                   source="https://ega.example/dacs/EGAC1", by="dac")
+GRANT = VisaObject(
+    type="ControlledAccessGrants",
+    asserted=NOW - 100,
+    value="https://ega.example/datasets/EGAD1",
+    source="https://ega.example/dacs/EGAC1",
+    by="dac",
+)
 
 
 def ring_for(tmp_path: Path, alg: str = "ES256", lifetime: int = 86_400) -> KeyRing:
-    settings = Settings(issuer=ISSUER, data_dir=str(tmp_path / alg),
-                        keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=lifetime))
+    settings = Settings(
+        issuer=ISSUER,
+        data_dir=str(tmp_path / alg),
+        keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=lifetime),
+    )
     ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
     ring.maintain(now=NOW - 1000)
     return ring
@@ -54,10 +62,15 @@ def test_minted_visa_has_what_the_spec_wants_and_verifies(tmp_path: Path, alg: s
     ring = ring_for(tmp_path, alg)
     token = mint_visa(ring, ISSUER, "alice", GRANT, NOW + 3600, now=NOW, jti="v-1")
     header, payload = decoded(token)
-    assert header == {"alg": alg, "kid": ring.signing_key(now=NOW).kid, "typ": VISA_TYP,
-                      "jku": own_jwks_url(ISSUER)}
-    assert payload == {"iss": ISSUER, "sub": "alice", "iat": NOW, "exp": NOW + 3600, "jti": "v-1",
-                       "ga4gh_visa_v1": GRANT.to_claim()}
+    assert header == {"alg": alg, "kid": ring.signing_key(now=NOW).kid, "typ": VISA_TYP, "jku": own_jwks_url(ISSUER)}
+    assert payload == {
+        "iss": ISSUER,
+        "sub": "alice",
+        "iat": NOW,
+        "exp": NOW + 3600,
+        "jti": "v-1",
+        "ga4gh_visa_v1": GRANT.to_claim(),
+    }
     assert "scope" not in payload
     visa = verifier_for(ring).verify_visa(token)
     assert isinstance(visa, Visa) and visa.visa == GRANT and visa.raw == token
@@ -87,34 +100,56 @@ def test_expired_at_issue_is_refused(ring: KeyRing, exp: int, end: int | None) -
         mint_visa(ring, ISSUER, "alice", GRANT, exp, now=NOW, assertion_end=end)
 
 
-@pytest.mark.parametrize("change", [
-    {"type": ""}, {"type": "researcherStudies"}, {"value": ""}, {"source": "ega"}, {"source": "https://x/" + "a" * 250},
-    {"by": None}, {"by": "DAC"}, {"asserted": NOW + 10}, {"asserted": 0}, {"asserted": True},
-    {"type": "AffiliationAndRole", "value": "faculty", "by": "so"}, {"type": "ResearcherStatus", "value": "bona fide"},
-    {"conditions": ((("value", "const:x"),),)},  # a clause without type
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": ""},
+        {"type": "researcherStudies"},
+        {"value": ""},
+        {"source": "ega"},
+        {"source": "https://x/" + "a" * 250},
+        {"by": None},
+        {"by": "DAC"},
+        {"asserted": NOW + 10},
+        {"asserted": 0},
+        {"asserted": True},
+        {"type": "AffiliationAndRole", "value": "faculty", "by": "so"},
+        {"type": "ResearcherStatus", "value": "bona fide"},
+        {"conditions": ((("value", "const:x"),),)},  # a clause without type
+    ],
+)
 def test_bad_visa_objects_are_refused(ring: KeyRing, change: dict[str, Any]) -> None:
     visa = dataclasses.replace(GRANT, **change)
     with pytest.raises(IssueError):
         mint_visa(ring, ISSUER, "alice", visa, NOW + 60, now=NOW)
 
 
-@pytest.mark.parametrize("visa", [
-    VisaObject("AcceptedTermsAndPolicies", NOW, BONA_FIDE, "https://elixir-europe.org/", "self"),
-    VisaObject("ResearcherStatus", NOW, BONA_FIDE, "https://no.organization"),
-    VisaObject("AffiliationAndRole", NOW, "public.citizen-scientist@no.organization", "https://no.organization"),
-    VisaObject("LinkedIdentities", NOW, "10001,https%3A%2F%2Fissuer.example%2F", ISSUER, "system"),
-    VisaObject("https://example.org/passportVisaTypes/researcherStudies", NOW, "anything", ISSUER),
-    VisaObject("ControlledAccessGrants", NOW, "https://ega.example/d", "https://ega.example/dac", "dac",
-               conditions=(((("type", "AffiliationAndRole"), ("value", "pattern:faculty@*")),),)),
-])
+@pytest.mark.parametrize(
+    "visa",
+    [
+        VisaObject("AcceptedTermsAndPolicies", NOW, BONA_FIDE, "https://elixir-europe.org/", "self"),
+        VisaObject("ResearcherStatus", NOW, BONA_FIDE, "https://no.organization"),
+        VisaObject("AffiliationAndRole", NOW, "public.citizen-scientist@no.organization", "https://no.organization"),
+        VisaObject("LinkedIdentities", NOW, "10001,https%3A%2F%2Fissuer.example%2F", ISSUER, "system"),
+        VisaObject("https://example.org/passportVisaTypes/researcherStudies", NOW, "anything", ISSUER),
+        VisaObject(
+            "ControlledAccessGrants",
+            NOW,
+            "https://ega.example/d",
+            "https://ega.example/dac",
+            "dac",
+            conditions=(((("type", "AffiliationAndRole"), ("value", "pattern:faculty@*")),),),
+        ),
+    ],
+)
 def test_good_visa_objects_pass_the_check(visa: VisaObject) -> None:
     check_visa_object(visa, NOW)
 
 
 def test_conditioned_visa_round_trips(ring: KeyRing) -> None:
-    conditioned = dataclasses.replace(GRANT, conditions=(((("type", "AffiliationAndRole"),
-                                                          ("value", "const:faculty@uni.example")),),))
+    conditioned = dataclasses.replace(
+        GRANT, conditions=(((("type", "AffiliationAndRole"), ("value", "const:faculty@uni.example")),),)
+    )
     visa = verifier_for(ring).verify_visa(mint_visa(ring, ISSUER, "alice", conditioned, NOW + 60, now=NOW))
     assert isinstance(visa, Visa) and visa.visa.conditions == conditioned.conditions
 
@@ -130,12 +165,20 @@ def test_issuer_and_sub_required(ring: KeyRing, issuer: str, sub: Any) -> None:
 
 def test_minted_passport_has_what_the_spec_wants_and_verifies(ring: KeyRing) -> None:
     visas = [mint_visa(ring, ISSUER, "alice", GRANT, NOW + 3600, now=NOW) for _ in range(3)]
-    token = mint_passport(ring, ISSUER, "alice-ppid", visas, 600, audience="https://drs.example.com", now=NOW,
-                          jti="p-1")
+    token = mint_passport(
+        ring, ISSUER, "alice-ppid", visas, 600, audience="https://drs.example.com", now=NOW, jti="p-1"
+    )
     header, payload = decoded(token)
     assert header == {"alg": "ES256", "kid": ring.signing_key(now=NOW).kid, "typ": PASSPORT_TYP}
-    assert payload == {"iss": ISSUER, "sub": "alice-ppid", "iat": NOW, "exp": NOW + 600, "jti": "p-1",
-                       "aud": "https://drs.example.com", "ga4gh_passport_v1": visas}
+    assert payload == {
+        "iss": ISSUER,
+        "sub": "alice-ppid",
+        "iat": NOW,
+        "exp": NOW + 600,
+        "jti": "p-1",
+        "aud": "https://drs.example.com",
+        "ga4gh_passport_v1": visas,
+    }
     result = verifier_for(ring).verify_passport(token, audience="https://drs.example.com")
     assert result.ok and [v.raw for v in result.accepted] == visas  # passed on byte for byte
 
@@ -160,10 +203,19 @@ def test_passport_lifetime_clamped_to_the_key_ring_promise(tmp_path: Path) -> No
     assert decoded(mint_passport(ring, ISSUER, "a", [], 86_400, now=NOW))[1]["exp"] == NOW + 900
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"visas": "abc"}, {"visas": [1]}, {"visas": [""]}, {"lifetime": 0}, {"audience": []}, {"audience": [""]},
-    {"audience": ""}, {"sub": ""},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"visas": "abc"},
+        {"visas": [1]},
+        {"visas": [""]},
+        {"lifetime": 0},
+        {"audience": []},
+        {"audience": [""]},
+        {"audience": ""},
+        {"sub": ""},
+    ],
+)
 def test_bad_passport_requests_are_refused(ring: KeyRing, kwargs: dict[str, Any]) -> None:
     args: dict[str, Any] = {"sub": "alice", "visas": [], "lifetime": 600, "audience": None}
     args.update(kwargs)

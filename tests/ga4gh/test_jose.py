@@ -110,9 +110,20 @@ def test_refused_header_is_not_remembered() -> None:
 # ---------------------------------------------------------------------- shape and size
 
 
-@pytest.mark.parametrize("token", [
-    "", "abc", "a.b", "a.b.c.d", "a.b.c.d.e", ".b.c", "a..c", "a.b.", "a.b.c.",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "a.b.c.d.e",
+        ".b.c",
+        "a..c",
+        "a.b.",
+        "a.b.c.",
+    ],
+)
 def test_not_three_nonempty_segments_is_malformed(token: str) -> None:
     refused(token, Reason.MALFORMED)
 
@@ -201,11 +212,14 @@ def _raw_token(header: bytes | dict[str, Any], payload: bytes | dict[str, Any]) 
     return f"{encode_part(header)}.{encode_part(payload)}.{b64(b'x' * 64)}"
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"sub":"alice","sub":"admin"}',
-    b'{"a":{"b":1,"b":2}}',
-    b'{"ga4gh_visa_v1":{},"ga4gh_visa_v1":{}}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"sub":"alice","sub":"admin"}',
+        b'{"a":{"b":1,"b":2}}',
+        b'{"ga4gh_visa_v1":{},"ga4gh_visa_v1":{}}',
+    ],
+)
 def test_duplicate_members_in_payload_are_refused(payload: bytes) -> None:
     refused(_raw_token(HEADER, payload), Reason.DUPLICATE_KEY)
 
@@ -214,9 +228,16 @@ def test_duplicate_members_in_header_are_refused() -> None:
     refused(_raw_token(b'{"alg":"ES256","alg":"none"}', PAYLOAD), Reason.DUPLICATE_KEY)
 
 
-@pytest.mark.parametrize("payload", [
-    b"[]", b'"str"', b"123", b"null", b"true",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        b'"str"',
+        b"123",
+        b"null",
+        b"true",
+    ],
+)
 def test_payload_must_be_an_object(payload: bytes) -> None:
     refused(_raw_token(HEADER, payload), Reason.MALFORMED)
 
@@ -226,12 +247,28 @@ def test_header_must_be_an_object(header: bytes) -> None:
     refused(_raw_token(header, PAYLOAD), Reason.MALFORMED)
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"exp":NaN}', b'{"exp":Infinity}', b'{"exp":-Infinity}', b'{"exp":1e400}',
-    b'{"a":1} x', b'{"a":1}{"b":2}', b"\xef\xbb\xbf{}", b"\xff\xfe{}", b'{"a":"\xc0\xaf"}',
-    b'{"a":"\xed\xa0\x80"}', b'{"a":"\\ud800"}', b'{"a":"x\\u0000y"}', b'{"\\ud800":1}', b"{'a':1}",
-    b'{"a":1,}', b"", b'{"a":' + b"9" * 5000 + b"}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"exp":NaN}',
+        b'{"exp":Infinity}',
+        b'{"exp":-Infinity}',
+        b'{"exp":1e400}',
+        b'{"a":1} x',
+        b'{"a":1}{"b":2}',
+        b"\xef\xbb\xbf{}",
+        b"\xff\xfe{}",
+        b'{"a":"\xc0\xaf"}',
+        b'{"a":"\xed\xa0\x80"}',
+        b'{"a":"\\ud800"}',
+        b'{"a":"x\\u0000y"}',
+        b'{"\\ud800":1}',
+        b"{'a':1}",
+        b'{"a":1,}',
+        b"",
+        b'{"a":' + b"9" * 5000 + b"}",
+    ],
+)
 def test_not_strict_json_is_malformed(payload: bytes) -> None:
     refused(_raw_token(HEADER, payload), Reason.MALFORMED)
 
@@ -272,10 +309,34 @@ def test_loads_strict_directly() -> None:
 # ---------------------------------------------------------------------- header rules
 
 
-@pytest.mark.parametrize("alg", [
-    "none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "ES384", "ES512",
-    "ES256K", "EdDSA", "es256", "rs256", "ES256 ", " RS256", "", None, 256, ["ES256"], {"alg": "ES256"},
-])
+@pytest.mark.parametrize(
+    "alg",
+    [
+        "none",
+        "None",
+        "NONE",
+        "nOnE",
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS384",
+        "RS512",
+        "PS256",
+        "ES384",
+        "ES512",
+        "ES256K",
+        "EdDSA",
+        "es256",
+        "rs256",
+        "ES256 ",
+        " RS256",
+        "",
+        None,
+        256,
+        ["ES256"],
+        {"alg": "ES256"},
+    ],
+)
 def test_only_rs256_and_es256(alg: object) -> None:
     refused(compact({**HEADER, "alg": alg}, PAYLOAD, b"x" * 64), Reason.BAD_ALG)
 
@@ -284,16 +345,29 @@ def test_missing_alg_is_bad_alg() -> None:
     refused(compact({"kid": "k1"}, PAYLOAD, b"x" * 64), Reason.BAD_ALG)
 
 
-@pytest.mark.parametrize("member,value", [
-    ("jwk", {"kty": "EC"}), ("x5c", ["MIIB"]), ("x5u", "https://evil.test/cert.pem"), ("jwk", None),
-])
+@pytest.mark.parametrize(
+    "member,value",
+    [
+        ("jwk", {"kty": "EC"}),
+        ("x5c", ["MIIB"]),
+        ("x5u", "https://evil.test/cert.pem"),
+        ("jwk", None),
+    ],
+)
 def test_embedded_key_material_is_refused(member: str, value: object, es_key: TestKey) -> None:
     refused(es_key.sign({**HEADER, member: value}, PAYLOAD), Reason.EMBEDDED_KEY)
 
 
-@pytest.mark.parametrize("extra", [
-    {"crit": ["foo"], "foo": 1}, {"crit": []}, {"crit": ["alg"]}, {"crit": ["b64"], "b64": False}, {"b64": False},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"crit": ["foo"], "foo": 1},
+        {"crit": []},
+        {"crit": ["alg"]},
+        {"crit": ["b64"], "b64": False},
+        {"b64": False},
+    ],
+)
 def test_extensions_are_refused(extra: dict[str, Any], es_key: TestKey) -> None:
     refused(es_key.sign({**HEADER, **extra}, PAYLOAD), Reason.CRIT_UNSUPPORTED)
 

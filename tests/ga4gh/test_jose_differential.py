@@ -42,8 +42,14 @@ from tests.support.forge import TestKey, b64, forge
 SEED = 20240611
 BASES_PER_ALG = 45
 PYJWT_OPTIONS: Any = {
-    "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
-    "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False,
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
 }
 # Kinds where we are stricter than PyJWT by design (see the module docstring).
 STRICTER_KINDS = frozenset({"pad", "dup_header", "dup_payload", "embedded_jwk", "b64_false", "nan"})
@@ -67,14 +73,22 @@ def theirs(token: str, key: Any, alg: str) -> bool:
 
 
 def random_payload(rng: random.Random) -> dict[str, Any]:
-    payload: dict[str, Any] = {"iss": "https://issuer.test/", "sub": f"user-{rng.randrange(10**6)}",
-                               "iat": 1_700_000_000, "exp": 1_700_003_600, "jti": f"{rng.getrandbits(64):x}"}
+    payload: dict[str, Any] = {
+        "iss": "https://issuer.test/",
+        "sub": f"user-{rng.randrange(10**6)}",
+        "iat": 1_700_000_000,
+        "exp": 1_700_003_600,
+        "jti": f"{rng.getrandbits(64):x}",
+    }
     for i in range(rng.randrange(0, 5)):
         choice = rng.randrange(4)
         payload[f"c{i}"] = (
-            rng.randrange(-10**9, 10**9) if choice == 0
-            else "".join(rng.choice("abcé€😀 \"\\/{}[]") for _ in range(rng.randrange(0, 12))) if choice == 1
-            else {"type": "AffiliationAndRole", "value": "faculty@x.org", "n": [1, 2, {"k": None}]} if choice == 2
+            rng.randrange(-(10**9), 10**9)
+            if choice == 0
+            else "".join(rng.choice('abcé€😀 "\\/{}[]') for _ in range(rng.randrange(0, 12)))
+            if choice == 1
+            else {"type": "AffiliationAndRole", "value": "faculty@x.org", "n": [1, 2, {"k": None}]}
+            if choice == 2
             else [True, False, None, 1.5]
         )
     return payload
@@ -113,11 +127,12 @@ def _flip_text(rng: random.Random, token: str) -> str:
     if token[position] == ".":
         return token
     replacement = rng.choice([c for c in ALPHABET if c != token[position]])
-    return token[:position] + replacement + token[position + 1:]
+    return token[:position] + replacement + token[position + 1 :]
 
 
-def mutations(rng: random.Random, key: TestKey, other: TestKey, header: dict[str, Any],
-              payload: dict[str, Any]) -> list[tuple[str, str, Any]]:
+def mutations(
+    rng: random.Random, key: TestKey, other: TestKey, header: dict[str, Any], payload: dict[str, Any]
+) -> list[tuple[str, str, Any]]:
     """(kind, token, verification key) for one base token: good ones and bad ones."""
     good = key.sign(header, payload)
     sign: Callable[[Any, Any], str] = key.sign
@@ -148,12 +163,16 @@ def mutations(rng: random.Random, key: TestKey, other: TestKey, header: dict[str
     head_json = json.dumps(header)[:-1] + ', "alg": "' + key.alg + '"}'
     out.append(("dup_header", sign(head_json.encode(), payload), key.public))
     out.append(("dup_payload", sign(header, raw_payload[:-1] + b', "sub": "admin", "sub": "root"}'), key.public))
-    out.append(("embedded_jwk", sign({**header, rng.choice(["jwk", "x5c", "x5u"]): other.jwk()}, payload),
-                key.public))
+    out.append(("embedded_jwk", sign({**header, rng.choice(["jwk", "x5c", "x5u"]): other.jwk()}, payload), key.public))
     out.append(("b64_false", sign({**header, "b64": True}, payload), key.public))
     out.append(("nan", sign(header, raw_payload[:-1] + b', "x": NaN}'), key.public))
-    out.append(("ws_json", sign(json.dumps(header, indent=2).encode(), b" " + json.dumps(payload, indent=1).encode()),
-                key.public))
+    out.append(
+        (
+            "ws_json",
+            sign(json.dumps(header, indent=2).encode(), b" " + json.dumps(payload, indent=1).encode()),
+            key.public,
+        )
+    )
     return out
 
 

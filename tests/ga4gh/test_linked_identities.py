@@ -40,8 +40,12 @@ SCENARIO_CASES = [
     ),
     pytest.param(
         "linkedidentities-scenario-2-superset",
-        (("http://example1.org/oidc", "1234"), ("http://example2.org/oidc", "567"),
-         ("http://example3.org/oidc", "890123"), ("http://example4.org/oidc", "sub4")),
+        (
+            ("http://example1.org/oidc", "1234"),
+            ("http://example2.org/oidc", "567"),
+            ("http://example3.org/oidc", "890123"),
+            ("http://example4.org/oidc", "sub4"),
+        ),
         id="linkedidentities-scenario-2-superset",
     ),
 ]

@@ -102,8 +102,12 @@ def fetched(signer: Signer, server: JwksServer, path: str = "/jwks.json") -> Sig
     return Signer(signer.iss, signer.key, server.url(path))
 
 
-def jku_verifier(signers: list[Signer], server: JwksServer, brokers: list[Signer] = (),  # type: ignore[assignment]
-                 **kwargs: Any) -> Verifier:
+def jku_verifier(
+    signers: list[Signer],
+    server: JwksServer,
+    brokers: list[Signer] = (),  # type: ignore[assignment]
+    **kwargs: Any,
+) -> Verifier:
     """Keys only from the allow-listed jku URLs (nothing pinned)."""
     return make_verifier(trust_config(signers, brokers, pinned=False), session=server.session(), **kwargs)
 
@@ -149,12 +153,13 @@ PASSPORT_HEADER = {"alg": "ES256", "kid": "broker-k1", "typ": "vnd.ga4gh.passpor
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 @pytest.mark.parametrize("signature", [b"", b"\x00" * 64])
-def test_jwt01_alg_none_refused(verifier: Verifier, issuer: Signer, broker: Signer, alg: str,
-                                signature: bytes) -> None:
+def test_jwt01_alg_none_refused(verifier: Verifier, issuer: Signer, broker: Signer, alg: str, signature: bytes) -> None:
     bad_visa = forge(issuer.header(alg=alg), visa_claims(ISS), signature=signature)
     ignored(verifier, broker, bad_visa, issuer.visa(), Reason.BAD_ALG)
-    refused(verifier.verify_passport(forge({**PASSPORT_HEADER, "alg": alg}, passport_claims(), signature=signature)),
-            Reason.BAD_ALG)
+    refused(
+        verifier.verify_passport(forge({**PASSPORT_HEADER, "alg": alg}, passport_claims(), signature=signature)),
+        Reason.BAD_ALG,
+    )
 
 
 def _public_encodings(key: Any) -> dict[str, bytes]:
@@ -177,15 +182,18 @@ def _hmac_token(header: dict[str, Any], payload: dict[str, Any], secret: bytes, 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
 @pytest.mark.parametrize("encoding", ["pem", "der", "ssh", "jwk"])
-def test_jwt02_hmac_with_our_public_key_refused(verifier: Verifier, issuer: Signer, rs_issuer: Signer,
-                                                broker: Signer, alg: str, encoding: str) -> None:
+def test_jwt02_hmac_with_our_public_key_refused(
+    verifier: Verifier, issuer: Signer, rs_issuer: Signer, broker: Signer, alg: str, encoding: str
+) -> None:
     for signer in (issuer, rs_issuer):
         secret = _public_encodings(signer.key.private)[encoding]
         bad = _hmac_token(signer.header(alg=alg), visa_claims(signer.iss), secret, alg)
         ignored(verifier, broker, bad, issuer.visa(), Reason.BAD_ALG)
     secret = _public_encodings(broker.key.private)[encoding]
-    refused(verifier.verify_passport(_hmac_token({**PASSPORT_HEADER, "alg": alg}, passport_claims(), secret, alg)),
-            Reason.BAD_ALG)
+    refused(
+        verifier.verify_passport(_hmac_token({**PASSPORT_HEADER, "alg": alg}, passport_claims(), secret, alg)),
+        Reason.BAD_ALG,
+    )
 
 
 def test_jwt02_no_call_site_mixes_hmac_and_asymmetric_algorithms() -> None:
@@ -198,26 +206,37 @@ def test_jwt02_no_call_site_mixes_hmac_and_asymmetric_algorithms() -> None:
     assert offenders == []
 
 
-@pytest.mark.parametrize("token_alg,key_name,reason", [
-    ("PS256", "rsa", Reason.BAD_ALG), ("RS512", "rsa", Reason.BAD_ALG), ("ES384", "ec", Reason.BAD_ALG),
-    ("ES512", "ec", Reason.BAD_ALG), ("ES256K", "ec", Reason.BAD_ALG), ("EdDSA", "ec", Reason.BAD_ALG),
-    ("ES256", "rsa", Reason.BAD_ALG), ("RS256", "ec", Reason.BAD_ALG),
-])
-def test_jwt03_alg_must_match_the_key(verifier: Verifier, issuer: Signer, rs_issuer: Signer, broker: Signer,
-                                      token_alg: str, key_name: str, reason: Reason) -> None:
+@pytest.mark.parametrize(
+    "token_alg,key_name,reason",
+    [
+        ("PS256", "rsa", Reason.BAD_ALG),
+        ("RS512", "rsa", Reason.BAD_ALG),
+        ("ES384", "ec", Reason.BAD_ALG),
+        ("ES512", "ec", Reason.BAD_ALG),
+        ("ES256K", "ec", Reason.BAD_ALG),
+        ("EdDSA", "ec", Reason.BAD_ALG),
+        ("ES256", "rsa", Reason.BAD_ALG),
+        ("RS256", "ec", Reason.BAD_ALG),
+    ],
+)
+def test_jwt03_alg_must_match_the_key(
+    verifier: Verifier, issuer: Signer, rs_issuer: Signer, broker: Signer, token_alg: str, key_name: str, reason: Reason
+) -> None:
     signer = rs_issuer if key_name == "rsa" else issuer
     bad = forge(signer.header(alg=token_alg), visa_claims(signer.iss), signer.key.private)
     ignored(verifier, broker, bad, issuer.visa(), reason)
 
 
-def test_jwt03_only_the_exact_pair_verifies(issuer: Signer, rs_issuer: Signer, broker: Signer,
-                                            verifier: Verifier) -> None:
+def test_jwt03_only_the_exact_pair_verifies(
+    issuer: Signer, rs_issuer: Signer, broker: Signer, verifier: Verifier
+) -> None:
     assert isinstance(verifier.verify_visa(issuer.visa()), Visa)
     assert isinstance(verifier.verify_visa(rs_issuer.visa()), Visa)
 
 
-def test_jwt03_jwk_for_encryption_is_not_used(servers: tuple[JwksServer, JwksServer], issuer: Signer,
-                                             broker: Signer) -> None:
+def test_jwt03_jwk_for_encryption_is_not_used(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer
+) -> None:
     server, _ = servers
     server.serve_jwks({"keys": [{**issuer.key.jwk(), "use": "enc"}]})
     signer = Signer(ISS, issuer.key, server.url("/jwks.json"))
@@ -226,13 +245,25 @@ def test_jwt03_jwk_for_encryption_is_not_used(servers: tuple[JwksServer, JwksSer
     assert server.hits("/jwks.json") == 1
 
 
-KID_ATTACKS: list[Any] = ["../../../../dev/null", "/proc/self/environ", "' OR '1'='1", "x' UNION SELECT 'AAAA'--",
-                          "*)(uid=*", "\u0000", "%s%s%s%n", 1, {"a": 1}, ["k"], True]
+KID_ATTACKS: list[Any] = [
+    "../../../../dev/null",
+    "/proc/self/environ",
+    "' OR '1'='1",
+    "x' UNION SELECT 'AAAA'--",
+    "*)(uid=*",
+    "\u0000",
+    "%s%s%s%n",
+    1,
+    {"a": 1},
+    ["k"],
+    True,
+]
 
 
 @pytest.mark.parametrize("kid", KID_ATTACKS, ids=[repr(k)[:20] for k in KID_ATTACKS])
-def test_jwt04_kid_injection(servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer,
-                             monkeypatch: pytest.MonkeyPatch, kid: Any) -> None:
+def test_jwt04_kid_injection(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer, monkeypatch: pytest.MonkeyPatch, kid: Any
+) -> None:
     server, _ = servers
     signer = fetched(issuer, server)
     verifier = jku_verifier([signer], server, [broker])
@@ -251,8 +282,13 @@ def test_jwt04_huge_kid(verifier: Verifier, issuer: Signer, broker: Signer) -> N
     bad = forge(issuer.header(kid="k" * 20_000), visa_claims(ISS), issuer.key.private)
     ignored(verifier, broker, bad, issuer.visa(), Reason.TOO_LARGE)
     visa_refused(verifier.verify_visa(forge(issuer.header(kid="k" * 1_000_000), visa_claims(ISS))), Reason.TOO_LARGE)
-    ignored(verifier, broker, forge(issuer.header(kid="k" * 300), visa_claims(ISS), issuer.key.private),
-            issuer.visa(), Reason.MALFORMED)
+    ignored(
+        verifier,
+        broker,
+        forge(issuer.header(kid="k" * 300), visa_claims(ISS), issuer.key.private),
+        issuer.visa(),
+        Reason.MALFORMED,
+    )
 
 
 def test_jwt04_absent_kid_with_several_keys_is_refused(issuer: Signer, broker: Signer) -> None:
@@ -271,8 +307,9 @@ def test_jwt04_absent_kid_with_several_keys_is_refused(issuer: Signer, broker: S
 # ---------------------------------------------------------------------- JWT-05 .. JWT-07 (jku)
 
 
-def test_jwt05_untrusted_jku_never_fetched(servers: tuple[JwksServer, JwksServer], issuer: Signer,
-                                           broker: Signer) -> None:
+def test_jwt05_untrusted_jku_never_fetched(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer
+) -> None:
     trusted_server, attacker_server = servers
     signer = fetched(issuer, trusted_server)
     attacker = TestKey.generate("ES256", "issuer-k1")  # same kid, attacker's key
@@ -294,18 +331,23 @@ def test_jwt06_jku_trusted_for_another_issuer(servers: tuple[JwksServer, JwksSer
     outcomes = {}
     for claimed in (a, b):
         for via in (a, b):
-            token = forge({"alg": "ES256", "kid": via.key.kid, "jku": via.jku}, visa_claims(claimed.iss),
-                          via.key.private)
+            token = forge(
+                {"alg": "ES256", "kid": via.key.kid, "jku": via.jku}, visa_claims(claimed.iss), via.key.private
+            )
             verdict = verifier.verify_visa(token)
             outcomes[(claimed.iss[8:16], via.iss[8:16])] = verdict.reason if isinstance(verdict, Rejection) else "ok"
-    assert outcomes == {("issuer-a", "issuer-a"): "ok", ("issuer-b", "issuer-b"): "ok",
-                        ("issuer-a", "issuer-b"): Reason.JKU_NOT_ALLOWED,
-                        ("issuer-b", "issuer-a"): Reason.JKU_NOT_ALLOWED}
+    assert outcomes == {
+        ("issuer-a", "issuer-a"): "ok",
+        ("issuer-b", "issuer-b"): "ok",
+        ("issuer-a", "issuer-b"): Reason.JKU_NOT_ALLOWED,
+        ("issuer-b", "issuer-a"): Reason.JKU_NOT_ALLOWED,
+    }
     assert server_a.hits("/jwks.json") == 1 and server_b.hits("/jwks.json") == 1
 
 
-def test_jwt07_jku_parser_differentials_never_fetched(servers: tuple[JwksServer, JwksServer], issuer: Signer,
-                                                      broker: Signer) -> None:
+def test_jwt07_jku_parser_differentials_never_fetched(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer
+) -> None:
     trusted_server, evil_server = servers
     signer = fetched(issuer, trusted_server)
     trusted = signer.jku
@@ -314,14 +356,27 @@ def test_jwt07_jku_parser_differentials_never_fetched(servers: tuple[JwksServer,
     e_host = f"127.0.0.1:{evil_server.port}"
     evil_server.serve_jwks(issuer.key.jwks())
     variants = [
-        f"https://{t_host}@{e_host}/jwks.json", f"https://{e_host}\\@{t_host}/jwks.json",
-        f"https://{e_host}#@{t_host}/jwks.json", f"https://{e_host}/jwks.json?{t_host}",
-        trusted + ".evil", trusted + "/", trusted.upper(), trusted.replace("https", "HTTPS"),
-        trusted.replace("127.0.0.1", "127.0.0.1."), trusted.replace("127.0.0.1", "localhost"),
-        trusted.replace("127.0.0.1", "[::ffff:127.0.0.1]"), " " + trusted, trusted + " ", "\t" + trusted,
-        trusted.replace(".json", "%2ejson"), trusted.replace("127.0.0.1", "127.0.0.1%40" + e_host),
-        trusted.replace("127.0.0.1", "127\u30020\u30020\u30021"), trusted.replace("https://", "https:/"),
-        trusted.replace("https://", "http://"), trusted + "#", trusted + "?",
+        f"https://{t_host}@{e_host}/jwks.json",
+        f"https://{e_host}\\@{t_host}/jwks.json",
+        f"https://{e_host}#@{t_host}/jwks.json",
+        f"https://{e_host}/jwks.json?{t_host}",
+        trusted + ".evil",
+        trusted + "/",
+        trusted.upper(),
+        trusted.replace("https", "HTTPS"),
+        trusted.replace("127.0.0.1", "127.0.0.1."),
+        trusted.replace("127.0.0.1", "localhost"),
+        trusted.replace("127.0.0.1", "[::ffff:127.0.0.1]"),
+        " " + trusted,
+        trusted + " ",
+        "\t" + trusted,
+        trusted.replace(".json", "%2ejson"),
+        trusted.replace("127.0.0.1", "127.0.0.1%40" + e_host),
+        trusted.replace("127.0.0.1", "127\u30020\u30020\u30021"),
+        trusted.replace("https://", "https:/"),
+        trusted.replace("https://", "http://"),
+        trusted + "#",
+        trusted + "?",
     ]
     verifier = jku_verifier([signer], trusted_server, [broker])
     for jku in variants:
@@ -334,8 +389,9 @@ def test_jwt07_jku_parser_differentials_never_fetched(servers: tuple[JwksServer,
 
 
 @pytest.mark.parametrize("member", ["jwk", "x5c", "x5u"])
-def test_jwt09_embedded_key_never_used(servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer,
-                                       member: str) -> None:
+def test_jwt09_embedded_key_never_used(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer, member: str
+) -> None:
     server, attacker_server = servers
     attacker = TestKey.generate("ES256", "issuer-k1")
     value: Any = {"jwk": attacker.jwk(), "x5c": ["MIIBkTCB+wIJA"], "x5u": attacker_server.url("/cert.pem")}[member]
@@ -343,19 +399,35 @@ def test_jwt09_embedded_key_never_used(servers: tuple[JwksServer, JwksServer], i
     verifier = jku_verifier([signer], server, [broker])
     bad = forge({**signer.header(), member: value}, visa_claims(ISS), attacker.private)
     ignored(verifier, broker, bad, signer.visa(), Reason.EMBEDDED_KEY)
-    refused(verifier.verify_passport(forge({**PASSPORT_HEADER, member: value}, passport_claims(), attacker.private)),
-            Reason.EMBEDDED_KEY)
+    refused(
+        verifier.verify_passport(forge({**PASSPORT_HEADER, member: value}, passport_claims(), attacker.private)),
+        Reason.EMBEDDED_KEY,
+    )
     assert attacker_server.connections == 0
 
 
-@pytest.mark.parametrize("extra", [
-    {"crit": ["foo"], "foo": 1}, {"crit": []}, {"crit": ["alg"]}, {"crit": ["b64"], "b64": False}, {"crit": "exp"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"crit": ["foo"], "foo": 1},
+        {"crit": []},
+        {"crit": ["alg"]},
+        {"crit": ["b64"], "b64": False},
+        {"crit": "exp"},
+    ],
+)
 def test_jwt10_crit_refused(verifier: Verifier, issuer: Signer, broker: Signer, extra: dict[str, Any]) -> None:
-    ignored(verifier, broker, forge({**issuer.header(), **extra}, visa_claims(ISS), issuer.key.private),
-            issuer.visa(), Reason.CRIT_UNSUPPORTED)
-    refused(verifier.verify_passport(forge({**PASSPORT_HEADER, **extra}, passport_claims(), broker.key.private)),
-            Reason.CRIT_UNSUPPORTED)
+    ignored(
+        verifier,
+        broker,
+        forge({**issuer.header(), **extra}, visa_claims(ISS), issuer.key.private),
+        issuer.visa(),
+        Reason.CRIT_UNSUPPORTED,
+    )
+    refused(
+        verifier.verify_passport(forge({**PASSPORT_HEADER, **extra}, passport_claims(), broker.key.private)),
+        Reason.CRIT_UNSUPPORTED,
+    )
 
 
 def test_jwt11_cross_jwt_confusion_only_the_diagonal_succeeds(issuer: Signer, broker: Signer) -> None:
@@ -364,13 +436,25 @@ def test_jwt11_cross_jwt_confusion_only_the_diagonal_succeeds(issuer: Signer, br
     verifier = make_verifier(trust_config([both], [broker]))
     visa = both.visa()
     passport = broker.passport([])
-    access_token = forge({"alg": "ES256", "kid": "broker-k1", "typ": "at+jwt"},
-                         {"iss": BROKER, "sub": "alice", "iat": NOW, "exp": NOW + 600, "jti": "at-1",
-                          "scope": "openid ga4gh_passport_v1", "aud": "client-1", "client_id": "client-1"},
-                         broker.key.private)
-    id_token = forge({"alg": "ES256", "kid": "broker-k1", "typ": "JWT"},
-                     {"iss": BROKER, "sub": "alice", "iat": NOW, "exp": NOW + 600, "aud": "client-1", "nonce": "n"},
-                     broker.key.private)
+    access_token = forge(
+        {"alg": "ES256", "kid": "broker-k1", "typ": "at+jwt"},
+        {
+            "iss": BROKER,
+            "sub": "alice",
+            "iat": NOW,
+            "exp": NOW + 600,
+            "jti": "at-1",
+            "scope": "openid ga4gh_passport_v1",
+            "aud": "client-1",
+            "client_id": "client-1",
+        },
+        broker.key.private,
+    )
+    id_token = forge(
+        {"alg": "ES256", "kid": "broker-k1", "typ": "JWT"},
+        {"iss": BROKER, "sub": "alice", "iat": NOW, "exp": NOW + 600, "aud": "client-1", "nonce": "n"},
+        broker.key.private,
+    )
     tokens = {"visa": visa, "passport": passport, "access_token": access_token, "id_token": id_token}
     as_visa = {name: isinstance(verifier.verify_visa(t), Visa) for name, t in tokens.items()}
     as_passport = {name: verifier.verify_passport(t).ok for name, t in tokens.items()}
@@ -398,26 +482,41 @@ def test_jwt12_missing_visa_object_members(verifier: Verifier, issuer: Signer, b
 
 @pytest.mark.parametrize("claim", ["exp", "iat", "iss", "sub", "jti", "ga4gh_passport_v1"])
 def test_jwt12_missing_passport_claims(verifier: Verifier, broker: Signer, claim: str) -> None:
-    refused(verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(**{claim: DROP}), broker.key.private)),
-            Reason.MISSING_CLAIM)
+    refused(
+        verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(**{claim: DROP}), broker.key.private)),
+        Reason.MISSING_CLAIM,
+    )
 
 
 LEEWAY = LimitSettings().clock_leeway_seconds
 
 
-@pytest.mark.parametrize("claims,reason", [
-    ({"exp": NOW - LEEWAY - 1}, Reason.EXPIRED),
-    ({"exp": NOW - LEEWAY}, Reason.EXPIRED),
-    ({"nbf": NOW + LEEWAY + 1}, Reason.NOT_YET_VALID),
-    ({"iat": NOW + LEEWAY + 1, "exp": NOW + 3600}, Reason.ISSUED_IN_FUTURE),
-    ({"exp": NOW + 1}, None),
-    ({"exp": NOW - LEEWAY + 1}, None),
-    ({"nbf": NOW + LEEWAY}, None),
-    ({"iat": NOW + LEEWAY, "exp": NOW + 3600}, None),
-], ids=["exp-past-leeway", "exp-at-leeway", "nbf-future", "iat-future", "exp-now+1", "exp-in-leeway",
-        "nbf-at-leeway", "iat-at-leeway"])
-def test_jwt13_time_boundaries(verifier: Verifier, issuer: Signer, broker: Signer, claims: dict[str, Any],
-                               reason: Reason | None) -> None:
+@pytest.mark.parametrize(
+    "claims,reason",
+    [
+        ({"exp": NOW - LEEWAY - 1}, Reason.EXPIRED),
+        ({"exp": NOW - LEEWAY}, Reason.EXPIRED),
+        ({"nbf": NOW + LEEWAY + 1}, Reason.NOT_YET_VALID),
+        ({"iat": NOW + LEEWAY + 1, "exp": NOW + 3600}, Reason.ISSUED_IN_FUTURE),
+        ({"exp": NOW + 1}, None),
+        ({"exp": NOW - LEEWAY + 1}, None),
+        ({"nbf": NOW + LEEWAY}, None),
+        ({"iat": NOW + LEEWAY, "exp": NOW + 3600}, None),
+    ],
+    ids=[
+        "exp-past-leeway",
+        "exp-at-leeway",
+        "nbf-future",
+        "iat-future",
+        "exp-now+1",
+        "exp-in-leeway",
+        "nbf-at-leeway",
+        "iat-at-leeway",
+    ],
+)
+def test_jwt13_time_boundaries(
+    verifier: Verifier, issuer: Signer, broker: Signer, claims: dict[str, Any], reason: Reason | None
+) -> None:
     claims = {"iat": NOW - 7200, **claims}
     visa = issuer.visa(**claims)
     passport = forge(PASSPORT_HEADER, passport_claims(**claims), broker.key.private)
@@ -435,13 +534,24 @@ def test_jwt13_exp_equal_to_now_without_leeway(issuer: Signer, broker: Signer) -
     assert isinstance(verifier.verify_visa(issuer.visa(exp=NOW + 1)), Visa)
 
 
-@pytest.mark.parametrize("raw", [
-    b'"9999999999"', b"99999999999999999999999", b"1e400", b"Infinity", b"NaN", b"true", b"-1", b"1.5", b"null",
-    b"1e3", b"[1700000000]",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'"9999999999"',
+        b"99999999999999999999999",
+        b"1e400",
+        b"Infinity",
+        b"NaN",
+        b"true",
+        b"-1",
+        b"1.5",
+        b"null",
+        b"1e3",
+        b"[1700000000]",
+    ],
+)
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
-def test_jwt14_absurd_numeric_dates(verifier: Verifier, issuer: Signer, broker: Signer, raw: bytes,
-                                    claim: str) -> None:
+def test_jwt14_absurd_numeric_dates(verifier: Verifier, issuer: Signer, broker: Signer, raw: bytes, claim: str) -> None:
     claims = visa_claims(ISS, exp=NOW + 3600, iat=NOW - 60)
     claims[claim] = "__X__"
     payload = json.dumps(claims).replace('"__X__"', raw.decode()).encode()
@@ -451,7 +561,9 @@ def test_jwt14_absurd_numeric_dates(verifier: Verifier, issuer: Signer, broker: 
     passport[claim] = "__X__"
     body = json.dumps(passport).replace('"__X__"', raw.decode()).encode()
     assert refused(verifier.verify_passport(forge(PASSPORT_HEADER, body, broker.key.private)), None).reason in (
-        Reason.BAD_CLAIM, Reason.MALFORMED)
+        Reason.BAD_CLAIM,
+        Reason.MALFORMED,
+    )
 
 
 def test_jwt14_inspect_renders_a_huge_exp_without_crashing(verifier: Verifier, issuer: Signer) -> None:
@@ -461,31 +573,55 @@ def test_jwt14_inspect_renders_a_huge_exp_without_crashing(verifier: Verifier, i
     assert "100000000000000000000" in render_report(report)
 
 
-@pytest.mark.parametrize("aud,audience,ok", [
-    (DROP, "https://ch.example", True),
-    ("https://ch.example", "https://ch.example", True),
-    (["https://other.example", "https://ch.example"], "https://ch.example", True),
-    ("https://other.example", "https://ch.example", False),
-    (BROKER, "https://ch.example", False),
-    (["https://ch.example/"], "https://ch.example", False),
-    (["https://CH.example"], "https://ch.example", False),
-], ids=["absent", "exact", "in-list", "other", "issuer-as-aud", "trailing-slash", "case"])
+@pytest.mark.parametrize(
+    "aud,audience,ok",
+    [
+        (DROP, "https://ch.example", True),
+        ("https://ch.example", "https://ch.example", True),
+        (["https://other.example", "https://ch.example"], "https://ch.example", True),
+        ("https://other.example", "https://ch.example", False),
+        (BROKER, "https://ch.example", False),
+        (["https://ch.example/"], "https://ch.example", False),
+        (["https://CH.example"], "https://ch.example", False),
+    ],
+    ids=["absent", "exact", "in-list", "other", "issuer-as-aud", "trailing-slash", "case"],
+)
 def test_jwt15_passport_audience(verifier: Verifier, broker: Signer, aud: Any, audience: str, ok: bool) -> None:
-    result = verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(aud=aud), broker.key.private),
-                                      audience=audience)
+    result = verifier.verify_passport(
+        forge(PASSPORT_HEADER, passport_claims(aud=aud), broker.key.private), audience=audience
+    )
     if ok:
         assert result.ok
     else:
         refused(result, Reason.BAD_AUDIENCE)
 
 
-@pytest.mark.parametrize("iss", ["https://issuer.test", "https://issuer.test//", "https://ISSUER.test/", "https://",
-                                 "https://issuer.test/x", " https://issuer.test/", "https://issuer.test/\u200b"])
+@pytest.mark.parametrize(
+    "iss",
+    [
+        "https://issuer.test",
+        "https://issuer.test//",
+        "https://ISSUER.test/",
+        "https://",
+        "https://issuer.test/x",
+        " https://issuer.test/",
+        "https://issuer.test/\u200b",
+    ],
+)
 def test_jwt16_issuer_compared_exactly(verifier: Verifier, issuer: Signer, broker: Signer, iss: str) -> None:
-    ignored(verifier, broker, forge(issuer.header(), visa_claims(iss), issuer.key.private), issuer.visa(),
-            Reason.UNTRUSTED_ISSUER)
-    refused(verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(iss=iss.replace("issuer", "broker2")),
-                                           broker.key.private)), Reason.UNTRUSTED_ISSUER)
+    ignored(
+        verifier,
+        broker,
+        forge(issuer.header(), visa_claims(iss), issuer.key.private),
+        issuer.visa(),
+        Reason.UNTRUSTED_ISSUER,
+    )
+    refused(
+        verifier.verify_passport(
+            forge(PASSPORT_HEADER, passport_claims(iss=iss.replace("issuer", "broker2")), broker.key.private)
+        ),
+        Reason.UNTRUSTED_ISSUER,
+    )
 
 
 def test_jwt16_keys_are_scoped_to_the_claimed_issuer(servers: tuple[JwksServer, JwksServer], broker: Signer) -> None:
@@ -499,25 +635,33 @@ def test_jwt16_keys_are_scoped_to_the_claimed_issuer(servers: tuple[JwksServer, 
     assert isinstance(verifier.verify_visa(a.visa()), Visa) and isinstance(verifier.verify_visa(b.visa()), Visa)
 
 
-def test_jwt17_transplanted_visa_not_combined_without_a_link(verifier: Verifier, issuer: Signer,
-                                                             broker: Signer) -> None:
+def test_jwt17_transplanted_visa_not_combined_without_a_link(
+    verifier: Verifier, issuer: Signer, broker: Signer
+) -> None:
     """Alice's conditioned grant cannot lean on Bob's visa; a trusted LinkedIdentities visa changes that."""
-    grant = issuer.visa("alice", visa_object(value="https://ega.example/datasets/EGAD2", conditions=[[
-        {"type": "AffiliationAndRole", "value": "const:faculty@uni.example"}]]))
+    grant = issuer.visa(
+        "alice",
+        visa_object(
+            value="https://ega.example/datasets/EGAD2",
+            conditions=[[{"type": "AffiliationAndRole", "value": "const:faculty@uni.example"}]],
+        ),
+    )
     bobs = issuer.visa("bob", visa_object(type="AffiliationAndRole", value="faculty@uni.example", by="so"))
     result = verifier.verify_passport(broker.passport([grant, bobs], sub="alice"))
     assert [r.reason for r in result.rejected] == [Reason.CONDITIONS_UNMET]
     assert result.accepted[0].identity == (ISS, "bob")  # accepted on its own, under Bob's identity
-    link = issuer.visa("alice", visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F",
-                                            source=ISS, by="system"))
+    link = issuer.visa(
+        "alice", visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F", source=ISS, by="system")
+    )
     assert verifier.verify_passport(broker.passport([grant, bobs, link], sub="alice")).rejected == ()
 
 
 # ---------------------------------------------------------------------- JWT-18 .. JWT-22
 
 
-def test_jwt18_unknown_kid_storm_fetches_at_most_once_per_cooldown(servers: tuple[JwksServer, JwksServer],
-                                                                   issuer: Signer, broker: Signer) -> None:
+def test_jwt18_unknown_kid_storm_fetches_at_most_once_per_cooldown(
+    servers: tuple[JwksServer, JwksServer], issuer: Signer, broker: Signer
+) -> None:
     server, _ = servers
     signer = fetched(issuer, server)
     verifier = jku_verifier([signer], server, [broker], fetch=JwksFetchSettings(unknown_kid_cooldown_seconds=60))
@@ -544,14 +688,23 @@ def test_jwt19_duplicate_members_refused(verifier: Verifier, issuer: Signer, bro
     bad = forge(header.encode(), claims.encode(), issuer.key.private)
     ignored(verifier, broker, bad, issuer.visa(), Reason.DUPLICATE_KEY)
     body = json.dumps(passport_claims())[:-1] + ', "sub": "admin"}'
-    refused(verifier.verify_passport(forge(PASSPORT_HEADER, body.encode(), broker.key.private)),
-            Reason.DUPLICATE_KEY)
+    refused(verifier.verify_passport(forge(PASSPORT_HEADER, body.encode(), broker.key.private)), Reason.DUPLICATE_KEY)
 
 
-@pytest.mark.parametrize("payload", [
-    b"[]", b'"str"', b"123", b"\xff\xfe\xfd", b"\xef\xbb\xbf{}", b'{"sub":"\xc0\xaf"}', b'{"sub":"\\ud800"}',
-    b'{"sub":"a\\u0000b"}', b"not json",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        b'"str"',
+        b"123",
+        b"\xff\xfe\xfd",
+        b"\xef\xbb\xbf{}",
+        b'{"sub":"\xc0\xaf"}',
+        b'{"sub":"\\ud800"}',
+        b'{"sub":"a\\u0000b"}',
+        b"not json",
+    ],
+)
 def test_jwt20_not_json_objects_refused(verifier: Verifier, issuer: Signer, broker: Signer, payload: bytes) -> None:
     ignored(verifier, broker, forge(issuer.header(), payload, issuer.key.private), issuer.visa(), Reason.MALFORMED)
     refused(verifier.verify_passport(forge(PASSPORT_HEADER, payload, broker.key.private)), Reason.MALFORMED)
@@ -575,8 +728,20 @@ def test_jwt21_dos_shapes_refused_fast(verifier: Verifier, issuer: Signer, broke
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("change", ["pad-sig", "pad-payload", "plus", "slash", "newline", "space", "trailing-bits",
-                                    "empty-payload", "empty-signature"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "pad-sig",
+        "pad-payload",
+        "plus",
+        "slash",
+        "newline",
+        "space",
+        "trailing-bits",
+        "empty-payload",
+        "empty-signature",
+    ],
+)
 def test_jwt22_bad_base64url_refused(verifier: Verifier, issuer: Signer, broker: Signer, change: str) -> None:
     token = issuer.visa()
     head, payload, sig = token.split(".")
@@ -584,7 +749,8 @@ def test_jwt22_bad_base64url_refused(verifier: Verifier, issuer: Signer, broker:
     bad = {
         "pad-sig": f"{head}.{payload}.{sig}==",
         "pad-payload": f"{head}.{payload}{'=' * (-len(payload) % 4) or '='}.{sig}",
-        "plus": f"{head}.{payload}.{sig.replace('-', '+').replace('_', '/')}" if ("-" in sig or "_" in sig)
+        "plus": f"{head}.{payload}.{sig.replace('-', '+').replace('_', '/')}"
+        if ("-" in sig or "_" in sig)
         else f"{head}.{payload}.+{sig[1:]}",
         "slash": f"{head}.{payload}.{sig[:-2]}/{sig[-1]}",
         "newline": f"{head}.{payload[:10]}\n{payload[10:]}.{sig}",
@@ -634,8 +800,9 @@ def _serve_keys(server: JwksServer, *jwks: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("weakness", ["rsa-1024", "rsa-e3", "oct", "ec-not-on-curve", "private-members"])
-def test_jwt24_weak_key_material_from_a_trusted_issuer(servers: tuple[JwksServer, JwksServer], broker: Signer,
-                                                       weakness: str) -> None:
+def test_jwt24_weak_key_material_from_a_trusted_issuer(
+    servers: tuple[JwksServer, JwksServer], broker: Signer, weakness: str
+) -> None:
     server, _ = servers
     if weakness == "rsa-1024":
         key = TestKey("weak", "RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505
@@ -648,8 +815,10 @@ def test_jwt24_weak_key_material_from_a_trusted_issuer(servers: tuple[JwksServer
         jwk = {"kty": "oct", "k": b64(b"secret" * 6), "kid": "weak", "alg": "HS256"}
     elif weakness == "ec-not-on-curve":
         key = TestKey.generate("ES256", "weak")
-        jwk = {**key.jwk(), "y": b64((int.from_bytes(base64.urlsafe_b64decode(key.jwk()["y"] + "=="), "big") ^ 1)
-                                     .to_bytes(32, "big"))}
+        jwk = {
+            **key.jwk(),
+            "y": b64((int.from_bytes(base64.urlsafe_b64decode(key.jwk()["y"] + "=="), "big") ^ 1).to_bytes(32, "big")),
+        }
     else:
         key = TestKey.generate("ES256", "weak")
         jwk = {**key.jwk(), "d": b64(key.private.private_numbers().private_value.to_bytes(32, "big"))}
@@ -665,8 +834,9 @@ def test_jwt24_weak_key_material_from_a_trusted_issuer(servers: tuple[JwksServer
 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
-def test_jwt25_hmac_tokens_are_refused_whatever_the_secret(verifier: Verifier, issuer: Signer, broker: Signer,
-                                                           alg: str) -> None:
+def test_jwt25_hmac_tokens_are_refused_whatever_the_secret(
+    verifier: Verifier, issuer: Signer, broker: Signer, alg: str
+) -> None:
     """No HS* in the visa/passport path: refused on ``alg`` alone, strong secret or weak, at EPM e and f."""
     assert not {a for a in ALLOWED_ALGORITHMS if not a.startswith(("RS", "ES"))}
     for secret in (secrets.token_bytes(64), b"secret", b""):
@@ -712,9 +882,12 @@ def test_jwt25_no_module_of_the_visa_and_passport_path_can_compute_an_hmac() -> 
 def test_jwt26_jwe_and_compression_refused_fast(verifier: Verifier, issuer: Signer, broker: Signer) -> None:
     started = time.monotonic()
     jwe_header = encode_part({"alg": "RSA-OAEP", "enc": "A256GCM"})
-    for token in (f"{jwe_header}.AAAA.AAAA.AAAA.AAAA", f"{encode_part({'alg': 'dir', 'enc': 'A128GCM'})}....",
-                  forge({"alg": "PBES2-HS512+A256KW", "p2c": 2**31}, visa_claims(ISS), signature=b"x"),
-                  forge({"alg": "RSA1_5"}, visa_claims(ISS), signature=b"x")):
+    for token in (
+        f"{jwe_header}.AAAA.AAAA.AAAA.AAAA",
+        f"{encode_part({'alg': 'dir', 'enc': 'A128GCM'})}....",
+        forge({"alg": "PBES2-HS512+A256KW", "p2c": 2**31}, visa_claims(ISS), signature=b"x"),
+        forge({"alg": "RSA1_5"}, visa_claims(ISS), signature=b"x"),
+    ):
         rejection = ignored(verifier, broker, token, issuer.visa(), None)
         assert rejection.reason in (Reason.MALFORMED, Reason.BAD_ALG)
     zipped = forge({**issuer.header(), "zip": "DEF"}, visa_claims(ISS), issuer.key.private)
@@ -738,15 +911,26 @@ def test_jwt27_b64_false_detached_and_json_serialization(verifier: Verifier, iss
         refused(verifier.verify_passport(serialized), Reason.MALFORMED)
 
 
-@pytest.mark.parametrize("claim,value", [
-    ("sub", 123), ("sub", ["a"]), ("iss", ["https://issuer.test/"]), ("jti", {}), ("aud", 5), ("iss", 7),
-])
-def test_jwt28_wrong_json_types_refused(verifier: Verifier, issuer: Signer, broker: Signer, claim: str,
-                                        value: Any) -> None:
+@pytest.mark.parametrize(
+    "claim,value",
+    [
+        ("sub", 123),
+        ("sub", ["a"]),
+        ("iss", ["https://issuer.test/"]),
+        ("jti", {}),
+        ("aud", 5),
+        ("iss", 7),
+    ],
+)
+def test_jwt28_wrong_json_types_refused(
+    verifier: Verifier, issuer: Signer, broker: Signer, claim: str, value: Any
+) -> None:
     bad = forge(issuer.header(), visa_claims(ISS, **{claim: value}), issuer.key.private)
     ignored(verifier, broker, bad, issuer.visa(), Reason.BAD_CLAIM)
-    refused(verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(**{claim: value}), broker.key.private)),
-            Reason.BAD_CLAIM)
+    refused(
+        verifier.verify_passport(forge(PASSPORT_HEADER, passport_claims(**{claim: value}), broker.key.private)),
+        Reason.BAD_CLAIM,
+    )
 
 
 @pytest.mark.parametrize("skew,reason", [(+300, Reason.ISSUED_IN_FUTURE), (-300, None), (+30, None)])

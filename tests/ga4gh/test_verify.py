@@ -72,8 +72,14 @@ def test_good_visa_is_accepted_with_its_claims(verifier: Verifier, issuer: Signe
     token = issuer.visa("alice", visa_object(), jti="v-1")
     visa = verifier.verify_visa(token)
     assert isinstance(visa, Visa)
-    assert (visa.iss, visa.sub, visa.iat, visa.exp, visa.jti, visa.kid) == (ISS, "alice", NOW - 60, NOW + 3600, "v-1",
-                                                                           "issuer-k1")
+    assert (visa.iss, visa.sub, visa.iat, visa.exp, visa.jti, visa.kid) == (
+        ISS,
+        "alice",
+        NOW - 60,
+        NOW + 3600,
+        "v-1",
+        "issuer-k1",
+    )
     assert visa.raw == token
     assert visa.visa.type == "ControlledAccessGrants" and visa.visa.by == "dac" and visa.visa.conditions is None
 
@@ -106,14 +112,35 @@ def test_verify_visas_userinfo_flow(verifier: Verifier, issuer: Signer) -> None:
 # ---------------------------------------------------------------------- typ per token class
 
 
-@pytest.mark.parametrize("typ", [None, "vnd.ga4gh.visa+jwt", "JWT", "jwt", "application/vnd.ga4gh.visa+jwt",
-                                 "VND.GA4GH.VISA+JWT", "application/JWT"])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        None,
+        "vnd.ga4gh.visa+jwt",
+        "JWT",
+        "jwt",
+        "application/vnd.ga4gh.visa+jwt",
+        "VND.GA4GH.VISA+JWT",
+        "application/JWT",
+    ],
+)
 def test_visa_typ_accepted(verifier: Verifier, issuer: Signer, typ: str | None) -> None:
     assert isinstance(verifier.verify_visa(issuer.visa(header=issuer.header(typ=typ))), Visa)
 
 
-@pytest.mark.parametrize("typ", ["vnd.ga4gh.passport+jwt", "at+jwt", "application/at+jwt", "JOSE", "", "id_token",
-                                 "vnd.ga4gh.visa+jwt ", "urn:ga4gh:params:oauth:token-type:passport"])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        "vnd.ga4gh.passport+jwt",
+        "at+jwt",
+        "application/at+jwt",
+        "JOSE",
+        "",
+        "id_token",
+        "vnd.ga4gh.visa+jwt ",
+        "urn:ga4gh:params:oauth:token-type:passport",
+    ],
+)
 def test_visa_typ_confusion_refused(verifier: Verifier, issuer: Signer, typ: str) -> None:
     rejected(verifier.verify_visa(issuer.visa(header=issuer.header(typ=typ))), Reason.BAD_TYP)
 
@@ -123,8 +150,18 @@ def test_passport_presented_as_visa_is_type_confusion(verifier: Verifier, issuer
     rejected(verifier.verify_visa(issuer.visa(ga4gh_passport_v1=[])), Reason.BAD_TYP)
 
 
-@pytest.mark.parametrize("typ", [None, "JWT", "vnd.ga4gh.visa+jwt", "at+jwt", "application/vnd.ga4gh.passport+jwt",
-                                 "VND.GA4GH.PASSPORT+JWT", "urn:ga4gh:params:oauth:token-type:passport"])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        None,
+        "JWT",
+        "vnd.ga4gh.visa+jwt",
+        "at+jwt",
+        "application/vnd.ga4gh.passport+jwt",
+        "VND.GA4GH.PASSPORT+JWT",
+        "urn:ga4gh:params:oauth:token-type:passport",
+    ],
+)
 def test_passport_typ_must_be_exact(verifier: Verifier, broker: Signer, typ: str | None) -> None:
     header: dict[str, Any] = {"alg": "RS256", "kid": "broker-k1"}
     if typ is not None:
@@ -164,11 +201,29 @@ def test_missing_visa_claim(verifier: Verifier, issuer: Signer, claim: str) -> N
     rejected(verifier.verify_visa(issuer.visa(**{claim: DROP})), Reason.MISSING_CLAIM)
 
 
-@pytest.mark.parametrize("claim,value", [
-    ("sub", 5), ("sub", ""), ("sub", ["alice"]), ("jti", {}), ("jti", 7), ("iss", ["https://issuer.test/"]),
-    ("iat", "1700000000"), ("iat", 1.5), ("iat", True), ("exp", None), ("exp", -5), ("exp", 10**20),
-    ("nbf", "0"), ("ga4gh_visa_v1", []), ("ga4gh_visa_v1", "x"), ("aud", 5), ("aud", []), ("aud", [1]),
-])
+@pytest.mark.parametrize(
+    "claim,value",
+    [
+        ("sub", 5),
+        ("sub", ""),
+        ("sub", ["alice"]),
+        ("jti", {}),
+        ("jti", 7),
+        ("iss", ["https://issuer.test/"]),
+        ("iat", "1700000000"),
+        ("iat", 1.5),
+        ("iat", True),
+        ("exp", None),
+        ("exp", -5),
+        ("exp", 10**20),
+        ("nbf", "0"),
+        ("ga4gh_visa_v1", []),
+        ("ga4gh_visa_v1", "x"),
+        ("aud", 5),
+        ("aud", []),
+        ("aud", [1]),
+    ],
+)
 def test_wrong_claim_type(verifier: Verifier, issuer: Signer, claim: str, value: Any) -> None:
     verdict = verifier.verify_visa(issuer.visa(**{claim: value}))
     expected = Reason.BAD_CLAIM
@@ -184,11 +239,27 @@ def test_missing_visa_object_member(verifier: Verifier, issuer: Signer, member: 
     rejected(verifier.verify_visa(issuer.visa(visa=obj)), Reason.MISSING_CLAIM)
 
 
-@pytest.mark.parametrize("member,value", [
-    ("type", 1), ("value", 1), ("value", ""), ("source", None), ("asserted", "1700000000"), ("asserted", 0),
-    ("asserted", -1), ("asserted", True), ("asserted", 1.5), ("by", "dacs"), ("by", "DAC"), ("by", 1), ("by", ""),
-    ("conditions", "x"), ("conditions", [[]]), ("conditions", [[{"type": "AffiliationAndRole"}]]),
-])
+@pytest.mark.parametrize(
+    "member,value",
+    [
+        ("type", 1),
+        ("value", 1),
+        ("value", ""),
+        ("source", None),
+        ("asserted", "1700000000"),
+        ("asserted", 0),
+        ("asserted", -1),
+        ("asserted", True),
+        ("asserted", 1.5),
+        ("by", "dacs"),
+        ("by", "DAC"),
+        ("by", 1),
+        ("by", ""),
+        ("conditions", "x"),
+        ("conditions", [[]]),
+        ("conditions", [[{"type": "AffiliationAndRole"}]]),
+    ],
+)
 def test_wrong_visa_object_member(verifier: Verifier, issuer: Signer, member: str, value: Any) -> None:
     rejected(verifier.verify_visa(issuer.visa(visa=visa_object(**{member: value}))), Reason.BAD_CLAIM)
 
@@ -214,10 +285,14 @@ def test_by_required(verifier: Verifier, issuer: Signer, visa_type: str) -> None
     rejected(verifier.verify_visa(issuer.visa(visa=obj)), Reason.BY_REQUIRED)
 
 
-@pytest.mark.parametrize("visa_type,value", [
-    ("ResearcherStatus", BONA_FIDE), ("AffiliationAndRole", "faculty@uni.example"),
-    ("LinkedIdentities", "10001,https%3A%2F%2Fissuer.example1.org%2Foidc"),
-])
+@pytest.mark.parametrize(
+    "visa_type,value",
+    [
+        ("ResearcherStatus", BONA_FIDE),
+        ("AffiliationAndRole", "faculty@uni.example"),
+        ("LinkedIdentities", "10001,https%3A%2F%2Fissuer.example1.org%2Foidc"),
+    ],
+)
 def test_by_optional_elsewhere(verifier: Verifier, issuer: Signer, visa_type: str, value: str) -> None:
     visa = verifier.verify_visa(issuer.visa(visa=visa_object(type=visa_type, value=value, by=None)))
     assert isinstance(visa, Visa) and visa.visa.by is None
@@ -243,8 +318,10 @@ def test_url_claims_at_most_255(verifier: Verifier, issuer: Signer, where: str) 
     rejected(configured.verify_visa(issuer.visa(visa=visa_object(**fields))), Reason.URL_TOO_LONG)
 
 
-@pytest.mark.parametrize("source", ["ega", "ftp://x.example/", "https://", "https://a b", "https:// x", "//x.example",
-                                    "https://x.example/\n"])
+@pytest.mark.parametrize(
+    "source",
+    ["ega", "ftp://x.example/", "https://", "https://a b", "https:// x", "//x.example", "https://x.example/\n"],
+)
 def test_source_must_be_a_url(verifier: Verifier, issuer: Signer, source: str) -> None:
     rejected(verifier.verify_visa(issuer.visa(visa=visa_object(source=source))), Reason.BAD_CLAIM)
 
@@ -271,8 +348,11 @@ def test_custom_type_configured_for_the_issuer_is_accepted(issuer: Signer) -> No
 def test_issuer_sources_allow_list(issuer: Signer) -> None:
     verifier = make_verifier(trust_config([issuer], sources={ISS: frozenset({"https://ega.example/dacs/EGAC0001"})}))
     assert isinstance(verifier.verify_visa(issuer.visa()), Visa)
-    for source in ("https://ega.example/dacs/EGAC0001/", "https://EGA.example/dacs/EGAC0001",
-                   "https://ega.example/dacs/EGAC00011"):
+    for source in (
+        "https://ega.example/dacs/EGAC0001/",
+        "https://EGA.example/dacs/EGAC0001",
+        "https://ega.example/dacs/EGAC00011",
+    ):
         rejected(verifier.verify_visa(issuer.visa(visa=visa_object(source=source))), Reason.SOURCE_NOT_ACCEPTED)
 
 
@@ -311,10 +391,19 @@ def test_missing_passport_claim(verifier: Verifier, broker: Signer, claim: str) 
     passport_error(verifier.verify_passport(broker.passport([], **{claim: DROP})), Reason.MISSING_CLAIM)
 
 
-@pytest.mark.parametrize("claim,value", [
-    ("ga4gh_passport_v1", "a.b.c"), ("ga4gh_passport_v1", [1]), ("ga4gh_passport_v1", {"a": 1}),
-    ("ga4gh_passport_v1", [None]), ("sub", 1), ("jti", ""), ("exp", "1"), ("aud", 3),
-])
+@pytest.mark.parametrize(
+    "claim,value",
+    [
+        ("ga4gh_passport_v1", "a.b.c"),
+        ("ga4gh_passport_v1", [1]),
+        ("ga4gh_passport_v1", {"a": 1}),
+        ("ga4gh_passport_v1", [None]),
+        ("sub", 1),
+        ("jti", ""),
+        ("exp", "1"),
+        ("aud", 3),
+    ],
+)
 def test_bad_passport_claim(verifier: Verifier, broker: Signer, claim: str, value: Any) -> None:
     passport_error(verifier.verify_passport(broker.passport([], **{claim: value})), Reason.BAD_CLAIM)
 
@@ -371,9 +460,14 @@ def test_revoked_visa_and_passport(issuer: Signer, broker: Signer) -> None:
 
 
 def _conditioned(value: str = "const:faculty@uni.example") -> dict[str, Any]:
-    return visa_object(value="https://ega.example/datasets/EGAD0002", conditions=[[
-        {"type": "AffiliationAndRole", "value": value, "by": "const:so"},
-    ]])
+    return visa_object(
+        value="https://ega.example/datasets/EGAD0002",
+        conditions=[
+            [
+                {"type": "AffiliationAndRole", "value": value, "by": "const:so"},
+            ]
+        ],
+    )
 
 
 def _affiliation(by: str = "so") -> dict[str, Any]:
@@ -381,21 +475,24 @@ def _affiliation(by: str = "so") -> dict[str, Any]:
 
 
 def test_conditions_met_by_an_unconditioned_visa(verifier: Verifier, issuer: Signer, broker: Signer) -> None:
-    result = verifier.verify_passport(broker.passport([issuer.visa(visa=_conditioned()),
-                                                       issuer.visa(visa=_affiliation())]))
+    result = verifier.verify_passport(
+        broker.passport([issuer.visa(visa=_conditioned()), issuer.visa(visa=_affiliation())])
+    )
     assert len(result.accepted) == 2 and result.rejected == ()
     assert result.accepted[0].conditioned
 
 
 def test_conditions_unmet(verifier: Verifier, issuer: Signer, broker: Signer) -> None:
-    result = verifier.verify_passport(broker.passport([issuer.visa(visa=_conditioned()),
-                                                       issuer.visa(visa=_affiliation(by="peer"))]))
+    result = verifier.verify_passport(
+        broker.passport([issuer.visa(visa=_conditioned()), issuer.visa(visa=_affiliation(by="peer"))])
+    )
     assert [v.visa.type for v in result.accepted] == ["AffiliationAndRole"]
     assert (result.rejected[0].index, result.rejected[0].reason) == (0, Reason.CONDITIONS_UNMET)
 
 
-def test_conditions_not_met_by_a_refused_visa(verifier: Verifier, issuer: Signer, broker: Signer,
-                                              stranger: Signer) -> None:
+def test_conditions_not_met_by_a_refused_visa(
+    verifier: Verifier, issuer: Signer, broker: Signer, stranger: Signer
+) -> None:
     expired = issuer.visa(visa=_affiliation(), exp=NOW - 3600)
     untrusted = stranger.visa(visa=_affiliation())
     result = verifier.verify_passport(broker.passport([issuer.visa(visa=_conditioned()), expired, untrusted]))
@@ -419,8 +516,10 @@ def test_conditions_across_identities_need_a_link(verifier: Verifier, issuer: Si
     other_identity = issuer.visa("bob", visa=_affiliation())
     result = verifier.verify_passport(broker.passport([issuer.visa("alice", visa=_conditioned()), other_identity]))
     assert result.rejected[0].reason is Reason.CONDITIONS_UNMET
-    link = issuer.visa("alice", visa=visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F",
-                                                  source=ISS, by="system"))
+    link = issuer.visa(
+        "alice",
+        visa=visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F", source=ISS, by="system"),
+    )
     conditioned = issuer.visa("alice", visa=_conditioned())
     linked = verifier.verify_passport(broker.passport([conditioned, other_identity, link]))
     assert linked.rejected == () and len(linked.accepted) == 3
@@ -430,12 +529,18 @@ def test_c21_relies_on_records_what_met_the_conditions(verifier: Verifier, issue
     """Each accepted conditioned visa maps to its satisfier and the link it needed; expiry is their minimum."""
     conditioned = issuer.visa("alice", visa=_conditioned(), exp=NOW + 3000, jti="grant")
     satisfier = issuer.visa("bob", visa=_affiliation(), exp=NOW + 1000, jti="affiliation")
-    link = issuer.visa("alice", visa=visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F",
-                                                  source=ISS, by="system"), exp=NOW + 2000, jti="link")
+    link = issuer.visa(
+        "alice",
+        visa=visa_object(type="LinkedIdentities", value="bob,https%3A%2F%2Fissuer.test%2F", source=ISS, by="system"),
+        exp=NOW + 2000,
+        jti="link",
+    )
     unmet = issuer.visa("alice", visa=_conditioned("const:nobody@uni.example"), jti="unmet")
     plain = issuer.visa("alice", exp=NOW + 500, jti="plain")
-    for result in (verifier.verify_passport(broker.passport([conditioned, satisfier, link, unmet, plain])),
-                   verifier.verify_visas([conditioned, satisfier, link, unmet, plain])):
+    for result in (
+        verifier.verify_passport(broker.passport([conditioned, satisfier, link, unmet, plain])),
+        verifier.verify_visas([conditioned, satisfier, link, unmet, plain]),
+    ):
         by_jti = {v.jti: v for v in result.accepted}
         assert sorted(by_jti) == ["affiliation", "grant", "link", "plain"]
         assert [(r.jti, r.reason) for r in result.rejected] == [("unmet", Reason.CONDITIONS_UNMET)]
@@ -445,8 +550,9 @@ def test_c21_relies_on_records_what_met_the_conditions(verifier: Verifier, issue
         assert effective_exp(result, by_jti["plain"]) == NOW + 500
 
 
-def test_c21_effective_exp_of_a_visa_the_verifier_did_not_accept_is_an_error(verifier: Verifier,
-                                                                              issuer: Signer) -> None:
+def test_c21_effective_exp_of_a_visa_the_verifier_did_not_accept_is_an_error(
+    verifier: Verifier, issuer: Signer
+) -> None:
     refused = verifier.verify_visa(issuer.visa(visa=_conditioned()))
     assert isinstance(refused, Visa) and refused.conditioned  # alone: conditions not yet judged
     result = verifier.verify_visas([issuer.visa(visa=_conditioned())])
@@ -514,7 +620,7 @@ def test_cache_hit_gives_the_same_answer(cached: Any, issuer: Signer, broker: Si
 def test_cached_visa_is_not_stored_with_its_text(cached: Any, issuer: Signer) -> None:
     verifier, cache, _ = cached
     verifier.verify_visa(issuer.visa())
-    (value, _expires, _jtis), = cache._entries.values()
+    ((value, _expires, _jtis),) = cache._entries.values()
     assert value.raw == ""
 
 
@@ -544,8 +650,9 @@ def test_revocation_evicts(cached: Any, issuer: Signer, broker: Signer) -> None:
     assert verifier.verify_passport(passport).rejected[0].reason is Reason.REVOKED
 
 
-def test_c21_cached_passport_ends_at_the_exp_of_a_condition_satisfier(cached: Any, issuer: Signer,
-                                                                        broker: Signer) -> None:
+def test_c21_cached_passport_ends_at_the_exp_of_a_condition_satisfier(
+    cached: Any, issuer: Signer, broker: Signer
+) -> None:
     verifier, _, clock = cached
     conditioned = issuer.visa(visa=_conditioned(), exp=NOW + 3600, jti="grant")
     satisfier = issuer.visa(visa=_affiliation(), exp=NOW + 100, jti="affiliation")
@@ -558,17 +665,21 @@ def test_c21_cached_passport_ends_at_the_exp_of_a_condition_satisfier(cached: An
     clock["now"] = NOW + 161  # past the leeway: the satisfier expired, so the grant's conditions are unmet
     late = verifier.verify_passport(passport)
     assert late.accepted == () and late.relies_on == {}
-    assert [(r.jti, r.reason) for r in late.rejected] == [("grant", Reason.CONDITIONS_UNMET),
-                                                          ("affiliation", Reason.EXPIRED)]
+    assert [(r.jti, r.reason) for r in late.rejected] == [
+        ("grant", Reason.CONDITIONS_UNMET),
+        ("affiliation", Reason.EXPIRED),
+    ]
 
 
-def test_revoking_a_condition_satisfier_evicts_the_passport_that_relied_on_it(cached: Any, issuer: Signer,
-                                                                              broker: Signer) -> None:
+def test_revoking_a_condition_satisfier_evicts_the_passport_that_relied_on_it(
+    cached: Any, issuer: Signer, broker: Signer
+) -> None:
     verifier, cache, _ = cached
     revoked: set[str] = set()
     verifier.revoked = revoked.__contains__
-    passport = broker.passport([issuer.visa(visa=_conditioned(), jti="grant"),
-                                issuer.visa(visa=_affiliation(), jti="rec-1.x7")])
+    passport = broker.passport(
+        [issuer.visa(visa=_conditioned(), jti="grant"), issuer.visa(visa=_affiliation(), jti="rec-1.x7")]
+    )
     assert len(verifier.verify_passport(passport).accepted) == 2
     revoked.add("rec-1.x7")
     assert cache.evict_jti_prefix("rec-1") == 2  # the satisfier's own entry and the passport verdict
@@ -581,8 +692,9 @@ def test_trust_change_misses(issuer: Signer, broker: Signer) -> None:
     cache = VerifiedCache(100)
     token = issuer.visa()
     assert isinstance(make_verifier(trust_config([issuer], [broker]), cache=cache).verify_visa(token), Visa)
-    narrower = make_verifier(trust_config([issuer], [broker], sources={ISS: frozenset({"https://x.example/"})}),
-                             cache=cache)
+    narrower = make_verifier(
+        trust_config([issuer], [broker], sources={ISS: frozenset({"https://x.example/"})}), cache=cache
+    )
     rejected(narrower.verify_visa(token), Reason.SOURCE_NOT_ACCEPTED)
 
 

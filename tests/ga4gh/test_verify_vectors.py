@@ -39,10 +39,16 @@ def sign_payload(signer: Signer, payload: dict[str, Any], typ: str | None = "vnd
 @pytest.fixture(scope="module")
 def example_signers() -> dict[str, Signer]:
     """A signer per issuer named in the example passport, plus one for visas without iss."""
-    names = [SPEC_ISSUER, "https://issuer.example1.org/oidc", "https://other.example2.org/oidc",
-             "https://broker.example3.org/oidc"]
-    return {iss: Signer(iss, TestKey.generate("ES256", f"k{i}"), iss.rstrip("/") + "/jwks.json")
-            for i, iss in enumerate(names)}
+    names = [
+        SPEC_ISSUER,
+        "https://issuer.example1.org/oidc",
+        "https://other.example2.org/oidc",
+        "https://broker.example3.org/oidc",
+    ]
+    return {
+        iss: Signer(iss, TestKey.generate("ES256", f"k{i}"), iss.rstrip("/") + "/jwks.json")
+        for i, iss in enumerate(names)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +78,21 @@ def example_verifier(signers: dict[str, Signer], broker: Signer, cache: Verified
 def test_example_passport(vector_id: str, example_signers: dict[str, Signer], spec_broker: Signer) -> None:
     expected = vector(vector_id)["expected"]
     verifier = example_verifier(example_signers, spec_broker)
-    result = verifier.verify_passport(spec_broker.passport(example_visas(example_signers), sub="passport-holder",
-                                                           iat=EXAMPLE_NOW - 10, exp=EXAMPLE_NOW + 600))
+    result = verifier.verify_passport(
+        spec_broker.passport(
+            example_visas(example_signers), sub="passport-holder", iat=EXAMPLE_NOW - 10, exp=EXAMPLE_NOW + 600
+        )
+    )
     assert result.ok and result.rejected == ()
     visas = result.accepted
-    assert [v.visa.type for v in visas] == ["AffiliationAndRole", "ControlledAccessGrants", "ControlledAccessGrants",
-                                            "AcceptedTermsAndPolicies", "ResearcherStatus", "LinkedIdentities"]
+    assert [v.visa.type for v in visas] == [
+        "AffiliationAndRole",
+        "ControlledAccessGrants",
+        "ControlledAccessGrants",
+        "AcceptedTermsAndPolicies",
+        "ResearcherStatus",
+        "LinkedIdentities",
+    ]
     # visa 3 carries conditions and was accepted: visa 1 meets them
     assert visas[2].conditioned is expected["visa3_conditions_satisfied_by_visa1"]
     # visas 4 and 5 are of different identities, linked only by visa 6
@@ -92,29 +107,38 @@ def test_example_passport(vector_id: str, example_signers: dict[str, Signer], sp
 
 
 @pytest.mark.parametrize("vector_id", ["example-passport-claim-v1.2"])
-def test_example_passport_without_visa_1_refuses_visa_3(vector_id: str, example_signers: dict[str, Signer],
-                                                        spec_broker: Signer) -> None:
+def test_example_passport_without_visa_1_refuses_visa_3(
+    vector_id: str, example_signers: dict[str, Signer], spec_broker: Signer
+) -> None:
     visas = example_visas(example_signers)
     del visas[0]
     result = example_verifier(example_signers, spec_broker).verify_passport(
-        spec_broker.passport(visas, iat=EXAMPLE_NOW - 10, exp=EXAMPLE_NOW + 600))
+        spec_broker.passport(visas, iat=EXAMPLE_NOW - 10, exp=EXAMPLE_NOW + 600)
+    )
     assert [(r.index, r.reason) for r in result.rejected] == [(1, Reason.CONDITIONS_UNMET)]
 
 
 VARIANTS = data("example-passport-condition-variants")
 
 
-@pytest.mark.parametrize("variant", range(len(VARIANTS)),
-                         ids=[f"example-passport-condition-variants-{i}" for i in range(len(VARIANTS))])
+@pytest.mark.parametrize(
+    "variant", range(len(VARIANTS)), ids=[f"example-passport-condition-variants-{i}" for i in range(len(VARIANTS))]
+)
 def test_example_condition_variants(variant: int, example_signers: dict[str, Signer], spec_broker: Signer) -> None:
     case = VARIANTS[variant]
     example = data("example-passport-claim-v1.2")["ga4gh_passport_v1"]
     signer = example_signers[SPEC_ISSUER]
-    visa1 = {**copy.deepcopy(example[0]), "iss": SPEC_ISSUER, "sub": SPEC_SUB, "jti": "v1",
-             "ga4gh_visa_v1": case["visa1_ga4gh_visa_v1"]}
+    visa1 = {
+        **copy.deepcopy(example[0]),
+        "iss": SPEC_ISSUER,
+        "sub": SPEC_SUB,
+        "jti": "v1",
+        "ga4gh_visa_v1": case["visa1_ga4gh_visa_v1"],
+    }
     visa3 = {**copy.deepcopy(example[2]), "iss": SPEC_ISSUER, "sub": SPEC_SUB, "jti": "v3"}
     result = example_verifier(example_signers, spec_broker).verify_visas(
-        [sign_payload(signer, visa1), sign_payload(signer, visa3)])
+        [sign_payload(signer, visa1), sign_payload(signer, visa3)]
+    )
     assert len(result.accepted) >= 1 and result.accepted[0].jti == "v1"  # visa 1 itself is always fine
     assert any(v.jti == "v3" for v in result.accepted) is case["expected"]
 
@@ -122,19 +146,24 @@ def test_example_condition_variants(variant: int, example_signers: dict[str, Sig
 # ---------------------------------------------------------------------- visa formats
 
 
-@pytest.mark.parametrize("vector_id,typ,accepted", [
-    ("visa-jwt-template-v1.2", "vnd.ga4gh.visa+jwt", True),
-    ("visa-jwt-template-v1.2", "JWT", True),
-    ("visa-jwt-template-v1.2", None, True),
-    ("visa-jwt-template-v1.2", "at+jwt", False),  # an access-token visa: not supported (no polling)
-    ("visa-jwt-template-v1.0", "JWT", True),
-    ("visa-document-token-format-v1.0.4", "JWT", True),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "vector_id,typ,accepted",
+    [
+        ("visa-jwt-template-v1.2", "vnd.ga4gh.visa+jwt", True),
+        ("visa-jwt-template-v1.2", "JWT", True),
+        ("visa-jwt-template-v1.2", None, True),
+        ("visa-jwt-template-v1.2", "at+jwt", False),  # an access-token visa: not supported (no polling)
+        ("visa-jwt-template-v1.0", "JWT", True),
+        ("visa-document-token-format-v1.0.4", "JWT", True),
+    ],
+    ids=lambda v: str(v),
+)
 def test_visa_templates(vector_id: str, typ: str | None, accepted: bool) -> None:
     template = data(vector_id)
     alg = "RS256" if template["header"]["alg"] == "RS256" else "ES256"
-    signer = Signer("https://issuer.template.test/", TestKey.generate(alg, "template"),
-                    "https://issuer.template.test/jwks.json")
+    signer = Signer(
+        "https://issuer.template.test/", TestKey.generate(alg, "template"), "https://issuer.template.test/jwks.json"
+    )
     verifier = make_verifier(trust_config([signer]))
     token = signer.visa("subject", visa_object(), header=signer.header(typ=typ))
     verdict = verifier.verify_visa(token)
@@ -150,11 +179,23 @@ def test_visa_access_token_form_is_refused(vector_id: str) -> None:
     iss = payload["iss"] if payload["iss"].startswith("https://stsstg") else "https://oidc.template.test/"
     signer = Signer(iss, TestKey.generate("RS256", "at"), None)  # no jku: access-token form
     claims = {
-        "iss": iss, "sub": "subject", "iat": NOW - 60, "exp": NOW + 3600, "jti": "at-1",
+        "iss": iss,
+        "sub": "subject",
+        "iat": NOW - 60,
+        "exp": NOW + 3600,
+        "jti": "at-1",
         "scope": payload["scope"] if payload["scope"].startswith("openid") else "openid ga4gh_passport_v1",
-        "ga4gh_visa_v1": visa_object(**({} if not isinstance(payload["ga4gh_visa_v1"], dict) else {
-            "type": payload["ga4gh_visa_v1"]["type"], "value": payload["ga4gh_visa_v1"]["value"],
-            "source": payload["ga4gh_visa_v1"]["source"]})),
+        "ga4gh_visa_v1": visa_object(
+            **(
+                {}
+                if not isinstance(payload["ga4gh_visa_v1"], dict)
+                else {
+                    "type": payload["ga4gh_visa_v1"]["type"],
+                    "value": payload["ga4gh_visa_v1"]["value"],
+                    "source": payload["ga4gh_visa_v1"]["source"],
+                }
+            )
+        ),
     }
     if vector_id == "nih-ras-v1.1-visa":
         claims["ras_dbgap_permissions"] = payload["ras_dbgap_permissions"]
@@ -218,8 +259,11 @@ def test_elixir_visas(vector_id: str) -> None:
         obj = dict(entry["ga4gh_visa_v1"])
         obj["asserted"] = NOW - 3600
         if obj["value"].startswith("<"):
-            obj["value"] = "faculty@example.org" if obj["type"] == "AffiliationAndRole" else \
-                "user%40elixir,https%3A%2F%2Frems.example%2F"
+            obj["value"] = (
+                "faculty@example.org"
+                if obj["type"] == "AffiliationAndRole"
+                else "user%40elixir,https%3A%2F%2Frems.example%2F"
+            )
         if obj["source"].startswith("<"):
             obj["source"] = "https://www.example.org/"
         token = signer.visa("user@lifescience-ri.eu", obj, header=signer.header(typ="JWT"))
@@ -245,8 +289,7 @@ def test_legacy_beacon_visas(vector_id: str) -> None:
 
 @pytest.mark.parametrize("vector_id", ["registered-access-visas"])
 def test_registered_access_visas_issue_and_verify(vector_id: str, tmp_path: Any) -> None:
-    settings = Settings(issuer="https://ra.broker.test/", data_dir=str(tmp_path),
-                        keys=KeySettings(algorithm="ES256"))
+    settings = Settings(issuer="https://ra.broker.test/", data_dir=str(tmp_path), keys=KeySettings(algorithm="ES256"))
     ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
     ring.maintain(now=NOW)
     from broker.trust.keyset import ResolvedKey
@@ -257,26 +300,45 @@ def test_registered_access_visas_issue_and_verify(vector_id: str, tmp_path: Any)
     trust = TrustConfig(settings.issuer, {}, {}, lambda: own)
     verifier = make_verifier(trust)
     for wanted in data(vector_id):
-        obj = VisaObject(type=wanted["type"], asserted=NOW - 10, value=wanted["value"],
-                         source="https://ra.broker.test/", by="self" if "Terms" in wanted["type"] else "so")
+        obj = VisaObject(
+            type=wanted["type"],
+            asserted=NOW - 10,
+            value=wanted["value"],
+            source="https://ra.broker.test/",
+            by="self" if "Terms" in wanted["type"] else "so",
+        )
         visa = verifier.verify_visa(mint_visa(ring, settings.issuer, "researcher", obj, NOW + 3600, now=NOW))
         assert isinstance(visa, Visa) and (visa.visa.type, visa.visa.value) == (wanted["type"], wanted["value"])
     with pytest.raises(IssueError):  # AcceptedTermsAndPolicies needs by
-        mint_visa(ring, settings.issuer, "researcher", VisaObject(
-            type="AcceptedTermsAndPolicies", asserted=NOW, value=data(vector_id)[0]["value"],
-            source="https://ra.broker.test/"), NOW + 3600, now=NOW)
+        mint_visa(
+            ring,
+            settings.issuer,
+            "researcher",
+            VisaObject(
+                type="AcceptedTermsAndPolicies",
+                asserted=NOW,
+                value=data(vector_id)[0]["value"],
+                source="https://ra.broker.test/",
+            ),
+            NOW + 3600,
+            now=NOW,
+        )
 
 
 # ---------------------------------------------------------------------- passports, audiences, access tokens
 
 
-@pytest.mark.parametrize("vector_id,audience,ok", [
-    ("passport-jwt-template-v1.2", "<client-id1>", True),
-    ("passport-jwt-template-v1.2", "<client-id2>", True),
-    ("passport-jwt-template-v1.2", "<client-id3>", False),
-    ("token-exchange-passport-decoded", "https://drs.example.com", True),
-    ("token-exchange-passport-decoded", "https://drs.example.com/dataset1", False),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "vector_id,audience,ok",
+    [
+        ("passport-jwt-template-v1.2", "<client-id1>", True),
+        ("passport-jwt-template-v1.2", "<client-id2>", True),
+        ("passport-jwt-template-v1.2", "<client-id3>", False),
+        ("token-exchange-passport-decoded", "https://drs.example.com", True),
+        ("token-exchange-passport-decoded", "https://drs.example.com/dataset1", False),
+    ],
+    ids=lambda v: str(v),
+)
 def test_passport_templates_and_audience(vector_id: str, audience: str, ok: bool, spec_broker: Signer) -> None:
     template = data(vector_id)
     assert template["header"]["typ"] == "vnd.ga4gh.passport+jwt"
@@ -292,8 +354,15 @@ def test_passport_templates_and_audience(vector_id: str, audience: str, ok: bool
 def test_access_token_is_neither_passport_nor_visa(vector_id: str, spec_broker: Signer) -> None:
     template = data(vector_id)
     typ = "at+jwt" if "at+jwt" in template["header"]["typ"] else "JWT"
-    claims = {"iss": BROKER, "sub": "s", "iat": NOW - 5, "exp": NOW + 600, "jti": "at",
-              "scope": "openid ga4gh_passport_v1", "aud": ["client-1"]}
+    claims = {
+        "iss": BROKER,
+        "sub": "s",
+        "iat": NOW - 5,
+        "exp": NOW + 600,
+        "jti": "at",
+        "scope": "openid ga4gh_passport_v1",
+        "aud": ["client-1"],
+    }
     token = sign_payload(Signer(BROKER, spec_broker.key, None), claims, typ=typ)
     issuer_too = Signer(BROKER, spec_broker.key, BROKER + "jwks.json")  # even if the broker also issues visas
     verifier = make_verifier(trust_config([issuer_too], [spec_broker]))
@@ -332,6 +401,9 @@ def test_faq_trust_shapes(vector_id: str) -> None:
     verdict = allow_listed.verify_visa(moved.visa())
     assert isinstance(verdict, Rejection) and verdict.reason is Reason.JKU_NOT_ALLOWED
     # A visa issuer whose iss is not a URL (non-locatable), trusted by pre-shared key.
-    urn = Signer(vec["non_locatable_visa_issuer_example"], TestKey.generate("ES256", "kid123456"),
-                 "https://dac.gov.world/jwks.json")
+    urn = Signer(
+        vec["non_locatable_visa_issuer_example"],
+        TestKey.generate("ES256", "kid123456"),
+        "https://dac.gov.world/jwks.json",
+    )
     assert make_verifier(trust_config([urn])).verify_visa(urn.visa()).iss == urn.iss  # type: ignore[union-attr]

@@ -27,8 +27,7 @@ from tests.support.parts import free_port
 
 UPSTREAM_KEY = "upstream-secret-key-0123456789"
 TOKENS = {
-    "tok-ds1": Grant("alice@example.org", frozenset({"ds1", "off1", "web1", "weboff", "webredirect",
-                                                     "webbroken"})),
+    "tok-ds1": Grant("alice@example.org", frozenset({"ds1", "off1", "web1", "weboff", "webredirect", "webbroken"})),
     "tok-ds2": Grant("bob@example.org", frozenset({"ds2"})),
     "tok-none": Grant("carol@example.org", frozenset()),
 }
@@ -100,8 +99,12 @@ class Stack:
 def stack_settings(root: Path, upstream_port: int, **overrides: object) -> GatewaySettings:
     stores = {
         "local": DataStoreSettings(kind="directory", path=str(root), offload_location="/_gateway/local/"),
-        "archive": DataStoreSettings(kind="http", base_url=f"http://127.0.0.1:{upstream_port}/",
-                                     headers={"X-Api-Key": UPSTREAM_KEY}, offload_location="/_gateway/archive/"),
+        "archive": DataStoreSettings(
+            kind="http",
+            base_url=f"http://127.0.0.1:{upstream_port}/",
+            headers={"X-Api-Key": UPSTREAM_KEY},
+            offload_location="/_gateway/archive/",
+        ),
     }
     datasets = {
         "ds1": DatasetSettings(store="local", prefix="ds1"),
@@ -112,8 +115,12 @@ def stack_settings(root: Path, upstream_port: int, **overrides: object) -> Gatew
         "webredirect": DatasetSettings(store="archive", prefix="redirect"),
         "webbroken": DatasetSettings(store="archive", prefix="broken"),
     }
-    values: dict[str, object] = {"stores": stores, "datasets": datasets, "decision_prefix": "/files/",
-                                 "cors_origins": ["https://viewer.example"]}
+    values: dict[str, object] = {
+        "stores": stores,
+        "datasets": datasets,
+        "decision_prefix": "/files/",
+        "cors_origins": ["https://viewer.example"],
+    }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]
 
@@ -127,16 +134,23 @@ def stack(files: Files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     app = build_app(settings, authorizer, tmp_path_factory.mktemp("gwdata"), audit=audit.append)
     gateway = ServerThread(app)
     nginx_dir = tmp_path_factory.mktemp("nginx")
-    front = render(EXAMPLES / "gateway-server.conf", {
-        "LISTEN": f"127.0.0.1:{front_port}", "GATEWAY_ADDR": f"127.0.0.1:{gateway.port}",
-        "LOCAL_STORE_ROOT": f"{files.root}/", "ARCHIVE_URL": f"http://127.0.0.1:{upstream_port}/",
-        "ARCHIVE_API_KEY": UPSTREAM_KEY, "FILES_ROOT": f"{files.root}/",
-    })
+    front = render(
+        EXAMPLES / "gateway-server.conf",
+        {
+            "LISTEN": f"127.0.0.1:{front_port}",
+            "GATEWAY_ADDR": f"127.0.0.1:{gateway.port}",
+            "LOCAL_STORE_ROOT": f"{files.root}/",
+            "ARCHIVE_URL": f"http://127.0.0.1:{upstream_port}/",
+            "ARCHIVE_API_KEY": UPSTREAM_KEY,
+            "FILES_ROOT": f"{files.root}/",
+        },
+    )
     upstream = (
         "log_format upstream_rec '$request_method $request_uri|auth=$http_authorization|cookie=$http_cookie"
         "|key=$http_x_api_key|range=$http_range';\n"
         + upstream_server_conf(upstream_port, files.root).replace(
-            "root ", f"access_log {nginx_dir}/upstream.log upstream_rec;\n    root ", 1)
+            "root ", f"access_log {nginx_dir}/upstream.log upstream_rec;\n    root ", 1
+        )
     )
     nginx = Nginx(nginx_dir, {"front": front, "upstream": upstream}).start()
     with gateway:

@@ -21,8 +21,10 @@ def create() -> Flask:
     config = json.loads(Path(os.environ["GATEWAY_TEST_CONFIG"]).read_text())
     settings = GatewaySettings(
         stores={"local": DataStoreSettings(kind="directory", path=config["root"], offload_location="/_gateway/local/")},
-        datasets={"ds1": DatasetSettings(store="local", prefix="ds1"),
-                  "off1": DatasetSettings(store="local", prefix="ds1", mode="offload")},
+        datasets={
+            "ds1": DatasetSettings(store="local", prefix="ds1"),
+            "off1": DatasetSettings(store="local", prefix="ds1", mode="offload"),
+        },
     )
     authorizer = TableAuthorizer({"tok-ds1": Grant("alice@example.org", frozenset({"ds1", "off1"}))})
     app = Flask("gateway-gunicorn-test")

@@ -49,8 +49,9 @@ class TableAuthorizer:
     clock: Callable[[], float] = time.time
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def authorize(self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *,
-                  passports: Sequence[str] = ()) -> AccessDecision:
+    def authorize(
+        self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *, passports: Sequence[str] = ()
+    ) -> AccessDecision:
         with self.lock:
             self.calls.append((bearer, dataset, object_path, tuple(passports)))
         if bearer == "explode":
@@ -65,16 +66,31 @@ class TableAuthorizer:
             if grant.expires_at <= self.clock():
                 return AccessDecision.denied(401, INVALID_TOKEN, "The token has expired.")
             if dataset in grant.datasets:
-                return AccessDecision.allowed(grant.subject, "visa_matched", expires_at=grant.expires_at,
-                                              visas_used=(f"jti-{dataset}",), basis={"rule": f"{dataset}-read"})
-        return AccessDecision.denied(403, "no_matching_visa", "No visa grants access to this dataset.",
-                                     subject=self.tokens[presented[0]].subject,
-                                     required={"dataset": dataset, "any_of": [{"type": "ControlledAccessGrants",
-                                                                               "value": f"https://dac/{dataset}"}]})
+                return AccessDecision.allowed(
+                    grant.subject,
+                    "visa_matched",
+                    expires_at=grant.expires_at,
+                    visas_used=(f"jti-{dataset}",),
+                    basis={"rule": f"{dataset}-read"},
+                )
+        return AccessDecision.denied(
+            403,
+            "no_matching_visa",
+            "No visa grants access to this dataset.",
+            subject=self.tokens[presented[0]].subject,
+            required={
+                "dataset": dataset,
+                "any_of": [{"type": "ControlledAccessGrants", "value": f"https://dac/{dataset}"}],
+            },
+        )
 
 
-def build_app(settings: GatewaySettings, authorizer: Any, data_dir: Path | None = None,
-              audit: Callable[[AuditEvent], None] | None = None) -> Flask:
+def build_app(
+    settings: GatewaySettings,
+    authorizer: Any,
+    data_dir: Path | None = None,
+    audit: Callable[[AuditEvent], None] | None = None,
+) -> Flask:
     app = Flask("gateway-test")
     init_app(app, authorizer, settings, data_dir=data_dir, audit=audit)
     return app
@@ -138,15 +154,21 @@ class Nginx:
         conf_dir.mkdir(exist_ok=True)
         for name, text in self.servers.items():
             (conf_dir / f"{name}.conf").write_text(text)
-        main = render(EXAMPLES / "nginx.conf", {
-            "PREFIX": str(self.directory), "SERVER_CONF": str(conf_dir / "*.conf"),
-            "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
-        })
+        main = render(
+            EXAMPLES / "nginx.conf",
+            {
+                "PREFIX": str(self.directory),
+                "SERVER_CONF": str(conf_dir / "*.conf"),
+                "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
+            },
+        )
         conf = self.directory / "nginx.conf"
         conf.write_text(main)
-        self.process = subprocess.Popen([binary, "-p", str(self.directory), "-c", str(conf), "-e",
-                                         str(self.directory / "error.log")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [binary, "-p", str(self.directory), "-c", str(conf), "-e", str(self.directory / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         return self
 
     def wait(self, *ports: int) -> None:
@@ -257,7 +279,7 @@ def parse_responses(data: bytes, head_only: bool = False) -> tuple[list[RawRespo
                 if len(rest) < size + 2:
                     rest = b""
                     break
-                rest = rest[size + 2:]
+                rest = rest[size + 2 :]
             resp.body, resp.complete = bytes(body), complete
         elif length is not None:
             n = int(length)

@@ -45,14 +45,22 @@ def test_get_object_with_bearer_gives_size_checksum_and_access_method(stack: Sta
 def test_post_object_with_passports_in_the_body(stack: Stack) -> None:
     object_id = oid("ds1", "small.bin")
     stack.authorizer.calls.clear()
-    r = requests.post(stack.url + f"{DRS}/objects/{object_id}", json={"passports": ["tok-none", "tok-ds1"]},
-                      timeout=10)
+    r = requests.post(stack.url + f"{DRS}/objects/{object_id}", json={"passports": ["tok-none", "tok-ds1"]}, timeout=10)
     assert r.status_code == 200 and r.json()["size"] == len(stack.files.small)
     assert stack.authorizer.calls[-1] == (None, "ds1", "small.bin", ("tok-none", "tok-ds1"))
 
 
-@pytest.mark.parametrize("body", [{"passports": "tok-ds1"}, {"passports": [1]}, {"passports": [""]},
-                                  {"passports": ["x"] * 11}, [], {"passports": [], "expand": "yes"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"passports": "tok-ds1"},
+        {"passports": [1]},
+        {"passports": [""]},
+        {"passports": ["x"] * 11},
+        [],
+        {"passports": [], "expand": "yes"},
+    ],
+)
 def test_post_object_with_a_bad_body_is_400(stack: Stack, body: object) -> None:
     r = requests.post(stack.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}", json=body, timeout=5)
     assert r.status_code == 400 and r.json()["status_code"] == 400 and r.json()["msg"]
@@ -61,8 +69,11 @@ def test_post_object_with_a_bad_body_is_400(stack: Stack, body: object) -> None:
 def test_checksum_is_computed_once_per_file_version(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "ds1").mkdir()
     (tmp_path / "ds1" / "f.bin").write_bytes(b"version one")
-    settings = replace(stack.settings, stores={"local": replace(stack.settings.stores["local"], path=str(tmp_path))},
-                       datasets={"ds1": stack.settings.datasets["ds1"]})
+    settings = replace(
+        stack.settings,
+        stores={"local": replace(stack.settings.stores["local"], path=str(tmp_path))},
+        datasets={"ds1": stack.settings.datasets["ds1"]},
+    )
     app = build_app(settings, stack.authorizer, tmp_path / "gw")
     gateway = app.extensions["gateway"]
     url = f"{DRS}/objects/{oid('ds1', 'f.bin')}"
@@ -93,15 +104,28 @@ def test_px17_drs_refusals_come_before_existence(stack: Stack) -> None:
         assert requests.get(url, timeout=5).status_code == 401
         assert requests.get(url, headers={"Authorization": "Bearer tok-none"}, timeout=5).status_code == 403
     missing = requests.get(stack.url + f"{DRS}/objects/{oid('ds1', 'missing.bin')}", headers=AUTH, timeout=5)
-    assert missing.status_code == 404 and missing.json() == {"msg": "No such object.", "status_code": 404,
-                                                             "error": "not_found"}
+    assert missing.status_code == 404 and missing.json() == {
+        "msg": "No such object.",
+        "status_code": 404,
+        "error": "not_found",
+    }
     r = requests.get(stack.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}", timeout=5)
     assert r.headers["WWW-Authenticate"].startswith("Bearer realm=")
 
 
-@pytest.mark.parametrize("object_id", ["not base64!", "AA", oid("ds1", "../ds2/secret.bin"), oid("ds1", "a//b"),
-                                       oid("ds1", ""), encode_object_id(ObjectRef("ds 1", "x")), "ZHMxL3NtYWxsLmJpbh",
-                                       "ZHMxL3NtYWxsLmJpbg" + "=" * 2])
+@pytest.mark.parametrize(
+    "object_id",
+    [
+        "not base64!",
+        "AA",
+        oid("ds1", "../ds2/secret.bin"),
+        oid("ds1", "a//b"),
+        oid("ds1", ""),
+        encode_object_id(ObjectRef("ds 1", "x")),
+        "ZHMxL3NtYWxsLmJpbh",
+        "ZHMxL3NtYWxsLmJpbg" + "=" * 2,
+    ],
+)
 def test_invalid_object_ids_are_400(stack: Stack, object_id: str) -> None:
     r = requests.get(stack.url + f"{DRS}/objects/{object_id}", headers=AUTH, timeout=5)
     assert r.status_code in (400, 404) and stack.files.secret[:16] not in r.content
@@ -123,8 +147,7 @@ def test_options_lists_authorizations_without_looking_up_the_object(stack: Stack
 
 
 def access_url(stack: Stack, dataset: str, path: str, **kwargs: object) -> str:
-    r = requests.get(stack.url + f"{DRS}/objects/{oid(dataset, path)}/access/https", headers=AUTH, timeout=5,
-                     **kwargs)  # type: ignore[arg-type]
+    r = requests.get(stack.url + f"{DRS}/objects/{oid(dataset, path)}/access/https", headers=AUTH, timeout=5, **kwargs)  # type: ignore[arg-type]
     assert r.status_code == 200, r.text
     return r.json()["url"]
 
@@ -143,8 +166,7 @@ def test_px18_signed_url_downloads_without_a_token_and_supports_ranges(stack: St
 def test_px18_signed_url_is_bound_to_its_object(stack: Stack) -> None:
     url = access_url(stack, "ds1", "small.bin")
     parts = urlsplit(url)
-    for other in ("/data/ds1/dir/nested.bin", "/data/ds2/secret.bin", "/data/ds1/small.bin/x",
-                  "/data/off1/small.bin"):
+    for other in ("/data/ds1/dir/nested.bin", "/data/ds2/secret.bin", "/data/ds1/small.bin/x", "/data/off1/small.bin"):
         r = requests.get(f"{stack.url}{other}?{parts.query}", timeout=5)
         assert r.status_code in (403, 404) and r.json()["error"] in ("bad_signature", "not_found")
     tampered = parts.query.replace("expires=", "expires=1")
@@ -160,8 +182,7 @@ def test_px18_signed_url_expires_and_lifetime_is_capped(stack: Stack, tmp_path: 
     app = build_app(stack.settings, authorizer, tmp_path)
     app.extensions["gateway"].clock = lambda: now[0]
     with ServerThread(app) as server:
-        r = requests.get(server.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}/access/https", headers=AUTH,
-                         timeout=5)
+        r = requests.get(server.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}/access/https", headers=AUTH, timeout=5)
         url = r.json()["url"]
         expires = int(urlsplit(url).query.split("expires=")[1].split("&")[0])
         assert expires - now[0] == stack.settings.signed_url_lifetime_seconds <= 300
@@ -178,8 +199,9 @@ def test_signed_url_never_outlives_the_grant(stack: Stack, tmp_path: Path) -> No
     app = build_app(stack.settings, authorizer, tmp_path)
     app.extensions["gateway"].clock = lambda: now
     with ServerThread(app) as server:
-        url = requests.get(server.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}/access/https", headers=AUTH,
-                           timeout=5).json()["url"]
+        url = requests.get(
+            server.url + f"{DRS}/objects/{oid('ds1', 'small.bin')}/access/https", headers=AUTH, timeout=5
+        ).json()["url"]
     assert f"expires={int(now) + 30}&" in url
 
 

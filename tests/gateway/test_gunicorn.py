@@ -45,16 +45,38 @@ def deployment(files: Files, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config.write_text(json.dumps({"root": str(files.root), "data_dir": str(work / "data"), "canary": str(canary)}))
     port, front_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
-         "--access-logfile", "-", "--log-level", "warning", "tests.gateway.gunicorn_app:create()"],
-        cwd=ROOT, env={"GATEWAY_TEST_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--worker-class",
+            "sync",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            "--log-level",
+            "warning",
+            "tests.gateway.gunicorn_app:create()",
+        ],
+        cwd=ROOT,
+        env={"GATEWAY_TEST_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    front = render(EXAMPLES / "gateway-server.conf", {
-        "LISTEN": f"127.0.0.1:{front_port}", "GATEWAY_ADDR": f"127.0.0.1:{port}",
-        "LOCAL_STORE_ROOT": f"{files.root}/", "ARCHIVE_URL": "http://127.0.0.1:9/", "ARCHIVE_API_KEY": "unused",
-        "FILES_ROOT": f"{files.root}/",
-    })
+    front = render(
+        EXAMPLES / "gateway-server.conf",
+        {
+            "LISTEN": f"127.0.0.1:{front_port}",
+            "GATEWAY_ADDR": f"127.0.0.1:{port}",
+            "LOCAL_STORE_ROOT": f"{files.root}/",
+            "ARCHIVE_URL": "http://127.0.0.1:9/",
+            "ARCHIVE_API_KEY": "unused",
+            "FILES_ROOT": f"{files.root}/",
+        },
+    )
     nginx = Nginx(work / "nginx", {"front": front}).start()
     try:
         wait_port(port, 20, process)
@@ -111,25 +133,25 @@ def test_px13_worker_memory_is_flat_from_small_to_256_mib_files(deployment: Depl
 CANARY = b"GET /admin/canary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 SMUGGLING = {
     "cl_and_te": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "te_xchunked": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
     "te_chunked_identity": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n"
-                           b"\r\n0\r\n\r\n",
+    b"\r\n0\r\n\r\n",
     "te_leading_space_name": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\n Transfer-Encoding: chunked\r\n\r\n"
-                             b"0\r\n\r\n",
+    b"0\r\n\r\n",
     "te_tab": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\nContent-Length: 3\r\n"
-              b"\r\n0\r\n\r\n",
+    b"\r\n0\r\n\r\n",
     "te_duplicate": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                    b"Transfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: identity\r\n\r\n0\r\n\r\n",
     "two_content_lengths": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
-                           b"Content-Length: 39\r\n\r\n",
+    b"Content-Length: 39\r\n\r\n",
     "content_length_plus": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: +39\r\n\r\n",
     "space_before_colon": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nContent-Length : 39\r\n\r\n",
     "bare_lf": b"GET /data/ds1/small.bin HTTP/1.1\nHost: x\nContent-Length: 0\n\n",
     "chunk_size_overflow": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"ffffffffffffffffffff1\r\n",
+    b"ffffffffffffffffffff1\r\n",
     "chunk_extension": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"0;ext=\"x\r\n\r\n",
+    b'0;ext="x\r\n\r\n',
     "get_with_body": b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 39\r\n\r\n",
 }
 

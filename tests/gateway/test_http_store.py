@@ -29,13 +29,16 @@ from tests.gateway.support import (
 
 def through(stack: Stack, tmp_path: Path, upstream: RecordingUpstream, **store: object) -> ServerThread:
     """A gateway whose dataset `rec` lives on the recording upstream under /ds1/."""
-    cfg = DataStoreSettings(kind="http", base_url=upstream.url, headers={"X-Api-Key": UPSTREAM_KEY},
-                            **store)  # type: ignore[arg-type]
-    settings = replace(stack.settings, stores={**stack.settings.stores, "rec": cfg},
-                       datasets={**stack.settings.datasets, "rec": DatasetSettings(store="rec", prefix="ds1")})
+    cfg = DataStoreSettings(kind="http", base_url=upstream.url, headers={"X-Api-Key": UPSTREAM_KEY}, **store)  # type: ignore[arg-type]
+    settings = replace(
+        stack.settings,
+        stores={**stack.settings.stores, "rec": cfg},
+        datasets={**stack.settings.datasets, "rec": DatasetSettings(store="rec", prefix="ds1")},
+    )
     authorizer = replace(stack.authorizer, tokens={**stack.authorizer.tokens})
-    authorizer.tokens["tok-ds1"] = replace(authorizer.tokens["tok-ds1"],
-                                           datasets=authorizer.tokens["tok-ds1"].datasets | {"rec"})
+    authorizer.tokens["tok-ds1"] = replace(
+        authorizer.tokens["tok-ds1"], datasets=authorizer.tokens["tok-ds1"].datasets | {"rec"}
+    )
     return ServerThread(build_app(settings, authorizer, tmp_path))
 
 
@@ -64,11 +67,13 @@ def test_http_store_relays_multipart_ranges_and_416(stack: Stack) -> None:
 
 def test_http_store_if_range_and_304_pass_through(stack: Stack) -> None:
     etag = requests.head(stack.url + "/data/web1/small.bin", headers=AUTH, timeout=10).headers["ETag"]
-    r = requests.get(stack.url + "/data/web1/small.bin", headers={**AUTH, "Range": "bytes=0-3", "If-Range": etag},
-                     timeout=10)
+    r = requests.get(
+        stack.url + "/data/web1/small.bin", headers={**AUTH, "Range": "bytes=0-3", "If-Range": etag}, timeout=10
+    )
     assert r.status_code == 206 and r.content == stack.files.small[:4]
-    r = requests.get(stack.url + "/data/web1/small.bin", headers={**AUTH, "Range": "bytes=0-3", "If-Range": '"x"'},
-                     timeout=10)
+    r = requests.get(
+        stack.url + "/data/web1/small.bin", headers={**AUTH, "Range": "bytes=0-3", "If-Range": '"x"'}, timeout=10
+    )
     assert r.status_code == 200 and r.content == stack.files.small
     r = requests.get(stack.url + "/data/web1/small.bin", headers={**AUTH, "If-None-Match": etag}, timeout=10)
     assert r.status_code == 304
@@ -77,16 +82,27 @@ def test_http_store_if_range_and_304_pass_through(stack: Stack) -> None:
 def test_http_store_missing_object_is_404_only_after_authorisation(stack: Stack) -> None:
     before = len(stack.upstream_log())
     assert requests.get(stack.url + "/data/web1/nope.bin", timeout=10).status_code == 401
-    assert requests.get(stack.url + "/data/web1/nope.bin", headers={"Authorization": "Bearer tok-none"},
-                        timeout=10).status_code == 403
+    assert (
+        requests.get(
+            stack.url + "/data/web1/nope.bin", headers={"Authorization": "Bearer tok-none"}, timeout=10
+        ).status_code
+        == 403
+    )
     assert len(stack.upstream_log()) == before  # the upstream was never asked
     assert requests.get(stack.url + "/data/web1/nope.bin", headers=AUTH, timeout=10).status_code == 404
 
 
 def test_px03_real_upstream_gets_our_credential_never_the_clients(stack: Stack) -> None:
-    requests.get(stack.url + "/data/web1/dir/nested.bin", timeout=10, headers={
-        "Authorization": "Bearer tok-ds1", "Cookie": "session=client-cookie", "X-Api-Key": "client-chosen",
-        "Range": "bytes=0-1"})
+    requests.get(
+        stack.url + "/data/web1/dir/nested.bin",
+        timeout=10,
+        headers={
+            "Authorization": "Bearer tok-ds1",
+            "Cookie": "session=client-cookie",
+            "X-Api-Key": "client-chosen",
+            "Range": "bytes=0-1",
+        },
+    )
     line = [entry for entry in stack.upstream_log() if "/ds1/dir/nested.bin" in entry][-1]
     assert f"|key={UPSTREAM_KEY}|" in line
     assert "|auth=-|" in line and "|cookie=-|" in line and "tok-ds1" not in line and "client" not in line
@@ -106,22 +122,40 @@ def test_px04_real_upstream_redirect_is_502_and_not_followed(stack: Stack) -> No
 
 def test_px03_px06_upstream_receives_exactly_the_allow_list(stack: Stack, tmp_path: Path) -> None:
     def serve(rec: Recorded, sock: socket.socket) -> None:
-        respond(sock, "206 Partial Content", [("Content-Length", "2"), ("Content-Range", "bytes 0-1/10"),
-                                              ("Connection", "close")], b"ab")
+        respond(
+            sock,
+            "206 Partial Content",
+            [("Content-Length", "2"), ("Content-Range", "bytes 0-1/10"), ("Connection", "close")],
+            b"ab",
+        )
 
     with RecordingUpstream(serve) as upstream, through(stack, tmp_path, upstream) as gw:
-        resp = raw_get(gw.port, "/data/rec/a.bin", {
-            "Authorization": "Bearer tok-ds1", "Cookie": "sid=client", "Proxy-Authorization": "Basic eDp5",
-            "X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": "evil.test", "Forwarded": "for=1.2.3.4",
-            "X-Api-Key": "client-chosen", "TE": "trailers", "Upgrade": "websocket", "X-Custom": "1",
-            "Connection": "close, X-Api-Key, Range, X-Custom", "Keep-Alive": "timeout=5",
-            "Range": "bytes=0-1", "If-Range": '"v1"', "If-None-Match": '"v0"', "Accept-Encoding": "gzip",
-        })
+        resp = raw_get(
+            gw.port,
+            "/data/rec/a.bin",
+            {
+                "Authorization": "Bearer tok-ds1",
+                "Cookie": "sid=client",
+                "Proxy-Authorization": "Basic eDp5",
+                "X-Forwarded-For": "127.0.0.1",
+                "X-Forwarded-Host": "evil.test",
+                "Forwarded": "for=1.2.3.4",
+                "X-Api-Key": "client-chosen",
+                "TE": "trailers",
+                "Upgrade": "websocket",
+                "X-Custom": "1",
+                "Connection": "close, X-Api-Key, Range, X-Custom",
+                "Keep-Alive": "timeout=5",
+                "Range": "bytes=0-1",
+                "If-Range": '"v1"',
+                "If-None-Match": '"v0"',
+                "Accept-Encoding": "gzip",
+            },
+        )
     assert resp.status == 206 and resp.body == b"ab"
     [rec] = upstream.requests
     assert rec.target == "/ds1/a.bin"
-    assert rec.names() == {"host", "user-agent", "accept-encoding", "x-api-key", "range", "if-range",
-                           "if-none-match"}
+    assert rec.names() == {"host", "user-agent", "accept-encoding", "x-api-key", "range", "if-range", "if-none-match"}
     got = {k.lower(): v for k, v in rec.headers}
     assert got["x-api-key"] == UPSTREAM_KEY and got["accept-encoding"] == "identity"
     assert got["range"] == "bytes=0-1" and got["if-range"] == '"v1"'
@@ -129,29 +163,53 @@ def test_px03_px06_upstream_receives_exactly_the_allow_list(stack: Stack, tmp_pa
 
 def test_px06_hop_by_hop_and_unsafe_upstream_response_headers_are_dropped(stack: Stack, tmp_path: Path) -> None:
     def serve(rec: Recorded, sock: socket.socket) -> None:
-        respond(sock, "200 OK", [
-            ("Content-Length", "5"), ("Connection", "close, X-Foo, Last-Modified"), ("X-Foo", "bar"),
-            ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"), ("Trailer", "X-T"), ("Proxy-Authenticate", "Basic"),
-            ("Set-Cookie", "sid=upstream"), ("X-Accel-Redirect", "/_gateway/local/ds2/secret.bin"),
-            ("Location", "http://evil.test/"), ("Cache-Control", "public, max-age=3600"),
-            ("Content-Type", "text/html"), ("ETag", '"up-1"'), ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
-            ("Content-Encoding", "identity"),
-        ], b"hello")
+        respond(
+            sock,
+            "200 OK",
+            [
+                ("Content-Length", "5"),
+                ("Connection", "close, X-Foo, Last-Modified"),
+                ("X-Foo", "bar"),
+                ("Keep-Alive", "timeout=5"),
+                ("Upgrade", "h2c"),
+                ("Trailer", "X-T"),
+                ("Proxy-Authenticate", "Basic"),
+                ("Set-Cookie", "sid=upstream"),
+                ("X-Accel-Redirect", "/_gateway/local/ds2/secret.bin"),
+                ("Location", "http://evil.test/"),
+                ("Cache-Control", "public, max-age=3600"),
+                ("Content-Type", "text/html"),
+                ("ETag", '"up-1"'),
+                ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("Content-Encoding", "identity"),
+            ],
+            b"hello",
+        )
 
     with RecordingUpstream(serve) as upstream, through(stack, tmp_path, upstream) as gw:
         resp = raw_get(gw.port, "/data/rec/a.bin", AUTH)
     names = {k.lower() for k, _ in resp.headers}
     assert resp.status == 200 and resp.body == b"hello"
-    for dropped in ("x-foo", "keep-alive", "upgrade", "trailer", "proxy-authenticate", "set-cookie",
-                    "x-accel-redirect", "location", "last-modified"):
+    for dropped in (
+        "x-foo",
+        "keep-alive",
+        "upgrade",
+        "trailer",
+        "proxy-authenticate",
+        "set-cookie",
+        "x-accel-redirect",
+        "location",
+        "last-modified",
+    ):
         assert dropped not in names, dropped
     assert resp.header("ETag") == '"up-1"'
     assert resp.header("Content-Type") == "application/octet-stream"
     assert resp.header("Cache-Control") == "private, no-store"
 
 
-@pytest.mark.parametrize("bad", [("ETag", '"a\x00b"'), ("ETag", '"caf\xe9"'), ("Content-Range", "bytes 0-1/x"),
-                                 ("Content-Length", "-5")])
+@pytest.mark.parametrize(
+    "bad", [("ETag", '"a\x00b"'), ("ETag", '"caf\xe9"'), ("Content-Range", "bytes 0-1/x"), ("Content-Length", "-5")]
+)
 def test_px08_bad_upstream_header_is_502_never_relayed(stack: Stack, tmp_path: Path, bad: tuple[str, str]) -> None:
     def serve(rec: Recorded, sock: socket.socket) -> None:
         headers = [bad, ("Connection", "close")]
@@ -167,9 +225,13 @@ def test_px08_bad_upstream_header_is_502_never_relayed(stack: Stack, tmp_path: P
 
 def test_px04_redirect_to_attacker_is_never_followed(stack: Stack, tmp_path: Path) -> None:
     with RecordingUpstream(lambda rec, sock: respond(sock, "200 OK", [("Content-Length", "0")])) as attacker:
+
         def serve(rec: Recorded, sock: socket.socket) -> None:
-            respond(sock, "302 Found", [("Location", attacker.url + "steal"), ("Content-Length", "0"),
-                                        ("Connection", "close")])
+            respond(
+                sock,
+                "302 Found",
+                [("Location", attacker.url + "steal"), ("Content-Length", "0"), ("Connection", "close")],
+            )
 
         with RecordingUpstream(serve) as upstream, through(stack, tmp_path, upstream) as gw:
             for status in ("302", "307", "308", "301"):
@@ -192,8 +254,12 @@ def test_px13_content_encoding_is_passed_through_undecoded(stack: Stack, tmp_pat
     bomb = gzip.compress(b"\0" * 5_000_000)
 
     def serve(rec: Recorded, sock: socket.socket) -> None:
-        respond(sock, "200 OK", [("Content-Length", str(len(bomb))), ("Content-Encoding", "gzip"),
-                                 ("Connection", "close")], bomb)
+        respond(
+            sock,
+            "200 OK",
+            [("Content-Length", str(len(bomb))), ("Content-Encoding", "gzip"), ("Connection", "close")],
+            bomb,
+        )
 
     with RecordingUpstream(serve) as upstream, through(stack, tmp_path, upstream) as gw:
         resp = raw_get(gw.port, "/data/rec/a.bin", AUTH)
@@ -316,6 +382,8 @@ def test_px13_streaming_256_mib_through_the_http_store_keeps_memory_flat(stack: 
 
 
 def test_raw_exchange_helper_sees_one_response(stack: Stack) -> None:
-    responses, rest = raw_exchange(stack.gateway.port, b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\n"
-                                                        b"Authorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n")
+    responses, rest = raw_exchange(
+        stack.gateway.port,
+        b"GET /data/ds1/small.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n",
+    )
     assert len(responses) == 1 and responses[0].complete and rest == b""

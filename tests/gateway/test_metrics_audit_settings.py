@@ -95,7 +95,10 @@ def test_audit_hook_sees_decisions_with_visas_and_transfers_with_bytes(stack: St
     decisions = [e for e in stack.audit if e.kind == "decision"]
     transfers = [e for e in stack.audit if e.kind == "transfer"]
     assert (decisions[0].subject, decisions[0].outcome, decisions[0].visas_used) == (
-        "alice@example.org", "allow", ("jti-ds1",))
+        "alice@example.org",
+        "allow",
+        ("jti-ds1",),
+    )
     assert decisions[0].basis == {"rule": "ds1-read"}
     assert (decisions[1].outcome, decisions[1].reason, decisions[1].dataset) == ("deny", "no_matching_visa", "ds2")
     assert len(transfers) == 1 and transfers[0].bytes_sent == len(stack.files.nested)
@@ -107,11 +110,22 @@ def test_px20_forwarded_headers_do_not_steer_generated_urls(stack: Stack, tmp_pa
     app = build_app(settings, stack.authorizer, tmp_path)
     object_id = encode_object_id(ObjectRef("ds1", "small.bin"))
     with ServerThread(app) as server:
-        r = requests.get(server.url + f"/ga4gh/drs/v1/objects/{object_id}/access/https", timeout=5, headers={
-            **AUTH, "Host": "evil.test", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "http",
-            "Forwarded": "host=evil.test"})
-        obj = requests.get(server.url + f"/ga4gh/drs/v1/objects/{object_id}", timeout=5,
-                           headers={**AUTH, "X-Forwarded-Host": "evil.test"})
+        r = requests.get(
+            server.url + f"/ga4gh/drs/v1/objects/{object_id}/access/https",
+            timeout=5,
+            headers={
+                **AUTH,
+                "Host": "evil.test",
+                "X-Forwarded-Host": "evil.test",
+                "X-Forwarded-Proto": "http",
+                "Forwarded": "host=evil.test",
+            },
+        )
+        obj = requests.get(
+            server.url + f"/ga4gh/drs/v1/objects/{object_id}",
+            timeout=5,
+            headers={**AUTH, "X-Forwarded-Host": "evil.test"},
+        )
     assert r.json()["url"].startswith("https://data.example.org/data/ds1/small.bin?expires=")
     assert obj.json()["self_uri"] == f"drs://data.example.org/{object_id}"
 
@@ -120,41 +134,66 @@ def test_px20_forwarded_headers_do_not_steer_generated_urls(stack: Stack, tmp_pa
 
 
 def test_settings_parse_from_yaml_shaped_data() -> None:
-    s = parse_gateway_settings({
-        "mode": "offload",
-        "stores": {"local": {"kind": "directory", "path": "/srv", "offload_location": "/_gw/local/"},
-                   "up": {"kind": "http", "base_url": "https://store.example/o/", "headers": {"X-Api-Key": "k"}}},
-        "datasets": {"ds1": {"store": "local", "prefix": "cohort1"}, "ds2": {"store": "up", "mode": "stream"}},
-        "max_ranges": 4,
-    })
+    s = parse_gateway_settings(
+        {
+            "mode": "offload",
+            "stores": {
+                "local": {"kind": "directory", "path": "/srv", "offload_location": "/_gw/local/"},
+                "up": {"kind": "http", "base_url": "https://store.example/o/", "headers": {"X-Api-Key": "k"}},
+            },
+            "datasets": {"ds1": {"store": "local", "prefix": "cohort1"}, "ds2": {"store": "up", "mode": "stream"}},
+            "max_ranges": 4,
+        }
+    )
     assert isinstance(s, GatewaySettings) and s.datasets["ds1"].prefix == "cohort1"
     assert s.stores["up"].headers == {"X-Api-Key": "k"} and s.max_ranges == 4
 
 
-@pytest.mark.parametrize("raw,key", [
-    ({"max_ranges": 0}, "gateway.max_ranges"),
-    ({"signed_url_lifetime_seconds": 301}, "gateway.signed_url_lifetime_seconds"),
-    ({"url_signing_key": "short"}, "gateway.url_signing_key"),
-    ({"mode": "mirror"}, "gateway.mode"),
-    ({"stores": {"s": {"kind": "ftp"}}}, "gateway.stores.s.kind"),
-    ({"stores": {"s": {"kind": "directory"}}}, "gateway.stores.s.path"),
-    ({"stores": {"s": {"kind": "http", "base_url": "file:///etc"}}}, "gateway.stores.s.base_url"),
-    ({"stores": {"s": {"kind": "http", "base_url": "http://x/?q=1"}}}, "gateway.stores.s.base_url"),
-    ({"stores": {"s": {"kind": "http", "base_url": "http://x/", "headers": {"Host": "y"}}}},
-     "gateway.stores.s.headers.Host"),
-    ({"stores": {"s": {"kind": "http", "base_url": "http://x/", "headers": {"X-K": "a\r\nb"}}}},
-     "gateway.stores.s.headers.X-K"),
-    ({"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d": {"store": "t"}}},
-     "gateway.datasets.d.store"),
-    ({"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d": {"store": "s", "prefix": "../up"}}},
-     "gateway.datasets.d.prefix"),
-    ({"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d d": {"store": "s"}}},
-     "gateway.datasets.d d"),
-    ({"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d": {"store": "s", "mode": "offload"}}},
-     "gateway.datasets.d.mode"),
-    ({"cors_origins": ["*"]}, "gateway.cors_origins[0]"),
-    ({"unknown": 1}, "gateway.unknown"),
-])
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({"max_ranges": 0}, "gateway.max_ranges"),
+        ({"signed_url_lifetime_seconds": 301}, "gateway.signed_url_lifetime_seconds"),
+        ({"url_signing_key": "short"}, "gateway.url_signing_key"),
+        ({"mode": "mirror"}, "gateway.mode"),
+        ({"stores": {"s": {"kind": "ftp"}}}, "gateway.stores.s.kind"),
+        ({"stores": {"s": {"kind": "directory"}}}, "gateway.stores.s.path"),
+        ({"stores": {"s": {"kind": "http", "base_url": "file:///etc"}}}, "gateway.stores.s.base_url"),
+        ({"stores": {"s": {"kind": "http", "base_url": "http://x/?q=1"}}}, "gateway.stores.s.base_url"),
+        (
+            {"stores": {"s": {"kind": "http", "base_url": "http://x/", "headers": {"Host": "y"}}}},
+            "gateway.stores.s.headers.Host",
+        ),
+        (
+            {"stores": {"s": {"kind": "http", "base_url": "http://x/", "headers": {"X-K": "a\r\nb"}}}},
+            "gateway.stores.s.headers.X-K",
+        ),
+        (
+            {"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d": {"store": "t"}}},
+            "gateway.datasets.d.store",
+        ),
+        (
+            {
+                "stores": {"s": {"kind": "directory", "path": "/x"}},
+                "datasets": {"d": {"store": "s", "prefix": "../up"}},
+            },
+            "gateway.datasets.d.prefix",
+        ),
+        (
+            {"stores": {"s": {"kind": "directory", "path": "/x"}}, "datasets": {"d d": {"store": "s"}}},
+            "gateway.datasets.d d",
+        ),
+        (
+            {
+                "stores": {"s": {"kind": "directory", "path": "/x"}},
+                "datasets": {"d": {"store": "s", "mode": "offload"}},
+            },
+            "gateway.datasets.d.mode",
+        ),
+        ({"cors_origins": ["*"]}, "gateway.cors_origins[0]"),
+        ({"unknown": 1}, "gateway.unknown"),
+    ],
+)
 def test_settings_mistakes_name_the_key(raw: dict, key: str) -> None:
     with pytest.raises(SettingsError) as info:
         parse_gateway_settings(raw, "broker.yaml")
@@ -164,8 +203,11 @@ def test_settings_mistakes_name_the_key(raw: dict, key: str) -> None:
 def test_upstream_credentials_are_redacted_when_printed() -> None:
     from broker.config import redacted
 
-    s = parse_gateway_settings({"stores": {"up": {"kind": "http", "base_url": "http://x/",
-                                                  "headers": {"X-Api-Key": "s3cret"}}},
-                                "url_signing_key": "k" * 40})
+    s = parse_gateway_settings(
+        {
+            "stores": {"up": {"kind": "http", "base_url": "http://x/", "headers": {"X-Api-Key": "s3cret"}}},
+            "url_signing_key": "k" * 40,
+        }
+    )
     shown = repr(redacted(s))
     assert "s3cret" not in shown and "kkkk" not in shown

@@ -61,9 +61,14 @@ def test_offload_internal_location_is_not_reachable_directly(stack: Stack) -> No
 
 
 def test_px01_traversal_through_nginx_never_escapes(stack: Stack) -> None:
-    for target in ("/data/off1/..%2f..%2fds2/secret.bin", "/data/off1/%2e%2e/ds2/secret.bin",
-                   "/data/off1/%252e%252e%252fds2%252fsecret.bin", "/data/ds1/..%5cds2%5csecret.bin",
-                   "/data/off1/%c0%ae%c0%ae/ds2/secret.bin", "/data/off1//small.bin"):
+    for target in (
+        "/data/off1/..%2f..%2fds2/secret.bin",
+        "/data/off1/%2e%2e/ds2/secret.bin",
+        "/data/off1/%252e%252e%252fds2%252fsecret.bin",
+        "/data/ds1/..%5cds2%5csecret.bin",
+        "/data/off1/%c0%ae%c0%ae/ds2/secret.bin",
+        "/data/off1//small.bin",
+    ):
         resp = raw_get(stack.front_port, target, AUTH)
         assert resp.status in (400, 404), (target, resp.status)
         assert stack.files.secret[:32] not in resp.body
@@ -99,9 +104,17 @@ def test_auth_request_mode_401_and_403_reach_the_client(stack: Stack) -> None:
     assert r.status_code == 403 and stack.files.secret[:32] not in r.content
 
 
-@pytest.mark.parametrize("target", ["/files/ds1/..%2fds2/secret.bin", "/files/ds1/%2e%2e/ds2/secret.bin",
-                                    "/files/ds1/../ds2/secret.bin", "/files/ds1/%252e%252e/ds2/secret.bin",
-                                    "/files/ds1//../ds2/secret.bin", "/files/ds1/link-out"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/files/ds1/..%2fds2/secret.bin",
+        "/files/ds1/%2e%2e/ds2/secret.bin",
+        "/files/ds1/../ds2/secret.bin",
+        "/files/ds1/%252e%252e/ds2/secret.bin",
+        "/files/ds1//../ds2/secret.bin",
+        "/files/ds1/link-out",
+    ],
+)
 def test_px01_auth_request_mode_never_serves_another_dataset(stack: Stack, target: str) -> None:
     resp = raw_get(stack.front_port, target, AUTH)
     assert resp.status in (400, 403, 404), (target, resp.status)
@@ -112,8 +125,11 @@ def test_px01_auth_request_mode_never_serves_another_dataset(stack: Stack, targe
 
 
 def test_decision_endpoint_nginx_style(stack: Stack) -> None:
-    r = requests.get(stack.url + "/gateway/decision", timeout=5, headers={
-        **AUTH, "X-Original-URI": "/files/ds1/dir/nested.bin", "X-Original-Method": "GET"})
+    r = requests.get(
+        stack.url + "/gateway/decision",
+        timeout=5,
+        headers={**AUTH, "X-Original-URI": "/files/ds1/dir/nested.bin", "X-Original-Method": "GET"},
+    )
     assert r.status_code == 200 and r.content == b""
     assert r.headers["X-Auth-Subject"] == "alice@example.org"
     assert r.headers["X-Auth-Dataset"] == "ds1" and r.headers["X-Auth-Object"] == "dir/nested.bin"
@@ -127,15 +143,18 @@ def test_decision_endpoint_envoy_ext_authz_style(stack: Stack) -> None:
     assert r.status_code == 401 and "WWW-Authenticate" in r.headers
 
 
-@pytest.mark.parametrize("headers,status,reason", [
-    ({"X-Original-URI": "/files/ds1/a"}, 401, "missing_token"),
-    ({**AUTH, "X-Original-URI": "/files/ds2/a"}, 403, "no_matching_visa"),
-    ({**AUTH, "X-Original-URI": "/files/ds1/%2e%2e/ds2/a"}, 403, "dot_segment"),
-    ({**AUTH, "X-Original-URI": "/elsewhere/ds1/a"}, 403, "invalid_path"),
-    ({**AUTH, "X-Original-URI": "/files/ds1/a", "X-Original-Method": "PUT"}, 403, "method_not_allowed"),
-    ({"Authorization": "Bearer explode", "X-Original-URI": "/files/ds1/a"}, 503, "authorizer_failed"),
-    ({**AUTH, "X-Original-URI": "/files/ds1/a?access_token=x"}, 403, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "headers,status,reason",
+    [
+        ({"X-Original-URI": "/files/ds1/a"}, 401, "missing_token"),
+        ({**AUTH, "X-Original-URI": "/files/ds2/a"}, 403, "no_matching_visa"),
+        ({**AUTH, "X-Original-URI": "/files/ds1/%2e%2e/ds2/a"}, 403, "dot_segment"),
+        ({**AUTH, "X-Original-URI": "/elsewhere/ds1/a"}, 403, "invalid_path"),
+        ({**AUTH, "X-Original-URI": "/files/ds1/a", "X-Original-Method": "PUT"}, 403, "method_not_allowed"),
+        ({"Authorization": "Bearer explode", "X-Original-URI": "/files/ds1/a"}, 503, "authorizer_failed"),
+        ({**AUTH, "X-Original-URI": "/files/ds1/a?access_token=x"}, 403, "invalid_request"),
+    ],
+)
 def test_decision_endpoint_refusals(stack: Stack, headers: dict[str, str], status: int, reason: str) -> None:
     r = requests.get(stack.url + "/gateway/decision", headers=headers, timeout=5)
     assert r.status_code == status and r.headers["X-Auth-Reason"] == reason
@@ -143,9 +162,11 @@ def test_decision_endpoint_refusals(stack: Stack, headers: dict[str, str], statu
 
 
 def test_decision_identity_headers_are_header_safe(stack: Stack) -> None:
-    r = requests.get(stack.url + "/gateway/decision", timeout=5, headers={
-        **AUTH, "X-Original-URI": "/files/ds1/%C3%BC%20x%0A.bin"})
+    r = requests.get(
+        stack.url + "/gateway/decision", timeout=5, headers={**AUTH, "X-Original-URI": "/files/ds1/%C3%BC%20x%0A.bin"}
+    )
     assert r.status_code == 403  # a newline in a name is refused before anything else
-    r = requests.get(stack.url + "/gateway/decision", timeout=5, headers={
-        **AUTH, "X-Original-URI": "/files/ds1/%C3%BC%20x.bin"})
+    r = requests.get(
+        stack.url + "/gateway/decision", timeout=5, headers={**AUTH, "X-Original-URI": "/files/ds1/%C3%BC%20x.bin"}
+    )
     assert r.status_code == 200 and r.headers["X-Auth-Object"] == "%C3%BC x.bin"

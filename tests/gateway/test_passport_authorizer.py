@@ -57,8 +57,9 @@ class Parts:
 
     def passport(self, *grants: str, sub: str = "alice", **claims: object) -> str:
         """A passport whose grant visas the broker issued to the same identity."""
-        visas = [self.broker.visa(sub, visa_object(value=f"{DAC}{g}", source=DAC), jti=f"visa-{g}-{sub}")
-                 for g in grants]
+        visas = [
+            self.broker.visa(sub, visa_object(value=f"{DAC}{g}", source=DAC), jti=f"visa-{g}-{sub}") for g in grants
+        ]
         return self.broker.passport(visas, sub=sub, **claims)  # type: ignore[arg-type]
 
     def get(self, path: str, token: str | None, **headers: str) -> requests.Response:
@@ -113,7 +114,8 @@ def test_bad_credentials_are_401_invalid_token(parts: Parts, spoil: str) -> None
         "tamper": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
         "expired": parts.passport("ds1", exp=NOW - 120, iat=NOW - 600),
         "untrusted": Signer(parts.broker.iss, TestKey.generate()).passport(
-            [parts.broker.visa("alice", visa_object(value=f"{DAC}ds1", source=DAC))]),
+            [parts.broker.visa("alice", visa_object(value=f"{DAC}ds1", source=DAC))]
+        ),
         "visa_as_bearer": parts.broker.visa("alice", visa_object(value=f"{DAC}ds1", source=DAC)),
         "garbage": "not.a.jwt",
         "id_token_typ": parts.broker.passport([], header={"alg": "ES256", "kid": parts.broker.key.kid, "typ": "JWT"}),
@@ -137,9 +139,16 @@ def test_a_visa_of_another_issuer_counts_only_when_linked(parts: Parts, stack: S
     unlinked = parts.broker.passport([grant], sub="alice")
     r = parts.get("/data/ds1/small.bin", unlinked)
     assert r.status_code == 403 and r.json()["error"] == "not_linked"
-    link = parts.broker.visa("alice", visa_object(
-        type="LinkedIdentities", value=format_linked_identities([(parts.issuer.iss, "alice@visas")]),
-        source=parts.broker.iss, by="system"), jti="link-1")
+    link = parts.broker.visa(
+        "alice",
+        visa_object(
+            type="LinkedIdentities",
+            value=format_linked_identities([(parts.issuer.iss, "alice@visas")]),
+            source=parts.broker.iss,
+            by="system",
+        ),
+        jti="link-1",
+    )
     r = parts.get("/data/ds1/small.bin", parts.broker.passport([grant, link], sub="alice"))
     assert r.status_code == 200 and r.content == stack.files.small
     decision = [e for e in parts.audit if e.kind == "decision"][-1]
@@ -160,17 +169,26 @@ def test_drs_post_with_passports_in_the_body(parts: Parts) -> None:
 def test_signed_url_expiry_is_capped_by_the_passport(parts: Parts, stack: Stack) -> None:
     object_id = encode_object_id(ObjectRef("ds1", "small.bin"))
     token = parts.passport("ds1", exp=NOW + 30)
-    r = requests.get(parts.server.url + f"/ga4gh/drs/v1/objects/{object_id}/access/https",
-                     headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    r = requests.get(
+        parts.server.url + f"/ga4gh/drs/v1/objects/{object_id}/access/https",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert f"expires={NOW + 30}&" in r.json()["url"]
 
 
 def test_decision_endpoint_with_a_passport(parts: Parts) -> None:
-    r = requests.get(parts.server.url + "/gateway/decision", timeout=10, headers={
-        "Authorization": f"Bearer {parts.passport('ds1')}", "X-Original-URI": "/files/ds1/small.bin"})
+    r = requests.get(
+        parts.server.url + "/gateway/decision",
+        timeout=10,
+        headers={"Authorization": f"Bearer {parts.passport('ds1')}", "X-Original-URI": "/files/ds1/small.bin"},
+    )
     assert r.status_code == 200 and r.headers["X-Auth-Subject"] == "alice"
-    r = requests.get(parts.server.url + "/gateway/decision", timeout=10, headers={
-        "Authorization": f"Bearer {parts.passport('ds1')}", "X-Original-URI": "/files/ds2/secret.bin"})
+    r = requests.get(
+        parts.server.url + "/gateway/decision",
+        timeout=10,
+        headers={"Authorization": f"Bearer {parts.passport('ds1')}", "X-Original-URI": "/files/ds2/secret.bin"},
+    )
     assert r.status_code == 403 and r.headers["X-Auth-Reason"] in ("no_matching_visa", "missing_visa")
 
 
@@ -204,9 +222,12 @@ def oidc(parts: Parts, stack: Stack, tmp_path: Path) -> Iterator[OidcParts]:
         return [parts.issuer.visa(sub, visa_object(value=f"{DAC}ds1", source=DAC), jti=f"visa-at-{sub}")]
 
     authorizer = PassportAuthorizer(
-        parts.verifier, parts.policies, own_issuer=parts.issuer.iss,
+        parts.verifier,
+        parts.policies,
+        own_issuer=parts.issuer.iss,
         check_access_token=functools.partial(verify_access_token, ring, settings, store),
-        visas_for=visas_for, clock=lambda: NOW,
+        visas_for=visas_for,
+        clock=lambda: NOW,
     )
     app = build_app(replace(stack.settings), authorizer, tmp_path / "gw2")
     with ServerThread(app) as server:
@@ -214,12 +235,17 @@ def oidc(parts: Parts, stack: Stack, tmp_path: Path) -> Iterator[OidcParts]:
     store.close()
 
 
-def mint(ring: object, settings: Settings, scope: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
-         sub: str = "researcher-1") -> tuple[str, object]:
+def mint(
+    ring: object,
+    settings: Settings,
+    scope: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
+    sub: str = "researcher-1",
+) -> tuple[str, object]:
     from broker.oidc.tokens import mint_access_token
 
-    return mint_access_token(ring, settings, sub=sub, client_id="client-a", scope=scope, grant="grant-1",
-                             now=int(time.time()))  # the key ring's clock is the real one
+    return mint_access_token(
+        ring, settings, sub=sub, client_id="client-a", scope=scope, grant="grant-1", now=int(time.time())
+    )  # the key ring's clock is the real one
 
 
 def test_our_access_token_with_the_passport_scope_downloads(oidc: OidcParts, stack: Stack) -> None:

@@ -29,18 +29,57 @@ ACCEPTED = {
 }
 
 REFUSED = [
-    "/data/ds1/../ds2/secret.bin", "/data/ds1/%2e%2e/ds2/secret.bin", "/data/ds1/%2E%2E%2Fds2",
-    "/data/ds1/.%2e/ds2", "/data/ds1/%2e./ds2", "/data/ds1/%252e%252e%252fds2", "/data/ds1/%252e%252e/ds2",
-    "/data/ds1/%c0%ae%c0%ae/ds2", "/data/ds1/%c0%af", "/data/ds1/%e0%80%ae%e0%80%ae/x", "/data/ds1/..;/ds2/x",
-    "/data/ds1/a;b", "/data/ds1/..%5cds2", "/data/ds1/..\\ds2", "/data/ds1/%5c", "/data/ds1/a/.",
-    "/data/ds1/a/..", "/data/ds1/./a", "/data/ds1//a", "/data/ds1/a//b", "/data/ds1/a/", "/data/ds1/",
-    "/data/ds1", "/data//ds1/a", "/data/ds1/%2fetc%2fpasswd", "/data/ds1/%2Fetc", "/data/ds1/a%00.bam",
-    "/data/ds1/%00", "/data/ds1/a%0d%0aX-Injected:%201", "/data/ds1/%ef%bc%8e%ef%bc%8e/ds2",
-    "/data/ds1/%e2%80%a4%e2%80%a4/x", "/data/ds1/%ef%bc%8f", "/data/ds1/%ef%bc%bc", "/data/ds1/%e2%80%ae.bam",
-    "/data/ds1/%", "/data/ds1/%2", "/data/ds1/%zz", "/data/ds1/%ff", "/data/ds1/a b", "/data/ds1/\x7f",
-    "/data/ds1/ü", "http://127.0.0.1/data/ds1/a", "*", "127.0.0.1:6379", "//evil/data/ds1/a",
-    "/data/ds1/a#frag", "/data/ds1/" + "a/" * 70 + "x", "/data/ds1/" + "a" * 256, "/other/ds1/a",
-    "/data%2fds1/a", "/data/ds1/a?b=<script>",
+    "/data/ds1/../ds2/secret.bin",
+    "/data/ds1/%2e%2e/ds2/secret.bin",
+    "/data/ds1/%2E%2E%2Fds2",
+    "/data/ds1/.%2e/ds2",
+    "/data/ds1/%2e./ds2",
+    "/data/ds1/%252e%252e%252fds2",
+    "/data/ds1/%252e%252e/ds2",
+    "/data/ds1/%c0%ae%c0%ae/ds2",
+    "/data/ds1/%c0%af",
+    "/data/ds1/%e0%80%ae%e0%80%ae/x",
+    "/data/ds1/..;/ds2/x",
+    "/data/ds1/a;b",
+    "/data/ds1/..%5cds2",
+    "/data/ds1/..\\ds2",
+    "/data/ds1/%5c",
+    "/data/ds1/a/.",
+    "/data/ds1/a/..",
+    "/data/ds1/./a",
+    "/data/ds1//a",
+    "/data/ds1/a//b",
+    "/data/ds1/a/",
+    "/data/ds1/",
+    "/data/ds1",
+    "/data//ds1/a",
+    "/data/ds1/%2fetc%2fpasswd",
+    "/data/ds1/%2Fetc",
+    "/data/ds1/a%00.bam",
+    "/data/ds1/%00",
+    "/data/ds1/a%0d%0aX-Injected:%201",
+    "/data/ds1/%ef%bc%8e%ef%bc%8e/ds2",
+    "/data/ds1/%e2%80%a4%e2%80%a4/x",
+    "/data/ds1/%ef%bc%8f",
+    "/data/ds1/%ef%bc%bc",
+    "/data/ds1/%e2%80%ae.bam",
+    "/data/ds1/%",
+    "/data/ds1/%2",
+    "/data/ds1/%zz",
+    "/data/ds1/%ff",
+    "/data/ds1/a b",
+    "/data/ds1/\x7f",
+    "/data/ds1/ü",
+    "http://127.0.0.1/data/ds1/a",
+    "*",
+    "127.0.0.1:6379",
+    "//evil/data/ds1/a",
+    "/data/ds1/a#frag",
+    "/data/ds1/" + "a/" * 70 + "x",
+    "/data/ds1/" + "a" * 256,
+    "/other/ds1/a",
+    "/data%2fds1/a",
+    "/data/ds1/a?b=<script>",
 ]
 
 
@@ -71,10 +110,39 @@ def test_quoted_segments_keep_separators_inside_segments() -> None:
 
 # ------------------------------------------------------------------ properties
 
-DANGEROUS = st.sampled_from([
-    "..", ".", "%2e", "%2E", "%252e", "%c0%ae", "%e0%80%ae", "/", "//", "%2f", "%2F", "%5c", "\\", "%00", ";",
-    "%3b", "%ef%bc%8e", "%ef%bc%8f", "%25", "%", "a", "b.bam", "%20", "~", "%0a", "%c3%bc", "?", "#", "ds2",
-])
+DANGEROUS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "%2e",
+        "%2E",
+        "%252e",
+        "%c0%ae",
+        "%e0%80%ae",
+        "/",
+        "//",
+        "%2f",
+        "%2F",
+        "%5c",
+        "\\",
+        "%00",
+        ";",
+        "%3b",
+        "%ef%bc%8e",
+        "%ef%bc%8f",
+        "%25",
+        "%",
+        "a",
+        "b.bam",
+        "%20",
+        "~",
+        "%0a",
+        "%c3%bc",
+        "?",
+        "#",
+        "ds2",
+    ]
+)
 PIECES = st.lists(st.one_of(DANGEROUS, st.text(max_size=4)), max_size=12).map("".join)
 
 
@@ -106,9 +174,9 @@ def test_px01_property_accepted_keys_never_leave_the_prefix(tail: str) -> None:
 
 
 SAFE_SEGMENT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Zl", "Zp"),
-                           blacklist_characters="/\\;%"),
-    min_size=1, max_size=20,
+    alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Zl", "Zp"), blacklist_characters="/\\;%"),
+    min_size=1,
+    max_size=20,
 ).filter(lambda s: s not in (".", "..") and all(c not in s for c in "\uff0e\uff0f\uff3c\u2024"))
 
 
@@ -138,19 +206,23 @@ def test_px01_raw_socket_traversal_never_reaches_the_upstream_outside_the_prefix
         respond(sock, "200 OK", [("Content-Length", "2"), ("Connection", "close")], b"ok")
 
     with RecordingUpstream(serve) as upstream:
-        settings = replace(stack.settings,
-                           stores={**stack.settings.stores,
-                                   "rec": DataStoreSettings(kind="http", base_url=upstream.url)},
-                           datasets={**stack.settings.datasets, "ds1": DatasetSettings(store="rec", prefix="ds1")})
+        settings = replace(
+            stack.settings,
+            stores={**stack.settings.stores, "rec": DataStoreSettings(kind="http", base_url=upstream.url)},
+            datasets={**stack.settings.datasets, "ds1": DatasetSettings(store="rec", prefix="ds1")},
+        )
         with ServerThread(build_app(settings, stack.authorizer, tmp_path)) as server:
             statuses = {}
             for target in REFUSED + list(ACCEPTED):
                 if not target.startswith("/data/") or target.startswith("/data/ds%31"):
                     continue
                 wire = target.replace(" ", "%20") if " " in target and target in ACCEPTED else target
-                responses, _ = raw_exchange(server.port, (
-                    f"GET {wire} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n"
-                ).encode("latin-1", "replace"))
+                responses, _ = raw_exchange(
+                    server.port,
+                    (
+                        f"GET {wire} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n"
+                    ).encode("latin-1", "replace"),
+                )
                 statuses[target] = responses[0].status if responses else None
         seen = [r.target for r in upstream.requests]
     for target in REFUSED:
@@ -166,9 +238,16 @@ def test_px01_raw_socket_traversal_never_reaches_the_upstream_outside_the_prefix
 
 
 def test_px01_raw_socket_refusals_are_400_from_the_gateway(stack: Stack) -> None:
-    for target in ("/data/ds1/..%2fds2/secret.bin", "/data/ds1/%252e%252e/ds2/secret.bin",
-                   "/data/ds1/%c0%ae%c0%ae/ds2/secret.bin", "/data/ds1/..;/ds2/secret.bin", "/data/ds1//small.bin",
-                   "/data/ds1/small.bin%00", "/data/ds1/small.bin/.", "/data/ds1/%5c..%5cds2%5csecret.bin"):
+    for target in (
+        "/data/ds1/..%2fds2/secret.bin",
+        "/data/ds1/%252e%252e/ds2/secret.bin",
+        "/data/ds1/%c0%ae%c0%ae/ds2/secret.bin",
+        "/data/ds1/..;/ds2/secret.bin",
+        "/data/ds1//small.bin",
+        "/data/ds1/small.bin%00",
+        "/data/ds1/small.bin/.",
+        "/data/ds1/%5c..%5cds2%5csecret.bin",
+    ):
         resp = raw_get(stack.gateway.port, target, AUTH)
         assert resp.status == 400, target
         assert stack.files.secret not in resp.body and stack.files.small[:32] not in resp.body
@@ -183,16 +262,22 @@ def test_px02_other_spellings_of_a_dataset_never_open_it(stack: Stack, dataset: 
     assert stack.files.small[:32] not in resp.body
 
 
-@pytest.mark.parametrize("request_line", [
-    "GET http://169.254.169.254/data/ds1/small.bin HTTP/1.1",
-    "GET http://127.0.0.1:6379/data/ds1/small.bin HTTP/1.1",
-    "CONNECT 127.0.0.1:6379 HTTP/1.1",
-])
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        "GET http://169.254.169.254/data/ds1/small.bin HTTP/1.1",
+        "GET http://127.0.0.1:6379/data/ds1/small.bin HTTP/1.1",
+        "CONNECT 127.0.0.1:6379 HTTP/1.1",
+    ],
+)
 def test_px05_absolute_form_and_connect_never_serve(stack: Stack, request_line: str) -> None:
     stack.authorizer.calls.clear()
-    responses, _ = raw_exchange(stack.gateway.port, (
-        f"{request_line}\r\nHost: 127.0.0.1:6379\r\nAuthorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n"
-    ).encode())
+    responses, _ = raw_exchange(
+        stack.gateway.port,
+        (
+            f"{request_line}\r\nHost: 127.0.0.1:6379\r\nAuthorization: Bearer tok-ds1\r\nConnection: close\r\n\r\n"
+        ).encode(),
+    )
     assert responses and responses[0].status in (400, 404, 405)
     assert stack.files.small[:32] not in responses[0].body
     assert stack.authorizer.calls == []
@@ -206,11 +291,14 @@ def test_px08_crlf_in_path_is_400_and_never_a_header(stack: Stack, target: str) 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(max_codepoint=0x7f), max_size=300))
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=300))
 def test_property_ascii_segment_rules(text: str) -> None:
     """The fast path for plain ASCII agrees with the written rules."""
-    expected = (0 < len(text) <= 255 and text not in (".", "..")
-                and not any(c in "/\\;%" or ord(c) < 0x20 or ord(c) == 0x7f for c in text))
+    expected = (
+        0 < len(text) <= 255
+        and text not in (".", "..")
+        and not any(c in "/\\;%" or ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    )
     try:
         _check_segment(text)
         accepted = True

@@ -38,9 +38,23 @@ def test_unit_is_case_insensitive_and_whitespace_around_elements_is_allowed() ->
     assert parse("BYTES=0-1 ,\t2-3,, -4") == [RangeSpec(0, 1), RangeSpec(2, 3), RangeSpec(None, 4)]
 
 
-@pytest.mark.parametrize("value", ["bytes=", "bytes=,", "bytes=5-3", "bytes=a-b", "bytes=1", "bytes=--1",
-                                   "bytes=1-2-3", "bytes=+1-2", "bytes=0x1-2", "bytes=\u0661-\u0662", "bytes= 1 - 2",
-                                   "bytes=" + "9" * 20 + "-"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bytes=",
+        "bytes=,",
+        "bytes=5-3",
+        "bytes=a-b",
+        "bytes=1",
+        "bytes=--1",
+        "bytes=1-2-3",
+        "bytes=+1-2",
+        "bytes=0x1-2",
+        "bytes=\u0661-\u0662",
+        "bytes= 1 - 2",
+        "bytes=" + "9" * 20 + "-",
+    ],
+)
 def test_invalid_bytes_ranges_are_refused(value: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse(value)
@@ -68,11 +82,16 @@ def test_resolution_clips_drops_and_coalesces() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 300)), st.integers(0, 300)), min_size=1, max_size=16),
-       st.integers(0, 250))
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 300)), st.integers(0, 300)), min_size=1, max_size=16),
+    st.integers(0, 250),
+)
 def test_property_resolved_ranges_are_disjoint_in_bounds_and_cover_the_request(raw, size) -> None:
-    specs = [RangeSpec(a, None if b == 300 else b) if a is not None else RangeSpec(None, b) for a, b in raw
-             if a is None or b >= a or b == 300]
+    specs = [
+        RangeSpec(a, None if b == 300 else b) if a is not None else RangeSpec(None, b)
+        for a, b in raw
+        if a is None or b >= a or b == 300
+    ]
     if not specs:
         return
     wanted: set[int] = set()
@@ -116,7 +135,8 @@ def test_multipart_layout_length_is_exact() -> None:
 # ------------------------------------------------------------------ over HTTP, compared with the file
 
 RANGE = st.one_of(
-    st.tuples(st.integers(0, 100_100), st.integers(0, 120_000)).filter(lambda t: t[0] <= t[1])
+    st.tuples(st.integers(0, 100_100), st.integers(0, 120_000))
+    .filter(lambda t: t[0] <= t[1])
     .map(lambda t: f"{t[0]}-{t[1]}"),
     st.integers(0, 110_000).map(lambda a: f"{a}-"),
     st.integers(1, 120_000).map(lambda n: f"-{n}"),
@@ -141,12 +161,12 @@ def check_response(r: requests.Response, header: str, data: bytes) -> None:
     if len(parts) == 1:
         start, end = parts[0]
         assert r.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
-        assert r.content == data[start:end + 1]
+        assert r.content == data[start : end + 1]
         return
     raw = b"Content-Type: " + r.headers["Content-Type"].encode() + b"\r\n\r\n" + r.content
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
     got = [(p["Content-Range"], p.get_payload(decode=True)) for p in message.iter_parts()]
-    assert got == [(f"bytes {s}-{e}/{len(data)}", data[s:e + 1]) for s, e in parts]
+    assert got == [(f"bytes {s}-{e}/{len(data)}", data[s : e + 1]) for s, e in parts]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

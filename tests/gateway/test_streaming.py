@@ -71,8 +71,9 @@ def test_other_auth_scheme_counts_as_no_token(stack: Stack) -> None:
     assert r.status_code == 401 and "error=" not in r.headers["WWW-Authenticate"]
 
 
-@pytest.mark.parametrize("value", ["Bearer not-a-known-token", "Bearer bad token with spaces", "bearer  \t",
-                                   "Bearer tok-ds1\x7f"])
+@pytest.mark.parametrize(
+    "value", ["Bearer not-a-known-token", "Bearer bad token with spaces", "bearer  \t", "Bearer tok-ds1\x7f"]
+)
 def test_bad_token_is_401_invalid_token(stack: Stack, value: str) -> None:
     resp = raw_get(stack.gateway.port, "/data/ds1/small.bin", {"Authorization": value})
     assert resp.status == 401
@@ -93,17 +94,21 @@ def test_required_visas_hidden_when_settings_say_so(stack: Stack, tmp_path) -> N
 
     app = build_app(replace(stack.settings, expose_required_visas=False), stack.authorizer, tmp_path)
     with ServerThread(app) as server:
-        r = requests.get(server.url + "/data/ds1/small.bin", headers={"Authorization": "Bearer tok-none"},
-                         timeout=5)
+        r = requests.get(server.url + "/data/ds1/small.bin", headers={"Authorization": "Bearer tok-none"}, timeout=5)
     assert r.status_code == 403 and "required" not in r.json()
 
 
 def test_px17_no_existence_oracle_without_access(stack: Stack) -> None:
     """Existing and missing objects (and datasets) look the same to a caller without access."""
-    for headers, status in (({}, 401), ({"Authorization": "Bearer tok-none"}, 403),
-                            ({"Authorization": "Bearer tok-ds2"}, 403)):
-        answers = [get(stack, path, headers) for path in
-                   ("/data/ds1/small.bin", "/data/ds1/no-such.bin", "/data/ds1/dir/none/x.bin")]
+    for headers, status in (
+        ({}, 401),
+        ({"Authorization": "Bearer tok-none"}, 403),
+        ({"Authorization": "Bearer tok-ds2"}, 403),
+    ):
+        answers = [
+            get(stack, path, headers)
+            for path in ("/data/ds1/small.bin", "/data/ds1/no-such.bin", "/data/ds1/dir/none/x.bin")
+        ]
         assert {a.status_code for a in answers} == {status}
         assert len({a.content for a in answers}) == 1
     # only after authorisation does a missing object become a 404
@@ -195,8 +200,10 @@ def test_multiple_ranges_are_multipart_byteranges_in_request_order(stack: Stack)
 
 def test_boundary_is_random_per_response(stack: Stack) -> None:
     headers = {**AUTH, "Range": "bytes=0-0,5-5"}
-    assert get(stack, "/data/ds1/small.bin", headers).headers["Content-Type"] != \
+    assert (
         get(stack, "/data/ds1/small.bin", headers).headers["Content-Type"]
+        != get(stack, "/data/ds1/small.bin", headers).headers["Content-Type"]
+    )
 
 
 def test_px09_overlapping_ranges_are_coalesced_never_amplified(stack: Stack) -> None:
@@ -204,16 +211,21 @@ def test_px09_overlapping_ranges_are_coalesced_never_amplified(stack: Stack) -> 
     assert r.status_code == 206 and r.content == stack.files.small
     assert "multipart" not in r.headers["Content-Type"]
     r = get(stack, "/data/ds1/small.bin", {**AUTH, "Range": "bytes=0-99,50-149,1000-1009"})
-    assert [p[0].split()[1] for p in parse_multipart(r)] == [f"0-149/{len(stack.files.small)}",
-                                                             f"1000-1009/{len(stack.files.small)}"]
+    assert [p[0].split()[1] for p in parse_multipart(r)] == [
+        f"0-149/{len(stack.files.small)}",
+        f"1000-1009/{len(stack.files.small)}",
+    ]
 
 
-@pytest.mark.parametrize("value", [
-    ",".join(f"{i}-{i}" for i in range(0, 2000, 2)),     # Apache Killer shape: 1000 tiny ranges
-    ",".join(["0-"] * 50),
-    ",".join(f"{i}-{i}" for i in range(100, 0, -3)),      # many small descending ranges
-    "bytes=" + "0" * 5000 + "-1",                          # oversize header
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        ",".join(f"{i}-{i}" for i in range(0, 2000, 2)),  # Apache Killer shape: 1000 tiny ranges
+        ",".join(["0-"] * 50),
+        ",".join(f"{i}-{i}" for i in range(100, 0, -3)),  # many small descending ranges
+        "bytes=" + "0" * 5000 + "-1",  # oversize header
+    ],
+)
 def test_px09_too_many_or_oversized_ranges_are_refused_416_fast(stack: Stack, value: str) -> None:
     header = value if value.startswith("bytes=") else "bytes=" + value
     started = time.monotonic()
@@ -223,10 +235,20 @@ def test_px09_too_many_or_oversized_ranges_are_refused_416_fast(stack: Stack, va
     assert r.headers["Content-Range"] == f"bytes */{len(stack.files.small)}"
 
 
-@pytest.mark.parametrize("value,status", [
-    ("bytes=-0", 416), ("bytes=5-3", 416), ("bytes=10000000000-", 416), ("bytes=abc", 416),
-    ("bytes=", 416), ("bytes=1-2-3", 416), ("items=0-5", 200), ("0-5", 200), ("bytes=99999999999999999999-", 416),
-])
+@pytest.mark.parametrize(
+    "value,status",
+    [
+        ("bytes=-0", 416),
+        ("bytes=5-3", 416),
+        ("bytes=10000000000-", 416),
+        ("bytes=abc", 416),
+        ("bytes=", 416),
+        ("bytes=1-2-3", 416),
+        ("items=0-5", 200),
+        ("0-5", 200),
+        ("bytes=99999999999999999999-", 416),
+    ],
+)
 def test_px10_range_edge_cases(stack: Stack, value: str, status: int) -> None:
     r = get(stack, "/data/ds1/small.bin", {**AUTH, "Range": value})
     assert r.status_code == status
@@ -300,16 +322,29 @@ def test_px05_query_cannot_choose_anything(stack: Stack, query: str) -> None:
 
 
 def test_px19_cors_preflight_allows_only_listed_origin_and_headers(stack: Stack) -> None:
-    ok = get(stack, "/data/ds1/small.bin", {"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
-                                             "Access-Control-Request-Headers": "authorization, range"}, "OPTIONS")
+    ok = get(
+        stack,
+        "/data/ds1/small.bin",
+        {
+            "Origin": "https://viewer.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, range",
+        },
+        "OPTIONS",
+    )
     assert ok.status_code == 204
     assert ok.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
     assert ok.headers["Access-Control-Allow-Headers"] == "Authorization, Range"
     assert "Access-Control-Allow-Credentials" not in ok.headers
-    for headers in ({"Origin": "https://evil.test", "Access-Control-Request-Method": "GET"},
-                    {"Origin": "https://viewer.example", "Access-Control-Request-Method": "PUT"},
-                    {"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
-                     "Access-Control-Request-Headers": "x-custom"}):
+    for headers in (
+        {"Origin": "https://evil.test", "Access-Control-Request-Method": "GET"},
+        {"Origin": "https://viewer.example", "Access-Control-Request-Method": "PUT"},
+        {
+            "Origin": "https://viewer.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-custom",
+        },
+    ):
         bad = get(stack, "/data/ds1/small.bin", headers, "OPTIONS")
         assert bad.status_code == 403 and "Access-Control-Allow-Origin" not in bad.headers
     r = get(stack, "/data/ds1/small.bin", {**AUTH, "Origin": "https://viewer.example"})
@@ -321,23 +356,35 @@ def test_px19_cors_preflight_allows_only_listed_origin_and_headers(stack: Stack)
 
 def test_px21_expired_grant_denies_the_next_range_request(stack: Stack, tmp_path) -> None:
     now = [1_000.0]
-    authorizer = TableAuthorizer({"short": stack.authorizer.tokens["tok-ds1"].__class__(
-        "dora", frozenset({"ds1"}), expires_at=1_030)}, clock=lambda: now[0])
+    authorizer = TableAuthorizer(
+        {"short": stack.authorizer.tokens["tok-ds1"].__class__("dora", frozenset({"ds1"}), expires_at=1_030)},
+        clock=lambda: now[0],
+    )
     with ServerThread(build_app(stack.settings, authorizer, tmp_path)) as server:
-        first = requests.get(server.url + "/data/ds1/small.bin", timeout=5,
-                             headers={"Authorization": "Bearer short", "Range": "bytes=0-99"})
+        first = requests.get(
+            server.url + "/data/ds1/small.bin",
+            timeout=5,
+            headers={"Authorization": "Bearer short", "Range": "bytes=0-99"},
+        )
         now[0] = 1_031.0
-        second = requests.get(server.url + "/data/ds1/small.bin", timeout=5,
-                              headers={"Authorization": "Bearer short", "Range": "bytes=100-199"})
+        second = requests.get(
+            server.url + "/data/ds1/small.bin",
+            timeout=5,
+            headers={"Authorization": "Bearer short", "Range": "bytes=100-199"},
+        )
     assert first.status_code == 206 and second.status_code == 401
 
 
-@pytest.mark.parametrize("decision", [
-    None, "allow",
-    AccessDecision(True, 403, "odd", "allow with a refusal status"),
-    AccessDecision(False, 200, "odd", "deny with an OK status"),
-    AccessDecision(False, 404, "odd", "deny with a status the gateway does not give"),
-])
+@pytest.mark.parametrize(
+    "decision",
+    [
+        None,
+        "allow",
+        AccessDecision(True, 403, "odd", "allow with a refusal status"),
+        AccessDecision(False, 200, "odd", "deny with an OK status"),
+        AccessDecision(False, 404, "odd", "deny with a status the gateway does not give"),
+    ],
+)
 def test_a_malformed_decision_fails_closed(stack: Stack, tmp_path, decision: object) -> None:
     class Broken:
         def authorize(self, *args: object, **kwargs: object) -> object:

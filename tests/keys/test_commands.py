@@ -76,8 +76,9 @@ def test_rotate_immediate(config: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert [k["state"] for k in json.loads(out)["keys"]] == ["active", "retiring"]
 
 
-def test_broken_key_storage_is_one_line_and_status_1(config: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_key_storage_is_one_line_and_status_1(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run(capsys, "-c", str(config), "keys", "rotate")
     next((tmp_path / "data" / "keys").glob("*.json")).chmod(0o644)
     status, out, err = run(capsys, "-c", str(config), "keys", "list")

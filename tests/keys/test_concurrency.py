@@ -42,8 +42,9 @@ def _run(settings: Settings, ready: Any, go: Any, start_at: Any, action: str, qu
 def _race(settings: Settings, action: str) -> list[list[str]]:
     context = multiprocessing.get_context("spawn")
     queue, ready, go, start_at = context.Queue(), context.Semaphore(0), context.Event(), context.Value("d", 0.0)
-    workers = [context.Process(target=_run, args=(settings, ready, go, start_at, action, queue))
-               for _ in range(PROCESSES)]
+    workers = [
+        context.Process(target=_run, args=(settings, ready, go, start_at, action, queue)) for _ in range(PROCESSES)
+    ]
     for w in workers:
         w.start()
     for _ in workers:

@@ -15,8 +15,9 @@ KID = "A" * 43
 @pytest.fixture(scope="module")
 def pem() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def test_round_trip(pem: bytes) -> None:
@@ -34,7 +35,7 @@ def test_ciphertext_shows_nothing_of_the_pem(pem: bytes) -> None:
 def test_each_seal_uses_a_fresh_salt_and_nonce(pem: bytes) -> None:
     a, b = seal(pem, "s3cret", KID, "ES256"), seal(pem, "s3cret", KID, "ES256")
     assert a != b
-    assert a[len(MAGIC):len(MAGIC) + SALT_BYTES] != b[len(MAGIC):len(MAGIC) + SALT_BYTES]
+    assert a[len(MAGIC) : len(MAGIC) + SALT_BYTES] != b[len(MAGIC) : len(MAGIC) + SALT_BYTES]
 
 
 def test_wrong_secret_fails_clearly(pem: bytes) -> None:

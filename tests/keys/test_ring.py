@@ -35,8 +35,12 @@ def verify(token: str, ring_jwks: dict, now: int, typ: str = "at+jwt") -> dict:
 
 
 def lifecycle_settings(tmp_path: Path, alg: str = "ES256", **keys: object) -> Settings:
-    base = {"algorithm": alg, "publish_ahead_seconds": AHEAD, "max_token_lifetime_seconds": LIFETIME,
-            "rotate_every_days": 0.0}
+    base = {
+        "algorithm": alg,
+        "publish_ahead_seconds": AHEAD,
+        "max_token_lifetime_seconds": LIFETIME,
+        "rotate_every_days": 0.0,
+    }
     return make_settings(tmp_path / "data", **{**base, **keys})
 
 
@@ -60,8 +64,9 @@ def test_first_key_signs_and_verifies_with_published_jwks(tmp_path: Path, alg: s
     assert published["kid"] == key.kid == thumbprint(published)
     assert published["kty"] == kty and published["alg"] == alg and published["use"] == "sig"
     assert not PRIVATE_MEMBERS.intersection(published)
-    token = ring.sign({"sub": "alice", "exp": T0 + 60}, typ="at+jwt", headers={"jku": "https://broker.test/jwks"},
-                      now=T0)
+    token = ring.sign(
+        {"sub": "alice", "exp": T0 + 60}, typ="at+jwt", headers={"jku": "https://broker.test/jwks"}, now=T0
+    )
     header = jwt.get_unverified_header(token)
     assert header == {"alg": alg, "kid": key.kid, "typ": "at+jwt", "jku": "https://broker.test/jwks"}
     assert verify(token, jwks, T0)["sub"] == "alice"
@@ -250,8 +255,16 @@ def test_classify_picks_latest_not_before_as_active() -> None:
     from broker.store.base import KeyRecord
 
     def rec(kid: str, nb: int, retired: int | None = None, remove: int | None = None) -> KeyRecord:
-        return KeyRecord(kid=kid, alg="ES256", public_jwk={}, private=b"", created_at=nb - 10, not_before=nb,
-                         retired_at=retired, remove_after=remove)
+        return KeyRecord(
+            kid=kid,
+            alg="ES256",
+            public_jwk={},
+            private=b"",
+            created_at=nb - 10,
+            not_before=nb,
+            retired_at=retired,
+            remove_after=remove,
+        )
 
     records = [rec("a", 100, retired=200, remove=300), rec("b", 200), rec("c", 400)]
     assert classify(records, 99) == {"a": "next", "b": "next", "c": "next"}

@@ -24,13 +24,20 @@ AHEAD, LIFETIME = 600, 3600
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    settings = make_settings(tmp_path / "data", storage="store", encryption_secret=SECRET, publish_ahead_seconds=AHEAD,
-                             max_token_lifetime_seconds=LIFETIME, rotate_every_days=0.0)
+    settings = make_settings(
+        tmp_path / "data",
+        storage="store",
+        encryption_secret=SECRET,
+        publish_ahead_seconds=AHEAD,
+        max_token_lifetime_seconds=LIFETIME,
+        rotate_every_days=0.0,
+    )
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         namespace = f"keys-{request.node.name}"
-        settings = dataclasses.replace(settings, store=StoreSettings(backend="redis", url=server.url,
-                                                                     namespace=namespace))
+        settings = dataclasses.replace(
+            settings, store=StoreSettings(backend="redis", url=server.url, namespace=namespace)
+        )
     return settings
 
 
@@ -72,8 +79,9 @@ def test_sqlite_file_never_holds_a_pem(tmp_path: Path) -> None:
 
 def test_wrong_secret_fails_clearly_and_only_signing_needs_it(store_settings: Settings, store: Store) -> None:
     ring_of(store_settings, store).maintain(T0)
-    wrong = dataclasses.replace(store_settings,
-                                keys=dataclasses.replace(store_settings.keys, encryption_secret="not the secret"))
+    wrong = dataclasses.replace(
+        store_settings, keys=dataclasses.replace(store_settings.keys, encryption_secret="not the secret")
+    )
     other = ring_of(wrong, store)
     assert len(other.jwks(T0)["keys"]) == 1  # public keys are not secret
     with pytest.raises(KeyDecryptionError, match=r"keys\.encryption_secret is wrong"):

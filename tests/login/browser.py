@@ -35,8 +35,10 @@ def query_of(location: str) -> dict[str, str]:
 
 def forms(page: str) -> list[tuple[str, dict[str, str]]]:
     """(action, hidden fields) of each POST form of one of our pages."""
-    return [(html.unescape(action), {n: html.unescape(v) for n, v in _HIDDEN.findall(body)})
-            for action, body in _FORM.findall(page)]
+    return [
+        (html.unescape(action), {n: html.unescape(v) for n, v in _HIDDEN.findall(body)})
+        for action, body in _FORM.findall(page)
+    ]
 
 
 def form_for(page: str, action_suffix: str) -> tuple[str, dict[str, str]]:
@@ -89,8 +91,9 @@ class Browser:
             elif path == "/login" and here in self.connectors:
                 connector = self.connectors[here]
                 if connector == "local":
-                    response = self.submit(response, "/login/local/local", username=self.username,
-                                           password=self.password)
+                    response = self.submit(
+                        response, "/login/local/local", username=self.username, password=self.password
+                    )
                 else:
                     response = self.submit(response, f"/login/upstream/{connector}")
             elif path == "/consent" and self.consent:

@@ -39,15 +39,25 @@ class LocalhostBroker(BrokerProcess):
 
 
 def app_client(client_id: str = "app") -> dict[str, Any]:
-    return {"client_id": client_id, "name": "Research App", "redirect_uris": [CALLBACK],
-            "grant_types": ["authorization_code", "refresh_token", EXCHANGE],
-            "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
-            "secret_hash": hash_secret(APP_SECRET, log2_n=10)}
+    return {
+        "client_id": client_id,
+        "name": "Research App",
+        "redirect_uris": [CALLBACK],
+        "grant_types": ["authorization_code", "refresh_token", EXCHANGE],
+        "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
+        "secret_hash": hash_secret(APP_SECRET, log2_n=10),
+    }
 
 
 def idp_connector(connector_id: str, idp: NodeIdp, **fields: Any) -> dict[str, Any]:
-    return {"id": connector_id, "kind": "oidc", "issuer": idp.issuer, "client_id": "broker-main",
-            "client_secret": IDP_SECRET, **fields}
+    return {
+        "id": connector_id,
+        "kind": "oidc",
+        "issuer": idp.issuer,
+        "client_id": "broker-main",
+        "client_secret": IDP_SECRET,
+        **fields,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +85,9 @@ def upstream_visas(visa_issuer: VisaIssuer, stray_issuer: VisaIssuer) -> dict[st
     """The visas the IdP releases in ga4gh_passport_v1: one trusted, the others not to be relayed."""
     return {
         "trusted": visa_issuer.visa("alice-idp", "https://ega.example/datasets/EGAD0001"),
-        "jku_not_allowed": visa_issuer.visa("alice-idp", "https://ega.example/datasets/EGAD0002",
-                                            jku="http://127.0.0.1:9/evil-jwks.json"),
+        "jku_not_allowed": visa_issuer.visa(
+            "alice-idp", "https://ega.example/datasets/EGAD0002", jku="http://127.0.0.1:9/evil-jwks.json"
+        ),
         "untrusted_issuer": stray_issuer.visa("alice-idp", "https://ega.example/datasets/EGAD0003"),
         "expired": visa_issuer.visa("alice-idp", "https://ega.example/datasets/EGAD0004", lifetime=-120),
         "federation": visa_issuer.visa("fed-user", "https://ega.example/datasets/EGAD0005"),
@@ -84,31 +95,56 @@ def upstream_visas(visa_issuer: VisaIssuer, stray_issuer: VisaIssuer) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def idp1(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int],
-         upstream_visas: dict[str, str]) -> Iterator[NodeIdp]:
+def idp1(
+    tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], upstream_visas: dict[str, str]
+) -> Iterator[NodeIdp]:
     clients = [
-        {"client_id": "broker-main", "client_secret": IDP_SECRET,
-         "redirect_uris": [f"http://127.0.0.1:{ports['main']}/login/callback/idp1"]},
-        {"client_id": "broker-a", "client_secret": IDP_SECRET,
-         "redirect_uris": [f"http://localhost:{ports['a']}/login/callback/idp1"]},
+        {
+            "client_id": "broker-main",
+            "client_secret": IDP_SECRET,
+            "redirect_uris": [f"http://127.0.0.1:{ports['main']}/login/callback/idp1"],
+        },
+        {
+            "client_id": "broker-a",
+            "client_secret": IDP_SECRET,
+            "redirect_uris": [f"http://localhost:{ports['a']}/login/callback/idp1"],
+        },
     ]
     accounts = {
-        "alice-idp": {"name": "Alice Upstream", "email": "alice@uni.example", "email_verified": True,
-                      "eduperson_scoped_affiliation": ["faculty@uni.example", "staff@uni.example",
-                                                       "member@uni.example", "member@"],
-                      "ga4gh_passport_v1": [upstream_visas[k] for k in (
-                          "trusted", "jku_not_allowed", "untrusted_issuer", "expired")] + ["not-a-visa"]},
+        "alice-idp": {
+            "name": "Alice Upstream",
+            "email": "alice@uni.example",
+            "email_verified": True,
+            "eduperson_scoped_affiliation": [
+                "faculty@uni.example",
+                "staff@uni.example",
+                "member@uni.example",
+                "member@",
+            ],
+            "ga4gh_passport_v1": [
+                upstream_visas[k] for k in ("trusted", "jku_not_allowed", "untrusted_issuer", "expired")
+            ]
+            + ["not-a-visa"],
+        },
         "carol": {"name": "Carol One", "email": "carol@shared.example", "email_verified": True},
         "dave": {"name": "Dave", "email": "dave@uni.example"},  # not verified: never kept
         "erin": {"name": "Erin", "email": "erin@uni.example"},
-        "linker": {"name": "Alice at the University", "email": "alice@uni.example",
-                   "eduperson_scoped_affiliation": ["student@uni.example"]},
-        "xss": {"name": "<img src=x onerror=alert(1)>\u202eevil\r\nSet-Cookie: x=1",
-                "email": "x@evil.example\r\nBcc: victim@example.org"},
+        "linker": {
+            "name": "Alice at the University",
+            "email": "alice@uni.example",
+            "eduperson_scoped_affiliation": ["student@uni.example"],
+        },
+        "xss": {
+            "name": "<img src=x onerror=alert(1)>\u202eevil\r\nSet-Cookie: x=1",
+            "email": "x@evil.example\r\nBcc: victim@example.org",
+        },
         "big": {"name": "B" * 100_000},
         "huge": {"name": "H" * 1_000_000},
-        "fed-user": {"name": "Fed User", "eduperson_scoped_affiliation": ["member@fed.example"],
-                     "ga4gh_passport_v1": [upstream_visas["federation"]]},
+        "fed-user": {
+            "name": "Fed User",
+            "eduperson_scoped_affiliation": ["member@fed.example"],
+            "ga4gh_passport_v1": [upstream_visas["federation"]],
+        },
     }
     idp = NodeIdp(tmp_path_factory.mktemp("idp1"), clients, accounts).start()
     yield idp
@@ -117,8 +153,13 @@ def idp1(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int],
 
 @pytest.fixture(scope="session")
 def idp2(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]) -> Iterator[NodeIdp]:
-    clients = [{"client_id": "broker-main", "client_secret": IDP_SECRET,
-                "redirect_uris": [f"http://127.0.0.1:{ports['main']}/login/callback/idp2"]}]
+    clients = [
+        {
+            "client_id": "broker-main",
+            "client_secret": IDP_SECRET,
+            "redirect_uris": [f"http://127.0.0.1:{ports['main']}/login/callback/idp2"],
+        }
+    ]
     accounts = {
         "carol": {"name": "Carol Two", "email": "carol@shared.example", "email_verified": True},
         "dave": {"name": "Dave Elsewhere", "email": "dave@uni.example"},
@@ -144,15 +185,25 @@ def fake_idp() -> Iterator[FakeIdp]:
 
 
 @pytest.fixture(scope="session")
-def login_broker(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], idp1: NodeIdp, idp2: NodeIdp,
-                 fake_idp: FakeIdp, visa_issuer: VisaIssuer) -> Iterator[BrokerProcess]:
-    fake = {"kind": "oidc", "client_id": FAKE_CLIENT_ID, "client_secret": FAKE_CLIENT_SECRET,
-            "timeout_seconds": 1.0}
+def login_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+    ports: dict[str, int],
+    idp1: NodeIdp,
+    idp2: NodeIdp,
+    fake_idp: FakeIdp,
+    visa_issuer: VisaIssuer,
+) -> Iterator[BrokerProcess]:
+    fake = {"kind": "oidc", "client_id": FAKE_CLIENT_ID, "client_secret": FAKE_CLIENT_SECRET, "timeout_seconds": 1.0}
     connectors = [
         {"id": "local", "kind": "local", "name": "Local account"},
-        idp_connector("idp1", idp1, name="University IdP", relay_passport=True,
-                      affiliation_source=AFFILIATION_SOURCE,
-                      scopes=["openid", "profile", "email", "eduperson_scoped_affiliation", "ga4gh_passport_v1"]),
+        idp_connector(
+            "idp1",
+            idp1,
+            name="University IdP",
+            relay_passport=True,
+            affiliation_source=AFFILIATION_SOURCE,
+            scopes=["openid", "profile", "email", "eduperson_scoped_affiliation", "ga4gh_passport_v1"],
+        ),
         idp_connector("idp2", idp2, name="Institute IdP"),
         {"id": "fake", "name": "Fake IdP", "issuer": fake_idp.issuer("main"), **fake},
         *({"id": t, "issuer": fake_idp.issuer(t), **fake} for t in RP05_TENANTS),
@@ -160,11 +211,14 @@ def login_broker(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]
     settings = {
         "oidc": {"clients": [app_client()]},
         "login": {"connectors": connectors},
-        "trust": {"visa_issuers": [{"iss": visa_issuer.iss, "jku": [visa_issuer.jku]}],
-                  "fetch": {"allow_http_loopback": True, "unknown_kid_cooldown_seconds": 1}},
+        "trust": {
+            "visa_issuers": [{"iss": visa_issuer.iss, "jku": [visa_issuer.jku]}],
+            "fetch": {"allow_http_loopback": True, "unknown_kid_cooldown_seconds": 1},
+        },
     }
-    process = BrokerProcess(directory=tmp_path_factory.mktemp("login-broker"), settings=settings,
-                            port=ports["main"]).start()
+    process = BrokerProcess(
+        directory=tmp_path_factory.mktemp("login-broker"), settings=settings, port=ports["main"]
+    ).start()
     for user in ("alice", "bob"):
         done = process.cli("users", "add", user, "--name", user.title(), stdin=PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
@@ -175,4 +229,3 @@ def login_broker(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int]
 @pytest.fixture(scope="session")
 def app() -> Client:
     return Client("app", APP_SECRET, CALLBACK)
-

@@ -86,8 +86,11 @@ class FakeIdp:
         endpoint = parts[3]
         self.hits[(tenant.name, endpoint)] += 1
         handler = {
-            ".well-known/openid-configuration": self._discovery, "authorize": self._authorize,
-            "token": self._token, "userinfo": self._userinfo, "jwks": self._jwks,
+            ".well-known/openid-configuration": self._discovery,
+            "authorize": self._authorize,
+            "token": self._token,
+            "userinfo": self._userinfo,
+            "jwks": self._jwks,
         }.get(endpoint)
         response = handler(tenant, request) if handler else Response("not found", 404)
         return response(environ, start_response)
@@ -95,9 +98,13 @@ class FakeIdp:
     def _discovery(self, tenant: Tenant, request: Request) -> Response:
         iss = self.issuer(tenant.name)
         document = {
-            "issuer": iss, "authorization_endpoint": f"{iss}/authorize", "token_endpoint": f"{iss}/token",
-            "userinfo_endpoint": f"{iss}/userinfo", "jwks_uri": f"{iss}/jwks",
-            "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"],
+            "issuer": iss,
+            "authorization_endpoint": f"{iss}/authorize",
+            "token_endpoint": f"{iss}/token",
+            "userinfo_endpoint": f"{iss}/userinfo",
+            "jwks_uri": f"{iss}/jwks",
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
             "authorization_response_iss_parameter_supported": True,
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],
@@ -106,24 +113,33 @@ class FakeIdp:
         return _json(document)
 
     def _jwks(self, tenant: Tenant, request: Request) -> Response:
-        keys = [{**public_jwk(k.public_key()), "kid": kid, "alg": "ES256", "use": "sig"}
-                for kid, k in self.es_keys.items()]
+        keys = [
+            {**public_jwk(k.public_key()), "kid": kid, "alg": "ES256", "use": "sig"} for kid, k in self.es_keys.items()
+        ]
         keys.append({**public_jwk(self.rsa_key.public_key()), "kid": "rs-1", "alg": "RS256", "use": "sig"})
         return _json({"keys": keys})
 
     def _authorize(self, tenant: Tenant, request: Request) -> Response:
         args = request.args
         code = secrets.token_urlsafe(24)
-        tenant.pending[code] = {"nonce": args.get("nonce"), "challenge": args.get("code_challenge"),
-                                "redirect_uri": args.get("redirect_uri"), "client_id": args.get("client_id")}
+        tenant.pending[code] = {
+            "nonce": args.get("nonce"),
+            "challenge": args.get("code_challenge"),
+            "redirect_uri": args.get("redirect_uri"),
+            "client_id": args.get("client_id"),
+        }
         params = {"code": code, "state": args.get("state", ""), "iss": self.issuer(tenant.name)}
         if tenant.mode == "iss_missing":
             del params["iss"]
         elif tenant.mode == "iss_wrong":
             params["iss"] = self.issuer("someone-else")
         elif tenant.mode == "error_evil":
-            params = {"error": "access_denied", "error_description": "<script>alert(1)</script>\r\nX-Evil: 1",
-                      "state": args.get("state", ""), "iss": self.issuer(tenant.name)}
+            params = {
+                "error": "access_denied",
+                "error_description": "<script>alert(1)</script>\r\nX-Evil: 1",
+                "state": args.get("state", ""),
+                "iss": self.issuer(tenant.name),
+            }
         response = Response("", 302)
         response.headers["Location"] = f"{args.get('redirect_uri')}?{urlencode(params)}"
         return response
@@ -134,8 +150,11 @@ class FakeIdp:
             return _json({"error": "invalid_client"}, 401)
         seen = tenant.pending.pop(request.form.get("code", ""), None)
         verifier = request.form.get("code_verifier", "")
-        if seen is None or _b64(hashlib.sha256(verifier.encode()).digest()) != seen["challenge"] \
-                or request.form.get("redirect_uri") != seen["redirect_uri"]:
+        if (
+            seen is None
+            or _b64(hashlib.sha256(verifier.encode()).digest()) != seen["challenge"]
+            or request.form.get("redirect_uri") != seen["redirect_uri"]
+        ):
             return _json({"error": "invalid_grant"}, 400)
         mode = tenant.mode
         if mode == "html200":
@@ -148,8 +167,12 @@ class FakeIdp:
             time.sleep(4)
         if mode == "huge":
             return Response(_huge(), 200, content_type="application/json", direct_passthrough=True)
-        body: dict[str, Any] = {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
-                                "expires_in": 300, "id_token": self.id_token(tenant, seen["nonce"])}
+        body: dict[str, Any] = {
+            "access_token": secrets.token_urlsafe(24),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": self.id_token(tenant, seen["nonce"]),
+        }
         if mode == "mac":
             body["token_type"] = "mac"
         if mode == "no_id_token":
@@ -170,8 +193,14 @@ class FakeIdp:
     def id_token(self, tenant: Tenant, nonce: str | None) -> str:
         """An ID token as the tenant's mode has it (honest unless the mode names a fault)."""
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": self.issuer(tenant.name), "sub": SUB, "aud": CLIENT_ID, "iat": now,
-                                  "exp": now + 300, "nonce": nonce}
+        claims: dict[str, Any] = {
+            "iss": self.issuer(tenant.name),
+            "sub": SUB,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "exp": now + 300,
+            "nonce": nonce,
+        }
         header: dict[str, Any] = {"kid": "es-1", "typ": "JWT"}
         key: Any = self.es_keys["es-1"]
         alg = "ES256"

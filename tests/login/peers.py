@@ -50,8 +50,9 @@ class NodeIdp:
         config = self.directory / "idp.json"
         config.write_text(json.dumps({"clients": self.clients, "accounts": self.accounts}), encoding="utf-8")
         self._log = open(self.directory / "idp.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([node, str(PEERS / "idp.mjs"), str(config)], stdout=subprocess.PIPE,
-                                        stderr=self._log, text=True)
+        self.process = subprocess.Popen(
+            [node, str(PEERS / "idp.mjs"), str(config)], stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
@@ -130,9 +131,18 @@ class VisaIssuer:
     def visa(self, sub: str, value: str, *, jku: str | None = None, lifetime: int = 3600) -> str:
         now = int(time.time())
         payload = {
-            "iss": self.iss, "sub": sub, "iat": now, "exp": now + lifetime, "jti": f"visa-{sub}-{now}-{value[-6:]}",
-            "ga4gh_visa_v1": {"type": "ControlledAccessGrants", "asserted": now - 60, "value": value,
-                              "source": "https://dac.test.example/", "by": "dac"},
+            "iss": self.iss,
+            "sub": sub,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": f"visa-{sub}-{now}-{value[-6:]}",
+            "ga4gh_visa_v1": {
+                "type": "ControlledAccessGrants",
+                "asserted": now - 60,
+                "value": value,
+                "source": "https://dac.test.example/",
+                "by": "dac",
+            },
         }
         headers = {"kid": self.kid, "jku": jku or self.jku, "typ": "vnd.ga4gh.visa+jwt"}
         return jwt.encode(payload, self.key, algorithm="ES256", headers=headers)

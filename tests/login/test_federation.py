@@ -27,54 +27,91 @@ FED_SOURCE = "https://fed.example/"
 
 
 @pytest.fixture(scope="module")
-def broker_a(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], idp1: NodeIdp,
-             visa_issuer: VisaIssuer) -> Iterator[BrokerProcess]:
+def broker_a(
+    tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], idp1: NodeIdp, visa_issuer: VisaIssuer
+) -> Iterator[BrokerProcess]:
     settings = {
-        "login": {"connectors": [{
-            "id": "idp1", "kind": "oidc", "name": "University IdP", "issuer": idp1.issuer, "client_id": "broker-a",
-            "client_secret": IDP_SECRET, "relay_passport": True, "affiliation_source": FED_SOURCE,
-            "scopes": ["openid", "profile", "eduperson_scoped_affiliation", "ga4gh_passport_v1"],
-        }]},
-        "oidc": {"clients": [{
-            "client_id": "broker-b", "name": "Broker B", "grant_types": ["authorization_code"],
-            "redirect_uris": [f"http://127.0.0.1:{ports['b']}/login/callback/broker-a"],
-            "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
-            "secret_hash": hash_secret(B_AT_A_SECRET, log2_n=10),
-        }]},
-        "trust": {"visa_issuers": [{"iss": visa_issuer.iss, "jku": [visa_issuer.jku]}],
-                  "fetch": {"allow_http_loopback": True}},
+        "login": {
+            "connectors": [
+                {
+                    "id": "idp1",
+                    "kind": "oidc",
+                    "name": "University IdP",
+                    "issuer": idp1.issuer,
+                    "client_id": "broker-a",
+                    "client_secret": IDP_SECRET,
+                    "relay_passport": True,
+                    "affiliation_source": FED_SOURCE,
+                    "scopes": ["openid", "profile", "eduperson_scoped_affiliation", "ga4gh_passport_v1"],
+                }
+            ]
+        },
+        "oidc": {
+            "clients": [
+                {
+                    "client_id": "broker-b",
+                    "name": "Broker B",
+                    "grant_types": ["authorization_code"],
+                    "redirect_uris": [f"http://127.0.0.1:{ports['b']}/login/callback/broker-a"],
+                    "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
+                    "secret_hash": hash_secret(B_AT_A_SECRET, log2_n=10),
+                }
+            ]
+        },
+        "trust": {
+            "visa_issuers": [{"iss": visa_issuer.iss, "jku": [visa_issuer.jku]}],
+            "fetch": {"allow_http_loopback": True},
+        },
     }
-    process = LocalhostBroker(directory=tmp_path_factory.mktemp("broker-a"), settings=settings,
-                              port=ports["a"]).start()
+    process = LocalhostBroker(directory=tmp_path_factory.mktemp("broker-a"), settings=settings, port=ports["a"]).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def broker_b(tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], broker_a: BrokerProcess,
-             visa_issuer: VisaIssuer) -> Iterator[BrokerProcess]:
+def broker_b(
+    tmp_path_factory: pytest.TempPathFactory, ports: dict[str, int], broker_a: BrokerProcess, visa_issuer: VisaIssuer
+) -> Iterator[BrokerProcess]:
     settings = {
-        "login": {"connectors": [{
-            "id": "broker-a", "kind": "oidc", "name": "Broker A", "issuer": broker_a.issuer,
-            "client_id": "broker-b", "client_secret": B_AT_A_SECRET, "relay_passport": True,
-            "scopes": ["openid", "profile", "ga4gh_passport_v1"],
-        }]},
+        "login": {
+            "connectors": [
+                {
+                    "id": "broker-a",
+                    "kind": "oidc",
+                    "name": "Broker A",
+                    "issuer": broker_a.issuer,
+                    "client_id": "broker-b",
+                    "client_secret": B_AT_A_SECRET,
+                    "relay_passport": True,
+                    "scopes": ["openid", "profile", "ga4gh_passport_v1"],
+                }
+            ]
+        },
         "oidc": {"clients": [app_client()]},
-        "trust": {"visa_issuers": [{"iss": broker_a.issuer, "jku": [own_jwks_url(broker_a.issuer)]},
-                                   {"iss": visa_issuer.iss, "jku": [visa_issuer.jku]}],
-                  "fetch": {"allow_http_loopback": True}},
+        "trust": {
+            "visa_issuers": [
+                {"iss": broker_a.issuer, "jku": [own_jwks_url(broker_a.issuer)]},
+                {"iss": visa_issuer.iss, "jku": [visa_issuer.jku]},
+            ],
+            "fetch": {"allow_http_loopback": True},
+        },
     }
-    process = BrokerProcess(directory=tmp_path_factory.mktemp("broker-b"), settings=settings,
-                            port=ports["b"]).start()
+    process = BrokerProcess(directory=tmp_path_factory.mktemp("broker-b"), settings=settings, port=ports["b"]).start()
     yield process
     process.stop()
 
 
 def test_federation_broker_b_relays_broker_a_visas_unchanged(
-        broker_a: BrokerProcess, broker_b: BrokerProcess, idp1: NodeIdp, app: Client, visa_issuer: VisaIssuer,
-        upstream_visas: dict[str, str]) -> None:
-    _, tokens = login_through(broker_b, app, "broker-a", idp1.issuer, "fed-user",
-                              also={origin(broker_a.issuer): "idp1"})
+    broker_a: BrokerProcess,
+    broker_b: BrokerProcess,
+    idp1: NodeIdp,
+    app: Client,
+    visa_issuer: VisaIssuer,
+    upstream_visas: dict[str, str],
+) -> None:
+    _, tokens = login_through(
+        broker_b, app, "broker-a", idp1.issuer, "fed-user", also={origin(broker_a.issuer): "idp1"}
+    )
     info = userinfo(broker_b, tokens["access_token"])
     visas = info["ga4gh_passport_v1"]
     # The IdP's visa went through A and B unchanged.
@@ -90,12 +127,14 @@ def test_federation_broker_b_relays_broker_a_visas_unchanged(
     assert visa_a["sub"] != info["sub"]
 
     passport = passport_of(broker_b, app, tokens["access_token"])
-    verifier = clearinghouse(broker_b, {broker_a.issuer: own_jwks_url(broker_a.issuer),
-                                        visa_issuer.iss: visa_issuer.jku})
+    verifier = clearinghouse(
+        broker_b, {broker_a.issuer: own_jwks_url(broker_a.issuer), visa_issuer.iss: visa_issuer.jku}
+    )
     result = verifier.verify_passport(passport)
     assert result.ok, result.error
     assert result.rejected == ()
     accepted = {(v.iss, v.visa.type): v.raw for v in result.accepted}
-    assert accepted == {(broker_a.issuer, AFFILIATION_AND_ROLE): from_a[0],
-                        (visa_issuer.iss, CONTROLLED_ACCESS_GRANTS): upstream_visas["federation"]}
-
+    assert accepted == {
+        (broker_a.issuer, AFFILIATION_AND_ROLE): from_a[0],
+        (visa_issuer.iss, CONTROLLED_ACCESS_GRANTS): upstream_visas["federation"],
+    }

@@ -55,8 +55,9 @@ def visa_types(info: dict[str, object]) -> list[str]:
     return [claims(v)["ga4gh_visa_v1"]["type"] for v in info["ga4gh_passport_v1"]]  # type: ignore[union-attr]
 
 
-def test_linking_a_second_identity_mints_linked_identities(login_broker: BrokerProcess, app: Client,
-                                                          idp1: NodeIdp) -> None:
+def test_linking_a_second_identity_mints_linked_identities(
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp
+) -> None:
     browser = Browser(connectors={origin(login_broker.issuer): "local"}, accounts={idp1.issuer: "linker"})
     local_login(browser, login_broker, "alice")
     before = tokens_in(browser, login_broker, app)
@@ -71,7 +72,9 @@ def test_linking_a_second_identity_mints_linked_identities(login_broker: BrokerP
     linked = [claims(v) for v in info["ga4gh_passport_v1"] if claims(v)["ga4gh_visa_v1"]["type"] == LINKED_IDENTITIES]
     assert len(linked) == 1
     assert set(parse_linked_identities(linked[0]["ga4gh_visa_v1"]["value"])) == {
-        (login_broker.url("/login/local"), "alice"), (idp1.issuer, "linker")}
+        (login_broker.url("/login/local"), "alice"),
+        (idp1.issuer, "linker"),
+    }
     assert linked[0]["ga4gh_visa_v1"]["by"] == "system" and linked[0]["sub"] == info["sub"]
     assert AFFILIATION_AND_ROLE in visa_types(info)  # what the linked upstream asserted counts for alice now
     result = clearinghouse(login_broker, {}).verify_passport(passport_of(login_broker, app, tokens["access_token"]))
@@ -83,7 +86,8 @@ def test_linking_a_second_identity_mints_linked_identities(login_broker: BrokerP
 
 
 def test_linking_an_identity_of_another_account_is_refused_and_changes_nothing(
-        login_broker: BrokerProcess, app: Client, idp2: NodeIdp) -> None:
+    login_broker: BrokerProcess, app: Client, idp2: NodeIdp
+) -> None:
     _, owner = login_through(login_broker, app, "idp2", idp2.issuer, "dave")
     owner_sub = claims(owner["id_token"])["sub"]
     browser = Browser(connectors={origin(login_broker.issuer): "local"}, accounts={idp2.issuer: "dave"})

@@ -32,7 +32,7 @@ def test_oa20_withdrawing_consent_on_the_account_page_calls_the_grant_ending_wit
     with site.app.test_client() as client:
         login(client, "researcher")
         page = client.get("/account").get_data(as_text=True)
-        token = csrf_of(page[page.index('action="/account/consents/withdraw"'):])
+        token = csrf_of(page[page.index('action="/account/consents/withdraw"') :])
         done = client.post("/account/consents/withdraw", data={"client_id": "portal", "csrf_token": token})
         assert done.status_code == 303, done.get_data(as_text=True)[:500]
     assert site.store.get_consent(researcher, "portal") is None

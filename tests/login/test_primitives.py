@@ -22,10 +22,19 @@ def test_scrypt_hash_verifies_only_the_same_secret() -> None:
     assert hash_secret("x", log2_n=10) != hash_secret("x", log2_n=10)  # salted
 
 
-@pytest.mark.parametrize("stored", [
-    None, "", "plain", "scrypt$10$8$1$AAAA", "bcrypt$10$8$1$AAAA$AAAA", "scrypt$99$8$1$AAAAAAAA$" + "A" * 43,
-    "scrypt$x$8$1$AAAA$AAAA", "scrypt$10$8$1$!!$" + "A" * 43,
-])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "",
+        "plain",
+        "scrypt$10$8$1$AAAA",
+        "bcrypt$10$8$1$AAAA$AAAA",
+        "scrypt$99$8$1$AAAAAAAA$" + "A" * 43,
+        "scrypt$x$8$1$AAAA$AAAA",
+        "scrypt$10$8$1$!!$" + "A" * 43,
+    ],
+)
 def test_malformed_stored_hash_never_verifies(stored: str | None) -> None:
     assert verify_secret("anything", stored) is False
 
@@ -50,18 +59,34 @@ def test_basic_credentials_are_form_decoded() -> None:
     assert parse_basic("Bearer abc") is None
 
 
-@pytest.mark.parametrize("header", ["Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(),
-                                    "Basic " + base64.b64encode(b"\xff:\xfe").decode()])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
+    ],
+)
 def test_malformed_basic_is_invalid_client(header: str) -> None:
     with pytest.raises(OAuthError) as caught:
         parse_basic(header)
     assert caught.value.error == "invalid_client" and caught.value.status == 401 and caught.value.basic_challenge
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("/account", "/account"), ("/device?user_code=BCDF", "/device?user_code=BCDF"), ("//evil.test", None),
-    ("/\\evil.test", None), ("https://evil.test", None), ("/%2F%2Fevil", None), ("javascript:x", None),
-    ("/a\r\nLocation: x", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("/account", "/account"),
+        ("/device?user_code=BCDF", "/device?user_code=BCDF"),
+        ("//evil.test", None),
+        ("/\\evil.test", None),
+        ("https://evil.test", None),
+        ("/%2F%2Fevil", None),
+        ("javascript:x", None),
+        ("/a\r\nLocation: x", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_safe_next_allows_only_plain_same_origin_paths(value: str | None, expected: str | None) -> None:
     assert safe_next(value) == expected

@@ -45,8 +45,9 @@ def callback_url(response: requests.Response) -> str:
     return urljoin(response.url, response.headers["Location"])
 
 
-def client_error(browser: Browser, broker: BrokerProcess, app: Client, connector: str,
-                 state: str = "client-st") -> dict[str, str]:
+def client_error(
+    browser: Browser, broker: BrokerProcess, app: Client, connector: str, state: str = "client-st"
+) -> dict[str, str]:
     """A client's request whose login through ``connector`` fails: the error the client receives."""
     response, _ = start_authorization(browser, broker, app, state=state)
     page = browser.next(response)
@@ -58,8 +59,7 @@ def client_error(browser: Browser, broker: BrokerProcess, app: Client, connector
 # --------------------------------------------------------------------------- RP-01
 
 
-def test_rp01_login_csrf_callback_in_another_browser_is_refused(login_broker: BrokerProcess,
-                                                                idp1: NodeIdp) -> None:
+def test_rp01_login_csrf_callback_in_another_browser_is_refused(login_broker: BrokerProcess, idp1: NodeIdp) -> None:
     attacker = Browser(connectors={origin(login_broker.issuer): "idp1"}, accounts={idp1.issuer: "rp01-attacker"})
     response, _ = to_callback(attacker, login_broker, "idp1")
     lure = callback_url(response)
@@ -85,10 +85,12 @@ def test_rp01_login_csrf_callback_in_another_browser_is_refused(login_broker: Br
 # --------------------------------------------------------------------------- RP-02
 
 
-def test_rp02_mix_up_response_of_another_idp_is_refused(login_broker: BrokerProcess, idp1: NodeIdp,
-                                                        idp2: NodeIdp) -> None:
-    browser = Browser(connectors={origin(login_broker.issuer): "idp1"},
-                      accounts={idp1.issuer: "rp02-user", idp2.issuer: "rp02-user"})
+def test_rp02_mix_up_response_of_another_idp_is_refused(
+    login_broker: BrokerProcess, idp1: NodeIdp, idp2: NodeIdp
+) -> None:
+    browser = Browser(
+        connectors={origin(login_broker.issuer): "idp1"}, accounts={idp1.issuer: "rp02-user", idp2.issuer: "rp02-user"}
+    )
     from_b, state_b = to_callback(browser, login_broker, "idp2")
     code_b = query_of(callback_url(from_b))["code"]
     tokens_before = (idp1.stats()["token"], idp2.stats()["token"])
@@ -115,12 +117,21 @@ def test_rp02_mix_up_response_of_another_idp_is_refused(login_broker: BrokerProc
 
 
 RP03_CASES = {  # fake IdP mode -> the reason the broker logs (each must fail for its own reason)
-    "wrong_iss": "id_token_wrong_iss", "wrong_aud": "id_token_bad_aud", "no_sub": "id_token_bad_sub",
-    "no_iat": "id_token_bad_time", "alg_none": "id_token_jws_bad_alg", "hs256": "id_token_jws_bad_alg",
-    "bad_sig_es256": "id_token_jws_bad_signature", "bad_sig_rs256": "id_token_jws_bad_signature",
-    "kid_absent_multiple_keys": "id_token_key_key_not_found", "wrong_nonce": "id_token_bad_nonce",
-    "azp_mismatch": "id_token_bad_azp", "multi_aud_no_azp": "id_token_bad_azp", "expired": "id_token_expired",
-    "iat_future": "id_token_bad_time", "typ_access_token": "id_token_bad_typ",
+    "wrong_iss": "id_token_wrong_iss",
+    "wrong_aud": "id_token_bad_aud",
+    "no_sub": "id_token_bad_sub",
+    "no_iat": "id_token_bad_time",
+    "alg_none": "id_token_jws_bad_alg",
+    "hs256": "id_token_jws_bad_alg",
+    "bad_sig_es256": "id_token_jws_bad_signature",
+    "bad_sig_rs256": "id_token_jws_bad_signature",
+    "kid_absent_multiple_keys": "id_token_key_key_not_found",
+    "wrong_nonce": "id_token_bad_nonce",
+    "azp_mismatch": "id_token_bad_azp",
+    "multi_aud_no_azp": "id_token_bad_azp",
+    "expired": "id_token_expired",
+    "iat_future": "id_token_bad_time",
+    "typ_access_token": "id_token_bad_typ",
 }
 
 
@@ -131,20 +142,26 @@ def last_abort(broker: BrokerProcess) -> str:
 
 
 @pytest.mark.parametrize("mode", sorted(RP03_CASES))
-def test_rp03_bad_upstream_id_token_aborts_login(login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp,
-                                                 mode: str) -> None:
+def test_rp03_bad_upstream_id_token_aborts_login(
+    login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, mode: str
+) -> None:
     fake_idp.tenants["main"].mode = mode
     browser = Browser()
     error = client_error(browser, login_broker, app, "fake")
-    assert error == {"error": "access_denied", "error_description": ACCESS_DENIED_TEXT, "state": "client-st",
-                     "iss": login_broker.issuer}
+    assert error == {
+        "error": "access_denied",
+        "error_description": ACCESS_DENIED_TEXT,
+        "state": "client-st",
+        "iss": login_broker.issuer,
+    }
     assert last_abort(login_broker) == RP03_CASES[mode]
     assert not logged_in(browser, login_broker)
 
 
 @pytest.mark.parametrize("mode", ["good", "good_rs256"])
-def test_rp03_control_honest_fake_idp_logs_in(login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp,
-                                              mode: str) -> None:
+def test_rp03_control_honest_fake_idp_logs_in(
+    login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, mode: str
+) -> None:
     fake_idp.tenants["main"].mode = mode
     _, tokens = login_through(login_broker, app, "fake", fake_idp.base, "-")
     info = userinfo(login_broker, tokens["access_token"])
@@ -156,8 +173,9 @@ def test_rp03_control_honest_fake_idp_logs_in(login_broker: BrokerProcess, app: 
 
 
 @pytest.mark.parametrize("mode", ["userinfo_other_sub", "userinfo_no_sub"])
-def test_rp04_userinfo_sub_mismatch_aborts_login(login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp,
-                                                 mode: str) -> None:
+def test_rp04_userinfo_sub_mismatch_aborts_login(
+    login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, mode: str
+) -> None:
     fake_idp.tenants["main"].mode = mode
     browser = Browser()
     error = client_error(browser, login_broker, app, "fake")
@@ -172,7 +190,8 @@ def test_rp04_userinfo_sub_mismatch_aborts_login(login_broker: BrokerProcess, ap
 
 @pytest.mark.parametrize("tenant", RP05_TENANTS)
 def test_rp05_discovery_issuer_mismatch_or_substituted_endpoint_makes_idp_unusable(
-        login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, tenant: str) -> None:
+    login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, tenant: str
+) -> None:
     browser = Browser()
     response, _ = start_authorization(browser, login_broker, app)
     page = browser.next(response)
@@ -189,8 +208,9 @@ def test_rp05_discovery_issuer_mismatch_or_substituted_endpoint_makes_idp_unusab
 # --------------------------------------------------------------------------- RP-06
 
 
-def test_rp06_upstream_key_rotation_one_jwks_refetch_then_success(login_broker: BrokerProcess, app: Client,
-                                                                 idp2: NodeIdp) -> None:
+def test_rp06_upstream_key_rotation_one_jwks_refetch_then_success(
+    login_broker: BrokerProcess, app: Client, idp2: NodeIdp
+) -> None:
     login_through(login_broker, app, "idp2", idp2.issuer, "rot")  # the old key is cached now
     time.sleep(1.2)  # past trust.fetch.unknown_kid_cooldown_seconds (1 s in this broker)
     browser = Browser(accounts={idp2.issuer: "rot"})
@@ -205,8 +225,9 @@ def test_rp06_upstream_key_rotation_one_jwks_refetch_then_success(login_broker: 
 # --------------------------------------------------------------------------- RP-07
 
 
-def test_rp07_hostile_upstream_claims_are_cleaned_and_escaped(login_broker: BrokerProcess, app: Client,
-                                                              idp1: NodeIdp) -> None:
+def test_rp07_hostile_upstream_claims_are_cleaned_and_escaped(
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp
+) -> None:
     browser, tokens = login_through(login_broker, app, "idp1", idp1.issuer, "xss")
     info = userinfo(login_broker, tokens["access_token"])
     assert info["name"] == "<img src=x onerror=alert(1)>evil Set-Cookie: x=1"  # no CR, LF or U+202E
@@ -218,8 +239,9 @@ def test_rp07_hostile_upstream_claims_are_cleaned_and_escaped(login_broker: Brok
     assert userinfo(login_broker, tokens["access_token"])["name"] == "B" * 200
 
 
-def test_rp07_megabyte_claim_is_refused_by_the_response_size_cap(login_broker: BrokerProcess, app: Client,
-                                                                 idp1: NodeIdp) -> None:
+def test_rp07_megabyte_claim_is_refused_by_the_response_size_cap(
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp
+) -> None:
     browser = Browser(accounts={idp1.issuer: "huge"})
     error = client_error(browser, login_broker, app, "idp1")
     assert error["error"] == "temporarily_unavailable" and error["state"] == "client-st"
@@ -229,8 +251,7 @@ def test_rp07_megabyte_claim_is_refused_by_the_response_size_cap(login_broker: B
 # --------------------------------------------------------------------------- RP-08
 
 
-def test_rp08_unverified_upstream_email_is_never_kept(login_broker: BrokerProcess, app: Client,
-                                                       idp1: NodeIdp) -> None:
+def test_rp08_unverified_upstream_email_is_never_kept(login_broker: BrokerProcess, app: Client, idp1: NodeIdp) -> None:
     """An address the upstream did not mark email_verified could name someone else: remote visa
     sources keyed on e-mail would then hand that person's visas to this account."""
     _, tokens = login_through(login_broker, app, "idp1", idp1.issuer, "dave")
@@ -239,8 +260,9 @@ def test_rp08_unverified_upstream_email_is_never_kept(login_broker: BrokerProces
     assert "email" not in info
 
 
-def test_rp08_same_email_and_sub_at_two_idps_are_two_accounts(login_broker: BrokerProcess, app: Client,
-                                                              idp1: NodeIdp, idp2: NodeIdp) -> None:
+def test_rp08_same_email_and_sub_at_two_idps_are_two_accounts(
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp, idp2: NodeIdp
+) -> None:
     browser1, tokens1 = login_through(login_broker, app, "idp1", idp1.issuer, "carol")
     browser2, tokens2 = login_through(login_broker, app, "idp2", idp2.issuer, "carol")
     info1, info2 = userinfo(login_broker, tokens1["access_token"]), userinfo(login_broker, tokens2["access_token"])
@@ -260,7 +282,8 @@ EVIL = "<script>alert(1)</script>\r\nX-Injected: 1"
 
 
 def test_rp09_upstream_error_reaches_client_as_access_denied_without_its_description(
-        login_broker: BrokerProcess, app: Client, idp1: NodeIdp) -> None:
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp
+) -> None:
     browser = Browser()
     response, _ = start_authorization(browser, login_broker, app, state="rp09")
     page = browser.next(response)
@@ -271,13 +294,18 @@ def test_rp09_upstream_error_reaches_client_as_access_denied_without_its_descrip
     upstream = query_of(to_us.headers["Location"])
     assert upstream["error"] == "access_denied" and upstream["error_description"] == EVIL
     final = browser.drive(to_us, until=app.redirect_uri)
-    assert query_of(callback_url(final)) == {"error": "access_denied", "error_description": ACCESS_DENIED_TEXT,
-                                             "state": "rp09", "iss": login_broker.issuer}
+    assert query_of(callback_url(final)) == {
+        "error": "access_denied",
+        "error_description": ACCESS_DENIED_TEXT,
+        "state": "rp09",
+        "iss": login_broker.issuer,
+    }
     assert not logged_in(browser, login_broker)
 
 
-def test_rp09_upstream_error_without_a_client_shows_an_escaped_page(login_broker: BrokerProcess,
-                                                                    fake_idp: FakeIdp) -> None:
+def test_rp09_upstream_error_without_a_client_shows_an_escaped_page(
+    login_broker: BrokerProcess, fake_idp: FakeIdp
+) -> None:
     fake_idp.tenants["main"].mode = "error_evil"
     browser = Browser()
     page = browser.get(login_broker.url("/login"))
@@ -291,22 +319,31 @@ def test_rp09_upstream_error_without_a_client_shows_an_escaped_page(login_broker
 
 
 RP10_CASES = {  # fake IdP token endpoint mode -> the reason the broker logs
-    "html200": "token_bad_content_type", "status500": "token_bad_status", "drip": "token_timeout",
-    "stall": "token_timeout", "huge": "token_too_large", "mac": "token_type", "no_id_token": "token_no_id_token",
+    "html200": "token_bad_content_type",
+    "status500": "token_bad_status",
+    "drip": "token_timeout",
+    "stall": "token_timeout",
+    "huge": "token_too_large",
+    "mac": "token_type",
+    "no_id_token": "token_no_id_token",
 }
 
 
 @pytest.mark.parametrize("mode", sorted(RP10_CASES))
-def test_rp10_upstream_token_endpoint_misbehaviour_fails_gracefully(login_broker: BrokerProcess, app: Client,
-                                                                    fake_idp: FakeIdp, mode: str) -> None:
+def test_rp10_upstream_token_endpoint_misbehaviour_fails_gracefully(
+    login_broker: BrokerProcess, app: Client, fake_idp: FakeIdp, mode: str
+) -> None:
     fake_idp.tenants["main"].mode = mode
     browser = Browser()
     started = time.monotonic()
     error = client_error(browser, login_broker, app, "fake", state=f"rp10-{mode}")
     elapsed = time.monotonic() - started
-    assert error == {"error": "temporarily_unavailable",
-                     "error_description": "The home organisation's login service is not available.",
-                     "state": f"rp10-{mode}", "iss": login_broker.issuer}
+    assert error == {
+        "error": "temporarily_unavailable",
+        "error_description": "The home organisation's login service is not available.",
+        "state": f"rp10-{mode}",
+        "iss": login_broker.issuer,
+    }
     assert elapsed < 8, elapsed  # bounded by the connector's 1 s timeout, not by the upstream's 15 s drip
     assert last_abort(login_broker) == RP10_CASES[mode]
     assert not logged_in(browser, login_broker)

@@ -14,7 +14,8 @@ from tests.oidc.flow import Client, claims, header, redeem
 
 
 def test_login_page_offers_every_connector_and_each_upstream_starts_its_own_flow(
-        login_broker: BrokerProcess, app: Client, idp1: NodeIdp, idp2: NodeIdp) -> None:
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp, idp2: NodeIdp
+) -> None:
     browser = Browser()
     response, _ = start_authorization(browser, login_broker, app)
     page = browser.next(response)
@@ -35,10 +36,11 @@ def test_login_page_offers_every_connector_and_each_upstream_starts_its_own_flow
 
 
 def test_whole_flow_passport_holds_minted_affiliation_and_relayed_visa(
-        login_broker: BrokerProcess, app: Client, idp1: NodeIdp, visa_issuer: VisaIssuer,
-        upstream_visas: dict[str, str]) -> None:
-    browser = Browser(connectors={origin(login_broker.issuer): "idp1"}, accounts={idp1.issuer: "alice-idp"},
-                      consent=False)
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp, visa_issuer: VisaIssuer, upstream_visas: dict[str, str]
+) -> None:
+    browser = Browser(
+        connectors={origin(login_broker.issuer): "idp1"}, accounts={idp1.issuer: "alice-idp"}, consent=False
+    )
     response, verifier = start_authorization(browser, login_broker, app, state="st-1")
     # Up to our consent page, through the real upstream IdP.
     consent = browser.drive(response, until=app.redirect_uri)
@@ -58,8 +60,7 @@ def test_whole_flow_passport_holds_minted_affiliation_and_relayed_visa(
         assert upstream_visas[refused] not in visas
     assert "not-a-visa" not in visas
     minted = [claims(v) for v in visas if claims(v)["iss"] == login_broker.issuer]
-    affiliations = {m["ga4gh_visa_v1"]["value"] for m in minted
-                    if m["ga4gh_visa_v1"]["type"] == AFFILIATION_AND_ROLE}
+    affiliations = {m["ga4gh_visa_v1"]["value"] for m in minted if m["ga4gh_visa_v1"]["type"] == AFFILIATION_AND_ROLE}
     assert affiliations == {"faculty@uni.example", "member@uni.example"}
     for m in minted:
         assert m["sub"] == info["sub"] and m["ga4gh_visa_v1"]["by"] == "system"
@@ -72,17 +73,20 @@ def test_whole_flow_passport_holds_minted_affiliation_and_relayed_visa(
     assert result.ok, result.error
     assert result.rejected == ()
     kinds = sorted((v.iss, v.visa.type, v.visa.value) for v in result.accepted)
-    assert kinds == sorted([
-        (login_broker.issuer, AFFILIATION_AND_ROLE, "faculty@uni.example"),
-        (login_broker.issuer, AFFILIATION_AND_ROLE, "member@uni.example"),
-        (visa_issuer.iss, CONTROLLED_ACCESS_GRANTS, "https://ega.example/datasets/EGAD0001"),
-    ])
+    assert kinds == sorted(
+        [
+            (login_broker.issuer, AFFILIATION_AND_ROLE, "faculty@uni.example"),
+            (login_broker.issuer, AFFILIATION_AND_ROLE, "member@uni.example"),
+            (visa_issuer.iss, CONTROLLED_ACCESS_GRANTS, "https://ega.example/datasets/EGAD0001"),
+        ]
+    )
     relayed = next(v for v in result.accepted if v.iss == visa_issuer.iss)
     assert relayed.raw == upstream_visas["trusted"]
 
 
-def test_second_login_finds_the_same_account_by_iss_and_sub(login_broker: BrokerProcess, app: Client,
-                                                            idp1: NodeIdp) -> None:
+def test_second_login_finds_the_same_account_by_iss_and_sub(
+    login_broker: BrokerProcess, app: Client, idp1: NodeIdp
+) -> None:
     _, first = login_through(login_broker, app, "idp1", idp1.issuer, "erin")
     _, second = login_through(login_broker, app, "idp1", idp1.issuer, "erin")
     assert claims(first["id_token"])["sub"] == claims(second["id_token"])["sub"]

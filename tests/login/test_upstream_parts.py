@@ -27,24 +27,38 @@ ISS = "https://idp.example.org"
 # --------------------------------------------------------------------------- claims
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("Ada Lovelace", "Ada Lovelace"),
-    ("Ada\r\nSet-Cookie: x=1", "Ada Set-Cookie: x=1"),
-    ("\u202eevil\u202c name\u200b", "evil name"),
-    ("tab\there\x00nul\x7fdel", "tab herenuldel"),
-    ("  line\u2028sep  ", "line sep"),
-    ("<b>bold</b>", "<b>bold</b>"),  # kept as text; pages escape it
-    ("x" * 500, "x" * 200),
-    (12, ""), (None, ""), (["a"], ""),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("Ada Lovelace", "Ada Lovelace"),
+        ("Ada\r\nSet-Cookie: x=1", "Ada Set-Cookie: x=1"),
+        ("\u202eevil\u202c name\u200b", "evil name"),
+        ("tab\there\x00nul\x7fdel", "tab herenuldel"),
+        ("  line\u2028sep  ", "line sep"),
+        ("<b>bold</b>", "<b>bold</b>"),  # kept as text; pages escape it
+        ("x" * 500, "x" * 200),
+        (12, ""),
+        (None, ""),
+        (["a"], ""),
+    ],
+)
 def test_clean_text_drops_controls_and_format_characters_and_caps_length(raw: object, expected: str) -> None:
     assert clean_text(raw) == expected
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("a@uni.example", "a@uni.example"), ("a@uni.example\r\nBcc: b@x", ""), ("a b@uni.example", ""),
-    ("a@b@uni.example", ""), ("a@" + "x" * 260, ""), ("", ""), (None, ""), ("no-at.example", ""),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("a@uni.example", "a@uni.example"),
+        ("a@uni.example\r\nBcc: b@x", ""),
+        ("a b@uni.example", ""),
+        ("a@b@uni.example", ""),
+        ("a@" + "x" * 260, ""),
+        ("", ""),
+        (None, ""),
+        ("no-at.example", ""),
+    ],
+)
 def test_clean_email_keeps_only_one_plain_address(raw: object, expected: str) -> None:
     assert clean_email(raw) == expected
 
@@ -56,17 +70,33 @@ def test_display_name_falls_back_to_given_family_then_username() -> None:
 
 
 def test_affiliations_keep_only_ga4gh_affiliation_values() -> None:
-    claims = {"eduperson_scoped_affiliation": [
-        "faculty@uni.example", "student@uni.example", "member@uni.example", "staff@uni.example",
-        "custom.role@uni.example", "Faculty@uni.example", "member@", "@uni.example", "member@uni .example",
-        "member@uni.example", 7, "member@-uni.example",
-    ]}
+    claims = {
+        "eduperson_scoped_affiliation": [
+            "faculty@uni.example",
+            "student@uni.example",
+            "member@uni.example",
+            "staff@uni.example",
+            "custom.role@uni.example",
+            "Faculty@uni.example",
+            "member@",
+            "@uni.example",
+            "member@uni .example",
+            "member@uni.example",
+            7,
+            "member@-uni.example",
+        ]
+    }
     found = affiliations(claims, "https://uni.example/", 1700000000)
-    assert [a["value"] for a in found] == ["faculty@uni.example", "student@uni.example", "member@uni.example",
-                                           "custom.role@uni.example"]
+    assert [a["value"] for a in found] == [
+        "faculty@uni.example",
+        "student@uni.example",
+        "member@uni.example",
+        "custom.role@uni.example",
+    ]
     assert all(a["source"] == "https://uni.example/" and a["asserted"] == 1700000000 for a in found)
     assert [a["value"] for a in affiliations({"eduPersonScopedAffiliation": "member@x.org"}, "s", 1)] == [
-        "member@x.org"]
+        "member@x.org"
+    ]
     assert affiliations({"eduperson_scoped_affiliation": {"a": 1}}, "s", 1) == []
     many = {"eduperson_scoped_affiliation": [f"member@u{i}.example" for i in range(50)]}
     assert len(affiliations(many, "s", 1)) == 20
@@ -81,8 +111,11 @@ def connector(issuer: str = ISS, secret: str | None = "s3cret") -> ConnectorSett
 
 def document(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "issuer": ISS, "authorization_endpoint": f"{ISS}/authorize", "token_endpoint": f"{ISS}/token",
-        "userinfo_endpoint": f"{ISS}/userinfo", "jwks_uri": f"{ISS}/jwks",
+        "issuer": ISS,
+        "authorization_endpoint": f"{ISS}/authorize",
+        "token_endpoint": f"{ISS}/token",
+        "userinfo_endpoint": f"{ISS}/userinfo",
+        "jwks_uri": f"{ISS}/jwks",
         "authorization_response_iss_parameter_supported": True,
     }
     doc.update(changes)
@@ -94,35 +127,53 @@ def test_discovery_document_honest_is_used() -> None:
     assert (meta.issuer, meta.token_endpoint, meta.jwks_uri) == (ISS, f"{ISS}/token", f"{ISS}/jwks")
     assert meta.iss_parameter_supported and meta.token_auth_method == "client_secret_basic"
     assert judge(document(userinfo_endpoint=None), connector(), False).userinfo_endpoint is None
-    assert not judge(document(authorization_response_iss_parameter_supported="true"), connector(),
-                     False).iss_parameter_supported
-    assert judge(document(token_endpoint_auth_methods_supported=["client_secret_post"]), connector(),
-                 False).token_auth_method == "client_secret_post"
+    assert not judge(
+        document(authorization_response_iss_parameter_supported="true"), connector(), False
+    ).iss_parameter_supported
+    assert (
+        judge(
+            document(token_endpoint_auth_methods_supported=["client_secret_post"]), connector(), False
+        ).token_auth_method
+        == "client_secret_post"
+    )
     assert judge(document(), connector(secret=None), False).token_auth_method == "none"
-    assert judge(document(issuer="http://127.0.0.1:8/", token_endpoint="http://127.0.0.1:8/t",
-                          authorization_endpoint="http://127.0.0.1:8/a", jwks_uri="http://127.0.0.1:8/k",
-                          userinfo_endpoint="http://127.0.0.1:8/u"),
-                 connector("http://127.0.0.1:8/"), True).token_endpoint == "http://127.0.0.1:8/t"
+    assert (
+        judge(
+            document(
+                issuer="http://127.0.0.1:8/",
+                token_endpoint="http://127.0.0.1:8/t",
+                authorization_endpoint="http://127.0.0.1:8/a",
+                jwks_uri="http://127.0.0.1:8/k",
+                userinfo_endpoint="http://127.0.0.1:8/u",
+            ),
+            connector("http://127.0.0.1:8/"),
+            True,
+        ).token_endpoint
+        == "http://127.0.0.1:8/t"
+    )
 
 
-@pytest.mark.parametrize("changes,reason", [
-    ({"issuer": ISS + "/"}, "issuer_mismatch"),
-    ({"issuer": "https://IDP.example.org"}, "issuer_mismatch"),
-    ({"issuer": None}, "issuer_mismatch"),
-    ({"token_endpoint": "https://evil.example/token"}, "foreign_endpoint"),
-    ({"token_endpoint": "https://idp.example.org:8443/token"}, "foreign_endpoint"),
-    ({"jwks_uri": "https://idp.example.org.evil.example/jwks"}, "foreign_endpoint"),
-    ({"authorization_endpoint": "https://evil.example/authorize"}, "foreign_endpoint"),
-    ({"userinfo_endpoint": "https://evil.example/userinfo"}, "foreign_endpoint"),
-    ({"jwks_uri": "http://idp.example.org/jwks"}, "bad_endpoint"),
-    ({"token_endpoint": "https://user@idp.example.org/token"}, "bad_endpoint"),
-    ({"token_endpoint": "https://idp.example.org/token#x"}, "bad_endpoint"),
-    ({"jwks_uri": None}, "missing_endpoint"),
-    ({"token_endpoint": 5}, "missing_endpoint"),
-    ({"response_types_supported": ["id_token"]}, "unsupported"),
-    ({"code_challenge_methods_supported": ["plain"]}, "unsupported"),
-    ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "unsupported"),
-])
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({"issuer": ISS + "/"}, "issuer_mismatch"),
+        ({"issuer": "https://IDP.example.org"}, "issuer_mismatch"),
+        ({"issuer": None}, "issuer_mismatch"),
+        ({"token_endpoint": "https://evil.example/token"}, "foreign_endpoint"),
+        ({"token_endpoint": "https://idp.example.org:8443/token"}, "foreign_endpoint"),
+        ({"jwks_uri": "https://idp.example.org.evil.example/jwks"}, "foreign_endpoint"),
+        ({"authorization_endpoint": "https://evil.example/authorize"}, "foreign_endpoint"),
+        ({"userinfo_endpoint": "https://evil.example/userinfo"}, "foreign_endpoint"),
+        ({"jwks_uri": "http://idp.example.org/jwks"}, "bad_endpoint"),
+        ({"token_endpoint": "https://user@idp.example.org/token"}, "bad_endpoint"),
+        ({"token_endpoint": "https://idp.example.org/token#x"}, "bad_endpoint"),
+        ({"jwks_uri": None}, "missing_endpoint"),
+        ({"token_endpoint": 5}, "missing_endpoint"),
+        ({"response_types_supported": ["id_token"]}, "unsupported"),
+        ({"code_challenge_methods_supported": ["plain"]}, "unsupported"),
+        ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "unsupported"),
+    ],
+)
 def test_rp05_discovery_document_refused(changes: dict[str, Any], reason: str) -> None:
     with pytest.raises(DiscoveryError) as caught:
         judge(document(**changes), connector(), False)
@@ -131,8 +182,13 @@ def test_rp05_discovery_document_refused(changes: dict[str, Any], reason: str) -
 
 def test_rp05_loopback_http_upstream_needs_the_setting() -> None:
     loop = "http://127.0.0.1:8"
-    doc = document(issuer=loop, authorization_endpoint=f"{loop}/a", token_endpoint=f"{loop}/t",
-                   jwks_uri=f"{loop}/k", userinfo_endpoint=f"{loop}/u")
+    doc = document(
+        issuer=loop,
+        authorization_endpoint=f"{loop}/a",
+        token_endpoint=f"{loop}/t",
+        jwks_uri=f"{loop}/k",
+        userinfo_endpoint=f"{loop}/u",
+    )
     with pytest.raises(DiscoveryError) as caught:
         judge(doc, connector(loop), False)
     assert caught.value.reason == "bad_endpoint"
@@ -148,14 +204,12 @@ LEEWAY = 60
 def signing() -> tuple[ec.EllipticCurvePrivateKey, KeyResolver]:
     key = ec.generate_private_key(ec.SECP256R1())
     pinned = MappingProxyType({"k1": ResolvedKey("k1", "ES256", key.public_key())})
-    trust = TrustConfig("https://broker.example/", brokers={ISS: TrustedBroker(iss=ISS, jwks_uri=None,
-                                                                                   pinned=pinned)})
+    trust = TrustConfig("https://broker.example/", brokers={ISS: TrustedBroker(iss=ISS, jwks_uri=None, pinned=pinned)})
     return key, KeyResolver(trust, JwksFetchSettings())
 
 
 def id_token(key: ec.EllipticCurvePrivateKey, typ: str | None = "JWT", **changes: Any) -> str:
-    claims: dict[str, Any] = {"iss": ISS, "sub": "u1", "aud": "broker", "iat": NOW, "exp": NOW + 300,
-                              "nonce": "n-1"}
+    claims: dict[str, Any] = {"iss": ISS, "sub": "u1", "aud": "broker", "iat": NOW, "exp": NOW + 300, "nonce": "n-1"}
     claims.update(changes)
     headers: dict[str, Any] = {"kid": "k1"}
     if typ is not None:
@@ -164,49 +218,72 @@ def id_token(key: ec.EllipticCurvePrivateKey, typ: str | None = "JWT", **changes
 
 
 def check(resolver: KeyResolver, token: object, now: int = NOW) -> dict[str, Any]:
-    return verify_id_token(token, issuer=ISS, client_id="broker", nonce="n-1", keys=resolver, now=now,
-                           leeway=LEEWAY, max_bytes=65536, max_depth=16)
+    return verify_id_token(
+        token,
+        issuer=ISS,
+        client_id="broker",
+        nonce="n-1",
+        keys=resolver,
+        now=now,
+        leeway=LEEWAY,
+        max_bytes=65536,
+        max_depth=16,
+    )
 
 
-@pytest.mark.parametrize("changes,now", [
-    ({}, NOW), ({"typ": None}, NOW), ({"typ": "application/jwt"}, NOW), ({"aud": ["broker"]}, NOW),
-    ({"aud": ["broker", "other"], "azp": "broker"}, NOW), ({"azp": "broker"}, NOW),
-    ({}, NOW + 300 + LEEWAY - 1), ({"iat": NOW + LEEWAY}, NOW), ({"nbf": NOW + LEEWAY}, NOW),
-    ({"sub": "s" * 255}, NOW),
-])
-def test_rp03_id_token_accepted_at_the_edges(signing: tuple[Any, KeyResolver], changes: dict[str, Any],
-                                             now: int) -> None:
+@pytest.mark.parametrize(
+    "changes,now",
+    [
+        ({}, NOW),
+        ({"typ": None}, NOW),
+        ({"typ": "application/jwt"}, NOW),
+        ({"aud": ["broker"]}, NOW),
+        ({"aud": ["broker", "other"], "azp": "broker"}, NOW),
+        ({"azp": "broker"}, NOW),
+        ({}, NOW + 300 + LEEWAY - 1),
+        ({"iat": NOW + LEEWAY}, NOW),
+        ({"nbf": NOW + LEEWAY}, NOW),
+        ({"sub": "s" * 255}, NOW),
+    ],
+)
+def test_rp03_id_token_accepted_at_the_edges(
+    signing: tuple[Any, KeyResolver], changes: dict[str, Any], now: int
+) -> None:
     key, resolver = signing
     typ = changes.pop("typ", "JWT")
     assert check(resolver, id_token(key, typ, **changes), now)["sub"] in ("u1", "s" * 255)
 
 
-@pytest.mark.parametrize("changes,now,reason", [
-    ({}, NOW + 300 + LEEWAY, "expired"),
-    ({"iat": NOW + LEEWAY + 1}, NOW, "bad_time"),
-    ({"nbf": NOW + LEEWAY + 1}, NOW, "bad_time"),
-    ({"exp": NOW}, NOW, "bad_time"),
-    ({"exp": True}, NOW, "bad_time"),
-    ({"iat": float(NOW)}, NOW, "bad_time"),
-    ({"exp": None}, NOW, "bad_time"),
-    ({"sub": "s" * 256}, NOW, "bad_sub"),
-    ({"sub": ""}, NOW, "bad_sub"),
-    ({"sub": 7}, NOW, "bad_sub"),
-    ({"aud": "other"}, NOW, "bad_aud"),
-    ({"aud": []}, NOW, "bad_aud"),
-    ({"aud": ["broker", 3]}, NOW, "bad_aud"),
-    ({"aud": None}, NOW, "bad_aud"),
-    ({"aud": ["broker", "other"]}, NOW, "bad_azp"),
-    ({"azp": "other"}, NOW, "bad_azp"),
-    ({"nonce": "n-2"}, NOW, "bad_nonce"),
-    ({"nonce": None}, NOW, "bad_nonce"),
-    ({"nonce": ["n-1"]}, NOW, "bad_nonce"),
-    ({"iss": ISS + "/"}, NOW, "wrong_iss"),
-    ({"typ": "at+jwt"}, NOW, "bad_typ"),
-    ({"typ": "vnd.ga4gh.passport+jwt"}, NOW, "bad_typ"),
-])
-def test_rp03_id_token_refused(signing: tuple[Any, KeyResolver], changes: dict[str, Any], now: int,
-                               reason: str) -> None:
+@pytest.mark.parametrize(
+    "changes,now,reason",
+    [
+        ({}, NOW + 300 + LEEWAY, "expired"),
+        ({"iat": NOW + LEEWAY + 1}, NOW, "bad_time"),
+        ({"nbf": NOW + LEEWAY + 1}, NOW, "bad_time"),
+        ({"exp": NOW}, NOW, "bad_time"),
+        ({"exp": True}, NOW, "bad_time"),
+        ({"iat": float(NOW)}, NOW, "bad_time"),
+        ({"exp": None}, NOW, "bad_time"),
+        ({"sub": "s" * 256}, NOW, "bad_sub"),
+        ({"sub": ""}, NOW, "bad_sub"),
+        ({"sub": 7}, NOW, "bad_sub"),
+        ({"aud": "other"}, NOW, "bad_aud"),
+        ({"aud": []}, NOW, "bad_aud"),
+        ({"aud": ["broker", 3]}, NOW, "bad_aud"),
+        ({"aud": None}, NOW, "bad_aud"),
+        ({"aud": ["broker", "other"]}, NOW, "bad_azp"),
+        ({"azp": "other"}, NOW, "bad_azp"),
+        ({"nonce": "n-2"}, NOW, "bad_nonce"),
+        ({"nonce": None}, NOW, "bad_nonce"),
+        ({"nonce": ["n-1"]}, NOW, "bad_nonce"),
+        ({"iss": ISS + "/"}, NOW, "wrong_iss"),
+        ({"typ": "at+jwt"}, NOW, "bad_typ"),
+        ({"typ": "vnd.ga4gh.passport+jwt"}, NOW, "bad_typ"),
+    ],
+)
+def test_rp03_id_token_refused(
+    signing: tuple[Any, KeyResolver], changes: dict[str, Any], now: int, reason: str
+) -> None:
     key, resolver = signing
     typ = changes.pop("typ", "JWT")
     with pytest.raises(IdTokenError) as caught:

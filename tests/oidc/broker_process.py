@@ -47,7 +47,11 @@ class BrokerProcess:
         """Run ``ga4gh-broker -c <settings> ARGS`` against this broker's data."""
         return subprocess.run(
             [sys.executable, "-m", "broker", "-c", str(self.config_path), *args],
-            input=stdin, capture_output=True, text=True, timeout=60, env=self._env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self._env(),
         )
 
     def _env(self) -> dict[str, str]:
@@ -61,9 +65,21 @@ class BrokerProcess:
         log = open(self.directory / "broker.log", "wb")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker", "-c", str(self.config_path), "serve", "--workers", str(self.workers),
-             "--bind", f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, env=self._env(),
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "-c",
+                str(self.config_path),
+                "serve",
+                "--workers",
+                str(self.workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

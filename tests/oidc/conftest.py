@@ -24,9 +24,15 @@ CALLBACK = "https://app.example/cb"
 NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
-SECRETS = {"app": "app-secret-" + "a" * 32, "app-post": "post-secret-" + "b" * 32, "other": "other-" + "c" * 32,
-           "nopass": "nopass-" + "d" * 32, "multi": "multi-" + "e" * 32, "brute": "brute-" + "f" * 32,
-           "scanner": "scanner-" + "g" * 32}
+SECRETS = {
+    "app": "app-secret-" + "a" * 32,
+    "app-post": "post-secret-" + "b" * 32,
+    "other": "other-" + "c" * 32,
+    "nopass": "nopass-" + "d" * 32,
+    "multi": "multi-" + "e" * 32,
+    "brute": "brute-" + "f" * 32,
+    "scanner": "scanner-" + "g" * 32,
+}
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +42,9 @@ def jwt_client_key() -> ec.EllipticCurvePrivateKey:
 
 def _client(client_id: str, **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "client_id": client_id, "name": f"App {client_id}", "redirect_uris": [CALLBACK],
+        "client_id": client_id,
+        "name": f"App {client_id}",
+        "redirect_uris": [CALLBACK],
         "grant_types": ["authorization_code", "refresh_token", EXCHANGE, DEVICE],
         "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
         "post_logout_redirect_uris": ["https://app.example/bye"],
@@ -48,24 +56,31 @@ def _client(client_id: str, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory, jwt_client_key: ec.EllipticCurvePrivateKey
-           ) -> Iterator[BrokerProcess]:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, jwt_client_key: ec.EllipticCurvePrivateKey
+) -> Iterator[BrokerProcess]:
     jwk = {**public_jwk(jwt_client_key.public_key()), "kid": "client-key-1", "alg": "ES256", "use": "sig"}
     settings = {
-        "oidc": {"clients": [
-            _client("app"),
-            _client("app-post", auth_method="client_secret_post"),
-            _client("other"),
-            _client("nopass", scopes=["openid", "profile"]),
-            _client("cli", auth_method="none", redirect_uris=[NATIVE_CALLBACK],
-                    grant_types=["authorization_code", "refresh_token", DEVICE]),
-            _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
-            _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
-            # Targets of the rate-limit tests, so their lockouts touch no other test.
-            _client("brute"),
-            _client("scanner"),
-            _client("cli-flood", auth_method="none", redirect_uris=[NATIVE_CALLBACK], grant_types=[DEVICE]),
-        ]},
+        "oidc": {
+            "clients": [
+                _client("app"),
+                _client("app-post", auth_method="client_secret_post"),
+                _client("other"),
+                _client("nopass", scopes=["openid", "profile"]),
+                _client(
+                    "cli",
+                    auth_method="none",
+                    redirect_uris=[NATIVE_CALLBACK],
+                    grant_types=["authorization_code", "refresh_token", DEVICE],
+                ),
+                _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
+                _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
+                # Targets of the rate-limit tests, so their lockouts touch no other test.
+                _client("brute"),
+                _client("scanner"),
+                _client("cli-flood", auth_method="none", redirect_uris=[NATIVE_CALLBACK], grant_types=[DEVICE]),
+            ]
+        },
     }
     process = BrokerProcess(directory=tmp_path_factory.mktemp("broker"), settings=settings).start()
     for user in ("alice", "bob", "mallory"):
@@ -101,8 +116,12 @@ def op_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runti
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
         store_settings = StoreSettings(backend="redis", url=server.url, namespace=f"t-{uuid.uuid4().hex}")
-    settings = Settings(issuer="https://op.example/", data_dir=str(tmp_path / "var"), store=store_settings,
-                        keys=KeySettings(rotate_every_days=0))
+    settings = Settings(
+        issuer="https://op.example/",
+        data_dir=str(tmp_path / "var"),
+        store=store_settings,
+        keys=KeySettings(rotate_every_days=0),
+    )
     store = open_store(settings)
     ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
     ring.maintain()

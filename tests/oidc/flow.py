@@ -47,8 +47,13 @@ class Client:
 
 
 def authorize(http: requests.Session, broker: BrokerProcess, client: Client, **params: Any) -> requests.Response:
-    query = {"response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
-             "scope": "openid ga4gh_passport_v1", **params}
+    query = {
+        "response_type": "code",
+        "client_id": client.client_id,
+        "redirect_uri": client.redirect_uri,
+        "scope": "openid ga4gh_passport_v1",
+        **params,
+    }
     query = {k: v for k, v in query.items() if v is not None}
     return http.get(broker.url("/authorize"), params=query, allow_redirects=False, timeout=10)
 
@@ -62,31 +67,54 @@ def follow(http: requests.Session, broker: BrokerProcess, response: requests.Res
     return http.get(location, allow_redirects=False, timeout=10)
 
 
-def login(http: requests.Session, broker: BrokerProcess, login_page: requests.Response, username: str = "alice",
-          password: str = PASSWORD) -> requests.Response:
+def login(
+    http: requests.Session,
+    broker: BrokerProcess,
+    login_page: requests.Response,
+    username: str = "alice",
+    password: str = PASSWORD,
+) -> requests.Response:
     """Submit the local login form of a login page; returns the answer (303 on success)."""
     assert login_page.status_code == 200, login_page.text[:300]
     page = login_page.text
     action = html.unescape(re.search(r'<form method="post" action="([^"]*/login/local/[^"]*)"', page).group(1))
-    return http.post(broker.url(action), data={
-        "csrf_token": hidden(page, "csrf_token"), "interaction": hidden(page, "interaction"),
-        "username": username, "password": password,
-    }, allow_redirects=False, timeout=10)
+    return http.post(
+        broker.url(action),
+        data={
+            "csrf_token": hidden(page, "csrf_token"),
+            "interaction": hidden(page, "interaction"),
+            "username": username,
+            "password": password,
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
-def consent(http: requests.Session, broker: BrokerProcess, consent_page: requests.Response, decision: str = "allow",
-            remember: bool = False) -> requests.Response:
+def consent(
+    http: requests.Session,
+    broker: BrokerProcess,
+    consent_page: requests.Response,
+    decision: str = "allow",
+    remember: bool = False,
+) -> requests.Response:
     assert consent_page.status_code == 200, consent_page.text[:300]
     page = consent_page.text
-    data = {"csrf_token": hidden(page, "csrf_token"), "interaction": hidden(page, "interaction"),
-            "decision": decision}
+    data = {"csrf_token": hidden(page, "csrf_token"), "interaction": hidden(page, "interaction"), "decision": decision}
     if remember:
         data["remember"] = "yes"
     return http.post(broker.url("/consent"), data=data, allow_redirects=False, timeout=10)
 
 
-def browser_code(http: requests.Session, broker: BrokerProcess, client: Client, *, username: str = "alice",
-                 remember: bool = False, **params: Any) -> tuple[dict[str, str], requests.Response]:
+def browser_code(
+    http: requests.Session,
+    broker: BrokerProcess,
+    client: Client,
+    *,
+    username: str = "alice",
+    remember: bool = False,
+    **params: Any,
+) -> tuple[dict[str, str], requests.Response]:
     """authorize -> login (if needed) -> consent (if needed) -> the client's redirect; returns its query."""
     response = authorize(http, broker, client, **params)
     assert response.status_code == 303, (response.status_code, response.text[:300])
@@ -103,8 +131,9 @@ def browser_code(http: requests.Session, broker: BrokerProcess, client: Client, 
     return query_of(response.headers["Location"]), response
 
 
-def redeem(broker: BrokerProcess, client: Client, code: str, verifier: str | None = None,
-           **extra: str) -> requests.Response:
+def redeem(
+    broker: BrokerProcess, client: Client, code: str, verifier: str | None = None, **extra: str
+) -> requests.Response:
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri, **extra}
     if verifier is not None:
         data["code_verifier"] = verifier
@@ -113,13 +142,15 @@ def redeem(broker: BrokerProcess, client: Client, code: str, verifier: str | Non
     return requests.post(broker.url("/token"), data=data, auth=client.auth, timeout=10)
 
 
-def full_login(broker: BrokerProcess, client: Client, scope: str = "openid ga4gh_passport_v1",
-               **params: Any) -> dict[str, Any]:
+def full_login(
+    broker: BrokerProcess, client: Client, scope: str = "openid ga4gh_passport_v1", **params: Any
+) -> dict[str, Any]:
     """A fresh browser logs in and the client redeems the code (with PKCE); returns the token response."""
     http = requests.Session()
     verifier, challenge = pkce_pair()
-    query, _ = browser_code(http, broker, client, scope=scope, code_challenge=challenge,
-                            code_challenge_method="S256", state="st", **params)
+    query, _ = browser_code(
+        http, broker, client, scope=scope, code_challenge=challenge, code_challenge_method="S256", state="st", **params
+    )
     response = redeem(broker, client, query["code"], verifier)
     assert response.status_code == 200, response.text
     return response.json()

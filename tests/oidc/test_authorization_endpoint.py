@@ -23,17 +23,33 @@ from tests.oidc.flow import (
 )
 
 MUTATIONS = [
-    "https://app.example/cb/", "https://app.example/CB", "HTTPS://APP.EXAMPLE/cb", "https://app.example:443/cb",
-    "http://app.example/cb", "https://app.example/cb?a=1", "https://app.example/cb#x", "https://app.example/cb/../evil",
-    "https://app.example/cb/..;/evil", "https://app.example/cb%2f..%2fevil", "https://app.example/cb%00",
-    "https://app.example@evil.test/cb", "https://app.example.evil.test/cb", "https://evil.test\\@app.example/cb",
-    "https://\u0430pp.example/cb", "//evil.test", " https://app.example/cb", "https://app.example/cb ",
+    "https://app.example/cb/",
+    "https://app.example/CB",
+    "HTTPS://APP.EXAMPLE/cb",
+    "https://app.example:443/cb",
+    "http://app.example/cb",
+    "https://app.example/cb?a=1",
+    "https://app.example/cb#x",
+    "https://app.example/cb/../evil",
+    "https://app.example/cb/..;/evil",
+    "https://app.example/cb%2f..%2fevil",
+    "https://app.example/cb%00",
+    "https://app.example@evil.test/cb",
+    "https://app.example.evil.test/cb",
+    "https://evil.test\\@app.example/cb",
+    "https://\u0430pp.example/cb",
+    "//evil.test",
+    " https://app.example/cb",
+    "https://app.example/cb ",
 ]
 
 
 def _is_error_page(response: requests.Response) -> bool:
-    return (response.status_code == 400 and "Location" not in response.headers
-            and response.headers["Content-Type"].startswith("text/html"))
+    return (
+        response.status_code == 400
+        and "Location" not in response.headers
+        and response.headers["Content-Type"].startswith("text/html")
+    )
 
 
 @pytest.mark.parametrize("uri", MUTATIONS)
@@ -43,26 +59,46 @@ def test_oa01_redirect_uri_exact_match(broker: BrokerProcess, app: Client, uri: 
 
 
 def test_oa01_double_redirect_uri_parameter_is_an_error_page(broker: BrokerProcess, app: Client) -> None:
-    response = requests.get(broker.url("/authorize"), params=[
-        ("client_id", "app"), ("redirect_uri", app.redirect_uri), ("redirect_uri", "https://evil.test/cb"),
-        ("response_type", "code"), ("scope", "openid")], allow_redirects=False, timeout=10)
+    response = requests.get(
+        broker.url("/authorize"),
+        params=[
+            ("client_id", "app"),
+            ("redirect_uri", app.redirect_uri),
+            ("redirect_uri", "https://evil.test/cb"),
+            ("response_type", "code"),
+            ("scope", "openid"),
+        ],
+        allow_redirects=False,
+        timeout=10,
+    )
     assert _is_error_page(response)
 
 
-@pytest.mark.parametrize("second_error", [
-    {"response_type": "token"}, {"scope": "profile"}, {"scope": "openid admin"},
-    {"code_challenge": "x" * 43, "code_challenge_method": "plain"},
-])
+@pytest.mark.parametrize(
+    "second_error",
+    [
+        {"response_type": "token"},
+        {"scope": "profile"},
+        {"scope": "openid admin"},
+        {"code_challenge": "x" * 43, "code_challenge_method": "plain"},
+    ],
+)
 def test_oa02_errors_never_redirect_to_unvalidated_uri(broker: BrokerProcess, second_error: dict[str, str]) -> None:
     response = authorize(requests.Session(), broker, Client("app", None, "https://evil.test/cb"), **second_error)
     assert _is_error_page(response)
 
 
-@pytest.mark.parametrize("client_id,redirect_uri", [
-    ("multi", None), ("nobody", "https://app.example/cb"), ("", "https://app.example/cb"),
-])
-def test_oa03_missing_redirect_uri_or_unknown_client(broker: BrokerProcess, client_id: str,
-                                                      redirect_uri: str | None) -> None:
+@pytest.mark.parametrize(
+    "client_id,redirect_uri",
+    [
+        ("multi", None),
+        ("nobody", "https://app.example/cb"),
+        ("", "https://app.example/cb"),
+    ],
+)
+def test_oa03_missing_redirect_uri_or_unknown_client(
+    broker: BrokerProcess, client_id: str, redirect_uri: str | None
+) -> None:
     params = {"client_id": client_id, "response_type": "code", "scope": "openid"}
     if redirect_uri:
         params["redirect_uri"] = redirect_uri
@@ -70,13 +106,19 @@ def test_oa03_missing_redirect_uri_or_unknown_client(broker: BrokerProcess, clie
     assert _is_error_page(response)
 
 
-@pytest.mark.parametrize("response_type,error", [
-    (None, "invalid_request"), ("token", "unsupported_response_type"), ("id_token", "unsupported_response_type"),
-    ("code id_token", "unsupported_response_type"), ("code token", "unsupported_response_type"),
-    ("none", "unsupported_response_type"), ("bogus", "unsupported_response_type"),
-])
-def test_oa04_response_type_handling(broker: BrokerProcess, app: Client, response_type: str | None,
-                                     error: str) -> None:
+@pytest.mark.parametrize(
+    "response_type,error",
+    [
+        (None, "invalid_request"),
+        ("token", "unsupported_response_type"),
+        ("id_token", "unsupported_response_type"),
+        ("code id_token", "unsupported_response_type"),
+        ("code token", "unsupported_response_type"),
+        ("none", "unsupported_response_type"),
+        ("bogus", "unsupported_response_type"),
+    ],
+)
+def test_oa04_response_type_handling(broker: BrokerProcess, app: Client, response_type: str | None, error: str) -> None:
     response = authorize(requests.Session(), broker, app, response_type=response_type, state="s1")
     assert response.status_code == 303
     query = query_of(response.headers["Location"])
@@ -85,14 +127,24 @@ def test_oa04_response_type_handling(broker: BrokerProcess, app: Client, respons
 
 
 def test_oa04_duplicated_response_type_is_invalid_request(broker: BrokerProcess, app: Client) -> None:
-    response = requests.get(broker.url("/authorize"), params=[
-        ("client_id", "app"), ("redirect_uri", app.redirect_uri), ("response_type", "code"),
-        ("response_type", "code"), ("scope", "openid")], allow_redirects=False, timeout=10)
+    response = requests.get(
+        broker.url("/authorize"),
+        params=[
+            ("client_id", "app"),
+            ("redirect_uri", app.redirect_uri),
+            ("response_type", "code"),
+            ("response_type", "code"),
+            ("scope", "openid"),
+        ],
+        allow_redirects=False,
+        timeout=10,
+    )
     assert query_of(response.headers["Location"])["error"] == "invalid_request"
 
 
-def test_oa05_pkce_required_for_public_client_and_plain_refused(broker: BrokerProcess, app: Client,
-                                                                public_client: Client) -> None:
+def test_oa05_pkce_required_for_public_client_and_plain_refused(
+    broker: BrokerProcess, app: Client, public_client: Client
+) -> None:
     missing = authorize(requests.Session(), broker, public_client)
     assert query_of(missing.headers["Location"])["error"] == "invalid_request"
     plain = authorize(requests.Session(), broker, app, code_challenge="a" * 43, code_challenge_method="plain")
@@ -107,8 +159,9 @@ def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(broker: Brok
     verifier, challenge = pkce_pair()
     cases = [None, pkce_pair()[0], "short", "x" * 129, "bad chars!" * 5]
     for presented in cases:
-        query, _ = browser_code(http, broker, app, code_challenge=challenge, code_challenge_method="S256",
-                                remember=True)
+        query, _ = browser_code(
+            http, broker, app, code_challenge=challenge, code_challenge_method="S256", remember=True
+        )
         response = redeem(broker, app, query["code"], presented)
         assert response.status_code == 400 and response.json()["error"] == "invalid_grant", presented
     # (5) downgrade: no challenge at /authorize, but a verifier at /token
@@ -130,9 +183,18 @@ def test_oa06_state_and_nonce_round_trip(broker: BrokerProcess, app: Client) -> 
     assert "nonce" not in claims(redeem(broker, app, query["code"]).json()["id_token"])
     long_state = ("<>\"'& " * 400)[:2048]
     for response_type in ("code", "token"):
-        posted = http.post(broker.url("/authorize"), data={
-            "client_id": "app", "redirect_uri": app.redirect_uri, "response_type": response_type,
-            "scope": "openid ga4gh_passport_v1", "state": long_state}, allow_redirects=False, timeout=10)
+        posted = http.post(
+            broker.url("/authorize"),
+            data={
+                "client_id": "app",
+                "redirect_uri": app.redirect_uri,
+                "response_type": response_type,
+                "scope": "openid ga4gh_passport_v1",
+                "state": long_state,
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
         assert query_of(posted.headers["Location"])["state"] == long_state
 
 
@@ -146,7 +208,10 @@ def test_oa07_iss_in_every_authorization_response(broker: BrokerProcess, app: Cl
         assert query["iss"] == broker.issuer and "error" in query
     denied = authorize(requests.Session(), broker, app, prompt="none")
     assert query_of(denied.headers["Location"]) == {
-        "error": "login_required", "error_description": "The user is not logged in.", "iss": broker.issuer}
+        "error": "login_required",
+        "error_description": "The user is not logged in.",
+        "iss": broker.issuer,
+    }
 
 
 def test_oa08_prompt_and_max_age(broker: BrokerProcess, app: Client) -> None:
@@ -188,15 +253,27 @@ def test_oa09_unknown_parameters_post_and_scope_order(broker: BrokerProcess, app
     browser_code(http, broker, app, remember=True)
     extra = authorize(http, broker, app, extra="foobar")
     assert "code" in query_of(extra.headers["Location"])
-    posted = http.post(broker.url("/authorize"), data={
-        "client_id": "app", "redirect_uri": app.redirect_uri, "response_type": "code",
-        "scope": "ga4gh_passport_v1 openid"}, allow_redirects=False, timeout=10)
+    posted = http.post(
+        broker.url("/authorize"),
+        data={
+            "client_id": "app",
+            "redirect_uri": app.redirect_uri,
+            "response_type": "code",
+            "scope": "ga4gh_passport_v1 openid",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert "code" in query_of(posted.headers["Location"])
 
 
-@pytest.mark.parametrize("param,error", [
-    ("request", "request_not_supported"), ("request_uri", "request_uri_not_supported"),
-])
+@pytest.mark.parametrize(
+    "param,error",
+    [
+        ("request", "request_not_supported"),
+        ("request_uri", "request_uri_not_supported"),
+    ],
+)
 def test_oa10_request_objects_not_supported(broker: BrokerProcess, app: Client, param: str, error: str) -> None:
     response = authorize(requests.Session(), broker, app, **{param: "http://127.0.0.1:6379/"})
     assert query_of(response.headers["Location"])["error"] == error
@@ -210,23 +287,38 @@ def test_oa11_consent_csrf(broker: BrokerProcess, app: Client) -> None:
     consent_page = follow(http, broker, follow(http, broker, consent_redirect))
     assert "consent" in consent_page.url
     interaction = re.search(r'name="interaction" value="([^"]+)"', consent_page.text).group(1)
-    no_token = http.post(broker.url("/consent"), data={"interaction": interaction, "decision": "allow"},
-                         allow_redirects=False, timeout=10)
+    no_token = http.post(
+        broker.url("/consent"),
+        data={"interaction": interaction, "decision": "allow"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert no_token.status_code == 403
     # a token from another session does not verify
     attacker = requests.Session()
     a_start = authorize(attacker, broker, app, scope="openid email", prompt="consent")
-    a_consent = follow(attacker, broker, follow(attacker, broker, login(
-        attacker, broker, follow(attacker, broker, a_start), username="bob")))
+    a_consent = follow(
+        attacker,
+        broker,
+        follow(attacker, broker, login(attacker, broker, follow(attacker, broker, a_start), username="bob")),
+    )
     a_token = re.search(r'name="csrf_token" value="([^"]+)"', a_consent.text).group(1)
-    foreign = http.post(broker.url("/consent"), data={"interaction": interaction, "decision": "allow",
-                                                      "csrf_token": a_token}, allow_redirects=False, timeout=10)
+    foreign = http.post(
+        broker.url("/consent"),
+        data={"interaction": interaction, "decision": "allow", "csrf_token": a_token},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert foreign.status_code == 403
     # a token for another interaction of the same session does not verify either
     second_page = follow(http, broker, authorize(http, broker, app, scope="openid profile", prompt="consent"))
     second_token = re.search(r'name="csrf_token" value="([^"]+)"', second_page.text).group(1)
-    crossed = http.post(broker.url("/consent"), data={"interaction": interaction, "decision": "allow",
-                                                      "csrf_token": second_token}, allow_redirects=False, timeout=10)
+    crossed = http.post(
+        broker.url("/consent"),
+        data={"interaction": interaction, "decision": "allow", "csrf_token": second_token},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert crossed.status_code == 403
     assert "SameSite=Lax" in start.headers["Set-Cookie"] and "HttpOnly" in start.headers["Set-Cookie"]
     ok = consent(http, broker, consent_page)

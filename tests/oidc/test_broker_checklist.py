@@ -10,9 +10,19 @@ from tests.oidc.flow import Client, claims, full_login, header
 from tests.oidc.test_token_exchange import CLEARINGHOUSE, exchange, verifier_for
 
 REQUIRED_METADATA = (
-    "issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "response_types_supported",
-    "subject_types_supported", "id_token_signing_alg_values_supported", "scopes_supported", "grant_types_supported",
-    "token_endpoint_auth_methods_supported", "code_challenge_methods_supported", "claims_supported",
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "jwks_uri",
+    "response_types_supported",
+    "subject_types_supported",
+    "id_token_signing_alg_values_supported",
+    "scopes_supported",
+    "grant_types_supported",
+    "token_endpoint_auth_methods_supported",
+    "code_challenge_methods_supported",
+    "claims_supported",
     "claims_parameter_supported",
 )
 
@@ -92,9 +102,17 @@ def test_b11_token_exchange_checks_types_and_subject(broker: BrokerProcess, app:
 
 def test_b12_token_exchange_requires_client_authentication(broker: BrokerProcess, app: Client) -> None:
     at = full_login(broker, app)["access_token"]
-    response = requests.post(broker.url("/token"), data={
-        "grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": at, "subject_token_type": ACCESS_TOKEN_TYPE,
-        "requested_token_type": PASSPORT_TOKEN_TYPE, "client_id": "app"}, timeout=10)
+    response = requests.post(
+        broker.url("/token"),
+        data={
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": at,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "requested_token_type": PASSPORT_TOKEN_TYPE,
+            "client_id": "app",
+        },
+        timeout=10,
+    )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
 
@@ -118,6 +136,7 @@ def test_b15_passport_payload_and_narrowed_audience(broker: BrokerProcess, app: 
     narrowed = exchange(broker, app, at, resource=CLEARINGHOUSE).json()["access_token"]
     assert claims(narrowed)["aud"] == CLEARINGHOUSE
     assert verifier_for(broker).verify_passport(narrowed, audience=CLEARINGHOUSE).ok
-    two = claims(exchange(broker, app, at, audience=["https://a.example/", "https://b.example/"]).json()
-                 ["access_token"])
+    two = claims(
+        exchange(broker, app, at, audience=["https://a.example/", "https://b.example/"]).json()["access_token"]
+    )
     assert two["aud"] == ["https://a.example/", "https://b.example/"]

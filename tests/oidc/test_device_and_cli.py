@@ -14,8 +14,9 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 def test_device_flow_logs_a_command_line_tool_in(broker: BrokerProcess, public_client: Client) -> None:
-    start = requests.post(broker.url("/device_authorization"),
-                          data={"client_id": "cli", "scope": "openid ga4gh_passport_v1"}, timeout=10)
+    start = requests.post(
+        broker.url("/device_authorization"), data={"client_id": "cli", "scope": "openid ga4gh_passport_v1"}, timeout=10
+    )
     assert start.status_code == 200 and "no-store" in start.headers["Cache-Control"]
     grant = start.json()
     poll = {"grant_type": DEVICE_GRANT, "device_code": grant["device_code"], "client_id": "cli"}
@@ -28,15 +29,20 @@ def test_device_flow_logs_a_command_line_tool_in(broker: BrokerProcess, public_c
     login_page = http.get(broker.url(first.headers["Location"]), timeout=10)
     entered = http.get(broker.url(login(http, broker, login_page).headers["Location"]), timeout=10)
     token = re.search(r'name="csrf_token" value="([^"]+)"', entered.text).group(1)
-    confirm = http.post(broker.url("/device"), data={"csrf_token": token, "user_code": grant["user_code"]},
-                        timeout=10)
+    confirm = http.post(broker.url("/device"), data={"csrf_token": token, "user_code": grant["user_code"]}, timeout=10)
     assert confirm.status_code == 200 and "asks for access" in confirm.text
     approve_token = re.search(r'name="csrf_token" value="([^"]+)"', confirm.text).group(1)
-    forged = http.post(broker.url("/device"), data={"csrf_token": "x", "user_code": grant["user_code"],
-                                                    "decision": "allow"}, timeout=10)
+    forged = http.post(
+        broker.url("/device"),
+        data={"csrf_token": "x", "user_code": grant["user_code"], "decision": "allow"},
+        timeout=10,
+    )
     assert forged.status_code == 403
-    done = http.post(broker.url("/device"), data={"csrf_token": approve_token, "user_code": grant["user_code"],
-                                                  "decision": "allow"}, timeout=10)
+    done = http.post(
+        broker.url("/device"),
+        data={"csrf_token": approve_token, "user_code": grant["user_code"], "decision": "allow"},
+        timeout=10,
+    )
     assert done.status_code == 200 and "connected" in done.text
     tokens = requests.post(broker.url("/token"), data=poll, timeout=10)
     assert tokens.status_code == 200, tokens.text
@@ -52,9 +58,12 @@ def test_clients_add_list_remove(broker: BrokerProcess) -> None:
     assert created["client_secret"] and created["auth_method"] == "client_secret_basic"
     assert created["client_secret"] not in broker.cli("clients", "list", "--json").stdout
     # the new client authenticates at once against the running server
-    response = requests.post(broker.url("/token"), data={"grant_type": "authorization_code", "code": "x",
-                                                         "redirect_uri": "https://made.example/cb"},
-                             auth=("cli-made", created["client_secret"]), timeout=10)
+    response = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "authorization_code", "code": "x", "redirect_uri": "https://made.example/cb"},
+        auth=("cli-made", created["client_secret"]),
+        timeout=10,
+    )
     assert response.json()["error"] == "invalid_grant"
     assert broker.cli("clients", "add", "cli-made", "--redirect-uri", "https://made.example/cb").returncode == 1
     bad = broker.cli("clients", "add", "x2", "--redirect-uri", "https://made.example/cb#frag")

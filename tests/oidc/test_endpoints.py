@@ -40,8 +40,9 @@ def test_oa24_userinfo_access_control(broker: BrokerProcess, app: Client) -> Non
 
 
 def _introspect(broker: BrokerProcess, client: Client | None, token: str, **extra: str) -> requests.Response:
-    return requests.post(broker.url("/introspect"), data={"token": token, **extra},
-                         auth=client.auth if client else None, timeout=10)
+    return requests.post(
+        broker.url("/introspect"), data={"token": token, **extra}, auth=client.auth if client else None, timeout=10
+    )
 
 
 def test_oa25_introspection_authorization(broker: BrokerProcess, app: Client, other: Client) -> None:
@@ -72,17 +73,21 @@ def test_oa25_introspection_of_refresh_tokens(broker: BrokerProcess, app: Client
     # the access token is still found when the hint says refresh_token
     assert _introspect(broker, app, tokens["access_token"], token_type_hint="refresh_token").json()["active"]
     assert _introspect(broker, other, tokens["refresh_token"]).json() == {"active": False}
-    rotated = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
-                                                       "refresh_token": tokens["refresh_token"]},
-                            auth=app.auth, timeout=10).json()
+    rotated = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    ).json()
     assert _introspect(broker, app, tokens["refresh_token"]).json() == {"active": False}
     assert _introspect(broker, app, rotated["refresh_token"]).json()["active"] is True
     requests.post(broker.url("/revoke"), data={"token": rotated["refresh_token"]}, auth=app.auth, timeout=10)
     assert _introspect(broker, app, rotated["refresh_token"]).json() == {"active": False}
 
 
-def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(broker: BrokerProcess, app: Client,
-                                                                                other: Client) -> None:
+def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(
+    broker: BrokerProcess, app: Client, other: Client
+) -> None:
     mine = full_login(broker, app, username="bob", remember=True)
     elsewhere = full_login(broker, other, username="bob")
     sub = claims(mine["id_token"])["sub"]
@@ -94,9 +99,12 @@ def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(b
         assert store.get_consent(sub, "app") is None
     finally:
         store.close()
-    refreshed = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
-                                                         "refresh_token": mine["refresh_token"]},
-                              auth=app.auth, timeout=10)
+    refreshed = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": mine["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    )
     assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
     assert _userinfo(broker, headers={"Authorization": f"Bearer {mine['access_token']}"}).status_code == 401
     assert _introspect(broker, app, mine["access_token"]).json() == {"active": False}
@@ -110,31 +118,41 @@ def test_oa26_revocation_endpoint(broker: BrokerProcess, app: Client, other: Cli
     tokens = full_login(broker, app)
     unauthenticated = requests.post(broker.url("/revoke"), data={"token": tokens["access_token"]}, timeout=10)
     assert unauthenticated.status_code == 401
-    by_other = requests.post(broker.url("/revoke"), data={"token": tokens["refresh_token"]}, auth=other.auth,
-                             timeout=10)
+    by_other = requests.post(
+        broker.url("/revoke"), data={"token": tokens["refresh_token"]}, auth=other.auth, timeout=10
+    )
     assert by_other.status_code == 200 and by_other.content == b""
-    by_other_at = requests.post(broker.url("/revoke"), data={"token": tokens["access_token"]}, auth=other.auth,
-                                timeout=10)
+    by_other_at = requests.post(
+        broker.url("/revoke"), data={"token": tokens["access_token"]}, auth=other.auth, timeout=10
+    )
     assert by_other_at.status_code == 200
     assert _introspect(broker, app, tokens["access_token"]).json()["active"] is True
     unknown = requests.post(broker.url("/revoke"), data={"token": "nope"}, auth=app.auth, timeout=10)
     assert unknown.status_code == 200
-    wrong_hint = requests.post(broker.url("/revoke"), data={"token": tokens["refresh_token"],
-                                                            "token_type_hint": "access_token"},
-                               auth=app.auth, timeout=10)
+    wrong_hint = requests.post(
+        broker.url("/revoke"),
+        data={"token": tokens["refresh_token"], "token_type_hint": "access_token"},
+        auth=app.auth,
+        timeout=10,
+    )
     assert wrong_hint.status_code == 200
     assert _introspect(broker, app, tokens["access_token"]).json() == {"active": False}
-    refreshed = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
-                                                         "refresh_token": tokens["refresh_token"]},
-                              auth=app.auth, timeout=10)
+    refreshed = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    )
     assert refreshed.json()["error"] == "invalid_grant"
 
 
 def test_oa27_discovery_ignores_host_headers(broker: BrokerProcess) -> None:
     plain = requests.get(broker.url("/.well-known/openid-configuration"), timeout=10).json()
-    spoofed = requests.get(broker.url("/.well-known/openid-configuration"), timeout=10,
-                           headers={"Host": "evil.test", "X-Forwarded-Host": "evil.test",
-                                    "X-Forwarded-Proto": "https"}).json()
+    spoofed = requests.get(
+        broker.url("/.well-known/openid-configuration"),
+        timeout=10,
+        headers={"Host": "evil.test", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "https"},
+    ).json()
     assert plain == spoofed and plain["issuer"] == broker.issuer
     assert all(v.startswith(broker.issuer.rstrip("/")) for k, v in plain.items() if k.endswith("_endpoint"))
     assert "openid" in plain["scopes_supported"] and plain["response_types_supported"] == ["code"]
@@ -153,8 +171,9 @@ def test_oa28_jwks_publishes_public_signing_keys(broker: BrokerProcess) -> None:
 
 
 def test_oa29_no_dynamic_client_registration(broker: BrokerProcess) -> None:
-    assert requests.post(broker.url("/register"), json={"redirect_uris": ["https://x/cb"]}, timeout=10
-                         ).status_code == 404
+    assert (
+        requests.post(broker.url("/register"), json={"redirect_uris": ["https://x/cb"]}, timeout=10).status_code == 404
+    )
     assert "registration_endpoint" not in broker.discovery()
 
 
@@ -163,24 +182,46 @@ def test_oa30_logout_redirects_only_to_registered_uris(broker: BrokerProcess, ap
     query, _ = browser_code(http, broker, app, remember=True)
     id_token = redeem(broker, app, query["code"]).json()["id_token"]
     for target in ("https://evil.test/", "https://app.example/bye?x=1", "https://app.example/bye/"):
-        response = http.get(broker.url("/logout"), params={"id_token_hint": id_token,
-                                                          "post_logout_redirect_uri": target},
-                            allow_redirects=False, timeout=10)
+        response = http.get(
+            broker.url("/logout"),
+            params={"id_token_hint": id_token, "post_logout_redirect_uri": target},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert response.status_code == 400 and "Location" not in response.headers
-    forged = http.get(broker.url("/logout"), params={"id_token_hint": id_token[:-4] + "AAAA",
-                                                    "post_logout_redirect_uri": "https://app.example/bye"},
-                      allow_redirects=False, timeout=10)
+    forged = http.get(
+        broker.url("/logout"),
+        params={"id_token_hint": id_token[:-4] + "AAAA", "post_logout_redirect_uri": "https://app.example/bye"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert forged.status_code == 400 and "Location" not in forged.headers
-    no_client = http.get(broker.url("/logout"), params={"post_logout_redirect_uri": "https://app.example/bye"},
-                         allow_redirects=False, timeout=10)
+    no_client = http.get(
+        broker.url("/logout"),
+        params={"post_logout_redirect_uri": "https://app.example/bye"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert no_client.status_code == 400
-    ok = http.get(broker.url("/logout"), params={"id_token_hint": id_token, "state": "s9",
-                                                "post_logout_redirect_uri": "https://app.example/bye"},
-                  allow_redirects=False, timeout=10)
+    ok = http.get(
+        broker.url("/logout"),
+        params={"id_token_hint": id_token, "state": "s9", "post_logout_redirect_uri": "https://app.example/bye"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert ok.status_code == 303 and ok.headers["Location"] == "https://app.example/bye?state=s9"
-    after = http.get(broker.url("/authorize"), params={"client_id": "app", "redirect_uri": app.redirect_uri,
-                                                      "response_type": "code", "scope": "openid",
-                                                      "prompt": "none"}, allow_redirects=False, timeout=10)
+    after = http.get(
+        broker.url("/authorize"),
+        params={
+            "client_id": "app",
+            "redirect_uri": app.redirect_uri,
+            "response_type": "code",
+            "scope": "openid",
+            "prompt": "none",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert query_of(after.headers["Location"])["error"] == "login_required"
 
 
@@ -196,10 +237,18 @@ def test_oa30_logout_without_hint_needs_a_csrf_confirmation(broker: BrokerProces
     assert done.status_code == 200 and "logged out" in done.text
 
 
-@pytest.mark.parametrize("next_value", [
-    "//evil.test", "/\\evil.test", "https:evil.test", "/%2F%2Fevil.test", "javascript:alert(1)",
-    "/%0d%0aLocation:evil", "https://evil.test/",
-])
+@pytest.mark.parametrize(
+    "next_value",
+    [
+        "//evil.test",
+        "/\\evil.test",
+        "https:evil.test",
+        "/%2F%2Fevil.test",
+        "javascript:alert(1)",
+        "/%0d%0aLocation:evil",
+        "https://evil.test/",
+    ],
+)
 def test_oa31_no_open_redirect_after_login(broker: BrokerProcess, next_value: str) -> None:
     from tests.oidc.flow import login
 
@@ -220,8 +269,12 @@ def test_oa32_no_referrer_and_no_tokens_in_urls(broker: BrokerProcess, app: Clie
 
 def test_oa33_secrets_never_logged(broker: BrokerProcess, app: Client) -> None:
     tokens = full_login(broker, app)
-    requests.post(broker.url("/token"), data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                  auth=app.auth, timeout=10)
+    requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    )
     log = broker.log_text()
     for secret in (app.secret, tokens["access_token"], tokens["refresh_token"], tokens["id_token"], "correct horse"):
         assert secret and secret not in log

@@ -22,8 +22,9 @@ def test_code_flow_with_pkce_gives_access_id_and_refresh_tokens(broker: BrokerPr
 
 def test_userinfo_returns_sub_and_passport_claim(broker: BrokerProcess, app: Client) -> None:
     tokens = full_login(broker, app)
-    response = requests.get(broker.url("/userinfo"), headers={"Authorization": f"Bearer {tokens['access_token']}"},
-                            timeout=10)
+    response = requests.get(
+        broker.url("/userinfo"), headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["sub"] == claims(tokens["access_token"])["sub"]
@@ -33,17 +34,25 @@ def test_userinfo_returns_sub_and_passport_claim(broker: BrokerProcess, app: Cli
 
 def test_refresh_rotates_and_revoke_ends_the_grant(broker: BrokerProcess, app: Client) -> None:
     tokens = full_login(broker, app)
-    refreshed = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
-                                                         "refresh_token": tokens["refresh_token"]},
-                              auth=app.auth, timeout=10)
+    refreshed = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    )
     assert refreshed.status_code == 200, refreshed.text
     new = refreshed.json()
     assert new["refresh_token"] != tokens["refresh_token"]
     revoked = requests.post(broker.url("/revoke"), data={"token": new["refresh_token"]}, auth=app.auth, timeout=10)
     assert revoked.status_code == 200
-    again = requests.post(broker.url("/token"), data={"grant_type": "refresh_token",
-                                                     "refresh_token": new["refresh_token"]}, auth=app.auth, timeout=10)
+    again = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": new["refresh_token"]},
+        auth=app.auth,
+        timeout=10,
+    )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-    userinfo = requests.get(broker.url("/userinfo"), headers={"Authorization": f"Bearer {new['access_token']}"},
-                            timeout=10)
+    userinfo = requests.get(
+        broker.url("/userinfo"), headers={"Authorization": f"Bearer {new['access_token']}"}, timeout=10
+    )
     assert userinfo.status_code == 401

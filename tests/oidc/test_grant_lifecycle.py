@@ -30,14 +30,26 @@ RFC8628_SLOW_DOWN_SECONDS = 5  # "the interval MUST be increased by 5 seconds" (
 
 
 def _auth(client_id: str = "app") -> AuthenticatedClient:
-    return AuthenticatedClient(Client(client_id=client_id, name=client_id, redirect_uris=(CALLBACK,),
-                                      grant_types=("authorization_code", "refresh_token", DEVICE_GRANT)),
-                               "client_secret_basic")
+    return AuthenticatedClient(
+        Client(
+            client_id=client_id,
+            name=client_id,
+            redirect_uris=(CALLBACK,),
+            grant_types=("authorization_code", "refresh_token", DEVICE_GRANT),
+        ),
+        "client_secret_basic",
+    )
 
 
 def _code(rt: Runtime, client_id: str = "app", identity_id: str = "alice-id") -> str:
-    return store_code(rt, client_id=client_id, redirect_uri=CALLBACK, scope=["openid"], identity_id=identity_id,
-                      auth_time=int(time.time()))
+    return store_code(
+        rt,
+        client_id=client_id,
+        redirect_uri=CALLBACK,
+        scope=["openid"],
+        identity_id=identity_id,
+        auth_time=int(time.time()),
+    )
 
 
 def _redeem(rt: Runtime, code: str, now: int, client_id: str = "app") -> dict[str, object]:
@@ -114,11 +126,9 @@ def test_oa20_refused_scope_does_not_burn_the_refresh_token(op_runtime: Runtime)
     now = int(time.time())
     body = _redeem(rt, _code(rt), now)
     with pytest.raises(OAuthError) as raised:
-        grants.refresh_token(rt, _auth(), {"refresh_token": str(body["refresh_token"]), "scope": "openid email"},
-                             now)
+        grants.refresh_token(rt, _auth(), {"refresh_token": str(body["refresh_token"]), "scope": "openid email"}, now)
     assert raised.value.error == "invalid_scope"
-    narrowed = grants.refresh_token(rt, _auth(), {"refresh_token": str(body["refresh_token"]), "scope": "openid"},
-                                    now)
+    narrowed = grants.refresh_token(rt, _auth(), {"refresh_token": str(body["refresh_token"]), "scope": "openid"}, now)
     assert narrowed["scope"] == "openid" and narrowed["refresh_token"]
 
 
@@ -137,8 +147,9 @@ def test_oa20_refresh_after_consent_withdrawal_fails_and_ends_the_grant(op_runti
     assert not _access_ok(rt, mine["access_token"])
     assert _error(_redeem, rt, pending_code, now) == "invalid_grant"
     # An access token whose grant has no record is refused while a withdrawal is on file (fail closed).
-    unrecorded, _ = mint_access_token(rt.keyring, rt.settings, sub="alice-id", client_id="app", scope=("openid",),
-                                      grant="not-recorded", now=now)
+    unrecorded, _ = mint_access_token(
+        rt.keyring, rt.settings, sub="alice-id", client_id="app", scope=("openid",), grant="not-recorded", now=now
+    )
     assert not _access_ok(rt, unrecorded)
     # Other clients and other researchers keep their grants.
     assert _access_ok(rt, other_client["access_token"]) and _access_ok(rt, other_user["access_token"])

@@ -24,8 +24,12 @@ def _rp(broker: BrokerProcess, app: Client) -> subprocess.Popen[str]:
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    return subprocess.Popen([node, str(PEERS / "rp.mjs"), broker.issuer, app.client_id, str(app.secret),
-                             app.redirect_uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [node, str(PEERS / "rp.mjs"), broker.issuer, app.client_id, str(app.secret), app.redirect_uri],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _callback_for(broker: BrokerProcess, authorization_url: str) -> str:

@@ -137,8 +137,7 @@ def test_oa18_client_secret_guessing_is_answered_429_with_retry_after(broker: Br
         assert guess.status_code == 401 and guess.json()["error"] == "invalid_client", i
     right_secret = requests.post(url, data=body, auth=("brute", SECRETS["brute"]), timeout=10)
     _assert_json_429(right_secret, CLIENT_AUTH_FAILURES)
-    introspection = requests.post(broker.url("/introspect"), data={"token": "x"}, auth=("brute", "guess"),
-                                  timeout=10)
+    introspection = requests.post(broker.url("/introspect"), data={"token": "x"}, auth=("brute", "guess"), timeout=10)
     _assert_json_429(introspection, CLIENT_AUTH_FAILURES)
     # Another client is not affected.
     other = requests.post(url, data=body, auth=("app", SECRETS["app"]), timeout=10)
@@ -150,11 +149,13 @@ def test_oa25_token_scanning_at_introspection_is_answered_429(broker: BrokerProc
     _inside_one_window(INTROSPECTION_MISSES, 20)
     session = requests.Session()
     for _ in range(INTROSPECTION_MISSES.count):
-        miss = session.post(url, data={"token": secrets.token_urlsafe(32)}, auth=("scanner", SECRETS["scanner"]),
-                            timeout=10)
+        miss = session.post(
+            url, data={"token": secrets.token_urlsafe(32)}, auth=("scanner", SECRETS["scanner"]), timeout=10
+        )
         assert miss.status_code == 200 and miss.json() == {"active": False}
-    blocked = session.post(url, data={"token": secrets.token_urlsafe(32)}, auth=("scanner", SECRETS["scanner"]),
-                           timeout=10)
+    blocked = session.post(
+        url, data={"token": secrets.token_urlsafe(32)}, auth=("scanner", SECRETS["scanner"]), timeout=10
+    )
     _assert_json_429(blocked, INTROSPECTION_MISSES)
 
 
@@ -170,8 +171,7 @@ def test_device_user_code_guessing_is_answered_429(broker: BrokerProcess) -> Non
     grant = requests.post(broker.url("/device_authorization"), data={"client_id": "cli"}, timeout=10).json()
     http = requests.Session()
     login_page = http.get(broker.url("/login"), params={"next": "/device"}, timeout=10)
-    entered = http.get(broker.url(login(http, broker, login_page, username="mallory").headers["Location"]),
-                       timeout=10)
+    entered = http.get(broker.url(login(http, broker, login_page, username="mallory").headers["Location"]), timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', entered.text).group(1)
     _inside_one_window(USER_CODE_FAILURES, 15)
     for _ in range(USER_CODE_FAILURES.count):

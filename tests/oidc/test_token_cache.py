@@ -36,14 +36,16 @@ def signature_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _mint(rt: Runtime, now: int, grant: str = "grant-1", sub: str = "alice") -> str:
-    token, _ = mint_access_token(rt.keyring, rt.settings, sub=sub, client_id="app", scope=("openid",),
-                                 grant=grant, now=now)
+    token, _ = mint_access_token(
+        rt.keyring, rt.settings, sub=sub, client_id="app", scope=("openid",), grant=grant, now=now
+    )
     return token
 
 
 def _verify(rt: Runtime) -> Callable[..., tokens.AccessToken]:
     def verify(token: str, now: int) -> tokens.AccessToken:
         return verify_access_token(rt.keyring, rt.settings, rt.store, token, now=now)
+
     return verify
 
 
@@ -94,13 +96,24 @@ def test_revoked_family_after_caching_is_refused_at_next_call(op_runtime: Runtim
     assert refused.value.reason == "revoked"
 
 
-def test_consent_withdrawal_after_caching_is_refused_at_next_call(op_runtime: Runtime,
-                                                                  signature_checks: list[str]) -> None:
+def test_consent_withdrawal_after_caching_is_refused_at_next_call(
+    op_runtime: Runtime, signature_checks: list[str]
+) -> None:
     now = int(time.time())
     token = _mint(op_runtime, now, grant="grant-c", sub="bob")
-    put_grant_record(op_runtime.settings, op_runtime.store, GrantRecord(
-        grant_id="grant-c", identity_id="bob", client_id="app", scope=("openid",),
-        authorized_ms=now * 1000 - 1000, started_at=now - 1, expires_at=now + 3600))
+    put_grant_record(
+        op_runtime.settings,
+        op_runtime.store,
+        GrantRecord(
+            grant_id="grant-c",
+            identity_id="bob",
+            client_id="app",
+            scope=("openid",),
+            authorized_ms=now * 1000 - 1000,
+            started_at=now - 1,
+            expires_at=now + 3600,
+        ),
+    )
     verify = _verify(op_runtime)
     verify(token, now)
     withdraw_consent(op_runtime.settings, op_runtime.store, "bob", "app", at_ms=now * 1000)
@@ -124,8 +137,7 @@ def test_expired_cached_token_is_refused(op_runtime: Runtime, signature_checks: 
     assert signature_checks == [token, token, token]
 
 
-def test_cached_token_of_a_key_no_longer_published_is_refused(op_runtime: Runtime,
-                                                              signature_checks: list[str]) -> None:
+def test_cached_token_of_a_key_no_longer_published_is_refused(op_runtime: Runtime, signature_checks: list[str]) -> None:
     now = int(time.time())
     ring = op_runtime.keyring
     token = _mint(op_runtime, now)

@@ -27,8 +27,12 @@ def _userinfo(broker: BrokerProcess, access_token: str) -> requests.Response:
 
 
 def _refresh(broker: BrokerProcess, client: Client, token: str, **extra: str) -> requests.Response:
-    return requests.post(broker.url("/token"), data={"grant_type": "refresh_token", "refresh_token": token, **extra},
-                         auth=client.auth, timeout=10)
+    return requests.post(
+        broker.url("/token"),
+        data={"grant_type": "refresh_token", "refresh_token": token, **extra},
+        auth=client.auth,
+        timeout=10,
+    )
 
 
 def test_oa15_code_reuse_fails_and_revokes_the_first_tokens(broker: BrokerProcess, app: Client) -> None:
@@ -70,8 +74,9 @@ def _race(broker: BrokerProcess, client: Client, code: str) -> list[requests.Res
 
 
 @pytest.mark.parametrize("round_", range(RACE_ROUNDS))
-def test_oa16_concurrent_redemption_one_wins_and_its_tokens_are_revoked(broker: BrokerProcess, app: Client,
-                                                                         round_: int) -> None:
+def test_oa16_concurrent_redemption_one_wins_and_its_tokens_are_revoked(
+    broker: BrokerProcess, app: Client, round_: int
+) -> None:
     results = _race(broker, app, _code(broker, app))
     winners = [r for r in results if r.status_code == 200]
     losers = [r for r in results if r.status_code != 200]
@@ -81,8 +86,9 @@ def test_oa16_concurrent_redemption_one_wins_and_its_tokens_are_revoked(broker: 
     # A second redemption was attempted: the winner's grant is revoked, whichever request came first.
     assert _userinfo(broker, tokens["access_token"]).status_code == 401
     assert _refresh(broker, app, tokens["refresh_token"]).json()["error"] == "invalid_grant"
-    introspected = requests.post(broker.url("/introspect"), data={"token": tokens["refresh_token"]}, auth=app.auth,
-                                 timeout=10)
+    introspected = requests.post(
+        broker.url("/introspect"), data={"token": tokens["refresh_token"]}, auth=app.auth, timeout=10
+    )
     assert introspected.json() == {"active": False}
 
 
@@ -102,8 +108,9 @@ def test_oa17_code_bound_to_client_and_redirect_uri(broker: BrokerProcess, app: 
     wrong_uri = redeem(broker, app, _code(broker, app), redirect_uri="https://app.example/cb2")
     assert wrong_uri.json()["error"] == "invalid_grant"
     code = _code(broker, app)
-    omitted = requests.post(broker.url("/token"), data={"grant_type": "authorization_code", "code": code},
-                            auth=app.auth, timeout=10)
+    omitted = requests.post(
+        broker.url("/token"), data={"grant_type": "authorization_code", "code": code}, auth=app.auth, timeout=10
+    )
     assert omitted.status_code == 400 and omitted.json()["error"] == "invalid_grant"
 
 
@@ -116,15 +123,15 @@ def test_oa18_client_authentication_rules(broker: BrokerProcess, app: Client) ->
     wrong_post = requests.post(url, data={**base, "client_id": "app-post", "client_secret": "wrong"}, timeout=10)
     assert wrong_post.status_code == 401 and wrong_post.json()["error"] == "invalid_client"
     assert "WWW-Authenticate" not in wrong_post.headers
-    both = requests.post(url, data={**base, "client_id": "app", "client_secret": SECRETS["app"]}, auth=app.auth,
-                         timeout=10)
+    both = requests.post(
+        url, data={**base, "client_id": "app", "client_secret": SECRETS["app"]}, auth=app.auth, timeout=10
+    )
     assert both.status_code == 400 and both.json()["error"] == "invalid_request"
     mismatch = requests.post(url, data={**base, "client_id": "other"}, auth=app.auth, timeout=10)
     assert mismatch.status_code == 400 and mismatch.json()["error"] == "invalid_request"
     trailing = requests.post(url, data=base, auth=("app", SECRETS["app"] + " "), timeout=10)
     assert trailing.status_code == 401
-    wrong_method = requests.post(url, data={**base, "client_id": "app", "client_secret": SECRETS["app"]},
-                                 timeout=10)
+    wrong_method = requests.post(url, data={**base, "client_id": "app", "client_secret": SECRETS["app"]}, timeout=10)
     assert wrong_method.status_code == 401  # app is registered for client_secret_basic only
     public_as_confidential = requests.post(url, data={**base, "client_id": "app"}, timeout=10)
     assert public_as_confidential.status_code == 401
@@ -134,8 +141,14 @@ def test_oa18_client_authentication_rules(broker: BrokerProcess, app: Client) ->
 
 def _assertion(key: object, **overrides: object) -> str:
     now = int(time.time())
-    claims = {"iss": "jwtapp", "sub": "jwtapp", "aud": overrides.pop("aud_value", None), "iat": now,
-              "exp": now + 60, "jti": str(uuid.uuid4())}
+    claims = {
+        "iss": "jwtapp",
+        "sub": "jwtapp",
+        "aud": overrides.pop("aud_value", None),
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "client-key-1"})
@@ -148,10 +161,17 @@ def test_oa19_private_key_jwt_assertion_validation(broker: BrokerProcess, jwt_cl
     issuer = broker.issuer
 
     def post(assertion: str) -> requests.Response:
-        return requests.post(url, data={
-            "grant_type": "authorization_code", "code": "x", "redirect_uri": "https://app.example/cb",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion}, timeout=10)
+        return requests.post(
+            url,
+            data={
+                "grant_type": "authorization_code",
+                "code": "x",
+                "redirect_uri": "https://app.example/cb",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+            },
+            timeout=10,
+        )
 
     good = _assertion(jwt_client_key, aud_value=issuer)
     assert post(good).json()["error"] == "invalid_grant"  # authenticated
@@ -165,10 +185,16 @@ def test_oa19_private_key_jwt_assertion_validation(broker: BrokerProcess, jwt_cl
         _assertion(jwt_client_key, aud_value=issuer, exp=int(time.time()) + 86400),
         _assertion(jwt_client_key, aud_value=issuer, jti=None),
         _assertion(stranger, aud_value=issuer),
-        jwt.encode({"iss": "jwtapp", "sub": "jwtapp", "aud": issuer, "exp": int(time.time()) + 60, "jti": "n"},
-                   None, algorithm="none"),
-        jwt.encode({"iss": "jwtapp", "sub": "jwtapp", "aud": issuer, "exp": int(time.time()) + 60, "jti": "h"},
-                   "secret-key-of-at-least-32-bytes!!", algorithm="HS256"),
+        jwt.encode(
+            {"iss": "jwtapp", "sub": "jwtapp", "aud": issuer, "exp": int(time.time()) + 60, "jti": "n"},
+            None,
+            algorithm="none",
+        ),
+        jwt.encode(
+            {"iss": "jwtapp", "sub": "jwtapp", "aud": issuer, "exp": int(time.time()) + 60, "jti": "h"},
+            "secret-key-of-at-least-32-bytes!!",
+            algorithm="HS256",
+        ),
     ]
     for assertion in bad_cases:
         response = post(assertion)
@@ -177,8 +203,7 @@ def test_oa19_private_key_jwt_assertion_validation(broker: BrokerProcess, jwt_cl
     assert post(token_endpoint).json()["error"] == "invalid_grant"
 
 
-def test_oa20_refresh_binding_rotation_and_reuse_detection(broker: BrokerProcess, app: Client,
-                                                            other: Client) -> None:
+def test_oa20_refresh_binding_rotation_and_reuse_detection(broker: BrokerProcess, app: Client, other: Client) -> None:
     tokens = full_login(broker, app)
     # (1) another client
     assert _refresh(broker, other, tokens["refresh_token"]).json()["error"] == "invalid_grant"
@@ -210,18 +235,25 @@ def test_oa20_refresh_binding_rotation_and_reuse_detection(broker: BrokerProcess
     assert extra.status_code == 400 and extra.json()["error"] == "invalid_scope"
 
 
-@pytest.mark.parametrize("grant_type,error", [
-    ("password", "unsupported_grant_type"), ("implicit", "unsupported_grant_type"),
-    ("client_credentials", "unsupported_grant_type"),
-])
+@pytest.mark.parametrize(
+    "grant_type,error",
+    [
+        ("password", "unsupported_grant_type"),
+        ("implicit", "unsupported_grant_type"),
+        ("client_credentials", "unsupported_grant_type"),
+    ],
+)
 def test_oa21_unsupported_grants(broker: BrokerProcess, app: Client, grant_type: str, error: str) -> None:
     response = requests.post(broker.url("/token"), data={"grant_type": grant_type}, auth=app.auth, timeout=10)
     assert response.status_code == 400 and response.json()["error"] == error
 
 
 def test_oa21_grant_not_allowed_for_client_and_get_token(broker: BrokerProcess, public_client: Client) -> None:
-    response = requests.post(broker.url("/token"), data={
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "client_id": "cli"}, timeout=10)
+    response = requests.post(
+        broker.url("/token"),
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "client_id": "cli"},
+        timeout=10,
+    )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
     assert requests.get(broker.url("/token"), timeout=10).status_code == 405
 
@@ -239,25 +271,38 @@ def test_oa22_token_response_hygiene(broker: BrokerProcess, app: Client) -> None
 
 def test_oa23_duplicate_oversized_and_non_form_parameters(broker: BrokerProcess, app: Client) -> None:
     url = broker.url("/token")
-    dup = requests.post(url, data=[("grant_type", "authorization_code"), ("code", "a"), ("code", "b")],
-                        auth=app.auth, timeout=10)
+    dup = requests.post(
+        url, data=[("grant_type", "authorization_code"), ("code", "a"), ("code", "b")], auth=app.auth, timeout=10
+    )
     assert dup.status_code == 400 and dup.json()["error"] == "invalid_request"
-    big = requests.post(url, data={"grant_type": "authorization_code", "code": "x" * (5 * 1024 * 1024)},
-                        auth=app.auth, timeout=30)
+    big = requests.post(
+        url, data={"grant_type": "authorization_code", "code": "x" * (5 * 1024 * 1024)}, auth=app.auth, timeout=30
+    )
     assert big.status_code == 413
     as_json = requests.post(url, json={"grant_type": "authorization_code", "code": "x"}, auth=app.auth, timeout=10)
     assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
-    non_utf8 = requests.post(url, data=b"grant_type=authorization_code&code=%ff%fe",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=app.auth, timeout=10)
+    non_utf8 = requests.post(
+        url,
+        data=b"grant_type=authorization_code&code=%ff%fe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=app.auth,
+        timeout=10,
+    )
     assert non_utf8.status_code == 400
-    many = requests.post(url, data="&".join(f"p{i}=v" for i in range(10000)),
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=app.auth, timeout=10)
+    many = requests.post(
+        url,
+        data="&".join(f"p{i}=v" for i in range(10000)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=app.auth,
+        timeout=10,
+    )
     assert many.status_code in (400, 413)
 
 
 def test_public_client_code_flow_with_pkce(broker: BrokerProcess, public_client: Client) -> None:
     verifier, challenge = pkce_pair()
-    query, _ = browser_code(requests.Session(), broker, public_client, code_challenge=challenge,
-                            code_challenge_method="S256")
+    query, _ = browser_code(
+        requests.Session(), broker, public_client, code_challenge=challenge, code_challenge_method="S256"
+    )
     response = redeem(broker, public_client, query["code"], verifier)
     assert response.status_code == 200, response.text

@@ -18,18 +18,26 @@ CLEARINGHOUSE = "https://drs.example.org/"
 
 
 def exchange(broker: BrokerProcess, client: Client, subject: str, **extra: Any) -> requests.Response:
-    data = {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": subject,
-            "subject_token_type": ACCESS_TOKEN_TYPE, "requested_token_type": PASSPORT_TOKEN_TYPE, **extra}
+    data = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": PASSPORT_TOKEN_TYPE,
+        **extra,
+    }
     return requests.post(broker.url("/token"), data=data, auth=client.auth, timeout=10)
 
 
 def verifier_for(broker: BrokerProcess) -> Verifier:
     """A clearinghouse that trusts this broker (keys pinned from its JWKS)."""
     jwks = requests.get(broker.url("/.well-known/jwks.json"), timeout=10).json()
-    settings = Settings(issuer=CLEARINGHOUSE, trust=TrustSettings(
-        brokers=[TrustedBrokerSettings(iss=broker.issuer, jwks=jwks)],
-        visa_issuers=[TrustedIssuerSettings(iss=broker.issuer, jwks=jwks)],
-    ))
+    settings = Settings(
+        issuer=CLEARINGHOUSE,
+        trust=TrustSettings(
+            brokers=[TrustedBrokerSettings(iss=broker.issuer, jwks=jwks)],
+            visa_issuers=[TrustedIssuerSettings(iss=broker.issuer, jwks=jwks)],
+        ),
+    )
     trust = TrustConfig.from_settings(settings)
     return Verifier(trust, KeyResolver(trust, settings.trust.fetch), settings.limits)
 
@@ -49,8 +57,9 @@ def test_token_exchange_gives_a_passport_the_ga4gh_engine_accepts(broker: Broker
     assert result.sub == claims(tokens["access_token"])["sub"]
 
 
-def test_token_exchange_subject_token_failures_are_invalid_request(broker: BrokerProcess, app: Client,
-                                                                   other: Client) -> None:
+def test_token_exchange_subject_token_failures_are_invalid_request(
+    broker: BrokerProcess, app: Client, other: Client
+) -> None:
     tokens = full_login(broker, app)
     at = tokens["access_token"]
     cases = [

@@ -56,26 +56,65 @@ datasets:
 """
 
 
-def visa(type: str = "ControlledAccessGrants", value: str = "https://ega.example/datasets/EGAD0001",
-         source: str = DAC, by: str | None = "dac", *, iss: str = BROKER, sub: str = "alice",
-         exp: int = NOW + 30 * DAY, asserted: int = NOW - DAY, jti: str | None = None,
-         conditions: tuple | None = None) -> Visa:
-    return Visa(iss=iss, sub=sub, iat=NOW - 60, exp=exp,
-                visa=VisaObject(type=type, asserted=asserted, value=value, source=source, by=by,
-                                conditions=conditions),
-                jti=jti)
+def visa(
+    type: str = "ControlledAccessGrants",
+    value: str = "https://ega.example/datasets/EGAD0001",
+    source: str = DAC,
+    by: str | None = "dac",
+    *,
+    iss: str = BROKER,
+    sub: str = "alice",
+    exp: int = NOW + 30 * DAY,
+    asserted: int = NOW - DAY,
+    jti: str | None = None,
+    conditions: tuple | None = None,
+) -> Visa:
+    return Visa(
+        iss=iss,
+        sub=sub,
+        iat=NOW - 60,
+        exp=exp,
+        visa=VisaObject(type=type, asserted=asserted, value=value, source=source, by=by, conditions=conditions),
+        jti=jti,
+    )
 
 
-def link(identities: list[tuple[str, str]], *, iss: str = BROKER, sub: str = "alice", exp: int = NOW + 20 * DAY,
-         jti: str = "link") -> Visa:
+def link(
+    identities: list[tuple[str, str]],
+    *,
+    iss: str = BROKER,
+    sub: str = "alice",
+    exp: int = NOW + 20 * DAY,
+    jti: str = "link",
+) -> Visa:
     """A LinkedIdentities visa of (iss, sub) listing ``identities``."""
-    return visa(LINKED_IDENTITIES, format_linked_identities(identities), BROKER, "system", iss=iss, sub=sub,
-                exp=exp, jti=jti)
+    return visa(
+        LINKED_IDENTITIES, format_linked_identities(identities), BROKER, "system", iss=iss, sub=sub, exp=exp, jti=jti
+    )
 
 
-def bona_fide(*, iss: str = LS, sub: str = "alice", terms_by: str = "self", status_by: str = "system",
-              exp: int = NOW + 60 * DAY) -> list[Visa]:
-    return [visa("AcceptedTermsAndPolicies", REGISTERED_ACCESS_DOI, "https://elixir-europe.org/", terms_by,
-                 iss=iss, sub=sub, exp=exp, jti="terms"),
-            visa("ResearcherStatus", REGISTERED_ACCESS_DOI, "https://www.uio.no/", status_by, iss=iss, sub=sub,
-                 exp=exp, jti="status")]
+def bona_fide(
+    *, iss: str = LS, sub: str = "alice", terms_by: str = "self", status_by: str = "system", exp: int = NOW + 60 * DAY
+) -> list[Visa]:
+    return [
+        visa(
+            "AcceptedTermsAndPolicies",
+            REGISTERED_ACCESS_DOI,
+            "https://elixir-europe.org/",
+            terms_by,
+            iss=iss,
+            sub=sub,
+            exp=exp,
+            jti="terms",
+        ),
+        visa(
+            "ResearcherStatus",
+            REGISTERED_ACCESS_DOI,
+            "https://www.uio.no/",
+            status_by,
+            iss=iss,
+            sub=sub,
+            exp=exp,
+            jti="status",
+        ),
+    ]

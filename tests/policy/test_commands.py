@@ -40,8 +40,9 @@ def test_shipped_policies_check_clean(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_check_reports_every_mistake_with_file_and_line(tmp_path: Path, capsys) -> None:
-    (tmp_path / "bad.yaml").write_text("datasets:\n  A:\n    description: x\n    read: {rule: nope}\n"
-                                       "  B:\n    descripton: y\n")
+    (tmp_path / "bad.yaml").write_text(
+        "datasets:\n  A:\n    description: x\n    read: {rule: nope}\n  B:\n    descripton: y\n"
+    )
     status, _, err = run(capsys, "policy", "check", str(tmp_path))
     assert status == 1
     assert f"{tmp_path / 'bad.yaml'}:4: datasets.A.read.rule: rule 'nope' is not defined" in err
@@ -58,9 +59,14 @@ def copy_shipped(tmp_path: Path) -> Path:
 def test_failing_case_is_reported_with_its_explanation_and_exit_1(tmp_path: Path, capsys) -> None:
     directory = copy_shipped(tmp_path)
     cases = directory / "tests" / "registered_access.yaml"
-    cases.write_text(cases.read_text().replace(
-        "    persona: carol\n    dataset: B1MG-RA-0001\n    expect: deny", "    persona: carol\n"
-        "    dataset: B1MG-RA-0001\n    expect: allow").replace("    reasons: [not_linked]\n", "", 1))
+    cases.write_text(
+        cases.read_text()
+        .replace(
+            "    persona: carol\n    dataset: B1MG-RA-0001\n    expect: deny",
+            "    persona: carol\n    dataset: B1MG-RA-0001\n    expect: allow",
+        )
+        .replace("    reasons: [not_linked]\n", "", 1)
+    )
     status, out, _ = run(capsys, "policy", "test", str(directory))
     assert status == 1
     assert "FAIL" in out and "expected allow, got deny" in out
@@ -87,8 +93,17 @@ def test_unknown_persona_in_a_case_is_a_load_error(tmp_path: Path, capsys) -> No
 
 
 def test_explain_persona_prints_each_visa_considered(capsys) -> None:
-    status, out, _ = run(capsys, "policy", "explain", "--policies", str(SHIPPED), "--dataset", "EGAD00001000001",
-                         "--persona", str(SHIPPED / "personas" / "dave.yaml"))
+    status, out, _ = run(
+        capsys,
+        "policy",
+        "explain",
+        "--policies",
+        str(SHIPPED),
+        "--dataset",
+        "EGAD00001000001",
+        "--persona",
+        str(SHIPPED / "personas" / "dave.yaml"),
+    )
     assert status == 3  # deny
     assert "DENY" in out
     for jti in ("dave-longer-id", "dave-upper-case", "dave-trailing-slash", "dave-spoofed-dac"):
@@ -98,8 +113,18 @@ def test_explain_persona_prints_each_visa_considered(capsys) -> None:
 
 
 def test_explain_json_has_decision_rule_and_required_document(capsys) -> None:
-    status, out, _ = run(capsys, "policy", "explain", "--policies", str(SHIPPED), "--dataset", "NORDIC-COHORT-01",
-                         "--persona", str(SHIPPED / "personas" / "bob.yaml"), "--json")
+    status, out, _ = run(
+        capsys,
+        "policy",
+        "explain",
+        "--policies",
+        str(SHIPPED),
+        "--dataset",
+        "NORDIC-COHORT-01",
+        "--persona",
+        str(SHIPPED / "personas" / "bob.yaml"),
+        "--json",
+    )
     report = json.loads(out)
     assert status == 0 and report["decision"]["allow"]
     assert report["rule"]["kind"] == "all_of" and report["rule"]["met"]
@@ -121,55 +146,120 @@ def test_diff_lists_the_decisions_a_change_flips(tmp_path: Path, capsys) -> None
     new = copy_shipped(tmp_path)
     lists = new / "lists.yaml"
     lists.write_text(lists.read_text().replace("values: [uio.no, ki.se, helsinki.fi]", "values: [ki.se, helsinki.fi]"))
-    status, out, _ = run(capsys, "policy", "diff", str(SHIPPED), str(new), "--personas", str(SHIPPED / "personas"),
-                         "--tests", str(SHIPPED / "tests"))
+    status, out, _ = run(
+        capsys,
+        "policy",
+        "diff",
+        str(SHIPPED),
+        str(new),
+        "--personas",
+        str(SHIPPED / "personas"),
+        "--tests",
+        str(SHIPPED / "tests"),
+    )
     assert status == 0
     assert "1 decision(s) flip" in out
     assert "bob on NORDIC-COHORT-01: allow -> deny" in out
-    status, out, _ = run(capsys, "policy", "diff", str(SHIPPED), str(new), "--personas", str(SHIPPED / "personas"),
-                         "--json", "--exit-code")
+    status, out, _ = run(
+        capsys,
+        "policy",
+        "diff",
+        str(SHIPPED),
+        str(new),
+        "--personas",
+        str(SHIPPED / "personas"),
+        "--json",
+        "--exit-code",
+    )
     report = json.loads(out)
     assert status == 1 and [(f["persona"], f["dataset"]) for f in report["flips"]] == [("bob", "NORDIC-COHORT-01")]
 
 
 def test_diff_of_identical_rules_flips_nothing(capsys) -> None:
-    status, out, _ = run(capsys, "policy", "diff", str(SHIPPED), str(SHIPPED), "--personas",
-                         str(SHIPPED / "personas"), "--dataset", "EGAD5000000042", "--exit-code")
+    status, out, _ = run(
+        capsys,
+        "policy",
+        "diff",
+        str(SHIPPED),
+        str(SHIPPED),
+        "--personas",
+        str(SHIPPED / "personas"),
+        "--dataset",
+        "EGAD5000000042",
+        "--exit-code",
+    )
     assert status == 0 and out.startswith("0 decision(s) flip")
 
 
 def test_explain_passport_verifies_it_with_the_trust_settings(tmp_path: Path, capsys) -> None:
     now = int(time.time())
     broker = Signer("https://other-broker.example/", TestKey.generate("ES256", kid="broker-1"))
-    issuer = Signer("https://permissions.ega.example.org/", TestKey.generate("ES256", kid="ega-1"),
-                    jku="https://permissions.ega.example.org/jwks")
-    stranger = Signer("https://stranger.example/", TestKey.generate("ES256", kid="s-1"),
-                      jku="https://stranger.example/jwks")
+    issuer = Signer(
+        "https://permissions.ega.example.org/",
+        TestKey.generate("ES256", kid="ega-1"),
+        jku="https://permissions.ega.example.org/jwks",
+    )
+    stranger = Signer(
+        "https://stranger.example/", TestKey.generate("ES256", kid="s-1"), jku="https://stranger.example/jwks"
+    )
     dataset = "EGAD5000000042"
-    grant = issuer.visa("alice", visa_object(value=f"https://ega-archive.org/datasets/{dataset}",
-                                             source="https://ega-archive.org/dacs/EGAC00001000002", by="dac",
-                                             asserted=now - 86400),
-                        iat=now - 60, exp=now + 3600, jti="grant-1")
-    linker = issuer.visa("alice", visa_object("LinkedIdentities",
-                                              format_linked_identities([(broker.iss, "alice")]),
-                                              source="https://permissions.ega.example.org/", by="system",
-                                              asserted=now - 86400),
-                         iat=now - 60, exp=now + 7200, jti="link-1")
-    untrusted = stranger.visa("alice", visa_object(value=f"https://ega-archive.org/datasets/{dataset}",
-                                                   source="https://ega-archive.org/dacs/EGAC00001000002"),
-                              iat=now - 60, exp=now + 3600, jti="stranger-1")
+    grant = issuer.visa(
+        "alice",
+        visa_object(
+            value=f"https://ega-archive.org/datasets/{dataset}",
+            source="https://ega-archive.org/dacs/EGAC00001000002",
+            by="dac",
+            asserted=now - 86400,
+        ),
+        iat=now - 60,
+        exp=now + 3600,
+        jti="grant-1",
+    )
+    linker = issuer.visa(
+        "alice",
+        visa_object(
+            "LinkedIdentities",
+            format_linked_identities([(broker.iss, "alice")]),
+            source="https://permissions.ega.example.org/",
+            by="system",
+            asserted=now - 86400,
+        ),
+        iat=now - 60,
+        exp=now + 7200,
+        jti="link-1",
+    )
+    untrusted = stranger.visa(
+        "alice",
+        visa_object(
+            value=f"https://ega-archive.org/datasets/{dataset}", source="https://ega-archive.org/dacs/EGAC00001000002"
+        ),
+        iat=now - 60,
+        exp=now + 3600,
+        jti="stranger-1",
+    )
     passport = broker.passport([grant, linker, untrusted], "alice", iat=now - 10, exp=now + 600)
     (tmp_path / "passport.jwt").write_text(passport)
     settings = {
         "issuer": "https://broker.test/",
         "data_dir": str(tmp_path / "var"),
-        "trust": {"visa_issuers": [{"iss": issuer.iss, "jwks": issuer.key.jwks()}],
-                  "brokers": [{"iss": broker.iss, "jwks": broker.key.jwks()}]},
+        "trust": {
+            "visa_issuers": [{"iss": issuer.iss, "jwks": issuer.key.jwks()}],
+            "brokers": [{"iss": broker.iss, "jwks": broker.key.jwks()}],
+        },
         "policy": {"directory": str(SHIPPED)},
     }
     (tmp_path / "settings.yaml").write_text(json.dumps(settings))
-    status, out, err = run(capsys, "-c", str(tmp_path / "settings.yaml"), "policy", "explain", "--dataset", dataset,
-                           "--passport", str(tmp_path / "passport.jwt"))
+    status, out, err = run(
+        capsys,
+        "-c",
+        str(tmp_path / "settings.yaml"),
+        "policy",
+        "explain",
+        "--dataset",
+        dataset,
+        "--passport",
+        str(tmp_path / "passport.jwt"),
+    )
     assert status == 0, out + err
     assert "ALLOW" in out and "holder iss 'https://other-broker.example/', sub 'alice'" in out
     assert "linked to the holder by 1 LinkedIdentities visa(s)" in out

@@ -58,8 +58,9 @@ datasets:
 
 @pytest.fixture
 def policy(tmp_path: Path) -> PolicySet:
-    return load(tmp_path, {"lists.yaml": LISTS, "datasets.yaml": GRANT_DATASET, "mixed.yaml": MIXED,
-                           "terms.yaml": TERMS})
+    return load(
+        tmp_path, {"lists.yaml": LISTS, "datasets.yaml": GRANT_DATASET, "mixed.yaml": MIXED, "terms.yaml": TERMS}
+    )
 
 
 def decide(policy: PolicySet, visas, dataset="EGAD0001", **kw):
@@ -73,8 +74,9 @@ def test_allow_carries_expiry_basis_entry_and_version(policy: PolicySet) -> None
     decision = decide(policy, [grant])
     assert decision.allow and decision.reasons == ()
     assert decision.expires_at == NOW + 5 * DAY
-    assert [(b.use, b.jti, b.iss, b.type) for b in decision.basis] == [("grant", "g1", BROKER,
-                                                                        "ControlledAccessGrants")]
+    assert [(b.use, b.jti, b.iss, b.type) for b in decision.basis] == [
+        ("grant", "g1", BROKER, "ControlledAccessGrants")
+    ]
     assert decision.policy_version == policy.version
     assert decision.entry is not None and decision.entry.startswith("dataset EGAD0001 (")
     assert decision.to_json()["basis"][0]["requirement"] == "read"
@@ -182,12 +184,19 @@ def test_deny_of_any_of_gives_the_reasons_of_every_alternative(policy: PolicySet
     assert [r.requirement for r in decision.reasons] == ["read.any_of[0]", "read.any_of[1].all_of[1]"]
 
 
-@pytest.mark.parametrize(("purpose", "code"), [
-    ("MONDO:0004992", None), ("MONDO:0008903", None),
-    (None, Code.PURPOSE_MISSING), ("", Code.PURPOSE_MISSING),
-    ("DUO:0000006", Code.PURPOSE_INCOMPATIBLE), ("DUO:0000042", Code.PURPOSE_INCOMPATIBLE),
-    ("MONDO:0005015", Code.PURPOSE_INCOMPATIBLE), ("MONDO:9999999", Code.PURPOSE_UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("purpose", "code"),
+    [
+        ("MONDO:0004992", None),
+        ("MONDO:0008903", None),
+        (None, Code.PURPOSE_MISSING),
+        ("", Code.PURPOSE_MISSING),
+        ("DUO:0000006", Code.PURPOSE_INCOMPATIBLE),
+        ("DUO:0000042", Code.PURPOSE_INCOMPATIBLE),
+        ("MONDO:0005015", Code.PURPOSE_INCOMPATIBLE),
+        ("MONDO:9999999", Code.PURPOSE_UNKNOWN),
+    ],
+)
 def test_data_use_purpose_is_checked_apart_from_visas(policy: PolicySet, purpose: str | None, code: str) -> None:
     grant = visa(value="https://ega.example/datasets/CANCER")
     decision = decide(policy, [grant], "CANCER", purpose=purpose)
@@ -206,10 +215,9 @@ def test_datasets_without_data_use_ignore_the_purpose(policy: PolicySet) -> None
 
 
 def test_conditioned_visa_counts_only_with_its_condition_met_and_the_satisfier_is_used(policy: PolicySet) -> None:
-    conditions = ((( ("type", "AffiliationAndRole"), ("value", "const:faculty@ki.se") ),),)
+    conditions = (((("type", "AffiliationAndRole"), ("value", "const:faculty@ki.se")),),)
     grant = visa(jti="g", conditions=conditions)
-    affiliation = visa("AffiliationAndRole", "faculty@ki.se", "https://ki.se/", "system", exp=NOW + 4 * DAY,
-                       jti="a")
+    affiliation = visa("AffiliationAndRole", "faculty@ki.se", "https://ki.se/", "system", exp=NOW + 4 * DAY, jti="a")
     decision = decide(policy, [grant, affiliation])
     assert decision.allow and decision.expires_at == NOW + 4 * DAY
     assert [(b.use, b.jti) for b in decision.basis] == [("grant", "g"), ("condition", "a")]

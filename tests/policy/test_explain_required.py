@@ -35,9 +35,13 @@ def policy(tmp_path: Path) -> PolicySet:
 
 
 def test_explanation_lists_every_visa_of_the_type_with_its_verdict(policy: PolicySet) -> None:
-    visas = [visa(jti="ok", exp=NOW + 3 * DAY), visa(jti="other-dataset", value="https://ega.example/datasets/X"),
-             visa(jti="expired", exp=NOW - 5), visa(jti="unlinked", sub="mallory"),
-             visa("ResearcherStatus", REGISTERED_ACCESS_DOI, "https://s/", "so", jti="not-considered")]
+    visas = [
+        visa(jti="ok", exp=NOW + 3 * DAY),
+        visa(jti="other-dataset", value="https://ega.example/datasets/X"),
+        visa(jti="expired", exp=NOW - 5),
+        visa(jti="unlinked", sub="mallory"),
+        visa("ResearcherStatus", REGISTERED_ACCESS_DOI, "https://s/", "so", jti="not-considered"),
+    ]
     ex = explain(policy, visas, None, "EGAD0001", holder=HOLDER, now=NOW)
     assert ex.decision.allow and ex.trace is not None and ex.trace.met
     outcomes = {v.visa.jti: v.outcome for v in ex.trace.verdicts}
@@ -50,8 +54,9 @@ def test_explanation_lists_every_visa_of_the_type_with_its_verdict(policy: Polic
 
 
 def test_explanation_of_a_deny_gives_reasons_and_the_tree(policy: PolicySet) -> None:
-    old = visa("AffiliationAndRole", "faculty@ki.se", "https://ki.se/", "system", iss=LS, asserted=NOW - 400 * DAY,
-               jti="old")
+    old = visa(
+        "AffiliationAndRole", "faculty@ki.se", "https://ki.se/", "system", iss=LS, asserted=NOW - 400 * DAY, jti="old"
+    )
     ex = explain(policy, [old], None, "NORDIC", holder=(LS, "alice"), now=NOW, purpose="DUO:0000042")
     assert not ex.decision.allow
     assert set(ex.decision.codes) == {"assertion_too_old", "purpose_incompatible"}
@@ -79,7 +84,8 @@ def test_required_visas_document_for_a_grant(policy: PolicySet) -> None:
     assert document["policy_version"] == policy.version and document["data_use"] is None
     visa_doc = document["requires"]["visa"]
     assert visa_doc == {
-        "id": "read", "type": "ControlledAccessGrants",
+        "id": "read",
+        "type": "ControlledAccessGrants",
         "value": {"one_of": ["https://ega.example/datasets/EGAD0001"]},
         "source": {"one_of": [DAC, "https://ega-archive.org/dacs/EGAC00001000002"], "lists": ["trusted_dacs"]},
         "by": {"one_of": ["dac"]},
@@ -95,8 +101,12 @@ def test_required_visas_document_for_registered_access_and_data_use(policy: Poli
     nordic = required_visas(policy, "NORDIC")
     assert nordic["requires"]["visa"]["affiliation"] == {"one_of": ["uio.no", "ki.se"], "lists": ["nordic"]}
     assert nordic["requires"]["visa"]["issuers"] == {"any_trusted": True}
-    assert nordic["data_use"] == {"term": "DUO:0000006", "label": "HMB", "purpose_required": True,
-                                  "compatible_purposes": ["DUO:0000006", "DUO:0000007"]}
+    assert nordic["data_use"] == {
+        "term": "DUO:0000006",
+        "label": "HMB",
+        "purpose_required": True,
+        "compatible_purposes": ["DUO:0000006", "DUO:0000007"],
+    }
     assert nordic["max_assertion_age_seconds"] == 365 * DAY
 
 
@@ -108,18 +118,26 @@ def test_required_visas_for_unknown_dataset_or_action(policy: PolicySet) -> None
 
 
 def test_required_document_uses_the_same_matchers_as_decisions(tmp_path: Path) -> None:
-    policy = load(tmp_path, {"p.yaml": """
+    policy = load(
+        tmp_path,
+        {
+            "p.yaml": """
         templates:
           t:
             description: pattern values
             dataset_pattern: P*
             read: {visa: {type: ResearcherStatus, value: ["pattern:urn:${dataset}:*", "split_pattern:x,${dataset}"]}}
-        """})
+        """
+        },
+    )
     document = required_visas(policy, "P1")
     assert document["requires"]["visa"]["value"] == {"patterns": ["urn:P1:*"], "split_patterns": ["x,P1"]}
-    assert policy.decide([visa("ResearcherStatus", "urn:P1:any", "https://s/", "so")], None, "P1", holder=HOLDER,
-                         now=NOW).allow
-    assert policy.decide([visa("ResearcherStatus", "a;x,P1;b", "https://s/", "so")], None, "P1", holder=HOLDER,
-                         now=NOW).allow
-    assert not policy.decide([visa("ResearcherStatus", "urn:P2:any", "https://s/", "so")], None, "P1",
-                             holder=HOLDER, now=NOW).allow
+    assert policy.decide(
+        [visa("ResearcherStatus", "urn:P1:any", "https://s/", "so")], None, "P1", holder=HOLDER, now=NOW
+    ).allow
+    assert policy.decide(
+        [visa("ResearcherStatus", "a;x,P1;b", "https://s/", "so")], None, "P1", holder=HOLDER, now=NOW
+    ).allow
+    assert not policy.decide(
+        [visa("ResearcherStatus", "urn:P2:any", "https://s/", "so")], None, "P1", holder=HOLDER, now=NOW
+    ).allow

@@ -55,8 +55,11 @@ def policy_for(tree: Any) -> PolicySet:
 
 
 @settings(max_examples=120, deadline=None)
-@given(tree=trees, present=st.sets(st.integers(min_value=0, max_value=LEAVES - 1)),
-       decoys=st.sets(st.integers(min_value=0, max_value=LEAVES - 1)))
+@given(
+    tree=trees,
+    present=st.sets(st.integers(min_value=0, max_value=LEAVES - 1)),
+    decoys=st.sets(st.integers(min_value=0, max_value=LEAVES - 1)),
+)
 def test_any_of_and_all_of_behave_as_boolean_or_and(tree: Any, present: set[int], decoys: set[int]) -> None:
     policy = policy_for(tree)
     visas = [visa("ResearcherStatus", f"urn:leaf:{n}", "https://s/", "so", jti=f"v{n}") for n in sorted(present)]
@@ -79,16 +82,18 @@ def test_any_of_and_all_of_behave_as_boolean_or_and(tree: Any, present: set[int]
 
 @settings(max_examples=120, deadline=None)
 @given(
-    value=st.sampled_from(["urn:a", "urn:b", "urn:ab", "https://x/EGADD", "https://x/EGAD", "faculty@ki.se",
-                           "a@b@c", "", "urn:A"]),
+    value=st.sampled_from(
+        ["urn:a", "urn:b", "urn:ab", "https://x/EGADD", "https://x/EGAD", "faculty@ki.se", "a@b@c", "", "urn:A"]
+    ),
     source=st.sampled_from(["https://s/", "https://S/", "https://s"]),
     by=st.sampled_from([None, "so", "self", "dac"]),
     iss=st.sampled_from([BROKER, "https://other/"]),
     visa_type=st.sampled_from(["ResearcherStatus", "AffiliationAndRole", "ControlledAccessGrants"]),
     exp_days=st.integers(min_value=-1, max_value=3),
 )
-def test_fast_candidate_path_agrees_with_the_plain_definition(value: str, source: str, by: str | None, iss: str,
-                                                                visa_type: str, exp_days: int) -> None:
+def test_fast_candidate_path_agrees_with_the_plain_definition(
+    value: str, source: str, by: str | None, iss: str, visa_type: str, exp_days: int
+) -> None:
     policy = compile_text(f"""
 lists:
   sources: ["https://s/"]
@@ -107,8 +112,10 @@ datasets:
     resolved, _ = policy.resolve("D")
     assert resolved is not None
     for requirement in requirements(resolved.entry.rules["read"]):
-        fast = any(c is v and requirement.accepts_candidate(c, resolved.env)
-                   for c in requirement.candidates(pool, resolved.env))
+        fast = any(
+            c is v and requirement.accepts_candidate(c, resolved.env)
+            for c in requirement.candidates(pool, resolved.env)
+        )
         plain = v.exp > NOW and requirement.accepts(v, resolved.env)
         assert fast is plain
         assert (requirement.mismatch(v, resolved.env) is None) is requirement.accepts(v, resolved.env)

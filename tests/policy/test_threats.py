@@ -98,8 +98,9 @@ def test_ga01_expired_satisfier_does_not_meet_the_condition(policy: PolicySet) -
 def test_ga01_satisfier_of_an_unlinked_identity_does_not_count_until_linked(policy: PolicySet) -> None:
     other = affiliation(sub="somebody-else")
     assert not decide(policy, [conditioned_grant(), other], "EGAD00012").allow
-    linked = decide(policy, [conditioned_grant(), other, link([(BROKER, "somebody-else")], exp=NOW + 2 * DAY)],
-                    "EGAD00012")
+    linked = decide(
+        policy, [conditioned_grant(), other, link([(BROKER, "somebody-else")], exp=NOW + 2 * DAY)], "EGAD00012"
+    )
     assert linked.allow and linked.expires_at == NOW + 2 * DAY
 
 
@@ -108,12 +109,15 @@ def test_ga01_satisfier_that_itself_carries_conditions_does_not_count(policy: Po
     assert not decide(policy, [conditioned_grant(), conditioned_satisfier], "EGAD00012").allow
 
 
-@pytest.mark.parametrize("clause", [
-    (("type", "AffiliationAndRole"), ("value", "regex:faculty@.*")),  # unsupported prefix
-    (("type", "AffiliationAndRole"),),  # malformed: nothing but type
-    (("type", "AffiliationAndRole"), ("value", "faculty@ki.se")),  # no prefix at all
-    (("type", "const:AffiliationAndRole"), ("value", "const:faculty@ki.se")),  # type takes no prefix
-])
+@pytest.mark.parametrize(
+    "clause",
+    [
+        (("type", "AffiliationAndRole"), ("value", "regex:faculty@.*")),  # unsupported prefix
+        (("type", "AffiliationAndRole"),),  # malformed: nothing but type
+        (("type", "AffiliationAndRole"), ("value", "faculty@ki.se")),  # no prefix at all
+        (("type", "const:AffiliationAndRole"), ("value", "const:faculty@ki.se")),  # type takes no prefix
+    ],
+)
 def test_ga01_unsupported_or_malformed_condition_never_matches(policy: PolicySet, clause: tuple) -> None:
     grant = visa(value="https://ega.example/EGAD00012", conditions=((clause,),))
     assert decide(policy, [grant, affiliation()], "EGAD00012").codes == (Code.CONDITIONS_UNMET,)
@@ -122,17 +126,20 @@ def test_ga01_unsupported_or_malformed_condition_never_matches(policy: PolicySet
 # ---------------------------------------------------------------------------- GA-02
 
 
-@pytest.mark.parametrize("value", [
-    "https://ega.example/EGAD000123",  # longer id sharing the prefix
-    "https://ega.example/EGAD0001",  # a prefix of the id
-    "https://EGA.example/EGAD00012",  # case of the host
-    "https://ega.example/egad00012",
-    "https://ega.example/EGAD00012/",  # trailing slash
-    "https://ega.example/EGAD%3000012",  # percent-encoding of '0'
-    "https://ega.example/./EGAD00012",
-    " https://ega.example/EGAD00012",
-    "https://ega.example/EGAD00012\n",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://ega.example/EGAD000123",  # longer id sharing the prefix
+        "https://ega.example/EGAD0001",  # a prefix of the id
+        "https://EGA.example/EGAD00012",  # case of the host
+        "https://ega.example/egad00012",
+        "https://ega.example/EGAD00012/",  # trailing slash
+        "https://ega.example/EGAD%3000012",  # percent-encoding of '0'
+        "https://ega.example/./EGAD00012",
+        " https://ega.example/EGAD00012",
+        "https://ega.example/EGAD00012\n",
+    ],
+)
 def test_ga02_grant_values_match_only_exactly(policy: PolicySet, value: str) -> None:
     assert not decide(policy, [visa(value=value)], "EGAD00012").allow
     assert decide(policy, [visa(value="https://ega.example/EGAD00012")], "EGAD00012").allow
@@ -144,11 +151,20 @@ def test_ga02_spoofed_dac_source_one_character_off_is_refused(policy: PolicySet,
     assert not decide(policy, [visa(value="https://ega.example/EGAD00012", source=source)], "EGAD00012").allow
 
 
-@pytest.mark.parametrize(("value", "allowed"), [
-    ("faculty@ki.se", True), ("faculty@ki.se@evil.test", False), ("faculty@uio.no@evil.test", False),
-    ("faculty@evil.test@ki.se", False), ("facultyki.se", False), ("Faculty@ki.se", False), ("faculty@KI.SE", False),
-    ("faculty@ki.se.", False), ("student@ki.se", False),
-])
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("faculty@ki.se", True),
+        ("faculty@ki.se@evil.test", False),
+        ("faculty@uio.no@evil.test", False),
+        ("faculty@evil.test@ki.se", False),
+        ("facultyki.se", False),
+        ("Faculty@ki.se", False),
+        ("faculty@KI.SE", False),
+        ("faculty@ki.se.", False),
+        ("student@ki.se", False),
+    ],
+)
 def test_ga02_affiliation_splits_at_the_first_at_sign_only(policy: PolicySet, value: str, allowed: bool) -> None:
     v = visa("AffiliationAndRole", value, "https://ki.se/", "system")
     assert decide(policy, [v], "NORDIC").allow is allowed
@@ -160,8 +176,13 @@ def test_ga02_random_dataset_ids_any_other_grant_value_is_denied(policy: PolicyS
     dataset = "EGAD9" + suffix
     exact = f"https://ega.example/datasets/{dataset}"
     assert decide(policy, [visa(value=exact)], dataset).allow
-    for wrong in {other, exact + other[:1] if other else exact + "/", exact.upper() if exact.upper() != exact
-                  else exact.lower(), exact[:-1], "https://ega.example/datasets/" + dataset.swapcase()}:
+    for wrong in {
+        other,
+        exact + other[:1] if other else exact + "/",
+        exact.upper() if exact.upper() != exact else exact.lower(),
+        exact[:-1],
+        "https://ega.example/datasets/" + dataset.swapcase(),
+    }:
         if wrong != exact:
             assert not decide(policy, [visa(value=wrong)], dataset).allow, wrong
 
@@ -209,7 +230,10 @@ def hit_counter() -> Iterator[tuple[str, type[_Counter]]]:
 
 def test_ga03_url_claims_are_never_fetched_while_deciding(tmp_path: Path, hit_counter, monkeypatch) -> None:
     base, handler = hit_counter
-    policy = load(tmp_path, {"p.yaml": f"""
+    policy = load(
+        tmp_path,
+        {
+            "p.yaml": f"""
         datasets:
           D:
             description: every claim is a URL of a live local server
@@ -218,16 +242,21 @@ def test_ga03_url_claims_are_never_fetched_while_deciding(tmp_path: Path, hit_co
                 - visa: {{type: "{base}type", value: "const:{base}value", source: "pattern:{base}*"}}
                 - visa: {{type: ControlledAccessGrants, value: "const:{base}D", source: "const:{base}dac", by: dac}}
                 - registered_access: {{document: "{base}doi"}}
-        """})
-    visas = [visa(f"{base}type", f"{base}value", f"{base}source", "so", jti="custom"),
-             visa("ControlledAccessGrants", f"{base}D", f"{base}dac", "dac"),
-             visa("AcceptedTermsAndPolicies", f"{base}doi", f"{base}org", "self"),
-             visa("ResearcherStatus", f"{base}other", f"{base}org", "so")]
+        """
+        },
+    )
+    visas = [
+        visa(f"{base}type", f"{base}value", f"{base}source", "so", jti="custom"),
+        visa("ControlledAccessGrants", f"{base}D", f"{base}dac", "dac"),
+        visa("AcceptedTermsAndPolicies", f"{base}doi", f"{base}org", "self"),
+        visa("ResearcherStatus", f"{base}other", f"{base}org", "so"),
+    ]
     # The server is live (a fetch would be counted) ...
     import urllib.request
 
     urllib.request.urlopen(base, timeout=5).close()  # noqa: S310 - loopback test server
     assert handler.hits == 1
+
     # ... and no socket may even be opened while the policy engine works.
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the policy engine opened a network connection")
@@ -264,30 +293,76 @@ datasets:
 
 
 def _ra(exp: int, sub: str = "alice") -> list:
-    return [visa("AcceptedTermsAndPolicies", REGISTERED_ACCESS_DOI, "https://e/", "self", exp=exp, sub=sub),
-            visa("ResearcherStatus", REGISTERED_ACCESS_DOI, "https://e/", "so", exp=exp + 10, sub=sub)]
+    return [
+        visa("AcceptedTermsAndPolicies", REGISTERED_ACCESS_DOI, "https://e/", "self", exp=exp, sub=sub),
+        visa("ResearcherStatus", REGISTERED_ACCESS_DOI, "https://e/", "so", exp=exp + 10, sub=sub),
+    ]
 
 
-@pytest.mark.parametrize(("name", "visas", "dataset", "ttl", "expected"), [
-    ("long grant, short bona fide", [visa(value="urn:TWO", exp=NOW + 90 * DAY), *_ra(NOW + 100)], "TWO", 0,
-     NOW + 100),
-    ("short grant, long bona fide", [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)], "TWO", 0, NOW + 50),
-    ("ttl within the minimum", [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)], "TWO", 49, NOW + 50),
-    ("ttl reaching the minimum", [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)], "TWO", 50, None),
-    ("ttl past a nearly expired visa", [visa(value="urn:TWO", exp=NOW + 90 * DAY), *_ra(NOW + 100)], "TWO", 3600,
-     None),
-    ("link visa is the earliest", [visa(value="urn:TWO", exp=NOW + 90 * DAY), *_ra(NOW + 90 * DAY, sub="a2"),
-                                   link([(BROKER, "a2")], exp=NOW + 70)], "TWO", 0, NOW + 70),
-    ("asserted + max age before exp", [visa(value="urn:AGED", asserted=NOW - 9 * DAY, exp=NOW + 30 * DAY)], "AGED",
-     0, NOW + DAY),
-    ("asserted + max age passed", [visa(value="urn:AGED", asserted=NOW - 10 * DAY, exp=NOW + 30 * DAY)], "AGED",
-     0, None),
-    ("max age shorter than the ttl", [visa(value="urn:AGED", asserted=NOW - 9 * DAY, exp=NOW + 30 * DAY)], "AGED",
-     DAY, None),
-    ("exp now", [visa(value="urn:AGED", asserted=NOW, exp=NOW)], "AGED", 0, None),
-])
-def test_ga05_expiry_is_the_minimum_over_every_visa_used(tmp_path: Path, name: str, visas: list, dataset: str,
-                                                           ttl: int, expected: int | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "visas", "dataset", "ttl", "expected"),
+    [
+        (
+            "long grant, short bona fide",
+            [visa(value="urn:TWO", exp=NOW + 90 * DAY), *_ra(NOW + 100)],
+            "TWO",
+            0,
+            NOW + 100,
+        ),
+        (
+            "short grant, long bona fide",
+            [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)],
+            "TWO",
+            0,
+            NOW + 50,
+        ),
+        ("ttl within the minimum", [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)], "TWO", 49, NOW + 50),
+        ("ttl reaching the minimum", [visa(value="urn:TWO", exp=NOW + 50), *_ra(NOW + 90 * DAY)], "TWO", 50, None),
+        (
+            "ttl past a nearly expired visa",
+            [visa(value="urn:TWO", exp=NOW + 90 * DAY), *_ra(NOW + 100)],
+            "TWO",
+            3600,
+            None,
+        ),
+        (
+            "link visa is the earliest",
+            [
+                visa(value="urn:TWO", exp=NOW + 90 * DAY),
+                *_ra(NOW + 90 * DAY, sub="a2"),
+                link([(BROKER, "a2")], exp=NOW + 70),
+            ],
+            "TWO",
+            0,
+            NOW + 70,
+        ),
+        (
+            "asserted + max age before exp",
+            [visa(value="urn:AGED", asserted=NOW - 9 * DAY, exp=NOW + 30 * DAY)],
+            "AGED",
+            0,
+            NOW + DAY,
+        ),
+        (
+            "asserted + max age passed",
+            [visa(value="urn:AGED", asserted=NOW - 10 * DAY, exp=NOW + 30 * DAY)],
+            "AGED",
+            0,
+            None,
+        ),
+        (
+            "max age shorter than the ttl",
+            [visa(value="urn:AGED", asserted=NOW - 9 * DAY, exp=NOW + 30 * DAY)],
+            "AGED",
+            DAY,
+            None,
+        ),
+        ("exp now", [visa(value="urn:AGED", asserted=NOW, exp=NOW)], "AGED", 0, None),
+    ],
+)
+def test_ga05_expiry_is_the_minimum_over_every_visa_used(
+    tmp_path: Path, name: str, visas: list, dataset: str, ttl: int, expected: int | None
+) -> None:
     policy = load(tmp_path, {"p.yaml": GA05})
     decision = policy.decide(visas, None, dataset, holder=HOLDER, now=NOW, valid_for=ttl)
     assert decision.allow is (expected is not None), (name, decision.reasons)
@@ -330,8 +405,7 @@ def test_ga15_malformed_policy_hot_reload_keeps_the_last_good_rules(tmp_path: Pa
     assert not result.ok and store.current is good
     assert isinstance(result.error, PolicyLoadError)
     assert "keeping " + good.version in caplog.text and "p.yaml:14" in caplog.text
-    assert store.decide([visa(value="https://ega.example/EGAD00012")], None, "EGAD00012", holder=HOLDER,
-                        now=NOW).allow
+    assert store.decide([visa(value="https://ega.example/EGAD00012")], None, "EGAD00012", holder=HOLDER, now=NOW).allow
 
 
 @pytest.mark.parametrize("length", [10_000, 20_000])
@@ -351,7 +425,12 @@ def test_ga15_hostile_pattern_runs_in_linear_steps_against_10kb_values(policy: P
 
 def test_ga15_over_long_pattern_is_refused_at_load(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError, match="the limit is"):
-        load(tmp_path, {"p.yaml": f"""
+        load(
+            tmp_path,
+            {
+                "p.yaml": f"""
             datasets:
-              D: {{description: huge glob, read: {{visa: {{type: ResearcherStatus, value: "pattern:{'*a' * 2100}"}}}}}}
-            """})
+              D: {{description: huge glob, read: {{visa: {{type: ResearcherStatus, value: "pattern:{"*a" * 2100}"}}}}}}
+            """
+            },
+        )

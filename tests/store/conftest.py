@@ -66,16 +66,22 @@ class SQLiteTamper(Tamper):
         self._exec(("UPDATE audit SET event = ? WHERE seq = ?", (json.dumps(event), seq)))
 
     def replace_record(self, record: AuditRecord) -> None:
-        self._exec(("UPDATE audit SET at = ?, event = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                    (record.at, json.dumps(record.event), record.prev_hash, record.hash, record.seq)))
+        self._exec(
+            (
+                "UPDATE audit SET at = ?, event = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (record.at, json.dumps(record.event), record.prev_hash, record.hash, record.seq),
+            )
+        )
 
     def delete(self, seq: int) -> None:
         self._exec(("DELETE FROM audit WHERE seq = ?", (seq,)))
 
     def swap(self, a: int, b: int) -> None:
-        self._exec(("UPDATE audit SET seq = -1 WHERE seq = ?", (a,)),
-                   ("UPDATE audit SET seq = ? WHERE seq = ?", (a, b)),
-                   ("UPDATE audit SET seq = ? WHERE seq = -1", (b,)))
+        self._exec(
+            ("UPDATE audit SET seq = -1 WHERE seq = ?", (a,)),
+            ("UPDATE audit SET seq = ? WHERE seq = ?", (a, b)),
+            ("UPDATE audit SET seq = ? WHERE seq = -1", (b,)),
+        )
 
     def insert_after(self, seq: int, record: AuditRecord) -> None:
         # Make room by renumbering the later rows (highest first), then insert.
@@ -85,8 +91,10 @@ class SQLiteTamper(Tamper):
             later = [r[0] for r in conn.execute("SELECT seq FROM audit WHERE seq > ? ORDER BY seq DESC", (seq,))]
             for s in later:
                 conn.execute("UPDATE audit SET seq = ? WHERE seq = ?", (s + 1, s))
-            conn.execute("INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
-                         (record.seq, record.at, json.dumps(record.event), record.prev_hash, record.hash))
+            conn.execute(
+                "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                (record.seq, record.at, json.dumps(record.event), record.prev_hash, record.hash),
+            )
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -139,8 +147,11 @@ def sqlite_settings(tmp_path: Path, timeout: float = 2.0) -> Settings:
 
 
 def redis_settings(url: str, namespace: str | None = None, timeout: float = 2.0) -> Settings:
-    return Settings(store=StoreSettings(backend="redis", url=url, namespace=namespace or f"t-{uuid.uuid4().hex}",
-                                        timeout_seconds=timeout))
+    return Settings(
+        store=StoreSettings(
+            backend="redis", url=url, namespace=namespace or f"t-{uuid.uuid4().hex}", timeout_seconds=timeout
+        )
+    )
 
 
 @pytest.fixture(params=BACKENDS)

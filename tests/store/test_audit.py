@@ -44,8 +44,9 @@ def codes(problems: list) -> set[tuple[int, str]]:  # type: ignore[type-arg]
 
 def test_chain_hash_is_sha256_of_the_documented_canonical_json() -> None:
     event = {"b": [1, "é", None, True], "a": {"z": 1.5, "y": "\U0001f600"}}
-    expected_text = ('[7,1700000000,{"a":{"y":"\\ud83d\\ude00","z":1.5},"b":[1,"\\u00e9",null,true]},"'
-                     + "ab" * 32 + '"]')
+    expected_text = (
+        '[7,1700000000,{"a":{"y":"\\ud83d\\ude00","z":1.5},"b":[1,"\\u00e9",null,true]},"' + "ab" * 32 + '"]'
+    )
     assert chain_hash(7, 1_700_000_000, event, "ab" * 32) == hashlib.sha256(expected_text.encode()).hexdigest()
 
 
@@ -54,13 +55,15 @@ def test_chain_hash_matches_fixed_vectors() -> None:
     first = chain_hash(1, 0, {}, GENESIS_HASH)
     assert first == "a83a6cef84b5a0254438ec38449d842a4554ef9cf73d3a80e960bf29feacdb1d"
     assert chain_hash(2, 1_700_000_000, {"action": "grant", "dataset": "EGAD1", "actor": "alice"}, first) == (
-        "f4c97cdcaa6dc89f474997d5a8a495f690e09588bbaa7902c60b97f69919f7ad")
+        "f4c97cdcaa6dc89f474997d5a8a495f690e09588bbaa7902c60b97f69919f7ad"
+    )
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -97,9 +100,11 @@ def test_an_intact_chain_has_no_problems() -> None:
 def test_an_edited_field_is_a_hash_mismatch_at_that_record() -> None:
     records = chain(4)
     r = records[2]
-    for edited in (AuditRecord(r.seq, r.at + 1, r.event, r.prev_hash, r.hash),
-                   AuditRecord(r.seq, r.at, {**r.event, "n": 99}, r.prev_hash, r.hash),
-                   AuditRecord(r.seq, r.at, r.event, r.prev_hash, "f" * 64)):
+    for edited in (
+        AuditRecord(r.seq, r.at + 1, r.event, r.prev_hash, r.hash),
+        AuditRecord(r.seq, r.at, {**r.event, "n": 99}, r.prev_hash, r.hash),
+        AuditRecord(r.seq, r.at, r.event, r.prev_hash, "f" * 64),
+    ):
         problems = verify_chain([*records[:2], edited, records[3]])
         assert (3, "hash_mismatch") in codes(problems)
 
@@ -152,8 +157,9 @@ def test_a_malformed_stored_record_is_reported_not_raised() -> None:
     assert (2, "malformed") in found and (3, "chain_broken") in found
 
 
-@pytest.mark.parametrize("text", ["", "5", "5:", ":" + "a" * 64, "0:" + "a" * 64, "5:" + "A" * 64, "x:" + "a" * 64,
-                                  "5:" + "a" * 63])
+@pytest.mark.parametrize(
+    "text", ["", "5", "5:", ":" + "a" * 64, "0:" + "a" * 64, "5:" + "A" * 64, "x:" + "a" * 64, "5:" + "a" * 63]
+)
 def test_a_bad_anchor_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_anchor(text)
@@ -163,8 +169,9 @@ def test_a_bad_anchor_is_refused(text: str) -> None:
 
 
 def _fill(backend: Backend, n: int = 6) -> list[AuditRecord]:
-    records = [backend.store.audit_append({"action": "grant", "actor": "alice", "n": i}, at=1000 + i)
-               for i in range(1, n + 1)]
+    records = [
+        backend.store.audit_append({"action": "grant", "actor": "alice", "n": i}, at=1000 + i) for i in range(1, n + 1)
+    ]
     assert verify_chain(backend.store.audit_records()) == []
     return records
 
@@ -190,8 +197,7 @@ def test_a_record_deleted_in_the_backend_is_found(backend: Backend) -> None:
 def test_a_deleted_last_record_is_found_at_the_next_append_or_by_anchor(backend: Backend) -> None:
     records = _fill(backend)
     backend.tamper.delete(6)
-    assert codes(verify_chain(backend.store.audit_records(), anchor=(6, records[5].hash))) == {
-        (6, "anchor_missing")}
+    assert codes(verify_chain(backend.store.audit_records(), anchor=(6, records[5].hash))) == {(6, "anchor_missing")}
     appended = backend.store.audit_append({"action": "revoke"}, at=2000)
     assert appended.seq == 7  # the append cursor is kept apart from the records
     assert codes(verify_chain(backend.store.audit_records())) == {(7, "gap"), (7, "chain_broken")}
@@ -202,8 +208,9 @@ def test_records_reordered_in_the_backend_are_found(backend: Backend) -> None:
     backend.tamper.swap(2, 5)
     problems = verify_chain(backend.store.audit_records())
     # both moved records, and the links around them, are named
-    assert {2, 3, 5, 6} <= {p.seq for p in problems if p.problem in {"chain_broken", "hash_mismatch", "gap",
-                                                                     "out_of_order"}}
+    assert {2, 3, 5, 6} <= {
+        p.seq for p in problems if p.problem in {"chain_broken", "hash_mismatch", "gap", "out_of_order"}
+    }
 
 
 def test_a_record_inserted_in_the_backend_is_found(backend: Backend) -> None:
@@ -234,13 +241,20 @@ def test_garbage_written_into_the_backend_is_reported_as_malformed(backend: Back
 def _config(backend: Backend, tmp_path: Path) -> str:
     s: Settings = backend.settings
     path = tmp_path / "broker.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": s.data_dir, "store": {
-        "backend": s.store.backend, "url": s.store.url, "namespace": s.store.namespace}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": s.data_dir,
+                "store": {"backend": s.store.backend, "url": s.store.url, "namespace": s.store.namespace},
+            }
+        )
+    )
     return str(path)
 
 
-def test_audit_verify_command_prints_ok_with_the_count(backend: Backend, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_verify_command_prints_ok_with_the_count(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = _fill(backend, 4)
     config = _config(backend, tmp_path)
     assert main(["-c", config, "audit", "verify"]) == 0
@@ -250,8 +264,9 @@ def test_audit_verify_command_prints_ok_with_the_count(backend: Backend, tmp_pat
     assert main(["-c", config, "audit", "verify", "--anchor", f"4:{records[3].hash}"]) == 0
 
 
-def test_audit_verify_command_lists_each_problem_and_exits_1(backend: Backend, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_verify_command_lists_each_problem_and_exits_1(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = _fill(backend, 5)
     backend.tamper.edit_event(2, {"action": "grant", "actor": "mallory"})
     backend.tamper.delete(4)
@@ -273,7 +288,8 @@ def test_audit_verify_command_with_no_store_fails_clearly(tmp_path: Path, capsys
     assert not (tmp_path / "nothing-here").exists()  # verifying creates nothing
 
 
-def test_audit_verify_command_refuses_a_bad_anchor(backend: Backend, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_verify_command_refuses_a_bad_anchor(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["-c", _config(backend, tmp_path), "audit", "verify", "--anchor", "nope"]) == 2
     assert "--anchor" in capsys.readouterr().err

@@ -68,7 +68,8 @@ def test_concurrent_audit_appends_form_one_unbroken_chain(store: Store) -> None:
     assert [r.seq for r in records] == list(range(1, 8 * per_thread + 1))
     assert verify_chain(records) == []
     assert sorted((r.event["thread"], r.event["n"]) for r in records) == [
-        (i, n) for i in range(8) for n in range(per_thread)]
+        (i, n) for i in range(8) for n in range(per_thread)
+    ]
 
 
 WORKER = """
@@ -93,12 +94,28 @@ def test_worker_processes_share_one_store_atomically(backend: Backend) -> None:
     for n in range(appends):
         backend.store.put_ticket("code", f"code-{n}", {"n": n}, ttl=60)
     s = backend.settings
-    store_spec = {"backend": s.store.backend, "url": s.store.url, "namespace": s.store.namespace,
-                  "timeout_seconds": 10.0}
+    store_spec = {
+        "backend": s.store.backend,
+        "url": s.store.url,
+        "namespace": s.store.namespace,
+        "timeout_seconds": 10.0,
+    }
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(
-        {"worker": w, "appends": appends, "data_dir": s.data_dir, "store": store_spec})],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True) for w in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                json.dumps({"worker": w, "appends": appends, "data_dir": s.data_dir, "store": store_spec}),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for w in range(workers)
+    ]
     won: list[str] = []
     for p in procs:
         out, err = p.communicate(timeout=60)

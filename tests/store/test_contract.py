@@ -24,13 +24,30 @@ FAR = 4_000_000_000  # an expiry far in the future (year 2096)
 
 
 def grant(gid: str, identity: str = "id-1", dataset: str = "EGAD1", granted_at: int = 100) -> Grant:
-    return Grant(id=gid, identity_id=identity, dataset=dataset, dac="dac-a", granted_by="alice",
-                 granted_at=granted_at, start=granted_at, end=granted_at + 1000, reason="approved")
+    return Grant(
+        id=gid,
+        identity_id=identity,
+        dataset=dataset,
+        dac="dac-a",
+        granted_by="alice",
+        granted_at=granted_at,
+        start=granted_at,
+        end=granted_at + 1000,
+        reason="approved",
+    )
 
 
 def refresh(token_hash: str, family: str = "fam-1", expires_at: int = FAR, used: bool = False) -> RefreshToken:
-    return RefreshToken(token_hash=token_hash, family_id=family, identity_id="id-1", client_id="cli-1",
-                        scope="openid ga4gh_passport_v1", issued_at=100, expires_at=expires_at, used=used)
+    return RefreshToken(
+        token_hash=token_hash,
+        family_id=family,
+        identity_id="id-1",
+        client_id="cli-1",
+        scope="openid ga4gh_passport_v1",
+        issued_at=100,
+        expires_at=expires_at,
+        used=used,
+    )
 
 
 # ---------------------------------------------------------------------------- lifecycle
@@ -100,8 +117,19 @@ def test_grants_round_trip_and_are_indexed_by_identity_and_dataset(store: Store)
 
 def test_replacing_a_grant_moves_it_between_indexes_and_keeps_revocation(store: Store) -> None:
     store.put_grant(grant("g1"))
-    moved = Grant(id="g1", identity_id="id-9", dataset="EGAD9", dac="dac-b", granted_by="bob", granted_at=5,
-                  start=5, end=50, revoked_at=7, revoked_by="carol", revoke_reason="withdrawn")
+    moved = Grant(
+        id="g1",
+        identity_id="id-9",
+        dataset="EGAD9",
+        dac="dac-b",
+        granted_by="bob",
+        granted_at=5,
+        start=5,
+        end=50,
+        revoked_at=7,
+        revoked_by="carol",
+        revoke_reason="withdrawn",
+    )
     store.put_grant(moved)
     assert store.get_grant("g1") == moved
     assert store.grants_of("id-1") == []
@@ -115,11 +143,18 @@ def test_replacing_a_grant_moves_it_between_indexes_and_keeps_revocation(store: 
 
 
 def test_clients_round_trip_with_every_field(store: Store) -> None:
-    c = Client(client_id="cli-1", name="Portal", redirect_uris=("https://portal.example/cb",),
-               grant_types=("authorization_code",), scopes=("openid", "ga4gh_passport_v1"),
-               auth_method="private_key_jwt", secret_hash=None,
-               jwks={"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "BB"}]},
-               post_logout_redirect_uris=("https://portal.example/bye",), created_at=42)
+    c = Client(
+        client_id="cli-1",
+        name="Portal",
+        redirect_uris=("https://portal.example/cb",),
+        grant_types=("authorization_code",),
+        scopes=("openid", "ga4gh_passport_v1"),
+        auth_method="private_key_jwt",
+        secret_hash=None,
+        jwks={"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "BB"}]},
+        post_logout_redirect_uris=("https://portal.example/bye",),
+        created_at=42,
+    )
     public = Client(client_id="cli-0", name="CLI", auth_method="none")
     store.put_client(c)
     store.put_client(public)
@@ -280,15 +315,39 @@ def test_revoked_token_ids_are_remembered_until_their_expiry(store: Store) -> No
 
 
 def test_keys_round_trip_with_private_bytes_and_delete(store: Store) -> None:
-    k1 = KeyRecord(kid="k1", alg="ES256", public_jwk={"kty": "EC", "crv": "P-256", "x": "a", "y": "b"},
-                   private=bytes(range(256)), created_at=200, not_before=300)
-    k0 = KeyRecord(kid="k0", alg="RS256", public_jwk={"kty": "RSA", "n": "n", "e": "AQAB"}, private=b"\x00cipher",
-                   created_at=100, not_before=100, retired_at=300, remove_after=90000)
+    k1 = KeyRecord(
+        kid="k1",
+        alg="ES256",
+        public_jwk={"kty": "EC", "crv": "P-256", "x": "a", "y": "b"},
+        private=bytes(range(256)),
+        created_at=200,
+        not_before=300,
+    )
+    k0 = KeyRecord(
+        kid="k0",
+        alg="RS256",
+        public_jwk={"kty": "RSA", "n": "n", "e": "AQAB"},
+        private=b"\x00cipher",
+        created_at=100,
+        not_before=100,
+        retired_at=300,
+        remove_after=90000,
+    )
     store.put_key(k1)
     store.put_key(k0)
     assert store.list_keys() == [k0, k1]
-    store.put_key(KeyRecord(kid="k0", alg="RS256", public_jwk=k0.public_jwk, private=k0.private, created_at=100,
-                            not_before=100, retired_at=400, remove_after=90000))
+    store.put_key(
+        KeyRecord(
+            kid="k0",
+            alg="RS256",
+            public_jwk=k0.public_jwk,
+            private=k0.private,
+            created_at=100,
+            not_before=100,
+            retired_at=400,
+            remove_after=90000,
+        )
+    )
     assert store.list_keys()[0].retired_at == 400
     store.delete_key("k0")
     store.delete_key("k0")
@@ -326,10 +385,18 @@ def test_audit_reads_long_logs_in_pages(store: Store) -> None:
     assert [r.seq for r in store.audit_records(after_seq=1000)] == list(range(1001, 1204))
 
 
-@pytest.mark.parametrize("event", [
-    ["not", "an", "object"], {"n": math.nan}, {"n": math.inf}, {1: "int key"}, {"o": object()},
-    {"big": "x" * 70_000}, {"__malformed__": "reserved"},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        ["not", "an", "object"],
+        {"n": math.nan},
+        {"n": math.inf},
+        {1: "int key"},
+        {"o": object()},
+        {"big": "x" * 70_000},
+        {"__malformed__": "reserved"},
+    ],
+)
 def test_an_audit_event_that_is_not_plain_bounded_json_is_refused(store: Store, event: object) -> None:
     with pytest.raises(ValueError, match="audit event"):
         store.audit_append(event, at=1)  # type: ignore[arg-type]

@@ -17,8 +17,17 @@ from tests.store.conftest import redis_settings, sqlite_settings
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-GRANT = Grant(id="g-durable", identity_id="id-1", dataset="EGAD1", dac="dac-a", granted_by="alice",
-              granted_at=1, start=1, end=4_000_000_000, reason="approved")
+GRANT = Grant(
+    id="g-durable",
+    identity_id="id-1",
+    dataset="EGAD1",
+    dac="dac-a",
+    granted_by="alice",
+    granted_at=1,
+    start=1,
+    end=4_000_000_000,
+    reason="approved",
+)
 
 CHILD = """
 import sys, time
@@ -37,8 +46,13 @@ time.sleep(60)  # never closes: only SIGKILL ends it
 def test_sqlite_write_acknowledged_by_a_process_survives_its_sigkill(tmp_path: Path) -> None:
     settings = sqlite_settings(tmp_path)
     settings.sqlite_path.parent.mkdir(parents=True)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(settings.sqlite_path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(settings.sqlite_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        text=True,
+    )
     try:
         assert child.stdout is not None
         line = child.stdout.readline()

@@ -62,16 +62,18 @@ def _leftovers(backend: Backend) -> list[str]:
         backend.store.purge_expired()  # type: ignore[attr-defined]  # normally every 60 s during writes
         conn = sqlite3.connect(backend.settings.sqlite_path)
         try:
-            rows = conn.execute("SELECT 'ticket:' || key FROM tickets UNION ALL SELECT 'session:' || id FROM sessions "
-                                "UNION ALL SELECT 'jti:' || jti FROM revoked_tokens "
-                                "UNION ALL SELECT 'rt:' || token_hash FROM refresh_tokens").fetchall()
+            rows = conn.execute(
+                "SELECT 'ticket:' || key FROM tickets UNION ALL SELECT 'session:' || id FROM sessions "
+                "UNION ALL SELECT 'jti:' || jti FROM revoked_tokens "
+                "UNION ALL SELECT 'rt:' || token_hash FROM refresh_tokens"
+            ).fetchall()
         finally:
             conn.close()
         return sorted(r[0] for r in rows)
     client = redis.Redis.from_url(backend.settings.store.url, decode_responses=True)
     try:
         prefix = backend.settings.store.namespace + ":"
-        return sorted(k[len(prefix):] for k in client.scan_iter(match=prefix + "*"))
+        return sorted(k[len(prefix) :] for k in client.scan_iter(match=prefix + "*"))
     finally:
         client.close()
 

@@ -21,8 +21,16 @@ from tests.support.parts import free_port
 from tests.support.redis_server import RedisServer
 
 TIMEOUT = 0.5
-GRANT = Grant(id="g1", identity_id="id-1", dataset="EGAD1", dac="dac-a", granted_by="alice", granted_at=1,
-              start=1, end=4_000_000_000)
+GRANT = Grant(
+    id="g1",
+    identity_id="id-1",
+    dataset="EGAD1",
+    dac="dac-a",
+    granted_by="alice",
+    granted_at=1,
+    start=1,
+    end=4_000_000_000,
+)
 
 
 def calls(store: Store) -> dict[str, Callable[[], object]]:

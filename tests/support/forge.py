@@ -52,8 +52,12 @@ def sign_raw(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, data: bytes) -
     return sign_rs256(key, data)
 
 
-def forge(header: Part, payload: Part, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
-          signature: bytes | None = None) -> str:
+def forge(
+    header: Part,
+    payload: Part,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+    signature: bytes | None = None,
+) -> str:
     """A compact JWS of exactly this header and payload, signed by ``key`` (or ``signature``)."""
     signing_input = f"{encode_part(header)}.{encode_part(payload)}"
     if signature is None:
@@ -71,17 +75,33 @@ def _int_b64(value: int) -> str:
     return b64(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
-def public_jwk(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
-               kid: str, alg: str | None = None) -> dict[str, Any]:
+def public_jwk(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    kid: str,
+    alg: str | None = None,
+) -> dict[str, Any]:
     """The public JWK of ``key`` (RFC 7517/7518), with ``kid``, ``use: sig`` and ``alg``."""
     public = key.public_key() if hasattr(key, "private_numbers") else key
     if isinstance(public, ec.EllipticCurvePublicKey):
         numbers = public.public_numbers()
-        return {"kty": "EC", "crv": "P-256", "x": b64(numbers.x.to_bytes(32, "big")),
-                "y": b64(numbers.y.to_bytes(32, "big")), "kid": kid, "use": "sig", "alg": alg or "ES256"}
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64(numbers.x.to_bytes(32, "big")),
+            "y": b64(numbers.y.to_bytes(32, "big")),
+            "kid": kid,
+            "use": "sig",
+            "alg": alg or "ES256",
+        }
     numbers = public.public_numbers()  # type: ignore[union-attr]
-    return {"kty": "RSA", "n": _int_b64(numbers.n), "e": _int_b64(numbers.e), "kid": kid, "use": "sig",
-            "alg": alg or "RS256"}
+    return {
+        "kty": "RSA",
+        "n": _int_b64(numbers.n),
+        "e": _int_b64(numbers.e),
+        "kid": kid,
+        "use": "sig",
+        "alg": alg or "RS256",
+    }
 
 
 @dataclass
@@ -126,9 +146,14 @@ NOW = 1_700_000_000
 BONA_FIDE = "https://doi.org/10.1038/s41431-018-0219-y"
 
 
-def visa_object(type: str = "ControlledAccessGrants", value: str = "https://ega.example/datasets/EGAD0001",
-                source: str = "https://ega.example/dacs/EGAC0001", by: str | None = "dac",
-                asserted: int = NOW - 86_400, **extra: Any) -> dict[str, Any]:
+def visa_object(
+    type: str = "ControlledAccessGrants",
+    value: str = "https://ega.example/datasets/EGAD0001",
+    source: str = "https://ega.example/dacs/EGAC0001",
+    by: str | None = "dac",
+    asserted: int = NOW - 86_400,
+    **extra: Any,
+) -> dict[str, Any]:
     """A ``ga4gh_visa_v1`` object (``by=None`` leaves it out; ``extra`` adds or overrides members)."""
     obj: dict[str, Any] = {"type": type, "asserted": asserted, "value": value, "source": source}
     if by is not None:
@@ -137,12 +162,26 @@ def visa_object(type: str = "ControlledAccessGrants", value: str = "https://ega.
     return obj
 
 
-def visa_claims(iss: str, sub: str = "alice", visa: dict[str, Any] | None = None, /, *, iat: int = NOW - 60,
-                exp: int = NOW + 3600, jti: str | None = None, **extra: Any) -> dict[str, Any]:
+def visa_claims(
+    iss: str,
+    sub: str = "alice",
+    visa: dict[str, Any] | None = None,
+    /,
+    *,
+    iat: int = NOW - 60,
+    exp: int = NOW + 3600,
+    jti: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A visa JWT payload; ``extra`` adds claims, and a value of ``DROP`` removes one."""
-    claims: dict[str, Any] = {"iss": iss, "sub": sub, "iat": iat, "exp": exp,
-                              "jti": jti if jti is not None else f"visa-{next(_serial)}",
-                              "ga4gh_visa_v1": visa or visa_object()}
+    claims: dict[str, Any] = {
+        "iss": iss,
+        "sub": sub,
+        "iat": iat,
+        "exp": exp,
+        "jti": jti if jti is not None else f"visa-{next(_serial)}",
+        "ga4gh_visa_v1": visa or visa_object(),
+    }
     claims.update(extra)
     return {k: v for k, v in claims.items() if v is not DROP}
 
@@ -168,19 +207,45 @@ class Signer:
         header.update(extra)
         return {k: v for k, v in header.items() if v is not DROP}
 
-    def visa(self, sub: str = "alice", visa: dict[str, Any] | None = None, *, header: dict[str, Any] | None = None,
-             **claims: Any) -> str:
+    def visa(
+        self,
+        sub: str = "alice",
+        visa: dict[str, Any] | None = None,
+        *,
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
         """A signed visa (header via :meth:`header` unless given)."""
-        return forge(header if header is not None else self.header(), visa_claims(self.iss, sub, visa, **claims),
-                     self.key.private)
+        return forge(
+            header if header is not None else self.header(),
+            visa_claims(self.iss, sub, visa, **claims),
+            self.key.private,
+        )
 
-    def passport(self, visas: list[str], sub: str = "alice", *, header: dict[str, Any] | None = None,
-                 iat: int = NOW - 10, exp: int = NOW + 600, **claims: Any) -> str:
+    def passport(
+        self,
+        visas: list[str],
+        sub: str = "alice",
+        *,
+        header: dict[str, Any] | None = None,
+        iat: int = NOW - 10,
+        exp: int = NOW + 600,
+        **claims: Any,
+    ) -> str:
         """A signed passport carrying ``visas`` (header typ vnd.ga4gh.passport+jwt, no jku)."""
-        head = header if header is not None else {"alg": self.key.alg, "kid": self.key.kid,
-                                                  "typ": "vnd.ga4gh.passport+jwt"}
-        payload: dict[str, Any] = {"iss": self.iss, "sub": sub, "iat": iat, "exp": exp,
-                                   "jti": f"passport-{next(_serial)}", "ga4gh_passport_v1": visas}
+        head = (
+            header
+            if header is not None
+            else {"alg": self.key.alg, "kid": self.key.kid, "typ": "vnd.ga4gh.passport+jwt"}
+        )
+        payload: dict[str, Any] = {
+            "iss": self.iss,
+            "sub": sub,
+            "iat": iat,
+            "exp": exp,
+            "jti": f"passport-{next(_serial)}",
+            "ga4gh_passport_v1": visas,
+        }
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not DROP}
         return forge(head, payload, self.key.private)
@@ -198,10 +263,16 @@ def resolved(key: TestKey) -> Any:
     return ResolvedKey(key.kid, key.alg, key.public)
 
 
-def trust_config(issuers: list[Signer] = (), brokers: list[Signer] = (), *,  # type: ignore[assignment]
-                 pinned: bool = True, allow_jku: bool = False,
-                 visa_types: dict[str, frozenset[str] | None] | None = None,
-                 sources: dict[str, frozenset[str] | None] | None = None, own_keys: Any = None) -> Any:
+def trust_config(
+    issuers: list[Signer] = (),
+    brokers: list[Signer] = (),
+    *,  # type: ignore[assignment]
+    pinned: bool = True,
+    allow_jku: bool = False,
+    visa_types: dict[str, frozenset[str] | None] | None = None,
+    sources: dict[str, frozenset[str] | None] | None = None,
+    own_keys: Any = None,
+) -> Any:
     """A real TrustConfig with each issuer's key pinned (``pinned``) and/or its ``jku`` allow-listed (``allow_jku``).
 
     Pinned only (the default) means nothing is ever fetched: tests without a JWKS server make no
@@ -213,9 +284,11 @@ def trust_config(issuers: list[Signer] = (), brokers: list[Signer] = (), *,  # t
 
     visa_issuers = {
         s.iss: TrustedIssuer(
-            iss=s.iss, jku=frozenset({s.jku}) if s.jku and allow_jku else frozenset(),
+            iss=s.iss,
+            jku=frozenset({s.jku}) if s.jku and allow_jku else frozenset(),
             pinned={s.key.kid: resolved(s.key)} if pinned else {},
-            visa_types=(visa_types or {}).get(s.iss), sources=(sources or {}).get(s.iss),
+            visa_types=(visa_types or {}).get(s.iss),
+            sources=(sources or {}).get(s.iss),
         )
         for s in issuers
     }
@@ -226,8 +299,16 @@ def trust_config(issuers: list[Signer] = (), brokers: list[Signer] = (), *,  # t
     return TrustConfig(OWN_ISSUER, visa_issuers, trusted_brokers, own_keys)
 
 
-def make_verifier(trust: Any, *, limits: Any = None, cache: Any = None, now: float = NOW,
-                  revoked: Any = None, session: Any = None, fetch: Any = None) -> Any:
+def make_verifier(
+    trust: Any,
+    *,
+    limits: Any = None,
+    cache: Any = None,
+    now: float = NOW,
+    revoked: Any = None,
+    session: Any = None,
+    fetch: Any = None,
+) -> Any:
     """A real Verifier over a real KeyResolver, with the clock frozen at ``now``."""
     from broker.config import JwksFetchSettings, LimitSettings
     from broker.ga4gh.verify import Verifier

@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw_head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         if route.header_drip:
             for i in range(len(raw_head)):
-                self.wfile.write(raw_head[i:i + 1])
+                self.wfile.write(raw_head[i : i + 1])
                 self.wfile.flush()
                 if owner._stopping.wait(route.header_drip):
                     return
@@ -136,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         for chunk in chunks:
             if route.drip:
                 for i in range(len(chunk)):
-                    self.wfile.write(chunk[i:i + 1])
+                    self.wfile.write(chunk[i : i + 1])
                     self.wfile.flush()
                     owner._sent(path, 1)
                     if owner._stopping.wait(route.drip):
@@ -212,8 +212,9 @@ class JwksServer:
 
         server.finish_request = finish_request  # type: ignore[method-assign]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"jwks-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"jwks-server-{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -266,8 +267,9 @@ class JwksServer:
         with self._lock:
             self._routes[path] = route
 
-    def serve_jwks(self, jwks: Any, path: str = "/jwks.json", content_type: str = "application/json",
-                   status: int = 200) -> None:
+    def serve_jwks(
+        self, jwks: Any, path: str = "/jwks.json", content_type: str = "application/json", status: int = 200
+    ) -> None:
         body = jwks if isinstance(jwks, bytes) else json.dumps(jwks).encode()
         self.serve(path, Route(status=status, body=body, headers={"Content-Type": content_type}))
 
@@ -275,8 +277,9 @@ class JwksServer:
         self.serve_jwks({"keys": [k.public_jwk() for k in keys]}, path=path)
 
     def redirect(self, path: str, location: str, status: int = 302) -> None:
-        self.serve(path, Route(status=status, headers={"Location": location, "Content-Type": "application/json"},
-                               body=b"{}"))
+        self.serve(
+            path, Route(status=status, headers={"Location": location, "Content-Type": "application/json"}, body=b"{}")
+        )
 
     def remove(self, path: str) -> None:
         with self._lock:

@@ -28,10 +28,16 @@ A = "https://a.example/"
 B = "https://b.example"
 
 
-def build(*issuers: TrustedIssuerSettings, brokers: tuple[TrustedBrokerSettings, ...] = (), own: str = OWN,
-          allow_http: bool = False, own_keys: Any = None) -> TrustConfig:
-    trust = TrustSettings(visa_issuers=list(issuers), brokers=list(brokers),
-                          fetch=JwksFetchSettings(allow_http_loopback=allow_http))
+def build(
+    *issuers: TrustedIssuerSettings,
+    brokers: tuple[TrustedBrokerSettings, ...] = (),
+    own: str = OWN,
+    allow_http: bool = False,
+    own_keys: Any = None,
+) -> TrustConfig:
+    trust = TrustSettings(
+        visa_issuers=list(issuers), brokers=list(brokers), fetch=JwksFetchSettings(allow_http_loopback=allow_http)
+    )
     return TrustConfig.from_settings(Settings(issuer=own, trust=trust, source="test.yaml"), own_keys)
 
 
@@ -54,8 +60,12 @@ def test_own_jwks_url() -> None:
 
 def test_issuers_and_brokers_from_settings(ec1: TestKey) -> None:
     trust = build(
-        TrustedIssuerSettings(iss=A, jku=["https://a.example/jwks.json"], visa_types=["ControlledAccessGrants"],
-                              sources=["https://dac.example"]),
+        TrustedIssuerSettings(
+            iss=A,
+            jku=["https://a.example/jwks.json"],
+            visa_types=["ControlledAccessGrants"],
+            sources=["https://dac.example"],
+        ),
         TrustedIssuerSettings(iss=B, jwks=jwks(ec1)),
         brokers=(TrustedBrokerSettings(iss="https://peer.example/", jwks_uri="https://peer.example/jwks"),),
     )
@@ -74,9 +84,18 @@ def test_issuers_and_brokers_from_settings(ec1: TestKey) -> None:
 def test_lookups_are_exact_strings(ec1: TestKey) -> None:
     trust = build(TrustedIssuerSettings(iss=A, jwks=jwks(ec1)), TrustedIssuerSettings(iss=B, jwks=jwks(ec1)))
     assert trust.visa_issuer(A) is not None and trust.visa_issuer(B) is not None
-    for near in ["https://a.example", "https://A.example/", "HTTPS://a.example/", "https://a.example/ ",
-                 "https://a.example//", "https://b.example/", "https://a.example/%2F", "https://a.example:443/",
-                 "https://user@a.example/", " https://a.example/"]:
+    for near in [
+        "https://a.example",
+        "https://A.example/",
+        "HTTPS://a.example/",
+        "https://a.example/ ",
+        "https://a.example//",
+        "https://b.example/",
+        "https://a.example/%2F",
+        "https://a.example:443/",
+        "https://user@a.example/",
+        " https://a.example/",
+    ]:
         assert trust.visa_issuer(near) is None, near
         assert trust.broker(near) is None
     assert trust.visa_issuer(None) is None and trust.visa_issuer(["x"]) is None  # type: ignore[arg-type]
@@ -100,9 +119,12 @@ def test_own_issuer_cannot_be_configured(ec1: TestKey) -> None:
 
 
 def test_duplicate_issuer_refused(ec1: TestKey) -> None:
-    error = settings_error(lambda: build(TrustedIssuerSettings(iss=A, jwks=jwks(ec1)),
-                                         TrustedIssuerSettings(iss=A, jku=["https://a.example/j"])),
-                           "trust.visa_issuers[1].iss")
+    error = settings_error(
+        lambda: build(
+            TrustedIssuerSettings(iss=A, jwks=jwks(ec1)), TrustedIssuerSettings(iss=A, jku=["https://a.example/j"])
+        ),
+        "trust.visa_issuers[1].iss",
+    )
     assert "trust.visa_issuers[0]" in error.message and error.source == "test.yaml"
 
 
@@ -113,45 +135,56 @@ def test_jwks_file_pinned(tmp_path: Path, ec1: TestKey, rsa1: TestKey) -> None:
     assert set(trust.visa_issuer(B).pinned) == {"ec-1", "rsa-1"}  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("content,why", [
-    (None, "file not found"),
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe", "not UTF-8"),
-    (b'{"keys": [], "keys": []}', "duplicate"),
-    (b"[]", "JWK Set"),
-    (b'{"keys": []}', "no keys"),
-])
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        (None, "file not found"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"keys": [], "keys": []}', "duplicate"),
+        (b"[]", "JWK Set"),
+        (b'{"keys": []}', "no keys"),
+    ],
+)
 def test_bad_jwks_file_names_the_key_path(tmp_path: Path, ec1: TestKey, content: bytes | None, why: str) -> None:
     path = tmp_path / "keys.json"
     if content is not None:
         path.write_bytes(content)
-    issuers = [TrustedIssuerSettings(iss=A, jwks=jwks(ec1)), TrustedIssuerSettings(iss=B, jwks=jwks(ec1)),
-               TrustedIssuerSettings(iss="urn:example:dac", jwks_file=str(path))]
+    issuers = [
+        TrustedIssuerSettings(iss=A, jwks=jwks(ec1)),
+        TrustedIssuerSettings(iss=B, jwks=jwks(ec1)),
+        TrustedIssuerSettings(iss="urn:example:dac", jwks_file=str(path)),
+    ]
     error = settings_error(lambda: build(*issuers), "trust.visa_issuers[2].jwks_file")
     assert why in error.message
 
 
 def test_unreadable_jwks_file(tmp_path: Path) -> None:
-    error = settings_error(lambda: build(TrustedIssuerSettings(iss=A, jwks_file=str(tmp_path))),
-                           "trust.visa_issuers[0].jwks_file")
+    error = settings_error(
+        lambda: build(TrustedIssuerSettings(iss=A, jwks_file=str(tmp_path))), "trust.visa_issuers[0].jwks_file"
+    )
     assert "cannot read" in error.message
 
 
 def test_oversized_jwks_file(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
     path.write_bytes(b'{"keys": []}' + b" " * 1_048_576)
-    error = settings_error(lambda: build(TrustedIssuerSettings(iss=A, jwks_file=str(path))),
-                           "trust.visa_issuers[0].jwks_file")
+    error = settings_error(
+        lambda: build(TrustedIssuerSettings(iss=A, jwks_file=str(path))), "trust.visa_issuers[0].jwks_file"
+    )
     assert "larger than" in error.message
 
 
-@pytest.mark.parametrize("member,why", [
-    ({"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
-    ("private", "private"),
-    ("nokid", "needs a kid"),
-    ("weak", "RSA-1024"),
-    ("enc", "use"),
-])
+@pytest.mark.parametrize(
+    "member,why",
+    [
+        ({"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
+        ("private", "private"),
+        ("nokid", "needs a kid"),
+        ("weak", "RSA-1024"),
+        ("enc", "use"),
+    ],
+)
 def test_bad_inline_key_names_its_path(ec1: TestKey, ec2: TestKey, member: Any, why: str) -> None:
     if member == "private":
         member = ec2.private_jwk()
@@ -162,8 +195,9 @@ def test_bad_inline_key_names_its_path(ec1: TestKey, ec2: TestKey, member: Any, 
     elif member == "enc":
         member = ec2.public_jwk(use="enc")
     document = {"keys": [ec1.public_jwk(), member]}
-    error = settings_error(lambda: build(TrustedIssuerSettings(iss=A, jwks=document)),
-                           "trust.visa_issuers[0].jwks.keys[1]")
+    error = settings_error(
+        lambda: build(TrustedIssuerSettings(iss=A, jwks=document)), "trust.visa_issuers[0].jwks.keys[1]"
+    )
     assert why in error.message
     assert "AAAA" not in error.message and (not isinstance(member, dict) or str(member.get("d")) not in error.message)
 
@@ -176,24 +210,33 @@ def test_inline_jwks_must_be_a_set(ec1: TestKey) -> None:
 def test_duplicate_pinned_kid_refused(tmp_path: Path, ec1: TestKey) -> None:
     path = tmp_path / "k.json"
     path.write_text(json.dumps(jwks(ec1)))
-    settings_error(lambda: build(TrustedIssuerSettings(iss=A, jwks=jwks(ec1), jwks_file=str(path))),
-                   "trust.visa_issuers[0].jwks_file.keys[0]")
+    settings_error(
+        lambda: build(TrustedIssuerSettings(iss=A, jwks=jwks(ec1), jwks_file=str(path))),
+        "trust.visa_issuers[0].jwks_file.keys[0]",
+    )
 
 
-@pytest.mark.parametrize("url,allow_http", [
-    ("http://a.example/jwks.json", True),
-    ("http://127.0.0.1:8080/jwks.json", False),
-    ("https://good.example@evil.example/jwks.json", False),
-    ("https://evil.example\\@good.example/jwks.json", False),
-    ("file:///etc/passwd", True),
-    ("https://a.example/jwks.json#x", False),
-    ("/relative/jwks.json", False),
-])
+@pytest.mark.parametrize(
+    "url,allow_http",
+    [
+        ("http://a.example/jwks.json", True),
+        ("http://127.0.0.1:8080/jwks.json", False),
+        ("https://good.example@evil.example/jwks.json", False),
+        ("https://evil.example\\@good.example/jwks.json", False),
+        ("file:///etc/passwd", True),
+        ("https://a.example/jwks.json#x", False),
+        ("/relative/jwks.json", False),
+    ],
+)
 def test_bad_jku_url_stops_the_start(url: str, allow_http: bool) -> None:
-    settings_error(lambda: build(TrustedIssuerSettings(iss=A, jku=["https://a.example/ok", url]),
-                                 allow_http=allow_http), "trust.visa_issuers[0].jku[1]")
-    settings_error(lambda: build(brokers=(TrustedBrokerSettings(iss=A, jwks_uri=url),), allow_http=allow_http),
-                   "trust.brokers[0].jwks_uri")
+    settings_error(
+        lambda: build(TrustedIssuerSettings(iss=A, jku=["https://a.example/ok", url]), allow_http=allow_http),
+        "trust.visa_issuers[0].jku[1]",
+    )
+    settings_error(
+        lambda: build(brokers=(TrustedBrokerSettings(iss=A, jwks_uri=url),), allow_http=allow_http),
+        "trust.brokers[0].jwks_uri",
+    )
 
 
 def test_http_loopback_jku_allowed_only_by_setting() -> None:
@@ -210,17 +253,21 @@ def test_loaded_from_a_yaml_file(tmp_path: Path, ec1: TestKey) -> None:
     keys = tmp_path / "dac.jwks.json"
     keys.write_text(json.dumps(jwks(ec1)))
     config = tmp_path / "broker.yaml"
-    config.write_text(yaml.safe_dump({
-        "issuer": OWN,
-        "trust": {
-            "visa_issuers": [
-                {"iss": A, "jku": ["https://a.example/jwks.json"], "visa_types": ["AffiliationAndRole"]},
-                {"iss": "urn:example:dac", "jwks_file": str(keys)},
-            ],
-            "brokers": [{"iss": "https://peer.example/", "jwks_uri": "https://peer.example/jwks"}],
-            "fetch": {"max_keys": 8},
-        },
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "issuer": OWN,
+                "trust": {
+                    "visa_issuers": [
+                        {"iss": A, "jku": ["https://a.example/jwks.json"], "visa_types": ["AffiliationAndRole"]},
+                        {"iss": "urn:example:dac", "jwks_file": str(keys)},
+                    ],
+                    "brokers": [{"iss": "https://peer.example/", "jwks_uri": "https://peer.example/jwks"}],
+                    "fetch": {"max_keys": 8},
+                },
+            }
+        )
+    )
     trust = TrustConfig.from_settings(load_settings(config, environ={}))
     assert trust.visa_issuer("urn:example:dac").pinned["ec-1"].alg == "ES256"  # type: ignore[union-attr]
     assert trust.visa_issuer(A).visa_types == frozenset({"AffiliationAndRole"})  # type: ignore[union-attr]
@@ -234,8 +281,13 @@ def test_loaded_from_a_yaml_file(tmp_path: Path, ec1: TestKey) -> None:
 
 
 def _base(ec1: TestKey, **changes: Any) -> list[TrustedIssuerSettings]:
-    fields: dict[str, Any] = {"iss": A, "jku": ["https://a.example/j1", "https://a.example/j2"],
-                              "jwks": jwks(ec1), "visa_types": ["ResearcherStatus"], "sources": ["https://s"]}
+    fields: dict[str, Any] = {
+        "iss": A,
+        "jku": ["https://a.example/j1", "https://a.example/j2"],
+        "jwks": jwks(ec1),
+        "visa_types": ["ResearcherStatus"],
+        "sources": ["https://s"],
+    }
     fields.update(changes)
     return [TrustedIssuerSettings(**fields)]
 
@@ -243,21 +295,27 @@ def _base(ec1: TestKey, **changes: Any) -> list[TrustedIssuerSettings]:
 def test_version_is_stable_for_equal_trust(ec1: TestKey) -> None:
     one = build(*_base(ec1)).version
     assert one == build(*_base(ec1)).version
-    reordered = _base(ec1, jku=["https://a.example/j2", "https://a.example/j1"],)
+    reordered = _base(
+        ec1,
+        jku=["https://a.example/j2", "https://a.example/j1"],
+    )
     assert build(*reordered).version == one  # order of an allow-list is not trust content
     assert isinstance(one, str) and len(one) >= 16
 
 
-@pytest.mark.parametrize("change", [
-    {"jku": ["https://a.example/j1"]},
-    {"jku": ["https://a.example/j1", "https://a.example/j2/"]},
-    {"visa_types": ["ResearcherStatus", "ControlledAccessGrants"]},
-    {"visa_types": None},
-    {"sources": ["https://s/"]},
-    {"sources": None},
-    {"iss": "https://a.example"},
-    {"jwks": "other-key"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"jku": ["https://a.example/j1"]},
+        {"jku": ["https://a.example/j1", "https://a.example/j2/"]},
+        {"visa_types": ["ResearcherStatus", "ControlledAccessGrants"]},
+        {"visa_types": None},
+        {"sources": ["https://s/"]},
+        {"sources": None},
+        {"iss": "https://a.example"},
+        {"jwks": "other-key"},
+    ],
+)
 def test_version_changes_when_trust_changes(ec1: TestKey, ec2: TestKey, change: dict[str, Any]) -> None:
     if change.get("jwks") == "other-key":
         change = {"jwks": jwks(ec2)}

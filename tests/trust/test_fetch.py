@@ -35,10 +35,15 @@ def test_request_asks_for_json_and_no_compression(server: JwksServer, ec1: TestK
     assert "Authorization" not in server.last_headers and "Cookie" not in server.last_headers
 
 
-def test_default_session_keeps_no_cookies_and_ignores_environment(server: JwksServer, ec1: TestKey,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    server.serve("/jwks.json", Route(headers={**JSON, "Set-Cookie": "track=1; Path=/"},
-                                     body=json.dumps({"keys": [ec1.public_jwk()]}).encode()))
+def test_default_session_keeps_no_cookies_and_ignores_environment(
+    server: JwksServer, ec1: TestKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.serve(
+        "/jwks.json",
+        Route(
+            headers={**JSON, "Set-Cookie": "track=1; Path=/"}, body=json.dumps({"keys": [ec1.public_jwk()]}).encode()
+        ),
+    )
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # would break the fetch if honoured
     session = new_session()
     session.verify = server.ca_path
@@ -64,8 +69,9 @@ def test_jwt08_redirect_not_followed(server: JwksServer, attacker: JwksServer, e
     assert attacker.hits() == 0 and attacker.connections == 0
 
 
-def test_jwt08_redirect_to_internal_plain_http_not_followed(server: JwksServer, http_server: JwksServer,
-                                                           ec1: TestKey) -> None:
+def test_jwt08_redirect_to_internal_plain_http_not_followed(
+    server: JwksServer, http_server: JwksServer, ec1: TestKey
+) -> None:
     http_server.serve_keys(ec1)
     server.redirect("/jwks.json", http_server.url())
     settings = JwksFetchSettings(allow_http_loopback=True)
@@ -76,8 +82,12 @@ def test_jwt08_redirect_to_internal_plain_http_not_followed(server: JwksServer, 
 
 def test_jwt08_declared_oversized_body_refused_before_reading(server: JwksServer) -> None:
     total = 64 * 1024 * 1024
-    server.serve("/jwks.json", Route(headers={**JSON, "Content-Length": str(total)},
-                                     stream=lambda: (b" " * 65536 for _ in range(total // 65536))))
+    server.serve(
+        "/jwks.json",
+        Route(
+            headers={**JSON, "Content-Length": str(total)}, stream=lambda: (b" " * 65536 for _ in range(total // 65536))
+        ),
+    )
     with pytest.raises(FetchError, match="exceeds the limit of 65536"):
         fetch_jwks(server.url(), JwksFetchSettings(), server.session())
     time.sleep(0.2)
@@ -86,8 +96,10 @@ def test_jwt08_declared_oversized_body_refused_before_reading(server: JwksServer
 
 def test_jwt08_streamed_oversized_body_cut_off(server: JwksServer) -> None:
     total = 64 * 1024 * 1024  # no Content-Length: only the streaming cap can stop it
-    server.serve("/jwks.json", Route(headers=JSON, content_length=False,
-                                     stream=lambda: (b" " * 65536 for _ in range(total // 65536))))
+    server.serve(
+        "/jwks.json",
+        Route(headers=JSON, content_length=False, stream=lambda: (b" " * 65536 for _ in range(total // 65536))),
+    )
     with pytest.raises(FetchError, match="body exceeds the limit of 65536 bytes"):
         fetch_jwks(server.url(), JwksFetchSettings(), server.session())
     time.sleep(0.2)
@@ -125,10 +137,19 @@ def test_jwt08_slow_drip_body_cut_at_deadline(server: JwksServer) -> None:
     assert time.monotonic() - started < 2.0
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/html", "text/plain", "application/javascript", "application/json-patch+json", "application/jsonx",
-    "application/jwk+json", "", "application/octet-stream",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/html",
+        "text/plain",
+        "application/javascript",
+        "application/json-patch+json",
+        "application/jsonx",
+        "application/jwk+json",
+        "",
+        "application/octet-stream",
+    ],
+)
 def test_jwt08_wrong_content_type_refused(server: JwksServer, ec1: TestKey, content_type: str) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     server.serve("/jwks.json", Route(headers=headers, body=json.dumps({"keys": [ec1.public_jwk()]}).encode()))
@@ -136,9 +157,15 @@ def test_jwt08_wrong_content_type_refused(server: JwksServer, ec1: TestKey, cont
         fetch_jwks(server.url(), JwksFetchSettings(), server.session())
 
 
-@pytest.mark.parametrize("content_type", [
-    "application/json", "application/jwk-set+json", "application/json; charset=utf-8", "Application/JSON",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/jwk-set+json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+    ],
+)
 def test_json_content_types_accepted(server: JwksServer, ec1: TestKey, content_type: str) -> None:
     server.serve_jwks({"keys": [ec1.public_jwk()]}, content_type=content_type)
     assert len(fetch_jwks(server.url(), JwksFetchSettings(), server.session()).keyset.keys) == 1
@@ -160,11 +187,24 @@ def test_jwt08_too_many_keys_refused(server: JwksServer, ec1: TestKey) -> None:
         fetch_jwks(server.url(), settings, server.session())
 
 
-@pytest.mark.parametrize("body", [
-    b"[]", b"{}", b'{"keys": {}}', b'{"keys": "x"}', b'"keys"', b"null", b"<html></html>", b"",
-    b'{"keys": [], "keys": [{"kty": "EC"}]}',  # duplicate member names
-    b'{"keys": [NaN]}', b"[" * 100_000, b'\xff\xfe{"keys": []}', b'\xef\xbb\xbf{"keys": []}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b"{}",
+        b'{"keys": {}}',
+        b'{"keys": "x"}',
+        b'"keys"',
+        b"null",
+        b"<html></html>",
+        b"",
+        b'{"keys": [], "keys": [{"kty": "EC"}]}',  # duplicate member names
+        b'{"keys": [NaN]}',
+        b"[" * 100_000,
+        b'\xff\xfe{"keys": []}',
+        b'\xef\xbb\xbf{"keys": []}',
+    ],
+)
 def test_jwt08_not_a_jwks_refused(server: JwksServer, body: bytes) -> None:
     server.serve("/jwks.json", Route(headers=JSON, body=body))
     settings = JwksFetchSettings(max_bytes=200_000)
@@ -173,15 +213,19 @@ def test_jwt08_not_a_jwks_refused(server: JwksServer, body: bytes) -> None:
 
 
 def test_invalid_members_ignored_one_by_one(server: JwksServer, ec1: TestKey, ec2: TestKey, rsa1: TestKey) -> None:
-    server.serve_jwks({"keys": [
-        "not an object",
-        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
-        ec1.public_jwk(),
-        {**ec2.public_jwk(), "d": ec2.private_jwk()["d"]},
-        {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "junk"},
-        rsa1.public_jwk(use="enc"),
-        rsa1.public_jwk(kid="rsa-ok"),
-    ]})
+    server.serve_jwks(
+        {
+            "keys": [
+                "not an object",
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+                ec1.public_jwk(),
+                {**ec2.public_jwk(), "d": ec2.private_jwk()["d"]},
+                {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "junk"},
+                rsa1.public_jwk(use="enc"),
+                rsa1.public_jwk(kid="rsa-ok"),
+            ]
+        }
+    )
     keyset = fetch_jwks(server.url(), JwksFetchSettings(), server.session()).keyset
     assert [k.kid for k in keyset.keys] == ["ec-1", "rsa-ok"]
     assert len(keyset.ignored) == 5
@@ -229,44 +273,50 @@ def test_https_on_localhost_name(server: JwksServer, ec1: TestKey) -> None:
     assert fetch_jwks(url, JwksFetchSettings(), server.session()).keyset.keys[0].kid == "ec-1"
 
 
-@pytest.mark.parametrize("url", [
-    "http://example.org/jwks.json",  # http, not loopback
-    "http://10.0.0.1/jwks.json",
-    "http://169.254.169.254/latest",
-    "http://127.1/jwks.json",  # not a loopback literal by the strict parser: refused
-    "http://2130706433/jwks.json",
-    "http://localhost.example.org/jwks.json",
-    "file:///etc/passwd",
-    "ftp://example.org/jwks.json",
-    "data:application/json,{}",
-    "gopher://127.0.0.1:6379/_INFO",
-    "https://good.example@evil.example/jwks.json",
-    "https://evil.example\\@good.example/jwks.json",
-    "https://good.example/jwks.json#@evil.example",
-    " https://good.example/jwks.json",
-    "https://good.example/jwks.json\n",
-    "https://good.example/jwks\x00.json",
-    "https://tru\u0455ted.example/jwks.json",
-    "https://trusted\u3002example/jwks.json",
-    "https:///jwks.json",
-    "//good.example/jwks.json",
-    "",
-    "https://good.example/" + "a" * 3000,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.org/jwks.json",  # http, not loopback
+        "http://10.0.0.1/jwks.json",
+        "http://169.254.169.254/latest",
+        "http://127.1/jwks.json",  # not a loopback literal by the strict parser: refused
+        "http://2130706433/jwks.json",
+        "http://localhost.example.org/jwks.json",
+        "file:///etc/passwd",
+        "ftp://example.org/jwks.json",
+        "data:application/json,{}",
+        "gopher://127.0.0.1:6379/_INFO",
+        "https://good.example@evil.example/jwks.json",
+        "https://evil.example\\@good.example/jwks.json",
+        "https://good.example/jwks.json#@evil.example",
+        " https://good.example/jwks.json",
+        "https://good.example/jwks.json\n",
+        "https://good.example/jwks\x00.json",
+        "https://tru\u0455ted.example/jwks.json",
+        "https://trusted\u3002example/jwks.json",
+        "https:///jwks.json",
+        "//good.example/jwks.json",
+        "",
+        "https://good.example/" + "a" * 3000,
+    ],
+)
 def test_jwt08_check_url_refuses(url: str) -> None:
     with pytest.raises(FetchError):
         check_url(url, allow_http_loopback=True)
 
 
-@pytest.mark.parametrize("url,allow", [
-    ("https://good.example/jwks.json", False),
-    ("https://good.example:8443/oidc/jwk", False),
-    ("https://127.0.0.1:9/jwks.json", False),
-    ("http://127.0.0.1:9/jwks.json", True),
-    ("http://127.8.9.10/jwks.json", True),
-    ("http://[::1]:9/jwks.json", True),
-    ("http://localhost:9/jwks.json", True),
-])
+@pytest.mark.parametrize(
+    "url,allow",
+    [
+        ("https://good.example/jwks.json", False),
+        ("https://good.example:8443/oidc/jwk", False),
+        ("https://127.0.0.1:9/jwks.json", False),
+        ("http://127.0.0.1:9/jwks.json", True),
+        ("http://127.8.9.10/jwks.json", True),
+        ("http://[::1]:9/jwks.json", True),
+        ("http://localhost:9/jwks.json", True),
+    ],
+)
 def test_check_url_accepts(url: str, allow: bool) -> None:
     assert check_url(url, allow_http_loopback=allow) == url
 

@@ -44,28 +44,34 @@ def test_alg_inferred_when_jwk_has_none(ec1: TestKey, rsa1: TestKey) -> None:
     assert parse_key(ec1.public_jwk(kid=None)).kid == ""
 
 
-@pytest.mark.parametrize("name,mutate,why", [
-    ("not an object", lambda j: ["x"], "not a JSON object"),
-    ("no kty", lambda j: {k: v for k, v in j.items() if k != "kty"}, "kty"),
-    ("kty number", lambda j: {**j, "kty": 1}, "kty"),
-    ("oct", lambda j: {"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
-    ("OKP", lambda j: {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
-     "EC and RSA only"),
-    ("private d", lambda j: {**j, "d": "AAAA"}, "private"),
-    ("use enc", lambda j: {**j, "use": "enc"}, "use"),
-    ("use number", lambda j: {**j, "use": 1}, "use"),
-    ("key_ops sign only", lambda j: {**j, "key_ops": ["sign"]}, "key_ops"),
-    ("key_ops not list", lambda j: {**j, "key_ops": "verify"}, "key_ops"),
-    ("kid number", lambda j: {**j, "kid": 7}, "kid"),
-    ("alg number", lambda j: {**j, "alg": 256}, "alg"),
-    ("alg HS256 on EC", lambda j: {**j, "alg": "HS256"}, "invalid EC key"),
-    ("alg RS256 on EC", lambda j: {**j, "alg": "RS256"}, "invalid EC key"),
-    ("alg unknown", lambda j: {**j, "alg": "XX999"}, "invalid EC key"),
-    ("bad x", lambda j: {**j, "x": "!!!"}, "invalid EC key"),
-    ("x number", lambda j: {**j, "x": 5}, "invalid EC key"),
-    ("no y", lambda j: {k: v for k, v in j.items() if k != "y"}, "invalid EC key"),
-    ("crv unknown", lambda j: {**j, "crv": "P-999"}, "invalid EC key"),
-])
+@pytest.mark.parametrize(
+    "name,mutate,why",
+    [
+        ("not an object", lambda j: ["x"], "not a JSON object"),
+        ("no kty", lambda j: {k: v for k, v in j.items() if k != "kty"}, "kty"),
+        ("kty number", lambda j: {**j, "kty": 1}, "kty"),
+        ("oct", lambda j: {"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
+        (
+            "OKP",
+            lambda j: {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            "EC and RSA only",
+        ),
+        ("private d", lambda j: {**j, "d": "AAAA"}, "private"),
+        ("use enc", lambda j: {**j, "use": "enc"}, "use"),
+        ("use number", lambda j: {**j, "use": 1}, "use"),
+        ("key_ops sign only", lambda j: {**j, "key_ops": ["sign"]}, "key_ops"),
+        ("key_ops not list", lambda j: {**j, "key_ops": "verify"}, "key_ops"),
+        ("kid number", lambda j: {**j, "kid": 7}, "kid"),
+        ("alg number", lambda j: {**j, "alg": 256}, "alg"),
+        ("alg HS256 on EC", lambda j: {**j, "alg": "HS256"}, "invalid EC key"),
+        ("alg RS256 on EC", lambda j: {**j, "alg": "RS256"}, "invalid EC key"),
+        ("alg unknown", lambda j: {**j, "alg": "XX999"}, "invalid EC key"),
+        ("bad x", lambda j: {**j, "x": "!!!"}, "invalid EC key"),
+        ("x number", lambda j: {**j, "x": 5}, "invalid EC key"),
+        ("no y", lambda j: {k: v for k, v in j.items() if k != "y"}, "invalid EC key"),
+        ("crv unknown", lambda j: {**j, "crv": "P-999"}, "invalid EC key"),
+    ],
+)
 def test_unusable_jwk_refused_with_reason(ec1: TestKey, name: str, mutate: Any, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         parse_key(mutate(ec1.public_jwk()))
@@ -125,15 +131,18 @@ def test_select_key_rules(ec1: TestKey, ec2: TestKey, rsa1: TestKey) -> None:
         select_key(nameless, "", "ES256", "here")
 
 
-@pytest.mark.parametrize("text,why", [
-    (b'{"a": 1, "a": 2}', "duplicate"),
-    (b'{"keys": [Infinity]}', "Infinity"),
-    (b'{"keys": [-Infinity]}', "Infinity"),
-    (b"[" * 50_000 + b"]" * 50_000, "nested"),
-    (b"\xc3\x28", "UTF-8"),
-    (b"", "not valid JSON"),
-    (b'{"keys": []} trailing', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        (b'{"a": 1, "a": 2}', "duplicate"),
+        (b'{"keys": [Infinity]}', "Infinity"),
+        (b'{"keys": [-Infinity]}', "Infinity"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested"),
+        (b"\xc3\x28", "UTF-8"),
+        (b"", "not valid JSON"),
+        (b'{"keys": []} trailing', "not valid JSON"),
+    ],
+)
 def test_decode_json_is_strict(text: bytes, why: str) -> None:
     with pytest.raises(JwksFormatError, match=why):
         decode_json(text)
@@ -155,8 +164,9 @@ _json = st.recursive(
     max_leaves=12,
 )
 _member_names = st.sampled_from(["kty", "crv", "x", "y", "n", "e", "kid", "alg", "use", "key_ops", "d", "k", "x5c"])
-_jwk_like = st.dictionaries(_member_names, _json | st.sampled_from(["EC", "RSA", "P-256", "AQAB", "sig", "ES256"]),
-                            max_size=8)
+_jwk_like = st.dictionaries(
+    _member_names, _json | st.sampled_from(["EC", "RSA", "P-256", "AQAB", "sig", "ES256"]), max_size=8
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -172,8 +182,9 @@ def test_hostile_documents_only_raise_format_errors(document: Any) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(jwk=_jwk_like, ec_base=st.booleans())
-def test_hostile_jwk_members_only_raise_value_error(jwk: dict[str, Any], ec_base: bool, ec1: TestKey,
-                                                    rsa1: TestKey) -> None:
+def test_hostile_jwk_members_only_raise_value_error(
+    jwk: dict[str, Any], ec_base: bool, ec1: TestKey, rsa1: TestKey
+) -> None:
     base = (ec1 if ec_base else rsa1).public_jwk()
     try:
         key = parse_key({**base, **jwk})

@@ -28,14 +28,19 @@ OTHER = "https://other-issuer.example/"
 OWN = "https://broker.example/"
 
 
-def make_trust(*issuers: TrustedIssuerSettings, brokers: tuple[TrustedBrokerSettings, ...] = (),
-               own: str = OWN, own_keys: Callable[[], Mapping[str, ResolvedKey]] | None = None) -> TrustConfig:
+def make_trust(
+    *issuers: TrustedIssuerSettings,
+    brokers: tuple[TrustedBrokerSettings, ...] = (),
+    own: str = OWN,
+    own_keys: Callable[[], Mapping[str, ResolvedKey]] | None = None,
+) -> TrustConfig:
     settings = Settings(issuer=own, trust=TrustSettings(visa_issuers=list(issuers), brokers=list(brokers)))
     return TrustConfig.from_settings(settings, own_keys)
 
 
-def resolver(trust: TrustConfig, server: JwksServer, clock: Clock, fetch: JwksFetchSettings | None = None
-             ) -> KeyResolver:
+def resolver(
+    trust: TrustConfig, server: JwksServer, clock: Clock, fetch: JwksFetchSettings | None = None
+) -> KeyResolver:
     return KeyResolver(trust, fetch or JwksFetchSettings(), session=server.session(), clock=clock)
 
 
@@ -65,8 +70,9 @@ def test_untrusted_issuer_refused_first_with_zero_fetches(server: JwksServer, cl
     assert server.connections == 0 and r.stats()["fetches"] == 0
 
 
-def test_jwt05_untrusted_jku_never_fetched(server: JwksServer, attacker: JwksServer, clock: Clock,
-                                           ec1: TestKey) -> None:
+def test_jwt05_untrusted_jku_never_fetched(
+    server: JwksServer, attacker: JwksServer, clock: Clock, ec1: TestKey
+) -> None:
     attacker.serve_keys(ec1)  # the attacker serves a perfectly good JWKS with the signing key
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
@@ -75,20 +81,23 @@ def test_jwt05_untrusted_jku_never_fetched(server: JwksServer, attacker: JwksSer
     assert server.connections == 0 and r.stats()["fetches"] == 0
 
 
-def test_jwt05_jku_not_allowed_beats_pinned_keys(server: JwksServer, attacker: JwksServer, clock: Clock,
-                                                 ec1: TestKey) -> None:
+def test_jwt05_jku_not_allowed_beats_pinned_keys(
+    server: JwksServer, attacker: JwksServer, clock: Clock, ec1: TestKey
+) -> None:
     jwks = {"keys": [ec1.public_jwk()]}
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()], jwks=jwks)), server, clock)
     refused(lambda: r.visa_key(ISS, attacker.url(), "ec-1", "ES256"), Reason.JKU_NOT_ALLOWED)
     assert attacker.connections == 0 and server.connections == 0
 
 
-def test_jwt06_jku_trusted_for_another_issuer_refused(server: JwksServer, attacker: JwksServer, clock: Clock,
-                                                      ec1: TestKey) -> None:
+def test_jwt06_jku_trusted_for_another_issuer_refused(
+    server: JwksServer, attacker: JwksServer, clock: Clock, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     attacker.serve_keys(ec1)
-    trust = make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()]),
-                       TrustedIssuerSettings(iss=OTHER, jku=[attacker.url()]))
+    trust = make_trust(
+        TrustedIssuerSettings(iss=ISS, jku=[server.url()]), TrustedIssuerSettings(iss=OTHER, jku=[attacker.url()])
+    )
     r = resolver(trust, server, clock)
     refused(lambda: r.visa_key(OTHER, server.url(), "ec-1", "ES256"), Reason.JKU_NOT_ALLOWED)
     refused(lambda: r.visa_key(ISS, attacker.url(), "ec-1", "ES256"), Reason.JKU_NOT_ALLOWED)
@@ -131,8 +140,9 @@ def _variants(good: str, good_port: int, evil_port: int) -> list[str]:
     ]
 
 
-def test_jwt07_jku_compared_as_exact_whole_string(server: JwksServer, attacker: JwksServer, clock: Clock,
-                                                  ec1: TestKey) -> None:
+def test_jwt07_jku_compared_as_exact_whole_string(
+    server: JwksServer, attacker: JwksServer, clock: Clock, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     attacker.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
@@ -169,10 +179,22 @@ def test_jwt01_jwt02_alg_refused_before_any_fetch(server: JwksServer, clock: Clo
     assert server.connections == 0
 
 
-@pytest.mark.parametrize("kid", [
-    "../../../../dev/null", "/proc/self/environ", "' OR '1'='1", "x' UNION SELECT 'AAAA'--", "*)(uid=*",
-    "\u0000", "%s%s%n", "x" * 1_000_000, "ec-1 ", "EC-1", "ec-1\n",
-])
+@pytest.mark.parametrize(
+    "kid",
+    [
+        "../../../../dev/null",
+        "/proc/self/environ",
+        "' OR '1'='1",
+        "x' UNION SELECT 'AAAA'--",
+        "*)(uid=*",
+        "\u0000",
+        "%s%s%n",
+        "x" * 1_000_000,
+        "ec-1 ",
+        "EC-1",
+        "ec-1\n",
+    ],
+)
 def test_jwt04_kid_is_only_a_dictionary_key(server: JwksServer, clock: Clock, ec1: TestKey, kid: str) -> None:
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
@@ -213,8 +235,9 @@ def test_pinned_key_of_wrong_type_is_bad_alg(server: JwksServer, clock: Clock, e
     assert server.connections == 0
 
 
-def test_pinned_only_issuer_never_fetches_the_jku_it_names(server: JwksServer, attacker: JwksServer, clock: Clock,
-                                                           ec1: TestKey, ec2: TestKey) -> None:
+def test_pinned_only_issuer_never_fetches_the_jku_it_names(
+    server: JwksServer, attacker: JwksServer, clock: Clock, ec1: TestKey, ec2: TestKey
+) -> None:
     attacker.serve_keys(ec2)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jwks={"keys": [ec1.public_jwk()]})), server, clock)
     assert r.visa_key(ISS, attacker.url(), "ec-1", "ES256").kid == "ec-1"
@@ -227,8 +250,10 @@ def test_own_issuer_keys_come_from_the_key_ring_never_http(ca: Any, clock: Clock
     ring: dict[str, ResolvedKey] = {"ec-1": resolved(ec1)}
     with JwksServer(ca=ca) as ours:
         own = ours.base_url + "/"
-        ours.serve("/.well-known/jwks.json", Route(headers={"Content-Type": "application/json"},
-                                                   body=json.dumps({"keys": [ec2.public_jwk()]}).encode()))
+        ours.serve(
+            "/.well-known/jwks.json",
+            Route(headers={"Content-Type": "application/json"}, body=json.dumps({"keys": [ec2.public_jwk()]}).encode()),
+        )
         trust = make_trust(own=own, own_keys=lambda: ring)
         r = resolver(trust, ours, clock)
         assert trust.visa_issuer(own) is not None and own_jwks_url(own) in trust.visa_issuer(own).jku  # type: ignore[union-attr]
@@ -246,8 +271,9 @@ def test_own_issuer_keys_come_from_the_key_ring_never_http(ca: Any, clock: Clock
 # --------------------------------------------------------------------------- fetching and choosing keys
 
 
-def test_fetch_over_https_with_injected_ca_then_cache(server: JwksServer, clock: Clock, ec1: TestKey,
-                                                      rsa1: TestKey) -> None:
+def test_fetch_over_https_with_injected_ca_then_cache(
+    server: JwksServer, clock: Clock, ec1: TestKey, rsa1: TestKey
+) -> None:
     server.serve_keys(ec1, rsa1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     assert r.visa_key(ISS, server.url(), "ec-1", "ES256").kid == "ec-1"
@@ -258,8 +284,9 @@ def test_fetch_over_https_with_injected_ca_then_cache(server: JwksServer, clock:
     assert stats["fetches"] == 1 and stats["cache_hits"] == 2
 
 
-def test_tls_not_trusted_is_key_fetch_failed(server: JwksServer, clock: Clock, fast: JwksFetchSettings,
-                                             ec1: TestKey) -> None:
+def test_tls_not_trusted_is_key_fetch_failed(
+    server: JwksServer, clock: Clock, fast: JwksFetchSettings, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     trust = make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()]))
     r = KeyResolver(trust, fast, clock=clock)  # default session: the system CA store, which lacks the test CA
@@ -283,12 +310,18 @@ def test_plain_http_loopback_only_when_setting_allows(http_server: JwksServer, c
 def test_jwt03_key_type_must_match_alg(server: JwksServer, clock: Clock, ec1: TestKey, rsa1: TestKey) -> None:
     weak = TestKey.rsa("rsa-weak", bits=1024)
     p384 = TestKey("ec-384", "ES256", ec.generate_private_key(ec.SECP384R1()))
-    server.serve_jwks({"keys": [
-        ec1.public_jwk(), rsa1.public_jwk(), weak.public_jwk(),
-        {k: v for k, v in p384.public_jwk().items() if k != "alg"},
-        rsa1.public_jwk(kid="rsa-no-alg", alg=None),
-        rsa1.public_jwk(kid="rsa-ps", alg="PS256"),
-    ]})
+    server.serve_jwks(
+        {
+            "keys": [
+                ec1.public_jwk(),
+                rsa1.public_jwk(),
+                weak.public_jwk(),
+                {k: v for k, v in p384.public_jwk().items() if k != "alg"},
+                rsa1.public_jwk(kid="rsa-no-alg", alg=None),
+                rsa1.public_jwk(kid="rsa-ps", alg="PS256"),
+            ]
+        }
+    )
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     url = server.url()
     assert r.visa_key(ISS, url, "rsa-no-alg", "RS256").kid == "rsa-no-alg"
@@ -306,8 +339,9 @@ def test_jwk_use_other_than_sig_is_not_used(server: JwksServer, clock: Clock, ec
     refused(lambda: r.visa_key(ISS, server.url(), "ec-1", "ES256"), Reason.KEY_NOT_FOUND)
 
 
-def test_jwt04_absent_kid_only_with_exactly_one_usable_key(server: JwksServer, clock: Clock, ec1: TestKey,
-                                                           ec2: TestKey, rsa1: TestKey) -> None:
+def test_jwt04_absent_kid_only_with_exactly_one_usable_key(
+    server: JwksServer, clock: Clock, ec1: TestKey, ec2: TestKey, rsa1: TestKey
+) -> None:
     server.serve_keys(ec1, rsa1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     assert r.visa_key(ISS, server.url(), None, "ES256").kid == "ec-1"  # the only ES256 key
@@ -365,16 +399,21 @@ def _storm(call: Callable[[int], Any], threads: int = 50) -> list[Any]:
 
 
 def test_jwt18_unknown_kid_storm_cold_cache_one_fetch(server: JwksServer, clock: Clock, ec1: TestKey) -> None:
-    server.serve("/jwks.json", Route(headers={"Content-Type": "application/json"}, delay=0.2,
-                                     body=json.dumps({"keys": [ec1.public_jwk()]}).encode()))
+    server.serve(
+        "/jwks.json",
+        Route(
+            headers={"Content-Type": "application/json"},
+            delay=0.2,
+            body=json.dumps({"keys": [ec1.public_jwk()]}).encode(),
+        ),
+    )
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     results = _storm(lambda i: r.visa_key(ISS, server.url(), f"random-{i}", "ES256"))
     assert results == [Reason.KEY_NOT_FOUND] * 50
     assert server.hits("/jwks.json") == 1 and r.stats()["fetches"] == 1
 
 
-def test_jwt18_unknown_kid_storm_warm_cache_at_most_one_refetch(server: JwksServer, clock: Clock,
-                                                               ec1: TestKey) -> None:
+def test_jwt18_unknown_kid_storm_warm_cache_at_most_one_refetch(server: JwksServer, clock: Clock, ec1: TestKey) -> None:
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     assert r.visa_key(ISS, server.url(), "ec-1", "ES256")
@@ -418,8 +457,9 @@ def test_rotation_picked_up_on_unknown_kid(server: JwksServer, clock: Clock, ec1
     assert server.hits("/jwks.json") == 2
 
 
-def test_ft12_rotation_and_removal_picked_up_after_ttl(server: JwksServer, clock: Clock, ec1: TestKey,
-                                                       ec2: TestKey) -> None:
+def test_ft12_rotation_and_removal_picked_up_after_ttl(
+    server: JwksServer, clock: Clock, ec1: TestKey, ec2: TestKey
+) -> None:
     server.serve_keys(ec1)
     slow_cooldown = JwksFetchSettings(unknown_kid_cooldown_seconds=10_000)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, slow_cooldown)
@@ -437,8 +477,9 @@ def test_ft12_rotation_and_removal_picked_up_after_ttl(server: JwksServer, clock
 # --------------------------------------------------------------------------- failures, stale copies, herds
 
 
-def test_ft12_stale_while_error_is_bounded(server: JwksServer, clock: Clock, fast: JwksFetchSettings,
-                                           ec1: TestKey) -> None:
+def test_ft12_stale_while_error_is_bounded(
+    server: JwksServer, clock: Clock, fast: JwksFetchSettings, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, fast)
     r.visa_key(ISS, server.url(), "ec-1", "ES256")
@@ -462,8 +503,9 @@ def test_ft12_stale_while_error_is_bounded(server: JwksServer, clock: Clock, fas
     assert r.stats()["stale_served"] == 3
 
 
-def test_failure_without_copy_fails_closed_and_backs_off(server: JwksServer, clock: Clock, fast: JwksFetchSettings,
-                                                         ec1: TestKey) -> None:
+def test_failure_without_copy_fails_closed_and_backs_off(
+    server: JwksServer, clock: Clock, fast: JwksFetchSettings, ec1: TestKey
+) -> None:
     server.serve("/jwks.json", Route(status=503, headers={"Content-Type": "application/json"}, body=b"{}"))
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, fast)
     for _ in range(10):
@@ -475,8 +517,9 @@ def test_failure_without_copy_fails_closed_and_backs_off(server: JwksServer, clo
     assert server.hits("/jwks.json") == 2
 
 
-def test_refetch_failure_never_wipes_a_good_copy(server: JwksServer, clock: Clock, fast: JwksFetchSettings,
-                                                 ec1: TestKey) -> None:
+def test_refetch_failure_never_wipes_a_good_copy(
+    server: JwksServer, clock: Clock, fast: JwksFetchSettings, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, fast)
     r.visa_key(ISS, server.url(), "ec-1", "ES256")
@@ -491,8 +534,14 @@ def test_ft13_thundering_herd_on_expiry_single_fetch(server: JwksServer, clock: 
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
     r.visa_key(ISS, server.url(), "ec-1", "ES256")
-    server.serve("/jwks.json", Route(headers={"Content-Type": "application/json"}, delay=0.3,
-                                     body=json.dumps({"keys": [ec1.public_jwk()]}).encode()))
+    server.serve(
+        "/jwks.json",
+        Route(
+            headers={"Content-Type": "application/json"},
+            delay=0.3,
+            body=json.dumps({"keys": [ec1.public_jwk()]}).encode(),
+        ),
+    )
     clock.advance(301)
     results = _storm(lambda i: r.visa_key(ISS, server.url(), "ec-1", "ES256"))
     assert all(isinstance(x, ResolvedKey) and x.kid == "ec-1" for x in results)
@@ -501,8 +550,14 @@ def test_ft13_thundering_herd_on_expiry_single_fetch(server: JwksServer, clock: 
 
 def test_stalled_server_holds_callers_for_a_bounded_time(server: JwksServer, clock: Clock, ec1: TestKey) -> None:
     # Headers dripped one byte at a time: no socket timeout fires, only the resolver's wait bound.
-    server.serve("/jwks.json", Route(headers={"Content-Type": "application/json"}, header_drip=0.1,
-                                     body=json.dumps({"keys": [ec1.public_jwk()]}).encode()))
+    server.serve(
+        "/jwks.json",
+        Route(
+            headers={"Content-Type": "application/json"},
+            header_drip=0.1,
+            body=json.dumps({"keys": [ec1.public_jwk()]}).encode(),
+        ),
+    )
     settings = JwksFetchSettings(connect_timeout_seconds=0.2, read_timeout_seconds=0.3)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, settings)
     started = time.monotonic()
@@ -520,8 +575,9 @@ def test_stalled_server_holds_callers_for_a_bounded_time(server: JwksServer, clo
     assert r.stats()["fetch_failures"] == 1 and r.stats()["fetches"] == 1
 
 
-def test_ft12_kid_missing_from_stale_copy_is_fetch_failure(server: JwksServer, clock: Clock,
-                                                           fast: JwksFetchSettings, ec1: TestKey) -> None:
+def test_ft12_kid_missing_from_stale_copy_is_fetch_failure(
+    server: JwksServer, clock: Clock, fast: JwksFetchSettings, ec1: TestKey
+) -> None:
     server.serve_keys(ec1)
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock, fast)
     r.visa_key(ISS, server.url(), "ec-1", "ES256")

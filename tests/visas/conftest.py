@@ -110,13 +110,29 @@ def verifier(settings: Settings, ring: KeyRing, issuer_server: JwksServer) -> Ve
     return Verifier(trust, KeyResolver(trust, settings.trust.fetch, session=issuer_server.session()), settings.limits)
 
 
-def remote_visa(key: TestKey, jku: str, sub: str = "elixir-user@id", *, value: str = "https://rems.example/ds/1",
-                exp_in: int = 3600, **header: Any) -> str:
+def remote_visa(
+    key: TestKey,
+    jku: str,
+    sub: str = "elixir-user@id",
+    *,
+    value: str = "https://rems.example/ds/1",
+    exp_in: int = 3600,
+    **header: Any,
+) -> str:
     """A ControlledAccessGrants visa as a remote issuer signs it."""
     now = int(time.time())
     payload = {
-        "iss": REMOTE_ISS, "sub": sub, "iat": now, "exp": now + exp_in, "jti": f"j-{time.monotonic_ns()}",
-        "ga4gh_visa_v1": {"type": CONTROLLED_ACCESS_GRANTS, "asserted": now - 10, "value": value,
-                          "source": "https://rems.example/dac/1", "by": "dac"},
+        "iss": REMOTE_ISS,
+        "sub": sub,
+        "iat": now,
+        "exp": now + exp_in,
+        "jti": f"j-{time.monotonic_ns()}",
+        "ga4gh_visa_v1": {
+            "type": CONTROLLED_ACCESS_GRANTS,
+            "asserted": now - 10,
+            "value": value,
+            "source": "https://rems.example/dac/1",
+            "by": "dac",
+        },
     }
     return key.sign(payload, {"jku": jku, "typ": VISA_TYP, **header})

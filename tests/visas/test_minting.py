@@ -40,11 +40,19 @@ def test_ga16_grant_visa_fields_exact(ring: KeyRing, svc: DacServices, clock: Cl
     header, claims = _claims(token)
     assert header == {"alg": "ES256", "kid": ring.signing_key().kid, "typ": VISA_TYP, "jku": own_jwks_url(ISSUER)}
     assert set(claims) == {"iss", "sub", "iat", "exp", "jti", "ga4gh_visa_v1"}
-    assert (claims["iss"], claims["sub"], claims["iat"], claims["exp"]) == (ISSUER, "researcher", now + 100,
-                                                                            now + 100 + 3600)
-    assert claims["ga4gh_visa_v1"] == {"type": CONTROLLED_ACCESS_GRANTS, "asserted": grant.granted_at,
-                                       "value": "https://broker.example/datasets/A-7%2Fx", "source": SOURCE_A,
-                                       "by": "dac"}
+    assert (claims["iss"], claims["sub"], claims["iat"], claims["exp"]) == (
+        ISSUER,
+        "researcher",
+        now + 100,
+        now + 100 + 3600,
+    )
+    assert claims["ga4gh_visa_v1"] == {
+        "type": CONTROLLED_ACCESS_GRANTS,
+        "asserted": grant.granted_at,
+        "value": "https://broker.example/datasets/A-7%2Fx",
+        "source": SOURCE_A,
+        "by": "dac",
+    }
     assert record_of_jti(str(claims["jti"])) == grant.id
 
 
@@ -63,22 +71,40 @@ def test_registered_access_visas(ring: KeyRing, svc: DacServices, clock: Clock) 
     svc.registered.accept_terms("researcher")
     svc.registered.grant_status("member-b", "researcher", dac="B")
     svc.registered.vouch("researcher", "researcher-2")
-    objects = sorted((_claims(t)[1]["ga4gh_visa_v1"] for t in _minter(ring, svc, clock).tokens("researcher")),
-                     key=lambda o: o["type"])  # type: ignore[index]
+    objects = sorted(
+        (_claims(t)[1]["ga4gh_visa_v1"] for t in _minter(ring, svc, clock).tokens("researcher")),
+        key=lambda o: o["type"],
+    )  # type: ignore[index]
     asserted = int(clock())
     assert objects == [
-        {"type": ACCEPTED_TERMS_AND_POLICIES, "asserted": asserted, "value": REGISTERED_ACCESS_DOI,
-         "source": "https://broker.example", "by": "self"},
-        {"type": RESEARCHER_STATUS, "asserted": asserted, "value": REGISTERED_ACCESS_DOI, "source": SOURCE_B,
-         "by": "so"},
+        {
+            "type": ACCEPTED_TERMS_AND_POLICIES,
+            "asserted": asserted,
+            "value": REGISTERED_ACCESS_DOI,
+            "source": "https://broker.example",
+            "by": "self",
+        },
+        {
+            "type": RESEARCHER_STATUS,
+            "asserted": asserted,
+            "value": REGISTERED_ACCESS_DOI,
+            "source": SOURCE_B,
+            "by": "so",
+        },
     ]
     (peer,) = _minter(ring, svc, clock).tokens("researcher-2")
-    assert _claims(peer)[1]["ga4gh_visa_v1"] == {"type": RESEARCHER_STATUS, "asserted": asserted,
-                                                 "value": REGISTERED_ACCESS_DOI, "source": SOURCE_B, "by": "peer"}
+    assert _claims(peer)[1]["ga4gh_visa_v1"] == {
+        "type": RESEARCHER_STATUS,
+        "asserted": asserted,
+        "value": REGISTERED_ACCESS_DOI,
+        "source": SOURCE_B,
+        "by": "peer",
+    }
 
 
-def test_minted_visas_verify_and_revocation_refuses_them(ring: KeyRing, svc: DacServices, clock: Clock,
-                                                         store: Store, verifier: Verifier) -> None:
+def test_minted_visas_verify_and_revocation_refuses_them(
+    ring: KeyRing, svc: DacServices, clock: Clock, store: Store, verifier: Verifier
+) -> None:
     grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     svc.registered.accept_terms("researcher")
     tokens = _minter(ring, svc, clock).tokens("researcher")
@@ -103,7 +129,8 @@ def test_revocation_check_ignores_unknown_records(store: Store) -> None:
 
 
 def test_minted_visa_is_reused_while_the_record_is_unchanged_and_half_its_life_is_left(
-        ring: KeyRing, svc: DacServices, clock: Clock) -> None:
+    ring: KeyRing, svc: DacServices, clock: Clock
+) -> None:
     """Repeated passports carry the same JWS (verifier caches keyed by the token then hit); past
     half its lifetime, or once the grant is renewed or revoked, the visa is minted afresh or not at all."""
     now = int(clock())

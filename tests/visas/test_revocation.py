@@ -54,10 +54,12 @@ def test_ga14_revocation_in_one_process_evicts_the_cache_of_another(shared: Sett
 
     # Process two: a caching verifier whose revocation check reads its own store client.
     cache = VerifiedCache(1000)
-    trust = TrustConfig(ISSUER, own_keys=lambda: {kid: ResolvedKey(kid, alg, key)
-                                                  for kid, (alg, key) in ring.public_keys().items()})
-    checker = Verifier(trust, KeyResolver(trust, shared.trust.fetch), shared.limits, cache=cache,
-                       revoked=revocation_check(two))
+    trust = TrustConfig(
+        ISSUER, own_keys=lambda: {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in ring.public_keys().items()}
+    )
+    checker = Verifier(
+        trust, KeyResolver(trust, shared.trust.fetch), shared.limits, cache=cache, revoked=revocation_check(two)
+    )
     assert len(checker.verify_visas([visa]).accepted) == 1
     assert len(checker.verify_visas([visa]).accepted) == 1 and cache.stats().hits == 1
 
