@@ -88,7 +88,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningBr
             try:
                 if requests.get(f"{running.url}/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting, or slow on a busy machine
                 pass
             assert time.monotonic() < deadline, f"/readyz never answered 200:\n{log.read_text()[-3000:]}"
             time.sleep(0.1)
