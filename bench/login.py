@@ -24,7 +24,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from broker.ga4gh.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from broker.oidc.passwords import hash_secret
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client, browser_code, pkce_pair, redeem

@@ -35,11 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.ga4gh.identity_graph import IdentityGraph  # noqa: E402
-from broker.ga4gh.linked_identities import format_linked_identities  # noqa: E402
-from broker.ga4gh.models import Visa, VisaObject  # noqa: E402
-from broker.policy.compile import PolicySet  # noqa: E402
-from broker.policy.loader import load_policy  # noqa: E402
+from broker.core.identity_graph import IdentityGraph  # noqa: E402
+from broker.core.linked_identities import format_linked_identities  # noqa: E402
+from broker.core.models import Visa, VisaObject  # noqa: E402
+from broker.core.policy.compile import PolicySet  # noqa: E402
+from broker.core.policy.loader import load_policy  # noqa: E402
 
 BROKER = "https://broker.example.org/"
 LS = "https://login.aai.lifescience-ri.eu/oidc/"

@@ -14,7 +14,7 @@ Prints, per algorithm (RS256, ES256), measured in this run:
   visas and reports the growth of its resident memory and its peak RSS (target < 200 MB).
 
 Tokens are real: two key rings (a visa issuer and a broker) in temporary directories sign
-visas and the passport with ``broker.ga4gh.issue``; the clearinghouse trusts them through
+visas and the passport with ``broker.core.issue``; the clearinghouse trusts them through
 settings with pinned JWKS, as an operator would configure it. Each call gets a fresh token
 string (as a request parser would produce), created outside the timed region. Rates are
 the best of several interleaved rounds (the machines are shared and noisy).
@@ -54,11 +54,11 @@ from broker.config import (  # noqa: E402
     TrustedIssuerSettings,
     TrustSettings,
 )
-from broker.ga4gh.cache import VerifiedCache  # noqa: E402
-from broker.ga4gh.issue import mint_passport, mint_visa  # noqa: E402
-from broker.ga4gh.jose import parse  # noqa: E402
-from broker.ga4gh.models import VisaObject  # noqa: E402
-from broker.ga4gh.verify import Verifier  # noqa: E402
+from broker.core.cache import VerifiedCache  # noqa: E402
+from broker.core.issue import mint_passport, mint_visa  # noqa: E402
+from broker.core.jose import parse  # noqa: E402
+from broker.core.models import VisaObject  # noqa: E402
+from broker.core.verify import Verifier  # noqa: E402
 from broker.keys.ring import KeyRing  # noqa: E402
 from broker.trust.config import TrustConfig, own_jwks_url  # noqa: E402
 from broker.trust.jwks import KeyResolver  # noqa: E402

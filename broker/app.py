@@ -21,7 +21,7 @@ from broker.runtime import Runtime, current_runtime
 from broker.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from broker.policy.reload import PolicyStore
+    from broker.core.policy.reload import PolicyStore
 
 log = logging.getLogger("broker.app")
 
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
-EMBEDDED_POLICIES = Path(__file__).resolve().parent / "policy" / "embedded"
+EMBEDDED_POLICIES = Path(__file__).resolve().parent / "core" / "policy" / "embedded"
 
 
 def open_policies(settings: Settings) -> PolicyStore:
@@ -69,7 +69,7 @@ def open_policies(settings: Settings) -> PolicyStore:
     exist, the embedded empty rule set (every data request denied) so a fresh install starts.
     A configured directory that is missing or broken stops the broker (PolicyLoadError)."""
     from broker.config import PolicySettings
-    from broker.policy.reload import PolicyStore
+    from broker.core.policy.reload import PolicyStore
 
     directory = Path(settings.policy.directory)
     if settings.policy.directory == PolicySettings.directory and not directory.is_dir():
@@ -128,7 +128,7 @@ def _plain(value: Any) -> Any:
 def _install_clearinghouse(app: Flask) -> None:
     """The process's verifier (with its cache) and the gatherer of a researcher's visas."""
     from broker.clearinghouse import build_verifier, own_keys_of
-    from broker.ga4gh.cache import VerifiedCache
+    from broker.core.cache import VerifiedCache
     from broker.oidc.visas import current_visas
     from broker.visas.collect import collect_visas
     from broker.visas.minting import VisaMinter, revocation_check

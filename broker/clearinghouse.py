@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from broker.config import Settings
 
 if TYPE_CHECKING:
-    from broker.ga4gh.cache import VerifiedCache
-    from broker.ga4gh.verify import Verifier
+    from broker.core.cache import VerifiedCache
+    from broker.core.verify import Verifier
     from broker.keys.ring import KeyRing
     from broker.trust.keyset import ResolvedKey
 
@@ -38,7 +38,7 @@ def build_verifier(
     revoked: Callable[[str], bool] | None = None,
 ) -> Verifier:
     """A Verifier over the settings' trust, with our own issuer's keys from ``own_keys``."""
-    from broker.ga4gh.verify import Verifier
+    from broker.core.verify import Verifier
     from broker.trust.config import TrustConfig
     from broker.trust.jwks import KeyResolver
 

@@ -15,10 +15,10 @@ from broker.config import Settings
 from broker.store.base import Grant, Store
 
 if TYPE_CHECKING:
-    from broker.ga4gh.cache import VerifiedCache
-    from broker.ga4gh.verify import Verifier
+    from broker.core.cache import VerifiedCache
+    from broker.core.policy.reload import PolicyStore
+    from broker.core.verify import Verifier
     from broker.keys.ring import KeyRing
-    from broker.policy.reload import PolicyStore
 
 
 @dataclass

@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
+from broker.cli.serve import _prepare as prepare
 from broker.config import load_settings
-from broker.serve import _prepare as prepare
 
 
 def b64(data: bytes) -> str:

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.untrusted_json import exceeds_depth
+from broker.core.untrusted_json import exceeds_depth
 
 
 def depth_of(value: object) -> int:

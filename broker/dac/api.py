@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 
+from broker.core.jose import JoseError, loads_strict
+from broker.core.models import PASSPORT_CLAIM
 from broker.dac.errors import DacError, ValidationError
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json
 from broker.dac.members import Member
@@ -41,8 +43,6 @@ from broker.dac.records import RegisteredAccess
 from broker.dac.services import DacServices, build_services
 from broker.dac.settings import DacSettings
 from broker.errors import ApiError
-from broker.ga4gh.jose import JoseError, loads_strict
-from broker.ga4gh.models import PASSPORT_CLAIM
 from broker.store.base import Grant
 
 DAC_SCOPE = "dac"

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from broker.core.conditions import compile_pattern
 from broker.dac.errors import ValidationError
 from broker.dac.settings import (
     DATASET_PLACEHOLDER,
@@ -26,7 +27,6 @@ from broker.dac.settings import (
     DacSettings,
     default_dataset_url_template,
 )
-from broker.ga4gh.conditions import compile_pattern
 
 MAX_DATASET_ID_CHARS = 128
 DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+/-]*")

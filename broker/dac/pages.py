@@ -25,14 +25,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from broker.core.untrusted_json import peek_jws
 from broker.dac.api import ApiState
 from broker.dac.errors import DacError
 from broker.dac.grants import GrantFilter, GrantRequest, parse_time
+from broker.login.session import BrowserSession
 from broker.oidc.authorize import redirect_303
 from broker.runtime import current_runtime
-from broker.untrusted_json import peek_jws
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 EXPIRING_DAYS = 30
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.dac.committees import RESERVED_PREFIX, ROLES
-from broker.ga4gh.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.store.base import Grant
 
 MEMBER_PREFIX = RESERVED_PREFIX + "dac-member:"

@@ -22,13 +22,13 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.dac import audit
 from broker.dac.committees import Directory
 from broker.dac.errors import Forbidden, NotFound, ValidationError
 from broker.dac.grants import check_reason
 from broker.dac.members import Roles
 from broker.dac.records import RegisteredAccess, as_registered, registered_dataset
-from broker.ga4gh.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.store.base import Grant, Store
 
 SITE = ""  # the ``dac`` of a record decided by the site itself

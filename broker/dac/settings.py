@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from broker.ga4gh.conditions import compile_pattern
+from broker.core.conditions import compile_pattern
 
 if TYPE_CHECKING:
     from broker.config import Settings

@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, request
 
 from broker import __version__
+from broker.core.untrusted_json import loads_bounded
 from broker.gateway import signed_urls
 from broker.gateway.paths import DATASET_ID, ObjectRef, PathError, quote_segments, validate_object_path
 from broker.gateway.service import Gateway, Refusal
 from broker.gateway.stores import DirectoryStore, ObjectInfo, StoreError
-from broker.untrusted_json import loads_bounded
 
 BASE = "/ga4gh/drs/v1"
 ACCESS_ID = "https"

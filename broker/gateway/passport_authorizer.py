@@ -4,19 +4,19 @@ Credentials, in the order a request carries them (``Authorization: Bearer`` firs
 ``passports`` of a DRS POST body):
 
 - a passport JWT (header ``typ`` ``vnd.ga4gh.passport+jwt``): checked by the GA4GH engine
-  (:meth:`broker.ga4gh.verify.Verifier.verify_passport`) against the trust configuration;
+  (:meth:`broker.core.verify.Verifier.verify_passport`) against the trust configuration;
   the holder is the passport's ``iss``/``sub``;
 - one of our access tokens (``typ`` ``at+jwt``) with scope ``ga4gh_passport_v1``: checked by
   ``check_access_token`` (live, not revoked, grant not revoked), and the broker resolves the
   holder's visas itself (``visas_for``), which the engine then checks like any others
-  (:meth:`~broker.ga4gh.verify.Verifier.verify_visas`); the holder is our issuer and the
+  (:meth:`~broker.core.verify.Verifier.verify_visas`); the holder is our issuer and the
   token's ``sub``.
 
 The header ``typ`` is read without trusting it, only to pick the checker: each checker then
 accepts exactly its own token class (DESIGN rule 4), so a visa, an ID token or anything else
 presented as a bearer is refused (401 ``invalid_token``).
 
-Then the policy decides (:meth:`broker.policy.compile.PolicySet.decide`) on the accepted
+Then the policy decides (:meth:`broker.core.policy.compile.PolicySet.decide`) on the accepted
 visas. An allow carries the visas used (by ``jti``), the policy's basis and an expiry that
 never outlives the credential; a deny carries the policy's first reason code and the
 required-visas document. A refused credential is a 401 for the whole request (THREAT-MODEL
@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broker.ga4gh.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
-from broker.ga4gh.verify import Verifier
+from broker.core.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
+from broker.core.untrusted_json import peek_jws
+from broker.core.verify import Verifier
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
-from broker.untrusted_json import peek_jws
 
 log = logging.getLogger("broker.gateway.passport_authorizer")
 
@@ -43,7 +43,7 @@ MAX_HEADER_CHARS = 2048
 
 
 class PolicySource(Protocol):
-    """Where the rules in force are read (``broker.policy.reload.PolicyStore`` is one)."""
+    """Where the rules in force are read (``broker.core.policy.reload.PolicyStore`` is one)."""
 
     @property
     def current(self) -> Any: ...
@@ -167,7 +167,7 @@ def _header_typ(token: str) -> str | None:
 
 def _required(policy: Any, dataset: str, action: str) -> dict[str, Any] | None:
     """The policy's "what would grant access" document, or None for an unknown dataset."""
-    from broker.policy.required import UnknownDataset, required_visas
+    from broker.core.policy.required import UnknownDataset, required_visas
 
     try:
         return required_visas(policy, dataset, action)

@@ -1,6 +1,6 @@
 """Verifying an upstream's ID token (OIDC Core 3.1.3.7; THREAT-MODEL RP-03, EPM h).
 
-Written with the project's strict JWS parser (:mod:`broker.ga4gh.jose`) rather than a
+Written with the project's strict JWS parser (:mod:`broker.core.jose`) rather than a
 general JWT library, for the same reasons the clearinghouse uses it: only RS256/ES256,
 no ``none``/``HS*``, no ``crit``, no keys embedded in the header, no duplicate JSON
 members, bounded size and depth. Keys come only from the upstream's discovered
@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 from typing import Any, Protocol
 
-from broker.ga4gh.jose import JoseError, parse, verify_signature
+from broker.core.jose import JoseError, parse, verify_signature
 from broker.trust.keyset import KeyResolutionError
 
 MAX_SUB_CHARS = 255

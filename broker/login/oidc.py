@@ -53,10 +53,11 @@ from flask import Response, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from broker.config import ConnectorSettings
-from broker.ga4gh.models import PASSPORT_CLAIM
+from broker.core.models import PASSPORT_CLAIM
 from broker.login import accounts, claims
 from broker.login.discovery import DiscoveryError, UpstreamMetadata, limits_of
 from broker.login.id_token import IdTokenError, verify_id_token
+from broker.login.session import BrowserSession
 from broker.login.upstream_http import UpstreamHttpError, exchange, require_json
 from broker.login.upstreams import current_upstreams
 from broker.login.views import complete_login
@@ -66,7 +67,6 @@ from broker.oidc.pkce import s256
 from broker.oidc.visas import record_material
 from broker.runtime import Runtime, current_runtime
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 log = logging.getLogger("broker.login")
 

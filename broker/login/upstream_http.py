@@ -16,7 +16,7 @@ or fill its memory (THREAT-MODEL RP-10, FT-10). So every exchange here is fenced
 - size: a ``Content-Length`` above ``max_bytes`` is refused before reading, and the body
   is read in pieces and dropped as soon as it passes ``max_bytes``; only
   ``Content-Encoding: identity`` is accepted, so nothing is ever decompressed;
-- content: JSON bodies are parsed by :func:`broker.ga4gh.jose.loads_strict` (no duplicate
+- content: JSON bodies are parsed by :func:`broker.core.jose.loads_strict` (no duplicate
   members, bounded depth, no NaN) and must be objects.
 
 Errors are :class:`UpstreamHttpError` with a machine-readable ``reason``; messages never
@@ -35,7 +35,7 @@ from typing import Any
 import requests
 import urllib3
 
-from broker.ga4gh.jose import JoseError, loads_strict
+from broker.core.jose import JoseError, loads_strict
 from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 
 USER_AGENT = "ga4gh-broker-login"

@@ -12,10 +12,10 @@ import time
 from flask import Blueprint, Response, request, url_for
 
 from broker.login import local
+from broker.login.session import BrowserSession
 from broker.oidc.authorize import INTERACTION, redirect_303
 from broker.runtime import current_runtime
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 _SAFE_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.?=&-]*")
 

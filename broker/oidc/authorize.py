@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from flask import Response, redirect, request, url_for
 
+from broker.login.session import BrowserSession
 from broker.oidc.clients import find_client, redirect_uri_registered
 from broker.oidc.consent_withdrawal import now_ms
 from broker.oidc.params import OversizedParameter, RepeatedParameter, scope_list, single_values
@@ -30,7 +31,6 @@ from broker.oidc.visas import summarize
 from broker.runtime import Runtime, current_runtime
 from broker.store.base import Client, Consent
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 INTERACTION = "interaction"
 CODE = "code"

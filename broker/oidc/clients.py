@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from broker.config import DeclaredClientSettings, Settings
-from broker.ga4gh.models import TOKEN_EXCHANGE_GRANT
+from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.store.base import Client, Conflict, Store
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import Response, jsonify, request, url_for
 
+from broker.login.session import BrowserSession
 from broker.oidc import grants
 from broker.oidc.authorize import SCOPE_TEXT, redirect_303
 from broker.oidc.client_auth import AuthenticatedClient
@@ -43,7 +44,6 @@ from broker.oidc.visas import summarize
 from broker.runtime import Runtime, current_runtime
 from broker.store.base import Client
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 DEVICE = "device"
 DEVICE_POLL = "device_poll"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.config import Settings
-from broker.ga4gh.models import PASSPORT_CLAIM, TOKEN_EXCHANGE_GRANT
+from broker.core.models import PASSPORT_CLAIM, TOKEN_EXCHANGE_GRANT
 from broker.oidc.clients import DEVICE_CODE_GRANT, SCOPES
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from broker.ga4gh.models import PASSPORT_CLAIM, PASSPORT_SCOPE, TOKEN_EXCHANGE_GRANT
+from broker.core.models import PASSPORT_CLAIM, PASSPORT_SCOPE, TOKEN_EXCHANGE_GRANT
 from broker.oidc import grants, token_exchange
 from broker.oidc.client_auth import AuthenticatedClient, authenticate, claimed_client_id
 from broker.oidc.clients import DEVICE_CODE_GRANT

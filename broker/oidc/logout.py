@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from flask import Response, request
 
+from broker.login.session import BrowserSession
 from broker.oidc.authorize import add_query, redirect_303
 from broker.oidc.clients import find_client, logout_uri_registered
 from broker.oidc.params import OversizedParameter, RepeatedParameter, single_values
 from broker.oidc.tokens import InvalidToken, verify_signed
 from broker.runtime import current_runtime
 from broker.web.pages import error_page, page
-from broker.web.session import BrowserSession
 
 
 def logout() -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 from werkzeug.datastructures import MultiDict
 
-from broker.ga4gh.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKEN_TYPE
+from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKEN_TYPE
 from broker.oidc.client_auth import AuthenticatedClient
 from broker.oidc.errors import OAuthError
 from broker.oidc.tokens import InvalidToken, verify_access_token
@@ -41,7 +41,7 @@ def _audiences(raw: MultiDict[str, str]) -> list[str]:
 def exchange(
     rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: MultiDict[str, str], now: int
 ) -> dict[str, Any]:
-    from broker.ga4gh.issue import mint_passport
+    from broker.core.issue import mint_passport
 
     if auth.client.public:
         raise OAuthError("invalid_client", "Token exchange requires client authentication.", 401)

@@ -13,7 +13,7 @@ not revoked and not authorized before the researcher withdrew consent for the cl
 reason.
 
 The signature check dominates the cost of a data request, so the outcome of a *successful*
-signature-and-claims check is kept in a process-wide :class:`~broker.ga4gh.cache.VerifiedCache`
+signature-and-claims check is kept in a process-wide :class:`~broker.core.cache.VerifiedCache`
 (:data:`ACCESS_TOKEN_CACHE`) until the token's ``exp``. The revocation checks (jti, grant
 family, consent withdrawal) are never cached: they run against the store on every call, so a
 revocation takes effect at the next request. See :func:`verify_access_token` for why a cached
@@ -33,8 +33,8 @@ from typing import Any
 import jwt
 
 from broker.config import Settings
-from broker.ga4gh.cache import VerifiedCache
-from broker.ga4gh.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
+from broker.core.cache import VerifiedCache
+from broker.core.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
 from broker.oidc.consent_withdrawal import withdrawn_at_ms
 from broker.oidc.grant_records import get_grant_record
 from broker.store.base import Store

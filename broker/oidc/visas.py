@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.config import Settings
-from broker.ga4gh.linked_identities import format_linked_identities
-from broker.ga4gh.models import AFFILIATION_AND_ROLE, LINKED_IDENTITIES, VisaObject
+from broker.core.linked_identities import format_linked_identities
+from broker.core.models import AFFILIATION_AND_ROLE, LINKED_IDENTITIES, VisaObject
 from broker.store.base import Store
 
 MATERIAL_KIND = "visa_material"
@@ -69,7 +69,7 @@ def _payload(token: str) -> dict[str, Any]:
 
 
 def _mint(keyring: Any, settings: Settings, sub: str, visa: VisaObject, now: int) -> str:
-    from broker.ga4gh.issue import mint_visa
+    from broker.core.issue import mint_visa
 
     return mint_visa(keyring, settings.issuer, sub, visa, now + settings.oidc.visa_lifetime_seconds, now=now)
 

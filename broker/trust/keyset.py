@@ -28,8 +28,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.ga4gh.models import ALLOWED_ALGORITHMS, Reason
-from broker.untrusted_json import exceeds_depth
+from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.core.untrusted_json import exceeds_depth
 
 # JWK members that only a private (or symmetric) key has (RFC 7518 section 6).
 PRIVATE_MEMBERS: frozenset[str] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})

@@ -34,13 +34,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.core.issue import Signer, mint_visa
+from broker.core.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
 from broker.dac.committees import Committee, Directory
 from broker.dac.grants import GrantService
 from broker.dac.records import RegisteredAccess
 from broker.dac.registered import SITE, RegisteredAccessService
 from broker.dac.settings import registered_access_source
-from broker.ga4gh.issue import Signer, mint_visa
-from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
 from broker.store.base import Grant, Store
 
 JTI_SEPARATOR = "."
@@ -146,7 +146,7 @@ class VisaMinter:
 
 
 def revocation_check(store: Store, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
-    """A ``revoked(jti)`` callable for :class:`broker.ga4gh.verify.Verifier`.
+    """A ``revoked(jti)`` callable for :class:`broker.core.verify.Verifier`.
 
     True when ``jti`` names one of our records (grant, registered access) that is revoked or
     no longer live; False for any other jti. Only ever makes the answer stricter: at worst a

@@ -39,9 +39,9 @@ import requests
 import urllib3
 
 from broker.config import Settings
+from broker.core.jose import JoseError, loads_strict
+from broker.core.models import PASSPORT_CLAIM, PassportResult
 from broker.dac.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa_sources, visa_sources
-from broker.ga4gh.jose import JoseError, loads_strict
-from broker.ga4gh.models import PASSPORT_CLAIM, PassportResult
 from broker.store.base import Identity, IdentityLink
 from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 
@@ -52,7 +52,7 @@ MAX_JSON_DEPTH = 8
 
 
 class VisaListVerifier(Protocol):
-    """What remote sources need from :class:`broker.ga4gh.verify.Verifier`."""
+    """What remote sources need from :class:`broker.core.verify.Verifier`."""
 
     def verify_visas(self, tokens: Sequence[str], *, audience: str | None = None) -> PassportResult: ...
 

@@ -19,8 +19,8 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from broker.app import create_app
+from broker.core.models import CONTROLLED_ACCESS_GRANTS
 from broker.dac.api import ROUTES, openapi_path
-from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS
 from broker.keys.ring import KeyRing
 from broker.oidc.passwords import hash_secret
 from broker.oidc.tokens import mint_access_token

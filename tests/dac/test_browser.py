@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS
+from broker.core.models import CONTROLLED_ACCESS_GRANTS
 from tests.dac.web import PASSWORD, Site, make_site
 from tests.support.parts import free_port, require_binary
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import CommandError, Context
-from broker.dac.commands import register
+from broker.cli.dac import register
 from broker.store import Store
 from tests.dac.conftest import SettingsWithDac
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS
+from broker.core.models import CONTROLLED_ACCESS_GRANTS
 from tests.dac.web import Site, csrf_of, login, make_site
 
 XSS = '"><script>alert(1)</script>{{7*7}}'

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.dac.errors import Forbidden, NotFound, ValidationError
 from broker.dac.services import DacServices
-from broker.ga4gh.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.store import Store
 from broker.store.base import Grant
 from tests.dac.conftest import DAY, T0, Clock

@@ -28,7 +28,7 @@ import requests
 import yaml
 
 from broker.config import Settings, StoreSettings, load_settings
-from broker.ga4gh.models import TOKEN_EXCHANGE_GRANT
+from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.login.local import add_user
 from broker.oidc.passwords import hash_secret
 from broker.store import open_store

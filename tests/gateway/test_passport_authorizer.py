@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from broker.config import Settings
-from broker.ga4gh.verify import Verifier
+from broker.core.policy.reload import PolicyStore
+from broker.core.verify import Verifier
 from broker.gateway.drs import encode_object_id
 from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.gateway.paths import ObjectRef
-from broker.policy.reload import PolicyStore
 from tests.gateway.conftest import Stack
 from tests.gateway.support import ServerThread, build_app
 from tests.support.forge import NOW, Signer, TestKey, make_verifier, trust_config, visa_object
@@ -133,7 +133,7 @@ def test_a_visa_for_someone_else_does_not_count(parts: Parts) -> None:
 
 def test_a_visa_of_another_issuer_counts_only_when_linked(parts: Parts, stack: Stack) -> None:
     """Passport 1.2 / SPEC-DIGEST C19: identities are combined only through LinkedIdentities."""
-    from broker.ga4gh.linked_identities import format_linked_identities
+    from broker.core.linked_identities import format_linked_identities
 
     grant = parts.issuer.visa("alice@visas", visa_object(value=f"{DAC}ds1", source=DAC), jti="remote-grant")
     unlinked = parts.broker.passport([grant], sub="alice")

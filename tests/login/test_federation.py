@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from broker.ga4gh.models import AFFILIATION_AND_ROLE, CONTROLLED_ACCESS_GRANTS
+from broker.core.models import AFFILIATION_AND_ROLE, CONTROLLED_ACCESS_GRANTS
 from broker.oidc.passwords import hash_secret
 from broker.trust.config import own_jwks_url
 from tests.login.browser import origin

@@ -12,8 +12,8 @@ from urllib.parse import urljoin
 
 import requests
 
-from broker.ga4gh.linked_identities import parse_linked_identities
-from broker.ga4gh.models import AFFILIATION_AND_ROLE, LINKED_IDENTITIES
+from broker.core.linked_identities import parse_linked_identities
+from broker.core.models import AFFILIATION_AND_ROLE, LINKED_IDENTITIES
 from tests.login.browser import Browser, form_for, origin, query_of
 from tests.login.flows import clearinghouse, login_through, passport_of, start_authorization, userinfo
 from tests.login.peers import NodeIdp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urljoin
 
-from broker.ga4gh.models import AFFILIATION_AND_ROLE, CONTROLLED_ACCESS_GRANTS
+from broker.core.models import AFFILIATION_AND_ROLE, CONTROLLED_ACCESS_GRANTS
 from tests.login.browser import Browser, forms, origin, query_of
 from tests.login.conftest import AFFILIATION_SOURCE
 from tests.login.flows import clearinghouse, login_through, passport_of, start_authorization, userinfo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from broker.ga4gh.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, claims, full_login, header
 from tests.oidc.test_token_exchange import CLEARINGHOUSE, exchange, verifier_for

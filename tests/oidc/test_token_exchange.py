@@ -7,8 +7,8 @@ from typing import Any
 import requests
 
 from broker.config import Settings, TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
-from broker.ga4gh.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
-from broker.ga4gh.verify import Verifier
+from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+from broker.core.verify import Verifier
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
 from tests.oidc.broker_process import BrokerProcess

@@ -311,7 +311,7 @@ def make_verifier(
 ) -> Any:
     """A real Verifier over a real KeyResolver, with the clock frozen at ``now``."""
     from broker.config import JwksFetchSettings, LimitSettings
-    from broker.ga4gh.verify import Verifier
+    from broker.core.verify import Verifier
     from broker.trust.jwks import KeyResolver
 
     clock = (lambda: now) if not callable(now) else now

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.ga4gh.models import Reason
+from broker.core.models import Reason
 from broker.trust.keyset import (
     JwksFormatError,
     KeyResolutionError,

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.config import JwksFetchSettings, Settings, TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
-from broker.ga4gh.models import Reason
+from broker.core.models import Reason
 from broker.trust.config import ResolvedKey, TrustConfig, TrustedIssuer, own_jwks_url
 from broker.trust.jwks import KeyResolutionError, KeyResolver
 from broker.trust.keyset import parse_key

@@ -19,9 +19,9 @@ import pytest
 import trustme
 
 from broker.config import JwksFetchSettings, Settings, TrustedIssuerSettings, TrustSettings
+from broker.core.models import CONTROLLED_ACCESS_GRANTS, VISA_TYP
+from broker.core.verify import Verifier
 from broker.dac.services import DacServices, build_services
-from broker.ga4gh.models import CONTROLLED_ACCESS_GRANTS, VISA_TYP
-from broker.ga4gh.verify import Verifier
 from broker.keys.ring import KeyRing
 from broker.store import Store, open_store
 from broker.store.base import Identity, IdentityLink

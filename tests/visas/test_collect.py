@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from broker.config import Settings
+from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import DacServices
-from broker.ga4gh.verify import Verifier
 from broker.keys.ring import KeyRing
 from broker.store import Store
 from broker.visas.collect import collect_visas

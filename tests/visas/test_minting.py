@@ -5,9 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from broker.dac.grants import GrantRequest
-from broker.dac.services import DacServices
-from broker.ga4gh.models import (
+from broker.core.models import (
     ACCEPTED_TERMS_AND_POLICIES,
     CONTROLLED_ACCESS_GRANTS,
     REGISTERED_ACCESS_DOI,
@@ -15,7 +13,9 @@ from broker.ga4gh.models import (
     VISA_TYP,
     Reason,
 )
-from broker.ga4gh.verify import Verifier
+from broker.core.verify import Verifier
+from broker.dac.grants import GrantRequest
+from broker.dac.services import DacServices
 from broker.keys.ring import KeyRing
 from broker.store import Store
 from broker.trust.config import own_jwks_url

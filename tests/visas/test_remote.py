@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from broker.core.verify import Verifier
 from broker.dac.settings import VisaSourceSettings
-from broker.ga4gh.verify import Verifier
 from broker.store import Store
 from broker.store.base import Identity, IdentityLink
 from broker.visas.remote import RemoteResult, RemoteVisaSources

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from broker.config import StoreSettings
+from broker.core.cache import VerifiedCache
+from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import build_services
-from broker.ga4gh.cache import VerifiedCache
-from broker.ga4gh.verify import Verifier
 from broker.keys.ring import KeyRing
 from broker.store import Store, open_store
 from broker.store.base import Identity

@@ -1,1 +1,0 @@
-"""Tests of broker.ga4gh (pure GA4GH logic), driven in part by tests/data/ga4gh/vectors.json."""
