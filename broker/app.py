@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, jsonify
 
 from broker.config import Settings, load_settings
-from broker.errors import ApiError
 from broker.runtime import Runtime, current_runtime
 from broker.store.base import StoreUnavailable
+from broker.web import errors as web_errors
 
 if TYPE_CHECKING:
     from broker.core.policy.reload import PolicyStore
@@ -51,7 +50,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime = Runtime(settings=settings, store=store, keyring=keyring)
     app.extensions["broker"] = runtime
 
-    _install_error_handlers(app)
+    _install_error_handlers(app, settings.issuer)
     _install_security_headers(app, https=settings.issuer.startswith("https://"))
     _install_health_routes(app)
     _install_oidc(app)
@@ -234,39 +233,8 @@ def _install_health_routes(app: Flask) -> None:
         return response
 
 
-def _install_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Any:
-        response = jsonify(exc.body())
-        response.status_code = exc.status
-        response.headers.update(exc.headers)
-        return response
-
-    @app.errorhandler(StoreUnavailable)
-    def store_down(exc: StoreUnavailable) -> Any:
-        log.warning("store unavailable: %s", exc)
-        response = jsonify(
-            error="store_unavailable", message="The broker's store cannot be reached; try again shortly."
-        )
-        response.status_code = 503
-        response.headers["Retry-After"] = "5"
-        return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        code = (exc.name or "error").lower().replace(" ", "_")
-        response = jsonify(error=code, message=exc.description or exc.name)
-        response.status_code = exc.code or 500
-        passed = dict(exc.get_headers())
-        for name in ("Allow", "WWW-Authenticate"):
-            if name in passed:
-                response.headers[name] = passed[name]
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Any:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(error="internal_error", message="The broker failed to handle this request."), 500
+def _install_error_handlers(app: Flask, realm: str) -> None:
+    web_errors.install(app, realm)
 
 
 def _install_security_headers(app: Flask, https: bool) -> None:

@@ -26,20 +26,23 @@ from typing import Any, Literal
 import yaml
 
 from broker.dac.settings import DacSettings, VisaSourceSettings, check_dac_settings, check_visa_sources
+from broker.errors import StartupError
 from broker.gateway.settings import GatewaySettings, check_gateway
 
 ENV_PREFIX = "BROKER_"
 ENV_CONFIG_FILE = "BROKER_CONFIG"
 
 
-class SettingsError(Exception):
+class SettingsError(StartupError):
     """A settings mistake, with where it is and what was expected."""
 
+    code = "settings_error"
+
     def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
         self.source = source
         self.key = key
-        self.message = message
-        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+        self.detail = message
 
 
 def secret(default: Any = None) -> Any:

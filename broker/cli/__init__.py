@@ -20,6 +20,7 @@ from typing import Any
 
 from broker import __version__
 from broker.config import Settings, SettingsError, load_settings, redacted
+from broker.errors import BrokerError
 
 COMMAND_MODULES = (
     "broker.cli.keys",
@@ -32,12 +33,14 @@ COMMAND_MODULES = (
 )
 
 
-class CommandError(Exception):
-    """A command failed in a way a person can act on; ``status`` is the exit code."""
+class CommandError(BrokerError):
+    """A command failed in a way a person can act on; ``exit_status`` is the process's exit code."""
+
+    code = "command_failed"
 
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
-        self.status = status
+        self.exit_status = status
 
 
 @dataclass
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except CommandError as exc:
         print(f"ga4gh-broker: {exc}", file=sys.stderr)
-        return exc.status
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
 

@@ -21,12 +21,16 @@ from dataclasses import dataclass
 
 from broker.core.linked_identities import parse_linked_identities
 from broker.core.models import LINKED_IDENTITIES, Visa
+from broker.errors import BrokerError
 
 Identity = tuple[str, str]
 
 
-class NotLinkedError(ValueError):
+class NotLinkedError(BrokerError, ValueError):
     """Asked for the visas linking two identities that no trusted visa links."""
+
+    status = 400
+    code = "not_linked"
 
 
 @dataclass(frozen=True, slots=True)

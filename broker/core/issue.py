@@ -44,14 +44,18 @@ from broker.core.models import (
     VisaObject,
 )
 from broker.core.verify import URL_CLAIM
+from broker.errors import BrokerError
 from broker.trust.config import own_jwks_url
 
 #: The longest URL claim the spec allows (Passport 1.2, URL Claims).
 MAX_URL_CHARS = 255
 
 
-class IssueError(ValueError):
+class IssueError(BrokerError, ValueError):
     """We refuse to sign this: the message says which rule it breaks."""
+
+    status = 400
+    code = "cannot_issue"
 
 
 class Signer(Protocol):

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.errors import BrokerError
 
 try:  # an optional accelerator; see _b64decode
     import pybase64
@@ -89,11 +90,14 @@ _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
 
-class JoseError(Exception):
+class JoseError(BrokerError):
     """A token is not an acceptable compact JWS; ``reason`` says why, ``detail`` says where.
 
     The detail never contains the token or any segment of it.
     """
+
+    status = 401
+    code = "invalid_token"
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

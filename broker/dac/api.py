@@ -36,13 +36,13 @@ from flask import Blueprint, Flask, Request, Response, current_app, jsonify, req
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM
-from broker.dac.errors import DacError, ValidationError
+from broker.dac.errors import ValidationError
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json
 from broker.dac.members import Member
 from broker.dac.records import RegisteredAccess
 from broker.dac.services import DacServices, build_services
 from broker.dac.settings import DacSettings
-from broker.errors import ApiError
+from broker.errors import BrokerError
 from broker.store.base import Grant
 
 DAC_SCOPE = "dac"
@@ -81,20 +81,22 @@ class ApiState:
 def _bearer(req: Request) -> str:
     headers = req.headers.getlist("Authorization")
     if "access_token" in req.args or len(headers) > 1:
-        raise ApiError(400, "invalid_request", "Send the access token once, in the Authorization header.")
+        raise BrokerError(
+            "Send the access token once, in the Authorization header.", status=400, code="invalid_request"
+        )
     if not headers:
-        raise ApiError(
-            401,
-            "invalid_token",
+        raise BrokerError(
             "A bearer access token is required.",
+            status=401,
+            code="invalid_token",
             headers={"WWW-Authenticate": 'Bearer realm="dac"'},
         )
     scheme, _, value = headers[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        raise ApiError(
-            401,
-            "invalid_token",
+        raise BrokerError(
             "A bearer access token is required.",
+            status=401,
+            code="invalid_token",
             headers={"WWW-Authenticate": 'Bearer realm="dac"'},
         )
     return value.strip()
@@ -110,11 +112,11 @@ def token_authenticate(req: Request) -> Principal:
     try:
         checked = verify_access_token(rt.keyring, rt.settings, rt.store, token)
     except InvalidToken as exc:
-        raise ApiError(
-            401,
-            "invalid_token",
+        raise BrokerError(
             "The access token is not valid.",
-            {"reason": exc.reason},
+            status=401,
+            code="invalid_token",
+            extra={"reason": exc.reason},
             headers={"WWW-Authenticate": 'Bearer realm="dac", error="invalid_token"'},
         ) from None
     return Principal(identity=checked.sub, client_id=checked.client_id, scopes=frozenset(checked.scope))
@@ -138,10 +140,10 @@ def client_authenticate(req: Request) -> Principal:
             allow_public=False,
         )
     except OAuthError:
-        raise ApiError(
-            401,
-            "invalid_client",
+        raise BrokerError(
             "Client authentication failed.",
+            status=401,
+            code="invalid_client",
             headers={"WWW-Authenticate": 'Basic realm="permissions"'},
         ) from None
     return Principal(identity=None, client_id=auth.client.client_id, scopes=frozenset(auth.client.scopes))
@@ -167,14 +169,16 @@ def _now() -> int:
 def _body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """The JSON object of the request, with only ``allowed`` members and every ``required`` one."""
     if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+        raise BrokerError("Send the body as application/json.", status=415, code="unsupported_media_type")
     raw = request.get_data(cache=False)
     try:
         data = loads_strict(raw, MAX_BODY_DEPTH, "request body") if raw.strip() else {}
     except JoseError as exc:
-        raise ApiError(400, "invalid_request", f"The body is not acceptable JSON: {exc.detail}") from None
+        raise BrokerError(
+            f"The body is not acceptable JSON: {exc.detail}", status=400, code="invalid_request"
+        ) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+        raise BrokerError("The body must be a JSON object.", status=400, code="invalid_request")
     fields = {str(k)[:64]: "not accepted here" for k in data if k not in allowed}
     fields.update({k: "required" for k in sorted(required) if k not in data})
     if fields:
@@ -344,10 +348,10 @@ def grants_revoke(grant_id: str) -> Response:
 
 def grants_import() -> Response:
     if request.mimetype != "text/csv":
-        raise ApiError(415, "unsupported_media_type", "Send the file as text/csv.")
+        raise BrokerError("Send the file as text/csv.", status=415, code="unsupported_media_type")
     raw = request.get_data(cache=False)
     if len(raw) > MAX_CSV_BYTES:
-        raise ApiError(413, "too_large", f"The file is larger than {MAX_CSV_BYTES} bytes.")
+        raise BrokerError(f"The file is larger than {MAX_CSV_BYTES} bytes.", status=413, code="too_large")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -601,10 +605,10 @@ def _guard(route: Route) -> Callable[..., Response]:
         if route.policy == "dac":
             principal = state.authenticate(request)
             if DAC_SCOPE not in principal.scopes or principal.identity is None:
-                raise ApiError(
-                    403,
-                    "insufficient_scope",
+                raise BrokerError(
                     f"This API needs a token with the {DAC_SCOPE!r} scope.",
+                    status=403,
+                    code="insufficient_scope",
                     headers={
                         "WWW-Authenticate": f'Bearer realm="dac", error="insufficient_scope", scope="{DAC_SCOPE}"'
                     },
@@ -613,8 +617,10 @@ def _guard(route: Route) -> Callable[..., Response]:
         elif route.policy == "client":
             principal = state.authenticate_client(request)
             if PERMISSIONS_SCOPE not in principal.scopes:
-                raise ApiError(
-                    403, "insufficient_scope", f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope."
+                raise BrokerError(
+                    f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope.",
+                    status=403,
+                    code="insufficient_scope",
                 )
             request.environ["broker.dac.principal"] = principal
         return route.view(**kwargs)
@@ -632,10 +638,6 @@ def blueprint() -> Blueprint:
             view_func=_guard(route),
             methods=[route.method],
         )
-
-    @bp.errorhandler(DacError)
-    def dac_error(exc: DacError) -> Response:
-        return _json(exc.body(), exc.status)
 
     return bp
 

@@ -1,29 +1,24 @@
 """Errors of the DAC services: each carries the HTTP status and machine code the API answers with.
 
 The services raise them; the command line prints them as one line and the REST API turns
-them into ``{"error": code, "message": ..., ...}`` (:class:`broker.errors.ApiError` shape).
+them into ``{"error": code, "message": ..., ...}`` (the :class:`broker.errors.BrokerError` shape).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from broker.errors import BrokerError
 
-@dataclass
-class DacError(Exception):
-    """Base class: ``status`` (HTTP), ``code`` (machine-readable), ``message`` (for a person)."""
 
-    message: str
-    status: int = 400
-    code: str = "invalid_request"
-    extra: dict[str, Any] = field(default_factory=dict)
+class DacError(BrokerError):
+    """Base class of the DAC services' refusals (a :class:`~broker.errors.BrokerError`)."""
 
-    def __str__(self) -> str:
-        return self.message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.extra}
+    def __init__(
+        self, message: str, status: int = 400, code: str = "invalid_request", extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code, extra=extra)
 
 
 class Forbidden(DacError):

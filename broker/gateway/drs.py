@@ -32,6 +32,7 @@ from broker.gateway import signed_urls
 from broker.gateway.paths import DATASET_ID, ObjectRef, PathError, quote_segments, validate_object_path
 from broker.gateway.service import Gateway, Refusal
 from broker.gateway.stores import DirectoryStore, ObjectInfo, StoreError
+from broker.web.errors import error_response
 
 BASE = "/ga4gh/drs/v1"
 ACCESS_ID = "https"
@@ -67,12 +68,15 @@ def encode_object_id_text(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
 
 
+class DrsError(Refusal):
+    """A refusal in the DRS 1.2 error shape (``msg`` and ``status_code``, plus our ``error`` code)."""
+
+    def body(self) -> dict[str, Any]:
+        return {"msg": self.message, "status_code": self.status, "error": self.code, **self.extra}
+
+
 def _drs_error(refusal: Refusal) -> Response:
-    body = {"msg": refusal.message, "status_code": refusal.status, "error": refusal.code, **refusal.extra}
-    response = Response(json.dumps(body) + "\n", status=refusal.status, mimetype="application/json")
-    response.headers.update(refusal.headers)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return error_response(DrsError(refusal.status, refusal.code, refusal.message, refusal.headers, refusal.extra))
 
 
 def _json(data: Any, status: int = 200) -> Response:

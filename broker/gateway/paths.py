@@ -33,6 +33,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from broker.errors import BrokerError
+
 MAX_PATH_BYTES = 1024
 # Dataset identifiers (and store names) appear raw in URLs and in nginx locations.
 DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")
@@ -49,14 +51,11 @@ _PLAIN_SEGMENT = re.compile(r"[\x20-\x24\x26-\x2e\x30-\x3a\x3c-\x5b\x5d-\x7e]{1,
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 
-class PathError(Exception):
+class PathError(BrokerError):
     """A request path we refuse (400 with ``code``), before any authorisation or store access."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, status=status, code=code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,17 +27,17 @@ import secrets
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 
+from broker.errors import BrokerError
+
 _OWS = " \t"
 _MAX_DIGITS = 19  # 10**19 bytes is past any file; longer numbers are refused as invalid
 
 
-class RangeNotSatisfiable(Exception):
+class RangeNotSatisfiable(BrokerError):
     """The Range header is refused: 416 with ``Content-Range: bytes */<size>``."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, status=416, code=code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from werkzeug.routing import PathConverter
 
 from broker.gateway.metrics import CONTENT_TYPE
 from broker.gateway.service import Gateway, Refusal, identity_header
+from broker.web.errors import error_response
 
 DATA_PREFIX = "/data/"
 DECISION_PATH = "/gateway/decision"
@@ -87,7 +88,7 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
             )
             response = gw.serve(request.method, target.ref, request.headers, request.environ, decision)
         except Refusal as refusal:
-            response = refusal.response()
+            response = error_response(refusal)
         _cors(gw, response)
         return response
 

@@ -19,7 +19,6 @@ things in the same order:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from urllib.parse import quote
 
 from flask import Response
 
+from broker.errors import BrokerError
 from broker.gateway import ranges, signed_urls
 from broker.gateway.authorize import (
     AUTHORIZER_FAILED,
@@ -67,8 +67,8 @@ _VALIDATOR = re.compile(r'(W/)?"[\x21\x23-\x7e]*"|\*|[A-Za-z0-9 ,:\-"/W]{1,256}'
 _CONDITIONAL_MAX = 1024
 
 
-class Refusal(Exception):
-    """A request the gateway answers with an error: status, machine code, message."""
+class Refusal(BrokerError):
+    """A request the gateway answers with an error: status, machine code, message; never cached."""
 
     def __init__(
         self,
@@ -78,19 +78,10 @@ class Refusal(Exception):
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
+        super().__init__(message, status=status, code=code, extra=extra, headers=headers)
 
-    def response(self) -> Response:
-        body = json.dumps({"error": self.code, "message": self.message, **self.extra})
-        response = Response(body + "\n", status=self.status, mimetype="application/json")
-        response.headers.update(self.headers)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    def response_headers(self, realm: str) -> dict[str, str]:
+        return {**self.headers, "Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)

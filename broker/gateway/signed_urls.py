@@ -21,19 +21,18 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from broker.errors import BrokerError
 from broker.gateway.paths import ObjectRef
 
 KEY_FILE = "url-signing.key"
 PARAMS = frozenset({"expires", "signature"})
 
 
-class SignatureError(Exception):
+class SignatureError(BrokerError):
     """A signed URL that is malformed, expired or forged (403 with ``code``)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, status=403, code=code)
 
 
 def load_or_create_key(configured: str | None, directory: Path | None) -> bytes:

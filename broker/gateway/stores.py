@@ -36,6 +36,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from broker.errors import BrokerError
 from broker.gateway.metrics import GatewayMetrics
 from broker.gateway.paths import quote_segments
 from broker.gateway.settings import DataStoreSettings
@@ -74,18 +75,18 @@ _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)|bytes \*
 _DIGITS = re.compile(r"\d{1,19}")
 
 
-class StoreError(Exception):
+class StoreError(BrokerError):
     """The store could not answer (502 bad upstream answer, 504 upstream timeout)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(message, status=status, code=code)
 
 
-class UpstreamBroken(Exception):
+class UpstreamBroken(BrokerError):
     """The upstream body broke or ended early after headers were sent; the server must abort."""
+
+    status = 502
+    code = "upstream_broken"
 
 
 @dataclass(frozen=True, slots=True)

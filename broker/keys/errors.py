@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from broker.errors import BrokerError
 
-class KeyRingError(Exception):
+
+class KeyRingError(BrokerError):
     """The key ring cannot do what was asked (base class)."""
+
+    status = 500
+    code = "key_ring_error"
 
 
 class NoSigningKey(KeyRingError):

@@ -26,6 +26,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from broker.errors import BrokerError
+
 # Required members per key type (RFC 7638 section 3.2, RFC 7518 section 6).
 REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
     "EC": ("crv", "kty", "x", "y"),
@@ -40,8 +42,11 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
-class JwkError(ValueError):
+class JwkError(BrokerError, ValueError):
     """A JWK we cannot use: wrong type, missing member, bad encoding."""
+
+    status = 400
+    code = "invalid_key"
 
 
 def b64url_encode(data: bytes) -> str:

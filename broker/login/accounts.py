@@ -12,11 +12,15 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from broker.errors import BrokerError
 from broker.store.base import Conflict, Identity, IdentityLink, Store
 
 
-class LinkRefused(Exception):
+class LinkRefused(BrokerError):
     """The upstream identity already belongs to another account; nothing was changed."""
+
+    status = 409
+    code = "link_refused"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import urllib3
 from urllib3.util import parse_url
 
 from broker.config import ConnectorSettings, Settings
+from broker.errors import BrokerError
 from broker.login.upstream_http import HttpLimits, UpstreamHttpError, exchange, require_json
 from broker.trust.fetch import FetchError, check_url
 
@@ -32,8 +33,11 @@ WELL_KNOWN = "/.well-known/openid-configuration"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(BrokerError):
     """The upstream cannot be used; ``reason`` is machine-readable, the message says why."""
+
+    status = 502
+    code = "upstream_discovery_failed"
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -28,14 +28,18 @@ import hmac
 from typing import Any, Protocol
 
 from broker.core.jose import JoseError, parse, verify_signature
+from broker.errors import BrokerError
 from broker.trust.keyset import KeyResolutionError
 
 MAX_SUB_CHARS = 255
 ID_TOKEN_TYPS = frozenset({"jwt", "application/jwt"})
 
 
-class IdTokenError(Exception):
+class IdTokenError(BrokerError):
     """The ID token is refused; ``reason`` is machine-readable and the message never quotes the token."""
+
+    status = 401
+    code = "invalid_id_token"
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

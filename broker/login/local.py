@@ -13,6 +13,7 @@ import secrets
 import time
 
 from broker.config import Settings
+from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, verify_secret
 from broker.store.base import Conflict, Identity, IdentityLink, Store
 
@@ -24,8 +25,11 @@ MAX_PASSWORD_CHARS = 1024
 _DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 
-class AccountError(ValueError):
+class AccountError(BrokerError, ValueError):
     """A local account cannot be created as asked."""
+
+    status = 400
+    code = "invalid_account"
 
 
 def link_issuer(settings: Settings, connector_id: str) -> str:

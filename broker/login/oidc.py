@@ -54,6 +54,7 @@ from werkzeug.datastructures import MultiDict
 
 from broker.config import ConnectorSettings
 from broker.core.models import PASSPORT_CLAIM
+from broker.errors import BrokerError
 from broker.login import accounts, claims
 from broker.login.discovery import DiscoveryError, UpstreamMetadata, limits_of
 from broker.login.id_token import IdTokenError, verify_id_token
@@ -83,8 +84,11 @@ DESCRIPTIONS = {
 
 
 @dataclass
-class LoginAborted(Exception):
+class LoginAborted(BrokerError):
     """The upstream login cannot go on: ``error`` for the client, ``reason`` for the audit log."""
+
+    status = 400
+    code = "login_aborted"
 
     error: str
     reason: str

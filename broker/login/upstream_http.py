@@ -36,6 +36,7 @@ import requests
 import urllib3
 
 from broker.core.jose import JoseError, loads_strict
+from broker.errors import BrokerError
 from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 
 USER_AGENT = "ga4gh-broker-login"
@@ -43,12 +44,15 @@ USER_AGENT = "ga4gh-broker-login"
 WAIT_MARGIN_SECONDS = 0.5
 
 
-class UpstreamHttpError(Exception):
+class UpstreamHttpError(BrokerError):
     """An exchange with the upstream failed; ``reason`` is a machine-readable code.
 
     Reasons: ``bad_url``, ``timeout``, ``connection``, ``tls``, ``redirect``, ``too_large``,
     ``compressed``, ``bad_status``, ``bad_content_type``, ``bad_json``.
     """
+
+    status = 502
+    code = "upstream_failed"
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from flask import Response, redirect, request, url_for
 
+from broker.errors import BrokerError
 from broker.login.session import BrowserSession
 from broker.oidc.clients import find_client, redirect_uri_registered
 from broker.oidc.consent_withdrawal import now_ms
@@ -44,8 +45,11 @@ SCOPE_TEXT = {
 
 
 @dataclass
-class AuthorizationFailure(Exception):
+class AuthorizationFailure(BrokerError):
     """An error to send back to the (validated) redirect URI."""
+
+    status = 400
+    code = "invalid_request"
 
     error: str
     description: str

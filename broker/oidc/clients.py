@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from broker.config import DeclaredClientSettings, Settings
 from broker.core.models import TOKEN_EXCHANGE_GRANT
+from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.store.base import Client, Conflict, Store
 
@@ -22,8 +23,11 @@ GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT, DEVI
 SCOPES = ("openid", "profile", "email", "ga4gh_passport_v1")
 
 
-class ClientError(ValueError):
+class ClientError(BrokerError, ValueError):
     """A client definition is invalid (bad URI, unknown grant, ...)."""
+
+    status = 400
+    code = "invalid_client_metadata"
 
 
 def from_settings(declared: DeclaredClientSettings) -> Client:

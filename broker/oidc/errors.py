@@ -11,54 +11,82 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Response, jsonify
+from flask import Response
+
+from broker.errors import BrokerError
 
 NO_STORE = {"Cache-Control": "no-cache, no-store", "Pragma": "no-cache"}
 
 
-@dataclass
-class OAuthError(Exception):
-    """Raise from a token-style endpoint; becomes the RFC 6749 5.2 JSON answer."""
+class OAuthError(BrokerError):
+    """Raise from a token-style endpoint; becomes the RFC 6749 5.2 JSON answer.
 
-    error: str
-    description: str
-    status: int = 400
-    basic_challenge: bool = False  # the client tried HTTP Basic: answer with WWW-Authenticate: Basic
-    headers: dict[str, str] = field(default_factory=dict)
+    ``error`` is the RFC 6749 error code (also ``code``), ``description`` the
+    ``error_description`` (also ``message``).
+    """
 
-    def response(self, realm: str) -> Response:
-        response = jsonify(error=self.error, error_description=self.description)
-        response.status_code = self.status
-        response.headers.update(NO_STORE)
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        status: int = 400,
+        basic_challenge: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description, status=status, code=error, headers=headers)
+        self.basic_challenge = basic_challenge  # the client tried HTTP Basic: answer with WWW-Authenticate: Basic
+
+    @property
+    def error(self) -> str:
+        return self.code
+
+    @property
+    def description(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "error_description": self.message}
+
+    def response_headers(self, realm: str) -> dict[str, str]:
+        headers = dict(NO_STORE)
         if self.status == 401 and self.basic_challenge:
-            response.headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
-        response.headers.update(self.headers)
-        return response
+            headers["WWW-Authenticate"] = f'Basic realm="{realm}"'
+        headers.update(self.headers)
+        return headers
 
 
-@dataclass
-class BearerError(Exception):
+class BearerError(BrokerError):
     """Raise from a bearer-protected endpoint (RFC 6750 3); ``error`` None means no token was sent."""
 
-    error: str | None
-    description: str = ""
-    status: int = 401
+    def __init__(self, error: str | None, description: str = "", status: int = 401) -> None:
+        super().__init__(
+            description if error is not None else "A bearer token is required.",
+            status=status,
+            code=error if error is not None else "invalid_request",
+        )
+        self.token_sent = error is not None
 
-    def response(self, realm: str) -> Response:
-        if self.error is None:
-            response = jsonify(error="invalid_request", error_description="A bearer token is required.")
-            response.headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
+    @property
+    def error(self) -> str | None:
+        return self.code if self.token_sent else None
+
+    @property
+    def description(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "error_description": self.message}
+
+    def response_headers(self, realm: str) -> dict[str, str]:
+        if not self.token_sent:
+            challenge = f'Bearer realm="{realm}"'
         else:
-            response = jsonify(error=self.error, error_description=self.description)
-            safe = self.description.replace('"', "'").replace("\\", "/")
-            response.headers["WWW-Authenticate"] = (
-                f'Bearer realm="{realm}", error="{self.error}", error_description="{safe}"'
-            )
-        response.status_code = self.status
-        response.headers.update(NO_STORE)
-        return response
+            safe = self.message.replace('"', "'").replace("\\", "/")
+            challenge = f'Bearer realm="{realm}", error="{self.code}", error_description="{safe}"'
+        return {"WWW-Authenticate": challenge, **NO_STORE}
 
 
 def no_store(response: Response) -> Response:

@@ -8,19 +8,27 @@ from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
 
+from broker.errors import BrokerError
+
 MAX_PARAM_CHARS = 8192
 
 
-class RepeatedParameter(ValueError):
+class RepeatedParameter(BrokerError, ValueError):
     """A parameter appears more than once."""
+
+    status = 400
+    code = "invalid_request"
 
     def __init__(self, name: str) -> None:
         super().__init__(f"parameter {name!r} is repeated")
         self.name = name
 
 
-class OversizedParameter(ValueError):
+class OversizedParameter(BrokerError, ValueError):
     """A parameter value is longer than :data:`MAX_PARAM_CHARS`."""
+
+    status = 400
+    code = "invalid_request"
 
     def __init__(self, name: str) -> None:
         super().__init__(f"parameter {name!r} is too long")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from flask import Response, request
 
+from broker.errors import BrokerError
 from broker.oidc.errors import OAuthError
 from broker.store.base import Store
 
@@ -76,8 +77,11 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-class RateLimited(Exception):
+class RateLimited(BrokerError):
     """A limit is reached; retry after ``retry_after`` seconds."""
+
+    status = 429
+    code = "too_many_requests"
 
     def __init__(self, limit: Limit, retry_after: int) -> None:
         super().__init__(f"{limit.name}: retry after {retry_after} s")

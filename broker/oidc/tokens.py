@@ -35,6 +35,7 @@ import jwt
 from broker.config import Settings
 from broker.core.cache import VerifiedCache
 from broker.core.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
+from broker.errors import BrokerError
 from broker.oidc.consent_withdrawal import withdrawn_at_ms
 from broker.oidc.grant_records import get_grant_record
 from broker.store.base import Store
@@ -57,8 +58,11 @@ class _CheckedSignature:
     key: Any  # the exact public key object the signature was checked with
 
 
-class InvalidToken(Exception):
+class InvalidToken(BrokerError):
     """A token we do not accept; ``reason`` is machine-readable (never shown with the token)."""
+
+    status = 401
+    code = "invalid_token"
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, jsonify
 
 from broker.oidc import authorize, device, endpoints, logout
 from broker.oidc.discovery import metadata
-from broker.oidc.errors import BearerError, OAuthError
 from broker.runtime import current_runtime
 
 
@@ -17,14 +16,6 @@ def _discovery() -> Any:
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
-
-
-def _oauth_error(exc: OAuthError) -> Response:
-    return exc.response(current_runtime().settings.issuer)
-
-
-def _bearer_error(exc: BearerError) -> Response:
-    return exc.response(current_runtime().settings.issuer)
 
 
 def blueprint() -> Blueprint:
@@ -46,6 +37,4 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/logout", view_func=logout.logout, methods=["GET", "POST"])
     bp.add_url_rule("/device_authorization", view_func=device.device_authorization, methods=["POST"])
     bp.add_url_rule("/device", endpoint="device_verify", view_func=device.device_verify, methods=["GET", "POST"])
-    bp.register_error_handler(OAuthError, _oauth_error)
-    bp.register_error_handler(BearerError, _bearer_error)
     return bp

@@ -21,17 +21,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-
-class StoreError(Exception):
-    """Base class of store errors."""
+from broker.errors import BrokerError, Unavailable
 
 
-class StoreUnavailable(StoreError):
-    """The backend cannot be reached or did not answer in time (fail closed: 503)."""
+class StoreError(BrokerError):
+    """Base class of store errors: the store answered, but not with something usable (500)."""
+
+    status = 500
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The backend cannot be reached or did not answer in time (fail closed: 503).
+
+    ``str()`` keeps the backend's detail for the log; the answer to a client says only
+    that the store cannot be reached.
+    """
+
+    status = 503
+    code = "store_unavailable"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": "The broker's store cannot be reached; try again shortly."}
 
 
 class Conflict(StoreError):
     """A record with that key already exists where the caller asked for a new one."""
+
+    status = 409
+    code = "conflict"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import urllib3
 from urllib3.util import parse_url
 
 from broker.config import JwksFetchSettings
+from broker.errors import BrokerError
 from broker.trust.keyset import MEDIA_TYPES, JwksFormatError, KeySet, decode_json, parse_jwks
 
 MAX_URL_CHARS = 2048
@@ -41,12 +42,18 @@ _READ_PIECE = 16_384
 USER_AGENT = "ga4gh-broker-jwks-fetcher"
 
 
-class FetchError(Exception):
+class FetchError(BrokerError):
     """A JWKS could not be fetched or used; the message says why (never the body)."""
 
+    status = 502
+    code = "fetch_failed"
 
-class BoundedReadError(Exception):
+
+class BoundedReadError(BrokerError):
     """A response body refused while reading it; ``kind`` is compressed, bad_length, too_large or timeout."""
+
+    status = 502
+    code = "fetch_failed"
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

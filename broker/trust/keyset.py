@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.core.models import ALLOWED_ALGORITHMS, Reason
 from broker.core.untrusted_json import exceeds_depth
+from broker.errors import BrokerError
 
 # JWK members that only a private (or symmetric) key has (RFC 7518 section 6).
 PRIVATE_MEMBERS: frozenset[str] = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -50,12 +51,15 @@ _PARSE_ERRORS = (
 )
 
 
-class KeyResolutionError(Exception):
+class KeyResolutionError(BrokerError):
     """No key for this token: ``reason`` is the machine-readable code, ``detail`` says why.
 
     The detail never carries key material or token contents beyond a short, escaped
     excerpt of the header value concerned (``kid``, ``jku``, ``iss``).
     """
+
+    status = 401
+    code = "invalid_token"
 
     def __init__(self, reason: Reason, detail: str) -> None:
         self.reason = reason
@@ -63,8 +67,11 @@ class KeyResolutionError(Exception):
         super().__init__(f"{reason}: {detail}")
 
 
-class JwksFormatError(ValueError):
+class JwksFormatError(BrokerError, ValueError):
     """A JWK Set document that is not usable as a whole (not JSON, not ``{"keys": [...]}``, too many keys)."""
+
+    status = 502
+    code = "bad_jwks"
 
 
 @dataclass(frozen=True)

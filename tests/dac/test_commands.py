@@ -44,7 +44,7 @@ def test_add_list_revoke_round_trip(
 def test_refusal_is_one_line_and_exit_1(settings: SettingsWithDac, store: Store) -> None:
     with pytest.raises(CommandError) as info:
         run(settings, "grants", "add", "--as", "member-b", "researcher", "EGAD-A1", "--days", "3")
-    assert info.value.status == 1 and str(info.value).startswith("forbidden:")
+    assert info.value.exit_status == 1 and str(info.value).startswith("forbidden:")
     assert store.grants_of("researcher") == []
 
 
@@ -52,7 +52,7 @@ def test_actor_is_required(settings: SettingsWithDac, monkeypatch: pytest.Monkey
     monkeypatch.delenv("BROKER_ACTOR", raising=False)
     with pytest.raises(CommandError) as info:
         run(settings, "grants", "list")
-    assert info.value.status == 2
+    assert info.value.exit_status == 2
 
 
 def test_import_reports_each_bad_line(

@@ -20,9 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.errors import BrokerError
 
-class TermError(ValueError):
+
+class TermError(BrokerError, ValueError):
     """A mistake in the term hierarchy; ``term`` is the id it is about."""
+
+    status = 400
+    code = "invalid_term"
 
     def __init__(self, term: str, message: str) -> None:
         super().__init__(message)

@@ -12,10 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.errors import BrokerError
+
 
 @dataclass(frozen=True)
-class PolicyError(Exception):
+class PolicyError(BrokerError):
     """One mistake: where (file, 1-based line and column, field path) and what was expected."""
+
+    status = 400
+    code = "policy_error"
 
     file: str
     line: int
@@ -37,8 +42,11 @@ class PolicyError(Exception):
         }
 
 
-class PolicyLoadError(Exception):
+class PolicyLoadError(BrokerError):
     """A policy directory that cannot be used; ``errors`` lists every mistake found."""
+
+    status = 500
+    code = "policy_load_error"
 
     def __init__(self, errors: Sequence[PolicyError]) -> None:
         self.errors: tuple[PolicyError, ...] = tuple(errors)

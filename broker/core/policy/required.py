@@ -27,6 +27,7 @@ from typing import Any
 
 from broker.core.policy.compile import READ, AllOfNode, Compiled, PolicySet, Requirement
 from broker.core.policy.matchers import Env
+from broker.errors import BrokerError
 
 FORMAT = "ga4gh-broker.required-visas/v1"
 IDENTITY_NOTE = (
@@ -35,8 +36,11 @@ IDENTITY_NOTE = (
 )
 
 
-class UnknownDataset(LookupError):
+class UnknownDataset(BrokerError, LookupError):
     """No dataset (or template) covers this id, or the dataset grants no such action."""
+
+    status = 404
+    code = "unknown_dataset"
 
 
 def required_visas(policy: PolicySet, dataset: str, action: str = READ) -> dict[str, Any]:
