@@ -292,9 +292,9 @@ class RealBroker:
     def access_token(self) -> str:
         """One of our access tokens for ``alice`` (scope ``openid ga4gh_passport_v1``), signed with the key
         ring the broker serves with, as the token endpoint mints it."""
-        from broker.config import load_settings
         from broker.keys.ring import KeyRing
         from broker.oidc.tokens import mint_access_token, new_id
+        from broker.settings import load_settings
         from broker.store import open_store
 
         settings = load_settings(self.config, environ={})

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import redis
 
-from broker.config import Settings, StoreSettings
+from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.base import Grant
+from broker.store.settings import StoreSettings
 
 
 def free_port() -> int:

@@ -47,21 +47,17 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
 
-from broker.config import (  # noqa: E402
-    KeySettings,
-    Settings,
-    TrustedBrokerSettings,
-    TrustedIssuerSettings,
-    TrustSettings,
-)
 from broker.core.cache import VerifiedCache  # noqa: E402
 from broker.core.issue import mint_passport, mint_visa  # noqa: E402
 from broker.core.jose import parse  # noqa: E402
 from broker.core.models import VisaObject  # noqa: E402
 from broker.core.verify import Verifier  # noqa: E402
 from broker.keys.ring import KeyRing  # noqa: E402
+from broker.keys.settings import KeySettings  # noqa: E402
+from broker.settings import Settings  # noqa: E402
 from broker.trust.config import TrustConfig, own_jwks_url  # noqa: E402
 from broker.trust.jwks import KeyResolver  # noqa: E402
+from broker.trust.settings import TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings  # noqa: E402
 
 VISA_ISSUER = "https://visas.bench.example/"
 BROKER = "https://broker.bench.example/"

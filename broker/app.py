@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify
 
-from broker.config import Settings, load_settings
 from broker.runtime import Runtime, current_runtime
+from broker.settings import Settings, load_settings
 from broker.store.base import StoreUnavailable
 from broker.web import errors as web_errors
 
@@ -60,20 +59,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
-EMBEDDED_POLICIES = Path(__file__).resolve().parent / "core" / "policy" / "embedded"
-
-
 def open_policies(settings: Settings) -> PolicyStore:
-    """The dataset rules in force: ``policy.directory``, or, when the default directory does not
-    exist, the embedded empty rule set (every data request denied) so a fresh install starts.
-    A configured directory that is missing or broken stops the broker (PolicyLoadError)."""
-    from broker.config import PolicySettings
-    from broker.core.policy.reload import PolicyStore
+    """The dataset rules in force (:func:`broker.core.policy.settings.policy_directory`).
 
-    directory = Path(settings.policy.directory)
-    if settings.policy.directory == PolicySettings.directory and not directory.is_dir():
-        log.warning("no policy directory %r: no dataset rules, every data request is denied", str(directory))
-        return PolicyStore.open(EMBEDDED_POLICIES)
+    A configured directory that is missing or broken stops the broker (PolicyLoadError)."""
+    from broker.core.policy.reload import PolicyStore
+    from broker.core.policy.settings import policy_directory
+
+    directory, embedded = policy_directory(settings.policy)
+    if embedded:
+        log.warning("no policy directory %r: no dataset rules, every data request is denied", settings.policy.directory)
     return PolicyStore.open(directory)
 
 
@@ -89,7 +84,7 @@ def _install_gateway(app: Flask) -> None:
     # addressed to this gateway must name in `aud` (a passport for another service is refused).
     gateway_settings = settings.gateway
     if gateway_settings.public_base_url is None:
-        gateway_settings = dataclasses.replace(gateway_settings, public_base_url=settings.issuer.rstrip("/"))
+        gateway_settings = gateway_settings.model_copy(update={"public_base_url": settings.issuer.rstrip("/")})
     if rt.policies is None:
         rt.policies = open_policies(settings)
     assert rt.verifier is not None

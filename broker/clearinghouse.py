@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from broker.config import Settings
+from broker.settings import Settings
 
 if TYPE_CHECKING:
     from broker.core.cache import VerifiedCache
@@ -42,7 +42,7 @@ def build_verifier(
     from broker.trust.config import TrustConfig
     from broker.trust.jwks import KeyResolver
 
-    trust = TrustConfig.from_settings(settings, own_keys=own_keys)
+    trust = TrustConfig.from_settings(settings.trust, settings.issuer, own_keys=own_keys)
     return Verifier(trust, KeyResolver(trust, settings.trust.fetch), settings.limits, cache=cache, revoked=revoked)
 
 

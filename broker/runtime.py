@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from broker.config import Settings
+from broker.settings import Settings
 from broker.store.base import Grant, Store
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.app import API_CSP, SECURITY_HEADERS, create_app
-from broker.config import Settings, StoreSettings
 from broker.keys.jwk import PRIVATE_MEMBERS, thumbprint
 from broker.keys.ring import KeyRing
+from broker.settings import Settings
 from broker.store import open_store
+from broker.store.settings import StoreSettings
 from tests.support.redis_server import RedisServer
+from tests.support.settings import replace
 
 
 def prepared_settings(data_dir: Path, **changes: object) -> Settings:
     """Settings with a temp data_dir and a first key, as ``serve`` prepares them before workers start."""
-    result = dataclasses.replace(Settings(data_dir=str(data_dir)), **changes)
+    result = replace(Settings(data_dir=str(data_dir)), **changes)
     store = open_store(result)
     try:
         KeyRing.open(result, store).maintain()

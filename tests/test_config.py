@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from broker.config import Settings, SettingsError, load_settings, redacted
+from broker.settings import Settings, SettingsError, load_settings, redacted
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -31,7 +32,7 @@ def test_file_values_are_read_and_nested_defaults_kept(tmp_path: Path) -> None:
     settings = load_settings(path, environ={})
     assert settings.issuer == "https://broker.example/"
     assert settings.store.backend == "redis"
-    assert settings.store.url == "redis://10.0.0.1:6380/2"
+    assert settings.store.url.get_secret_value() == "redis://10.0.0.1:6380/2"
     assert settings.store.namespace == "ga4gh-broker"  # untouched default
     assert settings.source == str(path)
 
@@ -85,6 +86,15 @@ MISTAKES = [
     ("store: [sqlite]\n", "store", "expected a mapping"),
     ("server:\n  bind: [1\n", "", "line 3, column 1: expected ','"),
     ("- just\n- a list\n", "", "expected a mapping of settings"),
+    # Start-up refuses these, so config check must too (one validation for both).
+    ("trust: {visa_issuers: [{iss: https://a/, jku: [http://a/jwk]}]}\n", "trust.visa_issuers[0].jku[0]", "https"),
+    (
+        "trust: {visa_issuers: [{iss: https://a/, jwks_file: /nonexistent/k.json}]}\n",
+        "trust.visa_issuers[0].jwks_file",
+        "file not found",
+    ),
+    ("policy: {directory: /nonexistent/policies}\n", "policy.directory", "policies"),
+    ("gateway: {datasets: {ds1: {store: nowhere}}}\n", "gateway.datasets.ds1.store", "no store named"),
 ]
 
 
@@ -132,7 +142,7 @@ def test_redacted_hides_every_secret() -> None:
 
 def test_settings_are_immutable() -> None:
     settings = Settings()
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.issuer = "https://evil/"  # type: ignore[misc]
 
 

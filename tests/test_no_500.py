@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from broker.app import create_app
 from broker.cli.serve import _prepare as prepare
-from broker.config import load_settings
+from broker.settings import load_settings
 
 
 def b64(data: bytes) -> str:

@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from broker import __version__
-from broker.config import load_settings
 from broker.keys.ring import KeyRing
+from broker.settings import load_settings
 from broker.store import open_store
 from tests.support.parts import free_port
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker import __version__
-from broker.config import Settings, SettingsError, load_settings, redacted
 from broker.errors import BrokerError
+from broker.settings import Settings, SettingsError, load_settings, redacted
 
 COMMAND_MODULES = (
     "broker.cli.keys",

@@ -31,8 +31,8 @@ from broker.core.models import PASSPORT_CLAIM, VISA_CLAIM, PassportResult, Rejec
 
 if TYPE_CHECKING:
     from broker.cli import Context
-    from broker.config import Settings
     from broker.core.verify import Verifier
+    from broker.settings import Settings
 
 EXIT_ACCEPTED = 0
 EXIT_REJECTED = 1

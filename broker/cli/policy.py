@@ -32,8 +32,8 @@ from broker.core.policy.required import UnknownDataset, required_visas
 
 if TYPE_CHECKING:
     from broker.cli import Context
-    from broker.config import Settings
     from broker.core.verify import Verifier
+    from broker.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

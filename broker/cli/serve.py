@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from broker.cli import CommandError
-from broker.config import Settings
+from broker.settings import Settings
 
 log = logging.getLogger("broker.cli.serve")
 

@@ -73,11 +73,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from broker.config import LimitSettings
 from broker.core.cache import VerifiedCache
 from broker.core.conditions import conditions_from_claim, evaluate_conditions
 from broker.core.identity_graph import IdentityGraph
 from broker.core.jose import JoseError, Jws, parse, verify_signature
+from broker.core.limits import LimitSettings
 from broker.core.models import (
     AFFILIATION_AND_ROLE,
     BY_REQUIRED_TYPES,

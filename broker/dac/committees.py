@@ -13,7 +13,6 @@ the broker's own records).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -25,13 +24,10 @@ from broker.dac.settings import (
     MAX_URL_CLAIM_CHARS,
     DacEntrySettings,
     DacSettings,
+    dataset_id_problem,
     default_dataset_url_template,
 )
 
-MAX_DATASET_ID_CHARS = 128
-DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+/-]*")
-# Dataset names under this prefix are the broker's own records (memberships, registered access).
-RESERVED_PREFIX = "ga4gh-broker:"
 ROLE_MEMBER = "member"
 ROLE_CHAIR = "chair"
 ROLES = (ROLE_MEMBER, ROLE_CHAIR)
@@ -39,17 +35,10 @@ ROLES = (ROLE_MEMBER, ROLE_CHAIR)
 
 def check_dataset_id(dataset: object) -> str:
     """``dataset`` if it is an acceptable dataset id, else :class:`ValidationError` (field ``dataset``)."""
-    if not isinstance(dataset, str) or not dataset:
-        raise ValidationError("dataset must be a non-empty string", {"dataset": "required"})
-    if len(dataset) > MAX_DATASET_ID_CHARS:
-        raise ValidationError(f"dataset id is longer than {MAX_DATASET_ID_CHARS} characters", {"dataset": "too long"})
-    if dataset.startswith(RESERVED_PREFIX):
-        raise ValidationError("dataset ids starting with 'ga4gh-broker:' are reserved", {"dataset": "reserved"})
-    if not DATASET_ID.fullmatch(dataset):
-        raise ValidationError(
-            "dataset id may hold only letters, digits and . _ : ~ + / - (starting with a letter or digit)",
-            {"dataset": "invalid characters"},
-        )
+    problem = dataset_id_problem(dataset)
+    if problem is not None:
+        raise ValidationError(problem[0], {"dataset": problem[1]})
+    assert isinstance(dataset, str)
     return dataset
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
-from broker.dac.committees import RESERVED_PREFIX, ROLES
+from broker.dac.committees import ROLES
+from broker.dac.settings import RESERVED_PREFIX
 from broker.store.base import Grant
 
 MEMBER_PREFIX = RESERVED_PREFIX + "dac-member:"

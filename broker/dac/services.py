@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from broker.config import Settings
 from broker.dac.committees import Directory
 from broker.dac.grants import GrantService
 from broker.dac.members import MemberService
 from broker.dac.registered import RegisteredAccessService
-from broker.dac.settings import DacSettings, check_dac_settings, dac_settings
+from broker.dac.settings import DacSettings, check_dac_settings
 from broker.store.base import Grant, Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 
 @dataclass
@@ -42,8 +45,8 @@ def build_services(
     ``on_revoke(grant)`` is called after every revocation of a grant or registered-access
     record (the gateway / verifier cache hook).
     """
-    dac = dac if dac is not None else dac_settings(settings)
-    check_dac_settings(dac, settings.source, settings.issuer)
+    dac = dac if dac is not None else settings.dac
+    check_dac_settings(dac, settings.issuer)
     directory = Directory(dac, settings.issuer)
     return DacServices(
         directory=directory,

@@ -4,8 +4,8 @@ Modes, all from one decision (:mod:`broker.gateway.service`): ``stream`` (the ga
 sends the bytes), ``offload`` (``X-Accel-Redirect`` to nginx), the decision endpoint for
 nginx ``auth_request`` / Envoy ``ext_authz``, and DRS 1.2 with signed URLs.
 
-Importing this package starts nothing and stays light (``broker.config`` imports the
-settings from here); the web parts are imported by :func:`init_app`.
+Importing this package starts nothing and stays light; the web parts are imported by
+:func:`init_app`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker.gateway.authorize import AccessDecision, Authorizer
-from broker.gateway.settings import GatewaySettings, check_gateway
+from broker.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,7 +45,6 @@ def init_app(
     from broker.gateway.routes import AnyPathConverter, make_blueprint
     from broker.gateway.service import Gateway
 
-    check_gateway(settings)
     gateway = Gateway(
         settings=settings,
         authorizer=authorizer,

@@ -144,7 +144,8 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
             only loopback peers are answered (a same-host Prometheus or sidecar).
             """
             gw = gateway()
-            token = gw.settings.metrics_token
+            secret = gw.settings.metrics_token
+            token = secret.get_secret_value() if secret is not None else None
             if token is not None:
                 supplied = request.headers.get("Authorization", "").encode("utf-8", "replace")
                 if not hmac.compare_digest(supplied, f"Bearer {token}".encode()):

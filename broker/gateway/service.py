@@ -121,7 +121,9 @@ class Gateway:
             name: validate_object_path(ds.prefix) if ds.prefix else () for name, ds in self.settings.datasets.items()
         }
         key_dir = self.data_dir / "gateway" if self.data_dir is not None else None
-        self.url_key = signed_urls.load_or_create_key(self.settings.url_signing_key, key_dir)
+        self.url_key = signed_urls.load_or_create_key(
+            self.settings.url_signing_key.get_secret_value() if self.settings.url_signing_key else None, key_dir
+        )
         cache_dir = self.settings.checksum_cache_dir
         self.checksums = ChecksumCache(
             Path(cache_dir) if cache_dir else (key_dir / "checksums" if key_dir is not None else None)

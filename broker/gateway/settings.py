@@ -1,11 +1,9 @@
 """Gateway settings: data stores, datasets, enforcement modes and bounds.
 
-Declared as frozen dataclasses in the style of :mod:`broker.config`, so the same loader
-(``broker.config._build``) validates types and names (this module imports nothing from
-``broker.config`` at import time, so ``Settings`` can hold a ``gateway`` section); :func:`check_gateway` adds the
-cross-field rules a type cannot say (a dataset names an existing store, a base URL is
-http(s), a header name is a token, ...). It runs at start: a gateway with a broken
-configuration refuses to start rather than serving something half-configured.
+Declared as settings models (:class:`~broker.settings_model.SettingsModel`); :func:`check_gateway`
+adds the cross-field rules a type cannot say (a dataset names an existing store, a base URL
+is http(s), a header name is a token, ...). The settings loader runs it, so a gateway with a
+broken configuration refuses to start rather than serving something half-configured.
 
 Layout (YAML)::
 
@@ -25,10 +23,12 @@ Layout (YAML)::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from pydantic import Field, SecretStr
 
 from broker.gateway.paths import DATASET_ID, PathError, validate_object_path
+from broker.settings_model import SettingsModel, SettingsProblem
 
 Mode = Literal["stream", "offload"]
 
@@ -59,152 +59,132 @@ _RESERVED_UPSTREAM_HEADERS = frozenset(
 MAX_SIGNED_URL_LIFETIME = 300  # THREAT-MODEL PX-18: a signed URL lives five minutes at most
 
 
-@dataclass(frozen=True)
-class DataStoreSettings:
+class DataStoreSettings(SettingsModel):
     """Where bytes live: a local folder (``directory``) or an HTTP server (``http``)."""
 
-    kind: Literal["directory", "http"]
-    path: str | None = None  # directory: the folder
-    base_url: str | None = None  # http: objects are base_url + dataset prefix + object path
-    # Credentials for the upstream, sent by the gateway on every request to it (never the client's).
-    headers: dict[str, str] | None = field(default=None, metadata={"secret": True}, repr=False)
-    connect_timeout_seconds: float = 3.0
-    read_timeout_seconds: float = 30.0
-    # offload mode: the internal nginx location that serves this store (see examples/nginx/).
-    offload_location: str | None = None
+    kind: Literal["directory", "http"] = Field(description="directory: a local folder. http: an HTTP server.")
+    path: str | None = Field(None, description="directory: the folder.")
+    base_url: str | None = Field(None, description="http: objects are base_url + dataset prefix + object path.")
+    headers: dict[str, SecretStr] | None = Field(
+        None, description="http: credentials the gateway sends to the upstream on every request (never the client's)."
+    )
+    connect_timeout_seconds: float = Field(3.0, gt=0, description="http: longest wait to connect.")
+    read_timeout_seconds: float = Field(30.0, gt=0, description="http: longest wait between two reads.")
+    offload_location: str | None = Field(
+        None, description="offload mode: the internal nginx location that serves this store (see examples/nginx/)."
+    )
+
+    def header_values(self) -> dict[str, str]:
+        """The upstream credential headers, revealed (only for the request to the upstream)."""
+        return {name: value.get_secret_value() for name, value in (self.headers or {}).items()}
 
 
-@dataclass(frozen=True)
-class DatasetSettings:
+class DatasetSettings(SettingsModel):
     """A dataset: which store holds it, under which prefix, served how."""
 
-    store: str
-    prefix: str = ""  # folder (or URL path) inside the store; objects never leave it
-    mode: Mode | None = None  # None: the gateway-wide mode
-    drs: bool = True  # listed as DRS objects
+    store: str = Field(description="The name of a store in gateway.stores.")
+    prefix: str = Field("", description="Folder (or URL path) inside the store; objects never leave it.")
+    mode: Mode | None = Field(None, description="stream or offload; unset: the gateway-wide mode.")
+    drs: bool = Field(True, description="Listed as DRS objects.")
 
 
-@dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(SettingsModel):
     """Everything the data gateway needs; the defaults serve nothing until datasets are set."""
 
-    mode: Mode = "stream"
-    realm: str = "ga4gh-broker"
-    stores: dict[str, DataStoreSettings] = field(default_factory=dict)
-    datasets: dict[str, DatasetSettings] = field(default_factory=dict)
-    # RFC 9110 section 14.2: a cap on ranges per request (more is refused with 416).
-    max_ranges: int = 16
-    max_range_header_bytes: int = 1024
-    chunk_bytes: int = 262_144
-    # 403 bodies may carry the policy's "required visas" document (what would grant access).
-    expose_required_visas: bool = True
-    # DRS signed URLs: lifetime and key (default: generated in <data_dir>/gateway/url-signing.key).
-    signed_url_lifetime_seconds: int = 120
-    url_signing_key: str | None = field(default=None, metadata={"secret": True}, repr=False)
-    # Absolute URLs we hand out (DRS access URLs) start with this; default: the request's own root.
-    public_base_url: str | None = None
-    drs_max_passports: int = 10
-    drs_service_id: str = "org.ga4gh-broker.drs"
-    drs_organization_name: str = "ga4gh-broker"
-    drs_organization_url: str = "https://example.org/"
-    # The decision endpoint expects original URIs shaped like the streaming route.
-    decision_prefix: str = "/data/"
-    # Browser genome viewers: exact origins allowed to read with credentials (no wildcard).
-    cors_origins: list[str] = field(default_factory=list)
-    metrics: bool = True
-    # /metrics needs this bearer token when set; unset, it answers loopback peers only.
-    metrics_token: str | None = field(default=None, metadata={"secret": True}, repr=False)
-    # Where sha-256 checksums are cached across processes (default <data_dir>/gateway/checksums).
-    checksum_cache_dir: str | None = None
+    mode: Mode = Field("stream", description="stream: the gateway sends the bytes. offload: nginx does.")
+    realm: str = Field("ga4gh-broker", description="The realm of the gateway's authentication challenges.")
+    stores: dict[str, DataStoreSettings] = Field(default_factory=dict, description="Data stores by name.")
+    datasets: dict[str, DatasetSettings] = Field(default_factory=dict, description="Datasets by id.")
+    max_ranges: int = Field(16, gt=0, description="Most ranges in one Range header (more is refused with 416).")
+    max_range_header_bytes: int = Field(1024, gt=0, description="Longest Range header accepted.")
+    chunk_bytes: int = Field(262_144, gt=0, description="Size of the pieces bytes are streamed in.")
+    expose_required_visas: bool = Field(
+        True, description="403 bodies carry the policy's required-visas document (what would grant access)."
+    )
+    signed_url_lifetime_seconds: int = Field(
+        120, gt=0, le=MAX_SIGNED_URL_LIFETIME, description="Lifetime of DRS signed URLs (at most 300)."
+    )
+    url_signing_key: SecretStr | None = Field(
+        None, description="Key of DRS signed URLs; default: generated in <data_dir>/gateway/url-signing.key."
+    )
+    public_base_url: str | None = Field(
+        None, description="Absolute URLs we hand out start with this; default: the issuer without '/'."
+    )
+    drs_max_passports: int = Field(10, gt=0, description="Most passports in one DRS POST body.")
+    drs_service_id: str = Field("org.ga4gh-broker.drs", description="The DRS service-info id.")
+    drs_organization_name: str = Field("ga4gh-broker", description="The DRS service-info organization name.")
+    drs_organization_url: str = Field("https://example.org/", description="The DRS service-info organization URL.")
+    decision_prefix: str = Field("/data/", description="The decision endpoint expects original URIs under this path.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Exact origins (genome viewers) allowed to read with credentials."
+    )
+    metrics: bool = Field(True, description="Serve /metrics.")
+    metrics_token: SecretStr | None = Field(
+        None, description="/metrics needs this bearer token when set; unset, it answers loopback peers only."
+    )
+    checksum_cache_dir: str | None = Field(
+        None, description="Where sha-256 checksums are cached; default <data_dir>/gateway/checksums."
+    )
 
 
-def parse_gateway_settings(raw: dict[str, Any] | None, source: str = "<gateway>") -> GatewaySettings:
-    """Build and check GatewaySettings from plain data (a YAML ``gateway:`` mapping)."""
-    from broker.config import _build
-
-    settings = _build(GatewaySettings, raw or {}, source, "gateway")
-    check_gateway(settings, source)
-    return settings
-
-
-def check_gateway(s: GatewaySettings, source: str = "<gateway>") -> None:
-    """Cross-field rules; raises :class:`broker.config.SettingsError` naming the key."""
-    from broker.config import SettingsError
-
-    positive = {
-        "max_ranges": s.max_ranges,
-        "max_range_header_bytes": s.max_range_header_bytes,
-        "chunk_bytes": s.chunk_bytes,
-        "signed_url_lifetime_seconds": s.signed_url_lifetime_seconds,
-        "drs_max_passports": s.drs_max_passports,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise SettingsError(source, f"gateway.{key}", f"expected a number greater than 0, got {value!r}")
-    if s.signed_url_lifetime_seconds > MAX_SIGNED_URL_LIFETIME:
-        raise SettingsError(
-            source, "gateway.signed_url_lifetime_seconds", f"expected at most {MAX_SIGNED_URL_LIFETIME} seconds"
-        )
-    if s.url_signing_key is not None and len(s.url_signing_key) < 32:
-        raise SettingsError(source, "gateway.url_signing_key", "expected at least 32 characters of secret")
+def check_gateway(s: GatewaySettings) -> None:
+    """Cross-field rules; raises :class:`~broker.settings_model.SettingsProblem` naming the key."""
+    if s.url_signing_key is not None and len(s.url_signing_key.get_secret_value()) < 32:
+        raise SettingsProblem("gateway.url_signing_key", "expected at least 32 characters of secret")
     if not _FIELD_VALUE.fullmatch(s.realm) or '"' in s.realm or "\\" in s.realm:
-        raise SettingsError(source, "gateway.realm", "expected printable ASCII without quotes or backslashes")
+        raise SettingsProblem("gateway.realm", "expected printable ASCII without quotes or backslashes")
     if not (s.decision_prefix.startswith("/") and s.decision_prefix.endswith("/")):
-        raise SettingsError(source, "gateway.decision_prefix", "expected a path starting and ending with '/'")
+        raise SettingsProblem("gateway.decision_prefix", "expected a path starting and ending with '/'")
     if s.public_base_url is not None and not s.public_base_url.startswith(("https://", "http://")):
-        raise SettingsError(source, "gateway.public_base_url", "expected an http(s) URL")
+        raise SettingsProblem("gateway.public_base_url", "expected an http(s) URL")
     for i, origin in enumerate(s.cors_origins):
         if origin == "*" or not origin.startswith(("https://", "http://")) or origin.endswith("/"):
-            raise SettingsError(
-                source,
+            raise SettingsProblem(
                 f"gateway.cors_origins[{i}]",
                 "expected an exact origin like https://viewer.example (no wildcard, no path)",
             )
     for name, store in s.stores.items():
-        _check_store(name, store, source)
+        _check_store(name, store)
     for name, ds in s.datasets.items():
         key = f"gateway.datasets.{name}"
         if not DATASET_ID.fullmatch(name):
-            raise SettingsError(source, key, "dataset ids are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+            raise SettingsProblem(key, "dataset ids are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
         if ds.store not in s.stores:
-            raise SettingsError(source, f"{key}.store", f"no store named {ds.store!r} in gateway.stores")
+            raise SettingsProblem(f"{key}.store", f"no store named {ds.store!r} in gateway.stores")
         if ds.prefix:
             try:
                 validate_object_path(ds.prefix)
             except PathError as exc:
-                raise SettingsError(source, f"{key}.prefix", exc.message) from None
+                raise SettingsProblem(f"{key}.prefix", exc.message) from None
         mode = ds.mode or s.mode
         if mode == "offload" and not s.stores[ds.store].offload_location:
-            raise SettingsError(
-                source,
+            raise SettingsProblem(
                 f"{key}.mode",
                 f"offload needs gateway.stores.{ds.store}.offload_location (an internal nginx location)",
             )
 
 
-def _check_store(name: str, store: DataStoreSettings, source: str) -> None:
-    from broker.config import SettingsError
-
+def _check_store(name: str, store: DataStoreSettings) -> None:
     key = f"gateway.stores.{name}"
     if not DATASET_ID.fullmatch(name):
-        raise SettingsError(source, key, "store names are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+        raise SettingsProblem(key, "store names are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
     if store.kind == "directory":
         if not store.path:
-            raise SettingsError(source, f"{key}.path", "a directory store needs a path")
+            raise SettingsProblem(f"{key}.path", "a directory store needs a path")
         if store.base_url or store.headers:
-            raise SettingsError(source, key, "base_url and headers belong to http stores")
+            raise SettingsProblem(key, "base_url and headers belong to http stores")
     else:
         if not store.base_url or not store.base_url.startswith(("http://", "https://")):
-            raise SettingsError(source, f"{key}.base_url", "an http store needs an http(s) base_url")
+            raise SettingsProblem(f"{key}.base_url", "an http store needs an http(s) base_url")
         if any(c in store.base_url for c in "?#") or not _FIELD_VALUE.fullmatch(store.base_url):
-            raise SettingsError(source, f"{key}.base_url", "expected a URL without query, fragment or spaces")
-        for header, value in (store.headers or {}).items():
+            raise SettingsProblem(f"{key}.base_url", "expected a URL without query, fragment or spaces")
+        for header, value in store.header_values().items():
             if not _TOKEN.fullmatch(header) or header.lower() in _RESERVED_UPSTREAM_HEADERS:
-                raise SettingsError(source, f"{key}.headers.{header}", "not a header the gateway may inject")
+                raise SettingsProblem(f"{key}.headers.{header}", "not a header the gateway may inject")
             if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
-                raise SettingsError(source, f"{key}.headers.{header}", "expected printable ASCII (no CR, LF, NUL)")
+                raise SettingsProblem(f"{key}.headers.{header}", "expected printable ASCII (no CR, LF, NUL)")
     if store.connect_timeout_seconds <= 0 or store.read_timeout_seconds <= 0:
-        raise SettingsError(source, key, "timeouts must be greater than 0")
+        raise SettingsProblem(key, "timeouts must be greater than 0")
     loc = store.offload_location
     if loc is not None and not (
         loc.startswith("/")
@@ -214,4 +194,4 @@ def _check_store(name: str, store: DataStoreSettings, source: str) -> None:
         and "?" not in loc
         and "%" not in loc
     ):
-        raise SettingsError(source, f"{key}.offload_location", "expected an absolute path ending with '/'")
+        raise SettingsProblem(f"{key}.offload_location", "expected an absolute path ending with '/'")

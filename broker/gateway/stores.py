@@ -281,7 +281,7 @@ class HttpStore:
         Raises :class:`StoreError` for anything else: redirects, upstream errors, timeouts,
         malformed headers.
         """
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(self.settings.headers or {})}
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **self.settings.header_values()}
         headers.update(forward)
         started = time.monotonic()
         try:

@@ -41,17 +41,19 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.config import Settings
 from broker.keys.errors import KeyRingError, KeyStorageError, NoSigningKey
 from broker.keys.jwk import JwkError, public_jwk, public_key_from_jwk, thumbprint
 from broker.keys.storage import FileKeyStorage, KeyStorage, StoreKeyStorage
 from broker.store.base import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 __all__ = ["KeyRing", "KeyRingError", "KeyState", "NoSigningKey", "SigningKey"]
 
@@ -192,7 +194,10 @@ class KeyRing:
             raise KeyRingError(f"unsupported keys.algorithm {settings.keys.algorithm!r}")
         storage: KeyStorage
         if settings.keys.storage == "store":
-            storage = StoreKeyStorage(store, settings.keys.encryption_secret or "")
+            storage = StoreKeyStorage(
+                store,
+                settings.keys.encryption_secret.get_secret_value() if settings.keys.encryption_secret else "",
+            )
         else:
             storage = FileKeyStorage(settings.keys_path)
         return cls(settings, storage, refresh_seconds, auto_maintain_seconds)

@@ -19,15 +19,18 @@ A judged document becomes an immutable :class:`UpstreamMetadata`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 from urllib3.util import parse_url
 
-from broker.config import ConnectorSettings, Settings
 from broker.errors import BrokerError
+from broker.login.settings import ConnectorSettings
 from broker.login.upstream_http import HttpLimits, UpstreamHttpError, exchange, require_json
 from broker.trust.fetch import FetchError, check_url
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 WELL_KNOWN = "/.well-known/openid-configuration"
 DEFAULT_PORTS = {"https": 443, "http": 80}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
-from broker.config import Settings
 from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, verify_secret
 from broker.store.base import Conflict, Identity, IdentityLink, Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 ACCOUNT_KIND = "local_account"
 ACCOUNT_TTL = 100 * 365 * 86400  # accounts do not expire; the ticket space needs a lifetime

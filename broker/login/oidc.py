@@ -52,13 +52,13 @@ from urllib.parse import quote
 from flask import Response, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from broker.config import ConnectorSettings
 from broker.core.models import PASSPORT_CLAIM
 from broker.errors import BrokerError
 from broker.login import accounts, claims
 from broker.login.discovery import DiscoveryError, UpstreamMetadata, limits_of
 from broker.login.id_token import IdTokenError, verify_id_token
 from broker.login.session import BrowserSession
+from broker.login.settings import ConnectorSettings
 from broker.login.upstream_http import UpstreamHttpError, exchange, require_json
 from broker.login.upstreams import current_upstreams
 from broker.login.views import complete_login
@@ -285,10 +285,14 @@ def _redeem(
     client_id = str(connector.client_id)
     if metadata.token_auth_method == "client_secret_basic":
         # RFC 6749 2.3.1: both parts form-encoded before joining and base64-encoding.
-        pair = f"{quote(client_id, safe='')}:{quote(str(connector.client_secret), safe='')}"
+        secret = connector.client_secret.get_secret_value() if connector.client_secret else ""
+        pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
     elif metadata.token_auth_method == "client_secret_post":
-        form.update(client_id=client_id, client_secret=str(connector.client_secret))
+        form.update(
+            client_id=client_id,
+            client_secret=connector.client_secret.get_secret_value() if connector.client_secret else "",
+        )
     else:
         form["client_id"] = client_id
     limits = limits_of(connector, rt.settings)

@@ -16,12 +16,14 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Request, Response
 
-from broker.config import Settings
 from broker.store.base import Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 MAX_COOKIE_CHARS = 128
 

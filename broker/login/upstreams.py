@@ -20,13 +20,17 @@ from __future__ import annotations
 import threading
 import time
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from broker.config import ConnectorSettings, Settings
 from broker.login.discovery import DiscoveryError, UpstreamMetadata, discover
+from broker.login.settings import ConnectorSettings
 from broker.trust.config import TrustConfig, TrustedBroker
 from broker.trust.jwks import KeyResolver
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 EXTENSION = "broker.login.upstreams"
 DISCOVERY_RETRY_SECONDS = 5.0

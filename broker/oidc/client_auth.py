@@ -24,16 +24,19 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 import jwt
 
-from broker.config import Settings
 from broker.oidc.clients import find_client
 from broker.oidc.errors import OAuthError
 from broker.oidc.passwords import verify_secret
 from broker.store.base import Client, Store
 from broker.trust.keyset import key_misfit, parse_key
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS256", "ES256", "PS256")

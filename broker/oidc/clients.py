@@ -10,12 +10,16 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from broker.config import DeclaredClientSettings, Settings
 from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.settings import DeclaredClientSettings
 from broker.store.base import Client, Conflict, Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -39,7 +43,7 @@ def from_settings(declared: DeclaredClientSettings) -> Client:
         grant_types=tuple(declared.grant_types),
         scopes=tuple(declared.scopes),
         auth_method=declared.auth_method,
-        secret_hash=declared.secret_hash,
+        secret_hash=declared.secret_hash.get_secret_value() if declared.secret_hash else None,
         jwks=declared.jwks,
         post_logout_redirect_uris=tuple(declared.post_logout_redirect_uris),
     )

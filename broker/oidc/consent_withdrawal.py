@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
-from broker.config import Settings
 from broker.store.base import Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 WITHDRAWN_KIND = "consent_withdrawn"
 MARKER_MARGIN_SECONDS = 300  # clock leeway on top of the computed lifetime

@@ -6,11 +6,13 @@ X-Forwarded-* headers (THREAT-MODEL OA-27).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker.config import Settings
 from broker.core.models import PASSPORT_CLAIM, TOKEN_EXCHANGE_GRANT
 from broker.oidc.clients import DEVICE_CODE_GRANT, SCOPES
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 
 def metadata(settings: Settings) -> dict[str, Any]:

@@ -13,10 +13,12 @@ grant can have produced has expired; a missing record is a dead grant (fail clos
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker.config import Settings
 from broker.store.base import Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 GRANT_KIND = "oidc_grant"
 

@@ -28,17 +28,19 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from broker.config import Settings
 from broker.core.cache import VerifiedCache
 from broker.core.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
 from broker.errors import BrokerError
 from broker.oidc.consent_withdrawal import withdrawn_at_ms
 from broker.oidc.grant_records import get_grant_record
 from broker.store.base import Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 MAX_TOKEN_BYTES = 16_384
 FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")

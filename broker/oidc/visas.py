@@ -19,12 +19,14 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker.config import Settings
 from broker.core.linked_identities import format_linked_identities
 from broker.core.models import AFFILIATION_AND_ROLE, LINKED_IDENTITIES, VisaObject
 from broker.store.base import Store
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 MATERIAL_KIND = "visa_material"
 

@@ -15,9 +15,8 @@ import dataclasses
 import json
 import typing
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from broker.config import Settings
 from broker.store.base import (
     AuditProblem,
     AuditRecord,
@@ -34,6 +33,9 @@ from broker.store.base import (
     StoreError,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 __all__ = [
     "AuditProblem",
@@ -73,7 +75,9 @@ def open_store(settings: Settings) -> Store:
         from broker.store.redis_store import RedisStore
 
         return RedisStore(
-            settings.store.url, namespace=settings.store.namespace, timeout=settings.store.timeout_seconds
+            settings.store.url.get_secret_value(),
+            namespace=settings.store.namespace,
+            timeout=settings.store.timeout_seconds,
         )
     raise StoreError(f"unknown store backend {backend!r} (expected 'sqlite' or 'redis')")
 

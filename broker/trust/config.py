@@ -1,6 +1,6 @@
 """The one trust configuration: our own issuer, the visa issuers and brokers we believe, and their keys.
 
-Built once from :class:`broker.config.TrustSettings` (``TrustConfig.from_settings``) and read
+Built once from :class:`broker.trust.settings.TrustSettings` (``TrustConfig.from_settings``) and read
 by login, verification and policy alike (DESIGN: one source of truth per fact).
 
 Trust is exact (DESIGN rule 3): issuers are looked up, and ``jku`` URLs compared, as whole,
@@ -14,7 +14,7 @@ lookup so rotation needs no rebuild; our own JWKS is never fetched over HTTP.
 
 Pinned keys (inline ``jwks`` or a ``jwks_file``) are checked strictly at load: a key that
 could never verify anything (private, weak, wrong type, no ``kid``) stops the start with a
-:class:`broker.config.SettingsError` naming the exact key path, rather than failing later.
+:class:`~broker.settings_model.SettingsProblem` naming the exact key path, rather than failing later.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from broker.config import Settings, SettingsError
+from broker.settings_model import SettingsProblem
 from broker.trust.fetch import FetchError, check_url
 from broker.trust.keyset import (
     JwksFormatError,
@@ -38,6 +38,7 @@ from broker.trust.keyset import (
     parse_key,
     public_fingerprint,
 )
+from broker.trust.settings import TrustSettings
 
 __all__ = [
     "ResolvedKey",
@@ -182,21 +183,22 @@ class TrustConfig:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_settings(cls, settings: Settings, own_keys: OwnKeys | None = None) -> TrustConfig:
-        """The trust configuration of ``settings``; :class:`SettingsError` naming the key on any mistake."""
-        src = settings.source
-        trust = settings.trust
+    def from_settings(cls, trust: TrustSettings, own: str, own_keys: OwnKeys | None = None) -> TrustConfig:
+        """The trust configuration of ``trust`` for our issuer ``own``.
+
+        :class:`~broker.settings_model.SettingsProblem` naming the key on any mistake: the
+        settings loader runs this too, so ``config check`` refuses what start-up would.
+        """
         allow_http = trust.fetch.allow_http_loopback
-        own = settings.issuer
         issuers: dict[str, TrustedIssuer] = {}
         seen: dict[str, str] = {}
         for i, item in enumerate(trust.visa_issuers):
             where = f"trust.visa_issuers[{i}]"
-            _check_iss(src, where, item.iss, own, seen)
-            jku = frozenset(_checked_url(src, f"{where}.jku[{j}]", u, allow_http) for j, u in enumerate(item.jku))
-            pinned = _pinned(src, where, item.jwks, item.jwks_file)
+            _check_iss(where, item.iss, own, seen)
+            jku = frozenset(_checked_url(f"{where}.jku[{j}]", u, allow_http) for j, u in enumerate(item.jku))
+            pinned = _pinned(where, item.jwks, item.jwks_file)
             if not jku and not pinned:
-                raise SettingsError(src, where, "expected at least one jku URL or one pinned key")
+                raise SettingsProblem(where, "expected at least one of jku, jwks, jwks_file")
             issuers[item.iss] = TrustedIssuer(
                 iss=item.iss,
                 jku=jku,
@@ -208,11 +210,11 @@ class TrustConfig:
         seen = {}
         for i, item in enumerate(trust.brokers):
             where = f"trust.brokers[{i}]"
-            _check_iss(src, where, item.iss, own, seen)
-            uri = None if item.jwks_uri is None else _checked_url(src, f"{where}.jwks_uri", item.jwks_uri, allow_http)
-            pinned = _pinned(src, where, item.jwks, item.jwks_file)
+            _check_iss(where, item.iss, own, seen)
+            uri = None if item.jwks_uri is None else _checked_url(f"{where}.jwks_uri", item.jwks_uri, allow_http)
+            pinned = _pinned(where, item.jwks, item.jwks_file)
             if uri is None and not pinned:
-                raise SettingsError(src, where, "expected a jwks_uri or at least one pinned key (jwks, jwks_file)")
+                raise SettingsProblem(where, "expected a jwks_uri or at least one pinned key (jwks, jwks_file)")
             brokers[item.iss] = TrustedBroker(iss=item.iss, jwks_uri=uri, pinned=pinned)
         return cls(own, issuers, brokers, own_keys)
 
@@ -220,68 +222,68 @@ class TrustConfig:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_iss(src: str, where: str, iss: str, own: str, seen: dict[str, str]) -> None:
+def _check_iss(where: str, iss: str, own: str, seen: dict[str, str]) -> None:
     if not iss:
-        raise SettingsError(src, f"{where}.iss", "expected a non-empty issuer string")
+        raise SettingsProblem(f"{where}.iss", "expected a non-empty issuer string")
     if iss == own:
-        raise SettingsError(src, f"{where}.iss", "this is our own issuer: it is trusted implicitly, remove this entry")
+        raise SettingsProblem(f"{where}.iss", "this is our own issuer: it is trusted implicitly, remove this entry")
     if iss in seen:
-        raise SettingsError(src, f"{where}.iss", f"duplicate issuer (also at {seen[iss]})")
+        raise SettingsProblem(f"{where}.iss", f"duplicate issuer (also at {seen[iss]})")
     seen[iss] = where
 
 
-def _checked_url(src: str, key: str, url: str, allow_http: bool) -> str:
+def _checked_url(key: str, url: str, allow_http: bool) -> str:
     try:
         return check_url(url, allow_http)
     except FetchError as exc:
-        raise SettingsError(src, key, str(exc)) from None
+        raise SettingsProblem(key, str(exc)) from None
 
 
-def _pinned(src: str, where: str, inline: dict[str, Any] | None, file: str | None) -> Mapping[str, ResolvedKey]:
+def _pinned(where: str, inline: dict[str, Any] | None, file: str | None) -> Mapping[str, ResolvedKey]:
     """Pinned keys from inline JWKS and/or a file, by kid; every key must be usable."""
     keys: dict[str, ResolvedKey] = {}
     if inline is not None:
-        _add_keys(src, f"{where}.jwks", inline, keys)
+        _add_keys(f"{where}.jwks", inline, keys)
     if file is not None:
-        _add_keys(src, f"{where}.jwks_file", _read_jwks_file(src, f"{where}.jwks_file", file), keys)
+        _add_keys(f"{where}.jwks_file", _read_jwks_file(f"{where}.jwks_file", file), keys)
     return MappingProxyType(keys)
 
 
-def _read_jwks_file(src: str, key: str, file: str) -> Any:
+def _read_jwks_file(key: str, file: str) -> Any:
     path = Path(file)
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_JWKS_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise SettingsError(src, key, f"cannot read {file}: file not found") from None
+        raise SettingsProblem(key, f"cannot read {file}: file not found") from None
     except OSError as exc:
-        raise SettingsError(src, key, f"cannot read {file}: {exc.strerror or exc.__class__.__name__}") from None
+        raise SettingsProblem(key, f"cannot read {file}: {exc.strerror or exc.__class__.__name__}") from None
     if len(data) > MAX_JWKS_FILE_BYTES:
-        raise SettingsError(src, key, f"{file} is larger than {MAX_JWKS_FILE_BYTES} bytes")
+        raise SettingsProblem(key, f"{file} is larger than {MAX_JWKS_FILE_BYTES} bytes")
     try:
         return decode_json(data)
     except JwksFormatError as exc:
-        raise SettingsError(src, key, f"{file}: {exc}") from None
+        raise SettingsProblem(key, f"{file}: {exc}") from None
 
 
-def _add_keys(src: str, where: str, document: Any, into: dict[str, ResolvedKey]) -> None:
+def _add_keys(where: str, document: Any, into: dict[str, ResolvedKey]) -> None:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise SettingsError(src, where, 'expected a JWK Set: {"keys": [...]}')
+        raise SettingsProblem(where, 'expected a JWK Set: {"keys": [...]}')
     if not document["keys"]:
-        raise SettingsError(src, where, "the JWK Set has no keys")
+        raise SettingsProblem(where, "the JWK Set has no keys")
     for n, member in enumerate(document["keys"]):
         key = f"{where}.keys[{n}]"
         try:
             resolved = parse_key(member)
         except ValueError as exc:
-            raise SettingsError(src, key, f"unusable key: {exc}") from None
+            raise SettingsProblem(key, f"unusable key: {exc}") from None
         if not resolved.kid:
-            raise SettingsError(src, key, "a pinned key needs a kid")
+            raise SettingsProblem(key, "a pinned key needs a kid")
         misfit = key_misfit(resolved, resolved.alg)
         if misfit is not None:
-            raise SettingsError(src, key, f"unusable key: {misfit}")
+            raise SettingsProblem(key, f"unusable key: {misfit}")
         if resolved.kid in into:
-            raise SettingsError(src, key, f"duplicate kid {resolved.kid!r} for this issuer")
+            raise SettingsProblem(key, f"duplicate kid {resolved.kid!r} for this issuer")
         into[resolved.kid] = resolved
 
 

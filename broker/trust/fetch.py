@@ -33,9 +33,9 @@ import requests
 import urllib3
 from urllib3.util import parse_url
 
-from broker.config import JwksFetchSettings
 from broker.errors import BrokerError
 from broker.trust.keyset import MEDIA_TYPES, JwksFormatError, KeySet, decode_json, parse_jwks
+from broker.trust.settings import JwksFetchSettings
 
 MAX_URL_CHARS = 2048
 _READ_PIECE = 16_384

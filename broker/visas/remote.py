@@ -32,18 +32,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import requests
 import urllib3
 
-from broker.config import Settings
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM, PassportResult
-from broker.dac.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa_sources, visa_sources
 from broker.store.base import Identity, IdentityLink
 from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
+from broker.visas.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa_sources
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 USER_AGENT = "ga4gh-broker-visa-sources"
 JSON_TYPES = frozenset({"application/json"})
@@ -248,7 +250,7 @@ class RemoteVisaSources:
             raise _Failed("bad_url", str(exc)) from None
         headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         if source.auth_header:
-            headers[source.auth_header_name] = source.auth_header
+            headers[source.auth_header_name] = source.auth_header.get_secret_value()
         deadline = time.monotonic() + source.timeout_seconds
         self._count("fetches")
         try:
@@ -301,8 +303,8 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
 def sources_from_settings(
     settings: Settings, verifier: VisaListVerifier, session: requests.Session | None = None
 ) -> RemoteVisaSources:
-    """The remote sources of ``settings.visa_sources``, checked (:class:`SettingsError` on a mistake)."""
-    configured = visa_sources(settings)
+    """The remote sources of ``settings.visa_sources``, checked (:class:`SettingsProblem` on a mistake)."""
+    configured = list(settings.visa_sources)
     allow_http = settings.trust.fetch.allow_http_loopback
-    check_visa_sources(configured, settings.source, allow_http)
+    check_visa_sources(configured, allow_http)
     return RemoteVisaSources(configured, verifier, allow_http_loopback=allow_http, session=session)

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
-from broker.config import KeySettings, Settings
 from broker.core.issue import IssueError, check_visa_object, mint_passport, mint_visa
 from broker.core.jose import parse
 from broker.core.models import PASSPORT_TYP, VISA_TYP, Visa, VisaObject
 from broker.core.verify import Verifier
 from broker.keys.ring import KeyRing
+from broker.keys.settings import KeySettings
+from broker.settings import Settings
 from broker.trust.config import TrustConfig, own_jwks_url
 from broker.trust.keyset import ResolvedKey
 from tests.support.forge import BONA_FIDE, NOW, make_verifier
+from tests.support.settings import unchecked
 
 ISSUER = "https://broker.issue.test/"
 GRANT = VisaObject(
@@ -29,9 +31,10 @@ GRANT = VisaObject(
 
 
 def ring_for(tmp_path: Path, alg: str = "ES256", lifetime: int = 86_400) -> KeyRing:
-    settings = Settings(
-        issuer=ISSUER,
-        data_dir=str(tmp_path / alg),
+    # A ring whose promise may be shorter than the default token lifetimes: the loader would
+    # refuse such a file, and the ring must still clamp what it signs.
+    settings = unchecked(
+        Settings(issuer=ISSUER, data_dir=str(tmp_path / alg)),
         keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=lifetime),
     )
     ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage

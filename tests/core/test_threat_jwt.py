@@ -33,11 +33,12 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.cli.passport import render_report
-from broker.config import JwksFetchSettings, LimitSettings
 from broker.core.cache import VerifiedCache
 from broker.core.jose import JoseError, check_key
+from broker.core.limits import LimitSettings
 from broker.core.models import ALLOWED_ALGORITHMS, PassportResult, Reason, Rejection, Visa
 from broker.core.verify import Verifier
+from broker.trust.settings import JwksFetchSettings
 from tests.support.forge import (
     DROP,
     NOW,

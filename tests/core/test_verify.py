@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from broker.config import LimitSettings
 from broker.core.cache import VerifiedCache
+from broker.core.limits import LimitSettings
 from broker.core.models import PassportResult, Reason, Rejection, Visa
 from broker.core.verify import Verifier, effective_exp
 from tests.support.forge import (

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from broker.config import KeySettings, Settings
 from broker.core.cache import VerifiedCache
 from broker.core.identity_graph import IdentityGraph
 from broker.core.issue import IssueError, mint_visa
@@ -21,6 +20,8 @@ from broker.core.linked_identities import parse_linked_identities
 from broker.core.models import LINKED_IDENTITIES, PassportResult, Reason, Rejection, Visa, VisaObject
 from broker.core.verify import Verifier
 from broker.keys.ring import KeyRing
+from broker.keys.settings import KeySettings
+from broker.settings import Settings
 from tests.core.vectors import data, vector
 from tests.support.forge import NOW, Signer, TestKey, make_verifier, trust_config, visa_object
 

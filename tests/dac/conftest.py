@@ -8,16 +8,14 @@ DAC A governs ``EGAD-A1`` exactly and ``A-*`` by pattern; DAC B governs ``EGAD-B
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from broker.config import Settings
 from broker.dac.services import DacServices, build_services
-from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings, VisaSourceSettings
+from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
+from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.base import Grant, Identity
 
@@ -42,12 +40,8 @@ class Clock:
         self.now += seconds
 
 
-@dataclass(frozen=True)
-class SettingsWithDac(Settings):
-    """``Settings`` with the two fields the lead adds (exactly as proposed in the report)."""
-
-    dac: DacSettings = field(default_factory=DacSettings)
-    visa_sources: list[VisaSourceSettings] = field(default_factory=list)
+#: Settings carry the ``dac`` and ``visa_sources`` sections themselves now.
+SettingsWithDac = Settings
 
 
 def dac_config(**overrides: object) -> DacSettings:
@@ -59,15 +53,19 @@ def dac_config(**overrides: object) -> DacSettings:
                 source=SOURCE_A,
                 datasets=["EGAD-A1"],
                 dataset_patterns=["A-*"],
-                members=[DacMemberSettings("chair-a", "chair"), DacMemberSettings("member-a")],
+                members=[DacMemberSettings(identity="chair-a", role="chair"), DacMemberSettings(identity="member-a")],
             ),
             DacEntrySettings(
-                id="B", name="DAC B", source=SOURCE_B, datasets=["EGAD-B1"], members=[DacMemberSettings("member-b")]
+                id="B",
+                name="DAC B",
+                source=SOURCE_B,
+                datasets=["EGAD-B1"],
+                members=[DacMemberSettings(identity="member-b")],
             ),
         ],
         admins=["admin"],
     )
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+    return base.model_copy(update=overrides)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""DAC and visa-source settings: parsed by the generic loader, cross-field rules with exact keys."""
+"""DAC and visa-source settings: sections of the root settings, cross-field rules with exact keys."""
 
 from __future__ import annotations
 
@@ -7,20 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from broker.config import SettingsError, _build
 from broker.dac.committees import Directory
-from broker.dac.settings import (
-    DacEntrySettings,
-    DacSettings,
-    VisaSourceSettings,
-    check_dac_settings,
-    check_visa_sources,
-    dac_settings,
-    parse_dac_settings,
-    parse_visa_sources,
-    visa_sources,
-)
-from tests.dac.conftest import ISSUER, SettingsWithDac
+from broker.dac.settings import DacEntrySettings, DacSettings, check_dac_settings
+from broker.settings import SettingsError, build_settings
+from broker.settings_model import SettingsProblem
+from broker.visas.settings import VisaSourceSettings, check_visa_sources
+from tests.dac.conftest import ISSUER
 
 YAML = """
 issuer: https://broker.example/
@@ -47,9 +39,9 @@ visa_sources:
 """
 
 
-def test_sections_load_through_the_generic_loader_as_settings_fields() -> None:
-    settings = _build(SettingsWithDac, yaml.safe_load(YAML), "file.yaml", "")
-    dac = dac_settings(settings)
+def test_sections_load_through_the_root_settings() -> None:
+    settings = build_settings(yaml.safe_load(YAML), "file.yaml")
+    dac = settings.dac
     assert dac.visa_lifetime_seconds == 900 and dac.admins == ["root"]
     entry = dac.committees[0]
     assert (entry.id, entry.name, entry.members[0].role, entry.members[1].role) == (
@@ -58,23 +50,27 @@ def test_sections_load_through_the_generic_loader_as_settings_fields() -> None:
         "chair",
         "member",
     )
-    check_dac_settings(dac, "file.yaml", settings.issuer)
-    sources = visa_sources(settings)
+    check_dac_settings(dac, settings.issuer)
+    sources = settings.visa_sources
     assert sources[0].send == "upstream_sub" and sources[0].timeout_seconds == 2.0
-    check_visa_sources(sources, "file.yaml", allow_http_loopback=False)
+    assert sources[0].auth_header is not None and sources[0].auth_header.get_secret_value() == "Bearer s3cret"
+    check_visa_sources(sources, allow_http_loopback=False)
     directory = Directory(dac, settings.issuer)
     assert directory.governing("EGAD-A7").id == "A"  # type: ignore[union-attr]
     assert directory.get("A").dataset_url("EGAD-1/x y") == "https://data.example/ds/EGAD-1%2Fx%20y"  # type: ignore
 
 
-def test_parse_functions_name_the_key_of_a_mistake() -> None:
+def test_loading_names_the_key_of_a_mistake() -> None:
     with pytest.raises(SettingsError) as info:
-        parse_dac_settings({"committees": [{"id": "A"}]}, "f.yaml")
-    assert info.value.key == "dac.committees[0].source"
+        build_settings({"dac": {"committees": [{"id": "A"}]}}, "f.yaml")
+    assert info.value.key == "dac.committees[0].source" and info.value.source == "f.yaml"
     with pytest.raises(SettingsError) as info:
-        parse_visa_sources([{"name": "x", "url": "https://a/{user}", "timeout_seconds": "soon"}], "f.yaml")
+        build_settings(
+            {"visa_sources": [{"name": "x", "url": "https://a/{user}", "timeout_seconds": "soon"}]}, "f.yaml"
+        )
     assert info.value.key == "visa_sources[0].timeout_seconds"
-    assert parse_visa_sources(None) == [] and parse_dac_settings(None) == DacSettings()
+    defaults = build_settings({}, "f.yaml")
+    assert defaults.visa_sources == [] and defaults.dac == DacSettings()
 
 
 def _dac(*entries: DacEntrySettings, **kw: Any) -> DacSettings:
@@ -107,12 +103,11 @@ A = DacEntrySettings(id="A", source="https://dac.example/A", datasets=["D1"])
         ),
         (_dac(A, dataset_url_template="https://data.example/ds"), "dac.dataset_url_template"),
         (_dac(A, dataset_url_template="http://data.example/{dataset}"), "dac.dataset_url_template"),
-        (_dac(A, visa_lifetime_seconds=0), "dac.visa_lifetime_seconds"),
     ],
 )
 def test_dac_cross_field_rules(dac: DacSettings, key: str) -> None:
-    with pytest.raises(SettingsError) as info:
-        check_dac_settings(dac, "f.yaml", ISSUER)
+    with pytest.raises(SettingsProblem) as info:
+        check_dac_settings(dac, ISSUER)
     assert info.value.key == key
 
 
@@ -124,15 +119,14 @@ def test_dac_cross_field_rules(dac: DacSettings, key: str) -> None:
         ({"url": "http://rems.example/p/{user}"}, "url"),
         ({"url": "http://127.0.0.1:9/p/{user}"}, "url"),  # loopback http only when allowed
         ({"send": "upstream_sub"}, "upstream_issuer"),
-        ({"timeout_seconds": 0.0}, "timeout_seconds"),
         ({"name": "two words"}, "name"),
         ({"auth_header": "Bearer x\r\nX-Evil: 1"}, "auth_header"),
     ],
 )
 def test_visa_source_rules(changes: dict[str, Any], key: str) -> None:
     base = {"name": "rems", "url": "https://rems.example/p/{user}", **changes}
-    with pytest.raises(SettingsError) as info:
-        check_visa_sources([VisaSourceSettings(**base)], "f.yaml", allow_http_loopback=False)
+    with pytest.raises(SettingsProblem) as info:
+        check_visa_sources([VisaSourceSettings.model_validate(base, strict=False)], allow_http_loopback=False)
     assert info.value.key == f"visa_sources[0].{key}"
 
 
@@ -141,19 +135,35 @@ def test_overlapping_patterns_govern_nothing() -> None:
         DacEntrySettings(id="A", source="https://dac.example/A", dataset_patterns=["X-*"]),
         DacEntrySettings(id="B", source="https://dac.example/B", dataset_patterns=["X-1*"]),
     )
-    check_dac_settings(dac, "f.yaml", ISSUER)  # a type check cannot see glob overlap
+    check_dac_settings(dac, ISSUER)  # a type check cannot see glob overlap
     directory = Directory(dac, ISSUER)
     assert directory.governing("X-2").id == "A"  # type: ignore[union-attr]
     assert directory.governing("X-10") is None  # both match: nobody governs it (fail closed)
 
 
-def test_settings_module_does_not_import_the_config_module() -> None:
-    """broker.config can import DacSettings / VisaSourceSettings at its top without an import cycle."""
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"dac": {"visa_lifetime_seconds": 0}}, "dac.visa_lifetime_seconds"),
+        (
+            {"visa_sources": [{"name": "r", "url": "https://r.example/p/{user}", "timeout_seconds": 0.0}]},
+            "visa_sources[0].timeout_seconds",
+        ),
+    ],
+)
+def test_type_bounds_name_the_key(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        build_settings(raw, "f.yaml")
+    assert info.value.key == key
+
+
+def test_area_settings_modules_do_not_import_the_root_settings() -> None:
+    """The root settings compose the areas' sections; no section module may import it back."""
     import subprocess
     import sys
 
     code = (
-        "import sys, broker.dac.settings; "
-        "assert 'broker.config' not in sys.modules, sorted(m for m in sys.modules if m.startswith('broker'))"
+        "import sys, broker.dac.settings, broker.visas.settings, broker.gateway.settings; "
+        "assert 'broker.settings' not in sys.modules, sorted(m for m in sys.modules if m.startswith('broker'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,6 +16,7 @@ from broker.login.local import add_user
 from broker.runtime import Runtime
 from broker.store import Store, open_store
 from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac
+from tests.support.settings import replace
 
 PASSWORD = "correct horse battery staple"
 NAMES = ("admin", "chair-a", "member-a", "member-b", "researcher")
@@ -44,19 +45,22 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
                 source=SOURCE_A,
                 datasets=["EGAD-A1"],
                 dataset_patterns=["A-*"],
-                members=[DacMemberSettings(ids["chair-a"], "chair"), DacMemberSettings(ids["member-a"])],
+                members=[
+                    DacMemberSettings(identity=ids["chair-a"], role="chair"),
+                    DacMemberSettings(identity=ids["member-a"]),
+                ],
             ),
             DacEntrySettings(
                 id="B",
                 name="DAC B",
                 source=SOURCE_B,
                 datasets=["EGAD-B1"],
-                members=[DacMemberSettings(ids["member-b"])],
+                members=[DacMemberSettings(identity=ids["member-b"])],
             ),
         ],
         admins=[ids["admin"]],
     )
-    settings = dataclasses.replace(bare, dac=dac)
+    settings = replace(bare, dac=dac)
     ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     app = create_app(settings, runtime=Runtime(settings=settings, store=store, keyring=ring))

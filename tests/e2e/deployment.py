@@ -27,11 +27,12 @@ from typing import Any
 import requests
 import yaml
 
-from broker.config import Settings, StoreSettings, load_settings
 from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.login.local import add_user
 from broker.oidc.passwords import hash_secret
+from broker.settings import Settings, load_settings
 from broker.store import open_store
+from broker.store.settings import StoreSettings
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client, full_login
 from tests.support.parts import free_port

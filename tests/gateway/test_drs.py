@@ -4,7 +4,6 @@ access URLs signed for one object and a few minutes (THREAT-MODEL PX-17, PX-18).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +15,7 @@ from broker.gateway.paths import ObjectRef
 from broker.gateway.service import Refusal
 from tests.gateway.conftest import AUTH, Stack
 from tests.gateway.support import ServerThread, TableAuthorizer, build_app
+from tests.support.settings import replace
 
 DRS = "/ga4gh/drs/v1"
 

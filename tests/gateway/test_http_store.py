@@ -8,7 +8,6 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from tests.gateway.support import (
     raw_get,
     respond,
 )
+from tests.support.settings import replace
 
 
 def through(stack: Stack, tmp_path: Path, upstream: RecordingUpstream, **store: object) -> ServerThread:

@@ -4,19 +4,19 @@ trust for generated URLs (THREAT-MODEL PX-20)."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from broker.config import SettingsError
 from broker.gateway.drs import encode_object_id
 from broker.gateway.metrics import Counter, Histogram
 from broker.gateway.paths import ObjectRef
-from broker.gateway.settings import GatewaySettings, parse_gateway_settings
+from broker.gateway.settings import GatewaySettings
+from broker.settings import SettingsError, build_settings
 from tests.gateway.conftest import AUTH, Stack
 from tests.gateway.support import ServerThread, build_app
+from tests.support.settings import replace
 
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.e+Inf]+$')
 
@@ -133,6 +133,11 @@ def test_px20_forwarded_headers_do_not_steer_generated_urls(stack: Stack, tmp_pa
 # ------------------------------------------------------------------ settings
 
 
+def parse_gateway_settings(raw: dict, source: str = "<gateway>") -> GatewaySettings:
+    """The ``gateway:`` section of settings loaded from ``raw`` (as the loader reads a file)."""
+    return build_settings({"gateway": raw}, source).gateway
+
+
 def test_settings_parse_from_yaml_shaped_data() -> None:
     s = parse_gateway_settings(
         {
@@ -146,7 +151,7 @@ def test_settings_parse_from_yaml_shaped_data() -> None:
         }
     )
     assert isinstance(s, GatewaySettings) and s.datasets["ds1"].prefix == "cohort1"
-    assert s.stores["up"].headers == {"X-Api-Key": "k"} and s.max_ranges == 4
+    assert s.stores["up"].header_values() == {"X-Api-Key": "k"} and s.max_ranges == 4
 
 
 @pytest.mark.parametrize(
@@ -201,7 +206,7 @@ def test_settings_mistakes_name_the_key(raw: dict, key: str) -> None:
 
 
 def test_upstream_credentials_are_redacted_when_printed() -> None:
-    from broker.config import redacted
+    from broker.settings import redacted
 
     s = parse_gateway_settings(
         {

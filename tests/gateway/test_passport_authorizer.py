@@ -7,22 +7,23 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from broker.config import Settings
 from broker.core.policy.reload import PolicyStore
 from broker.core.verify import Verifier
 from broker.gateway.drs import encode_object_id
 from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.gateway.paths import ObjectRef
+from broker.settings import Settings
 from tests.gateway.conftest import Stack
 from tests.gateway.support import ServerThread, build_app
 from tests.support.forge import NOW, Signer, TestKey, make_verifier, trust_config, visa_object
+from tests.support.settings import replace
 
 DAC = "https://dac.example/"
 POLICY = f"""

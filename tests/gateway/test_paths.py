@@ -198,9 +198,8 @@ def test_property_every_legitimate_name_round_trips_exactly(segments: list[str])
 def test_px01_raw_socket_traversal_never_reaches_the_upstream_outside_the_prefix(stack: Stack, tmp_path) -> None:
     """A recording upstream behind an http store: for every attack path it sees nothing
     outside /ds1/, and nothing at all for refused ones."""
-    from dataclasses import replace
-
     from broker.gateway.settings import DatasetSettings, DataStoreSettings
+    from tests.support.settings import replace
 
     def serve(rec: Recorded, sock: socket.socket) -> None:
         respond(sock, "200 OK", [("Content-Length", "2"), ("Connection", "close")], b"ok")

@@ -90,7 +90,7 @@ def test_deny_is_403_with_reason_and_required_visas(stack: Stack) -> None:
 
 
 def test_required_visas_hidden_when_settings_say_so(stack: Stack, tmp_path) -> None:
-    from dataclasses import replace
+    from tests.support.settings import replace
 
     app = build_app(replace(stack.settings, expose_required_visas=False), stack.authorizer, tmp_path)
     with ServerThread(app) as server:

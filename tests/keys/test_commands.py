@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from broker.config import load_settings
 from broker.keys.jwk import thumbprint
 from broker.keys.ring import KeyRing
+from broker.settings import load_settings
 from broker.store import open_store
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")

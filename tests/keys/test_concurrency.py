@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from broker.config import Settings
 from broker.keys.ring import KeyRing
+from broker.settings import Settings
 from broker.store import open_store
 from tests.keys.conftest import SECRET, T0, make_settings
 

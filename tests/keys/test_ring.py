@@ -14,10 +14,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.config import Settings
 from broker.keys.errors import KeyStorageError, NoSigningKey
 from broker.keys.jwk import PRIVATE_MEMBERS, thumbprint
 from broker.keys.ring import RSA_KEY_BITS, KeyRing, classify
+from broker.settings import Settings
 from tests.keys.conftest import T0, file_ring, make_settings
 
 AHEAD = 600

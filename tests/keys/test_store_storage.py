@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -11,13 +10,15 @@ from pathlib import Path
 import jwt
 import pytest
 
-from broker.config import Settings, StoreSettings
 from broker.keys.errors import KeyDecryptionError, KeyRingError
 from broker.keys.ring import KeyRing
 from broker.keys.storage import STORE_LOCK_KEY, STORE_LOCK_KIND
+from broker.settings import Settings
 from broker.store import Store, open_store
+from broker.store.settings import StoreSettings
 from tests.keys.conftest import SECRET, T0, make_settings
 from tests.support.redis_server import RedisServer
+from tests.support.settings import replace, unchecked
 
 AHEAD, LIFETIME = 600, 3600
 
@@ -35,9 +36,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         namespace = f"keys-{request.node.name}"
-        settings = dataclasses.replace(
-            settings, store=StoreSettings(backend="redis", url=server.url, namespace=namespace)
-        )
+        settings = replace(settings, store=StoreSettings(backend="redis", url=server.url, namespace=namespace))
     return settings
 
 
@@ -79,9 +78,7 @@ def test_sqlite_file_never_holds_a_pem(tmp_path: Path) -> None:
 
 def test_wrong_secret_fails_clearly_and_only_signing_needs_it(store_settings: Settings, store: Store) -> None:
     ring_of(store_settings, store).maintain(T0)
-    wrong = dataclasses.replace(
-        store_settings, keys=dataclasses.replace(store_settings.keys, encryption_secret="not the secret")
-    )
+    wrong = replace(store_settings, keys=replace(store_settings.keys, encryption_secret="not the secret"))
     other = ring_of(wrong, store)
     assert len(other.jwks(T0)["keys"]) == 1  # public keys are not secret
     with pytest.raises(KeyDecryptionError, match=r"keys\.encryption_secret is wrong"):
@@ -91,7 +88,7 @@ def test_wrong_secret_fails_clearly_and_only_signing_needs_it(store_settings: Se
 
 
 def test_store_storage_without_a_secret_is_refused(store_settings: Settings, store: Store) -> None:
-    bare = dataclasses.replace(store_settings, keys=dataclasses.replace(store_settings.keys, encryption_secret=None))
+    bare = unchecked(store_settings, keys=unchecked(store_settings.keys, encryption_secret=None))
     with pytest.raises(KeyRingError, match="encryption_secret is not set"):
         KeyRing.open(bare, store)
 

@@ -7,10 +7,11 @@ from urllib.parse import urljoin
 
 import requests
 
-from broker.config import JwksFetchSettings, LimitSettings
+from broker.core.limits import LimitSettings
 from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from broker.core.verify import Verifier
 from broker.trust.config import TrustConfig, TrustedBroker, TrustedIssuer, own_jwks_url
+from broker.trust.settings import JwksFetchSettings
 from tests.login.browser import Browser, origin, query_of
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, pkce_pair, redeem

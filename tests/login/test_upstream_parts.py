@@ -13,14 +13,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.config import ConnectorSettings, JwksFetchSettings
 from broker.login.claims import affiliations, clean_email, clean_text, display_name
 from broker.login.discovery import DiscoveryError, judge
 from broker.login.id_token import IdTokenError, verify_id_token
+from broker.login.settings import ConnectorSettings
 from broker.login.upstream_http import HttpLimits, UpstreamHttpError, exchange
 from broker.trust.config import TrustConfig, TrustedBroker
 from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
+from broker.trust.settings import JwksFetchSettings
 
 ISS = "https://idp.example.org"
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.config import KeySettings, Settings, StoreSettings
 from broker.keys.jwk import public_jwk
 from broker.keys.ring import KeyRing
+from broker.keys.settings import KeySettings
 from broker.oidc.passwords import hash_secret
 from broker.runtime import Runtime
+from broker.settings import Settings
 from broker.store import open_store
+from broker.store.settings import StoreSettings
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
 

@@ -353,6 +353,6 @@ def test_oa14_codes_unique_long_and_short_lived(broker: BrokerProcess, app: Clie
         codes.add(query_of(authorize(http, broker, app).headers["Location"])["code"])
     assert len(codes) == 30
     assert all(len(code) >= 43 for code in codes)
-    from broker.config import OidcSettings
+    from broker.oidc.settings import OidcSettings
 
     assert OidcSettings().code_lifetime_seconds <= 60

@@ -7,8 +7,9 @@ import re
 import pytest
 import requests
 
-from broker.config import OidcSettings, load_settings
 from broker.oidc.consent_withdrawal import withdraw_consent
+from broker.oidc.settings import OidcSettings
+from broker.settings import load_settings
 from broker.store import open_store
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, browser_code, claims, full_login, query_of, redeem

@@ -158,7 +158,7 @@ def test_cached_token_of_a_key_no_longer_published_is_refused(op_runtime: Runtim
 
 
 def test_cached_token_is_not_reused_for_another_issuer(op_runtime: Runtime, signature_checks: list[str]) -> None:
-    from dataclasses import replace
+    from tests.support.settings import replace
 
     now = int(time.time())
     token = _mint(op_runtime, now)

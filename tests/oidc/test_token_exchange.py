@@ -6,11 +6,12 @@ from typing import Any
 
 import requests
 
-from broker.config import Settings, TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
 from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from broker.core.verify import Verifier
+from broker.settings import Settings
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
+from broker.trust.settings import TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, claims, full_login, header
 
@@ -38,7 +39,7 @@ def verifier_for(broker: BrokerProcess) -> Verifier:
             visa_issuers=[TrustedIssuerSettings(iss=broker.issuer, jwks=jwks)],
         ),
     )
-    trust = TrustConfig.from_settings(settings)
+    trust = TrustConfig.from_settings(settings.trust, settings.issuer)
     return Verifier(trust, KeyResolver(trust, settings.trust.fetch), settings.limits)
 
 

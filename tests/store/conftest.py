@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker.config import Settings, StoreSettings
+from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.audit import build_record, encode_audit
 from broker.store.base import AuditRecord
+from broker.store.settings import StoreSettings
 from tests.support.redis_server import RedisServer
 
 BACKENDS = ["sqlite", "redis"]

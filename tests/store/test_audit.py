@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.cli import main
-from broker.config import Settings
+from broker.settings import Settings
 from broker.store.audit import (
     GENESIS_HASH,
     MALFORMED_KEY,
@@ -245,7 +245,11 @@ def _config(backend: Backend, tmp_path: Path) -> str:
         yaml.safe_dump(
             {
                 "data_dir": s.data_dir,
-                "store": {"backend": s.store.backend, "url": s.store.url, "namespace": s.store.namespace},
+                "store": {
+                    "backend": s.store.backend,
+                    "url": s.store.url.get_secret_value(),
+                    "namespace": s.store.namespace,
+                },
             }
         )
     )

@@ -74,7 +74,8 @@ def test_concurrent_audit_appends_form_one_unbroken_chain(store: Store) -> None:
 
 WORKER = """
 import json, sys
-from broker.config import Settings, StoreSettings
+from broker.settings import Settings
+from broker.store.settings import StoreSettings
 from broker.store import open_store
 spec = json.loads(sys.argv[1])
 store = open_store(Settings(data_dir=spec["data_dir"], store=StoreSettings(**spec["store"])))
@@ -96,7 +97,7 @@ def test_worker_processes_share_one_store_atomically(backend: Backend) -> None:
     s = backend.settings
     store_spec = {
         "backend": s.store.backend,
-        "url": s.store.url,
+        "url": s.store.url.get_secret_value(),
         "namespace": s.store.namespace,
         "timeout_seconds": 10.0,
     }

@@ -70,7 +70,7 @@ def _leftovers(backend: Backend) -> list[str]:
         finally:
             conn.close()
         return sorted(r[0] for r in rows)
-    client = redis.Redis.from_url(backend.settings.store.url, decode_responses=True)
+    client = redis.Redis.from_url(backend.settings.store.url.get_secret_value(), decode_responses=True)
     try:
         prefix = backend.settings.store.namespace + ":"
         return sorted(k[len(prefix) :] for k in client.scan_iter(match=prefix + "*"))

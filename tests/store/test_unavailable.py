@@ -267,7 +267,7 @@ def test_a_corrupt_stored_record_is_a_store_error_not_a_crash(backend: Backend) 
         conn.commit()
         conn.close()
     else:
-        client = redis.Redis.from_url(backend.settings.store.url)
+        client = redis.Redis.from_url(backend.settings.store.url.get_secret_value())
         client.set(f"{backend.settings.store.namespace}:grant:g1", '{"id": "g1"}')
         client.close()
     with pytest.raises(StoreError, match="Grant record is corrupt"):

@@ -310,9 +310,10 @@ def make_verifier(
     fetch: Any = None,
 ) -> Any:
     """A real Verifier over a real KeyResolver, with the clock frozen at ``now``."""
-    from broker.config import JwksFetchSettings, LimitSettings
+    from broker.core.limits import LimitSettings
     from broker.core.verify import Verifier
     from broker.trust.jwks import KeyResolver
+    from broker.trust.settings import JwksFetchSettings
 
     clock = (lambda: now) if not callable(now) else now
     resolver = KeyResolver(trust, fetch or JwksFetchSettings(), session=session, clock=clock)

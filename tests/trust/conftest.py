@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
-from broker.config import JwksFetchSettings
+from broker.trust.settings import JwksFetchSettings
 from tests.support.jwks_server import JwksServer, TestKey
 
 

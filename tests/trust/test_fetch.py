@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import time
@@ -12,9 +11,10 @@ import pytest
 import requests
 import trustme
 
-from broker.config import JwksFetchSettings
 from broker.trust.fetch import FetchError, check_url, fetch_jwks, is_loopback_host, new_session
+from broker.trust.settings import JwksFetchSettings
 from tests.support.jwks_server import JwksServer, Route, TestKey
+from tests.support.settings import replace
 
 JSON = {"Content-Type": "application/json"}
 
@@ -332,6 +332,6 @@ def test_loopback_hosts() -> None:
 
 def test_settings_are_what_bounds_use(server: JwksServer, ec1: TestKey) -> None:
     server.serve_keys(ec1)
-    tight = dataclasses.replace(JwksFetchSettings(), max_bytes=10)
+    tight = replace(JwksFetchSettings(), max_bytes=10)
     with pytest.raises(FetchError, match="exceeds the limit of 10"):
         fetch_jwks(server.url(), tight, server.session())

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from broker.config import JwksFetchSettings, Settings, TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
 from broker.core.models import Reason
 from broker.trust.config import ResolvedKey, TrustConfig, TrustedIssuer, own_jwks_url
 from broker.trust.jwks import KeyResolutionError, KeyResolver
 from broker.trust.keyset import parse_key
+from broker.trust.settings import JwksFetchSettings, TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings
 from tests.support.jwks_server import JwksServer, Route, TestKey
 from tests.trust.conftest import Clock
 
@@ -34,8 +34,8 @@ def make_trust(
     own: str = OWN,
     own_keys: Callable[[], Mapping[str, ResolvedKey]] | None = None,
 ) -> TrustConfig:
-    settings = Settings(issuer=own, trust=TrustSettings(visa_issuers=list(issuers), brokers=list(brokers)))
-    return TrustConfig.from_settings(settings, own_keys)
+    trust = TrustSettings(visa_issuers=list(issuers), brokers=list(brokers))
+    return TrustConfig.from_settings(trust, own, own_keys)
 
 
 def resolver(

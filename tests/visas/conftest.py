@@ -18,16 +18,17 @@ from typing import Any
 import pytest
 import trustme
 
-from broker.config import JwksFetchSettings, Settings, TrustedIssuerSettings, TrustSettings
 from broker.core.models import CONTROLLED_ACCESS_GRANTS, VISA_TYP
 from broker.core.verify import Verifier
 from broker.dac.services import DacServices, build_services
 from broker.keys.ring import KeyRing
+from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.store.base import Identity, IdentityLink
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
+from broker.trust.settings import JwksFetchSettings, TrustedIssuerSettings, TrustSettings
 from tests.dac.conftest import PEOPLE, Clock, SettingsWithDac, dac_config
 from tests.support.jwks_server import JwksServer, TestKey
 
@@ -106,7 +107,7 @@ def verifier(settings: Settings, ring: KeyRing, issuer_server: JwksServer) -> Ve
     def own() -> dict[str, ResolvedKey]:
         return {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in ring.public_keys().items()}
 
-    trust = TrustConfig.from_settings(settings, own_keys=own)
+    trust = TrustConfig.from_settings(settings.trust, settings.issuer, own_keys=own)
     return Verifier(trust, KeyResolver(trust, settings.trust.fetch, session=issuer_server.session()), settings.limits)
 
 

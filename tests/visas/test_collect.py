@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
-from broker.config import Settings
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import DacServices
 from broker.keys.ring import KeyRing
+from broker.settings import Settings
 from broker.store import Store
 from broker.visas.collect import collect_visas
 from broker.visas.minting import VisaMinter
@@ -18,6 +17,7 @@ from broker.visas.remote import RemoteVisaSources
 from tests.dac.conftest import DAY, Clock
 from tests.support.jwks_server import JwksServer, Route, TestKey
 from tests.support.parts import free_port
+from tests.support.settings import replace
 from tests.visas.conftest import ISSUER, remote_visa
 from tests.visas.test_remote import PATH, _source
 
@@ -67,7 +67,7 @@ def test_limit_drops_extra_visas_and_says_so(ring: KeyRing, svc: DacServices, cl
 def test_a_failing_minter_is_a_problem_not_a_crash(
     svc: DacServices, clock: Clock, store: Store, settings: Settings, tmp_path: Path
 ) -> None:
-    fresh = dataclasses.replace(settings, keys=dataclasses.replace(settings.keys, directory=str(tmp_path / "nokeys")))
+    fresh = replace(settings, keys=replace(settings.keys, directory=str(tmp_path / "nokeys")))
     keyless = KeyRing.open(fresh, store, auto_maintain_seconds=None)  # a broker before its first start: no key
     svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     minter = VisaMinter(keyless, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from broker.core.verify import Verifier
-from broker.dac.settings import VisaSourceSettings
 from broker.store import Store
 from broker.store.base import Identity, IdentityLink
 from broker.visas.remote import RemoteResult, RemoteVisaSources
+from broker.visas.settings import VisaSourceSettings
 from tests.dac.conftest import Clock
 from tests.support.jwks_server import JwksServer, Route, TestKey
 from tests.support.parts import free_port
+from tests.support.settings import replace
 from tests.visas.conftest import UPSTREAM_ISS, remote_visa
 
 PATH = "/api/permissions/elixir-user%40id"
@@ -185,13 +186,14 @@ def test_user_identifier_is_percent_encoded_and_missing_one_is_not_fetched(
 
 
 def test_sources_from_settings_checks_them(settings: Any, verifier: Verifier) -> None:
-    import dataclasses
 
-    from broker.config import SettingsError
+    from broker.settings_model import SettingsProblem
     from broker.visas.remote import sources_from_settings
+    from tests.support.settings import unchecked
 
-    good = dataclasses.replace(settings, visa_sources=[VisaSourceSettings("rems", "https://rems.example/p/{user}")])
+    good = replace(settings, visa_sources=[VisaSourceSettings(name="rems", url="https://rems.example/p/{user}")])
     assert [s.name for s in sources_from_settings(good, verifier).sources] == ["rems"]
-    bad = dataclasses.replace(settings, visa_sources=[VisaSourceSettings("rems", "http://rems.example/p/{user}")])
-    with pytest.raises(SettingsError):
+    # The loader refuses such a file; the builder of sources refuses it on its own too.
+    bad = unchecked(settings, visa_sources=[VisaSourceSettings(name="rems", url="http://rems.example/p/{user}")])
+    with pytest.raises(SettingsProblem):
         sources_from_settings(bad, verifier)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import StoreSettings
 from broker.core.cache import VerifiedCache
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
@@ -22,6 +21,7 @@ from broker.dac.services import build_services
 from broker.keys.ring import KeyRing
 from broker.store import Store, open_store
 from broker.store.base import Identity
+from broker.store.settings import StoreSettings
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
