@@ -300,7 +300,7 @@ def parse_recipient_key(value: str | bytes | None, *, header_name: str = "X-C4GH
         raise PublicKeyError("public_key_missing", f"No public key was sent. {how}")
     decoded = _strict_b64(text)
     if decoded is None:
-        if b"-" in text[:1] or b"CRYPT4GH" in text:
+        if text.startswith(b"-----") or b"CRYPT4GH" in text:
             problem = "The public key file was sent as it is; it must be base64-encoded as a whole."
         elif any(c in text for c in b"-_") and not any(c in text for c in b"+/"):
             problem = "The public key uses the URL-safe base64 alphabet; use the standard one (+ and /, padded)."
