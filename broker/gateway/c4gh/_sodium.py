@@ -26,24 +26,45 @@ def derive_public(secret: bytes) -> bytes:
     return bytes(_raw.derive_pk(secret))
 
 
-def reader_shared_key(own_public: bytes, own_secret: bytes, writer_public: bytes) -> bytes | None:
-    """The key a reader opens a packet with; None if the writer key is unusable (low order, wrong size)."""
-    if len(writer_public) != KEY_BYTES:
+_P = 2**255 - 19
+# The u-coordinates (mod p) of the X25519 points of small order, on the curve and its twist:
+# multiplying them by any clamped scalar gives zero (the list libsodium's blocklist encodes).
+_SMALL_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+        _P - 1,
+    }
+)
+
+
+def is_small_order(public: bytes) -> bool:
+    """True for a 32-byte X25519 public key of small order (any encoding: top bit ignored, u taken mod p)."""
+    u = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    return u % _P in _SMALL_ORDER_U
+
+
+def _kx(function: str, own_public: bytes, own_secret: bytes, peer_public: bytes) -> bytes | None:
+    # Small-order peers are refused here, before libsodium: crypt4gh.sodium's kx functions set a
+    # Python error on that failure yet still return a value (a SystemError on CPython).
+    if len(peer_public) != KEY_BYTES or is_small_order(peer_public):
         return None
     try:
-        return bytes(_raw.kx_client(own_public, own_secret, writer_public))
-    except (ValueError, AssertionError):
+        return bytes(getattr(_raw, function)(own_public, own_secret, peer_public))
+    except (ValueError, AssertionError, SystemError):
         return None
+
+
+def reader_shared_key(own_public: bytes, own_secret: bytes, writer_public: bytes) -> bytes | None:
+    """The key a reader opens a packet with; None if the writer key is unusable (small order, wrong size)."""
+    return _kx("kx_client", own_public, own_secret, writer_public)
 
 
 def writer_shared_key(own_public: bytes, own_secret: bytes, reader_public: bytes) -> bytes | None:
     """The key a writer seals a packet with for ``reader_public``; None if that key is unusable."""
-    if len(reader_public) != KEY_BYTES:
-        return None
-    try:
-        return bytes(_raw.kx_server(own_public, own_secret, reader_public))
-    except (ValueError, AssertionError):
-        return None
+    return _kx("kx_server", own_public, own_secret, reader_public)
 
 
 def seal(key: bytes, plaintext: bytes) -> bytes:

@@ -71,7 +71,7 @@ def open_header(header: ParsedHeader, node_key: NodeKey) -> OpenedHeader:
     edit_list: tuple[int, ...] | None = None
     session_keys = 0
     for packet in header.packets:
-        if packet[:4] != _METHOD_0 or len(packet) < 4 + _sodium.KEY_BYTES + _sodium.CIPHER_DIFF + 4:
+        if packet[:4] != _METHOD_0 or len(packet) <= 4 + _sodium.KEY_BYTES + _sodium.CIPHER_DIFF:
             continue  # another header encryption method, or too short to be ours
         writer = packet[4 : 4 + _sodium.KEY_BYTES]
         if writer not in shared_by_writer:
@@ -82,7 +82,9 @@ def open_header(header: ParsedHeader, node_key: NodeKey) -> OpenedHeader:
         plain = _sodium.open_sealed(shared, packet[4 + _sodium.KEY_BYTES :])
         if plain is None:
             continue
-        kind = int.from_bytes(plain[:4], "little") if len(plain) >= 4 else -1
+        if len(plain) < 4:
+            raise StoredHeaderError("c4gh_unsupported_packet", "The stored file's header has a malformed packet.")
+        kind = int.from_bytes(plain[:4], "little")
         if kind == PACKET_DATA_ENC:
             if len(plain) != _DATA_ENC_BYTES or plain[4:8] != _METHOD_0:
                 raise StoredHeaderError(

@@ -96,23 +96,28 @@ class FileReader:
         self.close()
 
 
+def read_some(reader: RandomReader, offset: int, length: int) -> bytes:
+    """One read of 1 to ``length`` bytes at ``offset``; :class:`StoredReadError` if none come or it fails."""
+    try:
+        chunk = reader.read(offset, length)
+    except OSError as exc:
+        raise StoredReadError("c4gh_stored_read_failed", f"Reading the stored object failed ({exc}).") from None
+    if len(chunk) > length:
+        raise StoredReadError("c4gh_stored_read_failed", "The stored object's reader returned more than asked.")
+    if not chunk:
+        raise StoredReadError(
+            "c4gh_stored_truncated", f"The stored object ended at byte {offset}, earlier than its size."
+        )
+    return bytes(chunk)
+
+
 def read_exact(reader: RandomReader, offset: int, length: int) -> bytes:
     """Exactly ``length`` bytes at ``offset``, looping on short reads; :class:`StoredReadError` if it ends early."""
     parts: list[bytes] = []
     got = 0
     while got < length:
-        want = length - got
-        try:
-            chunk = reader.read(offset + got, want)
-        except OSError as exc:
-            raise StoredReadError("c4gh_stored_read_failed", f"Reading the stored object failed ({exc}).") from None
-        if len(chunk) > want:
-            raise StoredReadError("c4gh_stored_read_failed", "The stored object's reader returned more than asked.")
-        if not chunk:
-            raise StoredReadError(
-                "c4gh_stored_truncated", f"The stored object ended at byte {offset + got}, before {offset + length}."
-            )
-        parts.append(bytes(chunk))
+        chunk = read_some(reader, offset + got, length - got)
+        parts.append(chunk)
         got += len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -229,10 +234,11 @@ class _ReaderFetch:
         self._buf = bytearray()
 
     def ensure(self, n: int) -> bytearray:
-        have = len(self._buf)
-        if have < n:
+        # The read-ahead is a wish, not a need: a short read is fine once ``n`` bytes are in.
+        while len(self._buf) < n:
+            have = len(self._buf)
             want = min(self._size - have, max(n - have, self._read_ahead))
-            self._buf += read_exact(self._reader, have, want)
+            self._buf += read_some(self._reader, have, want)
         return self._buf
 
 

@@ -313,3 +313,30 @@ def test_keys_made_with_os_urandom_are_accepted() -> None:
         raw = bytearray(os.urandom(32))
         raw[31] &= 0x7F
         assert parse_recipient_key(_b64(bytes(raw))).public == bytes(raw)
+
+
+def _zero_shared_secret(raw: bytes) -> bool:
+    """What OpenSSL says: does X25519 with a fresh scalar give the all-zero secret for this point?"""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return True
+    return False
+
+
+def test_the_small_order_table_agrees_with_openssl_on_every_encoding() -> None:
+    from broker.gateway.c4gh._sodium import is_small_order
+
+    candidates = [0, 1, _ORDER_8_A, _ORDER_8_B, _P - 1, _P, _P + 1, 2, 9, _P - 2, int.from_bytes(_GOOD, "little")]
+    for u in candidates:
+        for top_bit in (0, 1 << 255):
+            value = u | top_bit
+            if value >= 1 << 256:
+                continue
+            raw = value.to_bytes(32, "little")
+            assert is_small_order(raw) == _zero_shared_secret(raw), hex(value)
+    for _ in range(200):
+        raw = os.urandom(32)
+        assert is_small_order(raw) == _zero_shared_secret(raw)
