@@ -2,7 +2,7 @@
 
 Every failure the core can meet, from a bad researcher key to a hostile stored header, is one of
 these; nothing else escapes its public functions for bad input. ``http_status`` is the answer the
-web adapter is expected to give (it may choose otherwise): 400 for what the client sent, 416 for a
+web adapter is gives through the one error handler (``status`` is set from it): 400 for what the client sent, 416 for a
 range outside the served stream, 502 for a stored object the node cannot serve, 500 for the node's
 own configuration.
 """
@@ -11,22 +11,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from broker.errors import ApiError
+from broker.errors import BrokerError
 
 
-class Crypt4GHError(Exception):
-    """Base of every typed error of the Crypt4GH core."""
+class Crypt4GHError(BrokerError):
+    """Base of every typed error of the Crypt4GH core (a :class:`~broker.errors.BrokerError`)."""
 
     http_status: ClassVar[int] = 500
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def api_error(self) -> ApiError:
-        """The JSON error answer the web layer gives for this failure."""
-        return ApiError(self.http_status, self.code, self.message)
+        super().__init__(message, status=self.http_status, code=code)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code!r}, {self.message!r})"

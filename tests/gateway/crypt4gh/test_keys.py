@@ -173,7 +173,7 @@ def test_unencrypted_key_refused_unless_allowed(c4gh: Crypt4GH, tmp_path: Path) 
 def test_node_key_error_maps_to_a_500_json_error(tmp_path: Path) -> None:
     with pytest.raises(NodeKeyError) as info:
         load_node_key(tmp_path / "absent.sec")
-    api = info.value.api_error()
+    api = info.value
     assert (api.status, api.body()["error"]) == (500, "node_key_missing")
 
 
@@ -265,7 +265,7 @@ def test_bad_public_keys_get_a_typed_error_that_says_how_to_send_one(value: str 
     assert info.value.code in {"invalid_public_key", "public_key_missing"}
     assert "Htsget-Context-Public-Key" in info.value.message
     assert "base64" in info.value.message
-    api = info.value.api_error()
+    api = info.value
     assert api.status == 400 and api.body()["error"] == info.value.code
 
 

@@ -97,7 +97,7 @@ def test_a_file_for_another_node_is_refused_with_a_typed_error(c4gh: Crypt4GH, k
         reencrypt_stored(reader, keys.node.node_key(), keys.researcher.recipient())
     assert info.value.code == "c4gh_not_for_this_node"
     assert "2 header packets" in info.value.message
-    assert info.value.api_error().status == 502
+    assert info.value.status == 502
 
 
 def test_a_stored_edit_list_is_kept_so_the_researcher_sees_the_same_slice(

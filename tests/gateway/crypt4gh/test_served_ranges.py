@@ -73,7 +73,7 @@ def test_ranges_outside_the_served_stream_are_typed_416(start: object, end: obje
     with pytest.raises(ServedRangeError) as info:
         served_parts(layout, start, end)  # type: ignore[arg-type]
     assert info.value.code == "range_not_satisfiable"
-    assert info.value.api_error().status == 416
+    assert info.value.status == 416
 
 
 def test_streaming_reads_in_chunks_and_loops_on_short_reads() -> None:
