@@ -23,8 +23,8 @@ class Limits:
     """Most regions in one request."""
     max_aux_bytes: int = 16 * MIB
     """Largest CSI auxiliary data (the tabix name list lives there for VCF)."""
-    max_scan_bytes: int = 2 * MIB
-    """Inflated bytes one record scan may read to tighten a region's chunks; 0 turns trimming off."""
+    max_scan_bytes: int = 16 * MIB
+    """Inflated bytes the record scans of one request may read in all to tighten chunks; 0 turns them off."""
 
 
 DEFAULT_LIMITS = Limits()

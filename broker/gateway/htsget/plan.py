@@ -21,9 +21,12 @@ where the header ends re-compressed inline. Every byte of inflated data therefor
 client exactly once and in order, whatever the block layout; re-compressing at most two blocks
 per merged chunk keeps inline data small (at most ~64 KiB each).
 
-Chunks of all regions are gathered, sorted and merged when they overlap, touch, or meet inside
-one block, so overlapping regions give each record once. Empty results still give header and
-EOF block, as htsget requires.
+Before that, each region's chunks are tightened by bounded record scans
+(:mod:`~broker.gateway.htsget.records`): cut after the last record that can overlap, and, before
+the first record starting inside the region, only the records reaching into it are kept. Chunks
+of all regions are then gathered, sorted and merged when they overlap or touch, so overlapping
+regions give each record once, in file order. Empty results still give header and EOF block,
+as htsget requires.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from broker.gateway.htsget.headers import Header, Reference, read_bam_header, re
 from broker.gateway.htsget.index import Chunk, Index, IndexKind, read_index
 from broker.gateway.htsget.limits import DEFAULT_LIMITS, Limits
 from broker.gateway.htsget.reader import RandomReader
-from broker.gateway.htsget.records import Target, end_cut, start_cut
+from broker.gateway.htsget.records import ScanBudget, Target, tighten
 
 MAX_POSITION = (1 << 63) - 1
 """Largest ``start``/``end`` accepted (htsget GET says 32-bit unsigned; the adapter may be stricter)."""
@@ -219,8 +222,9 @@ def plan(
     else:
         check_regions(regions, limits=limits)
         chunks = []
+        budget = ScanBudget(limits.max_scan_bytes)
         for region in regions:
-            chunks.extend(_region_chunks(source, region, blocks, limits))
+            chunks.extend(_region_chunks(source, region, blocks, budget))
     body: list[Piece] = []
     for begin, end in _merge(chunks, source.header.end, end_of_body):
         body.extend(_chunk_pieces(blocks, begin, end, source.body_end))
@@ -240,7 +244,7 @@ def plan_request(
     return plan(reader, open_indexed(reader, index, fmt, limits=limits), class_=class_, regions=regions, limits=limits)
 
 
-def _region_chunks(source: IndexedFile, region: Region, blocks: BlockCache, limits: Limits) -> list[Chunk]:
+def _region_chunks(source: IndexedFile, region: Region, blocks: BlockCache, budget: ScanBudget) -> list[Chunk]:
     name = region.reference_name
     if name == UNPLACED:
         if source.format is not Format.BAM:
@@ -258,30 +262,38 @@ def _region_chunks(source: IndexedFile, region: Region, blocks: BlockCache, limi
     begin = region.start or 0
     end = source.index.max_position if region.end is None else min(region.end, source.index.max_position)
     chunks = source.index.chunks(ref_id, begin, end)
-    if not chunks or limits.max_scan_bytes <= 0:
+    if not chunks or budget.remaining <= 0:
         return chunks
     target = Target(ref_id, name, begin, end)
-    is_bam = source.format is Format.BAM
+    scan_from = max(chunks[0][0], source.header.end)
+    end_hint = None
     if region.end is not None:
-        scan_from = max(source.index.lower_bound(ref_id, end - 1), chunks[0][0], source.header.end)
-        if scan_from < chunks[-1][1]:
-            cut = end_cut(
-                blocks, scan_from, target, is_bam=is_bam, body_end=source.body_end, budget=limits.max_scan_bytes
-            )
-            if cut is not None:
-                chunks = [(b, min(e, cut)) for b, e in chunks if b < cut]
-    if begin > 0 and chunks:
-        scan_from = max(chunks[0][0], source.header.end)
-        cut = start_cut(
-            blocks, scan_from, target, is_bam=is_bam, body_end=source.body_end, budget=limits.max_scan_bytes
-        )
-        if cut is not None:
-            chunks = [(max(b, cut), e) for b, e in chunks if e > cut]
+        end_hint = max(source.index.lower_bound(ref_id, end - 1), scan_from)
+        if end_hint >= chunks[-1][1]:
+            end_hint = None
+    found = tighten(
+        blocks,
+        scan_from,
+        end_hint,
+        target,
+        want_prefix=begin > 0,
+        is_bam=source.format is Format.BAM,
+        body_end=source.body_end,
+        budget=budget,
+    )
+    if found.cut is not None:
+        chunks = [(b, min(e, found.cut)) for b, e in chunks if b < found.cut]
+    if found.resume is not None:
+        chunks = found.selected + [(max(b, found.resume), e) for b, e in chunks if e > found.resume]
     return chunks
 
 
 def _merge(chunks: list[Chunk], header_end: int, end_of_body: int) -> list[Chunk]:
-    """Sorted, disjoint chunks inside the body; chunks meeting inside one block are joined."""
+    """Sorted, disjoint chunks inside the body; overlapping or touching chunks are joined.
+
+    Chunks that merely share a block are not joined: the records between them are not wanted,
+    and the partial-block pieces cost no extra reads (the block is cached).
+    """
     clipped: list[Chunk] = []
     for begin, end in chunks:
         if end > end_of_body:
@@ -292,7 +304,7 @@ def _merge(chunks: list[Chunk], header_end: int, end_of_body: int) -> list[Chunk
     clipped.sort()
     merged: list[Chunk] = []
     for begin, end in clipped:
-        if merged and (begin <= merged[-1][1] or begin >> 16 == merged[-1][1] >> 16):
+        if merged and begin <= merged[-1][1]:
             if end > merged[-1][1]:
                 merged[-1] = (merged[-1][0], end)
         else:

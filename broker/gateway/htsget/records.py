@@ -6,16 +6,20 @@ both at record boundaries and both safe whatever the record layout, trim that:
 
 - **end cut**: the file is sorted, so no record at or after the first record of the same
   reference with ``pos >= end`` (or of another reference) can overlap ``[start, end)``. The
-  scan starts at a lower bound of that record's offset taken from the index.
-- **start cut**: records are dropped from the front while each is *known* not to reach
-  ``start``; the scan stops at the first record that may overlap. For BAM the end of a record is
-  computed as htslib does (``pos`` + reference length of the CIGAR, at least 1). For VCF a line
-  is dropped only if it has no ``END=`` in INFO and no symbolic ALT allele and ``POS - 1 +
-  len(REF) <= start``; anything else is kept, since clients differ in how they size such records.
+  scan reaches it from a lower bound of its offset taken from the index.
+- **prefix selection**: records starting before ``start`` are read one by one up to the first
+  one starting at or after ``start``; only those that may reach into the region are kept, as
+  exact virtual-offset ranges (a 30 kb spliced read no longer drags in the 30 kb of reads
+  behind it). For BAM the end of a record is computed as htslib does (``pos`` + reference
+  length of the CIGAR, at least 1). For VCF a line is left out only if it has no ``END=`` in
+  INFO, no symbolic ALT allele and ``POS - 1 + len(REF) <= start``; anything else is kept, since
+  clients differ in how they size such records.
 
-A scan reads at most ``budget`` inflated bytes; when it runs out, or meets anything it does not
-understand, it gives up and the chunk stays as the index gave it (more extras, never fewer
-records). Scans never raise on odd record contents; broken BGZF blocks still raise
+All scans of one request share one :class:`ScanBudget` of inflated bytes; when it runs out, or
+a scan meets anything it does not understand, it stops and the chunks from there on stay as the
+index gave them (more extras, never fewer records). Since selected ranges are a subset of what
+was scanned, the budget also bounds the re-compressed inline data they produce. Scans never
+raise on odd record contents; broken BGZF blocks still raise
 :class:`~broker.gateway.htsget.errors.BgzfError`.
 """
 
@@ -42,12 +46,21 @@ class Target:
     end: int
 
 
-class _Stream:
-    """Sequential bytes of a BGZF file from a virtual offset, with an inflated-byte budget."""
+class ScanBudget:
+    """Inflated bytes the record scans of one request may still read (shared by all its regions)."""
 
-    def __init__(self, blocks: BlockCache, voffset: int, body_end: int, budget: int) -> None:
+    def __init__(self, total: int) -> None:
+        self.remaining = total
+
+
+class _Stream:
+    """Sequential bytes of a BGZF file from a virtual offset, drawing on a shared budget."""
+
+    def __init__(self, blocks: BlockCache, voffset: int, body_end: int, budget: ScanBudget) -> None:
         self.blocks = blocks
         self.body_end = body_end
+        if budget.remaining <= 0:
+            raise _Stop
         self.block = blocks.get(voffset >> 16)
         self.pos = voffset & 0xFFFF
         self.budget = budget
@@ -63,9 +76,9 @@ class _Stream:
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or :class:`_Stop` at the end of the body or of the budget."""
-        if n > self.budget:
+        if n > self.budget.remaining:
             raise _Stop
-        self.budget -= n
+        self.budget.remaining -= n
         parts: list[bytes] = []
         while n > 0:
             if self.pos >= len(self.block.data):
@@ -92,9 +105,9 @@ class _Stream:
                 continue
             newline = self.block.data.find(b"\n", self.pos)
             stop = len(self.block.data) if newline < 0 else newline + 1
-            if stop - self.pos > self.budget:
+            if stop - self.pos > self.budget.remaining:
                 raise _Stop
-            self.budget -= stop - self.pos
+            self.budget.remaining -= stop - self.pos
             parts.append(self.block.data[self.pos : stop])
             self.pos = stop
             if newline >= 0:
@@ -151,40 +164,69 @@ def _matches(record: _Record, target: Target, is_bam: bool) -> bool:
     return record.ref == (target.ref_id if is_bam else target.ref_name)
 
 
-def end_cut(
-    blocks: BlockCache, scan_from: int, target: Target, *, is_bam: bool, body_end: int, budget: int
-) -> int | None:
-    """Virtual offset of the first record at or after ``scan_from`` that cannot overlap ``target``.
+@dataclass(frozen=True, slots=True)
+class Tightening:
+    """What a scan found: records to keep before ``resume``, and where the region's records stop."""
 
-    ``scan_from`` must be a record start no later than that record (the index gives one).
-    None when the scan gives up.
+    selected: list[tuple[int, int]]
+    """Exact virtual-offset ranges of records before ``resume`` that may overlap the region."""
+    resume: int | None
+    """From here on the chunks are kept as they are; None if the prefix was not verified."""
+    cut: int | None
+    """No record at or after this offset overlaps the region; None if unknown."""
+
+
+def tighten(
+    blocks: BlockCache,
+    scan_from: int,
+    end_hint: int | None,
+    target: Target,
+    *,
+    want_prefix: bool,
+    is_bam: bool,
+    body_end: int,
+    budget: ScanBudget,
+) -> Tightening:
+    """One forward scan for both cuts of a region.
+
+    From ``scan_from`` (a record start: the first chunk's start), when ``want_prefix``, records
+    starting before ``target.start`` are read one by one and only those that may reach into the
+    region are selected. Then, when ``end_hint`` is given (a record start no later than the
+    first record at or past ``target.end``), the scan continues from the later of where it is
+    and ``end_hint`` to that first record: the cut.
     """
+    selected: list[tuple[int, int]] = []
+    resume: int | None = None
+    cut: int | None = None
     try:
         stream = _Stream(blocks, scan_from, body_end, budget)
-        while True:
-            here = stream.tell()
-            record = _bam_record(stream) if is_bam else _vcf_record(stream)
-            if not _matches(record, target, is_bam) or record.pos >= target.end:
-                return here
+        if want_prefix:
+            while True:
+                here = stream.tell()
+                resume = here
+                record = _bam_record(stream) if is_bam else _vcf_record(stream)
+                if not _matches(record, target, is_bam) or record.pos >= target.start:
+                    if not _matches(record, target, is_bam) or record.pos >= target.end:
+                        cut = here
+                    break
+                if record.end is None or record.end > target.start:
+                    after = stream.tell()
+                    if selected and selected[-1][1] == here:
+                        selected[-1] = (selected[-1][0], after)
+                    else:
+                        selected.append((here, after))
+        if end_hint is not None and cut is None:
+            position = resume if resume is not None else scan_from
+            if end_hint > position:
+                stream = _Stream(blocks, end_hint, body_end, budget)
+            elif resume is not None:
+                stream = _Stream(blocks, resume, body_end, budget)
+            while True:
+                here = stream.tell()
+                record = _bam_record(stream) if is_bam else _vcf_record(stream)
+                if not _matches(record, target, is_bam) or record.pos >= target.end:
+                    cut = here
+                    break
     except _Stop:
-        return None
-
-
-def start_cut(
-    blocks: BlockCache, scan_from: int, target: Target, *, is_bam: bool, body_end: int, budget: int
-) -> int | None:
-    """Virtual offset of the first record from ``scan_from`` on that may overlap ``target``.
-
-    Every record between ``scan_from`` and the answer is known not to overlap. When the scan
-    gives up it answers the furthest boundary it verified (None if it verified nothing).
-    """
-    best: int | None = None
-    try:
-        stream = _Stream(blocks, scan_from, body_end, budget)
-        while True:
-            best = stream.tell()
-            record = _bam_record(stream) if is_bam else _vcf_record(stream)
-            if not _matches(record, target, is_bam) or record.end is None or record.end > target.start:
-                return best
-    except _Stop:
-        return best
+        pass
+    return Tightening(selected, resume, cut)
