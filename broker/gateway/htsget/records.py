@@ -11,9 +11,9 @@ both at record boundaries and both safe whatever the record layout, trim that:
   one starting at or after ``start``; only those that may reach into the region are kept, as
   exact virtual-offset ranges (a 30 kb spliced read no longer drags in the 30 kb of reads
   behind it). For BAM the end of a record is computed as htslib does (``pos`` + reference
-  length of the CIGAR, at least 1). For VCF a line is left out only if it has no ``END=`` in
-  INFO, no symbolic ALT allele and ``POS - 1 + len(REF) <= start``; anything else is kept, since
-  clients differ in how they size such records.
+  length of the CIGAR, at least 1). For VCF the end is bounded from above by the largest of
+  ``POS - 1 + len(REF)``, INFO ``END`` and ``POS + |SVLEN|``, since clients differ in which
+  they use; a line whose END or SVLEN does not parse is kept.
 
 All scans of one request share one :class:`ScanBudget` of inflated bytes; when it runs out, or
 a scan meets anything it does not understand, it stops and the chunks from there on stay as the
@@ -146,18 +146,38 @@ def _bam_record(stream: _Stream) -> _Record:
 def _vcf_record(stream: _Stream) -> _Record:
     line = stream.line()
     fields = line.rstrip(b"\r\n").split(b"\t", 8)
-    if len(fields) < 8 or not fields[1].isdigit() or len(fields[1]) > 19:
+    if len(fields) < 8 or not fields[1].isdigit() or len(fields[1]) > 19 or not fields[3]:
         raise _Stop
     try:
         chrom = fields[0].decode("utf-8")
     except UnicodeDecodeError:
         raise _Stop from None
     pos = int(fields[1]) - 1
-    info = fields[7]
-    end: int | None = None
-    if b"END=" not in info and b"<" not in fields[4] and fields[3]:
-        end = pos + len(fields[3])
-    return _Record(chrom, pos, end)
+    return _Record(chrom, pos, _vcf_end_bound(pos, len(fields[3]), fields[7]))
+
+
+def _vcf_end_bound(pos: int, ref_length: int, info: bytes) -> int | None:
+    """An upper bound of where a VCF record ends (0-based exclusive), or None if unsure.
+
+    The largest of ``pos + len(REF)``, any ``END`` and ``pos + 1 + |SVLEN|``: htslib sizes a
+    record by END when present, others by SVLEN; taking the maximum keeps every reading safe.
+    An INFO whose END or SVLEN does not parse gives None (the record is kept).
+    """
+    end = pos + ref_length
+    if b"END" not in info and b"SVLEN" not in info:
+        return end
+    for entry in info.split(b";"):
+        key, _, value = entry.partition(b"=")
+        try:
+            if key == b"END":
+                end = max(end, int(value))
+            elif key == b"SVLEN":
+                for item in value.split(b","):
+                    if item != b".":
+                        end = max(end, pos + 1 + abs(int(item)))
+        except ValueError:
+            return None
+    return end
 
 
 def _matches(record: _Record, target: Target, is_bam: bool) -> bool:

@@ -105,7 +105,7 @@ def _vcf_text(rnd: random.Random, long_info: bool) -> str:
         '##INFO=<ID=PAD,Number=1,Type=String,Description="Padding">',
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
     ]
-    for ref, length, count in (("chr1", 300_000, 3000), ("chr2", 200_000, 2000), ("chr3", 150_000, 12)):
+    for ref, length, count in (("chr1", 300_000, 12_000), ("chr2", 200_000, 6_000), ("chr3", 150_000, 12)):
         positions = sorted(rnd.sample(range(1, length - 6000), count))
         for i, pos in enumerate(positions):
             kind = rnd.random()
