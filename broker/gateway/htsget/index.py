@@ -317,7 +317,7 @@ def _read_reference(cur: _Cursor, min_shift: int, depth: int, *, csi: bool) -> R
     for _ in range(n_bin):
         bin_id = cur.u32("bin")
         loffset = cur.u64s(1, "loffset")[0] if csi else 0
-        n_chunk = cur.count("n_chunk", 16, cur.remaining // 16)
+        n_chunk = cur.count("n_chunk", 16, 1 << 31)
         flat = cur.u64s(2 * n_chunk, "chunks")
         if bin_id == pseudo:
             if seen_pseudo or n_chunk != 2:

@@ -38,6 +38,7 @@ from typing import Literal
 
 from broker.gateway.htsget.bgzf import EOF_BLOCK, Block, BlockCache, compress
 from broker.gateway.htsget.errors import (
+    CorruptData,
     IndexFormatError,
     InvalidInput,
     InvalidRange,
@@ -125,7 +126,7 @@ class IndexedFile:
     ref_ids: Mapping[str, int | None]
     """Reference name to index reference id (None: declared in the VCF header, absent from the index)."""
     body_end: int
-    """Byte offset where record data ends: the start of the trailing EOF block, or the file size."""
+    """Byte offset where record data ends: the start of the trailing EOF block."""
 
 
 def open_indexed(
@@ -160,9 +161,11 @@ def open_indexed(
         references = tuple(listed)
     else:  # pragma: no cover - Format is closed
         raise UnsupportedFormat("unsupported_format", f"format {fmt} is not served")
-    tail_at = reader.size - len(EOF_BLOCK)
-    has_eof = tail_at >= 0 and reader.read(tail_at, len(EOF_BLOCK)) == EOF_BLOCK
-    body_end = tail_at if has_eof else reader.size
+    # A BGZF file ends with the EOF block; one without it is most likely cut short, and a cut
+    # last block would reach the client unnoticed inside a byte range, so it is refused.
+    body_end = reader.size - len(EOF_BLOCK)
+    if body_end < 0 or reader.read(body_end, len(EOF_BLOCK)) != EOF_BLOCK:
+        raise CorruptData("data_no_eof", "the data file does not end with the BGZF EOF block (truncated?)")
     if header.end >> 16 > body_end:
         raise IndexFormatError("data_truncated", "the data file ends inside its header")
     return IndexedFile(fmt, header, idx, references, ref_ids, body_end)
