@@ -4,10 +4,16 @@ data (BAM/VCF headers, indexes that lie about the file) is CorruptData with a co
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gzip
 import struct
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from broker.gateway.htsget import (
     BgzfError,
@@ -33,7 +39,7 @@ from broker.gateway.htsget import (
 )
 from broker.gateway.htsget.bgzf import EOF_BLOCK, compress
 from broker.gateway.htsget.headers import read_bam_header, read_vcf_header
-from tests.gateway.htsget.support import Sample
+from tests.gateway.htsget.support import REFS, Sample
 
 # ----- request errors ---------------------------------------------------------------------
 
@@ -281,3 +287,27 @@ def test_file_without_eof_block_is_refused(vcf: Sample) -> None:
     with pytest.raises(CorruptData) as err:
         open_indexed(BytesReader(data), vcf.indexes["tbi"].read_bytes(), Format.VCF)
     assert err.value.code == "data_no_eof"
+
+
+@functools.cache
+def _inflated(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes())
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_record_contents_never_escape_untyped(bam: Sample, vcf: Sample, data: st.DataObject) -> None:
+    """Records garbled *inside* valid BGZF blocks (so CRCs pass) reach the record scans: planning
+    either succeeds or raises CorruptData, and never reads past its budget."""
+    sample = data.draw(st.sampled_from([bam, vcf]))
+    raw = bytearray(_inflated(sample.path))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=20))):
+        where = data.draw(st.integers(min_value=len(raw) // 50, max_value=len(raw) - 1))
+        raw[where] = data.draw(st.integers(min_value=0, max_value=255))
+    reader = BytesReader(compress(bytes(raw), block_data=4000) + EOF_BLOCK)
+    index = sample.indexes["csi"].read_bytes()
+    names = [name for name, _ in REFS]
+    wanted = [Region(data.draw(st.sampled_from(names)), data.draw(st.integers(0, 300_000)), None) for _ in range(2)]
+    with contextlib.suppress(CorruptData):
+        opened = open_indexed(reader, index, sample.format)
+        plan(reader, opened, regions=wanted, limits=Limits(max_scan_bytes=1 << 20))
