@@ -93,6 +93,22 @@ class _Stream:
             n -= take
         return b"".join(parts)
 
+    def skip(self, n: int) -> None:
+        """Move ``n`` bytes on without keeping them, or :class:`_Stop`."""
+        if n > self.budget.remaining:
+            raise _Stop
+        self.budget.remaining -= n
+        while n > 0:
+            if self.pos >= len(self.block.data):
+                if self.block.end >= self.body_end:
+                    raise _Stop
+                self.block = self.blocks.get(self.block.end)
+                self.pos = 0
+                continue
+            take = min(n, len(self.block.data) - self.pos)
+            self.pos += take
+            n -= take
+
     def line(self) -> bytes:
         """Bytes up to and including the next newline, or :class:`_Stop`."""
         parts: list[bytes] = []
@@ -127,20 +143,42 @@ class _Record:
 
 
 def _bam_record(stream: _Stream) -> _Record:
+    data, at = stream.block.data, stream.pos
+    if at + _BAM_FIXED_SIZE <= len(data):
+        # Fast path: the whole record lies in the current block; parse it in place.
+        block_size, ref, pos, l_name, _mapq, _bin, n_cigar, flag = _BAM_FIXED.unpack_from(data, at)
+        total = block_size + 4
+        if (
+            at + total <= len(data)
+            and total <= stream.budget.remaining
+            and block_size - 32 >= l_name + 4 * n_cigar
+            and ref >= -1
+            and pos >= -1
+        ):
+            stream.budget.remaining -= total
+            stream.pos = at + total
+            length = _reference_length(data, at + _BAM_FIXED_SIZE + l_name, n_cigar, flag)
+            return _Record(ref, pos, pos + max(length, 1))
     fixed = stream.read(_BAM_FIXED_SIZE)
     block_size, ref, pos, l_name, _mapq, _bin, n_cigar, flag = _BAM_FIXED.unpack_from(fixed)
     rest = block_size - (_BAM_FIXED_SIZE - 4)
     if rest < l_name + 4 * n_cigar or ref < -1 or pos < -1:
         raise _Stop
-    stream.read(l_name)
+    stream.skip(l_name)
     cigar = stream.read(4 * n_cigar)
-    stream.read(rest - l_name - 4 * n_cigar)
+    stream.skip(rest - l_name - 4 * n_cigar)
+    return _Record(ref, pos, pos + max(_reference_length(cigar, 0, n_cigar, flag), 1))
+
+
+def _reference_length(data: bytes, at: int, n_cigar: int, flag: int) -> int:
+    """Bases of the reference a record covers: the M, D, N, = and X operations of its CIGAR."""
+    if flag & _FLAG_UNMAPPED or n_cigar == 0:
+        return 0
     length = 0
-    if not flag & _FLAG_UNMAPPED:
-        for (op,) in struct.iter_unpack("<I", cigar):
-            if op & 0xF in _REF_CONSUMING:
-                length += op >> 4
-    return _Record(ref, pos, pos + max(length, 1))
+    for op in struct.unpack_from(f"<{n_cigar}I", data, at):
+        if op & 0xF in _REF_CONSUMING:
+            length += op >> 4
+    return length
 
 
 def _vcf_record(stream: _Stream) -> _Record:

@@ -6,6 +6,7 @@ No downloads and no real samples: every read and variant comes from a seeded ran
 
 from __future__ import annotations
 
+import functools
 import gzip
 import random
 import subprocess
@@ -46,6 +47,12 @@ def run(*args: str | Path, stdin: bytes | None = None) -> bytes:
     if proc.returncode != 0:
         raise AssertionError(f"{args[0]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
     return proc.stdout
+
+
+@functools.cache
+def run_cached(*args: str | Path) -> bytes:
+    """:func:`run` for questions about the original files, which never change within a session."""
+    return run(*args)
 
 
 def lines(output: bytes) -> list[str]:
@@ -105,7 +112,12 @@ def _vcf_text(rnd: random.Random, long_info: bool) -> str:
         '##INFO=<ID=PAD,Number=1,Type=String,Description="Padding">',
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
     ]
-    for ref, length, count in (("chr1", 300_000, 12_000), ("chr2", 200_000, 6_000), ("chr3", 150_000, 12)):
+    scale = 1 if long_info else 4  # tiny-block files stay small: every block costs the tools time
+    for ref, length, count in (
+        ("chr1", 300_000, 3_000 * scale),
+        ("chr2", 200_000, 1_500 * scale),
+        ("chr3", 150_000, 12),
+    ):
         positions = sorted(rnd.sample(range(1, length - 6000), count))
         for i, pos in enumerate(positions):
             kind = rnd.random()
