@@ -23,6 +23,8 @@ class Limits:
     """Most regions in one request."""
     max_aux_bytes: int = 16 * MIB
     """Largest CSI auxiliary data (the tabix name list lives there for VCF)."""
+    max_inline_bytes: int = 16 * MIB
+    """Most re-compressed (inline ``data:``) bytes one answer may carry; each scattered region costs up to 128 KiB."""
     max_scan_bytes: int = 16 * MIB
     """Inflated bytes the record scans of one request may read in all to tighten chunks; 0 turns them off."""
 

@@ -1,8 +1,9 @@
 """From an htsget request (format, class, regions) to the ordered pieces of the answer.
 
 The concatenation of the pieces, after fetching each byte range from the data file, is a valid
-BGZF file: the header, every record overlapping a requested region (and a few neighbours, which
-htsget allows), each record once and in file order, then the EOF block.
+BGZF file: the header, every record overlapping a requested region, each record once and in
+file order, then the EOF block. htsget allows extra records; within the scan budget there are
+none (records are selected exactly), beyond it the index chunks are used as they are.
 
 How it stays exact at BGZF boundaries. An index chunk is a range of *virtual* offsets
 ``[begin, end)`` that starts and ends on record boundaries, but those boundaries may fall inside
@@ -18,8 +19,9 @@ no reader can resynchronise on. So:
 
 The header is treated the same way: whole header blocks as a byte range, the part of the block
 where the header ends re-compressed inline. Every byte of inflated data therefore reaches the
-client exactly once and in order, whatever the block layout; re-compressing at most two blocks
-per merged chunk keeps inline data small (at most ~64 KiB each).
+client exactly once and in order, whatever the block layout. Inline data is bounded: at most two
+partial blocks per merged chunk (each under 64 KiB), and consecutive inline pieces are joined
+only up to 1 MiB per ``data:`` URI.
 
 Before that, each region's chunks are tightened by bounded record scans
 (:mod:`~broker.gateway.htsget.records`): cut after the last record that can overlap, and, before
@@ -39,6 +41,7 @@ from typing import Literal
 from broker.gateway.htsget.bgzf import EOF_BLOCK, Block, BlockCache, compress
 from broker.gateway.htsget.errors import (
     CorruptData,
+    HeaderFormatError,
     IndexFormatError,
     InvalidInput,
     InvalidRange,
@@ -167,7 +170,7 @@ def open_indexed(
     if body_end < 0 or reader.read(body_end, len(EOF_BLOCK)) != EOF_BLOCK:
         raise CorruptData("data_no_eof", "the data file does not end with the BGZF EOF block (truncated?)")
     if header.end >> 16 > body_end:
-        raise IndexFormatError("data_truncated", "the data file ends inside its header")
+        raise HeaderFormatError("header_truncated", "the data file ends inside its header")
     return IndexedFile(fmt, header, idx, references, ref_ids, body_end)
 
 
@@ -229,8 +232,17 @@ def plan(
         for region in regions:
             chunks.extend(_region_chunks(source, region, blocks, budget))
     body: list[Piece] = []
+    inline = 0
     for begin, end in _merge(chunks, source.header.end, end_of_body):
-        body.extend(_chunk_pieces(blocks, begin, end, source.body_end))
+        pieces = _chunk_pieces(blocks, begin, end, source.body_end)
+        inline += sum(len(p.data) for p in pieces if isinstance(p, Inline))
+        if inline > limits.max_inline_bytes:
+            raise InvalidInput(
+                "answer_too_large",
+                f"the requested regions need more than {limits.max_inline_bytes} bytes of inline data; "
+                "ask for fewer, wider regions",
+            )
+        body.extend(pieces)
     return _coalesce([*header, *body, Inline(EOF_BLOCK, "body")])
 
 

@@ -119,6 +119,16 @@ def test_class_must_be_header_and_alone(bam: Sample) -> None:
         assert err.value.code == "class_with_regions"
 
 
+def test_scattered_regions_beyond_the_inline_budget_are_refused(bam: Sample) -> None:
+    scattered = [Region("chr1", start, start + 10) for start in range(1_000, 300_000, 3_000)]
+    with FileReader(bam.path) as reader:
+        opened = open_indexed(reader, bam.indexes["bai"].read_bytes(), Format.BAM)
+        assert plan(reader, opened, regions=scattered)
+        with pytest.raises(InvalidInput) as err:
+            plan(reader, opened, regions=scattered, limits=Limits(max_inline_bytes=20_000))
+    assert err.value.code == "answer_too_large"
+
+
 def test_error_messages_quote_hostile_names_briefly(bam: Sample) -> None:
     with FileReader(bam.path) as reader, pytest.raises(NotFound) as err:
         plan_request(reader, bam.indexes["bai"].read_bytes(), Format.BAM, regions=[Region("x" * 5000)])
