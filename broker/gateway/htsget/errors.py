@@ -12,21 +12,21 @@ htsget error ``ServerError`` rather than to one of the 4xx names.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from broker.errors import BrokerError
 
 
-class HtsgetError(Exception):
-    """Base of every error the htsget core raises on purpose."""
+class HtsgetError(BrokerError):
+    """Base of every error the htsget core raises on purpose (a :class:`~broker.errors.BrokerError`)."""
 
     htsget_error: ClassVar[str] = "ServerError"
-    status: ClassVar[int] = 500
+    status = 500
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
-    def body(self) -> dict[str, dict[str, str]]:
+    def body(self) -> dict[str, Any]:
         """The htsget error document (``{"htsget": {"error": ..., "message": ...}}``)."""
         return {"htsget": {"error": self.htsget_error, "message": self.message}}
 
