@@ -103,11 +103,11 @@ class Downloader:
         meta = dest.with_name(dest.name + ".part.json")
         resumed = self._load(part, meta, file)
         for attempt in (1, 2):
-            digest = self._transfer(file, part, meta, position, resume=resumed)
+            digest, start = self._transfer(file, part, meta, position, resume=resumed)
             if digest == file.sha256:
                 os.replace(part, dest)
                 meta.unlink(missing_ok=True)
-                how = " (resumed)" if resumed else ""
+                how = f" (resumed at {start} bytes)" if start else ""
                 return Outcome(file.name, True, f"{file.name}: {file.size} bytes, sha-256 verified{how} -> {dest}")
             part.unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
@@ -136,8 +136,11 @@ class Downloader:
             return False
         return True
 
-    def _transfer(self, file: DrsFile, part: Path, meta: Path, position: int, resume: bool) -> str:
-        """Write the object into ``part`` (continuing it when ``resume``); return the sha-256 of all of it."""
+    def _transfer(self, file: DrsFile, part: Path, meta: Path, position: int, resume: bool) -> tuple[str, int]:
+        """Write the object into ``part`` (continuing it when ``resume``).
+
+        Returns the sha-256 of all of it and the offset the bytes fetched now started at.
+        """
         for _ in range(3):
             try:
                 return self._attempt(file, part, meta, position, resume)
@@ -146,7 +149,7 @@ class Downloader:
                 resume = False
         raise ClientError("restart_loop", f"{file.name}: the server keeps answering ranges this client cannot use.")
 
-    def _attempt(self, file: DrsFile, part: Path, meta: Path, position: int, resume: bool) -> str:
+    def _attempt(self, file: DrsFile, part: Path, meta: Path, position: int, resume: bool) -> tuple[str, int]:
         sha = hashlib.sha256()
         offset = 0
         etag: str | None = None
@@ -155,7 +158,7 @@ class Downloader:
             etag = recorded.get("etag") if isinstance(recorded.get("etag"), str) else None
             offset = _hash_file(part, sha)
             if offset == file.size:
-                return sha.hexdigest()
+                return sha.hexdigest(), offset
             if etag is None:
                 raise _Restart  # nothing to prove the server still has the same version
         headers = dict(self.drs.headers())
@@ -209,7 +212,7 @@ class Downloader:
             ) from None
         finally:
             response.close()
-        return sha.hexdigest()
+        return sha.hexdigest(), offset
 
     def _get(self, file: DrsFile, headers: dict[str, str]) -> Any:
         tokens = self.drs.tokens
