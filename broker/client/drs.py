@@ -131,9 +131,10 @@ def _describe_node(node: dict[str, Any], depth: int, count: list[int]) -> list[s
                 if isinstance(values, list) and values:
                     shown = " or ".join(printable(v, 200) for v in values[:5])
                     parts.append(f"{name} {shown}")
+        line = pad + ", ".join(parts)
         if isinstance(visa.get("description"), str):
-            parts.append(f"({printable(visa['description'], 200)})")
-        return [pad + ", ".join(parts)]
+            line += f" ({printable(visa['description'], 200)})"
+        return [line]
     for key, title in (("all_of", "all of:"), ("any_of", "any of:")):
         children = node.get(key)
         if isinstance(children, list):

@@ -12,7 +12,7 @@ import broker.cli as cli
 
 def main() -> int:
     if "broker.client.commands" not in cli.COMMAND_MODULES:
-        cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, "broker.client.commands")
+        cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, "broker.client.commands")  # type: ignore[assignment]
     return cli.main(sys.argv[1:])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -256,7 +257,7 @@ def test_decision_endpoint_takes_the_purpose_of_the_original_request(policy: Pol
 @pytest.mark.parametrize("purpose,status,code", CASES)
 def test_drs_post_declares_the_purpose_in_the_body(policy: Policy, stack: Stack, purpose, status, code) -> None:  # type: ignore[no-untyped-def]
     url = policy.server.url + f"{DRS}/objects/{encode_object_id(ObjectRef('ds1', 'small.bin'))}"
-    body: dict[str, object] = {"passports": [policy.passport("ds1")]}
+    body: dict[str, Any] = {"passports": [policy.passport("ds1")]}
     if purpose is not None:
         body["purpose"] = purpose
     r = requests.post(url, json=body, timeout=10)
