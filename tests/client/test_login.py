@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 import time
 
 import jwt
 import requests
 
+from broker.client.credentials import CredentialStore
+from broker.client.http import ClientError, Http
+from broker.client.oauth import TokenSource, load_tokens
 from tests.client.conftest import SITE_CLIENT, SITE_SECRET, Broker, Cli, device_login
 
 
@@ -65,6 +69,38 @@ def test_an_expired_access_token_is_refreshed_and_the_rotated_refresh_token_save
         timeout=10,
     )
     assert spent.status_code == 400 and spent.json()["error"] == "invalid_grant"
+
+
+def test_commands_refreshing_at_once_share_one_rotation(broker: Broker, cli: Cli) -> None:
+    """Four token sources (as four commands would) renew one expired login at the same instant.
+
+    Without the file lock they would all spend the same refresh token and the broker, seeing it
+    reused, would end the login (RFC 9700 4.14.2); with it, one refreshes and the others adopt
+    its tokens.
+    """
+    device_login(broker, cli)
+    content = cli.credentials()
+    key = broker.url.rstrip("/")
+    content["brokers"][key]["expires_at"] = int(time.time()) - 5
+    cli.write_credentials(content)
+    sources = [load_tokens(Http.create(), CredentialStore(cli.config), broker.url) for _ in range(4)]
+    barrier = threading.Barrier(len(sources))
+    results: list[object] = []
+
+    def renew(source: TokenSource) -> None:
+        barrier.wait()
+        try:
+            results.append(source.access_token())
+        except ClientError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=renew, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(isinstance(r, str) for r in results) and len(set(results)) == 1, results
+    assert cli.run("whoami").returncode == 0  # the login lives on
 
 
 def test_a_login_the_broker_no_longer_accepts_asks_for_a_new_one(broker: Broker, alice: Cli, cli: Cli) -> None:
