@@ -172,3 +172,15 @@ def test_usage_mistakes_exit_2(alice: Cli, args: tuple[str, ...]) -> None:
     done = alice.run(*args)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr.strip() and "Traceback" not in done.stderr
+
+
+def test_the_progress_bar_reports_a_whole_transfer(broker: Broker, alice: Cli, tmp_path: Path) -> None:
+    import io
+
+    http = Http.create()
+    tokens = load_tokens(http, CredentialStore(alice.config), broker.url)
+    err = io.StringIO()
+    outcomes = Downloader(DrsClient(http, tokens), tmp_path, progress=True, err=err).run([("CLI-OPEN", "reads.bam")], 1)
+    assert outcomes[0].ok, outcomes
+    assert "CLI-OPEN/reads.bam" in err.getvalue() and "100%" in err.getvalue()
+    assert (tmp_path / "reads.bam").read_bytes() == broker.read("CLI-OPEN/reads.bam")
