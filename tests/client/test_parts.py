@@ -238,8 +238,14 @@ def run_device(fake: FakeBroker, clock: list[float], sleeps: list[float]) -> Log
 
 
 def test_polling_waits_the_interval_and_five_seconds_more_after_slow_down(clock: list[float]) -> None:
-    tokens = {"access_token": "at", "token_type": "Bearer", "expires_in": 900, "refresh_token": "rt", "scope": "openid"}
-    answers = [
+    tokens: dict[str, Any] = {
+        "access_token": "at",
+        "token_type": "Bearer",
+        "expires_in": 900,
+        "refresh_token": "rt",
+        "scope": "openid",
+    }
+    answers: list[tuple[int, dict[str, Any]]] = [
         (400, {"error": "authorization_pending"}),
         (400, {"error": "slow_down"}),
         (400, {"error": "authorization_pending"}),
