@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "broker.cli.keys",
     "broker.cli.store",
     "broker.cli.passport",
+    "broker.cli.researcher",
     "broker.cli.policy",
     "broker.cli.clients",
     "broker.cli.users",

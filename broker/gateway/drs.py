@@ -11,15 +11,37 @@
 
 Object ids are the unpadded base64url of ``<dataset>/<object path>``: opaque to clients,
 decoded here with the same path rules as request paths, so a crafted id cannot name
-anything a crafted URL could not.
+anything a crafted URL could not. Each DrsObject also names the streaming route itself as
+its ``access_url`` (it takes the same ``Authorization`` header as DRS, and ``Range``).
+
+Bundles (DRS 1.2 ``contents``): the id of a folder is the unpadded base64url of
+``<dataset>/`` (the dataset itself) or ``<dataset>/<folder path>/``, a trailing ``/`` telling
+it from an object. It is authorised exactly like the dataset's objects (same refusal, before
+existence, so no existence oracle) and lists the folder's regular files and sub-folders by
+name, id and ``drs_uri``; ``expand`` (query ``?expand=true`` or the POST body) nests every
+sub-folder's contents. Only directory stores are listed, walked with ``O_NOFOLLOW`` from the
+dataset's folder: symlinks, FIFOs and names the data route would refuse are never listed. At
+most ``max_objects`` entries (:data:`MAX_BUNDLE_OBJECTS` by default, lower on request) are
+listed and at most :data:`MAX_SCANNED_ENTRIES` directory entries read; a cut listing says
+``"contents_truncated": true``. A bundle's ``checksums`` is empty: hashing a whole dataset
+to list it would cost more than the listing is worth (DRS asks a checksum over the contents'
+checksums); each object's own DrsObject carries its sha-256.
+
+A request may declare its data-use purpose in the ``GA4GH-Purpose`` header
+(:data:`broker.gateway.service.PURPOSE_HEADER`) or, for POST, as ``purpose`` in the body (both
+at once must agree); a signed access URL is bound to the purpose declared when it was minted.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
+import os
 import re
+import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,13 +52,40 @@ from broker import __version__
 from broker.core.untrusted_json import loads_bounded
 from broker.gateway import signed_urls
 from broker.gateway.paths import DATASET_ID, ObjectRef, PathError, quote_segments, validate_object_path
-from broker.gateway.service import Gateway, Refusal
+from broker.gateway.service import Gateway, Refusal, header_purpose, parse_purpose
 from broker.gateway.stores import DirectoryStore, ObjectInfo, StoreError
 from broker.web.errors import error_response
 
 BASE = "/ga4gh/drs/v1"
 ACCESS_ID = "https"
 _ID = re.compile(r"[A-Za-z0-9_-]{2,2800}")
+MAX_BUNDLE_OBJECTS = 10_000  # entries (files and folders) one bundle answer lists at most
+MAX_SCANNED_ENTRIES = 100_000  # directory entries read for one answer at most, listed or skipped
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES})
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """A folder of a dataset as a DRS bundle: ``folder`` is () for the dataset itself."""
+
+    dataset: str
+    folder: tuple[str, ...]
+
+    @property
+    def audit_ref(self) -> ObjectRef:
+        """What the authorizer and the audit log see: the folder path with a trailing '/'."""
+        return ObjectRef(self.dataset, "/".join(self.folder) + "/")
+
+
+@dataclass(frozen=True)
+class DrsRequest:
+    """What a DRS request asks beyond the id: credentials, purpose and listing options."""
+
+    passports: tuple[str, ...] = ()
+    purpose: str | None = None
+    expand: bool = False
+    max_objects: int = MAX_BUNDLE_OBJECTS
 
 
 def encode_object_id(ref: ObjectRef) -> str:
@@ -75,6 +124,29 @@ class DrsError(Refusal):
         return {"msg": self.message, "status_code": self.status, "error": self.code, **self.extra}
 
 
+def encode_bundle_id(dataset: str, folder: tuple[str, ...] = ()) -> str:
+    """The DRS id of a dataset (``folder`` empty) or of one of its folders."""
+    return encode_object_id_text(dataset + "/" + "".join(segment + "/" for segment in folder))
+
+
+def decode_drs_id(object_id: str) -> ObjectRef | BundleRef:
+    """An object or a bundle; :class:`Refusal` 400 for anything that is neither of our ids."""
+    if _ID.fullmatch(object_id):
+        try:
+            text = base64.urlsafe_b64decode(object_id + "=" * (-len(object_id) % 4)).decode("utf-8")
+        except (binascii.Error, ValueError):
+            text = ""
+        dataset, _, path = text.partition("/")
+        if text.endswith("/") and encode_object_id_text(text) == object_id and DATASET_ID.fullmatch(dataset):
+            if path == "":
+                return BundleRef(dataset, ())
+            try:
+                return BundleRef(dataset, validate_object_path(path[:-1]))
+            except PathError as exc:
+                raise Refusal(400, exc.code, exc.message) from None
+    return decode_object_id(object_id)
+
+
 def _drs_error(refusal: Refusal) -> Response:
     return error_response(DrsError(refusal.status, refusal.code, refusal.message, refusal.headers, refusal.extra))
 
@@ -85,22 +157,50 @@ def _json(data: Any, status: int = 200) -> Response:
     return response
 
 
-def _passports(gw: Gateway) -> tuple[str, ...]:
-    """The ``passports`` of a DRS POST body (DRS 1.2), bounded."""
-    try:
-        body = loads_bounded(request.get_data(cache=False), max_depth=8) if request.is_json else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise Refusal(400, "invalid_request", "Expected a JSON object body.")
-    passports = body.get("passports", [])
-    if not isinstance(passports, list) or not all(isinstance(p, str) and p for p in passports):
-        raise Refusal(400, "invalid_request", "'passports' must be a list of passport JWTs.")
-    if len(passports) > gw.settings.drs_max_passports:
-        raise Refusal(400, "too_many_passports", f"At most {gw.settings.drs_max_passports} passports.")
-    if "expand" in body and not isinstance(body["expand"], bool):
-        raise Refusal(400, "invalid_request", "'expand' must be true or false.")
-    return tuple(passports)
+def _drs_request(gw: Gateway) -> DrsRequest:
+    """The passports, purpose and listing options of a request (DRS 1.2 POST body, or GET query), bounded.
+
+    The purpose comes from the ``GA4GH-Purpose`` header or the body's ``purpose``; both at
+    once must name the same term (400 ``purpose_conflict``).
+    """
+    passports: list[str] = []
+    body_purpose: str | None = None
+    if request.method == "POST":
+        try:
+            body = loads_bounded(request.get_data(cache=False), max_depth=8) if request.is_json else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise Refusal(400, "invalid_request", "Expected a JSON object body.")
+        passports = body.get("passports", [])
+        if not isinstance(passports, list) or not all(isinstance(p, str) and p for p in passports):
+            raise Refusal(400, "invalid_request", "'passports' must be a list of passport JWTs.")
+        if len(passports) > gw.settings.drs_max_passports:
+            raise Refusal(400, "too_many_passports", f"At most {gw.settings.drs_max_passports} passports.")
+        expand = body.get("expand", False)
+        if not isinstance(expand, bool):
+            raise Refusal(400, "invalid_request", "'expand' must be true or false.")
+        max_objects = body.get("max_objects", MAX_BUNDLE_OBJECTS)
+        if "purpose" in body:
+            purpose_value = body["purpose"]
+            if not isinstance(purpose_value, str):
+                raise Refusal(400, "invalid_purpose", "'purpose' must be a data use term such as DUO:0000006.")
+            body_purpose = parse_purpose(purpose_value, "'purpose'")
+    else:
+        expand_text = request.args.get("expand", "false")
+        if expand_text not in ("true", "false"):
+            raise Refusal(400, "invalid_request", "'expand' must be true or false.")
+        expand = expand_text == "true"
+        max_text = request.args.get("max_objects", str(MAX_BUNDLE_OBJECTS))
+        max_objects = int(max_text) if max_text.isascii() and max_text.isdigit() and len(max_text) <= 6 else -1
+    if isinstance(max_objects, bool) or not isinstance(max_objects, int) or not 1 <= max_objects <= MAX_BUNDLE_OBJECTS:
+        raise Refusal(400, "invalid_request", f"'max_objects' must be a number from 1 to {MAX_BUNDLE_OBJECTS}.")
+    purpose = header_purpose(request.headers)
+    if body_purpose is not None:
+        if purpose is not None and purpose != body_purpose:
+            raise Refusal(400, "purpose_conflict", "The GA4GH-Purpose header and the body's 'purpose' differ.")
+        purpose = body_purpose
+    return DrsRequest(tuple(passports), purpose, expand, max_objects)
 
 
 def _base_url(gw: Gateway) -> str:
@@ -153,11 +253,14 @@ def make_drs_blueprint() -> Blueprint:
     def get_object(object_id: str) -> Response:
         g = gw()
         try:
-            ref = decode_object_id(object_id)
+            ref = decode_drs_id(object_id)
             if request.method == "OPTIONS":
                 return _json({"drs_object_id": object_id, "supported_types": ["PassportAuth", "BearerAuth"]})
-            passports = _passports(g) if request.method == "POST" else ()
-            g.authorize_ref("GET", ref, "", request.headers, "drs", passports)
+            asked = _drs_request(g)
+            if isinstance(ref, BundleRef):
+                g.authorize_ref("GET", ref.audit_ref, "", request.headers, "drs", asked.passports, asked.purpose)
+                return _json(_bundle(g, ref, object_id, asked))
+            g.authorize_ref("GET", ref, "", request.headers, "drs", asked.passports, asked.purpose)
             info, checksum = _describe(g, ref)
         except Refusal as refusal:
             return _drs_error(refusal)
@@ -173,7 +276,9 @@ def make_drs_blueprint() -> Blueprint:
                 "updated_time": when,
                 "mime_type": "application/octet-stream",
                 "checksums": [{"checksum": checksum, "type": "sha-256"}],
-                "access_methods": [{"type": "https", "access_id": ACCESS_ID}],
+                "access_methods": [
+                    {"type": "https", "access_id": ACCESS_ID, "access_url": {"url": _data_url(base, ref)}}
+                ],
             }
         )
 
@@ -181,9 +286,12 @@ def make_drs_blueprint() -> Blueprint:
     def access(object_id: str, access_id: str) -> Response:
         g = gw()
         try:
-            ref = decode_object_id(object_id)
-            passports = _passports(g) if request.method == "POST" else ()
-            decision = g.authorize_ref("GET", ref, "", request.headers, "drs", passports)
+            decoded = decode_drs_id(object_id)
+            asked = _drs_request(g)
+            ref = decoded.audit_ref if isinstance(decoded, BundleRef) else decoded
+            decision = g.authorize_ref("GET", ref, "", request.headers, "drs", asked.passports, asked.purpose)
+            if isinstance(decoded, BundleRef):
+                raise Refusal(404, "not_found", "A bundle has no access methods; fetch its contents.")
             ds, store, prefix = g.dataset(ref)
             if access_id != ACCESS_ID or not ds.drs:
                 raise Refusal(404, "not_found", "No such access method for this object.")
@@ -195,8 +303,124 @@ def make_drs_blueprint() -> Blueprint:
         expires = int(g.clock()) + lifetime
         if decision.expires_at is not None:
             expires = min(expires, decision.expires_at)  # never outlive the grant it came from
-        query = signed_urls.sign(g.url_key, ref, expires)
-        url = f"{_base_url(g)}/data/{ref.dataset}/{quote_segments(ref.segments)}?{query}"
-        return _json({"url": url})
+        query = signed_urls.sign(g.url_key, ref, expires, purpose=asked.purpose)
+        return _json({"url": f"{_data_url(_base_url(g), ref)}?{query}"})
 
     return bp
+
+
+def _data_url(base: str, ref: ObjectRef) -> str:
+    """The streaming route of an object (what signed URLs point at, and the DrsObject's ``access_url``)."""
+    return f"{base}/data/{ref.dataset}/{quote_segments(ref.segments)}"
+
+
+# ---------------------------------------------------------------------------- bundles
+
+
+@dataclass
+class _Budget:
+    """What one listing may still spend, and whether it had to stop early."""
+
+    entries: int
+    scans: int = MAX_SCANNED_ENTRIES
+    truncated: bool = False
+
+
+def _bundle(g: Gateway, ref: BundleRef, bundle_id: str, asked: DrsRequest) -> dict[str, Any]:
+    """The DrsObject of an authorised folder, with its ``contents`` (404 when it is not there)."""
+    ds, store, prefix = g.dataset(ref.audit_ref)
+    if not ds.drs:
+        raise Refusal(404, "not_found", "No such object.")
+    if not isinstance(store, DirectoryStore):
+        raise Refusal(404, "listing_unsupported", "This dataset's store cannot be listed; ask for objects by id.")
+    host = urlsplit(_base_url(g)).netloc
+    fd = _open_folder(os.path.join(store.root, *prefix), ref.folder)
+    try:
+        when = datetime.fromtimestamp(int(os.fstat(fd).st_mtime), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        budget = _Budget(asked.max_objects)
+        contents, size = _list_folder(fd, ref.dataset, ref.folder, host, asked.expand, budget)
+    finally:
+        os.close(fd)
+    return {
+        "id": bundle_id,
+        "self_uri": f"drs://{host}/{bundle_id}",
+        "name": ref.folder[-1] if ref.folder else ref.dataset,
+        "size": size,
+        "created_time": when,
+        "updated_time": when,
+        "checksums": [],
+        "description": (
+            f"Listing cut at {asked.max_objects} entries or {MAX_SCANNED_ENTRIES} folder entries read."
+            if budget.truncated
+            else "Every readable file and folder."
+        ),
+        "contents": contents,
+        "contents_truncated": budget.truncated,
+    }
+
+
+def _open_folder(base: str, folder: tuple[str, ...]) -> int:
+    """A descriptor of the dataset's folder (configured path, followed) or a sub-folder (never via a symlink)."""
+    fd = -1
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for segment in folder:
+            next_fd = os.open(segment, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        if exc.errno in _MISSING:
+            raise Refusal(404, "not_found", "No such object.") from None
+        raise
+    return fd
+
+
+def _list_folder(
+    fd: int, dataset: str, folder: tuple[str, ...], host: str, expand: bool, budget: _Budget
+) -> tuple[list[dict[str, Any]], int]:
+    """ContentsObjects of one folder (sorted by name) and the bytes of the files listed under it."""
+    found: list[tuple[str, bool, int]] = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            budget.scans -= 1
+            if budget.scans < 0:
+                budget.truncated = True
+                break
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                continue  # symlinks, FIFOs, sockets, devices: the data route serves none of them
+            try:
+                validate_object_path("/".join((*folder, entry.name)))
+            except PathError:
+                continue  # a name the data route would refuse (a ';', a control character, too long, ...)
+            found.append((entry.name, stat.S_ISDIR(info.st_mode), info.st_size))
+    found.sort()
+    contents: list[dict[str, Any]] = []
+    total = 0
+    for name, is_dir, size in found:
+        if budget.entries <= 0:
+            budget.truncated = True
+            break
+        budget.entries -= 1
+        path = (*folder, name)
+        drs_id = encode_bundle_id(dataset, path) if is_dir else encode_object_id(ObjectRef(dataset, "/".join(path)))
+        item: dict[str, Any] = {"name": name, "id": drs_id, "drs_uri": [f"drs://{host}/{drs_id}"]}
+        if not is_dir:
+            total += size
+        elif expand:
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, or swapped for a symlink since it was read: not listed
+            try:
+                item["contents"], size = _list_folder(child, dataset, path, host, expand, budget)
+                total += size
+            finally:
+                os.close(child)
+        contents.append(item)
+    return contents, total

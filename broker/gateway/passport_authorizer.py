@@ -17,7 +17,10 @@ accepts exactly its own token class (DESIGN rule 4), so a visa, an ID token or a
 presented as a bearer is refused (401 ``invalid_token``).
 
 Then the policy decides (:meth:`broker.core.policy.compile.PolicySet.decide`) on the accepted
-visas. An allow carries the visas used (by ``jti``), the policy's basis and an expiry that
+visas and the data-use purpose the request declared (``purpose``, a DUO/MONDO term the gateway
+has already checked for shape; a dataset with ``data_use`` denies ``purpose_missing``,
+``purpose_unknown`` or ``purpose_incompatible`` without a compatible one).
+An allow carries the visas used (by ``jti``), the policy's basis and an expiry that
 never outlives the credential; a deny carries the policy's first reason code and the
 required-visas document. A refused credential is a 401 for the whole request (THREAT-MODEL
 EPM e), even when another credential in a DRS body would pass; of several credentials that
@@ -74,7 +77,14 @@ class PassportAuthorizer:
     clock: Callable[[], float] = time.time
 
     def authorize(
-        self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *, passports: Sequence[str] = ()
+        self,
+        bearer: str | None,
+        dataset: str,
+        object_path: str,
+        action: str = "read",
+        *,
+        passports: Sequence[str] = (),
+        purpose: str | None = None,
     ) -> AccessDecision:
         credentials = ([bearer] if bearer is not None else []) + list(passports)
         if not credentials:
@@ -88,7 +98,7 @@ class PassportAuthorizer:
             if isinstance(checked, AccessDecision):
                 return checked  # a refused credential refuses the request
             result, holder, cap = checked
-            decision = self._decide(policy, result, holder, cap, dataset, action)
+            decision = self._decide(policy, result, holder, cap, dataset, action, purpose)
             if decision.allow:
                 return decision
             first_deny = first_deny or decision
@@ -109,10 +119,10 @@ class PassportAuthorizer:
             try:
                 token_info = self.check_access_token(token)
             except Exception as exc:
-                reason = getattr(exc, "reason", None)
-                if not isinstance(reason, str):
+                verdict = getattr(exc, "reason", None)
+                if not isinstance(verdict, str):
                     raise  # not a verdict on the token: an outage, answered 503 by the gateway
-                return _invalid(f"The access token is not accepted ({reason}).", reason)
+                return _invalid(f"The access token is not accepted ({verdict}).", verdict)
             if PASSPORT_SCOPE not in token_info.scope:
                 return AccessDecision.denied(
                     403, "insufficient_scope", f"The access token lacks the {PASSPORT_SCOPE} scope."
@@ -127,9 +137,18 @@ class PassportAuthorizer:
     # ------------------------------------------------------------------ policy
 
     def _decide(
-        self, policy: Any, result: PassportResult, holder: tuple[str, str], cap: int | None, dataset: str, action: str
+        self,
+        policy: Any,
+        result: PassportResult,
+        holder: tuple[str, str],
+        cap: int | None,
+        dataset: str,
+        action: str,
+        purpose: str | None = None,
     ) -> AccessDecision:
-        decision = policy.decide(result.accepted, dataset=dataset, action=action, holder=holder, now=int(self.clock()))
+        decision = policy.decide(
+            result.accepted, dataset=dataset, action=action, purpose=purpose, holder=holder, now=int(self.clock())
+        )
         if decision.allow:
             expires = decision.expires_at
             if cap is not None:

@@ -5,7 +5,8 @@
   other method is 405 with ``Allow`` from the router, never forwarded (PX-22).
 - ``/gateway/decision`` (nginx ``auth_request``: original request in ``X-Original-URI`` and
   ``X-Original-Method``) and ``/gateway/decision/<original path>`` (Envoy ``ext_authz``
-  HTTP mode with ``path_prefix``): 200 with identity headers, 401 with
+  HTTP mode with ``path_prefix``): the original request's headers come along (nginx forwards
+  them to ``auth_request``), so its ``Authorization`` and ``GA4GH-Purpose`` decide; 200 with identity headers, 401 with
   ``WWW-Authenticate``, 403 with ``X-Auth-Reason``; no body. A request the data route
   would refuse as malformed is a 403 here, since ``auth_request`` knows only 2xx/401/403.
 - ``GET /metrics``: Prometheus text.
@@ -32,7 +33,8 @@ from broker.web.errors import error_response
 DATA_PREFIX = "/data/"
 DECISION_PATH = "/gateway/decision"
 DECISION_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-CORS_REQUEST_HEADERS = frozenset({"authorization", "range"})
+# The request headers a browser may send cross-origin: credentials, ranges, the declared purpose.
+CORS_REQUEST_HEADERS = frozenset({"authorization", "range", "ga4gh-purpose"})
 CORS_EXPOSED = "Content-Range, Content-Length, Accept-Ranges, ETag, Last-Modified"
 
 
@@ -172,7 +174,7 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
 
 
 def _preflight(gw: Gateway) -> Response:
-    """CORS preflight (PX-19): exact allow-listed origins, GET/HEAD, Authorization and Range only."""
+    """CORS preflight (PX-19): exact allow-listed origins, GET/HEAD, Authorization, Range and GA4GH-Purpose only."""
     origin = request.headers.get("Origin")
     response = Response(b"", status=204)
     response.headers["Allow"] = "GET, HEAD, OPTIONS"
@@ -188,7 +190,7 @@ def _preflight(gw: Gateway) -> Response:
         return response
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Allow-Methods"] = "GET, HEAD"
-    response.headers["Access-Control-Allow-Headers"] = "Authorization, Range"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Range, GA4GH-Purpose"
     response.headers["Access-Control-Max-Age"] = "600"
     response.headers["Vary"] = "Origin"
     return response

@@ -7,7 +7,9 @@ things in the same order:
 
 1. the raw request target is parsed once (400 for anything ambiguous, PX-01/PX-05);
 2. credentials are read: ``Authorization: Bearer`` or a signed URL, never both, never a
-   token in the query (400, PX-18);
+   token in the query (400, PX-18); query parameters other than a signed URL's are ignored
+   (htsget clients and genome browsers send their own), and the declared data-use purpose
+   (:data:`PURPOSE_HEADER`) is read and checked strictly (400 ``invalid_purpose``);
 3. the authorizer decides (401 with ``WWW-Authenticate``, 403 with a reason code and,
    where settings allow, the required-visas document; an authorizer exception is a 503,
    never an allow);
@@ -24,11 +26,11 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import IO, Any, Protocol, cast
+from urllib.parse import parse_qsl, quote
 
 from flask import Response
 
@@ -60,6 +62,34 @@ from broker.gateway.stores import (
 
 log = logging.getLogger("broker.gateway")
 
+
+class HeaderLookup(Protocol):
+    """Request headers as the gateway reads them: a werkzeug ``Headers``/``EnvironHeaders`` or a dict."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+
+class PurposeAuthorizer(Protocol):
+    """An :class:`~broker.gateway.authorize.Authorizer` that also takes the declared purpose.
+
+    The gateway passes ``purpose`` only when a request declares one, so authorizers that
+    know nothing of purposes keep working for every request that declares none.
+    """
+
+    def authorize(
+        self,
+        bearer: str | None,
+        dataset: str,
+        object_path: str,
+        action: str = "read",
+        *,
+        passports: Sequence[str] = (),
+        purpose: str | None = None,
+    ) -> AccessDecision: ...
+
+
 NO_STORE = "private, no-store"
 # RFC 6750 section 2.1: b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -84,6 +114,52 @@ class Refusal(BrokerError):
         return {**self.headers, "Cache-Control": "no-store"}
 
 
+PURPOSE_HEADER = "GA4GH-Purpose"
+"""The request header that declares the data-use purpose of a request (e.g. ``DUO:0000006``).
+
+Why this name: no GA4GH specification defines how a requester declares a purpose (SPEC-DIGEST
+10.1: Passports never mention DUO; DUO tags datasets and a requester's research purpose), so
+the header is ours. It carries a GA4GH ontology term (DUO), hence the ``GA4GH-`` namespace, and
+it has no ``X-`` prefix, as RFC 6648 asks of new fields. A header rather than a query
+parameter: the data route's query belongs to signed URLs and to the clients in front of it
+(htsget, genome browsers), and nginx ``auth_request`` forwards request headers to the
+decision endpoint unchanged, so one spelling reaches every route.
+"""
+MAX_PURPOSE_CHARS = 16
+# Exactly PREFIX:NNNNNNN in ASCII ([0-9], not \d, which matches other scripts' digits too). The
+# ontologies: DUO terms, and MONDO diseases for disease-specific research (the shipped
+# ``policies/data_use.yaml`` puts MONDO terms under DUO:0000007, DS).
+_PURPOSE = re.compile(r"(?:DUO|MONDO):[0-9]{7}")
+
+
+def parse_purpose(value: str | None, source: str = PURPOSE_HEADER) -> str | None:
+    """A declared purpose checked strictly: None when absent, else the CURIE itself.
+
+    Raises :class:`Refusal` 400 ``invalid_purpose`` for anything else (empty, several values,
+    another ontology, lower case, spaces, non-ASCII digits). Written by hand because it is a
+    one-line grammar; the length is checked before the pattern so no input is scanned long.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_PURPOSE_CHARS or not _PURPOSE.fullmatch(value):
+        raise Refusal(
+            400,
+            "invalid_purpose",
+            f"{source} must be one data use term such as DUO:0000006 (DUO or MONDO, 7 digits).",
+        )
+    return value
+
+
+def header_purpose(headers: HeaderLookup) -> str | None:
+    """The purpose a request declares in :data:`PURPOSE_HEADER` (repeated headers arrive joined, and fail)."""
+    return parse_purpose(headers.get(PURPOSE_HEADER))
+
+
+def _query_names(query: str) -> set[str]:
+    """The decoded parameter names of a raw query (bounded by the request-target limit)."""
+    return {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """A decision or a finished transfer, for the audit log (who, what, outcome, why, bytes)."""
@@ -98,6 +174,7 @@ class AuditEvent:
     basis: Any = None
     bytes_sent: int | None = None
     route: str = ""
+    purpose: str | None = None  # the data-use purpose the request declared (a DUO/MONDO term)
 
 
 @dataclass
@@ -135,7 +212,7 @@ class Gateway:
         self,
         method: str,
         raw_target: str,
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         prefix: str,
         route: str,
         passports: tuple[str, ...] = (),
@@ -153,46 +230,70 @@ class Gateway:
         method: str,
         ref: ObjectRef,
         query: str,
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         route: str,
         passports: tuple[str, ...] = (),
+        purpose: str | None = None,
     ) -> AccessDecision:
+        """Authorise one object: a signed URL in ``query``, else the bearer or ``passports``.
+
+        ``purpose`` is one already declared elsewhere (a DRS POST body); when None, the
+        :data:`PURPOSE_HEADER` of ``headers`` is read. Query parameters that are not a signed
+        URL's are ignored; a query naming any signed-URL parameter follows the signed-URL rules.
+        """
         bearer = self._bearer(headers.get("Authorization"))
-        if query:
-            if "access_token" in query.lower():
-                self._count_decision("deny", "token_in_query")
-                raise Refusal(
-                    400,
-                    "invalid_request",
-                    "Access tokens are not accepted in URLs; send them in the Authorization header.",
-                )
+        if query and "access_token" in query.lower():
+            self._count_decision("deny", "token_in_query")
+            raise Refusal(
+                400,
+                "invalid_request",
+                "Access tokens are not accepted in URLs; send them in the Authorization header.",
+            )
+        try:
+            declared = purpose if purpose is not None else header_purpose(headers)
+        except Refusal as refusal:
+            self._count_decision("deny", refusal.code)
+            raise
+        if query and _query_names(query) & signed_urls.ALL_PARAMS:
             if bearer is not None or passports:
                 raise Refusal(400, "invalid_request", "Use either a signed URL or an Authorization header.")
-            return self._signed(method, ref, query, route)
+            return self._signed(method, ref, query, route, declared)
         try:
-            decision = self.authorizer.authorize(bearer, ref.dataset, ref.path, "read", passports=passports)
+            if declared is None:
+                decision = self.authorizer.authorize(bearer, ref.dataset, ref.path, "read", passports=passports)
+            else:
+                decision = cast(PurposeAuthorizer, self.authorizer).authorize(
+                    bearer, ref.dataset, ref.path, "read", passports=passports, purpose=declared
+                )
         except Exception:  # fail closed: an authorizer bug is an outage, never an allow
             log.exception("authorizer failed for %s/%s", ref.dataset, ref.path)
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
         if not _well_formed(decision):
             log.error("authorizer returned an invalid decision: %r", decision)
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
-        self._record_decision(decision, ref, route)
+        self._record_decision(decision, ref, route, declared)
         if not decision.allow:
             raise self._denial(decision, presented=bearer is not None or bool(passports))
         return decision
 
-    def _signed(self, method: str, ref: ObjectRef, query: str, route: str) -> AccessDecision:
+    def _signed(self, method: str, ref: ObjectRef, query: str, route: str, declared: str | None) -> AccessDecision:
+        """A signed URL decides by itself; its purpose is the one bound into it when it was minted."""
         try:
-            expires = signed_urls.verify(
+            verified = signed_urls.verify_url(
                 self.url_key, ref, query, method, int(self.clock()), self.settings.signed_url_lifetime_seconds
             )
         except signed_urls.SignatureError as exc:
             decision = AccessDecision.denied(403, exc.code, exc.message)
-            self._record_decision(decision, ref, route)
+            self._record_decision(decision, ref, route, declared)
             raise self._denial(decision, presented=True) from None
-        decision = AccessDecision.allowed(None, SIGNED_URL, "Signed URL accepted.", expires_at=expires)
-        self._record_decision(decision, ref, route)
+        if declared is not None and declared != verified.purpose:
+            decision = AccessDecision.denied(
+                403, "purpose_mismatch", f"This signed URL was issued for another purpose than {declared}."
+            )
+            self._record_decision(decision, ref, route, declared)
+            raise self._denial(decision, presented=True)
+        decision = AccessDecision.allowed(None, SIGNED_URL, "Signed URL accepted.", expires_at=verified.expires)
+        self._record_decision(decision, ref, route, verified.purpose)
         return decision
 
     @staticmethod
@@ -227,7 +328,9 @@ class Gateway:
     def _count_decision(self, outcome: str, reason: str) -> None:
         self.metrics.decisions.inc(outcome, reason)
 
-    def _record_decision(self, decision: AccessDecision, ref: ObjectRef, route: str) -> None:
+    def _record_decision(
+        self, decision: AccessDecision, ref: ObjectRef, route: str, purpose: str | None = None
+    ) -> None:
         outcome = "allow" if decision.allow else "deny"
         self._count_decision(outcome, decision.reason)
         if self.audit is not None:
@@ -242,6 +345,7 @@ class Gateway:
                     decision.visas_used,
                     decision.basis,
                     route=route,
+                    purpose=purpose,
                 )
             )
 
@@ -257,7 +361,7 @@ class Gateway:
     # ------------------------------------------------------------------ serving
 
     def serve(
-        self, method: str, ref: ObjectRef, headers: Mapping[str, str], environ: dict[str, Any], decision: AccessDecision
+        self, method: str, ref: ObjectRef, headers: HeaderLookup, environ: dict[str, Any], decision: AccessDecision
     ) -> Response:
         """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
         ds, store, prefix = self.dataset(ref)
@@ -290,7 +394,7 @@ class Gateway:
         store: DirectoryStore,
         prefix: tuple[str, ...],
         ref: ObjectRef,
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         environ: dict[str, Any],
         subject: str | None,
     ) -> Response:
@@ -344,9 +448,7 @@ class Gateway:
         body = wrapper(bounded, chunk) if wrapper is not None else _file_chunks(bounded, chunk)
         return Response(body, status=status, headers=base, direct_passthrough=True)
 
-    def _choose_ranges(
-        self, method: str, headers: Mapping[str, str], info: ObjectInfo
-    ) -> list[ranges.ByteRange] | None:
+    def _choose_ranges(self, method: str, headers: HeaderLookup, info: ObjectInfo) -> list[ranges.ByteRange] | None:
         """None for a full 200; ranges for 206; raises Refusal(416)."""
         if method != "GET" or "Range" not in headers:
             return None  # RFC 9110 14.2: Range is defined for GET only
@@ -368,7 +470,7 @@ class Gateway:
         store: HttpStore,
         ref: ObjectRef,
         segments: tuple[str, ...],
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         subject: str | None,
     ) -> Response:
         forward: dict[str, str] = {}
@@ -533,7 +635,7 @@ def _multipart_body(file: Any, layout: ranges.MultipartLayout, chunk: int) -> It
     try:
         for head, rng in layout.parts:
             yield head
-            yield from read_range(_Unclosable(file), rng.start, rng.length, chunk)
+            yield from read_range(cast(IO[bytes], _Unclosable(file)), rng.start, rng.length, chunk)
         yield layout.tail
     finally:
         file.close()
@@ -564,7 +666,7 @@ def _validator_headers(info: ObjectInfo) -> list[tuple[str, str]]:
     return headers
 
 
-def _not_modified(headers: Mapping[str, str], info: ObjectInfo) -> bool:
+def _not_modified(headers: HeaderLookup, info: ObjectInfo) -> bool:
     """RFC 9110 13.1.2 / 13.1.3 for GET and HEAD: If-None-Match (weak compare), else If-Modified-Since."""
     inm = headers.get("If-None-Match")
     if inm is not None:

@@ -27,7 +27,9 @@ from tests.support.parts import free_port
 
 UPSTREAM_KEY = "upstream-secret-key-0123456789"
 TOKENS = {
-    "tok-ds1": Grant("alice@example.org", frozenset({"ds1", "off1", "web1", "weboff", "webredirect", "webbroken"})),
+    "tok-ds1": Grant(
+        "alice@example.org", frozenset({"ds1", "off1", "web1", "weboff", "webredirect", "webbroken", "hmb1"})
+    ),
     "tok-ds2": Grant("bob@example.org", frozenset({"ds2"})),
     "tok-none": Grant("carol@example.org", frozenset()),
 }
@@ -60,6 +62,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     (root / "ds1" / "empty.bin").write_bytes(b"")
     (root / "ds2" / "secret.bin").write_bytes(secret)
     (root / "outside.bin").write_bytes(outside)
+    (root / "hmb1").mkdir()  # dataset hmb1: only for a declared purpose (TableAuthorizer.purposes)
+    (root / "hmb1" / "cohort.bin").write_bytes(nested)
     (root / "ds1" / "link-out").symlink_to(root / "ds2" / "secret.bin")
     (root / "ds1" / "link-etc").symlink_to("/etc/hostname")
     (root / "ds1" / "link-dir").symlink_to(root / "ds2")
@@ -114,6 +118,7 @@ def stack_settings(root: Path, upstream_port: int, **overrides: object) -> Gatew
         "weboff": DatasetSettings(store="archive", prefix="ds1", mode="offload"),
         "webredirect": DatasetSettings(store="archive", prefix="redirect"),
         "webbroken": DatasetSettings(store="archive", prefix="broken"),
+        "hmb1": DatasetSettings(store="local", prefix="hmb1"),
     }
     values: dict[str, object] = {
         "stores": stores,
@@ -129,7 +134,7 @@ def stack_settings(root: Path, upstream_port: int, **overrides: object) -> Gatew
 def stack(files: Files, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upstream_port, front_port = free_port(), free_port()
     settings = stack_settings(files.root, upstream_port)
-    authorizer = TableAuthorizer(dict(TOKENS))
+    authorizer = TableAuthorizer(dict(TOKENS), purposes={"hmb1": "DUO:0000006"})
     audit: list[AuditEvent] = []
     app = build_app(settings, authorizer, tmp_path_factory.mktemp("gwdata"), audit=audit.append)
     gateway = ServerThread(app)

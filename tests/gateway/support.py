@@ -42,18 +42,32 @@ class Grant:
 
 @dataclass
 class TableAuthorizer:
-    """Tokens to grants; records every question so tests can prove what was (not) asked."""
+    """Tokens to grants; records every question so tests can prove what was (not) asked.
+
+    ``purposes`` names the one purpose a dataset demands (exact match, a stand-in for DUO
+    reasoning); ``purposes_seen`` records the purpose of every question, in order.
+    """
 
     tokens: dict[str, Grant]
     calls: list[tuple[str | None, str, str, tuple[str, ...]]] = field(default_factory=list)
     clock: Callable[[], float] = time.time
     lock: threading.Lock = field(default_factory=threading.Lock)
+    purposes: dict[str, str] = field(default_factory=dict)
+    purposes_seen: list[str | None] = field(default_factory=list)
 
     def authorize(
-        self, bearer: str | None, dataset: str, object_path: str, action: str = "read", *, passports: Sequence[str] = ()
+        self,
+        bearer: str | None,
+        dataset: str,
+        object_path: str,
+        action: str = "read",
+        *,
+        passports: Sequence[str] = (),
+        purpose: str | None = None,
     ) -> AccessDecision:
         with self.lock:
             self.calls.append((bearer, dataset, object_path, tuple(passports)))
+            self.purposes_seen.append(purpose)
         if bearer == "explode":
             raise RuntimeError("authorizer bug")
         presented = ([bearer] if bearer is not None else []) + list(passports)
@@ -66,6 +80,12 @@ class TableAuthorizer:
             if grant.expires_at <= self.clock():
                 return AccessDecision.denied(401, INVALID_TOKEN, "The token has expired.")
             if dataset in grant.datasets:
+                wanted = self.purposes.get(dataset)
+                if wanted is not None and purpose != wanted:
+                    code = "purpose_missing" if purpose is None else "purpose_incompatible"
+                    return AccessDecision.denied(
+                        403, code, f"This dataset is for {wanted} only.", subject=grant.subject
+                    )
                 return AccessDecision.allowed(
                     grant.subject,
                     "visa_matched",

@@ -37,7 +37,10 @@ def test_get_object_with_bearer_gives_size_checksum_and_access_method(stack: Sta
     body = r.json()
     assert body["id"] == object_id and body["size"] == len(stack.files.nested)
     assert body["checksums"] == [{"checksum": hashlib.sha256(stack.files.nested).hexdigest(), "type": "sha-256"}]
-    assert body["access_methods"] == [{"type": "https", "access_id": "https"}]
+    data_url = f"{stack.url}/data/ds1/dir/nested.bin"
+    assert body["access_methods"] == [{"type": "https", "access_id": "https", "access_url": {"url": data_url}}]
+    # the access_url is the streaming route itself: the same bearer reads it
+    assert requests.get(data_url, headers=AUTH, timeout=10).content == stack.files.nested
     assert body["self_uri"] == f"drs://127.0.0.1:{stack.gateway.port}/{object_id}"
     assert body["name"] == "nested.bin" and body["created_time"].endswith("Z")
 
@@ -120,7 +123,9 @@ def test_px17_drs_refusals_come_before_existence(stack: Stack) -> None:
         "AA",
         oid("ds1", "../ds2/secret.bin"),
         oid("ds1", "a//b"),
-        oid("ds1", ""),
+        encode_object_id(ObjectRef("ds1", "dir//")),
+        encode_object_id(ObjectRef("ds1", "../")),
+        encode_object_id(ObjectRef("ds1", "/")),
         encode_object_id(ObjectRef("ds 1", "x")),
         "ZHMxL3NtYWxsLmJpbh",
         "ZHMxL3NtYWxsLmJpbg" + "=" * 2,
