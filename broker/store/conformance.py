@@ -269,9 +269,7 @@ def _run_processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> 
         assert p.exitcode == 0, f"worker process failed with exit code {p.exitcode}"
 
 
-def test_update_from_several_processes_loses_no_increment(
-    kernel: Kernel, kernel_opener: Callable[[], Kernel]
-) -> None:
+def test_update_from_several_processes_loses_no_increment(kernel: Kernel, kernel_opener: Callable[[], Kernel]) -> None:
     _run_processes(_process_bumps, [(kernel_opener, 15) for _ in range(3)])
     assert kernel.get("counter", "shared") == {"n": 45}
 
