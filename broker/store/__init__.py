@@ -1,21 +1,13 @@
-"""The broker's store: ``open_store`` picks the backend named in the settings.
+"""The broker's store: a small kernel (:mod:`broker.store.kernel`) on SQLite, Redis or PostgreSQL.
 
-Callers depend on the ``Store`` protocol and the record types re-exported here; the
-backends (``sqlite.py``, ``redis_store.py``) are imported only when chosen, so importing
-this package connects to nothing.
-
-It also holds the one JSON codec both backends use for records, so a record written by
-one backend reads back identically through the other (the contract suite proves it).
+:func:`open_kernel` opens the backend the settings name; nothing connects at import. Backends
+are imported only when chosen (each needs its own client library).
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
-import typing
-from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.store.base import (
     AuditProblem,
@@ -33,6 +25,9 @@ from broker.store.base import (
     StoreError,
     StoreUnavailable,
 )
+from broker.store.kernel import Kernel
+from broker.store.legacy import LegacyStore
+from broker.store.settings import StoreSettings
 
 if TYPE_CHECKING:
     from broker.settings import Settings
@@ -47,113 +42,34 @@ __all__ = [
     "Health",
     "Identity",
     "IdentityLink",
+    "Kernel",
     "KeyRecord",
     "RefreshToken",
     "Store",
     "StoreError",
     "StoreUnavailable",
-    "decode_record",
-    "encode_record",
+    "open_kernel",
     "open_store",
 ]
 
-R = TypeVar("R")
 
+def open_kernel(store: StoreSettings, sqlite_path: Path) -> Kernel:
+    """The kernel ``store`` names: SQLite at ``sqlite_path`` (or ``store.path``), Redis at ``store.url``.
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings name: SQLite at ``settings.sqlite_path`` or Redis at ``store.url``.
-
-    SQLite creates its parent directories (mode 0700) and the file (mode 0600). Redis
-    connects lazily: an unreachable server makes calls raise StoreUnavailable, not this.
+    SQLite creates its parent directories (mode 0700) and the file (mode 0600). Redis connects
+    lazily: an unreachable server makes calls raise StoreUnavailable, not this.
     """
-    backend = settings.store.backend
-    if backend == "sqlite":
-        from broker.store.sqlite import SQLiteStore
+    if store.backend == "sqlite":
+        from broker.store.sqlite_kernel import SQLiteKernel  # the chosen backend only
 
-        return SQLiteStore(settings.sqlite_path, timeout=settings.store.timeout_seconds)
-    if backend == "redis":
-        from broker.store.redis_store import RedisStore
+        return SQLiteKernel(Path(store.path) if store.path else sqlite_path, timeout=store.timeout_seconds)
+    if store.backend == "redis":
+        from broker.store.redis_kernel import RedisKernel  # the chosen backend only (needs redis-py)
 
-        return RedisStore(
-            settings.store.url.get_secret_value(),
-            namespace=settings.store.namespace,
-            timeout=settings.store.timeout_seconds,
-        )
-    raise StoreError(f"unknown store backend {backend!r} (expected 'sqlite' or 'redis')")
+        return RedisKernel(store.url.get_secret_value(), namespace=store.namespace, timeout=store.timeout_seconds)
+    raise StoreError(f"unknown store backend {store.backend!r}")
 
 
-# --------------------------------------------------------------------------- input checks shared by backends
-
-MAX_NAME_CHARS = 4096
-# A revoked refresh-token family stays marked at least this long, and until its last token
-# would have expired: long enough to turn away a rotation that was in flight when it was revoked.
-FAMILY_MARKER_MIN_SECONDS = 3600
-
-
-def check_name(what: str, value: Any) -> None:
-    """Keys and ids are non-empty strings of bounded length; ValueError names the field.
-
-    Callers hand in values that came from tokens (``jti``, ``state``), so a number, an
-    object or a megabyte string must be refused here, never stored or matched loosely.
-    """
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string, got {type(value).__name__}")
-    if len(value) > MAX_NAME_CHARS:
-        raise ValueError(f"{what} is {len(value)} characters; the limit is {MAX_NAME_CHARS}")
-
-
-def check_ttl(ttl: Any) -> None:
-    """A lifetime is a whole number of seconds greater than 0."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-        raise ValueError(f"ttl must be a whole number of seconds greater than 0, got {ttl!r}")
-
-
-def family_marker_until(now: int, latest_expiry: int | None) -> int:
-    """Until when a revoked refresh-token family stays marked revoked."""
-    return max(int(latest_expiry or 0), now + FAMILY_MARKER_MIN_SECONDS)
-
-
-# --------------------------------------------------------------------------- record codec
-
-
-@cache
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def encode_record(record: Any) -> str:
-    """A record dataclass as compact JSON; ``bytes`` fields as base64 text."""
-    data: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        if isinstance(value, bytes):
-            value = base64.b64encode(value).decode("ascii")
-        data[f.name] = value
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
-
-
-def decode_record(cls: type[R], text: str | bytes) -> R:
-    """The record of type ``cls`` from ``encode_record`` output.
-
-    Unknown fields (written by a newer version) are ignored; anything else that does not
-    fit raises StoreError, so a corrupt record never comes back half-read.
-    """
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        hints = _field_types(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            tp = hints[f.name]
-            if tp is bytes:
-                value = base64.b64decode(value, validate=True)
-            elif typing.get_origin(tp) is tuple and isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise StoreError(f"stored {cls.__name__} record is corrupt: {exc.__class__.__name__}") from exc
+def open_store(settings: Settings) -> LegacyStore:
+    """The typed store of the first release on the kernel the settings name (while areas move over)."""
+    return LegacyStore(open_kernel(settings.store, settings.sqlite_path))

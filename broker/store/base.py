@@ -183,7 +183,7 @@ class Health:
 
 @runtime_checkable
 class Store(Protocol):
-    """Everything the broker keeps. Implementations: SQLiteStore, RedisStore."""
+    """Everything the broker keeps (the first release's protocol; served by ``broker.store.legacy``)."""
 
     backend: str
 

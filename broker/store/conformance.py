@@ -43,6 +43,7 @@ __all__ = [
     "test_find_by_term_and_terms_follow_the_latest_put",
     "test_get_many_keeps_order_and_gaps",
     "test_incr_counts_within_its_window",
+    "test_keys_and_terms_of_any_characters_are_kept_apart",
     "test_kinds_and_scan_list_live_records",
     "test_names_are_checked",
     "test_put_then_get_round_trips_json_objects",
@@ -101,6 +102,18 @@ def test_find_by_term_and_terms_follow_the_latest_put(kernel: Kernel) -> None:
     kernel.delete("grant", "g3")
     assert [i.key for i in kernel.find("grant", "identity:bob")] == ["g2"]
     assert kernel.find("other", "identity:bob") == []
+
+
+def test_keys_and_terms_of_any_characters_are_kept_apart(kernel: Kernel) -> None:
+    keys = [key_of("https://idp.example/", "u/1"), "a:b", "a%3Ab", "sp ace", "ünï ✓", "x" * 300]
+    for i, key in enumerate(keys):
+        kernel.put("link", key, {"i": i}, terms=[f"identity:{key}", "all"])
+    assert [item.key for item in kernel.find("link", "all")] == sorted(keys)
+    for i, key in enumerate(keys):
+        assert kernel.get("link", key) == {"i": i}
+        assert [item.key for item in kernel.find("link", f"identity:{key}")] == [key]
+    assert [item.key for item in kernel.scan("link")] == sorted(keys)
+    assert kernel.take("link", "a:b") == {"i": 1} and kernel.get("link", "a%3Ab") == {"i": 2}
 
 
 def test_get_many_keeps_order_and_gaps(kernel: Kernel) -> None:

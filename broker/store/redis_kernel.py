@@ -11,7 +11,9 @@ Keys (every part percent-encoded, so no id can spell another key):
 - ``<ns>:audit`` (sorted set by seq) and ``<ns>:audit-head`` (``"SEQ:HASH"``): the audit log.
 
 Atomicity: each single write is one Lua script (a script runs alone on the server), which keeps
-the record, its terms and the sorted sets in step. ``transact`` is optimistic: it ``WATCH``es
+the record, its terms and the sorted sets in step. Scripts are sent with ``EVAL`` (the server
+caches them by hash), never ``EVALSHA``: a script missing from a restarted server's cache would
+make ``EVALSHA`` fail and the client retry, and a write is never sent twice. ``transact`` is optimistic: it ``WATCH``es
 every record it reads (and the audit head when it appends), runs the function, then queues its
 writes (the same scripts) and audit records in ``MULTI``/``EXEC``; if a watched key changed,
 ``EXEC`` does nothing and the function runs again, at most
@@ -69,35 +71,40 @@ MAX_OPTIMISTIC_ATTEMPTS = 100
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Every script gets the namespace-and-kind prefix and builds its keys from it. ARGV[1]: "<ns>:",
-# ARGV[2]: the encoded kind, ARGV[3]: the encoded key.
+# Scripts declare themselves with a shebang, so Redis refuses a writing script whole when it is over
+# maxmemory (an undeclared script is checked only at its first write, and may then fill memory
+# past the limit); a delete may run out of memory, since it frees some.
+#
+# Every script gets the namespace prefix and builds its keys from it. ARGV[1]: "<ns>:", ARGV[2]: the
+# encoded kind, ARGV[3]: the encoded key (for key names), ARGV[4]: the key as given (the member of
+# the kind and term sets, which find and scan hand back).
 
-# PUT: ARGV[4] value JSON, ARGV[5] expires_at ('' for none), ARGV[6] terms JSON (encoded), ARGV[7]:
+# PUT: ARGV[5] value JSON, ARGV[6] expires_at ('' for none), ARGV[7] terms JSON (encoded), ARGV[8]:
 # '1' to write only when absent (add). Returns 1 when written, 0 when add found a live record.
-PUT = """
-local p, kind, key = ARGV[1], ARGV[2], ARGV[3]
-local rk = p .. 'r:' .. kind .. ':' .. key
-if ARGV[7] == '1' and redis.call('EXISTS', rk) == 1 then return 0 end
+PUT = """#!lua
+local p, kind, ekey, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rk = p .. 'r:' .. kind .. ':' .. ekey
+if ARGV[8] == '1' and redis.call('EXISTS', rk) == 1 then return 0 end
 local old = redis.call('HGET', rk, 't')
 if old then
   for _, t in ipairs(cjson.decode(old)) do redis.call('ZREM', p .. 'i:' .. kind .. ':' .. t, key) end
 end
 redis.call('DEL', rk)
-redis.call('HSET', rk, 'v', ARGV[4], 't', ARGV[6])
+redis.call('HSET', rk, 'v', ARGV[5], 't', ARGV[7])
 local score = '+inf'
-if ARGV[5] ~= '' then
-  redis.call('EXPIREAT', rk, tonumber(ARGV[5]))
-  score = ARGV[5]
+if ARGV[6] ~= '' then
+  redis.call('EXPIREAT', rk, tonumber(ARGV[6]))
+  score = ARGV[6]
 end
 redis.call('ZADD', p .. 'a:' .. kind, score, key)
-for _, t in ipairs(cjson.decode(ARGV[6])) do redis.call('ZADD', p .. 'i:' .. kind .. ':' .. t, score, key) end
+for _, t in ipairs(cjson.decode(ARGV[7])) do redis.call('ZADD', p .. 'i:' .. kind .. ':' .. t, score, key) end
 return 1
 """
 
 # DELETE: returns {1, value} when a live record was removed, {0, ''} otherwise.
-DELETE = """
-local p, kind, key = ARGV[1], ARGV[2], ARGV[3]
-local rk = p .. 'r:' .. kind .. ':' .. key
+DELETE = """#!lua flags=allow-oom
+local p, kind, ekey, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rk = p .. 'r:' .. kind .. ':' .. ekey
 local d = redis.call('HMGET', rk, 'v', 't')
 redis.call('ZREM', p .. 'a:' .. kind, key)
 if not d[1] then return {0, ''} end
@@ -109,7 +116,7 @@ return {1, d[1]}
 """
 
 # INCR: ARGV[4] expires_at. The counter's expiry is set when it is created.
-INCR = """
+INCR = """#!lua
 local ck = ARGV[1] .. 'c:' .. ARGV[2] .. ':' .. ARGV[3]
 local n = redis.call('INCR', ck)
 if n == 1 then redis.call('EXPIREAT', ck, tonumber(ARGV[4])) end
@@ -118,7 +125,7 @@ return n
 
 # KEYS: audit head, audit log. ARGV: expected head ('' for an empty log), seq, record JSON, new head.
 # Returns {1, ''} or {0, current head}.
-AUDIT_APPEND = """
+AUDIT_APPEND = """#!lua
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
@@ -257,10 +264,6 @@ class RedisKernel:
         )
         self._redis = redis.Redis(connection_pool=pool)
         self._prefix = f"{_enc(namespace)}:"
-        self._put = self._redis.register_script(PUT)
-        self._delete = self._redis.register_script(DELETE)
-        self._incr = self._redis.register_script(INCR)
-        self._audit_append = self._redis.register_script(AUDIT_APPEND)
         self._audit_head: str | None = None  # last head seen; a guess, checked by the script
         self._logged_warnings: tuple[str, ...] = ()
         #: Test hook, as on SQLite: called with "before_exec" inside every transaction.
@@ -285,7 +288,7 @@ class RedisKernel:
     ) -> list[str]:
         encoded_terms = json.dumps([_enc(t) for t in terms])
         expiry = "" if expires is None else str(expires)
-        return [self._prefix, _enc(kind), _enc(key), value, expiry, encoded_terms, "1" if only_if_absent else "0"]
+        return [self._prefix, _enc(kind), _enc(key), key, value, expiry, encoded_terms, "1" if only_if_absent else "0"]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -389,7 +392,7 @@ class RedisKernel:
         check_name("kind", kind)
         check_name("key", key)
         args = self._put_args(kind, key, _dumps(value), check_expiry(expires_at), check_terms(terms), False)
-        self._put(keys=[], args=args)
+        self._redis.eval(PUT, 0, *args)
 
     @_guarded
     def add(
@@ -398,16 +401,16 @@ class RedisKernel:
         check_name("kind", kind)
         check_name("key", key)
         args = self._put_args(kind, key, _dumps(value), check_expiry(expires_at), check_terms(terms), True)
-        return int(self._put(keys=[], args=args)) == 1
+        return int(self._redis.eval(PUT, 0, *args)) == 1
 
     @_guarded
     def take(self, kind: str, key: str) -> dict[str, Any] | None:
-        done, value = self._delete(keys=[], args=[self._prefix, _enc(kind), _enc(key)])
+        done, value = self._redis.eval(DELETE, 0, self._prefix, _enc(kind), _enc(key), key)
         return _loads(value) if int(done) == 1 else None
 
     @_guarded
     def delete(self, kind: str, key: str) -> bool:
-        done, _ = self._delete(keys=[], args=[self._prefix, _enc(kind), _enc(key)])
+        done, _ = self._redis.eval(DELETE, 0, self._prefix, _enc(kind), _enc(key), key)
         return int(done) == 1
 
     @_guarded
@@ -415,7 +418,7 @@ class RedisKernel:
         check_name("kind", kind)
         check_name("key", key)
         expires = check_expiry(expires_at)
-        return int(self._incr(keys=[], args=[self._prefix, _enc(kind), _enc(key), str(expires)]))
+        return int(self._redis.eval(INCR, 0, self._prefix, _enc(kind), _enc(key), str(expires)))
 
     # ------------------------------------------------------------------ transactions
 
@@ -455,7 +458,7 @@ class RedisKernel:
                     # EXEC while the other commands of the block still applied.
                     for kind, key, value, expires, terms in tx.writes:
                         if value is None:
-                            pipe.eval(DELETE, 0, self._prefix, _enc(kind), _enc(key))
+                            pipe.eval(DELETE, 0, self._prefix, _enc(kind), _enc(key), key)
                         else:
                             pipe.eval(PUT, 0, *self._put_args(kind, key, value, expires, terms, False))
                     if records:
@@ -487,7 +490,7 @@ class RedisKernel:
             seq, prev_hash = _parse_head(head)
             record = build_record(seq, at, normalized, prev_hash)
             new_head = f"{record.seq}:{record.hash}"
-            done, current = self._audit_append(keys=keys, args=[head, record.seq, encode_audit(record), new_head])
+            done, current = self._redis.eval(AUDIT_APPEND, 2, *keys, head, record.seq, encode_audit(record), new_head)
             if int(done) == 1:
                 self._audit_head = new_head
                 return record

@@ -163,11 +163,11 @@ def test_concurrent_audit_appends_share_commits_and_keep_one_unbroken_chain(stor
 
 
 def _open_at(path: str, start_at: float) -> None:
-    from broker.store.sqlite import SQLiteStore
+    from broker.store.sqlite_kernel import SQLiteKernel
 
     while time.time() < start_at:
         pass  # leave the spin within microseconds of the other processes
-    SQLiteStore(path, timeout=5.0).close()
+    SQLiteKernel(path, timeout=5.0).close()
 
 
 def test_processes_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:

@@ -31,9 +31,10 @@ GRANT = Grant(
 
 CHILD = """
 import sys, time
-from broker.store.sqlite import SQLiteStore
+from broker.store.legacy import LegacyStore
+from broker.store.sqlite_kernel import SQLiteKernel
 from broker.store.base import Grant
-store = SQLiteStore(sys.argv[1])
+store = LegacyStore(SQLiteKernel(sys.argv[1]))
 store.put_grant(Grant(id="g-durable", identity_id="id-1", dataset="EGAD1", dac="dac-a", granted_by="alice",
                       granted_at=1, start=1, end=4_000_000_000, reason="approved"))
 store.audit_append({"action": "grant", "grant": "g-durable"}, at=1)

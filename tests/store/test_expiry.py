@@ -53,23 +53,26 @@ def test_every_record_with_a_lifetime_vanishes_when_it_ends(backend: Backend) ->
     assert store.use_refresh_token("h2") is None
     assert store.consume_ticket("code", "long") == {"v": 2}
     # and the backend does not keep them: only the ticket added after the end is left
-    assert _leftovers(backend) == (["ticket:j1"] if backend.kind == "sqlite" else ["ticket:jti:j1"])
+    if backend.kind == "sqlite":
+        assert _leftovers(backend) == ["ticket:jti:j1"]
+    else:  # the record, and its entry in the kind's sorted set
+        assert _leftovers(backend) == ["a:ticket%3Ajti", "r:ticket%3Ajti:j1"]
 
 
 def _leftovers(backend: Backend) -> list[str]:
     """What the backend still holds of the ended records, read behind the store's back."""
     if backend.kind == "sqlite":
-        backend.store.purge_expired()  # type: ignore[attr-defined]  # normally every 60 s during writes
+        backend.store.purge_expired()  # normally every 60 s during writes
         conn = sqlite3.connect(backend.settings.sqlite_path)
         try:
             rows = conn.execute(
-                "SELECT 'ticket:' || key FROM tickets UNION ALL SELECT 'session:' || id FROM sessions "
-                "UNION ALL SELECT 'jti:' || jti FROM revoked_tokens "
-                "UNION ALL SELECT 'rt:' || token_hash FROM refresh_tokens"
+                "SELECT kind || ':' || key FROM records UNION ALL SELECT 'term:' || term FROM record_terms "
+                "UNION ALL SELECT 'counter:' || key FROM counters"
             ).fetchall()
         finally:
             conn.close()
         return sorted(r[0] for r in rows)
+    backend.store.purge_expired()  # the records expire on their own; this drops their set entries
     client = redis.Redis.from_url(backend.settings.store.url.get_secret_value(), decode_responses=True)
     try:
         prefix = backend.settings.store.namespace + ":"
@@ -88,13 +91,14 @@ def test_redis_keys_carry_the_records_lifetime(redis_server: RedisServer) -> Non
         store.put_session("s1", {}, ttl=40)
         store.revoke_token_id("jti-1", int(time.time()) + 50)
         store.put_refresh_token(RefreshToken("h1", "fam-1", "id-1", "cli-1", "openid", 0, int(time.time()) + 60))
-        assert 0 < client.ttl(f"{ns}:ticket:code:c1") <= 30
-        assert 0 < client.ttl(f"{ns}:session:s1") <= 40
-        assert 0 < client.ttl(f"{ns}:revoked-jti:jti-1") <= 50
-        assert 0 < client.ttl(f"{ns}:rt:h1") <= 60
-        assert 0 < client.ttl(f"{ns}:rt-family:fam-1") <= 60
+        assert 0 < client.ttl(f"{ns}:r:ticket%3Acode:c1") <= 30
+        assert 0 < client.ttl(f"{ns}:r:session:s1") <= 40
+        assert 0 < client.ttl(f"{ns}:r:revoked-jti:jti-1") <= 50
+        assert 0 < client.ttl(f"{ns}:r:refresh-token:h1") <= 60
+        # set entries are scored by the record's end, so readers skip them once it has passed
+        assert client.zscore(f"{ns}:i:refresh-token:family%3Afam-1", "h1") <= time.time() + 60
         store.revoke_family("fam-1")
-        assert client.ttl(f"{ns}:rt-family-revoked:fam-1") > 0
+        assert client.ttl(f"{ns}:r:revoked-family:fam-1") > 0
         # records without a lifetime never expire
         store.audit_append({"a": 1}, at=1)
         assert client.ttl(f"{ns}:audit") == -1

@@ -206,7 +206,7 @@ def test_ft07_a_code_redemption_whose_reply_is_lost_is_never_retried(redis_serve
         proxy.forwarded.clear()
         assert_unavailable_within(lambda: store.consume_ticket("code", "c1"), TIMEOUT + 0.5, "consume_ticket")
         time.sleep(0.1)
-        assert proxy.forwarded.count(b"GETDEL") == 1  # sent once, never re-sent
+        assert proxy.forwarded.count(b"$4\r\nEVAL\r\n") == 1  # the take script: sent once, never re-sent
         proxy.swallow = False
         assert store.consume_ticket("code", "c1") is None  # the lost redemption counted: no second token set
     finally:
@@ -263,12 +263,12 @@ def test_a_corrupt_stored_record_is_a_store_error_not_a_crash(backend: Backend) 
     backend.store.put_grant(GRANT)
     if backend.kind == "sqlite":
         conn = sqlite3.connect(backend.settings.sqlite_path)
-        conn.execute("UPDATE grants SET data = '{\"id\": \"g1\"' WHERE id = 'g1'")
+        conn.execute("UPDATE records SET value = '{\"id\": \"g1\"}' WHERE kind = 'grant' AND key = 'g1'")
         conn.commit()
         conn.close()
     else:
         client = redis.Redis.from_url(backend.settings.store.url.get_secret_value())
-        client.set(f"{backend.settings.store.namespace}:grant:g1", '{"id": "g1"}')
+        client.hset(f"{backend.settings.store.namespace}:r:grant:g1", "v", '{"id": "g1"}')
         client.close()
     with pytest.raises(StoreError, match="Grant record is corrupt"):
         backend.store.get_grant("g1")
