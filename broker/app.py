@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if runtime is None:
         store = open_store(settings)
-        keyring = KeyRing.open(settings, store)
+        keyring = KeyRing.open(
+            settings.keys, settings.keys_path, store.kernel, leeway_seconds=settings.limits.clock_leeway_seconds
+        )
         runtime = Runtime(settings=settings, store=store, keyring=keyring)
     app.extensions["broker"] = runtime
 

@@ -17,6 +17,7 @@ Each test names the rule of :mod:`broker.store.kernel` it proves.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import threading
 import time
@@ -59,7 +60,10 @@ __all__ = [
     "test_values_must_be_json_objects",
 ]
 
-NOW = lambda: int(time.time())  # noqa: E731 - a clock read at the moment of each use
+
+def NOW() -> int:
+    """The clock, read at the moment of each use."""
+    return int(time.time())
 
 
 def test_put_then_get_round_trips_json_objects(kernel: Kernel) -> None:
@@ -220,7 +224,11 @@ def test_concurrent_takes_hand_a_record_out_once(kernel_opener: Callable[[], Ker
     try:
         for round_ in range(5):
             kernels[0].put("code", f"c{round_}", {"round": round_})
-            got = _concurrently(8, lambda i, r=round_: kernels[i].take("code", f"c{r}"))
+
+            def take(i: int, r: int = round_) -> dict[str, Any] | None:
+                return kernels[i].take("code", f"c{r}")
+
+            got = _concurrently(8, take)
             assert [g for g in got if g is not None] == [{"round": round_}]
     finally:
         for k in kernels:
@@ -352,7 +360,12 @@ def test_transactions_are_serializable_under_contention(kernel_opener: Callable[
 
     try:
         before = kernels[0].audit_last_seq()
-        _concurrently(6, lambda i: [kernels[i].transact(lambda tx, i=i: transfer(tx, i + 1)) for _ in range(5)])
+
+        def transfers(i: int) -> None:
+            for _ in range(5):
+                kernels[i].transact(functools.partial(transfer, amount=i + 1))
+
+        _concurrently(6, transfers)
         a, b = kernels[0].get("account", "a"), kernels[0].get("account", "b")
         assert a is not None and b is not None
         assert a["n"] + b["n"] == 200

@@ -262,7 +262,8 @@ class RedisKernel:
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
-        self._redis = redis.Redis(connection_pool=pool)
+        # decode_responses: every reply is text. redis-py's own types cannot say so, hence Any.
+        self._redis: Any = redis.Redis(connection_pool=pool)
         self._prefix = f"{_enc(namespace)}:"
         self._audit_head: str | None = None  # last head seen; a guess, checked by the script
         self._logged_warnings: tuple[str, ...] = ()
@@ -431,7 +432,7 @@ class RedisKernel:
             tx.put(kind, key, outcome.value, expires_at=outcome.expires_at, terms=outcome.terms)
             return outcome.value
 
-        return self.transact(run)  # type: ignore[arg-type]
+        return self.transact(run)
 
     @_guarded
     def transact(self, fn: Callable[[Any], T]) -> T:

@@ -502,7 +502,7 @@ class SQLiteKernel:
             tx.put(kind, key, outcome.value, expires_at=outcome.expires_at, terms=outcome.terms)
             return outcome.value
 
-        return self.transact(run)  # type: ignore[arg-type]
+        return self.transact(run)
 
     @_guarded
     def transact(self, fn: Callable[[Any], T]) -> T:

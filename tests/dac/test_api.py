@@ -28,6 +28,7 @@ from broker.runtime import Runtime
 from broker.store import Store
 from broker.store.base import Client, Grant, Identity
 from tests.dac.conftest import DAY, SettingsWithDac
+from tests.support.keys import open_ring
 
 ROLES = (None, "researcher", "member-a", "member-b", "chair-a", "admin")
 SECRET = "a-long-client-secret-for-tests-only"
@@ -35,7 +36,7 @@ SECRET = "a-long-client-secret-for-tests-only"
 
 @pytest.fixture
 def ring(settings: SettingsWithDac, store: Store) -> KeyRing:
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     return ring
 

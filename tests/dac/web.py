@@ -11,11 +11,11 @@ from flask.testing import FlaskClient
 
 from broker.app import create_app
 from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
-from broker.keys.ring import KeyRing
 from broker.login.local import add_user
 from broker.runtime import Runtime
 from broker.store import Store, open_store
 from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac
+from tests.support.keys import open_ring
 from tests.support.settings import replace
 
 PASSWORD = "correct horse battery staple"
@@ -61,7 +61,7 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
         admins=[ids["admin"]],
     )
     settings = replace(bare, dac=dac)
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     app = create_app(settings, runtime=Runtime(settings=settings, store=store, keyring=ring))
     return Site(app=app, settings=settings, store=store, ids=ids)

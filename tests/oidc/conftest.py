@@ -12,7 +12,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.keys.jwk import public_jwk
-from broker.keys.ring import KeyRing
 from broker.keys.settings import KeySettings
 from broker.oidc.passwords import hash_secret
 from broker.runtime import Runtime
@@ -21,6 +20,7 @@ from broker.store import open_store
 from broker.store.settings import StoreSettings
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
+from tests.support.keys import open_ring
 
 CALLBACK = "https://app.example/cb"
 NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"
@@ -125,7 +125,7 @@ def op_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runti
         keys=KeySettings(rotate_every_days=0),
     )
     store = open_store(settings)
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     yield Runtime(settings=settings, store=store, keyring=ring)
     store.close()

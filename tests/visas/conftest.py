@@ -31,6 +31,7 @@ from broker.trust.keyset import ResolvedKey
 from broker.trust.settings import JwksFetchSettings, TrustedIssuerSettings, TrustSettings
 from tests.dac.conftest import PEOPLE, Clock, SettingsWithDac, dac_config
 from tests.support.jwks_server import JwksServer, TestKey
+from tests.support.keys import open_ring
 
 ISSUER = "https://broker.example/"
 REMOTE_ISS = "https://rems.example/"
@@ -92,7 +93,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ring(settings: Settings, store: Store) -> KeyRing:
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     return ring
 

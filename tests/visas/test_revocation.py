@@ -18,7 +18,6 @@ from broker.core.cache import VerifiedCache
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import build_services
-from broker.keys.ring import KeyRing
 from broker.store import Store, open_store
 from broker.store.base import Identity
 from broker.store.settings import StoreSettings
@@ -28,6 +27,7 @@ from broker.trust.keyset import ResolvedKey
 from broker.visas.minting import VisaMinter, record_of_jti, revocation_check
 from broker.visas.revocation import RevocationWatcher
 from tests.dac.conftest import DAY, SettingsWithDac, dac_config
+from tests.support.keys import open_ring
 from tests.support.redis_server import RedisServer
 from tests.visas.conftest import ISSUER
 
@@ -46,7 +46,7 @@ def test_ga14_revocation_in_one_process_evicts_the_cache_of_another(shared: Sett
     two: Store = open_store(shared)
     for who in ("member-a", "researcher"):
         one.put_identity(Identity(id=who, created_at=1))
-    ring = KeyRing.open(shared, one, auto_maintain_seconds=None)
+    ring = open_ring(shared, one, auto_maintain_seconds=None)
     ring.maintain()
     svc = build_services(shared, one)
     grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(time.time()) + DAY))
