@@ -383,7 +383,7 @@ class _Watchdog:
         return alarm
 
     def disarm(self, alarm: _Alarm) -> bool:
-        """Stop watching; True when the alarm had already cut the connection."""
+        """Stop watching (again is harmless); True when the alarm had cut the connection."""
         with self._cond:
             alarm.done = True
             fired = alarm.fired
@@ -610,6 +610,7 @@ class PostgresKernel:
 
     def _configure(self, conn: _Connection) -> None:
         """Session settings (see the module docstring), once per new connection."""
+        conn.last_used = time.monotonic()
         statement_ms = max(1, int(self.timeout * 1000 * 0.9))
         idle_ms = int(max(30.0, self.timeout * 10) * 1000)
         conn.execute(
@@ -618,11 +619,6 @@ class PostgresKernel:
                 "SET idle_in_transaction_session_timeout TO {}"
             ).format(sql.Identifier(self.schema), sql.Literal(statement_ms), sql.Literal(idle_ms))
         )
-
-    @staticmethod
-    def _check(conn: _Connection) -> None:
-        if time.monotonic() - conn.last_used > IDLE_CHECK_SECONDS:
-            conn.execute("")
 
     def _current_pool(self) -> ConnectionPool[_Connection]:
         with self._lock:
@@ -641,7 +637,6 @@ class PostgresKernel:
                     max_size=self._pool_max,
                     open=False,
                     configure=self._configure,
-                    check=self._check,
                     name=f"ga4gh-broker-{self.schema}",
                     timeout=self.timeout,
                     # Give up a background reconnection chain soon: the next caller starts a fresh
@@ -656,24 +651,17 @@ class PostgresKernel:
     def _session(self, deadline: float | None = None) -> Iterator[_Connection]:
         """A connection for this call alone until ``deadline``; errors become StoreError/StoreUnavailable.
 
-        An open transaction is rolled back on the way out of an error; the connection goes back
-        to the pool (which discards it when it is broken).
+        The watchdog guards the connection from the moment it is handed out: a connection idle
+        for a while is first checked with an empty query (replaced when it is dead), and an open
+        transaction is rolled back on the way out of an error. The connection then goes back to
+        the pool, which discards it when it is broken.
         """
         if deadline is None:
             deadline = time.monotonic() + self.timeout
         pool = self._current_pool()
+        watchdog = _the_watchdog()
+        conn, alarm = self._checked_connection(pool, watchdog, deadline)
         try:
-            conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
-        except PoolTimeout:
-            why = _connect_errors.get(self._url)
-            raise StoreUnavailable(
-                f"postgres: no connection within {self.timeout:g} s" + (f" (last attempt: {why})" if why else "")
-            ) from None
-        except PoolClosed:
-            raise StoreUnavailable("postgres: store is closed") from None
-        alarm: _Alarm | None = None
-        try:
-            alarm = _the_watchdog().arm(conn.pgconn.socket, deadline)
             try:
                 yield conn
             finally:
@@ -681,14 +669,44 @@ class PostgresKernel:
                     with suppress(psycopg.Error):
                         conn.execute("ROLLBACK")
         except psycopg.Error as exc:
-            fired = _the_watchdog().disarm(alarm) if alarm is not None else False
-            alarm = None
+            fired = watchdog.disarm(alarm)
             raise _translate(exc, self.timeout if fired else None) from exc
         finally:
-            if alarm is not None:
-                _the_watchdog().disarm(alarm)
+            watchdog.disarm(alarm)  # a second disarm is a no-op
             conn.last_used = time.monotonic()
             pool.putconn(conn)
+
+    def _checked_connection(
+        self, pool: ConnectionPool[_Connection], watchdog: _Watchdog, deadline: float
+    ) -> tuple[_Connection, _Alarm]:
+        """A pooled connection known to work (checked when it sat idle), armed until ``deadline``."""
+        while True:
+            try:
+                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
+            except PoolTimeout:
+                why = _connect_errors.get(self._url)
+                raise StoreUnavailable(
+                    f"postgres: no connection within {self.timeout:g} s" + (f" (last attempt: {why})" if why else "")
+                ) from None
+            except PoolClosed:
+                raise StoreUnavailable("postgres: store is closed") from None
+            try:
+                alarm = watchdog.arm(conn.pgconn.socket, deadline)
+            except psycopg.Error:
+                conn.close()
+                pool.putconn(conn)
+                continue
+            if time.monotonic() - conn.last_used <= IDLE_CHECK_SECONDS:
+                return conn, alarm
+            try:
+                conn.execute("")
+                return conn, alarm
+            except psycopg.Error as exc:
+                fired = watchdog.disarm(alarm)
+                conn.close()
+                pool.putconn(conn)  # the pool replaces it
+                if fired or time.monotonic() >= deadline:
+                    raise _translate(exc, self.timeout if fired else None) from exc
 
     @contextmanager
     def _write(self, deadline: float | None = None) -> Iterator[_Connection]:
@@ -1029,7 +1047,8 @@ class PostgresKernel:
         in order. ``close()`` stops it. ``on_seq`` runs on that thread and should be quick; an
         exception it raises is logged and ignored.
         """
-        listener = _AuditListener(self._url, self.schema, self.channel, on_seq, self._connection_kwargs())
+        kwargs = self._connection_kwargs() | {"application_name": f"broker-audit {self.schema}"}
+        listener = _AuditListener(self._url, self.schema, self.channel, on_seq, kwargs)
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("postgres: store is closed")

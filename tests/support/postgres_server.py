@@ -8,9 +8,9 @@ socket). The binaries are Debian's PostgreSQL 15 (``/usr/lib/postgresql/15/bin``
 PostgreSQL refuses to run as root, so when the tests run as root the servers run as the
 ``postgres`` account (created by Debian's package) and their folder is handed to it.
 
-Each server is started directly (``postgres -D``) in a session of its own, so :meth:`kill`
-sends SIGKILL to the postmaster and every backend at once, as a crash of the machine's
-database would; :meth:`promote` uses ``pg_ctl promote``.
+Each server is started directly (``postgres -D``); :meth:`kill` sends SIGKILL to the postmaster
+and every process under it at once, as a crash of the machine's database would, and
+:meth:`pause` freezes them all (SIGSTOP); :meth:`promote` uses ``pg_ctl promote``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,20 +207,45 @@ class PostgresServer:
             time.sleep(0.05)
         return standby
 
+    def _processes(self) -> list[int]:
+        """The postmaster and every process under it (backends make themselves group leaders, so
+        a signal to the postmaster's process group would miss them)."""
+        assert self.process is not None
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found = [self.process.pid]
+        for pid in found:
+            found.extend(child for child, parent in parents.items() if parent == pid)
+        return found
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)  # no new children while we look
+        for pid in self._processes():
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def kill(self) -> None:
         """SIGKILL the postmaster and all its backends at once (a crash: nothing is flushed or said)."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self._signal_all(signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def pause(self) -> None:
         """SIGSTOP every process of the cluster: connections stay open but nothing answers."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for pid in self._processes():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def promote(self) -> None:
         """``pg_ctl promote -w``: the replica becomes a primary that accepts writes."""
@@ -230,7 +256,7 @@ class PostgresServer:
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            os.killpg(self.process.pid, signal.SIGCONT)
+            self.resume()
             self.process.send_signal(signal.SIGINT)
             self.process.wait(timeout=10)
         except (subprocess.TimeoutExpired, ProcessLookupError):
