@@ -14,13 +14,14 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 
 from broker.store.audit import canonical_json
-from broker.store.kernel import Kernel
+from broker.store.kernel import Kernel, Tx
 from broker.store.postgres_kernel import PostgresKernel, migrate
 from broker.store.redis_kernel import RedisKernel
 from broker.store.sqlite_kernel import SQLiteKernel
@@ -47,15 +48,21 @@ def kernel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kernel]:
     opened.close()
 
 
+def _audit_all(events: list[tuple[dict[str, Any], int]]) -> Callable[[Tx], None]:
+    """A transaction that appends these (event, at) pairs."""
+
+    def run(tx: Tx) -> None:
+        for event, at in events:
+            tx.audit(event, at=at)
+
+    return run
+
+
 def _append(kernel: Kernel, count: int, first_at: int) -> None:
     """``count`` records, one a second from ``first_at``, in transactions of 50."""
     for start in range(0, count, 50):
-        size = min(50, count - start)
-        kernel.transact(
-            lambda tx, s=start, n=size: [
-                tx.audit({"event": "gateway.decision", "i": s + i}, at=first_at + s + i) for i in range(n)
-            ]
-        )
+        batch = [({"event": "gateway.decision", "i": i}, first_at + i) for i in range(start, min(count, start + 50))]
+        kernel.transact(_audit_all(batch))
 
 
 def test_archiving_half_a_chain_leaves_one_verifiable_chain(kernel: Kernel, tmp_path: Path) -> None:
@@ -119,7 +126,7 @@ def test_verify_reports_a_cut_short_or_unreadable_archive(kernel: Kernel, tmp_pa
     _append(kernel, 40, T0)
     path = archive(kernel, T0 + 20, tmp_path)
     assert path is not None
-    _rewrite(path, lambda entries: entries.pop())  # the trailer
+    _rewrite(path, lambda entries: entries.__delitem__(-1))  # the trailer
     problems = verify_archive([path], kernel.audit_records(0))
     assert [p.problem for p in problems] == ["archive_invalid"] and "no trailer" in problems[0].detail
     junk = tmp_path / "audit-000000000001-000000000002-junk.jsonl.gz"
@@ -180,7 +187,7 @@ def test_bytes_per_record_for_gateway_decisions(kernel: Kernel, request: pytest.
     event_bytes = sum(len(canonical_json(e)) for e in events) / count
     before = _storage_bytes(kernel, request)
     for start in range(0, count, 100):
-        kernel.transact(lambda tx, s=start: [tx.audit(events[s + i], at=T0 + s + i) for i in range(100)])
+        kernel.transact(_audit_all([(events[i], T0 + i) for i in range(start, start + 100)]))
     after = _storage_bytes(kernel, request)
     for what, size in after.items():
         per_record = (size - before[what]) / count

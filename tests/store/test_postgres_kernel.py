@@ -289,8 +289,9 @@ def test_names_hold_any_character_including_nul(kernel: PostgresKernel) -> None:
 
 
 def test_store_settings_describe_a_postgres_kernel(server: PostgresServer, schema: str) -> None:
-    settings = StoreSettings(
-        backend="postgres", url=server.url, postgres_schema=schema, pool_min=0, pool_max=3, timeout_seconds=1.5
+    settings = StoreSettings.model_validate(
+        {"backend": "postgres", "url": server.url, "postgres_schema": schema, "pool_min": 0, "pool_max": 3}
+        | {"timeout_seconds": 1.5}
     )
     check_store(settings)
     migrate(server.url, schema)
@@ -302,11 +303,13 @@ def test_store_settings_describe_a_postgres_kernel(server: PostgresServer, schem
     finally:
         kernel.close()
     with pytest.raises(SettingsProblem, match=r"store\.url"):
-        check_store(StoreSettings(backend="postgres", url="redis://127.0.0.1/0"))
+        check_store(StoreSettings.model_validate({"backend": "postgres", "url": "redis://127.0.0.1/0"}))
     with pytest.raises(SettingsProblem, match=r"store\.pool_min"):
-        check_store(StoreSettings(backend="postgres", url=server.url, pool_min=5, pool_max=2))
+        check_store(
+            StoreSettings.model_validate({"backend": "postgres", "url": server.url, "pool_min": 5, "pool_max": 2})
+        )
     with pytest.raises(ValueError):
-        StoreSettings(backend="postgres", postgres_schema="Robert'); DROP TABLE students;--")
+        StoreSettings.model_validate({"backend": "postgres", "postgres_schema": "Robert'); DROP TABLE students;--"})
     with pytest.raises(ValueError):
         PostgresKernel(server.url, schema="bad-name")
 

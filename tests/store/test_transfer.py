@@ -14,7 +14,7 @@ import pytest
 
 from broker.store.audit import verify_chain
 from broker.store.base import AuditRecord, Conflict
-from broker.store.kernel import Kernel
+from broker.store.kernel import Kernel, Tx
 from broker.store.postgres_kernel import PostgresKernel, migrate
 from broker.store.redis_kernel import RedisKernel
 from broker.store.sqlite_kernel import SQLiteKernel
@@ -70,12 +70,12 @@ def _fill(kernel: Kernel) -> None:
     kernel.put("session", "gone", {"sub": "eve"}, expires_at=int(time.time()) - 5, terms=["identity-eve"])
     base = 1_700_000_000
     for batch in range(4):  # a 200-record chain, written in transactions of 50
-        kernel.transact(
-            lambda tx, b=batch: [
-                tx.audit({"event": "gateway.decision", "n": b * 50 + i, "allow": i % 2 == 0}, at=base + b * 50 + i)
-                for i in range(50)
-            ]
-        )
+
+        def append(tx: Tx, first: int = batch * 50) -> None:
+            for n in range(first, first + 50):
+                tx.audit({"event": "gateway.decision", "n": n, "allow": n % 2 == 0}, at=base + n)
+
+        kernel.transact(append)
 
 
 def test_round_trip_sqlite_postgres_redis_sqlite_keeps_records_terms_expiries_and_the_chain(
