@@ -195,6 +195,7 @@ class PostgresServer:
             "-R",
             "-X",
             "stream",
+            "--checkpoint=fast",
             "--no-sync",
         )
         standby.start(hot_standby="on")
