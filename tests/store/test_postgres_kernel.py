@@ -156,8 +156,9 @@ def _append_in_another_process(url: str, schema: str, ready: Any, done: Any) -> 
     kernel = PostgresKernel(url, schema=schema)
     try:
         ready.wait(30)
+        started = time.time()
         record = kernel.audit_append({"event": "grants.revoke", "grant": "g1"}, int(time.time()))
-        done.put((record.seq, time.time()))
+        done.put((record.seq, started))
     finally:
         kernel.close()
 
@@ -181,12 +182,12 @@ def test_another_processs_append_reaches_the_listener_within_a_second(
         process = ctx.Process(target=_append_in_another_process, args=(server.url, schema, ready, done))
         process.start()
         ready.set()
-        seq, committed_at = done.get(timeout=30)
+        seq, append_started = done.get(timeout=30)
         process.join(30)
         assert process.exitcode == 0
         assert event.wait(5), "the listener never heard the other process's append"
-        latency = heard[seq] - committed_at
-        print(f"\nLISTEN/NOTIFY: another process's audit append reached the listener in {latency * 1000:.1f} ms")
+        latency = heard[seq] - append_started
+        print(f"\nLISTEN/NOTIFY: from another process calling audit_append to the listener: {latency * 1000:.1f} ms")
         assert seq == 2 and list(heard) == [2]
         assert latency < 1.0
     finally:
