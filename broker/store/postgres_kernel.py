@@ -506,6 +506,26 @@ def _audit_params(records: list[AuditRecord]) -> dict[str, Any]:
     }
 
 
+class _PendingAudit:
+    """One queued audit append and, once its group is committed, its record or the failure."""
+
+    __slots__ = ("at", "deadline", "error", "event", "finished", "record")
+
+    def __init__(self, event: dict[str, Any], at: int, deadline: float) -> None:
+        self.event = event
+        self.at = at
+        self.deadline = deadline
+        self.finished = False
+        self.record: AuditRecord | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> AuditRecord:
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
 class _PostgresTx:
     """One attempt of a serializable transaction: reads now, writes and audit events queued to the end."""
 
@@ -582,6 +602,9 @@ class PostgresKernel:
         self._closed = False
         self._next_purge = time.monotonic() + PURGE_INTERVAL * random.random()  # noqa: S311 - spreading only
         self._listeners: list[_AuditListener] = []
+        self._audit_cond = threading.Condition()
+        self._audit_queue: list[_PendingAudit] = []
+        self._audit_busy = False
         self._logged_warnings: tuple[str, ...] = ()
         #: Test hook, as on SQLite: called with "before_commit" inside every write transaction;
         #: raising there cuts the change in the middle, as a crash would.
@@ -961,11 +984,43 @@ class PostgresKernel:
     # ------------------------------------------------------------------ audit log
 
     def audit_append(self, event: dict[str, Any], at: int) -> AuditRecord:
-        """Append one record under the head lock; committed (synchronous_commit on) when this returns."""
-        normalized, when = normalize_event(event), _check_at(at)
-        with self._write() as conn:
-            (record,) = _append_audit(conn, [(normalized, when)], self.channel)
-        return record
+        """Append one record under the head lock; committed (synchronous_commit on) when this returns.
+
+        Group commit: concurrent appends of this process share one transaction (one lock of the
+        head, one WAL flush), in queue order. The first caller to find no commit under way writes
+        every record queued so far, within the earliest deadline among them; the others wait for
+        that commit and take their own record from it. An event is validated before it is
+        queued, so a bad one fails only its caller. A caller still queued at its deadline leaves
+        the queue and gets StoreUnavailable.
+        """
+        pending = _PendingAudit(normalize_event(event), _check_at(at), time.monotonic() + self.timeout)
+        with self._audit_cond:
+            self._audit_queue.append(pending)
+            while not pending.finished and self._audit_busy:
+                remaining = pending.deadline - time.monotonic()
+                if remaining <= 0 and pending in self._audit_queue:
+                    self._audit_queue.remove(pending)
+                    raise StoreUnavailable(f"postgres: audit append not started within {self.timeout:g} s")
+                self._audit_cond.wait(max(remaining, 0.01))
+            if pending.finished:
+                return pending.outcome()
+            self._audit_busy = True
+            batch, self._audit_queue = self._audit_queue, []
+        try:
+            with self._write(deadline=min(p.deadline for p in batch)) as conn:
+                records = _append_audit(conn, [(p.event, p.at) for p in batch], self.channel)
+            for p, record in zip(batch, records, strict=True):
+                p.record = record
+        except BaseException as exc:  # every caller of the failed commit gets the failure
+            for p in batch:
+                p.error = exc
+        finally:
+            with self._audit_cond:
+                for p in batch:
+                    p.finished = True
+                self._audit_busy = False
+                self._audit_cond.notify_all()
+        return pending.outcome()
 
     def audit_last_seq(self) -> int:
         """The seq of the newest record, read from the head (0 for an empty log)."""

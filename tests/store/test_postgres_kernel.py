@@ -11,11 +11,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from broker.settings_model import SettingsProblem
+from broker.store.audit import verify_chain
 from broker.store.base import StoreError, StoreUnavailable
 from broker.store.postgres_kernel import (
     Migration,
@@ -321,3 +323,21 @@ def test_psycopg_errors_never_escape(kernel: PostgresKernel) -> None:
         kernel.incr("limit", "k", expires_at=2**63)
     with pytest.raises(StoreError):
         kernel.audit_append({"event": "x"}, 2**63)
+
+
+def test_concurrent_appends_of_one_process_share_commits_and_each_caller_gets_its_own_record(
+    kernel: PostgresKernel,
+) -> None:
+    def append(i: int) -> tuple[int, Any]:
+        if i % 10 == 9:
+            with pytest.raises(ValueError):
+                kernel.audit_append({"bad": float("nan")}, 1)  # fails only its caller
+        return i, kernel.audit_append({"event": "t", "i": i}, 1_700_000_000 + i)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(append, range(80)))
+    assert all(record.event == {"event": "t", "i": i} for i, record in results)
+    assert sorted(record.seq for _, record in results) == list(range(1, 81))
+    stored = list(kernel.audit_records(0))
+    assert verify_chain(stored) == []
+    assert {r.seq: r for r in stored} == {record.seq: record for _, record in results}
