@@ -35,6 +35,10 @@ Appenders in every process wait for the head lock in turn, so the chain has no g
 and commit order is seq order. :meth:`PostgresKernel.listen_audit` turns the notifications back
 into calls (revocation fan-out without polling).
 
+Expired rows are never returned (every read compares the expiry with the clock) and are
+deleted in batches by a background thread at most once per :data:`PURGE_INTERVAL` per process,
+started by a write.
+
 Names (kind, key, term) are stored as their UTF-8 bytes and identified by SHA-256 (see
 ``migrations/0001_kernel.sql``), so any name the kernel contract allows, including one of 4096
 characters, is stored and ordered exactly as on the other backends.
@@ -601,6 +605,7 @@ class PostgresKernel:
         self._orphans: list[object] = []
         self._closed = False
         self._next_purge = time.monotonic() + PURGE_INTERVAL * random.random()  # noqa: S311 - spreading only
+        self._purging = False
         self._listeners: list[_AuditListener] = []
         self._audit_cond = threading.Condition()
         self._audit_queue: list[_PendingAudit] = []
@@ -1114,19 +1119,28 @@ class PostgresKernel:
     # ------------------------------------------------------------------ housekeeping
 
     def _maybe_purge(self) -> None:
-        """Purge one batch of expired rows, at most once per PURGE_INTERVAL per kernel.
+        """Start a purge of every expired row on a background thread, at most once per PURGE_INTERVAL.
 
-        Runs after the caller's write has committed, so a failure here is only logged: the caller
-        must never see an error for a write that happened (it might retry it).
+        Called after a write has committed; the purge runs apart from the caller, who neither
+        waits for it nor sees its errors (they are logged): a caller must never get an error for
+        a write that happened, and might retry it.
         """
         now_mono = time.monotonic()
-        if now_mono < self._next_purge:
-            return
-        self._next_purge = now_mono + PURGE_INTERVAL
+        with self._lock:
+            if now_mono < self._next_purge or self._purging or self._closed:
+                return
+            self._next_purge, self._purging = now_mono + PURGE_INTERVAL, True
+        threading.Thread(target=self._purge_in_background, name="postgres-store-purge", daemon=True).start()
+
+    def _purge_in_background(self) -> None:
         try:
-            self._purge_batch(int(time.time()))
+            self.purge_expired()
         except StoreError as exc:
-            log.warning("postgres store: purging expired records failed (will retry): %s", exc)
+            if not self._closed:
+                log.warning("postgres store: purging expired records failed (will retry): %s", exc)
+        finally:
+            with self._lock:
+                self._purging = False
 
     def _purge_batch(self, now: int) -> int:
         params = {"now": now, "limit": PURGE_BATCH}

@@ -19,6 +19,7 @@ import pytest
 from broker.settings_model import SettingsProblem
 from broker.store.audit import verify_chain
 from broker.store.base import StoreError, StoreUnavailable
+from broker.store.kernel import Tx
 from broker.store.postgres_kernel import (
     Migration,
     PostgresKernel,
@@ -341,3 +342,32 @@ def test_concurrent_appends_of_one_process_share_commits_and_each_caller_gets_it
     stored = list(kernel.audit_records(0))
     assert verify_chain(stored) == []
     assert {r.seq: r for r in stored} == {record.seq: record for _, record in results}
+
+
+def test_expired_rows_are_deleted_by_a_background_purge_started_by_writes(
+    kernel: PostgresKernel, server: PostgresServer, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    past = int(time.time()) - 10
+    for start in range(0, 2500, 500):  # more than two purge batches
+
+        def fill(tx: Tx, start: int = start) -> None:
+            for i in range(start, start + 500):
+                tx.put("ticket", f"t{i}", {}, expires_at=past, terms=["x"])
+
+        kernel.transact(fill)
+    kernel.incr("limit", "ip", expires_at=past)
+    kernel.put("ticket", "live", {}, terms=["x"])
+
+    def count(table: str) -> int:
+        return int(server.execute(f"SELECT count(*) FROM {schema}.{table}")[0][0])  # noqa: S608 - test schema
+
+    assert count("records") == 2501 and count("record_terms") == 2501 and count("counters") == 1
+    monkeypatch.setattr("broker.store.postgres_kernel.PURGE_INTERVAL", 0.0)
+    kernel._next_purge = 0.0  # due now
+    kernel.put("ticket", "trigger", {})
+    deadline = time.monotonic() + 10
+    while count("records") != 2:
+        assert time.monotonic() < deadline, f"{count('records')} rows left"
+        time.sleep(0.05)
+    assert count("record_terms") == 1 and count("counters") == 0
+    assert [i.key for i in kernel.find("ticket", "x")] == ["live"]
