@@ -43,13 +43,15 @@ from typing import IO, Any, TextIO
 
 from broker.store.audit import GENESIS_HASH, verify_chain
 from broker.store.base import AuditProblem, AuditRecord, Conflict, StoreError
-from broker.store.kernel import Kernel
+from broker.store.kernel import Kernel, Tx
 
 EXPORT_FORMAT = "ga4gh-broker-store-export"
 ARCHIVE_FORMAT = "ga4gh-broker-audit-archive"
 FORMAT_VERSION = 1
 #: Longest line read from an export or archive (a record value or an audit event, JSON-encoded).
 MAX_LINE_CHARS = 16 * 1024 * 1024
+#: Records added per transaction by ``import_`` (one commit, one fsync, per batch).
+IMPORT_BATCH = 200
 ARCHIVE_NAME = re.compile(r"audit-(\d{12})-(\d{12})-([0-9a-f]{64})\.jsonl\.gz")
 
 
@@ -191,11 +193,44 @@ def _require_empty(kernel: Kernel) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Record:
+    line: int
+    kind: str
+    key: str
+    value: dict[str, Any]
+    expires_at: int | None
+    terms: list[str]
+
+
+def _add_all(kernel: Kernel, batch: list[_Record]) -> int:
+    """Add a batch of records in one transaction (one commit); a key already present is refused."""
+    if not batch:
+        return 0
+    seen: set[tuple[str, str]] = set()
+    for record in batch:
+        if (record.kind, record.key) in seen:
+            raise TransferError(f"record {record.kind}/{record.key[:64]!r} appears twice", record.line)
+        seen.add((record.kind, record.key))
+
+    def add(tx: Tx) -> None:
+        for record in batch:
+            if tx.get(record.kind, record.key) is not None:
+                raise TransferError(f"record {record.kind}/{record.key[:64]!r} appears twice", record.line)
+            try:
+                tx.put(record.kind, record.key, record.value, expires_at=record.expires_at, terms=record.terms)
+            except ValueError as exc:
+                raise TransferError(f"record refused by the store: {exc}", record.line) from None
+
+    kernel.transact(add)
+    return len(batch)
+
+
 def import_(kernel: Kernel, lines: Iterable[str]) -> TransferSummary:
     """Read an export into an EMPTY store of any backend (Conflict when it is not empty).
 
-    Records are added one by one (a key twice in the file is refused); records whose expiry
-    has passed meanwhile are skipped and counted. The audit records are restored verbatim
+    Records are added in transactions of :data:`IMPORT_BATCH` (a key twice in the file is
+    refused); records whose expiry has passed meanwhile are skipped and counted. The audit records are restored verbatim
     (:meth:`~broker.store.kernel.Kernel.audit_restore`), so the chain verifies with the same
     hashes. A file cut short, or with a count that does not match its trailer, is a
     TransferError; the records read before it are then in the store, so empty it before trying
@@ -210,6 +245,7 @@ def import_(kernel: Kernel, lines: Iterable[str]) -> TransferSummary:
         raise TransferError(f"export format version {header.get('version')!r}; this broker reads {FORMAT_VERSION}")
     records = skipped = 0
     now = int(time.time())
+    batch: list[_Record] = []
     entry = entries.next()
     while entry is not None and entry["type"] == "record":
         line = entries.number
@@ -222,14 +258,12 @@ def import_(kernel: Kernel, lines: Iterable[str]) -> TransferSummary:
         if expires_at is not None and expires_at <= now:
             skipped += 1
         else:
-            try:
-                added = kernel.add(kind, key, value, expires_at=expires_at, terms=terms)
-            except ValueError as exc:
-                raise TransferError(f"record refused by the store: {exc}", line) from None
-            if not added:
-                raise TransferError(f"record {kind}/{key[:64]!r} appears twice", line)
-            records += 1
+            batch.append(_Record(line, kind, key, value, expires_at, terms))
+            if len(batch) >= IMPORT_BATCH:
+                records += _add_all(kernel, batch)
+                batch = []
         entry = entries.next()
+    records += _add_all(kernel, batch)
 
     audit = 0
     if entry is not None and entry["type"] == "audit":

@@ -166,3 +166,22 @@ def test_a_chain_whose_start_was_archived_moves_with_its_place_in_the_chain(
     assert [r.seq for r in moved] == list(range(13, 21))
     assert verify_chain(moved, start=(12, appended[11].hash)) == []
     assert json.loads(_lines(target)[-1]) == {"type": "end", "records": 0, "audit": 8}
+
+
+def test_import_adds_in_batches_and_refuses_a_key_repeated_in_a_later_batch(
+    open_kernel: Callable[[str], Kernel],
+) -> None:
+    source = open_kernel("sqlite")
+
+    def fill(tx: Tx) -> None:
+        for i in range(450):
+            tx.put("thing", f"k{i:04d}", {"i": i}, terms=["all"])
+
+    source.transact(fill)
+    lines = _lines(source)
+    target = open_kernel("postgres")
+    assert import_(target, lines).records == 450
+    assert len(target.find("thing", "all")) == 450
+    again = open_kernel("postgres")
+    with pytest.raises(TransferError, match="appears twice"):
+        import_(again, [*lines[:-1], lines[1], lines[-1]])  # record 1 again, three batches later
