@@ -381,7 +381,6 @@ def _fsync_dir(folder: Path) -> None:
 class _ArchiveFile:
     path: Path
     first_seq: int
-    start: tuple[int, str]
 
 
 def _read_header(path: Path) -> _ArchiveFile:
@@ -404,7 +403,7 @@ def _read_header(path: Path) -> _ArchiveFile:
         or not isinstance(start.get("hash"), str)
     ):
         raise TransferError(f"{path.name}: no {ARCHIVE_FORMAT!r} version {FORMAT_VERSION} header")
-    return _ArchiveFile(path, start["seq"] + 1, (start["seq"], start["hash"]))
+    return _ArchiveFile(path, start["seq"] + 1)
 
 
 def verify_archive(
