@@ -474,7 +474,17 @@ class RedisKernel:
                     if records:
                         self._audit_head = f"{records[-1].seq}:{records[-1].hash}"
                     return result
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    # redis-py also reports a connection lost while watching (at EXEC, say) as a
+                    # WatchError: the block may then have been applied, so it is never run again
+                    # behind the caller's back; the caller gets 503 and may retry knowingly.
+                    lost = exc.__cause__ or exc.__context__
+                    if isinstance(lost, redis.ConnectionError | redis.TimeoutError) or "occurred while watching" in str(
+                        exc
+                    ):
+                        raise StoreUnavailable(
+                            "redis: connection lost during a transaction; it may have applied"
+                        ) from exc
                     continue
         raise StoreUnavailable("redis: a transaction kept conflicting with concurrent writers; try again")
 
