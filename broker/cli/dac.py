@@ -23,8 +23,9 @@ from pathlib import Path
 from broker.cli import CommandError, Context
 from broker.dac.errors import DacError, ImportRejected
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
+from broker.dac.records import Grant
 from broker.dac.services import DacServices, build_services
-from broker.store.base import Grant, StoreError
+from broker.store.base import StoreError
 
 ACTOR_ENV = "BROKER_ACTOR"
 
@@ -122,16 +123,24 @@ def _end(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
-    """The services over the configured store, and the actor; store errors become one line."""
-    from broker.store import open_store
+    """The services over the configured store kernel, and the actor; store errors become one line.
+
+    A command changes the store only: the serving processes' RevocationWatchers read its
+    revocations from the audit log and evict their caches.
+    """
+    from broker.store import open_kernel
+    from broker.store.base import Identity
+    from broker.store.legacy import IDENTITIES
+    from broker.store.records import Records
 
     actor = ctx.args.actor or os.environ.get(ACTOR_ENV)
     if not actor:
         raise CommandError(f"name the acting identity with --as ID or ${ACTOR_ENV}", 2)
     settings = ctx.settings
-    store = open_store(settings)
+    kernel = open_kernel(settings.store, settings.sqlite_path)
+    identities: Records[Identity] = Records(kernel, IDENTITIES)
     try:
-        yield build_services(settings, store), actor
+        yield build_services(settings.dac, settings.issuer, kernel, identities), actor
     except DacError as exc:
         if isinstance(exc, ImportRejected):
             for problem in exc.errors:
@@ -140,7 +149,7 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
     except StoreError as exc:
         raise CommandError(f"store error: {exc}", 1) from None
     finally:
-        store.close()
+        kernel.close()
 
 
 def _end_time(ctx: Context) -> int:
