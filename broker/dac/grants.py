@@ -317,8 +317,11 @@ class GrantService:
         """Revoke a grant with a reason (required).
 
         One transaction writes the revocation, frees the slot and appends the ``grants.revoke``
-        event (which carries the revocation to every process's RevocationWatcher). Revoking
-        twice is a Conflict.
+        event (which carries the revocation to every process's RevocationWatcher). Revoking a
+        grant that is already revoked succeeds and answers the grant as it is (its first
+        revoker and reason; nothing is written, so the log holds the revocation once), and the
+        ``on_revoke`` hooks run again: a revoke retried after a lost reply or a store error
+        still evicts this process's caches, instead of answering 409 and evicting nothing.
         """
         grant, _ = self._owned_grant(actor, "grants.revoke", grant_id)
         reason = check_reason(reason, required=True)
@@ -329,7 +332,7 @@ class GrantService:
             if current is None:
                 raise NotFound("no grant with that id")
             if current.revoked_at is not None:
-                raise Conflict("this grant is already revoked")
+                return current  # revoked already (a retry): the first revocation stands, nothing is written
             revoked = dataclasses.replace(current, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
             tx.release_grant(revoked, tx.grant_slot(current.identity_id, current.dataset, current.dac))
             tx.audit(audit.event("grants.revoke", actor, reason=reason, **audit.grant_fields(revoked)), now)

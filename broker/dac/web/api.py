@@ -414,10 +414,10 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         grants_revoke,
         "dac",
-        "Revoke a grant with a reason",
+        "Revoke a grant with a reason (a revoked grant is answered as it is)",
         body="ReasonRequired",
         response="Grant",
-        errors=(400, 401, 403, 404, 409, 415),
+        errors=(400, 401, 403, 404, 415),
     ),
     Route(
         f"{D}/datasets/<path:dataset>/audit",
