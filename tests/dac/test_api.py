@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from broker.app import create_app
+from broker.app import create_app, current_runtime_of
 from broker.core.models import CONTROLLED_ACCESS_GRANTS
 from broker.dac.repository import DacRepository
 from broker.dac.web.api import ROUTES, openapi_path
@@ -29,6 +30,7 @@ from broker.oidc.tokens import mint_access_token
 from broker.runtime import Runtime
 from broker.store import Store
 from broker.store.base import Client, Grant, Identity
+from broker.visas.minting import record_of_jti, revocation_check
 from tests.dac.conftest import DAY, ISSUER, SettingsWithDac, dac_config, kernel_of
 
 ROLES = (None, "researcher", "member-a", "member-b", "chair-a", "admin")
@@ -207,8 +209,6 @@ def test_ga13_security_fields_in_the_body_are_refused(
 def test_ga13_issued_visa_derives_every_field(
     client: FlaskClient, app: Flask, ring: KeyRing, settings: SettingsWithDac
 ) -> None:
-    import jwt
-
     made = client.post(
         "/api/dac/grants",
         json={"identity": "researcher", "dataset": "A-9", "end": later(3)},
@@ -354,3 +354,42 @@ def test_errors_are_json_with_codes(client: FlaskClient, ring: KeyRing, settings
     assert bad.status_code == 400 and bad.get_json()["fields"] == {"dataset": "required", "end": "required"}
     query = client.get("/api/dac/grants?live=maybe", headers=member)
     assert query.status_code == 400 and "live" in query.get_json()["fields"]
+
+
+def test_ui14_a_revoked_status_stays_out_of_the_permissions_api_and_the_passport_after_a_re_vouch(
+    client: FlaskClient, app: Flask, ring: KeyRing, settings: SettingsWithDac, store: Store
+) -> None:
+    store.put_client(
+        Client(client_id="peer", name="Peer", scopes=("ga4gh_permissions",), secret_hash=hash_secret(SECRET))
+    )
+    basic = {"Authorization": "Basic " + base64.b64encode(f"peer:{SECRET}".encode()).decode()}
+
+    def permissions() -> list[dict[str, Any]]:
+        tokens = client.get("/api/permissions/researcher-2", headers=basic).get_json()["ga4gh_passport_v1"]
+        return [jwt.decode(t, options={"verify_signature": False}) for t in tokens]
+
+    def post(who: str, path: str, body: dict[str, Any]) -> Any:
+        return client.post(f"/api/dac/registered{path}", json=body, headers=auth(ring, settings, who))
+
+    for who in ("researcher", "member-a"):  # both may vouch: ResearcherStatus from DAC B
+        assert post("member-b", "/status", {"identity": who, "dac": "B"}).status_code == 201
+    first = post("researcher", "/vouch", {"identity": "researcher-2"}).get_json()
+    (visa,) = permissions()
+    assert visa["ga4gh_visa_v1"]["by"] == "peer" and record_of_jti(visa["jti"]) == first["id"]
+
+    assert post("admin", f"/{first['id']}/revoke", {"reason": "not a researcher"}).status_code == 200
+    assert post("chair-a", "/vouch", {"identity": "researcher-2"}).status_code == 403  # no status: not entitled
+    assert permissions() == []
+    assert current_runtime_of(app).passport_visas("researcher-2") == []
+    assert revocation_check(store)(visa["jti"]) is True
+
+    second = post("member-a", "/vouch", {"identity": "researcher-2"})
+    assert second.status_code == 201 and second.get_json()["id"] != first["id"]
+    (again,) = permissions()
+    assert record_of_jti(again["jti"]) == second.get_json()["id"]
+    assert revocation_check(store)(visa["jti"]) is True, "the revoked record's visas stay refused"
+    listed = client.get("/api/dac/registered?identity=researcher-2", headers=auth(ring, settings, "admin")).get_json()
+    assert {(r["id"], r["revoked_by"], r["live"]) for r in listed} == {
+        (first["id"], "admin", False),
+        (second.get_json()["id"], None, True),
+    }
