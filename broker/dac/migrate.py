@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from broker.dac.committees import ROLES
-from broker.dac.records import REGISTERED_KINDS, Grant, Membership, RegisteredAccess
+from broker.dac.records import LEGACY_REGISTERED_PREFIX, REGISTERED_KINDS, Grant, Membership, RegisteredAccess
 from broker.dac.repository import DacRepository, DacTx, membership_key
 from broker.dac.settings import RESERVED_PREFIX
 from broker.store.kernel import Kernel
 
 MEMBER_PREFIX = RESERVED_PREFIX + "dac-member:"
-REGISTERED_PREFIX = RESERVED_PREFIX + "registered-access:"
+REGISTERED_PREFIX = LEGACY_REGISTERED_PREFIX
 MIGRATION_ACTOR = "ga4gh-broker dac migrate"
 
 

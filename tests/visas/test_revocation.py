@@ -106,3 +106,17 @@ def test_watcher_starts_at_the_end_and_survives_a_failing_callback(tmp_path: Pat
     assert watcher.poll() == 1 and seen == [new.id]
     assert watcher.poll() == 0
     store.close()
+
+
+def test_watcher_reports_a_registered_access_record_a_new_decision_superseded(tmp_path: Path) -> None:
+    settings = SettingsWithDac(issuer=ISSUER, data_dir=str(tmp_path / "d"), dac=dac_config())
+    store = open_store(settings)
+    store.put_identity(Identity(id="researcher", created_at=1))
+    svc = services(settings, kernel_of(store))
+    first = svc.registered.grant_status("admin", "researcher", reason="verified")
+    seen: list[str] = []
+    watcher = RevocationWatcher(store, seen.append)
+    watcher.poll()
+    second = svc.registered.grant_status("admin", "researcher", reason="verified again")
+    assert watcher.poll() == 1 and seen == [first.id] and second.id != first.id
+    store.close()
