@@ -10,11 +10,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
+from broker.dac.repository import DacRepository
 from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
 from broker.login.local import add_user
 from broker.runtime import Runtime
 from broker.store import Store, open_store
-from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac
+from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac, kernel_of
 from tests.support.keys import open_ring
 from tests.support.settings import replace
 
@@ -31,6 +32,10 @@ class Site:
     settings: SettingsWithDac
     store: Store
     ids: dict[str, str]
+
+    @property
+    def repository(self) -> DacRepository:
+        return DacRepository(kernel_of(self.store))
 
 
 def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
