@@ -36,7 +36,7 @@ def run_dev(settings: Settings, bind: str) -> int:
     from broker.app import start_background
     from broker.serve.logs import configure
     from broker.serve.middleware import ServeMiddleware
-    from broker.serve.production import build_app, prepare, split_bind
+    from broker.serve.production import build_app, prepare, split_bind, warm_health
 
     class RequestHandler(WSGIRequestHandler):
         """Werkzeug's handler, logging the path without its query string (codes and signatures travel there)."""
@@ -53,6 +53,7 @@ def run_dev(settings: Settings, bind: str) -> int:
         raise CommandError(str(exc), 1) from None
     app = build_app(settings)
     start_background(app)
+    warm_health(app)
     wrapped: Any = ServeMiddleware(
         app.wsgi_app,
         store_deadline_seconds=settings.server.store_deadline_seconds,

@@ -159,7 +159,8 @@ class QuietStoreOutage(logging.Filter):
         summary = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
             summary = f"{summary} ({record.exc_info[0].__name__})"
-        record.msg = f"{summary} [store unavailable; {dropped} similar lines dropped since the last one]"
+        held = f"{dropped} similar lines held back since the last one" if dropped else "similar lines held back"
+        record.msg = f"{summary} [store unavailable; {held}, at most one a {self.interval:.0f} s is written]"
         record.args = None
         record.exc_info = None
         record.exc_text = None
@@ -213,3 +214,4 @@ def configure(level: str) -> None:
     import logging.config
 
     logging.config.dictConfig(logging_config(level))
+    logging.getLogger("broker.serve").debug("logging at %s, credentials redacted", level)

@@ -114,12 +114,22 @@ def build_app(settings: Settings) -> Flask:
     return create_app(settings, Runtime(settings=settings, store=store, keyring=keyring))
 
 
+def warm_health(app: Flask) -> None:
+    """Build the JWKS in the background now, so the first request of this process does not wait for it."""
+    from broker.web.health import HEALTH_EXTENSION
+
+    routes = app.extensions.get(HEALTH_EXTENSION)
+    if routes is not None:
+        routes.warm()
+
+
 def wsgi_app(settings: Settings) -> ServeMiddleware:
     """What a worker serves: the app with its background work started, in :class:`ServeMiddleware`."""
     from broker.app import start_background
 
     app = build_app(settings)
     start_background(app)
+    warm_health(app)
     return ServeMiddleware(
         app, store_deadline_seconds=settings.server.store_deadline_seconds, stream_limit=settings.server.stream_limit
     )

@@ -13,7 +13,8 @@
   and never one thread per waiting request stuck on the store.
 
 Threads are started on demand, one at a time per document, and are daemons, so a process that
-never serves these routes starts none, and a forked child builds its own.
+never serves these routes starts none, and a forked child builds its own. A serving process calls
+:meth:`HealthRoutes.warm` once started, so its first JWKS request finds the set already built.
 """
 
 from __future__ import annotations
@@ -133,10 +134,28 @@ def _readiness(sources: HealthSources) -> dict[str, Any]:
     return checks
 
 
-def install_health_routes(app: Flask, sources: HealthSources) -> None:
-    """Register /healthz, /readyz and /.well-known/jwks.json on ``app`` (see the module docstring)."""
-    jwks_doc = BackgroundValue(sources.jwks, "jwks-refresh")
-    readiness = BackgroundValue(lambda: _readiness(sources), "readiness-check")
+class HealthRoutes:
+    """The documents behind the routes of one app; :meth:`warm` builds the JWKS ahead of the first request."""
+
+    def __init__(self, sources: HealthSources) -> None:
+        self.jwks = BackgroundValue(sources.jwks, "jwks-refresh")
+        self.readiness = BackgroundValue(lambda: _readiness(sources), "readiness-check")
+
+    def warm(self) -> None:
+        """Start building the JWKS now, in the background (a serving process calls it once it has started)."""
+        self.jwks.fresh(0)
+
+
+HEALTH_EXTENSION = "broker.health"
+
+
+def install_health_routes(app: Flask, sources: HealthSources) -> HealthRoutes:
+    """Register /healthz, /readyz and /.well-known/jwks.json on ``app`` (see the module docstring).
+
+    The returned :class:`HealthRoutes` is also ``app.extensions["broker.health"]``.
+    """
+    routes = app.extensions[HEALTH_EXTENSION] = HealthRoutes(sources)
+    jwks_doc, readiness = routes.jwks, routes.readiness
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -171,6 +190,8 @@ def install_health_routes(app: Flask, sources: HealthSources) -> None:
         # Never cache longer than a new key waits before it signs: verifiers must see it first.
         response.headers["Cache-Control"] = f"public, max-age={sources.jwks_max_age}"
         return response
+
+    return routes
 
 
 def health_sources_of(runtime: Any, check_timeout_seconds: float = 1.0) -> HealthSources:

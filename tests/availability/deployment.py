@@ -139,10 +139,16 @@ class Broker:
         from broker.core.issue import mint_passport, mint_visa
         from broker.core.models import CONTROLLED_ACCESS_GRANTS, VisaObject
         from broker.settings import load_settings
+        from broker.store import open_kernel
         from tests.support.keys import open_ring
 
         settings = load_settings(self.config, environ={})
-        ring = open_ring(settings, None, auto_maintain_seconds=None)
+        kernel = open_kernel(settings.store, settings.sqlite_path)
+        try:
+            ring = open_ring(settings, kernel, auto_maintain_seconds=None)
+            ring.signing_key()  # read the keys now, while the store is open
+        finally:
+            kernel.close()
         now = int(time.time())
         visa = VisaObject(
             type=CONTROLLED_ACCESS_GRANTS, asserted=now - 60, value=f"{DAC}{dataset}", source=DAC, by="dac"
