@@ -40,9 +40,11 @@ MAX_JWKS_AGE = 300
 class HealthSources:
     """What the health routes read; the composition root builds it from its services.
 
-    ``backend``: the store's kind (named in /readyz). ``store_health``: the store's own check (raises StoreUnavailable when it cannot answer).
-    ``signing_key_ready``: True when a key signs now. ``jwks``: our public JWK Set (may reach the
-    key storage). ``jwks_max_age``: Cache-Control max-age of the JWKS response.
+    ``backend``: the store's kind (named in /readyz). ``store_health``: the store's own check
+    (raises StoreUnavailable when it cannot answer). ``signing_key_ready``: True when a key signs
+    now. ``jwks``: our public JWK Set (may reach the key storage). ``jwks_max_age``: Cache-Control
+    max-age of the JWKS response. ``check_timeout_seconds``: the longest /readyz (and a process's
+    first JWKS) waits. ``jwks_refresh_seconds``: how old the served JWKS may get before a rebuild.
     """
 
     backend: str
