@@ -11,11 +11,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.availability.deployment import Broker
 
 RESTART_WITHIN_SECONDS = 8.0
+
+pytestmark = pytest.mark.slow  # real serve processes
 
 
 def _children(pid: int) -> list[int]:

@@ -37,6 +37,8 @@ SECRETS = {
 }
 BASIC = base64.b64encode(f"portal:{SECRETS['basic']}".encode()).decode()
 
+pytestmark = pytest.mark.slow  # real serve processes
+
 
 def _requests(broker: Broker) -> None:
     """Every way a credential reaches the broker, answered or not."""

@@ -22,6 +22,8 @@ ATTACK_SECONDS = 15.0
 P99_LIMIT_SECONDS = 1.0
 HEADER_TIMEOUT_SECONDS = 3.0
 
+pytestmark = pytest.mark.slow  # real serve processes
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:

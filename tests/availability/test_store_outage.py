@@ -26,6 +26,8 @@ from tests.support.redis_server import RedisServer
 OUTAGE_SECONDS = 8.0
 WORKERS = 2
 
+pytestmark = pytest.mark.slow  # real serve processes
+
 
 @pytest.fixture
 def redis_backed(tmp_path: Path) -> Iterator[tuple[Broker, RedisServer]]:
