@@ -105,10 +105,10 @@ def test_health_and_jwks_stay_fast_readyz_stays_bounded_and_the_log_stays_short_
 
     report = f"{health.summary()}\n{jwks.summary()}\nreadyz {readyz}\ndecisions {len(statuses)}"
     print(report)
-    assert not health.failures() and health.p99() < 0.5, report
-    assert not jwks.failures() and jwks.p99() < 0.5, report
+    assert not health.failures() and health.p99() < 1.0, report
+    assert not jwks.failures() and jwks.p99() < 1.0, report
     assert all(status == 503 for _, status in readyz), report
-    assert percentile([seconds for seconds, _ in readyz], 100) < 2.0, report
+    assert percentile([seconds for seconds, _ in readyz], 100) < 2.5, report
     refused = statuses.count(503) + statuses.count(403)
     assert refused > 100, report  # the store was really out for many requests
     assert requests.get(f"{broker.url}/readyz", timeout=5).status_code == 200  # and is back
