@@ -1,4 +1,6 @@
-# ga4gh-broker: one image, gunicorn in front, non-root, state in /var/lib/ga4gh-broker.
+# ga4gh-broker: one image, non-root, state in /var/lib/ga4gh-broker.
+# `ga4gh-broker serve` runs granian (broker/serve): it may face the network directly; a client slow
+# to send its request costs it no thread (docs/operations-availability.md). PID 1 here; it handles SIGTERM.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -17,6 +19,9 @@ ENV BROKER_DATA_DIR=/var/lib/ga4gh-broker \
 USER broker
 WORKDIR /var/lib/ga4gh-broker
 EXPOSE 8080
+# granian's master stops its workers on SIGTERM, and kills them after server.timeout_seconds.
+STOPSIGNAL SIGTERM
+# /readyz answers within server.readyz_timeout_seconds (1 s) even while the store hangs.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["ga4gh-broker"]

@@ -11,11 +11,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 
-from broker.runtime import Runtime, current_runtime
+from broker.runtime import Runtime
 from broker.settings import Settings, load_settings
-from broker.store.base import StoreUnavailable
 from broker.web import errors as web_errors
 
 if TYPE_CHECKING:
@@ -251,38 +250,11 @@ def _install_oidc(app: Flask) -> None:
 
 
 def _install_health_routes(app: Flask) -> None:
-    @app.get("/healthz")
-    def healthz() -> Any:
-        """Liveness: the process answers."""
-        return jsonify(status="ok")
+    """/healthz, /readyz and the JWKS, answered in bounded time whatever the store does (broker.web.health)."""
+    from broker.web.health import health_sources_of, install_health_routes
 
-    @app.get("/readyz")
-    def readyz() -> Any:
-        """Readiness: the store answers and a signing key is loaded."""
-        rt = current_runtime()
-        checks: dict[str, Any] = {}
-        try:
-            health = rt.store.health()
-            checks["store"] = {"ok": health.ok, "backend": health.backend, "warnings": health.warnings}
-        except StoreUnavailable:
-            checks["store"] = {"ok": False, "backend": rt.store.backend}
-        try:
-            checks["keys"] = {"ok": rt.keyring.signing_key() is not None}
-        except Exception:  # a broken key ring is "not ready", with the reason in the log
-            log.exception("key ring not ready")
-            checks["keys"] = {"ok": False}
-        ready = all(c["ok"] for c in checks.values())
-        return jsonify(status="ready" if ready else "not_ready", checks=checks), (200 if ready else 503)
-
-    @app.get("/.well-known/jwks.json")
-    def jwks() -> Any:
-        """Every public key that may still verify a live token of ours (RFC 7517)."""
-        rt = current_runtime()
-        response = jsonify(rt.keyring.jwks())
-        # Never cache longer than a new key waits before it signs: verifiers must see it first.
-        max_age = min(300, rt.settings.keys.publish_ahead_seconds)
-        response.headers["Cache-Control"] = f"public, max-age={max_age}"
-        return response
+    rt = current_runtime_of(app)
+    install_health_routes(app, health_sources_of(rt, rt.settings.server.readyz_timeout_seconds))
 
 
 def _install_error_handlers(app: Flask, realm: str) -> None:

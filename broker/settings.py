@@ -67,15 +67,71 @@ class SettingsError(StartupError):
 
 
 class ServerSettings(SettingsModel):
-    """How ``ga4gh-broker serve`` listens (gunicorn in production)."""
+    """How ``ga4gh-broker serve`` listens and how long it waits (granian in production: broker/serve)."""
 
     bind: str = Field("127.0.0.1:8080", description="HOST:PORT to listen on.")
     workers: int = Field(2, gt=0, description="Worker processes.")
-    threads: int = Field(4, gt=0, description="Threads per worker.")
-    timeout_seconds: int = Field(60, gt=0, description="A worker silent this long is restarted.")
-    max_header_bytes: int = Field(
-        32_768, gt=0, description="Longest header line (a passport in Authorization): 32 KiB fits about 35 visas."
+    threads: int = Field(
+        32,
+        gt=0,
+        description="Threads per worker running requests. Waiting connections cost none; a download being "
+        "streamed holds one until it ends (see stream_threads).",
     )
+    stream_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Most long responses (downloads) one worker streams at once; more get 503 with Retry-After, "
+        "so threads - stream_threads threads always remain for tokens, decisions and pages. Below threads; "
+        "default: half of threads.",
+    )
+    timeout_seconds: int = Field(
+        60, gt=0, description="A worker asked to stop (restart, shutdown) is killed after this many seconds."
+    )
+    max_header_bytes: int = Field(
+        32_768, gt=0, description="Longest request head beyond the request line (a passport in Authorization)."
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="A client must send its whole request head within this time of opening the connection or "
+        "of its previous request, else it is disconnected (slowloris, idle keep-alive).",
+    )
+    max_connections: int = Field(
+        1024,
+        gt=0,
+        description="Open connections one worker handles at once; more wait in the listen backlog. Each costs "
+        "a little memory, no thread.",
+    )
+    store_deadline_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="One deadline for all the store calls of one request: past it they fail with 503 at once.",
+    )
+    store_breaker_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="After the store failed to answer, store calls fail at once for this long, then one probe "
+        "call is let through to see whether it is back.",
+    )
+    readyz_timeout_seconds: float = Field(
+        1.0, gt=0, description="Longest /readyz (and a process's first JWKS) waits for its checks before answering."
+    )
+
+    @property
+    def stream_limit(self) -> int:
+        """``stream_threads``, or half of ``threads`` (at least 1) when it is not set."""
+        return self.stream_threads if self.stream_threads is not None else max(1, self.threads // 2)
+
+    @model_validator(mode="after")
+    def _streams_leave_threads(self) -> ServerSettings:
+        if self.stream_threads is not None and self.stream_threads >= self.threads:
+            raise SettingsProblem(
+                "server.stream_threads",
+                f"must be below server.threads ({self.threads}), so requests other than downloads always have a "
+                f"thread; got {self.stream_threads}",
+            )
+        return self
 
 
 class Settings(BaseSettings):
