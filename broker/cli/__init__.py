@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    serve = sub.add_parser("serve", help="run the broker (gunicorn; --dev for Flask's server)")
+    serve = sub.add_parser("serve", help="run the broker (granian workers; --dev for Flask's server)")
     serve.add_argument("--dev", action="store_true", help="Flask development server, one process")
     serve.add_argument("--bind", default=None, help="HOST:PORT, overrides server.bind")
     serve.add_argument("--workers", type=int, default=None, help="overrides server.workers")
@@ -123,10 +123,10 @@ def _config_check(ctx: Context) -> int:
 
 
 def _serve(ctx: Context) -> int:
-    from broker.cli.serve import run_dev, run_gunicorn
+    from broker.cli.serve import run_dev, run_production
 
     settings = ctx.settings
     bind = ctx.args.bind or settings.server.bind
     if ctx.args.dev:
         return run_dev(settings, bind)
-    return run_gunicorn(settings, bind, ctx.args.workers or settings.server.workers)
+    return run_production(settings, bind, ctx.args.workers or settings.server.workers)

@@ -24,11 +24,6 @@ def run_production(settings: Settings, bind: str, workers: int) -> int:
         raise CommandError(str(exc), 1) from None
 
 
-def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
-    """The production server under its former name (``broker.cli`` calls it): :func:`run_production`."""
-    return run_production(settings, bind, workers)
-
-
 def run_dev(settings: Settings, bind: str) -> int:
     """Flask's development server: one process, threads, no header deadlines; never on a network."""
     from werkzeug.serving import WSGIRequestHandler
