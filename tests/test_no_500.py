@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
-from broker.cli.serve import _prepare as prepare
+from broker.serve.production import prepare
 from broker.settings import load_settings
 
 
