@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from broker.settings import Settings
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ("RS256", "ES256", "PS256")
+ASSERTION_ALGORITHMS = ("RS256", "ES256")  # the one JWS path takes no other (PS256 refused)
 MAX_ASSERTION_LIFETIME = 300  # seconds between now and a client assertion's exp
 MAX_ASSERTION_BYTES = 8192
 
@@ -265,16 +265,17 @@ def _client_key(client: Client, kid: str | None, alg: str) -> object | None:
     if len(raw) != 1:
         return None
     data = raw[0]
-    expected_kty = "RSA" if alg.startswith(("RS", "PS")) else "EC"
+    if alg not in ASSERTION_ALGORITHMS:
+        return None
+    expected_kty = "RSA" if alg.startswith("RS") else "EC"
     if data.get("kty") != expected_kty or data.get("alg", alg) != alg or "d" in data or data.get("use", "sig") != "sig":
         return None
     # The same key rules as every other key we accept (trust/keyset): public, EC P-256 or
-    # RSA >= 2048 bits with e >= 65537; PS* and RS* assertions share the RSA rules.
+    # RSA >= 2048 bits with e >= 65537.
     try:
         resolved = parse_key({name: value for name, value in data.items() if name != "alg"})
     except ValueError:
         return None
-    family = "RS256" if alg.startswith(("RS", "PS")) else alg
-    if key_misfit(dataclasses.replace(resolved, alg=family), family) is not None:
+    if key_misfit(dataclasses.replace(resolved, alg=alg), alg) is not None:
         return None
     return resolved.key

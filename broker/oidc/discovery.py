@@ -39,7 +39,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
             "private_key_jwt",
             "none",
         ],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
         "introspection_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
