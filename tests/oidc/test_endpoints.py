@@ -7,7 +7,8 @@ import re
 import pytest
 import requests
 
-from broker.oidc.consent_withdrawal import withdraw_consent
+from broker.oidc.consent import Consents
+from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import OidcSettings
 from broker.settings import load_settings
 from broker.store import open_store
@@ -95,9 +96,10 @@ def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(
     settings = load_settings(broker.config_path, environ={})
     store = open_store(settings)  # the broker's own store, as the account page would use it
     try:
-        assert store.get_consent(sub, "app") is not None
-        assert withdraw_consent(settings, store, sub, "app") is True
-        assert store.get_consent(sub, "app") is None
+        consents = Consents(OidcRepository(store.kernel, family_marker_seconds=3600), settings.oidc)
+        assert consents.get(sub, "app") is not None
+        assert consents.withdraw(sub, "app") is True
+        assert consents.get(sub, "app") is None
     finally:
         store.close()
     refreshed = requests.post(
