@@ -121,24 +121,23 @@ class Authorizations:
 
     # ------------------------------------------------------------------ /authorize
 
-    def start(self, source: MultiDict[str, str], session: BrowserSession | None) -> tuple[Outcome, BrowserSession]:
-        """``GET``/``POST /authorize``; the outcome and the session to save (created when absent)."""
+    def start(
+        self, source: MultiDict[str, str], session: BrowserSession | None
+    ) -> tuple[Outcome, BrowserSession | None]:
+        """``GET``/``POST /authorize``; the outcome and the session to save (None: nothing to save).
+
+        Nothing is written for a refused request: only a valid one gets a session and a pending request.
+        """
         for name in ("client_id", "redirect_uri"):
             if len([v for v in source.getlist(name) if v]) > 1:
-                return Refusal(
-                    "Invalid request", f"The {name} parameter is repeated."
-                ), session or self.op.sessions.new()
+                return Refusal("Invalid request", f"The {name} parameter is repeated."), None
         client = self.op.clients.get(source.get("client_id") or None)
         if client is None:
-            return Refusal("Unknown application", "The application that sent you here is not registered."), (
-                session or self.op.sessions.new()
-            )
+            return Refusal("Unknown application", "The application that sent you here is not registered."), None
         redirect_uri = source.get("redirect_uri") or None
         if redirect_uri is None or not redirect_uri_registered(client, redirect_uri):
-            refusal = Refusal(
-                "Invalid redirect address", "The application sent a redirect address that is not registered for it."
-            )
-            return refusal, session or self.op.sessions.new()
+            message = "The application sent a redirect address that is not registered for it."
+            return Refusal("Invalid redirect address", message), None
         states = [v for v in source.getlist("state") if v]
         state = states[0] if states else None
         try:
@@ -148,9 +147,7 @@ class Authorizations:
                 raise OAuthError("invalid_request", str(exc)) from None
             checked = self._validate(client, params)
         except OAuthError as failure:
-            return self.error_redirect(redirect_uri, failure.code, failure.message, state), (
-                session or self.op.sessions.new()
-            )
+            return self.error_redirect(redirect_uri, failure.code, failure.message, state), None
         return self._begin(client, redirect_uri, state, checked, session)
 
     def _validate(self, client: Client, params: dict[str, str]) -> dict[str, Any]:
@@ -216,7 +213,7 @@ class Authorizations:
         state: str | None,
         checked: dict[str, Any],
         session: BrowserSession | None,
-    ) -> tuple[Outcome, BrowserSession]:
+    ) -> tuple[Outcome, BrowserSession | None]:
         now = self.op.now()
         prompt = checked["prompt"]
         logged_in = session is not None and session.identity_id is not None
@@ -226,9 +223,9 @@ class Authorizations:
                 needs_login = True
             if checked["hint_sub"] is not None and checked["hint_sub"] != session.identity_id:
                 needs_login = True
-        session = session or self.op.sessions.new()
         if needs_login and "none" in prompt:
-            return self.error_redirect(redirect_uri, "login_required", "The user is not logged in.", state), session
+            return self.error_redirect(redirect_uri, "login_required", "The user is not logged in.", state), None
+        session = session or self.op.sessions.new()
         interaction = Interaction(
             uid=secrets.token_urlsafe(24),
             client_id=client.client_id,

@@ -55,12 +55,6 @@ class FoundToken:
     def check_client(self, client: Any) -> bool:
         return bool(self.client_id) and self.client_id == client.get_client_id()
 
-    def is_expired(self) -> bool:
-        return False  # only live tokens are found
-
-    def is_revoked(self) -> bool:
-        return False
-
 
 def _find(ctx: Any, presented: str, hint: str | None, *, live_refresh: bool) -> FoundToken | None:
     """The access or refresh token ``presented`` names, the hinted kind first."""

@@ -29,6 +29,7 @@ It also serves the login area as its :class:`broker.login.service.PendingAuthori
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,16 @@ from broker.web.session import BrowserSession, Sessions
 
 #: A revoked grant stays marked at least this long (longer when access tokens live longer).
 FAMILY_MARKER_MIN_SECONDS = 3600
+
+
+def quiet_authlib() -> None:
+    """authlib logs every token it issues at DEBUG ("Issue token %r to %r"): never below INFO (OA-33).
+
+    Secrets must not reach a log whatever ``log_level`` says; our own modules log token ids only.
+    """
+    authlib_log = logging.getLogger("authlib")
+    if authlib_log.level < logging.INFO:  # NOTSET (0) too: it would inherit a DEBUG root
+        authlib_log.setLevel(logging.INFO)
 
 
 class OpenIDProvider:
@@ -127,6 +138,7 @@ class OpenIDProvider:
         self.devices = DeviceVerification(self)
         self.metadata = metadata(issuer)
         validate(self.metadata)
+        quiet_authlib()
 
     # ------------------------------------------------------------------ shared by the parts
 

@@ -7,7 +7,9 @@ import re
 import pytest
 import requests
 
+from broker.errors import StartupError
 from broker.oidc.consent import Consents
+from broker.oidc.discovery import metadata, validate
 from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import OidcSettings
 from broker.settings import load_settings
@@ -162,6 +164,32 @@ def test_oa27_discovery_ignores_host_headers(broker: BrokerProcess) -> None:
     assert "none" not in plain["id_token_signing_alg_values_supported"]
     assert plain["code_challenge_methods_supported"] == ["S256"]
     assert plain["authorization_response_iss_parameter_supported"] is True
+
+
+def test_discovery_is_valid_rfc8414_openid_and_rfc9207_metadata(broker: BrokerProcess) -> None:
+    """What we serve passes authlib's metadata models (run at start-up too; here on the live document)."""
+    from authlib.oauth2 import rfc8414, rfc9207
+    from authlib.oidc.discovery import OpenIDProviderMetadata
+
+    served = broker.discovery()
+    OpenIDProviderMetadata(served).validate(
+        metadata_classes=[rfc8414.AuthorizationServerMetadata, rfc9207.AuthorizationServerMetadata]
+    )
+    assert served == metadata(broker.issuer)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"token_endpoint_auth_signing_alg_values_supported": ["none"]},
+        {"authorization_response_iss_parameter_supported": "yes"},
+        {"issuer": "https://op.example/?tenant=1"},
+        {"response_types_supported": "code"},
+    ],
+)
+def test_metadata_the_specifications_refuse_stops_the_op_from_starting(change: dict[str, object]) -> None:
+    with pytest.raises(StartupError):
+        validate({**metadata("https://op.example/"), **change})
 
 
 def test_oa28_jwks_publishes_public_signing_keys(broker: BrokerProcess) -> None:

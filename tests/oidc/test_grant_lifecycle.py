@@ -7,6 +7,7 @@ and 6; RFC 8628 3.5).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -164,3 +165,18 @@ def test_rfc8628_each_slow_down_adds_five_seconds_to_the_interval(op_parts: OpPa
         # One second short of the new interval: allowed by the old one, refused by this one.
         now = last + interval - 1
     assert poll(last + interval) == "authorization_pending"
+
+
+def test_oa33_issued_tokens_never_reach_the_log_even_at_debug(
+    op_parts: OpParts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """authlib logs the tokens it issues at DEBUG; the OP keeps it at INFO whatever the root level."""
+    caplog.set_level(logging.DEBUG)
+    op = op_parts.op
+    code = code_for(op)
+    body = redeem(op, code)
+    refreshed = refresh(op, body["refresh_token"])
+    logging.getLogger("broker.probe").debug("probe")
+    assert "probe" in caplog.text  # the log does run at DEBUG
+    for secret in (code, body["access_token"], body["refresh_token"], body["id_token"], refreshed["access_token"]):
+        assert str(secret) not in caplog.text
