@@ -10,7 +10,8 @@ producing visas at once, SPEC-DIGEST B29):
 - a ``LinkedIdentities`` visa when the account has two or more linked upstream identities.
 
 What a login told us is a ``visa-material`` record per (account, connector), replaced at each
-login and kept as long as a login's refresh tokens can live.
+login and kept as long as a login's refresh tokens can live. The first release kept it as a
+ticket (``ticket:visa_material``, ``<identity>|<connector>``), still read when no record exists.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from broker.store.kernel import Kernel, key_of
 from broker.store.records import Records
 
 MAX_VISA_BYTES = 65_536
+LEGACY_KIND = "ticket:visa_material"
 
 
 class UpstreamVisas:
@@ -46,6 +48,7 @@ class UpstreamVisas:
         material_lifetime_seconds: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._kernel = kernel
         self._material = Records(kernel, VISA_MATERIAL)
         self._identities = identities
         self._keys = keys
@@ -62,6 +65,14 @@ class UpstreamVisas:
         expires = int(self._clock()) + self._material_lifetime
         self._material.put(VisaMaterial(identity_id, connector, expires, tuple(affiliations), tuple(relayed)))
 
+    def _legacy(self, identity_id: str, connector: str) -> VisaMaterial | None:
+        old = self._kernel.get(LEGACY_KIND, f"{identity_id}|{connector}")
+        if old is None:
+            return None
+        affiliations = [a for a in old.get("affiliations", []) if isinstance(a, dict)]
+        relayed = [t for t in old.get("relayed", []) if isinstance(t, str)]
+        return VisaMaterial(identity_id, connector, 0, tuple(affiliations), tuple(relayed))
+
     def _mint(self, sub: str, visa: VisaObject, now: int) -> str:
         return mint_visa(self._keys, self._issuer, sub, visa, now + self._visa_lifetime, now=now)
 
@@ -71,7 +82,7 @@ class UpstreamVisas:
         minted: list[str] = []
         relayed: list[str] = []
         for connector in self._connectors:
-            material = self._material.get(key_of(identity_id, connector))
+            material = self._material.get(key_of(identity_id, connector)) or self._legacy(identity_id, connector)
             if material is None:
                 continue
             for aff in material.affiliations:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
-from broker.web.session import BrowserSession as _Session
+from broker.web import session as web_session
 from broker.web.session import Sessions
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def sessions_for(settings: Settings, store: Any) -> Sessions:
-    """The :class:`Sessions` the app uses, for ``settings`` and a store with a kernel."""
+    """The :class:`Sessions` the app uses, for the root ``settings`` and a store with a kernel."""
     return Sessions(
         store.kernel,
         secure=settings.issuer.startswith("https://"),
@@ -23,9 +23,10 @@ def sessions_for(settings: Settings, store: Any) -> Sessions:
     )
 
 
-class BrowserSession:
-    """``BrowserSession.load(settings, store, request)`` as the first release spelled it."""
+class BrowserSession(web_session.BrowserSession):
+    """:class:`broker.web.session.BrowserSession` with the first release's ``load(settings, store, request)``."""
 
-    @staticmethod
-    def load(settings: Settings, store: Any, request: Request) -> _Session | None:
-        return sessions_for(settings, store).load(request)
+    @classmethod
+    def load(cls, settings: Settings, store: Any, request: Request) -> BrowserSession | None:
+        found = sessions_for(settings, store).load(request)
+        return cls(cookie=found.cookie, record=found.record) if found is not None else None

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker.oidc.authorization import Refusal, scope_lines
+from broker.oidc.authorization import scope_lines
 from broker.oidc.consent import now_ms
 from broker.oidc.endpoints import normalize_user_code
 from broker.oidc.rate_limit import USER_CODE_FAILURES, USER_CODE_FAILURES_PER_ADDRESS
@@ -78,9 +78,7 @@ class DeviceVerification:
         record = self.op.repository.devices.get(pointer.device_hash) if pointer is not None else None
         return record if record is not None and record.status == "pending" else None
 
-    def lookup(
-        self, session: BrowserSession, typed: str, address: str
-    ) -> DevicePrompt | UnknownCode | RateLimited | Refusal:
+    def lookup(self, session: BrowserSession, typed: str, address: str) -> DevicePrompt | UnknownCode | RateLimited:
         """The person typed a user code: what the client asks for, or why not."""
         identity_id = session.identity_id
         assert identity_id is not None

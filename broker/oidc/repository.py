@@ -14,10 +14,16 @@ processes can interleave inside it:
   birth": a replayed code may revoke a grant before its first refresh token is written).
 - :meth:`OidcRepository.use_refresh_token` marks a token used and returns its state from
   before, so a second use of one token, by anyone, is seen (RFC 9700 4.14.2).
+
+The first release kept grants and consent withdrawals as tickets (``ticket:oidc_grant`` by
+grant id, ``ticket:consent_withdrawn`` by SHA-256 of identity and client). They are still read
+when no record of the new kind exists, so refresh tokens issued before an upgrade keep their
+grant, and a withdrawal acknowledged before it is never forgotten.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +53,19 @@ from broker.oidc.records import (
 )
 from broker.store.kernel import MAX_NAME_CHARS, Kernel, Tx, Write, key_of
 from broker.store.records import Records
+
+LEGACY_GRANT_KIND = "ticket:oidc_grant"
+LEGACY_WITHDRAWAL_KIND = "ticket:consent_withdrawn"
+
+
+def _legacy_key(identity_id: str, client_id: str) -> str:
+    return hashlib.sha256(f"{identity_id}\x00{client_id}".encode()).hexdigest()
+
+
+def _legacy_at_ms(old: dict[str, Any]) -> int:
+    """The time of a first-release withdrawal; one we cannot read withdraws everything (fail closed)."""
+    at_ms = old.get("at_ms")
+    return at_ms if isinstance(at_ms, int) and not isinstance(at_ms, bool) else 2**62
 
 
 def _name(value: object) -> bool:
@@ -109,7 +128,11 @@ class OidcRepository:
 
         def run(tx: Tx) -> bool:
             withdrawn = self.withdrawals.in_tx(tx).get(key_of(grant.identity_id, grant.client_id))
-            if withdrawn is not None and grant.authorized_ms <= withdrawn.at_ms:
+            at_ms = withdrawn.at_ms if withdrawn is not None else None
+            old = tx.get(LEGACY_WITHDRAWAL_KIND, _legacy_key(grant.identity_id, grant.client_id))
+            if old is not None:
+                at_ms = max(at_ms or 0, _legacy_at_ms(old))
+            if at_ms is not None and grant.authorized_ms <= at_ms:
                 return False
             self.grants.in_tx(tx).put(grant)
             return True
@@ -117,7 +140,28 @@ class OidcRepository:
         return self.kernel.transact(run)
 
     def grant(self, grant_id: str) -> OAuthGrant | None:
-        return self.grants.get(grant_id) if _name(grant_id) else None
+        """The grant ``grant_id`` (or the first release's ticket of it), None if unknown or unreadable."""
+        if not _name(grant_id):
+            return None
+        found = self.grants.get(grant_id)
+        if found is not None:
+            return found
+        old = self.kernel.get(LEGACY_GRANT_KIND, grant_id)
+        if old is None or old.get("grant_id") != grant_id:
+            return None
+        try:
+            return OAuthGrant(
+                grant_id=grant_id,
+                identity_id=str(old["identity_id"]),
+                client_id=str(old["client_id"]),
+                scope=tuple(str(s) for s in old["scope"]),
+                authorized_ms=int(old["authorized_ms"]),
+                started_at=int(old["started_at"]),
+                expires_at=int(old["expires_at"]),
+                keep_until=int(old["expires_at"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def revoke_family(self, family_id: str, audit: dict[str, Any] | None = None, at: int | None = None) -> int:
         """Delete the family's refresh tokens and mark it revoked (with ``audit`` in the same commit).
@@ -227,7 +271,10 @@ class OidcRepository:
         if not (_name(identity_id) and _name(client_id)):
             return None
         found = self.withdrawals.get(key_of(identity_id, client_id))
-        return found.at_ms if found is not None else None
+        if found is not None:
+            return found.at_ms
+        old = self.kernel.get(LEGACY_WITHDRAWAL_KIND, _legacy_key(identity_id, client_id))
+        return _legacy_at_ms(old) if old is not None else None
 
     # ------------------------------------------------------------------ client assertions
 

@@ -10,13 +10,14 @@ query, and exactly one of them.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import MultiDict
 
-from broker.oidc.authorization import ConsentPrompt, Outcome, Redirect, Refusal
+from broker.oidc.authorization import Outcome, Redirect, Refusal
 from broker.oidc.device import Answered, DevicePrompt, UnknownCode
 from broker.oidc.endpoints import normalize_user_code
 from broker.oidc.errors import BearerError, OAuthError, no_store
@@ -103,21 +104,10 @@ def oidc_blueprint(op: OpenIDProvider) -> Blueprint:
         elif isinstance(outcome, Refusal):
             response = error_page(outcome.title, outcome.message, outcome.status)
         else:
-            response = consent_page(outcome)
+            response = page("consent.html", **asdict(outcome))
         if session is not None:
             sessions.save(session, response)
         return response
-
-    def consent_page(prompt: ConsentPrompt) -> Response:
-        return page(
-            "consent.html",
-            client_name=prompt.client_name,
-            interaction=prompt.interaction,
-            csrf_token=prompt.csrf_token,
-            scopes=prompt.scopes,
-            visas=prompt.visas,
-            user_name=prompt.user_name,
-        )
 
     @bp.get("/.well-known/openid-configuration", endpoint="discovery")
     def discovery() -> Response:
@@ -206,15 +196,7 @@ def oidc_blueprint(op: OpenIDProvider) -> Blueprint:
                 return refused()
             found = op.devices.lookup(session, typed, address)
             if isinstance(found, DevicePrompt):
-                return page(
-                    "device_consent.html",
-                    client_name=found.client_name,
-                    user_code=found.user_code,
-                    csrf_token=found.csrf_token,
-                    scopes=found.scopes,
-                    visas=found.visas,
-                    user_name=found.user_name,
-                )
+                return page("device_consent.html", **asdict(found))
             return device_failure(session, found)
         if not session.csrf_ok(f"device:{normalize_user_code(typed)}", request.form.get("csrf_token")):
             return refused()
@@ -227,11 +209,9 @@ def oidc_blueprint(op: OpenIDProvider) -> Blueprint:
     def device_page(session: BrowserSession, status: int = 200, **context: Any) -> Response:
         return page("device.html", status=status, csrf_token=session.csrf_token("device"), **context)
 
-    def device_failure(session: BrowserSession, failure: UnknownCode | RateLimited | Refusal) -> Response:
+    def device_failure(session: BrowserSession, failure: UnknownCode | RateLimited) -> Response:
         if isinstance(failure, RateLimited):
             return failure.page()
-        if isinstance(failure, Refusal):
-            return error_page(failure.title, failure.message, failure.status)
         return device_page(session, status=400, user_code="", error="That code is unknown or expired.")
 
     def refused() -> Response:
