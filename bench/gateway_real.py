@@ -300,7 +300,13 @@ class RealBroker:
         settings = load_settings(self.config, environ={})
         store = open_store(settings)
         try:
-            ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+            ring = KeyRing.open(
+                settings.keys,
+                settings.keys_path,
+                store.kernel,
+                leeway_seconds=settings.limits.clock_leeway_seconds,
+                auto_maintain_seconds=None,
+            )
             token, _ = mint_access_token(
                 ring,
                 settings,

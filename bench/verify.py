@@ -58,6 +58,7 @@ from broker.settings import Settings  # noqa: E402
 from broker.trust.config import TrustConfig, own_jwks_url  # noqa: E402
 from broker.trust.jwks import KeyResolver  # noqa: E402
 from broker.trust.settings import TrustedBrokerSettings, TrustedIssuerSettings, TrustSettings  # noqa: E402
+from tests.support.keys import open_ring  # noqa: E402
 
 VISA_ISSUER = "https://visas.bench.example/"
 BROKER = "https://broker.bench.example/"
@@ -75,7 +76,7 @@ def key_ring(issuer: str, alg: str, directory: Path) -> KeyRing:
     settings = Settings(
         issuer=issuer, data_dir=str(directory), keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=86_400)
     )
-    ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
+    ring = open_ring(settings, None, auto_maintain_seconds=None)  # file storage
     ring.maintain()
     return ring
 

@@ -47,7 +47,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if runtime is None:
         store = open_store(settings)
-        keyring = KeyRing.open(settings, store)
+        keyring = KeyRing.open(
+            settings.keys, settings.keys_path, store.kernel, leeway_seconds=settings.limits.clock_leeway_seconds
+        )
         runtime = Runtime(settings=settings, store=store, keyring=keyring)
     app.extensions["broker"] = runtime
 
@@ -142,7 +144,7 @@ def _install_clearinghouse(app: Flask, upstream_visas: Callable[[str], list[str]
     # A revoked grant must not survive in cached verdicts (GA-14): our visa jti is "<grant id>.<random>".
     rt.revocation_listeners.append(lambda grant: cache.evict_jti_prefix(grant.id))
     if rt.visas_for is None:
-        services = app.extensions["dac_api"].services
+        services = app.extensions["dac"].services
         minter = VisaMinter(rt.keyring, settings.issuer, services.directory, services.grants, services.registered)
         remote = sources_from_settings(settings, rt.verifier) if settings.visa_sources else None
         limit = settings.limits.max_visas_per_passport
@@ -177,10 +179,65 @@ def start_background(app: Flask) -> None:
 
 
 def _install_dac(app: Flask) -> None:
-    """DAC REST API, permissions API and pages (broker/dac)."""
-    from broker.dac.api import init_app
+    """DAC REST API, permissions API and pages (broker/dac), given their services and callables.
 
-    init_app(app, on_revoke=current_runtime_of(app).revoked)
+    Until the composition root (broker/container.py) builds them, this is where the DAC
+    services meet the runtime: the kernel under the typed store, identities read through
+    ``broker.store.legacy.IDENTITIES``, and the revocation hook bridged to the runtime's
+    listeners. The built :class:`~broker.dac.web.DacWeb` stays in ``app.extensions["dac"]``
+    for ``_install_clearinghouse`` (the views never read it from there).
+    """
+    from flask import Request
+
+    from broker.dac.services import build_services
+    from broker.dac.web import DacWeb, api_blueprint, pages_blueprint
+    from broker.dac.web.auth import client_authenticator, token_authenticator
+    from broker.login.session import BrowserSession
+    from broker.oidc.client_auth import AuthenticatedClient
+    from broker.oidc.client_auth import authenticate as authenticate_client
+    from broker.oidc.tokens import AccessToken, verify_access_token
+    from broker.store.base import Grant, Identity
+    from broker.store.legacy import IDENTITIES, LegacyStore
+    from broker.store.records import Records
+    from broker.visas.minting import VisaMinter
+
+    rt = current_runtime_of(app)
+    settings = rt.settings
+    if not isinstance(rt.store, LegacyStore):
+        raise TypeError("the DAC area needs the store kernel: open the store with broker.store.open_store")
+    kernel = rt.store.kernel
+
+    def on_revoke(record_id: str) -> None:
+        # The runtime's listeners take a Grant and read only its id (the composition root replaces this bridge).
+        rt.revoked(Grant(id=record_id, identity_id="", dataset="", dac="", granted_by="", granted_at=0, start=0, end=0))
+
+    identities: Records[Identity] = Records(kernel, IDENTITIES)
+    services = build_services(settings.dac, settings.issuer, kernel, identities, on_revoke=(on_revoke,))
+
+    def verify(token: str) -> AccessToken:
+        return verify_access_token(rt.keyring, settings, rt.store, token)
+
+    def check_client(form: dict[str, str], authorization: str | None, url: str) -> AuthenticatedClient:
+        return authenticate_client(settings, rt.store, form, authorization, url, allow_public=False)
+
+    def load_session(request: Request) -> BrowserSession | None:
+        return BrowserSession.load(settings, rt.store, request)
+
+    minter = VisaMinter(rt.keyring, settings.issuer, services.directory, services.grants, services.registered)
+    web = DacWeb(
+        services=services,
+        issuer=settings.issuer,
+        authenticate=token_authenticator(verify),
+        authenticate_client=client_authenticator(check_client, settings.issuer),
+        visas_for=minter.tokens,
+        load_session=load_session,
+        identity_of=rt.store.get_identity,
+        links_of=rt.store.links_of,
+        consents_of=rt.store.consents_of,
+    )
+    app.extensions["dac"] = web
+    app.register_blueprint(api_blueprint(web))
+    app.register_blueprint(pages_blueprint(web))
 
 
 def current_runtime_of(app: Flask) -> Runtime:

@@ -62,7 +62,13 @@ def cli_verifier(settings: Settings) -> Verifier:
             try:
                 store = open_store(settings)
                 try:
-                    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+                    ring = KeyRing.open(
+                        settings.keys,
+                        settings.keys_path,
+                        store.kernel,
+                        leeway_seconds=settings.limits.clock_leeway_seconds,
+                        auto_maintain_seconds=None,
+                    )
                     state["keys"] = own_keys_of(ring)()
                 finally:
                     store.close()

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from broker.app import API_CSP, SECURITY_HEADERS, create_app
 from broker.keys.jwk import PRIVATE_MEMBERS, thumbprint
-from broker.keys.ring import KeyRing
 from broker.settings import Settings
 from broker.store import open_store
 from broker.store.settings import StoreSettings
+from tests.support.keys import open_ring
 from tests.support.redis_server import RedisServer
 from tests.support.settings import replace
 
@@ -27,7 +27,7 @@ def prepared_settings(data_dir: Path, **changes: object) -> Settings:
     result = replace(Settings(data_dir=str(data_dir)), **changes)
     store = open_store(result)
     try:
-        KeyRing.open(result, store).maintain()
+        open_ring(result, store).maintain()
     finally:
         store.close()
     return result
@@ -124,7 +124,7 @@ def test_jwks_follows_a_rotation_made_by_another_process(tmp_path: Path) -> None
         before = [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]]
         store = open_store(app_settings)
         try:
-            rotated = KeyRing.open(app_settings, store).rotate(immediate=True)
+            rotated = open_ring(app_settings, store).rotate(immediate=True)
         finally:
             store.close()
         deadline = time.monotonic() + 5

@@ -29,3 +29,20 @@ def test_tree_is_ruff_formatted() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_layers_hold() -> None:
+    """The layer contracts of pyproject.toml ([tool.importlinter]) all hold."""
+    result = subprocess.run(
+        [_lint_imports(), "--no-cache"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _lint_imports() -> str:
+    """The lint-imports command of the interpreter running the tests."""
+    return str(Path(sys.executable).parent / "lint-imports")

@@ -25,6 +25,7 @@ from broker import __version__
 from broker.keys.ring import KeyRing
 from broker.settings import load_settings
 from broker.store import open_store
+from tests.support.keys import open_ring
 from tests.support.parts import free_port
 
 BROKER = str(Path(sys.executable).parent / "ga4gh-broker")
@@ -105,7 +106,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningBr
 def local_ring(config: Path) -> tuple[KeyRing, Any]:
     settings = load_settings(config, environ={})
     store = open_store(settings)
-    return KeyRing.open(settings, store, refresh_seconds=0.0, auto_maintain_seconds=None), store
+    return open_ring(settings, store, refresh_seconds=0.0, auto_maintain_seconds=None), store
 
 
 def verify_with(jwks: dict[str, Any], token: str) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Command-line commands of DACs (registered by broker.cli): ``grants ...`` and ``dac members ...``.
+"""Command-line commands of DACs (registered by broker.cli): ``grants ...``, ``dac members ...``, ``dac migrate``.
 
 Every command acts as a named broker identity (``--as ID`` or ``$BROKER_ACTOR``) under exactly
 the rules of the REST API: a DAC member on their DAC's datasets, a chair also on members, a
 site admin (``dac.admins``) on everything. Shell access to the store is not a role; the
 actor is written to the audit log with every change.
+
+``dac migrate`` is the operator's: it moves the first release's DAC records (memberships and
+registered access kept as grants) to the DAC area's own kinds (:mod:`broker.dac.migrate`).
 
 Exit status: 0 done; 1 refused or failed (one line on stderr; for an import, one line per
 bad line of the file); 2 usage.
@@ -23,14 +26,15 @@ from pathlib import Path
 from broker.cli import CommandError, Context
 from broker.dac.errors import DacError, ImportRejected
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
+from broker.dac.records import Grant
 from broker.dac.services import DacServices, build_services
-from broker.store.base import Grant, StoreError
+from broker.store.base import StoreError
 
 ACTOR_ENV = "BROKER_ACTOR"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``grants add|renew|revoke|list|import`` and ``dac members list|add|remove``."""
+    """Add ``grants add|renew|revoke|list|import``, ``dac members list|add|remove`` and ``dac migrate``."""
     grants = sub.add_parser("grants", help="DAC grants: add, renew, revoke, list, import")
     gsub = grants.add_subparsers(dest="grants_command", metavar="ACTION")
     gsub.required = True
@@ -106,6 +110,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     mremove.add_argument("identity")
     mremove.add_argument("--reason", default="")
     mremove.set_defaults(handler=_members_remove)
+    migrate = dsub.add_parser(
+        "migrate",
+        help="move the first release's DAC records to their own kinds (run once after upgrading)",
+        description="Memberships and registered-access records the first release kept as grants move to "
+        "their own kinds; outstanding grants claim their slot. Safe to run again.",
+    )
+    migrate.set_defaults(handler=_migrate)
 
 
 def _actor(parser: argparse.ArgumentParser) -> None:
@@ -122,16 +133,24 @@ def _end(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
-    """The services over the configured store, and the actor; store errors become one line."""
-    from broker.store import open_store
+    """The services over the configured store kernel, and the actor; store errors become one line.
+
+    A command changes the store only: the serving processes' RevocationWatchers read its
+    revocations from the audit log and evict their caches.
+    """
+    from broker.store import open_kernel
+    from broker.store.base import Identity
+    from broker.store.legacy import IDENTITIES
+    from broker.store.records import Records
 
     actor = ctx.args.actor or os.environ.get(ACTOR_ENV)
     if not actor:
         raise CommandError(f"name the acting identity with --as ID or ${ACTOR_ENV}", 2)
     settings = ctx.settings
-    store = open_store(settings)
+    kernel = open_kernel(settings.store, settings.sqlite_path)
+    identities: Records[Identity] = Records(kernel, IDENTITIES)
     try:
-        yield build_services(settings, store), actor
+        yield build_services(settings.dac, settings.issuer, kernel, identities), actor
     except DacError as exc:
         if isinstance(exc, ImportRejected):
             for problem in exc.errors:
@@ -140,7 +159,7 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
     except StoreError as exc:
         raise CommandError(f"store error: {exc}", 1) from None
     finally:
-        store.close()
+        kernel.close()
 
 
 def _end_time(ctx: Context) -> int:
@@ -248,4 +267,27 @@ def _members_remove(ctx: Context) -> int:
     with _services(ctx) as (svc, actor):
         svc.members.remove(actor, ctx.args.dac, ctx.args.identity, ctx.args.reason)
     ctx.out(f"{ctx.args.identity}\tremoved from {ctx.args.dac}")
+    return 0
+
+
+def _migrate(ctx: Context) -> int:
+    from broker.dac.migrate import migrate
+    from broker.store import open_kernel
+
+    settings = ctx.settings
+    kernel = open_kernel(settings.store, settings.sqlite_path)
+    try:
+        report = migrate(kernel)
+    except StoreError as exc:
+        raise CommandError(f"store error: {exc}", 1) from None
+    finally:
+        kernel.close()
+    ctx.out(
+        f"moved {len(report.memberships)} membership(s), {len(report.registered)} registered-access record(s); "
+        f"{len(report.slots)} grant(s) claimed their slot"
+    )
+    for grant_id in report.duplicates:
+        ctx.out(f"duplicate outstanding grant (revoke it if it should not stand): {grant_id}")
+    for record_id in report.skipped:
+        ctx.out(f"left alone (not a record this broker wrote): {record_id}")
     return 0

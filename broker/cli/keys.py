@@ -57,7 +57,13 @@ def _ring(ctx: Context) -> Iterator[KeyRing]:
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
-        yield KeyRing.open(settings, store, auto_maintain_seconds=None)
+        yield KeyRing.open(
+            settings.keys,
+            settings.keys_path,
+            store.kernel,
+            leeway_seconds=settings.limits.clock_leeway_seconds,
+            auto_maintain_seconds=None,
+        )
     except KeyRingError as exc:
         raise CommandError(f"keys: {exc}") from None
     except StoreError as exc:

@@ -287,7 +287,8 @@ def render_report(report: dict[str, Any]) -> str:
     rows = [("#", "verdict", "reason", "type", "value", "iss", "sub", "exp")]
     for v in visas:
         claims_v = v.get("claims") if isinstance(v.get("claims"), dict) else {}
-        obj = claims_v.get(VISA_CLAIM) if isinstance(claims_v.get(VISA_CLAIM), dict) else {}
+        found = claims_v.get(VISA_CLAIM)
+        obj: dict[str, Any] = found if isinstance(found, dict) else {}
         rows.append(
             (
                 str(v["index"]),
@@ -377,7 +378,13 @@ def _sign(ctx: Context) -> int:
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
-        ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+        ring = KeyRing.open(
+            settings.keys,
+            settings.keys_path,
+            store.kernel,
+            leeway_seconds=settings.limits.clock_leeway_seconds,
+            auto_maintain_seconds=None,
+        )
         token = mint_visa(
             ring, settings.issuer, args.sub, visa, now + args.exp_in, now=now, assertion_end=args.assertion_end
         )

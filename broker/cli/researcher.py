@@ -103,7 +103,9 @@ def _passport_actions(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
     parser = sub.choices.get("passport")
     if parser is None:
         parser = sub.add_parser("passport", help="get, inspect or verify a GA4GH passport")
-        actions = parser.add_subparsers(dest="passport_command", metavar="ACTION")
+        actions: argparse._SubParsersAction = parser.add_subparsers(  # type: ignore[type-arg]
+            dest="passport_command", metavar="ACTION"
+        )
         actions.required = True
         return actions
     for action in parser._actions:

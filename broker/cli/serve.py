@@ -32,7 +32,9 @@ def _prepare(settings: Settings) -> None:
                 + ("; ".join(health.warnings) or "unhealthy"),
                 1,
             )
-        KeyRing.open(settings, store).maintain()
+        KeyRing.open(
+            settings.keys, settings.keys_path, store.kernel, leeway_seconds=settings.limits.clock_leeway_seconds
+        ).maintain()
     finally:
         store.close()
 

@@ -1,24 +1,37 @@
 """Command-line commands of broker.store (registered by broker.cli).
 
-``ga4gh-broker audit verify [--anchor SEQ:HASH]`` reads the whole audit log from the
-configured store and checks its hash chain (``broker.store.audit.verify_chain``).
-Exit 0 with ``OK`` and the record count when intact; exit 1 with one line per problem.
+- ``audit verify [--anchor SEQ:HASH] [--archive FILE...]`` reads the whole audit log from the
+  configured store (and the archive files, as one chain with it) and checks its hash chain.
+  Exit 0 with ``OK`` and the record count when intact; exit 1 with one line per problem.
+- ``audit archive --before DATE --to FOLDER`` moves the audit records older than DATE into a
+  compressed JSON-lines file (:func:`broker.store.transfer.archive`).
+- ``store migrate`` applies the PostgreSQL schema migrations (a no-op when current).
+- ``store export [--out FILE]`` / ``store import FILE``: every record and the audit chain, as
+  JSON lines, out of one store and into an empty store of any backend.
+- ``store backup PATH``: a consistent copy of the SQLite file while the broker runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 from broker.cli import CommandError, Context
-from broker.store import open_store
+from broker.store import open_kernel
 from broker.store.audit import parse_anchor, verify_chain
 from broker.store.base import AuditRecord, StoreError
+from broker.store.transfer import TransferError, archive, export, import_, verify_archive
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``audit verify`` to the ga4gh-broker parser."""
+    """Add ``audit verify``, ``audit archive`` and ``store migrate|export|import|backup``."""
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     audit_sub.required = True
@@ -33,7 +46,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="a head printed by an earlier run and kept outside the store: the log must still hold "
         "exactly this record (catches a rewritten or truncated tail)",
     )
+    verify.add_argument(
+        "--archive",
+        metavar="FILE",
+        nargs="+",
+        default=(),
+        help="archive files written by `audit archive`: checked with the live log as one chain",
+    )
     verify.set_defaults(handler=_audit_verify)
+    archive = audit_sub.add_parser("archive", help="move audit records older than a date into a compressed file")
+    archive.add_argument("--before", required=True, metavar="DATE", help="ISO date (UTC midnight) or epoch seconds")
+    archive.add_argument("--to", required=True, metavar="FOLDER", help="where the archive file is written")
+    archive.set_defaults(handler=_audit_archive)
+
+    store = sub.add_parser("store", help="store tools: migrate, export, import, backup")
+    store_sub = store.add_subparsers(dest="store_command", metavar="ACTION")
+    store_sub.required = True
+    store_sub.add_parser("migrate", help="apply PostgreSQL schema migrations (no-op when current)").set_defaults(
+        handler=_store_migrate
+    )
+    export = store_sub.add_parser("export", help="write every record and the audit chain as JSON lines")
+    export.add_argument("--out", metavar="FILE", default="-", help="file to write (default: standard output)")
+    export.set_defaults(handler=_store_export)
+    importer = store_sub.add_parser("import", help="read an export into an empty store of any backend")
+    importer.add_argument("file", metavar="FILE", help="an export written by `store export` ('-' for stdin)")
+    importer.set_defaults(handler=_store_import)
+    backup = store_sub.add_parser("backup", help="copy the SQLite store to PATH while the broker runs")
+    backup.add_argument("path", metavar="PATH")
+    backup.set_defaults(handler=_store_backup)
 
 
 @dataclass
@@ -63,11 +103,13 @@ def _audit_verify(ctx: Context) -> int:
         raise CommandError(f"no SQLite store at {settings.sqlite_path} (check store.path / data_dir)", 1)
     tally = _Tally()
     try:
-        store = open_store(settings)
+        kernel = open_kernel(settings.store, settings.sqlite_path)
         try:
-            problems = verify_chain(tally.through(store.audit_records()), anchor=anchor)
+            live = tally.through(kernel.audit_records())
+            archived = ctx.args.archive
+            problems = verify_archive(archived, live) if archived else verify_chain(live, anchor=anchor)
         finally:
-            store.close()
+            kernel.close()
     except StoreError as exc:
         raise CommandError(f"cannot read the audit log: {exc}", 1) from None
 
@@ -83,4 +125,111 @@ def _audit_verify(ctx: Context) -> int:
             f"OK: {tally.count} audit record(s), chain intact; head {tally.last.seq}:{tally.last.hash} "
             "(keep it elsewhere and pass it as --anchor to detect a rewritten tail)"
         )
+    return 0
+
+
+def _when(text: str) -> int:
+    """Epoch seconds from an ISO date (UTC midnight), an ISO datetime or epoch seconds."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        if len(value) == 10:
+            return int(datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC).timestamp())
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"--before: expected an ISO date or epoch seconds, got {text!r}", 2) from None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+
+
+def _audit_archive(ctx: Context) -> int:
+    before = _when(ctx.args.before)
+    settings = ctx.settings
+    try:
+        kernel = open_kernel(settings.store, settings.sqlite_path)
+        try:
+            written = archive(kernel, before, ctx.args.to)
+        finally:
+            kernel.close()
+    except (StoreError, TransferError, OSError) as exc:
+        raise CommandError(f"archive failed: {exc}", 1) from None
+    ctx.out(f"archived to {written}" if written is not None else "nothing older than that to archive")
+    return 0
+
+
+def _store_migrate(ctx: Context) -> int:
+    settings = ctx.settings
+    if settings.store.backend != "postgres":
+        ctx.out(f"the {settings.store.backend} store needs no migration step (its schema is created on open)")
+        return 0
+    from broker.store.postgres_kernel import migrate  # needs psycopg: only for this backend
+
+    try:
+        applied = migrate(settings.store.url.get_secret_value(), settings.store.postgres_schema)
+    except StoreError as exc:
+        raise CommandError(f"migration failed: {exc}", 1) from None
+    ctx.out(f"applied migrations {applied}" if applied else "schema is current: nothing to apply")
+    return 0
+
+
+def _store_export(ctx: Context) -> int:
+    settings = ctx.settings
+    try:
+        kernel = open_kernel(settings.store, settings.sqlite_path)
+        try:
+            if ctx.args.out == "-":
+                summary = export(kernel, sys.stdout)
+            else:
+                with open(ctx.args.out, "w", encoding="utf-8") as out:
+                    summary = export(kernel, out)
+        finally:
+            kernel.close()
+    except (StoreError, OSError) as exc:
+        raise CommandError(f"export failed: {exc}", 1) from None
+    print(f"exported {summary.records} record(s) and {summary.audit} audit record(s)", file=sys.stderr)
+    return 0
+
+
+def _store_import(ctx: Context) -> int:
+    settings = ctx.settings
+    try:
+        kernel = open_kernel(settings.store, settings.sqlite_path)
+        try:
+            if ctx.args.file == "-":
+                summary = import_(kernel, sys.stdin)
+            else:
+                with open(ctx.args.file, encoding="utf-8") as lines:
+                    summary = import_(kernel, lines)
+        finally:
+            kernel.close()
+    except (StoreError, TransferError, OSError) as exc:
+        raise CommandError(f"import failed: {exc}", 1) from None
+    ctx.out(
+        f"imported {summary.records} record(s) and {summary.audit} audit record(s)"
+        f" ({summary.skipped_expired} expired meanwhile, skipped)"
+    )
+    return 0
+
+
+def _store_backup(ctx: Context) -> int:
+    settings = ctx.settings
+    if settings.store.backend != "sqlite":
+        raise CommandError(
+            f"store backup copies the SQLite file; back up {settings.store.backend} with its own tools "
+            "(see docs/operations.md)",
+            2,
+        )
+    source = Path(settings.store.path) if settings.store.path else settings.sqlite_path
+    if not source.is_file():
+        raise CommandError(f"no SQLite store at {source}", 1)
+    target = Path(ctx.args.path)
+    if target.exists():
+        raise CommandError(f"{target} exists; choose a new path", 2)
+    try:
+        with closing(sqlite3.connect(str(source))) as src, closing(sqlite3.connect(str(target))) as dst:
+            src.backup(dst)  # SQLite's online backup: consistent while writers go on
+        os.chmod(target, 0o600)
+    except (sqlite3.Error, OSError) as exc:
+        raise CommandError(f"backup failed: {exc}", 1) from None
+    ctx.out(f"backed up {source} to {target}")
     return 0

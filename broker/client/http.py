@@ -65,7 +65,8 @@ class Basic(AuthBase):
         self._auth = requests.auth.HTTPBasicAuth(_form_encode(client_id), _form_encode(secret))
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return self._auth(request)
+        signed: requests.PreparedRequest = self._auth(request)
+        return signed
 
     def __repr__(self) -> str:
         return "Basic(<hidden>)"

@@ -122,7 +122,7 @@ class IdentityGraph:
         if not self.linked(a, b):
             raise NotLinkedError(f"identities {a!r} and {b!r} are not linked")
         # Best (bottleneck exp, hops) found so far per node; a max-heap on exp via negation.
-        best: dict[Identity, tuple[int, int]] = {}
+        best: dict[Identity, tuple[float, int]] = {}
         parent: dict[Identity, tuple[Identity, Visa]] = {}
         order = 0
         heap: list[tuple[float, int, int, Identity]] = [(float("-inf"), 0, order, a)]

@@ -4,7 +4,7 @@ What we put in every token, and why:
 
 - Visas are Visa Document Tokens (Broker checklist B17-B24): header ``typ``
   ``vnd.ga4gh.visa+jwt``, ``alg`` and ``kid`` of the active key (set by the key ring), ``jku``
-  = our published JWKS (:func:`broker.trust.config.own_jwks_url`); payload ``iss``, ``sub``,
+  = our published JWKS (:func:`broker.core.models.own_jwks_url`); payload ``iss``, ``sub``,
   ``iat``, ``exp``, ``jti`` and ``ga4gh_visa_v1``. No ``scope`` at all (so never ``openid``).
 - A visa's ``exp`` is never later than the assertion's own end (``assertion_end``, e.g. the
   end of a DAC grant): the spec lets an issuer shorten an assertion's life, never extend
@@ -42,10 +42,10 @@ from broker.core.models import (
     VISA_CLAIM,
     VISA_TYP,
     VisaObject,
+    own_jwks_url,
 )
 from broker.core.verify import URL_CLAIM
 from broker.errors import BrokerError
-from broker.trust.config import own_jwks_url
 
 #: The longest URL claim the spec allows (Passport 1.2, URL Claims).
 MAX_URL_CHARS = 255
@@ -61,7 +61,8 @@ class IssueError(BrokerError, ValueError):
 class Signer(Protocol):
     """What issuing needs from :class:`broker.keys.ring.KeyRing`."""
 
-    settings: Any
+    @property
+    def max_token_lifetime_seconds(self) -> int: ...
 
     def sign(
         self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None, now: int | None = None
@@ -175,7 +176,7 @@ def check_visa_object(visa: VisaObject, now: int) -> None:
 
 
 def _max_lifetime(keyring: Signer) -> int:
-    return int(keyring.settings.keys.max_token_lifetime_seconds)
+    return int(keyring.max_token_lifetime_seconds)
 
 
 def _check_string(value: object, what: str) -> None:

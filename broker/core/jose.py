@@ -39,12 +39,13 @@ key must match the algorithm (P-256 for ES256, RSA of at least 2048 bits for RS2
 from __future__ import annotations
 
 import binascii
+import importlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -54,8 +55,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from broker.core.models import ALLOWED_ALGORITHMS, Reason
 from broker.errors import BrokerError
 
+pybase64: Any
 try:  # an optional accelerator; see _b64decode
-    import pybase64
+    pybase64 = importlib.import_module("pybase64")
 except ImportError:  # pragma: no cover - depends on the environment
     pybase64 = None
 
@@ -161,7 +163,8 @@ def _b64decode_binascii(padded: bytes) -> bytes:
 def _b64decode_pybase64(padded: bytes) -> bytes:
     # validate=True refuses anything outside the alphabet; with altchars it would also take
     # "+" and "/", which parse() has already refused.
-    return pybase64.b64decode(padded, altchars=b"-_", validate=True)  # type: ignore[no-any-return]
+    decoded: bytes = pybase64.b64decode(padded, altchars=b"-_", validate=True)
+    return decoded
 
 
 #: The base64 decoder: pybase64 (SIMD, ~10x faster on a passport) when installed, else the
@@ -206,7 +209,7 @@ _DECODER = json.JSONDecoder(
     object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant, parse_float=_finite_float
 )
 # The scanner itself (C): JSONDecoder.decode adds only whitespace handling around it.
-_SCAN = _DECODER.scan_once
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _JSON_WHITESPACE = " \t\n\r"
 
 
@@ -416,12 +419,13 @@ def verify_signature(jws: Jws, key: object) -> None:
             s = int.from_bytes(signature[32:], "big")
             if r == 0 or s == 0:
                 raise JoseError(Reason.BAD_SIGNATURE, "ES256 signature has r or s zero")
-            key.verify(encode_dss_signature(r, s), jws.signing_input, _ECDSA_SHA256)  # type: ignore[union-attr]
+            cast(ec.EllipticCurvePublicKey, key).verify(encode_dss_signature(r, s), jws.signing_input, _ECDSA_SHA256)
         else:
-            size = (key.key_size + 7) // 8  # type: ignore[union-attr]
+            rsa_key = cast(rsa.RSAPublicKey, key)
+            size = (rsa_key.key_size + 7) // 8
             if len(signature) != size:
                 raise JoseError(Reason.BAD_SIGNATURE, f"RS256 signature must be {size} bytes, got {len(signature)}")
-            key.verify(signature, jws.signing_input, _PKCS1V15, _SHA256)  # type: ignore[union-attr]
+            rsa_key.verify(signature, jws.signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         raise JoseError(Reason.BAD_SIGNATURE, "signature does not verify with the issuer's key") from None
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from broker.errors import BrokerError
+
 # Standard visa types (Passport 1.2, "GA4GH Standard Visa Type Definitions").
 AFFILIATION_AND_ROLE = "AffiliationAndRole"
 ACCEPTED_TERMS_AND_POLICIES = "AcceptedTermsAndPolicies"
@@ -166,3 +168,26 @@ class PassportResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class KeyResolutionError(BrokerError):
+    """No key for this token (raised by key resolution, :mod:`broker.trust`).
+
+    ``reason`` is the machine-readable code, ``detail`` says why.
+
+    The detail never carries key material or token contents beyond a short, escaped
+    excerpt of the header value concerned (``kid``, ``jku``, ``iss``).
+    """
+
+    status = 401
+    code = "invalid_token"
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def own_jwks_url(issuer: str) -> str:
+    """Where a broker publishes its JWKS; the visas it mints carry exactly this string as ``jku``."""
+    return issuer.rstrip("/") + "/.well-known/jwks.json"

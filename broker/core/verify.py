@@ -89,13 +89,13 @@ from broker.core.models import (
     URL_VALUE_TYPES,
     VISA_CLAIM,
     VISA_TYP,
+    KeyResolutionError,
     PassportResult,
     Reason,
     Rejection,
     Visa,
     VisaObject,
 )
-from broker.trust.keyset import KeyResolutionError
 
 log = logging.getLogger("broker.core.verify")
 

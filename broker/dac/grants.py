@@ -13,8 +13,22 @@ names the researcher, the dataset, the start and end and a reason; the DAC, ``gr
 (the authenticated actor) and ``granted_at`` (now: the visa's ``asserted``) are derived and
 never taken from input. The end is at most ``dac.max_grant_days`` away.
 
-Every change is appended to the audit log with actor and reason (:mod:`broker.dac.audit`);
-a revocation also calls ``on_revoke(grant)`` so caches can drop what they hold (GA-14).
+Every change (grant, renew, revoke, import) is ONE store transaction that writes the
+grant(s), the (researcher, dataset, DAC) slot record and the audit event(s) together, or
+nothing (:mod:`broker.dac.repository`, :mod:`broker.dac.audit`). So:
+
+- at most one outstanding grant (live, or starting later) per researcher, dataset and DAC:
+  the slot is claimed inside the transaction, never checked by reading first;
+- a revocation is never undone by a concurrent renewal (renew re-reads the grant in its own
+  transaction and refuses a revoked one);
+- an acknowledged change always has its audit record, and a change the caller saw fail
+  (store unavailable) either happened whole or not at all;
+- retries converge: a grant or import retried after a lost reply answers the grants already
+  made, a renewal already applied answers the grant, and a revoke of a revoked grant answers
+  the grant (see each method). The caller may retry any of them after a store error.
+
+A revocation also calls the ``on_revoke(record_id)`` hooks so this process's caches drop what
+they hold (GA-14); other processes learn of it from the ``grants.revoke`` audit event.
 
 A grant belongs to the DAC that governed its dataset when it was made; it is acted on, and
 minted into a visa, only while that DAC still governs the dataset (a configuration change
@@ -23,6 +37,7 @@ never hands a grant to another authority).
 
 from __future__ import annotations
 
+import builtins
 import csv
 import dataclasses
 import io
@@ -30,7 +45,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -38,9 +53,11 @@ from typing import Any
 from broker.dac import audit
 from broker.dac.committees import Committee, Directory, check_dataset_id
 from broker.dac.errors import Conflict, Forbidden, ImportRejected, LineError, NotFound, ValidationError
+from broker.dac.identities import IdentityLookup
 from broker.dac.members import Roles
-from broker.dac.records import is_dataset_grant
-from broker.store.base import Grant, Store
+from broker.dac.records import Grant
+from broker.dac.repository import DacRepository, DacTx
+from broker.dac.settings import RESERVED_PREFIX
 
 log = logging.getLogger("broker.dac")
 
@@ -49,6 +66,12 @@ MAX_IMPORT_BYTES = 2 * 1024 * 1024
 CSV_COLUMNS = ("identity", "dataset", "end")  # required; optional: start, reason
 CSV_OPTIONAL = ("start", "reason")
 MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def is_dataset_grant(grant: Grant) -> bool:
+    """True for a DAC's grant on a real dataset (not a first-release membership or registered-access
+    record kept as a grant under the reserved prefix, until ``ga4gh-broker dac migrate`` moves it)."""
+    return not grant.dataset.startswith(RESERVED_PREFIX)
 
 
 def new_grant_id() -> str:
@@ -124,22 +147,55 @@ class GrantRequest:
     reason: str = ""
 
 
+#: Called with the id of a record that stopped being in force (its return value is ignored).
+RevokeHook = Callable[[str], object]
+
+
+def outstanding(grant: Grant, now: int) -> bool:
+    """Whether ``grant`` still holds its slot at ``now``: not revoked and not ended (live, or starting later)."""
+    return grant.revoked_at is None and grant.end > now
+
+
+def same_decision(held: Grant, wanted: Grant, explicit_start: bool) -> bool:
+    """Whether ``held`` is the grant ``wanted`` asks for again (the retry of a request whose reply was lost).
+
+    Same researcher, dataset, DAC, end, reason and actor; the start too when the request named
+    one (without one, the start is "now" and differs between the attempts).
+    """
+    return (
+        held.identity_id == wanted.identity_id
+        and held.dataset == wanted.dataset
+        and held.dac == wanted.dac
+        and held.end == wanted.end
+        and held.reason == wanted.reason
+        and held.granted_by == wanted.granted_by
+        and (not explicit_start or held.start == wanted.start)
+    )
+
+
+def _held_message(holder: Grant) -> str:
+    return f"this researcher already holds grant {holder.id} on this dataset; renew it instead"
+
+
 class GrantService:
-    """Grants over the Store protocol, for one DAC directory."""
+    """Grants of the DACs of one directory, each change one store transaction (see the module docstring)."""
 
     def __init__(
         self,
-        store: Store,
+        repository: DacRepository,
         directory: Directory,
+        roles: Roles,
+        identities: IdentityLookup,
         *,
         clock: Callable[[], float] = time.time,
-        on_revoke: Callable[[Grant], None] | None = None,
+        on_revoke: Sequence[RevokeHook] = (),
     ) -> None:
-        self.store = store
+        self.repository = repository
         self.directory = directory
+        self.roles = roles
+        self.identities = identities
         self.clock = clock
-        self.on_revoke = on_revoke
-        self.roles = Roles(store, directory, clock)
+        self.on_revoke = tuple(on_revoke)
         self._max_seconds = int(directory.settings.max_grant_days * 86400)
         self._audit_seq = 0  # how far the dataset index has read the audit log
         self._seen: dict[str, set[str]] = {}  # dac id -> datasets that ever had a grant
@@ -159,7 +215,7 @@ class GrantService:
         """The DAC governing ``dataset`` if ``actor`` may act on it; else Forbidden (audited)."""
         committee = self.directory.governing(dataset)
         if not self._may_act(actor, committee):
-            audit.denied(self.store, self._now(), action, actor, dataset=dataset, **target)
+            audit.denied(self.repository, self._now(), action, actor, dataset=dataset, **target)
             if committee is None and self.directory.is_admin(actor):
                 raise ValidationError("no DAC governs this dataset", {"dataset": "not governed by any DAC"})
             raise Forbidden("You may not act on this dataset.")
@@ -169,105 +225,147 @@ class GrantService:
     def _owned_grant(self, actor: str | None, action: str, grant_id: str) -> tuple[Grant, Committee]:
         """The grant ``grant_id`` if ``actor`` may act on it (its DAC still governs its dataset)."""
         if actor is None or not (self.directory.is_admin(actor) or self.roles.committees_of(actor)):
-            audit.denied(self.store, self._now(), action, actor, grant=str(grant_id)[:200])
+            audit.denied(self.repository, self._now(), action, actor, grant=str(grant_id)[:200])
             raise Forbidden("You may not act on grants.")
-        grant = self.store.get_grant(grant_id) if isinstance(grant_id, str) and grant_id else None
+        grant = self.repository.grant(grant_id)
         if grant is None or not is_dataset_grant(grant):
             raise NotFound("no grant with that id")
         committee = self.directory.governing(grant.dataset)
         if committee is None or committee.id != grant.dac or not self._may_act(actor, committee):
-            audit.denied(self.store, self._now(), action, actor, grant=grant.id, dataset=grant.dataset)
+            audit.denied(self.repository, self._now(), action, actor, grant=grant.id, dataset=grant.dataset)
             raise Forbidden("You may not act on this grant.")
         return grant, committee
+
+    def _revoked(self, record_id: str) -> None:
+        """Tell this process's hooks (its caches) that ``record_id`` is revoked; a failing hook is logged."""
+        for hook in self.on_revoke:
+            try:
+                hook(record_id)
+            except Exception:  # the revocation stands; caches still end at the visa's short exp
+                log.exception("revocation hook failed for grant %s", record_id)
 
     # ------------------------------------------------------------------ changes
 
     def grant(self, actor: str | None, request: GrantRequest) -> Grant:
-        """Make one grant; returns the stored record."""
+        """Make one grant; returns the stored record.
+
+        One transaction reads the (researcher, dataset, DAC) slot and writes the grant, the slot
+        and the ``grants.create`` event together, or nothing. When the slot is held by an
+        outstanding grant (live, or starting later) the answer is :class:`Conflict`, except for
+        a retry: if that grant is the same decision (:func:`same_decision`: same researcher,
+        dataset, DAC, end, reason and actor) it is the answer and nothing is written, so a
+        request retried after a lost reply converges on one grant and one audit record.
+        """
         dataset = check_dataset_id(request.dataset)
         committee = self._committee_for(actor, "grants.create", dataset, identity=str(request.identity)[:200])
-        grant = self._build(actor, committee, request, self._now())
-        self._refuse_duplicate(grant)
-        self.store.put_grant(grant)
-        audit.record(
-            self.store,
-            grant.granted_at,
-            "grants.create",
-            actor,
-            undo=self._rollback(grant),
-            reason=grant.reason,
-            **audit.grant_fields(grant),
-        )
-        self._note(grant)
-        return grant
+        now = self._now()
+        grant = self._build(actor, committee, request, now)
+        explicit_start = request.start is not None
+
+        def run(tx: DacTx) -> Grant:
+            holder = tx.grant_slot(grant.identity_id, grant.dataset, grant.dac)
+            if holder is not None and outstanding(holder, now):
+                if same_decision(holder, grant, explicit_start):
+                    return holder
+                raise Conflict(_held_message(holder))
+            tx.claim_grant(grant)
+            tx.audit(audit.event("grants.create", actor, reason=grant.reason, **audit.grant_fields(grant)), now)
+            return grant
+
+        made = self.repository.transact(run)
+        self._note(made)
+        return made
 
     def renew(self, actor: str | None, grant_id: str, end: int, reason: str = "") -> Grant:
-        """Give a live or ended (not revoked) grant a new end; a renewal is a new decision (``granted_at`` = now)."""
+        """Give a live or ended (not revoked) grant a new end; a renewal is a new decision (``granted_at`` = now).
+
+        One transaction re-reads the grant and writes the renewal, its slot and the
+        ``grants.renew`` event: a grant revoked at any moment before that transaction commits
+        is never renewed (:class:`Conflict`), so a concurrent revocation cannot be lost. An
+        ended grant whose slot a newer grant took is not renewed either (renew that one).
+        A renewal the grant already carries (same end, by the same actor, with the same
+        reason) is answered with the grant and writes nothing: a retry converges.
+        """
         grant, _ = self._owned_grant(actor, "grants.renew", grant_id)
-        now = self._now()
         if grant.revoked_at is not None:
             raise Conflict("a revoked grant cannot be renewed; make a new grant")
+        now = self._now()
         reason = check_reason(reason)
         end = self._check_end(end, max(grant.start, now), now)
-        renewed = dataclasses.replace(
-            grant, end=end, granted_by=actor or "", granted_at=now, reason=reason or grant.reason
-        )
-        self.store.put_grant(renewed)
-        audit.record(
-            self.store,
-            now,
-            "grants.renew",
-            actor,
-            undo=lambda: self.store.put_grant(grant),
-            reason=reason,
-            previous_end=grant.end,
-            **audit.grant_fields(renewed),
-        )
-        return renewed
+
+        def run(tx: DacTx) -> Grant:
+            current = tx.grants.get(grant.id)
+            if current is None:
+                raise NotFound("no grant with that id")
+            if current.revoked_at is not None:
+                raise Conflict("a revoked grant cannot be renewed; make a new grant")
+            new_reason = reason or current.reason
+            if current.end == end and current.granted_by == (actor or "") and current.reason == new_reason:
+                return current  # this renewal is already the grant's last decision
+            holder = tx.grant_slot(current.identity_id, current.dataset, current.dac)
+            if holder is not None and holder.id != current.id and outstanding(holder, now):
+                raise Conflict(f"this researcher now holds grant {holder.id} on this dataset; renew that one")
+            renewed = dataclasses.replace(current, end=end, granted_by=actor or "", granted_at=now, reason=new_reason)
+            tx.claim_grant(renewed)
+            fields = audit.grant_fields(renewed)
+            tx.audit(audit.event("grants.renew", actor, reason=reason, previous_end=current.end, **fields), now)
+            return renewed
+
+        return self.repository.transact(run)
 
     def revoke(self, actor: str | None, grant_id: str, reason: str) -> Grant:
-        """Revoke a grant with a reason (required); revoking twice is a Conflict."""
+        """Revoke a grant with a reason (required).
+
+        One transaction writes the revocation, frees the slot and appends the ``grants.revoke``
+        event (which carries the revocation to every process's RevocationWatcher). Revoking a
+        grant that is already revoked succeeds and answers the grant as it is (its first
+        revoker and reason; nothing is written, so the log holds the revocation once), and the
+        ``on_revoke`` hooks run again: a revoke retried after a lost reply or a store error
+        still evicts this process's caches, instead of answering 409 and evicting nothing.
+        """
         grant, _ = self._owned_grant(actor, "grants.revoke", grant_id)
         reason = check_reason(reason, required=True)
-        if grant.revoked_at is not None:
-            raise Conflict("this grant is already revoked")
         now = self._now()
-        revoked = dataclasses.replace(grant, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
-        self.store.put_grant(revoked)
-        audit.record(
-            self.store,
-            now,
-            "grants.revoke",
-            actor,
-            undo=lambda: self.store.put_grant(grant),
-            reason=reason,
-            **audit.grant_fields(revoked),
-        )
-        if self.on_revoke is not None:
-            try:
-                self.on_revoke(revoked)
-            except Exception:  # the revocation stands; caches still end at the visa's short exp
-                log.exception("revocation hook failed for grant %s", revoked.id)
+
+        def run(tx: DacTx) -> Grant:
+            current = tx.grants.get(grant.id)
+            if current is None:
+                raise NotFound("no grant with that id")
+            if current.revoked_at is not None:
+                return current  # revoked already (a retry): the first revocation stands, nothing is written
+            revoked = dataclasses.replace(current, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
+            tx.release_grant(revoked, tx.grant_slot(current.identity_id, current.dataset, current.dac))
+            tx.audit(audit.event("grants.revoke", actor, reason=reason, **audit.grant_fields(revoked)), now)
+            return revoked
+
+        revoked = self.repository.transact(run)
+        self._revoked(revoked.id)
         return revoked
 
     def import_csv(self, actor: str | None, text: str) -> list[Grant]:
-        """Import grants from CSV, all or nothing.
+        """Import grants from CSV, all or nothing, in ONE store transaction.
 
         Header line required: ``identity,dataset,end`` and optionally ``start``, ``reason``
         (times as ISO 8601 dates/datetimes or epoch seconds). Every line is checked first
         (syntax, authorization, identity, dataset, times, duplicates within the file and
-        against live grants); with any problem, :class:`ImportRejected` lists each bad line by
-        its line number and nothing is written. A store failure part way through revokes
-        the lines already written (marked "rolled back") and re-raises.
+        against outstanding grants); with any problem, :class:`ImportRejected` lists each bad
+        line by its line number and nothing is written. Then one transaction checks every
+        slot again and writes every grant, its slot, the ``grants.import`` event and one
+        ``grants.create`` per grant, or nothing at all (a store failure leaves no part behind).
+
+        A line that is the same decision as the grant holding its slot (see :meth:`grant`)
+        is answered with that grant and not written again, so an import retried after a lost
+        reply answers the same grants and the log holds each once; when every line is such a
+        line, nothing is written.
         """
         if actor is None or not (self.directory.is_admin(actor) or self.roles.committees_of(actor)):
-            audit.denied(self.store, self._now(), "grants.import", actor)
+            audit.denied(self.repository, self._now(), "grants.import", actor)
             raise Forbidden("You may not import grants.")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_IMPORT_BYTES:
             raise ValidationError(f"the file is larger than {MAX_IMPORT_BYTES} bytes", {"file": "too large"})
         now = self._now()
         errors: list[LineError] = []
-        planned: list[Grant] = []
+        planned: list[tuple[int, Grant, bool]] = []
         seen: dict[tuple[str, str], int] = {}
         rows = list(_csv_rows(text, errors))
         if len(rows) > MAX_IMPORT_LINES:
@@ -291,15 +389,15 @@ class GrantService:
                 if key in seen:
                     raise Conflict(f"the same identity and dataset as line {seen[key]}")
                 seen[key] = line
-                self._refuse_duplicate(grant)
-                planned.append(grant)
+                self._refuse_held(grant, request.start is not None, now)  # for the report; the transaction decides
+                planned.append((line, grant, request.start is not None))
             except (ValidationError, Forbidden, Conflict) as exc:
                 errors.append(LineError(line, _line_message(exc)))
         if errors:
             errors.sort(key=lambda e: e.line)
             refused = [e.line for e in errors if e.message.startswith("you may not")]
             if refused:  # GA-12: a file naming datasets of another DAC is refused as a whole (403)
-                audit.denied(self.store, now, "grants.import", actor, lines=refused[:100])
+                audit.denied(self.repository, now, "grants.import", actor, lines=refused[:100])
                 raise Forbidden(
                     "The file names datasets you may not act on; nothing was imported.",
                     {"lines": [e.to_json() for e in errors]},
@@ -307,31 +405,37 @@ class GrantService:
             raise ImportRejected(errors)
         if not planned:
             raise ValidationError("the file holds no grants", {"file": "empty"})
-        written: list[Grant] = []
-        try:
-            for grant in planned:
-                self.store.put_grant(grant)
-                written.append(grant)
-            audit.record(
-                self.store, now, "grants.import", actor, count=len(planned), grants=[g.id for g in planned][:1000]
-            )
-            for grant in planned:
-                audit.record(
-                    self.store,
-                    now,
-                    "grants.create",
-                    actor,
-                    reason=grant.reason,
-                    via="import",
-                    **audit.grant_fields(grant),
-                )
-        except Exception:
-            for grant in written:
-                self._rollback(grant)()
-            raise
-        for grant in planned:
+
+        def run(tx: DacTx) -> list[Grant]:
+            answer: list[Grant] = []
+            created: list[Grant] = []
+            held: list[LineError] = []
+            for line, grant, explicit_start in planned:
+                holder = tx.grant_slot(grant.identity_id, grant.dataset, grant.dac)
+                if holder is not None and outstanding(holder, now):
+                    if same_decision(holder, grant, explicit_start):
+                        answer.append(holder)
+                    else:
+                        held.append(LineError(line, _held_message(holder)))
+                    continue
+                answer.append(grant)
+                created.append(grant)
+            if held:
+                raise ImportRejected(held)
+            if created:
+                for grant in created:
+                    tx.claim_grant(grant)
+                ids = [g.id for g in created]
+                tx.audit(audit.event("grants.import", actor, count=len(created), grants=ids[:1000]), now)
+                for grant in created:
+                    fields = audit.grant_fields(grant)
+                    tx.audit(audit.event("grants.create", actor, reason=grant.reason, via="import", **fields), now)
+            return answer
+
+        made = self.repository.transact(run)
+        for grant in made:
             self._note(grant)
-        return planned
+        return made
 
     # ------------------------------------------------------------------ reading
 
@@ -346,27 +450,27 @@ class GrantService:
         admin = self.directory.is_admin(actor)
         mine = set(self.roles.committees_of(actor))
         if actor is None or not (admin or mine):
-            audit.denied(self.store, now, "grants.list", actor)
+            audit.denied(self.repository, now, "grants.list", actor)
             raise Forbidden("You may not list grants.")
         if flt.dac is not None:
             if self.directory.get(flt.dac) is None and admin:
                 raise NotFound(f"no DAC {flt.dac!r}")
             if not admin and flt.dac not in mine:
-                audit.denied(self.store, now, "grants.list", actor, dac=flt.dac)
+                audit.denied(self.repository, now, "grants.list", actor, dac=flt.dac)
                 raise Forbidden("You may not list the grants of this DAC.")
         if flt.dataset is not None:
             check_dataset_id(flt.dataset)
             committee = self.directory.governing(flt.dataset)
             if not self._may_act(actor, committee):
-                audit.denied(self.store, now, "grants.list", actor, dataset=flt.dataset)
+                audit.denied(self.repository, now, "grants.list", actor, dataset=flt.dataset)
                 raise Forbidden("You may not list the grants of this dataset.")
-            candidates = self.store.grants_for_dataset(flt.dataset)
+            candidates = self.repository.grants_for_dataset(flt.dataset)
         else:
             scope = [c for c in self.directory.committees() if admin or c.id in mine]
             if flt.dac is not None:
                 scope = [c for c in scope if c.id == flt.dac]
             candidates = [
-                g for c in scope for d in sorted(self._datasets_of(c)) for g in self.store.grants_for_dataset(d)
+                g for c in scope for d in sorted(self._datasets_of(c)) for g in self.repository.grants_for_dataset(d)
             ]
         out = []
         for grant in candidates:
@@ -379,14 +483,14 @@ class GrantService:
                 out.append(grant)
         return sorted(out, key=lambda g: (g.granted_at, g.id))
 
-    def grants_of(self, actor: str | None, identity_id: str) -> list[Grant]:
+    def grants_of(self, actor: str | None, identity_id: str) -> builtins.list[Grant]:
         """A researcher's own grants (or anyone's, for a site admin)."""
         if actor is None or (actor != identity_id and not self.directory.is_admin(actor)):
-            audit.denied(self.store, self._now(), "grants.of", actor, identity=str(identity_id)[:200])
+            audit.denied(self.repository, self._now(), "grants.of", actor, identity=str(identity_id)[:200])
             raise Forbidden("You may only see your own grants.")
-        return [g for g in self.store.grants_of(identity_id) if is_dataset_grant(g)]
+        return [g for g in self.repository.grants_of(identity_id) if is_dataset_grant(g)]
 
-    def audit_trail(self, actor: str | None, dataset: str, limit: int = 500) -> list[dict[str, Any]]:
+    def audit_trail(self, actor: str | None, dataset: str, limit: int = 500) -> builtins.list[dict[str, Any]]:
         """The audit records naming ``dataset`` (grants, revocations, accesses), newest first.
 
         For members of the DAC governing it and site admins. Each item is ``{"seq", "at",
@@ -394,17 +498,17 @@ class GrantService:
         """
         check_dataset_id(dataset)
         self._committee_for(actor, "audit.read", dataset)
-        found: list[dict[str, Any]] = []
-        for rec in self.store.audit_records(0):
+        found: builtins.list[dict[str, Any]] = []
+        for rec in self.repository.audit_records(0):
             if rec.event.get("dataset") == dataset:
                 found.append({"seq": rec.seq, "at": rec.at, "event": rec.event})
         return list(reversed(found))[: max(1, limit)]
 
-    def live_grants(self, identity_id: str) -> list[tuple[Grant, Committee]]:
+    def live_grants(self, identity_id: str) -> builtins.list[tuple[Grant, Committee]]:
         """Every live grant of ``identity_id`` whose DAC still governs its dataset (for minting; no actor)."""
         now = self._now()
         out = []
-        for grant in self.store.grants_of(identity_id):
+        for grant in self.repository.grants_of(identity_id):
             if not is_dataset_grant(grant) or not grant.live(now):
                 continue
             committee = self.directory.governing(grant.dataset)
@@ -419,7 +523,7 @@ class GrantService:
         identity = request.identity
         if not isinstance(identity, str) or not identity or len(identity) > 200:
             fields["identity"] = "required"
-        elif self.store.get_identity(identity) is None:
+        elif self.identities.get(identity) is None:
             fields["identity"] = "unknown identity"
         if fields:
             raise ValidationError("no broker identity with that id", fields)
@@ -450,21 +554,12 @@ class GrantService:
             )
         return end
 
-    def _refuse_duplicate(self, grant: Grant) -> None:
-        now = self._now()
-        for other in self.store.grants_of(grant.identity_id):
-            if other.dataset == grant.dataset and other.revoked_at is None and other.end > now:
-                raise Conflict(f"this researcher already holds grant {other.id} on this dataset; renew it instead")
-
-    def _rollback(self, grant: Grant) -> Callable[[], None]:
-        def undo() -> None:
-            self.store.put_grant(
-                dataclasses.replace(
-                    grant, revoked_at=grant.granted_at, revoked_by="system", revoke_reason="rolled back"
-                )
-            )
-
-        return undo
+    def _refuse_held(self, grant: Grant, explicit_start: bool, now: int) -> None:
+        """Conflict when an outstanding, different grant holds ``grant``'s slot (a read for the import report)."""
+        holder_id = self.repository.grant_slot_holder(grant.identity_id, grant.dataset, grant.dac)
+        holder = self.repository.grant(holder_id) if holder_id is not None else None
+        if holder is not None and outstanding(holder, now) and not same_decision(holder, grant, explicit_start):
+            raise Conflict(_held_message(holder))
 
     def _note(self, grant: Grant) -> None:
         with self._index_lock:
@@ -475,7 +570,7 @@ class GrantService:
         grant was ever made on under it (read from the audit log, incrementally), since
         pattern-governed datasets cannot be enumerated from the settings."""
         with self._index_lock:
-            for rec in self.store.audit_records(self._audit_seq):
+            for rec in self.repository.audit_records(self._audit_seq):
                 self._audit_seq = rec.seq
                 event = rec.event
                 if (

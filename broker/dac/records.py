@@ -1,17 +1,19 @@
-"""DAC memberships and registered-access records, kept in the store as ``Grant`` records.
+"""The DAC area's records: grants, memberships and registered-access decisions (frozen dataclasses).
 
-The store protocol has one record for "an authority decided something about an identity,
-from a start to an end, revocable with a reason": :class:`~broker.store.base.Grant`. Until
-the store has dedicated methods, the broker's own decisions use it too, told apart by a
-``dataset`` under the reserved prefix ``ga4gh-broker:`` (which real dataset ids may not use):
+Each is kept on the store kernel under a kind of its own (:mod:`broker.dac.repository`):
 
-- membership: ``ga4gh-broker:dac-member:<dac>:<role>``, id ``dac-member:<dac>:<identity>``
-  (one record per member and DAC, replaced on a role change, revoked on removal);
-- registered access: ``ga4gh-broker:registered-access:<visa type>:<by>``; ``dac`` is the
-  DAC whose ``source`` the visa carries, or ``""`` for the site's own source.
+- :class:`Grant`: a DAC's decision that a researcher may access a dataset. Its fields and JSON
+  layout are those of the first release's ``broker.store.base.Grant`` (kind ``grant``), so
+  grants written before the DAC area owned them read back unchanged.
+- :class:`Membership`: an identity added to a DAC through the store (members declared in the
+  settings file are not records). One record per (DAC, identity); a removal is kept on it.
+- :class:`RegisteredAccess`: a registered-access decision (Passport 1.2): accepted terms
+  (``by: self``) or researcher status (``by: so`` / ``peer``). Every decision is a record with
+  an id of its own. A revoked record stays revoked forever; a renewal is a NEW record, and the
+  record it replaces is marked ``superseded`` (never revived).
 
-Grants, memberships and registered access all keep start/end/revocation the same way, so
-one "live" rule (``Grant.live``) applies to all.
+Everything here is data and pure predicates; what may change a record, and how, is in the
+services (:mod:`broker.dac.grants`, :mod:`broker.dac.members`, :mod:`broker.dac.registered`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
-from broker.dac.committees import ROLES
-from broker.dac.settings import RESERVED_PREFIX
-from broker.store.base import Grant
 
-MEMBER_PREFIX = RESERVED_PREFIX + "dac-member:"
-REGISTERED_PREFIX = RESERVED_PREFIX + "registered-access:"
-# Far enough to mean "until removed" and still a valid NumericDate.
-FOREVER = 253_402_300_799
+#: The ``dac`` of a record the site itself decided (registered access by a site admin or the researcher).
+SITE = ""
 
-# (visa type, by) pairs a registered-access record may hold.
+#: (visa type, by) pairs a registered-access record may hold.
 REGISTERED_KINDS: frozenset[tuple[str, str]] = frozenset(
     {
         (ACCEPTED_TERMS_AND_POLICIES, "self"),
@@ -37,60 +34,92 @@ REGISTERED_KINDS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
-
-def membership_dataset(dac_id: str, role: str) -> str:
-    return f"{MEMBER_PREFIX}{dac_id}:{role}"
-
-
-def membership_id(dac_id: str, identity_id: str) -> str:
-    return f"dac-member:{dac_id}:{identity_id}"
+#: The label the first release used as a registered-access record's ``dataset``; audit events keep it.
+LEGACY_REGISTERED_PREFIX = "ga4gh-broker:registered-access:"
 
 
-def registered_dataset(visa_type: str, by: str) -> str:
-    return f"{REGISTERED_PREFIX}{visa_type}:{by}"
+@dataclass(frozen=True)
+class Grant:
+    """A DAC's decision that a researcher may access a dataset, from ``start`` to ``end``.
 
+    ``granted_by`` / ``granted_at`` are the last decision (a renewal is a new decision, and
+    ``granted_at`` becomes the visa's ``asserted``). Revocation is kept on the record.
+    """
 
-def is_dataset_grant(grant: Grant) -> bool:
-    """True for a DAC's grant on a real dataset (not one of the broker's own records)."""
-    return not grant.dataset.startswith(RESERVED_PREFIX)
+    id: str
+    identity_id: str
+    dataset: str
+    dac: str
+    granted_by: str
+    granted_at: int
+    start: int
+    end: int
+    reason: str = ""
+    revoked_at: int | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    def live(self, now: int) -> bool:
+        """In force at ``now``: not revoked and ``start <= now < end``."""
+        return self.revoked_at is None and self.start <= now < self.end
 
 
 @dataclass(frozen=True)
 class Membership:
-    """A member added through the store (members in the settings file are not records)."""
+    """An identity's seat on a DAC, added by a chair or a site admin.
+
+    ``added_by`` / ``added_at`` say who seated them (since the last removal); a role change
+    keeps them and records ``changed_by`` / ``changed_at``. A removal is kept on the record.
+    """
 
     dac: str
     identity_id: str
     role: str
-    record: Grant
+    added_by: str
+    added_at: int
+    reason: str = ""
+    changed_by: str | None = None
+    changed_at: int | None = None
+    removed_at: int | None = None
+    removed_by: str | None = None
+    remove_reason: str | None = None
 
-
-def as_membership(grant: Grant) -> Membership | None:
-    if not grant.dataset.startswith(MEMBER_PREFIX):
-        return None
-    dac_id, _, role = grant.dataset[len(MEMBER_PREFIX) :].rpartition(":")
-    if role not in ROLES or dac_id != grant.dac:
-        return None
-    return Membership(dac=grant.dac, identity_id=grant.identity_id, role=role, record=grant)
+    @property
+    def live(self) -> bool:
+        return self.removed_at is None
 
 
 @dataclass(frozen=True)
 class RegisteredAccess:
-    """A registered-access decision: acceptance of terms (by self) or researcher status (by so / peer)."""
+    """One registered-access decision about ``identity_id`` (see the module docstring).
 
+    ``dac`` is the DAC whose ``source`` the visa carries, or :data:`SITE`. For a peer vouch,
+    ``granted_by`` is the voucher and ``basis`` the id of the voucher's own ResearcherStatus
+    record the vouch relied on.
+    """
+
+    id: str
     visa_type: str
     by: str
-    record: Grant
+    dac: str
+    identity_id: str
+    granted_by: str
+    granted_at: int
+    start: int
+    end: int
+    reason: str = ""
+    basis: str | None = None
+    revoked_at: int | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    superseded_at: int | None = None
+    superseded_by: str | None = None
+
+    def live(self, now: int) -> bool:
+        """In force at ``now``: neither revoked nor superseded, and ``start <= now < end``."""
+        return self.revoked_at is None and self.superseded_at is None and self.start <= now < self.end
 
     @property
-    def dac(self) -> str:
-        return self.record.dac
-
-
-def as_registered(grant: Grant) -> RegisteredAccess | None:
-    if not grant.dataset.startswith(REGISTERED_PREFIX):
-        return None
-    visa_type, _, by = grant.dataset[len(REGISTERED_PREFIX) :].partition(":")
-    if (visa_type, by) not in REGISTERED_KINDS:
-        return None
-    return RegisteredAccess(visa_type=visa_type, by=by, record=grant)
+    def label(self) -> str:
+        """The first release's ``dataset`` label of this kind of record (audit events keep it)."""
+        return f"{LEGACY_REGISTERED_PREFIX}{self.visa_type}:{self.by}"

@@ -1,56 +1,62 @@
-"""The DAC services of one process, built together from settings and a store.
+"""The DAC services of one process, built together from what they need (no root settings, no locator).
 
-The command line, the REST API and the passport builder all use the same objects, so a
+The command line, the REST API, the pages and the visa minter all use the same objects, so a
 rule (who may grant, what is audited) holds the same whichever way a change comes in.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from broker.dac.committees import Directory
-from broker.dac.grants import GrantService
-from broker.dac.members import MemberService
+from broker.dac.grants import GrantService, RevokeHook
+from broker.dac.identities import IdentityLookup
+from broker.dac.members import MemberService, Roles
 from broker.dac.registered import RegisteredAccessService
+from broker.dac.repository import DacRepository
 from broker.dac.settings import DacSettings, check_dac_settings
-from broker.store.base import Grant, Store
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
+from broker.store.kernel import Kernel
 
 
-@dataclass
+@dataclass(frozen=True)
 class DacServices:
-    """Directory, grants, members and registered access over one store."""
+    """Directory, roles, grants, members and registered access over one repository."""
 
     directory: Directory
+    repository: DacRepository
+    roles: Roles
     grants: GrantService
     members: MemberService
     registered: RegisteredAccessService
 
 
 def build_services(
-    settings: Settings,
-    store: Store,
+    dac: DacSettings,
+    issuer: str,
+    kernel: Kernel,
+    identities: IdentityLookup,
     *,
-    dac: DacSettings | None = None,
-    on_revoke: Callable[[Grant], None] | None = None,
     clock: Callable[[], float] = time.time,
+    on_revoke: Sequence[RevokeHook] = (),
 ) -> DacServices:
-    """The services for ``settings`` (``dac`` overrides ``settings.dac``), checked first.
+    """The services for the ``dac:`` settings and our ``issuer``, checked first (SettingsProblem).
 
-    ``on_revoke(grant)`` is called after every revocation of a grant or registered-access
-    record (the gateway / verifier cache hook).
+    ``identities.get(id)`` says whether a broker identity exists. ``on_revoke(record_id)`` hooks
+    run in this process after every revocation of a grant or registered-access record (and
+    for a registered-access record a new decision supersedes): the verifier / gateway cache
+    eviction. Other processes learn of revocations from the audit log (RevocationWatcher).
     """
-    dac = dac if dac is not None else settings.dac
-    check_dac_settings(dac, settings.issuer)
-    directory = Directory(dac, settings.issuer)
+    check_dac_settings(dac, issuer)
+    directory = Directory(dac, issuer)
+    repository = DacRepository(kernel)
+    roles = Roles(repository, directory)
     return DacServices(
         directory=directory,
-        grants=GrantService(store, directory, clock=clock, on_revoke=on_revoke),
-        members=MemberService(store, directory, clock=clock),
-        registered=RegisteredAccessService(store, directory, clock=clock, on_revoke=on_revoke),
+        repository=repository,
+        roles=roles,
+        grants=GrantService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
+        members=MemberService(repository, directory, roles, identities, clock=clock),
+        registered=RegisteredAccessService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
     )

@@ -52,10 +52,10 @@ def init_app(
         metrics=metrics or GatewayMetrics(),
         audit=audit,
     )
-    app.extensions["gateway"] = gateway
+    app.extensions["gateway"] = gateway  # for tests that inspect it; views get it from their blueprint
     app.url_map.converters.setdefault("anypath", AnyPathConverter)
-    app.register_blueprint(make_blueprint(settings.metrics))
-    app.register_blueprint(make_drs_blueprint())
+    app.register_blueprint(make_blueprint(gateway))
+    app.register_blueprint(make_drs_blueprint(gateway))
     return gateway
 
 

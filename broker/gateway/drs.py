@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from broker import __version__
 from broker.core.untrusted_json import loads_bounded
@@ -229,11 +229,12 @@ def _describe(gw: Gateway, ref: ObjectRef) -> tuple[ObjectInfo, str]:
     return info, checksum
 
 
-def make_drs_blueprint() -> Blueprint:
+def make_drs_blueprint(gateway: Gateway) -> Blueprint:
+    """The DRS routes over ``gateway`` (its own services, never a global)."""
     bp = Blueprint("gateway_drs", __name__, url_prefix=BASE)
 
     def gw() -> Gateway:
-        return current_app.extensions["gateway"]
+        return gateway
 
     @bp.get("/service-info")
     def service_info() -> Response:

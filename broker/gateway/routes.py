@@ -23,7 +23,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.routing import PathConverter
 
 from broker.gateway.metrics import CONTENT_TYPE
@@ -45,10 +45,6 @@ class AnyPathConverter(PathConverter):
     part_isolating = False  # Werkzeug would infer True from a regex without '/'
 
 
-def gateway() -> Gateway:
-    return current_app.extensions["gateway"]
-
-
 def raw_target(environ: dict[str, Any]) -> str:
     """The request target as the client sent it (before any decoding), without SCRIPT_NAME.
 
@@ -64,7 +60,7 @@ def raw_target(environ: dict[str, Any]) -> str:
         raw = script + path + (f"?{query}" if query else "")
     if script and raw.startswith(script + "/"):
         raw = raw[len(script) :]
-    return raw
+    return str(raw)
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -75,13 +71,14 @@ def _is_loopback(address: str | None) -> bool:
         return False
 
 
-def make_blueprint(metrics_enabled: bool) -> Blueprint:
+def make_blueprint(gw: Gateway) -> Blueprint:
+    """The gateway's routes, deciding and serving with ``gw`` (its own services, never a global)."""
+    metrics_enabled = gw.settings.metrics
     bp = Blueprint("gateway", __name__)
 
     @bp.route("/data/<anypath:_rest>", methods=["GET", "HEAD", "OPTIONS"], merge_slashes=False)
     def data(_rest: str) -> Response:
         """Authorise, then serve the object's bytes (stream or offload)."""
-        gw = gateway()
         if request.method == "OPTIONS":
             return _preflight(gw)
         try:
@@ -96,7 +93,6 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
 
     def decision_view(_rest: str | None = None) -> Response:
         """nginx auth_request / Envoy ext_authz: the verdict only, as status and headers."""
-        gw = gateway()
         original = request.headers.get("X-Original-URI")
         if original is None:
             own = raw_target(request.environ)
@@ -145,7 +141,6 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
             ``gateway.metrics_token`` set, a scraper sends it as a Bearer token; without it,
             only loopback peers are answered (a same-host Prometheus or sidecar).
             """
-            gw = gateway()
             secret = gw.settings.metrics_token
             token = secret.get_secret_value() if secret is not None else None
             if token is not None:
@@ -167,7 +162,7 @@ def make_blueprint(metrics_enabled: bool) -> Blueprint:
     @bp.after_request
     def count(response: Response) -> Response:
         endpoint = (request.endpoint or "").rpartition(".")[2]
-        gateway().metrics.requests.inc(endpoint, request.method, str(response.status_code))
+        gw.metrics.requests.inc(endpoint, request.method, str(response.status_code))
         return response
 
     return bp

@@ -34,12 +34,12 @@ from typing import IO, Any
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from broker.errors import BrokerError
 from broker.gateway.metrics import GatewayMetrics
 from broker.gateway.paths import quote_segments
 from broker.gateway.settings import DataStoreSettings
+from broker.net import http as net
 
 log = logging.getLogger("broker.gateway.stores")
 
@@ -264,13 +264,19 @@ class HttpStore:
         self.settings = settings
         self.base_url = settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
         self.metrics = metrics
-        session = requests.Session()
-        session.trust_env = False  # no proxies, no .netrc credentials from the environment
+        session = net.new_session(pool_size)  # nothing from the environment, no cookies, no retries
         session.headers.clear()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        self._session = session
+        self._client = net.HttpClient(session, USER_AGENT)
+        # The operator names this store by its full address, often on a private network: plain http
+        # to it is allowed (never to a URL that came from a request).
+        self._limits = net.Limits(
+            connect_seconds=settings.connect_timeout_seconds,
+            read_seconds=settings.read_timeout_seconds,
+            total_seconds=settings.connect_timeout_seconds + settings.read_timeout_seconds,
+            max_bytes=None,
+            allow_http_loopback=True,
+            allow_plain_http=True,
+        )
 
     def url_for(self, segments: tuple[str, ...]) -> str:
         return self.base_url + quote_segments(segments)
@@ -281,22 +287,14 @@ class HttpStore:
         Raises :class:`StoreError` for anything else: redirects, upstream errors, timeouts,
         malformed headers.
         """
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **self.settings.header_values()}
-        headers.update(forward)
+        headers = {**self.settings.header_values(), **forward}
         started = time.monotonic()
         try:
-            response = self._session.request(
-                method,
-                self.url_for(segments),
-                headers=headers,
-                stream=True,
-                allow_redirects=False,
-                timeout=(self.settings.connect_timeout_seconds, self.settings.read_timeout_seconds),
-            )
-        except requests.Timeout:
-            raise StoreError(504, "upstream_timeout", "The data store did not answer in time.") from None
-        except requests.RequestException as exc:
-            log.warning("upstream %s unreachable: %s", self.name, exc.__class__.__name__)
+            response = self._client.open(method, self.url_for(segments), self._limits, headers=headers)
+        except net.NetError as exc:
+            if exc.reason == "timeout":
+                raise StoreError(504, "upstream_timeout", "The data store did not answer in time.") from None
+            log.warning("upstream %s unreachable: %s", self.name, exc.reason)
             raise StoreError(502, "upstream_unreachable", "The data store could not be reached.") from None
         finally:
             if self.metrics is not None:

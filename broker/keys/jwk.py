@@ -81,12 +81,12 @@ def public_jwk(public_key: Any) -> dict[str, Any]:
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, ec.SECP256R1):
             raise JwkError(f"unsupported curve {public_key.curve.name}; only P-256 (ES256)")
-        numbers = public_key.public_numbers()
+        point = public_key.public_numbers()
         return {
             "kty": "EC",
             "crv": "P-256",
-            "x": _uint(numbers.x, P256_COORDINATE_OCTETS),
-            "y": _uint(numbers.y, P256_COORDINATE_OCTETS),
+            "x": _uint(point.x, P256_COORDINATE_OCTETS),
+            "y": _uint(point.y, P256_COORDINATE_OCTETS),
         }
     raise JwkError(f"unsupported key type {type(public_key).__name__}; only RSA and EC P-256")
 

@@ -1,6 +1,6 @@
 """Our signing key ring: which key signs now, which keys are published, and rotation.
 
-Every key is a :class:`~broker.store.base.KeyRecord` with four times, and its state is
+Every key is a :class:`~broker.keys.records.KeyRecord` with four times, and its state is
 derived from them and the clock; nothing flips a state flag, so every process that reads
 the same records agrees on the state at any instant:
 
@@ -41,7 +41,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -49,11 +50,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.keys.errors import KeyRingError, KeyStorageError, NoSigningKey
 from broker.keys.jwk import JwkError, public_jwk, public_key_from_jwk, thumbprint
+from broker.keys.records import KeyRecord
+from broker.keys.settings import KeySettings
 from broker.keys.storage import FileKeyStorage, KeyStorage, StoreKeyStorage
-from broker.store.base import KeyRecord, Store
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
+from broker.store.kernel import Kernel
 
 __all__ = ["KeyRing", "KeyRingError", "KeyState", "NoSigningKey", "SigningKey"]
 
@@ -66,6 +66,8 @@ SUPPORTED_ALGORITHMS = ("ES256", "RS256")
 # per key generation. ES256 (the default) is faster than either.
 RSA_KEY_BITS = 2048
 REFRESH_SECONDS = 1.0
+#: The clock leeway verifiers allow when none is given (limits.clock_leeway_seconds).
+DEFAULT_LEEWAY_SECONDS = 60
 AUTO_MAINTAIN_SECONDS = 60.0
 # Header members the ring sets itself; a caller may add others (e.g. jku) but not these.
 RESERVED_HEADERS = frozenset({"alg", "kid", "typ", "jwk", "x5c", "x5u", "crit"})
@@ -160,12 +162,14 @@ class KeyRing:
 
     def __init__(
         self,
-        settings: Settings,
+        keys: KeySettings,
         storage: KeyStorage,
         refresh_seconds: float = REFRESH_SECONDS,
         auto_maintain_seconds: float | None = AUTO_MAINTAIN_SECONDS,
+        leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
     ) -> None:
-        self.settings = settings
+        self.keys = keys
+        self.leeway_seconds = leeway_seconds
         self.storage = storage
         self.refresh_seconds = refresh_seconds
         self.auto_maintain_seconds = auto_maintain_seconds
@@ -179,28 +183,37 @@ class KeyRing:
     @classmethod
     def open(
         cls,
-        settings: Settings,
-        store: Store,
+        keys: KeySettings,
+        directory: Path,
+        kernel: Kernel | None,
         *,
+        leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
         refresh_seconds: float = REFRESH_SECONDS,
         auto_maintain_seconds: float | None = AUTO_MAINTAIN_SECONDS,
     ) -> KeyRing:
-        """The ring for these settings. Cheap: reads nothing until first used, generates nothing.
+        """The ring of the ``keys`` section: files in ``directory``, or records of ``kernel``.
 
-        ``auto_maintain_seconds=None`` turns off the periodic :meth:`maintain` (tests that
-        drive the clock themselves).
+        Cheap: reads nothing until first used, generates nothing. ``leeway_seconds`` is the clock
+        leeway verifiers allow (a retired key stays published that much longer).
+        ``auto_maintain_seconds=None`` turns off the periodic :meth:`maintain` (tests that drive
+        the clock themselves).
         """
-        if settings.keys.algorithm not in SUPPORTED_ALGORITHMS:
-            raise KeyRingError(f"unsupported keys.algorithm {settings.keys.algorithm!r}")
+        if keys.algorithm not in SUPPORTED_ALGORITHMS:
+            raise KeyRingError(f"unsupported keys.algorithm {keys.algorithm!r}")
         storage: KeyStorage
-        if settings.keys.storage == "store":
-            storage = StoreKeyStorage(
-                store,
-                settings.keys.encryption_secret.get_secret_value() if settings.keys.encryption_secret else "",
-            )
+        if keys.storage == "store":
+            if kernel is None:
+                raise KeyRingError("keys.storage is 'store' but no store was given")
+            secret = keys.encryption_secret.get_secret_value() if keys.encryption_secret else ""
+            storage = StoreKeyStorage(kernel, secret)
         else:
-            storage = FileKeyStorage(settings.keys_path)
-        return cls(settings, storage, refresh_seconds, auto_maintain_seconds)
+            storage = FileKeyStorage(directory)
+        return cls(keys, storage, refresh_seconds, auto_maintain_seconds, leeway_seconds)
+
+    @property
+    def max_token_lifetime_seconds(self) -> int:
+        """The longest lifetime of anything this ring signs (a retired key stays published that long)."""
+        return self.keys.max_token_lifetime_seconds
 
     # ------------------------------------------------------------------ reading
 
@@ -348,11 +361,11 @@ class KeyRing:
     # ------------------------------------------------------------------ writing
 
     def _retire_until(self, retired_at: int) -> int:
-        lifetime = self.settings.keys.max_token_lifetime_seconds
-        return retired_at + lifetime + self.settings.limits.clock_leeway_seconds
+        lifetime = self.keys.max_token_lifetime_seconds
+        return retired_at + lifetime + self.leeway_seconds
 
     def _new_record(self, created_at: int, not_before: int) -> KeyRecord:
-        alg = self.settings.keys.algorithm
+        alg = self.keys.algorithm
         private = generate_private_key(alg)
         jwk = public_jwk(private.public_key())
         kid = thumbprint(jwk)
@@ -390,12 +403,12 @@ class KeyRing:
         return self._rotation_due(records, states, now)
 
     def _rotation_due(self, records: tuple[KeyRecord, ...] | list[KeyRecord], states: dict[str, str], now: int) -> bool:
-        days = self.settings.keys.rotate_every_days
+        days = self.keys.rotate_every_days
         if days <= 0 or "next" in states.values():
             return False
         active = next(r for r in records if states.get(r.kid) == "active")
         period = int(days * 86400)
-        return now >= active.not_before + period - self.settings.keys.publish_ahead_seconds
+        return now >= active.not_before + period - self.keys.publish_ahead_seconds
 
     def maintain(self, now: int | None = None) -> list[str]:
         """Bring the ring up to date at ``now``; returns what it did, one line per action.
@@ -467,7 +480,7 @@ class KeyRing:
         for r in records:
             if states.get(r.kid) == "active":
                 self._private_key(r)
-        switch = now + self.settings.keys.publish_ahead_seconds
+        switch = now + self.keys.publish_ahead_seconds
         new = self._new_record(created_at=now, not_before=switch)
         for r in records:
             if states.get(r.kid) == "active":

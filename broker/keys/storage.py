@@ -15,10 +15,10 @@ the schedule and the private key as a PKCS#8 PEM. Files are 0600 in a 0700 direc
 written by temp file + fsync + rename, so a reader sees the old or the new file, never half.
 A key file that group or others may read is refused: it may have leaked.
 
-Store (``StoreKeyStorage``): ``put_key``/``list_keys``/``delete_key`` of the Store, the
-private key sealed with ``keys.encryption_secret`` (see :mod:`broker.keys.encryption`);
-the cross-process lock is a single-use ticket (``add_ticket``) with a time-to-live, so a
-holder that dies releases it on its own.
+Store (``StoreKeyStorage``): kernel records of kind ``signing-key``, the private key sealed
+with ``keys.encryption_secret`` (see :mod:`broker.keys.encryption`); the cross-process lock is
+a record written with the kernel's ``add`` (exactly one holder) that expires on its own, so a
+holder that dies releases it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from typing import Any, Protocol
 
 from broker.keys import encryption
 from broker.keys.errors import KeyRingError, KeyStorageError
-from broker.store.base import KeyRecord, Store
+from broker.keys.records import SIGNING_KEYS, KeyRecord
+from broker.store.kernel import Kernel
+from broker.store.records import Records
 
 LOCK_TIMEOUT_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.02
@@ -280,38 +282,41 @@ def _record_from_json(data: Any) -> KeyRecord:
 
 
 class StoreKeyStorage:
-    """Keys as ``KeyRecord`` rows of the Store, private keys sealed with the encryption secret."""
+    """Keys as ``signing-key`` records of the store kernel, private keys sealed with the encryption secret."""
 
     name = "store"
 
-    def __init__(self, store: Store, encryption_secret: str) -> None:
+    def __init__(self, kernel: Kernel, encryption_secret: str) -> None:
         if not encryption_secret:
             raise KeyRingError("keys.storage is 'store' but keys.encryption_secret is not set")
-        self.store = store
+        self.kernel = kernel
+        self.keys = Records(kernel, SIGNING_KEYS)
         self._secret = encryption_secret
 
     def load_if_changed(self, token: Any) -> tuple[Any, list[KeyRecord]] | None:
-        """One ``list_keys`` call; the records themselves are the change token."""
-        records = sorted(self.store.list_keys(), key=lambda r: r.kid)
+        """One scan of the kind; the records themselves are the change token."""
+        records = sorted(self.keys.scan(), key=lambda r: r.kid)
         if token is not None and records == token:
             return None
         return records, records
 
     def save(self, record: KeyRecord) -> None:
-        self.store.put_key(record)
+        self.keys.put(record)
 
     def delete(self, kid: str) -> None:
-        self.store.delete_key(check_kid(kid))
+        self.keys.delete(check_kid(kid))
 
     def tidy(self) -> None:
         """Nothing to tidy: the store writes whole records."""
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the ``keyring-lock`` ticket: ``add_ticket`` succeeds for exactly one holder."""
+        """Hold the ``keyring-lock`` record: the kernel's ``add`` succeeds for exactly one holder."""
         holder = {"holder": secrets.token_hex(8), "pid": os.getpid()}
         deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-        while not self.store.add_ticket(STORE_LOCK_KIND, STORE_LOCK_KEY, holder, STORE_LOCK_TTL_SECONDS):
+        while not self.kernel.add(
+            STORE_LOCK_KIND, STORE_LOCK_KEY, holder, expires_at=int(time.time()) + STORE_LOCK_TTL_SECONDS
+        ):
             if time.monotonic() > deadline:
                 raise KeyRingError(
                     f"another process has held the key ring lock in the store for over {LOCK_TIMEOUT_SECONDS:.0f} s"
@@ -320,7 +325,7 @@ class StoreKeyStorage:
         try:
             yield
         finally:
-            self.store.consume_ticket(STORE_LOCK_KIND, STORE_LOCK_KEY)
+            self.kernel.take(STORE_LOCK_KIND, STORE_LOCK_KEY)
 
     def seal(self, kid: str, alg: str, private_pem: bytes) -> bytes:
         return encryption.seal(private_pem, self._secret, kid, alg)

@@ -19,7 +19,6 @@ from broker.store.base import (
     Health,
     Identity,
     IdentityLink,
-    KeyRecord,
     RefreshToken,
     Store,
     StoreError,
@@ -43,7 +42,6 @@ __all__ = [
     "Identity",
     "IdentityLink",
     "Kernel",
-    "KeyRecord",
     "RefreshToken",
     "Store",
     "StoreError",
@@ -54,7 +52,7 @@ __all__ = [
 
 
 def open_kernel(store: StoreSettings, sqlite_path: Path) -> Kernel:
-    """The kernel ``store`` names: SQLite at ``sqlite_path`` (or ``store.path``), Redis at ``store.url``.
+    """The kernel ``store`` names: SQLite at ``sqlite_path`` (or ``store.path``), Redis or PostgreSQL at ``store.url``.
 
     SQLite creates its parent directories (mode 0700) and the file (mode 0600). Redis connects
     lazily: an unreachable server makes calls raise StoreUnavailable, not this.
@@ -67,6 +65,10 @@ def open_kernel(store: StoreSettings, sqlite_path: Path) -> Kernel:
         from broker.store.redis_kernel import RedisKernel  # the chosen backend only (needs redis-py)
 
         return RedisKernel(store.url.get_secret_value(), namespace=store.namespace, timeout=store.timeout_seconds)
+    if store.backend == "postgres":
+        from broker.store.postgres_kernel import open_postgres  # the chosen backend only (needs psycopg)
+
+        return open_postgres(store)
     raise StoreError(f"unknown store backend {store.backend!r}")
 
 

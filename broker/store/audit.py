@@ -170,8 +170,14 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(seq_text), hash_
 
 
-def verify_chain(records: Iterable[AuditRecord], anchor: tuple[int, str] | None = None) -> list[AuditProblem]:
+def verify_chain(
+    records: Iterable[AuditRecord], anchor: tuple[int, str] | None = None, start: tuple[int, str] | None = None
+) -> list[AuditProblem]:
     """Every problem in a chain read from its start (seq 1), in order; [] when intact.
+
+    ``start=(seq, hash)`` checks a chain that continues after record ``seq`` whose hash was
+    ``hash`` instead (the tail left in the store after archiving, or the next archive file):
+    the first record must then be ``seq + 1`` with that ``prev_hash``.
 
     Problem codes (``AuditProblem.problem``):
 
@@ -187,8 +193,7 @@ def verify_chain(records: Iterable[AuditRecord], anchor: tuple[int, str] | None 
     of any length.
     """
     problems: list[AuditProblem] = []
-    prev_seq = 0
-    prev_hash = GENESIS_HASH
+    prev_seq, prev_hash = start if start is not None else (0, GENESIS_HASH)
     anchor_seen = False
     for record in records:
         seq = record.seq

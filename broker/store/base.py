@@ -139,20 +139,6 @@ class Consent:
 
 
 @dataclass(frozen=True)
-class KeyRecord:
-    """A signing key of our key ring. ``private`` is ciphertext or a PEM kept only in 0600 files."""
-
-    kid: str
-    alg: str
-    public_jwk: dict[str, Any]
-    private: bytes
-    created_at: int
-    not_before: int  # signs from this time (published from created_at)
-    retired_at: int | None = None  # stopped signing at this time
-    remove_after: int | None = None  # unpublished after this time
-
-
-@dataclass(frozen=True)
 class AuditRecord:
     """One entry of the hash-chained audit log."""
 
@@ -237,11 +223,6 @@ class Store(Protocol):
     # revoked token ids (until the token's own exp)
     def revoke_token_id(self, jti: str, expires_at: int) -> None: ...
     def is_token_revoked(self, jti: str) -> bool: ...
-
-    # signing keys (when keys.storage is "store")
-    def put_key(self, key: KeyRecord) -> None: ...
-    def list_keys(self) -> list[KeyRecord]: ...
-    def delete_key(self, kid: str) -> None: ...
 
     # append-only, hash-chained audit log
     def audit_append(self, event: dict[str, Any], at: int) -> AuditRecord: ...

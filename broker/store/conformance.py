@@ -17,7 +17,9 @@ Each test names the rule of :mod:`broker.store.kernel` it proves.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from broker.store.audit import verify_chain
-from broker.store.base import StoreError
+from broker.store.audit import GENESIS_HASH, build_record, verify_chain
+from broker.store.base import AuditRecord, Conflict, StoreError
 from broker.store.kernel import MAX_NAME_CHARS, Kernel, Tx, Write, key_of
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "test_audit_appends_chain_and_verify",
     "test_audit_chain_stays_gap_free_with_appenders_in_several_processes",
     "test_audit_event_must_be_json_data",
+    "test_audit_restore_copies_a_chain_verbatim_into_an_empty_log_only",
+    "test_audit_truncate_keeps_the_head_and_the_newest_record",
     "test_concurrent_adds_let_exactly_one_win",
     "test_concurrent_takes_hand_a_record_out_once",
     "test_delete_reports_whether_a_live_record_was_removed",
@@ -44,11 +48,15 @@ __all__ = [
     "test_get_many_keeps_order_and_gaps",
     "test_incr_counts_within_its_window",
     "test_keys_and_terms_of_any_characters_are_kept_apart",
+    "test_keys_with_reserved_characters_are_found_and_scanned",
     "test_kinds_and_scan_list_live_records",
+    "test_listen_audit_reports_every_committed_record_or_is_absent",
+    "test_longest_names_round_trip_on_every_operation",
     "test_names_are_checked",
     "test_put_then_get_round_trips_json_objects",
     "test_records_expire_on_their_own",
     "test_take_is_single_use",
+    "test_terms_of_lists_the_terms_of_a_live_record",
     "test_transaction_commits_writes_and_audit_together",
     "test_transaction_failure_leaves_nothing",
     "test_transaction_reads_see_the_state_before_it",
@@ -59,7 +67,10 @@ __all__ = [
     "test_values_must_be_json_objects",
 ]
 
-NOW = lambda: int(time.time())  # noqa: E731 - a clock read at the moment of each use
+
+def NOW() -> int:
+    """The clock, read at the moment of each use."""
+    return int(time.time())
 
 
 def test_put_then_get_round_trips_json_objects(kernel: Kernel) -> None:
@@ -220,7 +231,11 @@ def test_concurrent_takes_hand_a_record_out_once(kernel_opener: Callable[[], Ker
     try:
         for round_ in range(5):
             kernels[0].put("code", f"c{round_}", {"round": round_})
-            got = _concurrently(8, lambda i, r=round_: kernels[i].take("code", f"c{r}"))
+
+            def take(i: int, r: int = round_) -> dict[str, Any] | None:
+                return kernels[i].take("code", f"c{r}")
+
+            got = _concurrently(8, take)
             assert [g for g in got if g is not None] == [{"round": round_}]
     finally:
         for k in kernels:
@@ -352,7 +367,12 @@ def test_transactions_are_serializable_under_contention(kernel_opener: Callable[
 
     try:
         before = kernels[0].audit_last_seq()
-        _concurrently(6, lambda i: [kernels[i].transact(lambda tx, i=i: transfer(tx, i + 1)) for _ in range(5)])
+
+        def transfers(i: int) -> None:
+            for _ in range(5):
+                kernels[i].transact(functools.partial(transfer, amount=i + 1))
+
+        _concurrently(6, transfers)
         a, b = kernels[0].get("account", "a"), kernels[0].get("account", "b")
         assert a is not None and b is not None
         assert a["n"] + b["n"] == 200
@@ -390,3 +410,133 @@ def test_audit_chain_stays_gap_free_with_appenders_in_several_processes(
     assert verify_chain(records) == []
     for w in range(3):
         assert [r.event["i"] for r in records if r.event["worker"] == w] == list(range(40))
+
+
+def _longest(rng: random.Random, alphabet: str) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(MAX_NAME_CHARS))
+
+
+def test_keys_with_reserved_characters_are_found_and_scanned(kernel: Kernel) -> None:
+    """Keys are opaque strings: key_of() output, '%', spaces and non-ASCII come back from find and scan as put."""
+    keys = sorted([key_of("a/b", "c"), "100% sure", "é ✓", "plain"])
+    for key in keys:
+        kernel.put("thing", key, {"k": key}, terms=["t/1 é"])
+    assert [i.key for i in kernel.scan("thing")] == keys
+    assert [(i.key, i.value["k"]) for i in kernel.find("thing", "t/1 é")] == [(k, k) for k in keys]
+
+
+def test_longest_names_round_trip_on_every_operation(kernel: Kernel) -> None:
+    """Bounds: any name up to MAX_NAME_CHARS works, even incompressible and 4 bytes a character in UTF-8."""
+    rng = random.Random(7)  # noqa: S311 - test data, not secrets
+    alphabet = "abcXYZ019/:%é✓\U0001f512\U00010348"
+    kind, key, term = (_longest(rng, alphabet) for _ in range(3))
+    kernel.put(kind, key, {"v": 1}, terms=[term])
+    kernel.put(kind, "short", {"v": 2}, terms=[term])
+    assert kernel.get(kind, key) == {"v": 1}
+    assert [i.key for i in kernel.find(kind, term)] == sorted([key, "short"])
+    assert [i.key for i in kernel.scan(kind)] == sorted([key, "short"])
+    assert kernel.terms_of(kind, key) == (term,)
+    assert kind in kernel.kinds()
+    assert kernel.add(kind, key, {"v": 3}) is False
+    assert kernel.take(kind, key) == {"v": 1}
+    assert kernel.incr(kind, key, expires_at=NOW() + 60) == 1
+
+
+def test_terms_of_lists_the_terms_of_a_live_record(kernel: Kernel) -> None:
+    kernel.put("grant", "g1", {}, terms=["z", "identity:alice", "a"])
+    assert kernel.terms_of("grant", "g1") == ("a", "identity:alice", "z")
+    kernel.put("grant", "g1", {}, terms=["b"])
+    assert kernel.terms_of("grant", "g1") == ("b",)
+    kernel.put("grant", "g2", {})
+    assert kernel.terms_of("grant", "g2") == ()
+    assert kernel.terms_of("grant", "missing") == ()
+    kernel.put("grant", "old", {}, expires_at=NOW() - 1, terms=["t"])
+    assert kernel.terms_of("grant", "old") == ()
+    kernel.delete("grant", "g1")
+    assert kernel.terms_of("grant", "g1") == ()
+
+
+def _chain(first_seq: int, count: int, prev_hash: str) -> list[AuditRecord]:
+    records = []
+    for seq in range(first_seq, first_seq + count):
+        record = build_record(seq, 1_700_000_000 + seq, {"event": "test.restore", "seq": seq, "é": [seq]}, prev_hash)
+        records.append(record)
+        prev_hash = record.hash
+    return records
+
+
+def test_audit_restore_copies_a_chain_verbatim_into_an_empty_log_only(kernel: Kernel) -> None:
+    """A chain that starts after an archive (seq 41) is restored as it was, and appends continue it."""
+    earlier = _chain(1, 40, GENESIS_HASH)
+    records = _chain(41, 25, earlier[-1].hash)
+    with pytest.raises(ValueError):
+        kernel.audit_restore([records[1], records[0]])  # out of order: nothing written
+    assert kernel.audit_last_seq() == 0 and list(kernel.audit_records(0)) == []
+    assert kernel.audit_restore(iter(records)) == 25
+    assert list(kernel.audit_records(0)) == records
+    assert kernel.audit_last_seq() == 65
+    appended = kernel.audit_append({"event": "after.restore"}, 1_700_000_100)
+    assert (appended.seq, appended.prev_hash) == (66, records[-1].hash)
+    assert verify_chain(kernel.audit_records(0), start=(40, earlier[-1].hash)) == []
+    assert verify_chain([*earlier, *kernel.audit_records(0)]) == []
+    with pytest.raises(Conflict):
+        kernel.audit_restore(_chain(1, 1, GENESIS_HASH))
+    assert kernel.audit_last_seq() == 66
+
+
+def test_audit_truncate_keeps_the_head_and_the_newest_record(kernel: Kernel) -> None:
+    appended = [kernel.audit_append({"event": "t", "i": i}, 1_700_000_000 + i) for i in range(10)]
+    assert kernel.audit_truncate(0) == 0
+    assert kernel.audit_truncate(4) == 4
+    assert [r.seq for r in kernel.audit_records(0)] == list(range(5, 11))
+    assert kernel.audit_truncate(4) == 0  # again: nothing left to remove
+    with pytest.raises(ValueError):
+        kernel.audit_truncate(10)  # the newest record stays
+    for bad in (-1, True, "3"):
+        with pytest.raises(ValueError):
+            kernel.audit_truncate(bad)  # type: ignore[arg-type]
+    assert kernel.audit_last_seq() == 10
+    following = kernel.audit_append({"event": "t", "i": 10}, 1_700_000_010)
+    assert (following.seq, following.prev_hash) == (11, appended[-1].hash)
+    assert verify_chain(kernel.audit_records(0), start=(4, appended[3].hash)) == []
+    assert [p.problem for p in verify_chain(kernel.audit_records(0))] == ["gap", "chain_broken"]
+
+
+def test_listen_audit_reports_every_committed_record_or_is_absent(kernel: Kernel) -> None:
+    """Optional capability: a backend without push returns None; one with it reports each commit once, in order."""
+    seen: list[int] = []
+    arrived = threading.Condition()
+
+    def on_seq(seq: int) -> None:
+        with arrived:
+            seen.append(seq)
+            arrived.notify_all()
+
+    listener = kernel.listen_audit(on_seq)
+    if listener is None:
+        return
+    try:
+        deadline = time.monotonic() + 10
+        listening = getattr(listener, "listening", None)
+        if listening is not None:
+            assert listening.wait(10), "the listener never started listening"
+        kernel.audit_append({"event": "one"}, NOW())
+
+        def fail(tx: Tx) -> None:
+            tx.audit({"event": "rolled.back"})
+            raise _Boom
+
+        def two(tx: Tx) -> None:
+            tx.audit({"event": "two"})
+            tx.audit({"event": "three"})
+
+        with pytest.raises(_Boom):
+            kernel.transact(fail)
+        kernel.transact(two)
+        with arrived:
+            while len(seen) < 3:
+                assert arrived.wait(max(0.0, deadline - time.monotonic())), f"only {seen} reported"
+        time.sleep(0.3)
+        assert seen == [1, 2, 3]
+    finally:
+        listener.close()

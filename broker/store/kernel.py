@@ -12,7 +12,12 @@ type. The operations:
 - ``transact(fn)`` runs ``fn(tx)`` as one transaction over any records, and may append audit
   events that commit with the change (see :class:`Tx`);
 - ``audit_append``, ``audit_records``, ``audit_last_seq`` are the append-only, hash-chained
-  audit log (:mod:`broker.store.audit`).
+  audit log (:mod:`broker.store.audit`);
+- ``terms_of`` and ``audit_restore`` let a store be copied to another backend record by
+  record (:mod:`broker.store.transfer`), ``audit_truncate`` removes archived audit records;
+- ``listen_audit`` is an optional push capability: it calls back for every committed audit
+  record (PostgreSQL LISTEN/NOTIFY). A backend without it returns None, and the caller polls
+  ``audit_records(after_seq)`` instead.
 
 Rules every backend keeps, proven by one suite (:mod:`broker.store.conformance`):
 
@@ -37,7 +42,7 @@ different part lists can spell the same key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
@@ -93,6 +98,12 @@ class Tx(Protocol):
         ...
 
 
+class Closeable(Protocol):
+    """Something running that its owner stops (``listen_audit``'s listener)."""
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class Kernel(Protocol):
     """What every store backend implements (SQLite, Redis, PostgreSQL)."""
@@ -146,9 +157,41 @@ class Kernel(Protocol):
 
     def audit_last_seq(self) -> int: ...
 
+    def audit_restore(self, records: Iterable[AuditRecord]) -> int:
+        """Write records verbatim (original seq, prev_hash, hash) into an empty log; the number written.
+
+        Records must come in increasing seq order (ValueError otherwise); the log must never
+        have had a record (:class:`~broker.store.base.Conflict` otherwise). The head moves to
+        the last record, so appends continue the restored chain. For moving a store between
+        backends; never for ordinary writes.
+        """
+        ...
+
+    def audit_truncate(self, through_seq: int) -> int:
+        """Remove the records with seq <= ``through_seq`` (archived first); the number removed.
+
+        The head stays, so the next append continues the chain. The newest record always
+        stays as well: ``through_seq`` at or past it is a ValueError.
+        """
+        ...
+
+    def listen_audit(self, on_seq: Callable[[int], None]) -> Closeable | None:
+        """Call ``on_seq(seq)`` on a background thread for every audit record committed from now on.
+
+        Records from every process are reported, each once and in seq order, including those
+        committed while the listener was reconnecting. Returns the running listener (``close()``
+        stops it), or None on a backend that cannot push: the caller then polls
+        ``audit_records(after_seq)``.
+        """
+        ...
+
     # housekeeping
     def kinds(self) -> list[str]:
         """Every kind that holds at least one live record (for export)."""
+        ...
+
+    def terms_of(self, kind: str, key: str) -> tuple[str, ...]:
+        """The index terms of a live record, sorted; () when it is absent or expired (for export)."""
         ...
 
     def purge_expired(self) -> None:

@@ -2,7 +2,7 @@
 
 Each method maps to typed records on :mod:`broker.store.kernel` (kinds ``identity``,
 ``identity-link``, ``grant``, ``client``, ``refresh-token``, ``revoked-family``, ``session``,
-``consent``, ``revoked-jti``, ``signing-key`` and ``ticket:<kind>``), with the same layout the
+``consent``, ``revoked-jti`` and ``ticket:<kind>``), with the same layout the
 areas' own repositories use, so both can run side by side during the move. This module goes
 away when the last area reads its records through its own repository.
 """
@@ -23,7 +23,6 @@ from broker.store.base import (
     Health,
     Identity,
     IdentityLink,
-    KeyRecord,
     RefreshToken,
 )
 from broker.store.kernel import Kernel, Tx, Write, check_name, key_of
@@ -52,7 +51,6 @@ REFRESH_TOKENS = RecordType(
 CONSENTS = RecordType(
     "consent", Consent, key=lambda c: key_of(c.identity_id, c.client_id), terms=lambda c: (f"identity:{c.identity_id}",)
 )
-KEYS = RecordType("signing-key", KeyRecord, key=lambda k: k.kid)
 
 
 def check_ttl(ttl: Any) -> int:
@@ -79,7 +77,6 @@ class LegacyStore:
         self.clients = Records(kernel, CLIENTS)
         self.refresh_tokens = Records(kernel, REFRESH_TOKENS)
         self.consents = Records(kernel, CONSENTS)
-        self.keys = Records(kernel, KEYS)
 
     # lifecycle
     def health(self) -> Health:
@@ -263,17 +260,6 @@ class LegacyStore:
 
     def is_token_revoked(self, jti: str) -> bool:
         return bool(jti) and self.kernel.get("revoked-jti", jti) is not None
-
-    # signing keys
-    def put_key(self, key: KeyRecord) -> None:
-        check_name("kid", key.kid)
-        self.keys.put(key)
-
-    def list_keys(self) -> list[KeyRecord]:
-        return sorted(self.keys.scan(), key=lambda k: (k.created_at, k.kid))
-
-    def delete_key(self, kid: str) -> None:
-        self.keys.delete(kid)
 
     # audit log
     def audit_append(self, event: dict[str, Any], at: int) -> AuditRecord:

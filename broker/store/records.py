@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from broker.store.base import StoreError
 from broker.store.kernel import Kernel, Tx, Write
@@ -53,7 +53,7 @@ def to_json(record: Any) -> dict[str, Any]:
 def from_json(cls: type[R], data: dict[str, Any]) -> R:
     """The record of type ``cls`` from :func:`to_json` output; StoreError when it does not fit."""
     try:
-        hints = _field_types(cls)
+        hints = _field_types(cast(type, cls))
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name not in data:

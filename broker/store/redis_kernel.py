@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
@@ -51,7 +51,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from broker.store.audit import GENESIS_HASH, build_record, decode_audit, encode_audit, normalize_event
-from broker.store.base import AuditRecord, Health, StoreError, StoreUnavailable
+from broker.store.base import AuditRecord, Conflict, Health, StoreError, StoreUnavailable
 from broker.store.kernel import (
     MAX_TRANSACTION_ATTEMPTS,
     Item,
@@ -67,6 +67,7 @@ MAX_CONNECTIONS = 64
 AUDIT_PAGE = 500
 SCAN_PAGE = 500
 MAX_OPTIMISTIC_ATTEMPTS = 100
+RESTORE_BATCH = 1000
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -262,7 +263,8 @@ class RedisKernel:
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
-        self._redis = redis.Redis(connection_pool=pool)
+        # decode_responses: every reply is text. redis-py's own types cannot say so, hence Any.
+        self._redis: Any = redis.Redis(connection_pool=pool)
         self._prefix = f"{_enc(namespace)}:"
         self._audit_head: str | None = None  # last head seen; a guess, checked by the script
         self._logged_warnings: tuple[str, ...] = ()
@@ -431,7 +433,7 @@ class RedisKernel:
             tx.put(kind, key, outcome.value, expires_at=outcome.expires_at, terms=outcome.terms)
             return outcome.value
 
-        return self.transact(run)  # type: ignore[arg-type]
+        return self.transact(run)
 
     @_guarded
     def transact(self, fn: Callable[[Any], T]) -> T:
@@ -472,7 +474,17 @@ class RedisKernel:
                     if records:
                         self._audit_head = f"{records[-1].seq}:{records[-1].hash}"
                     return result
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    # redis-py also reports a connection lost while watching (at EXEC, say) as a
+                    # WatchError: the block may then have been applied, so it is never run again
+                    # behind the caller's back; the caller gets 503 and may retry knowingly.
+                    lost = exc.__cause__ or exc.__context__
+                    if isinstance(lost, redis.ConnectionError | redis.TimeoutError) or "occurred while watching" in str(
+                        exc
+                    ):
+                        raise StoreUnavailable(
+                            "redis: connection lost during a transaction; it may have applied"
+                        ) from exc
                     continue
         raise StoreUnavailable("redis: a transaction kept conflicting with concurrent writers; try again")
 
@@ -520,6 +532,70 @@ class RedisKernel:
             if len(page) < AUDIT_PAGE:
                 return
             offset += len(page)
+
+    # ------------------------------------------------------------------ transfer and retention
+
+    @_guarded
+    def terms_of(self, kind: str, key: str) -> tuple[str, ...]:
+        """The index terms of a live record, sorted; () when it is absent or expired."""
+        value, terms = self._redis.hmget(self._record_key(kind, key), ["v", "t"])
+        if value is None or not terms:
+            return ()
+        try:
+            encoded = json.loads(terms)
+        except ValueError:
+            raise StoreError("redis: stored terms are corrupt") from None
+        return tuple(sorted(unquote(t) for t in encoded))
+
+    @_guarded
+    def audit_restore(self, records: Iterable[AuditRecord]) -> int:
+        """Write records verbatim into an empty log (see the Kernel protocol).
+
+        Written in pipelined batches and the head last: not one atomic step, so restore into a
+        store nothing else writes to (an import). A restore cut short leaves records without a
+        head, and a second attempt is refused as not empty.
+        """
+        head_key, log_key = self._audit_keys()
+        if self._redis.exists(head_key) or self._redis.zcard(log_key):
+            raise Conflict("redis: audit_restore needs an empty audit log, and this one has records")
+        last: AuditRecord | None = None
+        written = 0
+        pipe = self._redis.pipeline(transaction=False)
+        for record in records:
+            if (
+                isinstance(record.seq, bool)
+                or not isinstance(record.seq, int)
+                or record.seq <= (last.seq if last else 0)
+            ):
+                raise ValueError(
+                    f"audit records to restore must have increasing positive seq; got {record.seq!r} "
+                    f"after {last.seq if last else 0}"
+                )
+            pipe.zadd(log_key, {encode_audit(record): record.seq})
+            last, written = record, written + 1
+            if written % RESTORE_BATCH == 0:
+                pipe.execute()
+        if last is not None:
+            pipe.set(head_key, f"{last.seq}:{last.hash}")
+            self._audit_head = None
+        pipe.execute()
+        return written
+
+    @_guarded
+    def audit_truncate(self, through_seq: int) -> int:
+        """Remove records with seq <= through_seq; the head and the newest record stay."""
+        if isinstance(through_seq, bool) or not isinstance(through_seq, int) or through_seq < 0:
+            raise ValueError(f"through_seq must be a non-negative integer, got {through_seq!r}")
+        last = self.audit_last_seq()
+        if through_seq >= last and through_seq > 0:
+            raise ValueError(f"audit_truncate keeps the newest record: through_seq must be below {last}")
+        if through_seq == 0:
+            return 0
+        return int(self._redis.zremrangebyscore(self._audit_keys()[1], "-inf", through_seq))
+
+    def listen_audit(self, on_seq: Callable[[int], None]) -> None:
+        """Not offered on Redis: None, and callers poll ``audit_records(after_seq)``."""
+        return None
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -36,13 +36,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from broker.store.audit import GENESIS_HASH, build_record, decode_event, normalize_event
-from broker.store.base import AuditRecord, Health, StoreError, StoreUnavailable
+from broker.store.base import AuditRecord, Conflict, Health, StoreError, StoreUnavailable
 from broker.store.kernel import Item, Write, check_expiry, check_name, check_terms
 
 PURGE_INTERVAL = 60.0
@@ -502,7 +502,7 @@ class SQLiteKernel:
             tx.put(kind, key, outcome.value, expires_at=outcome.expires_at, terms=outcome.terms)
             return outcome.value
 
-        return self.transact(run)  # type: ignore[arg-type]
+        return self.transact(run)
 
     @_guarded
     def transact(self, fn: Callable[[Any], T]) -> T:
@@ -586,6 +586,69 @@ class SQLiteKernel:
             AuditRecord(seq=seq, at=at, event=decode_event(event), prev_hash=prev, hash=hash_)
             for seq, at, event, prev, hash_ in rows
         ]
+
+    # ------------------------------------------------------------------ transfer and retention
+
+    @_guarded
+    def terms_of(self, kind: str, key: str) -> tuple[str, ...]:
+        """The index terms of a live record, sorted; () when it is absent or expired."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT t.term FROM record_terms t JOIN records r ON r.kind = t.kind AND r.key = t.key "
+                "WHERE t.kind = ? AND t.key = ? AND (r.expires_at IS NULL OR r.expires_at > ?) ORDER BY t.term",
+                (kind, key, int(time.time())),
+            ).fetchall()
+        return tuple(r[0] for r in rows)
+
+    @_guarded
+    def audit_restore(self, records: Iterable[AuditRecord]) -> int:
+        """Write records verbatim into an empty log, in one transaction (see the Kernel protocol)."""
+        with self._transaction() as conn:
+            head = conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
+            if head is not None or conn.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is not None:
+                raise Conflict("sqlite: audit_restore needs an empty audit log, and this one has records")
+            last: AuditRecord | None = None
+            written = 0
+            for record in records:
+                if (
+                    isinstance(record.seq, bool)
+                    or not isinstance(record.seq, int)
+                    or record.seq <= (last.seq if last else 0)
+                ):
+                    raise ValueError(
+                        f"audit records to restore must have increasing positive seq; got {record.seq!r} "
+                        f"after {last.seq if last else 0}"
+                    )
+                conn.execute(
+                    "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        record.seq,
+                        record.at,
+                        json.dumps(record.event, separators=(",", ":"), sort_keys=True),
+                        record.prev_hash,
+                        record.hash,
+                    ),
+                )
+                last, written = record, written + 1
+            if last is not None:
+                conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (last.seq, last.hash))
+        return written
+
+    @_guarded
+    def audit_truncate(self, through_seq: int) -> int:
+        """Remove records with seq <= through_seq; the head and the newest record stay."""
+        if isinstance(through_seq, bool) or not isinstance(through_seq, int) or through_seq < 0:
+            raise ValueError(f"through_seq must be a non-negative integer, got {through_seq!r}")
+        with self._transaction() as conn:
+            head = conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
+            last = int(head[0]) if head else 0
+            if through_seq >= last and through_seq > 0:
+                raise ValueError(f"audit_truncate keeps the newest record: through_seq must be below {last}")
+            return conn.execute("DELETE FROM audit WHERE seq <= ?", (through_seq,)).rowcount
+
+    def listen_audit(self, on_seq: Callable[[int], None]) -> None:
+        """SQLite cannot push: None, and callers poll ``audit_records(after_seq)``."""
+        return None
 
 
 def _append_audit(conn: sqlite3.Connection, items: list[tuple[dict[str, Any], int]]) -> list[AuditRecord]:

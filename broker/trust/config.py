@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from broker.core.models import own_jwks_url
 from broker.settings_model import SettingsProblem
 from broker.trust.fetch import FetchError, check_url
 from broker.trust.keyset import (
@@ -50,11 +51,6 @@ __all__ = [
 
 MAX_JWKS_FILE_BYTES = 1_048_576
 OwnKeys = Callable[[], Mapping[str, ResolvedKey]]
-
-
-def own_jwks_url(issuer: str) -> str:
-    """Where we publish our JWKS; our visas carry exactly this string as ``jku``."""
-    return issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -208,14 +204,14 @@ class TrustConfig:
             )
         brokers: dict[str, TrustedBroker] = {}
         seen = {}
-        for i, item in enumerate(trust.brokers):
+        for i, peer in enumerate(trust.brokers):
             where = f"trust.brokers[{i}]"
-            _check_iss(where, item.iss, own, seen)
-            uri = None if item.jwks_uri is None else _checked_url(f"{where}.jwks_uri", item.jwks_uri, allow_http)
-            pinned = _pinned(where, item.jwks, item.jwks_file)
+            _check_iss(where, peer.iss, own, seen)
+            uri = None if peer.jwks_uri is None else _checked_url(f"{where}.jwks_uri", peer.jwks_uri, allow_http)
+            pinned = _pinned(where, peer.jwks, peer.jwks_file)
             if uri is None and not pinned:
                 raise SettingsProblem(where, "expected a jwks_uri or at least one pinned key (jwks, jwks_file)")
-            brokers[item.iss] = TrustedBroker(iss=item.iss, jwks_uri=uri, pinned=pinned)
+            brokers[peer.iss] = TrustedBroker(iss=peer.iss, jwks_uri=uri, pinned=pinned)
         return cls(own, issuers, brokers, own_keys)
 
 

@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.core.models import ALLOWED_ALGORITHMS, KeyResolutionError, Reason
 from broker.core.untrusted_json import exceeds_depth
 from broker.errors import BrokerError
 
@@ -49,22 +49,6 @@ _PARSE_ERRORS = (
     OverflowError,
     UnsupportedAlgorithm,
 )
-
-
-class KeyResolutionError(BrokerError):
-    """No key for this token: ``reason`` is the machine-readable code, ``detail`` says why.
-
-    The detail never carries key material or token contents beyond a short, escaped
-    excerpt of the header value concerned (``kid``, ``jku``, ``iss``).
-    """
-
-    status = 401
-    code = "invalid_token"
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
 
 
 class JwksFormatError(BrokerError, ValueError):

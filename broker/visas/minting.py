@@ -16,7 +16,8 @@ and the settings.
 Revocation (GA-14): a visa minted from a record carries ``jti`` = ``<record id>.<random>``, so
 whoever holds a visa can tell which decision it came from. :func:`record_of_jti` recovers the
 record id and :func:`revocation_check` answers, for the verifier's ``revoked(jti)`` callable,
-whether that decision is no longer live; caches evict through the ``on_revoke`` hook.
+whether that decision is no longer live (revoked, ended, or a registered-access record
+superseded by a newer decision); caches evict through the ``on_revoke`` hooks.
 
 Reuse: a visa minted for a record is handed out again, unchanged, while the record is the same
 (same visa object, same subject and end) and more than half the visa's lifetime is left. So a
@@ -38,10 +39,12 @@ from broker.core.issue import Signer, mint_visa
 from broker.core.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
 from broker.dac.committees import Committee, Directory
 from broker.dac.grants import GrantService
-from broker.dac.records import RegisteredAccess
-from broker.dac.registered import SITE, RegisteredAccessService
+from broker.dac.records import SITE, Grant, RegisteredAccess
+from broker.dac.registered import RegisteredAccessService
+from broker.dac.repository import DacRepository
 from broker.dac.settings import registered_access_source
-from broker.store.base import Grant, Store
+from broker.store.base import Store
+from broker.store.kernel import Kernel
 
 JTI_SEPARATOR = "."
 MAX_REUSED_VISAS = 100_000  # minted visas kept for reuse (bounded: about 1 KB each)
@@ -73,7 +76,7 @@ def grant_visa_object(grant: Grant, committee: Committee) -> VisaObject:
 
 def registered_visa_object(found: RegisteredAccess, source: str) -> VisaObject:
     return VisaObject(
-        type=found.visa_type, asserted=found.record.granted_at, value=REGISTERED_ACCESS_DOI, source=source, by=found.by
+        type=found.visa_type, asserted=found.granted_at, value=REGISTERED_ACCESS_DOI, source=source, by=found.by
     )
 
 
@@ -110,7 +113,7 @@ class VisaMinter:
         self._reuse: OrderedDict[str, tuple[tuple[object, ...], MintedVisa]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _sign(self, sub: str, visa: VisaObject, record: Grant, now: int) -> MintedVisa:
+    def _sign(self, sub: str, visa: VisaObject, record: Grant | RegisteredAccess, now: int) -> MintedVisa:
         fingerprint = (sub, visa, record.end, self.issuer)
         with self._lock:
             found = self._reuse.get(record.id)
@@ -138,26 +141,36 @@ class VisaMinter:
         for found in self.registered.live_records(identity_id):
             committee = self.directory.get(found.dac) if found.dac != SITE else None
             source = committee.source if committee is not None else site
-            out.append(self._sign(identity_id, registered_visa_object(found, source), found.record, now))
+            out.append(self._sign(identity_id, registered_visa_object(found, source), found, now))
         return out
 
     def tokens(self, identity_id: str) -> list[str]:
         return [m.token for m in self.mint(identity_id)]
 
 
-def revocation_check(store: Store, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
+def kernel_of(store: Kernel | Store) -> Kernel:
+    """The kernel itself, or the kernel a first-release typed store (``LegacyStore``) serves; else TypeError."""
+    inner = getattr(store, "kernel", None)
+    if isinstance(inner, Kernel):
+        return inner
+    if isinstance(store, Kernel):
+        return store
+    raise TypeError(f"{type(store).__name__} is neither a store kernel nor a store serving one")
+
+
+def revocation_check(store: Kernel | Store, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
     """A ``revoked(jti)`` callable for :class:`broker.core.verify.Verifier`.
 
     True when ``jti`` names one of our records (grant, registered access) that is revoked or
     no longer live; False for any other jti. Only ever makes the answer stricter: at worst a
     foreign issuer's visa whose jti happens to name a revoked record of ours is refused.
     """
+    repository = DacRepository(kernel_of(store))
 
     def revoked(jti: str) -> bool:
         record_id = record_of_jti(jti)
         if record_id is None:
             return False
-        grant = store.get_grant(record_id)
-        return grant is not None and not grant.live(int(clock()))
+        return repository.in_force(record_id, int(clock())) is False
 
     return revoked

@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import requests
-import urllib3
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM, PassportResult
+from broker.net import http as net
 from broker.store.base import Identity, IdentityLink
-from broker.trust.fetch import BoundedReadError, FetchError, check_url, new_session, read_bounded
 from broker.visas.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa_sources
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ class RemoteVisaSources:
         self.sources = list(sources)
         self.verifier = verifier
         self.allow_http_loopback = allow_http_loopback
-        self._session = session if session is not None else new_session()
+        self._client = net.HttpClient(session if session is not None else net.new_session(), USER_AGENT)
         self._clock = clock
         self._max_entries = max_cache_entries
         self._cache: OrderedDict[tuple[str, str], tuple[float, list[str]]] = OrderedDict()
@@ -242,38 +241,25 @@ class RemoteVisaSources:
     # ------------------------------------------------------------------ HTTP
 
     def _get(self, source: VisaSourceSettings, user: str) -> list[str]:
-        """One bounded GET and the visa list of its answer; :class:`_Failed` on any problem."""
+        """One bounded GET (:mod:`broker.net.http`) and the visa list of its answer; :class:`_Failed` on any problem."""
         url = source_url(source, user)
-        try:
-            check_url(url, self.allow_http_loopback)
-        except FetchError as exc:
-            raise _Failed("bad_url", str(exc)) from None
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        headers = {}
         if source.auth_header:
             headers[source.auth_header_name] = source.auth_header.get_secret_value()
-        deadline = time.monotonic() + source.timeout_seconds
+        limits = net.Limits.simple(source.timeout_seconds, source.max_response_bytes, self.allow_http_loopback)
         self._count("fetches")
         try:
-            with self._session.get(
-                url,
-                allow_redirects=False,
-                stream=True,
-                headers=headers,
-                timeout=(source.timeout_seconds, source.timeout_seconds),
-            ) as response:
-                body = _read_body(response, source.max_response_bytes, deadline)
-        except _Failed:
-            raise
-        except requests.exceptions.SSLError:
-            raise _Failed("unreachable", "TLS failure (certificate not trusted or handshake failed)") from None
-        except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise _Failed("timeout", f"no answer within {source.timeout_seconds:g} s") from None
-        except requests.exceptions.ConnectionError:
-            raise _Failed("unreachable", "connection failed") from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _Failed("unreachable", f"request failed ({exc.__class__.__name__})") from None
+            reply = self._client.request("GET", url, limits, headers=headers)
+        except net.NetError as exc:
+            raise _Failed(_REASONS.get(exc.reason, exc.reason), _detail(exc, source)) from None
+        if 300 <= reply.status < 400:
+            raise _Failed("redirect", f"HTTP {reply.status} redirect: not followed")
+        if reply.status != 200:
+            raise _Failed("http_status", f"HTTP {reply.status}")
+        if reply.media_type not in JSON_TYPES:
+            raise _Failed("bad_response", f"Content-Type {reply.media_type[:60] or 'none'!r} is not application/json")
         try:
-            document = loads_strict(body, MAX_JSON_DEPTH, "permissions response")
+            document = loads_strict(reply.body, MAX_JSON_DEPTH, "permissions response")
         except JoseError as exc:
             raise _Failed("bad_response", exc.detail) from None
         if not isinstance(document, dict) or PASSPORT_CLAIM not in document:
@@ -284,20 +270,19 @@ class RemoteVisaSources:
         return tokens
 
 
-def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
-    status = response.status_code
-    if 300 <= status < 400:
-        raise _Failed("redirect", f"HTTP {status} redirect: not followed")
-    if status != 200:
-        raise _Failed("http_status", f"HTTP {status}")
-    media = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES:
-        raise _Failed("bad_response", f"Content-Type {media[:60] or 'none'!r} is not application/json")
-    kinds = {"compressed": "bad_response", "bad_length": "bad_response"}
-    try:
-        return read_bounded(response, max_bytes, deadline)
-    except BoundedReadError as exc:
-        raise _Failed(kinds.get(exc.kind, exc.kind), str(exc)) from None
+#: The bounded client's failure reasons, as this module reports them.
+_REASONS = {
+    "tls": "unreachable",
+    "connection": "unreachable",
+    "compressed": "bad_response",
+    "bad_length": "bad_response",
+}
+
+
+def _detail(exc: net.NetError, source: VisaSourceSettings) -> str:
+    if exc.reason == "timeout":
+        return f"no answer within {source.timeout_seconds:g} s"
+    return exc.detail
 
 
 def sources_from_settings(

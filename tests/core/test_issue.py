@@ -18,6 +18,7 @@ from broker.settings import Settings
 from broker.trust.config import TrustConfig, own_jwks_url
 from broker.trust.keyset import ResolvedKey
 from tests.support.forge import BONA_FIDE, NOW, make_verifier
+from tests.support.keys import open_ring
 from tests.support.settings import unchecked
 
 ISSUER = "https://broker.issue.test/"
@@ -37,7 +38,7 @@ def ring_for(tmp_path: Path, alg: str = "ES256", lifetime: int = 86_400) -> KeyR
         Settings(issuer=ISSUER, data_dir=str(tmp_path / alg)),
         keys=KeySettings(algorithm=alg, max_token_lifetime_seconds=lifetime),
     )
-    ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
+    ring = open_ring(settings, None, auto_maintain_seconds=None)  # file storage
     ring.maintain(now=NOW - 1000)
     return ring
 

@@ -19,11 +19,11 @@ from broker.core.issue import IssueError, mint_visa
 from broker.core.linked_identities import parse_linked_identities
 from broker.core.models import LINKED_IDENTITIES, PassportResult, Reason, Rejection, Visa, VisaObject
 from broker.core.verify import Verifier
-from broker.keys.ring import KeyRing
 from broker.keys.settings import KeySettings
 from broker.settings import Settings
 from tests.core.vectors import data, vector
 from tests.support.forge import NOW, Signer, TestKey, make_verifier, trust_config, visa_object
+from tests.support.keys import open_ring
 
 SPEC_ISSUER = "https://visas.spec.test/"  # for the example visas that leave iss out
 SPEC_SUB = "10001"
@@ -291,7 +291,7 @@ def test_legacy_beacon_visas(vector_id: str) -> None:
 @pytest.mark.parametrize("vector_id", ["registered-access-visas"])
 def test_registered_access_visas_issue_and_verify(vector_id: str, tmp_path: Any) -> None:
     settings = Settings(issuer="https://ra.broker.test/", data_dir=str(tmp_path), keys=KeySettings(algorithm="ES256"))
-    ring = KeyRing.open(settings, None, auto_maintain_seconds=None)  # type: ignore[arg-type]  # file storage
+    ring = open_ring(settings, None, auto_maintain_seconds=None)  # file storage
     ring.maintain(now=NOW)
     from broker.trust.keyset import ResolvedKey
 

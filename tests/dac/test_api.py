@@ -11,31 +11,42 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from broker.app import create_app
+from broker.app import create_app, current_runtime_of
 from broker.core.models import CONTROLLED_ACCESS_GRANTS
-from broker.dac.api import ROUTES, openapi_path
+from broker.dac.repository import DacRepository
+from broker.dac.web.api import ROUTES, openapi_path
 from broker.keys.ring import KeyRing
 from broker.oidc.passwords import hash_secret
 from broker.oidc.tokens import mint_access_token
 from broker.runtime import Runtime
 from broker.store import Store
 from broker.store.base import Client, Grant, Identity
-from tests.dac.conftest import DAY, SettingsWithDac
+from broker.visas.minting import record_of_jti, revocation_check
+from tests.dac.conftest import DAY, ISSUER, SettingsWithDac, dac_config, kernel_of
+from tests.support.keys import open_ring
 
 ROLES = (None, "researcher", "member-a", "member-b", "chair-a", "admin")
 SECRET = "a-long-client-secret-for-tests-only"
 
 
 @pytest.fixture
+def settings(tmp_path: Path) -> SettingsWithDac:
+    """SQLite only: these tests prove the HTTP adapter; the services run on both backends elsewhere."""
+    return SettingsWithDac(issuer=ISSUER, data_dir=str(tmp_path / "data"), dac=dac_config())
+
+
+@pytest.fixture
 def ring(settings: SettingsWithDac, store: Store) -> KeyRing:
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     return ring
 
@@ -120,10 +131,11 @@ ALLOWED: dict[str | None, set[str]] = {
 }
 
 
-def _snapshot(store: Store) -> list[Grant]:
-    return sorted(
-        (g for who in ("researcher", "researcher-2", "extra") for g in store.grants_of(who)), key=lambda g: g.id
-    )
+def _snapshot(store: Store) -> list[object]:
+    """Every grant of the people the calls name, and DAC A's memberships."""
+    repo = DacRepository(kernel_of(store))
+    grants: list[object] = [g for who in ("researcher", "researcher-2", "extra") for g in repo.grants_of(who)]
+    return [*grants, *repo.memberships_of("A")]
 
 
 @pytest.mark.parametrize("action", sorted(ALL))
@@ -192,21 +204,19 @@ def test_ga13_security_fields_in_the_body_are_refused(
     body = {"identity": "researcher", "dataset": "EGAD-A1", "end": later(5), name: "x"}
     response = client.post("/api/dac/grants", json=body, headers=auth(ring, settings, "member-a"))
     assert response.status_code == 400 and response.get_json()["fields"] == {name: "not accepted here"}
-    assert store.grants_of("researcher") == []
+    assert DacRepository(kernel_of(store)).grants_of("researcher") == []
 
 
 def test_ga13_issued_visa_derives_every_field(
     client: FlaskClient, app: Flask, ring: KeyRing, settings: SettingsWithDac
 ) -> None:
-    import jwt
-
     made = client.post(
         "/api/dac/grants",
         json={"identity": "researcher", "dataset": "A-9", "end": later(3)},
         headers=auth(ring, settings, "member-a"),
     ).get_json()
     assert made["granted_by"] == "member-a" and made["dac"] == "A"
-    (visa,) = app.extensions["dac_api"].visas_for("researcher")
+    (visa,) = app.extensions["dac"].visas_for("researcher")
     claims = jwt.decode(visa, options={"verify_signature": False})
     assert claims["sub"] == "researcher" and claims["iss"] == settings.issuer
     assert claims["ga4gh_visa_v1"] == {
@@ -240,7 +250,7 @@ def test_ui01_ui12_input_is_json_strict_and_validated(
 ) -> None:
     response = client.post("/api/dac/grants", headers=auth(ring, settings, "member-a"), **kwargs)
     assert response.status_code == status and "error" in response.get_json()
-    assert store.grants_of("researcher") == []
+    assert DacRepository(kernel_of(store)).grants_of("researcher") == []
 
 
 def test_researcher_routes(
@@ -345,3 +355,42 @@ def test_errors_are_json_with_codes(client: FlaskClient, ring: KeyRing, settings
     assert bad.status_code == 400 and bad.get_json()["fields"] == {"dataset": "required", "end": "required"}
     query = client.get("/api/dac/grants?live=maybe", headers=member)
     assert query.status_code == 400 and "live" in query.get_json()["fields"]
+
+
+def test_ui14_a_revoked_status_stays_out_of_the_permissions_api_and_the_passport_after_a_re_vouch(
+    client: FlaskClient, app: Flask, ring: KeyRing, settings: SettingsWithDac, store: Store
+) -> None:
+    store.put_client(
+        Client(client_id="peer", name="Peer", scopes=("ga4gh_permissions",), secret_hash=hash_secret(SECRET))
+    )
+    basic = {"Authorization": "Basic " + base64.b64encode(f"peer:{SECRET}".encode()).decode()}
+
+    def permissions() -> list[dict[str, Any]]:
+        tokens = client.get("/api/permissions/researcher-2", headers=basic).get_json()["ga4gh_passport_v1"]
+        return [jwt.decode(t, options={"verify_signature": False}) for t in tokens]
+
+    def post(who: str, path: str, body: dict[str, Any]) -> Any:
+        return client.post(f"/api/dac/registered{path}", json=body, headers=auth(ring, settings, who))
+
+    for who in ("researcher", "member-a"):  # both may vouch: ResearcherStatus from DAC B
+        assert post("member-b", "/status", {"identity": who, "dac": "B"}).status_code == 201
+    first = post("researcher", "/vouch", {"identity": "researcher-2"}).get_json()
+    (visa,) = permissions()
+    assert visa["ga4gh_visa_v1"]["by"] == "peer" and record_of_jti(visa["jti"]) == first["id"]
+
+    assert post("admin", f"/{first['id']}/revoke", {"reason": "not a researcher"}).status_code == 200
+    assert post("chair-a", "/vouch", {"identity": "researcher-2"}).status_code == 403  # no status: not entitled
+    assert permissions() == []
+    assert current_runtime_of(app).passport_visas("researcher-2") == []
+    assert revocation_check(store)(visa["jti"]) is True
+
+    second = post("member-a", "/vouch", {"identity": "researcher-2"})
+    assert second.status_code == 201 and second.get_json()["id"] != first["id"]
+    (again,) = permissions()
+    assert record_of_jti(again["jti"]) == second.get_json()["id"]
+    assert revocation_check(store)(visa["jti"]) is True, "the revoked record's visas stay refused"
+    listed = client.get("/api/dac/registered?identity=researcher-2", headers=auth(ring, settings, "admin")).get_json()
+    assert {(r["id"], r["revoked_by"], r["live"]) for r in listed} == {
+        (first["id"], "admin", False),
+        (second.get_json()["id"], None, True),
+    }

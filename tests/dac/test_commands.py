@@ -11,8 +11,9 @@ import pytest
 
 from broker.cli import CommandError, Context
 from broker.cli.dac import register
+from broker.dac.repository import DacRepository
 from broker.store import Store
-from tests.dac.conftest import SettingsWithDac
+from tests.dac.conftest import SettingsWithDac, kernel_of
 
 
 def run(settings: SettingsWithDac, *argv: str) -> int:
@@ -31,21 +32,22 @@ def test_add_list_revoke_round_trip(
         == 0
     )
     grant_id = capsys.readouterr().out.strip()
-    grant = store.get_grant(grant_id)
+    repo = DacRepository(kernel_of(store))
+    grant = repo.grant(grant_id)
     assert grant is not None and grant.granted_by == "member-a" and grant.dac == "A"
     assert run(settings, "grants", "list", "--as", "chair-a", "--live", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [g["id"] for g in listed] == [grant_id] and listed[0]["live"] is True
     assert run(settings, "grants", "revoke", "--as", "member-a", grant_id, "--reason", "done") == 0
     assert "revoked" in capsys.readouterr().out
-    assert store.get_grant(grant_id).revoked_by == "member-a"  # type: ignore[union-attr]
+    assert repo.grant(grant_id).revoked_by == "member-a"  # type: ignore[union-attr]
 
 
 def test_refusal_is_one_line_and_exit_1(settings: SettingsWithDac, store: Store) -> None:
     with pytest.raises(CommandError) as info:
         run(settings, "grants", "add", "--as", "member-b", "researcher", "EGAD-A1", "--days", "3")
     assert info.value.exit_status == 1 and str(info.value).startswith("forbidden:")
-    assert store.grants_of("researcher") == []
+    assert DacRepository(kernel_of(store)).grants_of("researcher") == []
 
 
 def test_actor_is_required(settings: SettingsWithDac, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +66,7 @@ def test_import_reports_each_bad_line(
         run(settings, "grants", "import", "--as", "admin", str(bad))
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("line 3:") and err[1].startswith("line 4:")
-    assert store.grants_of("researcher") == []
+    assert DacRepository(kernel_of(store)).grants_of("researcher") == []
     good = tmp_path / "good.csv"
     end = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 30 * 86400))
     good.write_text(f"identity,dataset,end\nresearcher,A-1,{end}\nresearcher-2,A-2,{end}\n")

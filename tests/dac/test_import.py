@@ -18,8 +18,8 @@ GOOD = (
 )
 
 
-def _all_grants(store: Store) -> list[object]:
-    return store.grants_of("researcher") + store.grants_of("researcher-2")
+def _all_grants(svc: DacServices) -> list[object]:
+    return [*svc.repository.grants_of("researcher"), *svc.repository.grants_of("researcher-2")]
 
 
 def test_good_file_imports_every_line_with_audit(svc: DacServices, store: Store) -> None:
@@ -31,7 +31,7 @@ def test_good_file_imports_every_line_with_audit(svc: DacServices, store: Store)
     ]
     assert made[1].start == 1_750_100_000 and made[1].reason == "study, two"
     assert all(g.granted_by == "member-a" and g.dac == "A" and g.granted_at == T0 for g in made)
-    assert len(_all_grants(store)) == 3
+    assert len(_all_grants(svc)) == 3
     events = [r.event for r in store.audit_records()]
     assert [e["event"] for e in events] == ["grants.import", "grants.create", "grants.create", "grants.create"]
     assert events[0]["count"] == 3 and events[0]["actor"] == "member-a"
@@ -55,7 +55,7 @@ def test_bad_lines_are_reported_by_number_and_nothing_is_imported(svc: DacServic
     assert "identity" in lines[0][1] and "end" in lines[1][1] and "expected 3 fields" in lines[2][1]
     assert "line 2" in lines[3][1] and "dataset" in lines[4][1] and "end" in lines[5][1]
     assert info.value.body()["lines"][0] == {"line": 3, "message": lines[0][1]}
-    assert _all_grants(store) == []
+    assert _all_grants(svc) == []
     assert list(store.audit_records()) == []
 
 
@@ -64,7 +64,7 @@ def test_ga12_a_line_for_another_dac_refuses_the_whole_file(svc: DacServices, st
     with pytest.raises(Forbidden) as info:
         svc.grants.import_csv("member-a", text)
     assert info.value.extra["lines"] == [{"line": 3, "message": "you may not grant access to this dataset"}]
-    assert _all_grants(store) == []
+    assert _all_grants(svc) == []
     assert [r.event["event"] for r in store.audit_records()] == ["dac.denied"]
 
 

@@ -28,8 +28,8 @@ def client_for(site: Site, name: str | None) -> FlaskClient:
     return client
 
 
-def _end() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time.time() + 60 * 86400))
+def _end(days: int = 60) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() + days * 86400))
 
 
 def _grant(site: Site, client: FlaskClient, dataset: str, who: str, reason: str = "study") -> None:
@@ -82,13 +82,13 @@ def test_ui01_forms_need_their_csrf_token_and_our_origin(site: Site) -> None:
         assert response.status_code == 403
     other = member.post("/dac/datasets/A-other/grants", data={**form, "csrf_token": token})  # token of another form
     assert other.status_code == 403
-    assert site.store.grants_for_dataset("A-csrf") == [] and site.store.grants_for_dataset("A-other") == []
+    assert site.repository.grants_for_dataset("A-csrf") == [] and site.repository.grants_for_dataset("A-other") == []
     ok = member.post(
         "/dac/datasets/A-csrf/grants",
         data={**form, "csrf_token": token},
         headers={"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"},
     )
-    assert ok.status_code == 303 and len(site.store.grants_for_dataset("A-csrf")) == 1
+    assert ok.status_code == 303 and len(site.repository.grants_for_dataset("A-csrf")) == 1
 
 
 def test_ui02_untrusted_text_is_escaped(site: Site) -> None:
@@ -103,17 +103,18 @@ def test_grant_renew_revoke_through_the_pages_and_the_researcher_sees_it(site: S
     member = client_for(site, "member-a")
     researcher = client_for(site, "researcher")
     _grant(site, member, "A-flow", "researcher")
-    (grant,) = site.store.grants_for_dataset("A-flow")
+    (grant,) = site.repository.grants_for_dataset("A-flow")
     page = member.get("/dac/datasets/A-flow").get_data(as_text=True)
     assert f'id="grant-{grant.id}"' in page and site.ids["researcher"] in page
     visas = researcher.get("/account/visas").get_data(as_text=True)
     assert CONTROLLED_ACCESS_GRANTS in visas and "https://broker.example/datasets/A-flow" not in visas
     assert "http://127.0.0.1:8080/datasets/A-flow" in visas and "Raw JWT" in visas
     tokens = {"revoke": csrf_of(page, 0), "renew": csrf_of(page, 1)}
-    renewed = member.post(f"/dac/grants/{grant.id}/renew", data={"csrf_token": tokens["renew"], "end": _end()})
+    # A later end: a renewal to the end the grant already has, by the same member, is a retry and writes nothing.
+    renewed = member.post(f"/dac/grants/{grant.id}/renew", data={"csrf_token": tokens["renew"], "end": _end(90)})
     assert renewed.status_code == 303
     no_reason = member.post(f"/dac/grants/{grant.id}/revoke", data={"csrf_token": tokens["revoke"], "reason": ""})
-    assert no_reason.status_code == 400 and site.store.get_grant(grant.id).revoked_at is None  # type: ignore
+    assert no_reason.status_code == 400 and site.repository.grant(grant.id).revoked_at is None  # type: ignore
     revoked = member.post(f"/dac/grants/{grant.id}/revoke", data={"csrf_token": tokens["revoke"], "reason": "done"})
     assert revoked.status_code == 303
     assert "A-flow" not in researcher.get("/account/visas").get_data(as_text=True)

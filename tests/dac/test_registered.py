@@ -8,7 +8,6 @@ from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.dac.errors import Forbidden, NotFound, ValidationError
 from broker.dac.services import DacServices
 from broker.store import Store
-from broker.store.base import Grant
 from tests.dac.conftest import DAY, T0, Clock
 
 
@@ -19,11 +18,11 @@ def _kinds(svc: DacServices, who: str) -> set[tuple[str, str, str]]:
 def test_researcher_accepts_terms_for_themselves_only(svc: DacServices, store: Store) -> None:
     found = svc.registered.accept_terms("researcher")
     assert (found.visa_type, found.by, found.dac) == (ACCEPTED_TERMS_AND_POLICIES, "self", "")
-    assert found.record.granted_by == "researcher" and found.record.end == T0 + 365 * DAY
+    assert found.granted_by == "researcher" and found.end == T0 + 365 * DAY
     with pytest.raises(Forbidden):
         svc.registered.accept_terms(None)
     assert _kinds(svc, "researcher") == {(ACCEPTED_TERMS_AND_POLICIES, "self", "")}
-    assert store.grants_of("researcher-2") == []
+    assert svc.repository.registered_of("researcher-2") == []
 
 
 def test_status_by_so_from_admin_or_dac_member_only(svc: DacServices, store: Store) -> None:
@@ -33,7 +32,7 @@ def test_status_by_so_from_admin_or_dac_member_only(svc: DacServices, store: Sto
     for who in (None, "researcher-2", "member-b"):
         with pytest.raises(Forbidden):
             svc.registered.grant_status(who, "researcher", dac="A")
-    assert store.grants_of("researcher") == []
+    assert svc.repository.registered_of("researcher") == []
     svc.registered.grant_status("admin", "researcher", reason="verified")
     svc.registered.grant_status("member-a", "researcher", dac="A", reason="signing official")
     assert _kinds(svc, "researcher") == {(RESEARCHER_STATUS, "so", ""), (RESEARCHER_STATUS, "so", "A")}
@@ -48,7 +47,7 @@ def test_peer_vouching_needs_status_and_carries_the_vouchers_source(svc: DacServ
     with pytest.raises(ValidationError):
         svc.registered.vouch("researcher", "researcher")
     found = svc.registered.vouch("researcher", "researcher-2", "my postdoc")
-    assert (found.visa_type, found.by, found.dac, found.record.granted_by) == (
+    assert (found.visa_type, found.by, found.dac, found.granted_by) == (
         RESEARCHER_STATUS,
         "peer",
         "B",
@@ -56,11 +55,11 @@ def test_peer_vouching_needs_status_and_carries_the_vouchers_source(svc: DacServ
     )
 
 
-def test_revocation_rules_and_hook(svc: DacServices, clock: Clock, revoked: list[Grant]) -> None:
-    site = svc.registered.grant_status("admin", "researcher").record
-    dac_a = svc.registered.grant_status("member-a", "researcher", dac="A").record
-    peer = svc.registered.vouch("researcher", "researcher-2").record
-    terms = svc.registered.accept_terms("researcher-2").record
+def test_revocation_rules_and_hook(svc: DacServices, clock: Clock, revoked: list[str]) -> None:
+    site = svc.registered.grant_status("admin", "researcher")
+    dac_a = svc.registered.grant_status("member-a", "researcher", dac="A")
+    peer = svc.registered.vouch("researcher", "researcher-2")
+    terms = svc.registered.accept_terms("researcher-2")
     for who, key in (
         ("member-a", site.id),
         ("member-b", dac_a.id),
@@ -73,11 +72,11 @@ def test_revocation_rules_and_hook(svc: DacServices, clock: Clock, revoked: list
     with pytest.raises(NotFound):
         svc.registered.revoke("admin", "registered:nothing", "no")
     clock.advance(5)
-    assert svc.registered.revoke("chair-a", dac_a.id, "left the institute").record.revoked_at == T0 + 5
+    assert svc.registered.revoke("chair-a", dac_a.id, "left the institute").revoked_at == T0 + 5
     svc.registered.revoke("researcher", peer.id, "mistake")
     svc.registered.revoke("researcher-2", terms.id, "")  # withdrawing one's own acceptance needs no reason
     svc.registered.revoke("admin", site.id, "audit")
-    assert [g.id for g in revoked] == [dac_a.id, peer.id, terms.id, site.id]
+    assert revoked == [dac_a.id, peer.id, terms.id, site.id]
     assert svc.registered.live_records("researcher") == [] and svc.registered.live_records("researcher-2") == []
 
 
@@ -86,7 +85,7 @@ def test_records_end_after_their_lifetime_and_renew_on_accepting_again(svc: DacS
     clock.advance(365 * DAY)
     assert svc.registered.live_records("researcher") == []
     again = svc.registered.accept_terms("researcher")
-    assert again.record.start == T0 + 365 * DAY and len(svc.registered.live_records("researcher")) == 1
+    assert again.start == T0 + 365 * DAY and len(svc.registered.live_records("researcher")) == 1
 
 
 def test_listing_records_is_for_oneself_or_admin(svc: DacServices) -> None:

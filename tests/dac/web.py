@@ -10,12 +10,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
+from broker.dac.repository import DacRepository
 from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
-from broker.keys.ring import KeyRing
 from broker.login.local import add_user
 from broker.runtime import Runtime
 from broker.store import Store, open_store
-from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac
+from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac, kernel_of
+from tests.support.keys import open_ring
 from tests.support.settings import replace
 
 PASSWORD = "correct horse battery staple"
@@ -31,6 +32,10 @@ class Site:
     settings: SettingsWithDac
     store: Store
     ids: dict[str, str]
+
+    @property
+    def repository(self) -> DacRepository:
+        return DacRepository(kernel_of(self.store))
 
 
 def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
@@ -61,7 +66,7 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
         admins=[ids["admin"]],
     )
     settings = replace(bare, dac=dac)
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     app = create_app(settings, runtime=Runtime(settings=settings, store=store, keyring=ring))
     return Site(app=app, settings=settings, store=store, ids=ids)

@@ -23,6 +23,7 @@ from broker.settings import Settings
 from tests.gateway.conftest import Stack
 from tests.gateway.support import ServerThread, build_app
 from tests.support.forge import NOW, Signer, TestKey, make_verifier, trust_config, visa_object
+from tests.support.keys import open_ring
 from tests.support.settings import replace
 
 DAC = "https://dac.example/"
@@ -209,13 +210,12 @@ OidcParts = tuple[ServerThread, Any, Any, Settings]
 
 @pytest.fixture
 def oidc(parts: Parts, stack: Stack, tmp_path: Path) -> Iterator[OidcParts]:
-    from broker.keys.ring import KeyRing
     from broker.oidc.tokens import verify_access_token
     from broker.store import open_store
 
     settings = Settings(issuer=parts.issuer.iss, data_dir=str(tmp_path / "broker"))
     store = open_store(settings)
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
 
     def visas_for(token: object) -> list[str]:

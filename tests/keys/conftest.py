@@ -10,6 +10,7 @@ import pytest
 from broker.keys.ring import KeyRing
 from broker.keys.settings import KeySettings
 from broker.settings import Settings
+from tests.support.keys import open_ring
 from tests.support.settings import unchecked
 
 # A fixed, realistic instant: tests pass `now` explicitly and never read the wall clock.
@@ -26,7 +27,7 @@ def make_settings(data_dir: Path, **keys: Any) -> Settings:
 def file_ring(settings: Settings, **kwargs: Any) -> KeyRing:
     """A file-storage ring with the periodic self-maintenance off (the test drives the clock)."""
     kwargs.setdefault("auto_maintain_seconds", None)
-    return KeyRing.open(settings, store=None, **kwargs)  # type: ignore[arg-type]  # file storage never uses it
+    return open_ring(settings, store=None, **kwargs)  # type: ignore[arg-type]  # file storage never uses it
 
 
 @pytest.fixture

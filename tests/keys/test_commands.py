@@ -10,9 +10,9 @@ import pytest
 
 from broker.cli import main
 from broker.keys.jwk import thumbprint
-from broker.keys.ring import KeyRing
 from broker.settings import load_settings
 from broker.store import open_store
+from tests.support.keys import open_ring
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -55,7 +55,7 @@ def test_rotate_then_list(config: Path, capsys: pytest.CaptureFixture[str]) -> N
     settings = load_settings(config, environ={})
     store = open_store(settings)
     try:
-        jwks = KeyRing.open(settings, store).jwks()
+        jwks = open_ring(settings, store).jwks()
     finally:
         store.close()
     assert [k["kid"] for k in keys] == [k["kid"] for k in jwks["keys"]] == [thumbprint(k) for k in jwks["keys"]]

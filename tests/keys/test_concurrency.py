@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from broker.keys.ring import KeyRing
 from broker.settings import Settings
 from broker.store import open_store
 from tests.keys.conftest import SECRET, T0, make_settings
+from tests.support.keys import open_ring
 
 PROCESSES = 2
 ROUNDS = 3
@@ -22,7 +22,7 @@ def _run(settings: Settings, ready: Any, go: Any, start_at: Any, action: str, qu
     """In a child process: open the ring, wait for the common start instant, act, report the kids seen."""
     store = open_store(settings)
     try:
-        ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+        ring = open_ring(settings, store, auto_maintain_seconds=None)
         ready.release()
         go.wait(timeout=30)
         while time.time() < start_at.value:
@@ -66,7 +66,7 @@ def test_two_processes_running_maintain_create_exactly_one_first_key(tmp_path: P
         assert all(isinstance(r, list) for r in results), results
         store = open_store(settings)
         try:
-            ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+            ring = open_ring(settings, store, auto_maintain_seconds=None)
             kids = [s.kid for s in ring.states(T0)]
         finally:
             store.close()
@@ -78,7 +78,7 @@ def test_two_processes_rotating_at_once_schedule_one_key(tmp_path: Path) -> None
     settings = make_settings(tmp_path / "data", rotate_every_days=0.0)
     store = open_store(settings)
     try:
-        KeyRing.open(settings, store, auto_maintain_seconds=None).maintain(T0)
+        open_ring(settings, store, auto_maintain_seconds=None).maintain(T0)
     finally:
         store.close()
     results = _race(settings, "rotate")

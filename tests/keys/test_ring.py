@@ -252,7 +252,7 @@ def test_a_writer_that_crashed_mid_rotation_is_repaired(tmp_path: Path) -> None:
 
 
 def test_classify_picks_latest_not_before_as_active() -> None:
-    from broker.store.base import KeyRecord
+    from broker.keys.records import KeyRecord
 
     def rec(kid: str, nb: int, retired: int | None = None, remove: int | None = None) -> KeyRecord:
         return KeyRecord(

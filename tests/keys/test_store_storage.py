@@ -11,16 +11,24 @@ import jwt
 import pytest
 
 from broker.keys.errors import KeyDecryptionError, KeyRingError
+from broker.keys.records import SIGNING_KEYS, KeyRecord
 from broker.keys.ring import KeyRing
 from broker.keys.storage import STORE_LOCK_KEY, STORE_LOCK_KIND
 from broker.settings import Settings
 from broker.store import Store, open_store
+from broker.store.records import Records
 from broker.store.settings import StoreSettings
 from tests.keys.conftest import SECRET, T0, make_settings
+from tests.support.keys import open_ring
 from tests.support.redis_server import RedisServer
 from tests.support.settings import replace, unchecked
 
 AHEAD, LIFETIME = 600, 3600
+
+
+def stored_keys(store: Store) -> list[KeyRecord]:
+    """The key records in the store, read behind the ring's back."""
+    return sorted(Records(store.kernel, SIGNING_KEYS).scan(), key=lambda k: (k.created_at, k.kid))  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -48,13 +56,13 @@ def store(store_settings: Settings) -> Iterator[Store]:
 
 
 def ring_of(settings: Settings, store: Store, **kwargs: object) -> KeyRing:
-    return KeyRing.open(settings, store, auto_maintain_seconds=None, **kwargs)  # type: ignore[arg-type]
+    return open_ring(settings, store, auto_maintain_seconds=None, **kwargs)  # type: ignore[arg-type]
 
 
 def test_keys_live_in_the_store_sealed(store_settings: Settings, store: Store) -> None:
     ring = ring_of(store_settings, store)
     ring.maintain(T0)
-    [record] = store.list_keys()
+    [record] = stored_keys(store)
     assert record.kid == ring.signing_key(T0).kid
     assert b"PRIVATE KEY" not in record.private
     assert not store_settings.keys_path.exists()  # nothing on disk for storage: store
@@ -67,7 +75,7 @@ def test_sqlite_file_never_holds_a_pem(tmp_path: Path) -> None:
         ring = ring_of(settings, store)
         ring.maintain(T0)
         ring.rotate(now=T0 + 1, immediate=True)
-        assert len(store.list_keys()) == 2
+        assert len(stored_keys(store)) == 2
     finally:
         store.close()
     assert settings.sqlite_path.exists()
@@ -90,7 +98,7 @@ def test_wrong_secret_fails_clearly_and_only_signing_needs_it(store_settings: Se
 def test_store_storage_without_a_secret_is_refused(store_settings: Settings, store: Store) -> None:
     bare = unchecked(store_settings, keys=unchecked(store_settings.keys, encryption_secret=None))
     with pytest.raises(KeyRingError, match="encryption_secret is not set"):
-        KeyRing.open(bare, store)
+        open_ring(bare, store)
 
 
 def test_lifecycle_and_old_tokens_over_the_store(store_settings: Settings, store: Store) -> None:
@@ -106,7 +114,7 @@ def test_lifecycle_and_old_tokens_over_the_store(store_settings: Settings, store
         jwk = next(k for k in ring.jwks(at)["keys"] if k["kid"] == old)
         assert jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["ES256"], options={"verify_exp": False})
     ring.maintain(switch + LIFETIME + 60)
-    assert [r.kid for r in store.list_keys()] == [new]
+    assert [r.kid for r in stored_keys(store)] == [new]
 
 
 def test_a_second_process_sees_the_rotation(store_settings: Settings, store: Store) -> None:
@@ -120,18 +128,19 @@ def test_a_second_process_sees_the_rotation(store_settings: Settings, store: Sto
     assert server.signing_key(T0 + 5).kid == rotated.kid
 
 
-def test_rotation_waits_for_the_lock_ticket(store_settings: Settings, store: Store) -> None:
+def test_rotation_waits_for_the_lock_record(store_settings: Settings, store: Store) -> None:
     ring = ring_of(store_settings, store)
     ring.maintain(T0)
-    assert store.add_ticket(STORE_LOCK_KIND, STORE_LOCK_KEY, {"holder": "test"}, 30)
+    kernel = store.kernel  # type: ignore[attr-defined]
+    assert kernel.add(STORE_LOCK_KIND, STORE_LOCK_KEY, {"holder": "test"}, expires_at=int(time.time()) + 30)
     done = threading.Event()
     worker = threading.Thread(target=lambda: (ring.rotate(now=T0 + 1), done.set()))
     worker.start()
     time.sleep(0.3)
     assert not done.is_set()
-    assert len(store.list_keys()) == 1
-    store.consume_ticket(STORE_LOCK_KIND, STORE_LOCK_KEY)
+    assert len(stored_keys(store)) == 1
+    kernel.take(STORE_LOCK_KIND, STORE_LOCK_KEY)
     worker.join(timeout=10)
     assert done.is_set()
-    assert len(store.list_keys()) == 2
-    assert store.peek_ticket(STORE_LOCK_KIND, STORE_LOCK_KEY) is None  # released after the rotation
+    assert len(stored_keys(store)) == 2
+    assert kernel.get(STORE_LOCK_KIND, STORE_LOCK_KEY) is None  # released after the rotation

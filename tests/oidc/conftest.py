@@ -16,7 +16,6 @@ from pydantic import SecretStr
 
 from broker.identity.service import IdentityService
 from broker.keys.jwk import public_jwk
-from broker.keys.ring import KeyRing
 from broker.keys.settings import KeySettings
 from broker.oidc.passwords import hash_secret
 from broker.oidc.provider import OpenIDProvider
@@ -28,6 +27,7 @@ from broker.store.settings import StoreSettings
 from broker.web.session import Sessions
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
+from tests.support.keys import open_ring
 
 CALLBACK = "https://app.example/cb"
 NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"
@@ -172,7 +172,7 @@ def op_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpParts
         oidc=OidcSettings(clients=in_process_clients()),
     )
     store = open_store(settings)
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     clock = Clock()
     kernel = store.kernel

@@ -11,8 +11,10 @@ import pytest
 
 from broker.store.conformance import *  # noqa: F403
 from broker.store.kernel import Kernel
+from broker.store.postgres_kernel import PostgresKernel, migrate
 from broker.store.redis_kernel import RedisKernel
 from broker.store.sqlite_kernel import SQLiteKernel
+from tests.support.postgres_server import shared_postgres
 from tests.support.redis_server import RedisServer
 
 
@@ -24,10 +26,18 @@ def open_redis(url: str, namespace: str) -> Kernel:
     return RedisKernel(url, namespace=namespace, timeout=5.0)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+def open_postgres(url: str, schema: str) -> Kernel:
+    return PostgresKernel(url, schema=schema, timeout=5.0)
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def kernel_opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Kernel]:
     if request.param == "sqlite":
         return functools.partial(open_sqlite, str(tmp_path / "store.db"))
+    if request.param == "postgres":
+        url, schema = shared_postgres().url, f"conf_{uuid.uuid4().hex}"
+        migrate(url, schema)
+        return functools.partial(open_postgres, url, schema)
     server: RedisServer = request.getfixturevalue("redis_server")
     return functools.partial(open_redis, server.url, f"conf-{uuid.uuid4().hex}")
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from broker.keys.records import SIGNING_KEYS, KeyRecord
 from broker.store import Store
 from broker.store.base import (
     Client,
@@ -15,9 +16,9 @@ from broker.store.base import (
     Grant,
     Identity,
     IdentityLink,
-    KeyRecord,
     RefreshToken,
 )
+from broker.store.records import Records
 from tests.store.conftest import Backend
 
 FAR = 4_000_000_000  # an expiry far in the future (year 2096)
@@ -314,7 +315,8 @@ def test_revoked_token_ids_are_remembered_until_their_expiry(store: Store) -> No
 # ---------------------------------------------------------------------------- keys
 
 
-def test_keys_round_trip_with_private_bytes_and_delete(store: Store) -> None:
+def test_key_records_round_trip_with_private_bytes_and_delete(store: Store) -> None:
+    keys = Records(store.kernel, SIGNING_KEYS)  # type: ignore[attr-defined]
     k1 = KeyRecord(
         kid="k1",
         alg="ES256",
@@ -333,10 +335,10 @@ def test_keys_round_trip_with_private_bytes_and_delete(store: Store) -> None:
         retired_at=300,
         remove_after=90000,
     )
-    store.put_key(k1)
-    store.put_key(k0)
-    assert store.list_keys() == [k0, k1]
-    store.put_key(
+    keys.put(k1)
+    keys.put(k0)
+    assert sorted(keys.scan(), key=lambda k: (k.created_at, k.kid)) == [k0, k1]
+    keys.put(
         KeyRecord(
             kid="k0",
             alg="RS256",
@@ -348,10 +350,10 @@ def test_keys_round_trip_with_private_bytes_and_delete(store: Store) -> None:
             remove_after=90000,
         )
     )
-    assert store.list_keys()[0].retired_at == 400
-    store.delete_key("k0")
-    store.delete_key("k0")
-    assert store.list_keys() == [k1]
+    assert sorted(keys.scan(), key=lambda k: (k.created_at, k.kid))[0].retired_at == 400
+    keys.delete("k0")
+    keys.delete("k0")
+    assert sorted(keys.scan(), key=lambda k: (k.created_at, k.kid)) == [k1]
 
 
 # ---------------------------------------------------------------------------- audit

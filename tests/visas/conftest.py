@@ -20,7 +20,7 @@ import trustme
 
 from broker.core.models import CONTROLLED_ACCESS_GRANTS, VISA_TYP
 from broker.core.verify import Verifier
-from broker.dac.services import DacServices, build_services
+from broker.dac.services import DacServices
 from broker.keys.ring import KeyRing
 from broker.settings import Settings
 from broker.store import Store, open_store
@@ -29,8 +29,9 @@ from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
 from broker.trust.settings import JwksFetchSettings, TrustedIssuerSettings, TrustSettings
-from tests.dac.conftest import PEOPLE, Clock, SettingsWithDac, dac_config
+from tests.dac.conftest import PEOPLE, Clock, SettingsWithDac, dac_config, kernel_of, services
 from tests.support.jwks_server import JwksServer, TestKey
+from tests.support.keys import open_ring
 
 ISSUER = "https://broker.example/"
 REMOTE_ISS = "https://rems.example/"
@@ -92,14 +93,14 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ring(settings: Settings, store: Store) -> KeyRing:
-    ring = KeyRing.open(settings, store, auto_maintain_seconds=None)
+    ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     return ring
 
 
 @pytest.fixture
 def svc(settings: SettingsWithDac, store: Store, clock: Clock) -> DacServices:
-    return build_services(settings, store, clock=clock)
+    return services(settings, kernel_of(store), clock=clock)
 
 
 @pytest.fixture

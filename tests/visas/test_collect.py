@@ -16,6 +16,7 @@ from broker.visas.minting import VisaMinter
 from broker.visas.remote import RemoteVisaSources
 from tests.dac.conftest import DAY, Clock
 from tests.support.jwks_server import JwksServer, Route, TestKey
+from tests.support.keys import open_ring
 from tests.support.parts import free_port
 from tests.support.settings import replace
 from tests.visas.conftest import ISSUER, remote_visa
@@ -68,7 +69,7 @@ def test_a_failing_minter_is_a_problem_not_a_crash(
     svc: DacServices, clock: Clock, store: Store, settings: Settings, tmp_path: Path
 ) -> None:
     fresh = replace(settings, keys=replace(settings.keys, directory=str(tmp_path / "nokeys")))
-    keyless = KeyRing.open(fresh, store, auto_maintain_seconds=None)  # a broker before its first start: no key
+    keyless = open_ring(fresh, store, auto_maintain_seconds=None)  # a broker before its first start: no key
     svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     minter = VisaMinter(keyless, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)
     visas, problems = collect_visas("researcher", store=store, minter=minter, upstream=["u1"])

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from broker.core.cache import VerifiedCache
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
-from broker.dac.services import build_services
-from broker.keys.ring import KeyRing
 from broker.store import Store, open_store
 from broker.store.base import Identity
 from broker.store.settings import StoreSettings
@@ -27,7 +26,8 @@ from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
 from broker.visas.minting import VisaMinter, record_of_jti, revocation_check
 from broker.visas.revocation import RevocationWatcher
-from tests.dac.conftest import DAY, SettingsWithDac, dac_config
+from tests.dac.conftest import DAY, SettingsWithDac, dac_config, kernel_of, services
+from tests.support.keys import open_ring
 from tests.support.redis_server import RedisServer
 from tests.visas.conftest import ISSUER
 
@@ -37,7 +37,7 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SettingsW
     store_settings = StoreSettings()
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        store_settings = StoreSettings(backend="redis", url=server.url, namespace=f"t-{uuid.uuid4().hex}")
+        store_settings = StoreSettings(backend="redis", url=SecretStr(server.url), namespace=f"t-{uuid.uuid4().hex}")
     yield SettingsWithDac(issuer=ISSUER, data_dir=str(tmp_path / "data"), store=store_settings, dac=dac_config())
 
 
@@ -46,9 +46,9 @@ def test_ga14_revocation_in_one_process_evicts_the_cache_of_another(shared: Sett
     two: Store = open_store(shared)
     for who in ("member-a", "researcher"):
         one.put_identity(Identity(id=who, created_at=1))
-    ring = KeyRing.open(shared, one, auto_maintain_seconds=None)
+    ring = open_ring(shared, one, auto_maintain_seconds=None)
     ring.maintain()
-    svc = build_services(shared, one)
+    svc = services(shared, kernel_of(one))
     grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(time.time()) + DAY))
     (visa,) = VisaMinter(ring, ISSUER, svc.directory, svc.grants, svc.registered).tokens("researcher")
 
@@ -90,7 +90,7 @@ def test_watcher_starts_at_the_end_and_survives_a_failing_callback(tmp_path: Pat
     settings = SettingsWithDac(issuer=ISSUER, data_dir=str(tmp_path / "d"), dac=dac_config())
     store = open_store(settings)
     store.put_identity(Identity(id="researcher", created_at=1))
-    svc = build_services(settings, store)
+    svc = services(settings, kernel_of(store))
     old = svc.grants.grant("admin", GrantRequest("researcher", "EGAD-A1", end=int(time.time()) + DAY))
     svc.grants.revoke("admin", old.id, "before the watcher")
     seen: list[str] = []
@@ -105,4 +105,18 @@ def test_watcher_starts_at_the_end_and_survives_a_failing_callback(tmp_path: Pat
     svc.grants.revoke("admin", new.id, "after")
     assert watcher.poll() == 1 and seen == [new.id]
     assert watcher.poll() == 0
+    store.close()
+
+
+def test_watcher_reports_a_registered_access_record_a_new_decision_superseded(tmp_path: Path) -> None:
+    settings = SettingsWithDac(issuer=ISSUER, data_dir=str(tmp_path / "d"), dac=dac_config())
+    store = open_store(settings)
+    store.put_identity(Identity(id="researcher", created_at=1))
+    svc = services(settings, kernel_of(store))
+    first = svc.registered.grant_status("admin", "researcher", reason="verified")
+    seen: list[str] = []
+    watcher = RevocationWatcher(store, seen.append)
+    watcher.poll()
+    second = svc.registered.grant_status("admin", "researcher", reason="verified again")
+    assert watcher.poll() == 1 and seen == [first.id] and second.id != first.id
     store.close()

@@ -32,10 +32,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from broker.core.identity_graph import IdentityGraph
 from broker.core.models import Visa
-from broker.core.policy.compile import READ, AllOfNode, Compiled, PolicySet, Requirement
+from broker.core.policy.compile import READ, AllOfNode, AnyOfNode, Compiled, PolicySet, Requirement
 from broker.core.policy.decision import Basis, Code, Decision, DenyReason
 from broker.core.policy.matchers import Env
 from broker.core.policy.pool import Support, VisaPool, effective_expiry
@@ -161,7 +162,7 @@ def _evaluate(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, dea
             picks += result[1]
         assert lowest is not None
         return lowest, picks
-    for child in node.children:  # any_of: the first alternative met, in the order written
+    for child in cast(AnyOfNode, node).children:  # any_of: the first alternative met, in the order written
         result = _evaluate(child, pool, env, max_age, deadline)
         if result is not None:
             return result
@@ -177,7 +178,7 @@ def _reasons(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, dead
     """
     if type(node) is not Requirement:
         out: list[DenyReason] = []
-        for child in node.children:
+        for child in cast(AllOfNode | AnyOfNode, node).children:
             if _evaluate(child, pool, env, max_age, deadline) is None:
                 out.extend(_reasons(child, pool, env, max_age, deadline))
         return out

@@ -35,7 +35,9 @@ This module only parses and checks shape; names are resolved and matchers built 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker.core.conditions import MAX_PATTERN_LENGTH
 from broker.core.models import (
@@ -222,7 +224,7 @@ class _Errors:
     def __init__(self, sink: list[PolicyError]) -> None:
         self.sink = sink
 
-    def attempt(self, fn, *args):  # type: ignore[no-untyped-def]
+    def attempt(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except PolicyError as exc:

@@ -13,7 +13,7 @@ writer and reader derive a shared key with libsodium's ``crypto_kx`` (writer = s
 
 from __future__ import annotations
 
-from crypt4gh import sodium as _raw  # type: ignore[import-untyped]
+from crypt4gh import sodium as _raw
 
 KEY_BYTES = 32
 NONCE_BYTES = 12

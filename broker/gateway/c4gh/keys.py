@@ -229,7 +229,7 @@ def _read_passphrase(
 
 
 def _unlock(parsed: _PrivateBlob, passphrase: bytes, path: Path) -> bytes:
-    from crypt4gh.keys.kdf import derive_key  # type: ignore[import-untyped]  # heavy (bcrypt), only here
+    from crypt4gh.keys.kdf import derive_key  # heavy (bcrypt), only here
 
     if len(parsed.private_data) <= _sodium.NONCE_BYTES:
         raise _not_c4gh(path, "the encrypted key is truncated")

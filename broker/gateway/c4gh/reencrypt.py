@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from crypt4gh import header as _c4gh_header  # type: ignore[import-untyped]
+from crypt4gh import header as _c4gh_header
 
 from broker.gateway.c4gh import _sodium
 from broker.gateway.c4gh.errors import PublicKeyError, ServedRangeError, StoredHeaderError

@@ -14,37 +14,35 @@ what the form acts on (``revoke:<grant id>``...); a POST whose ``Origin`` is not
 rendered with Jinja autoescaping (no ``|safe``, no template built from input), under the strict
 page CSP with ``no-store``; visa values are shown as text, never as links. Authorization is the
 services' (the same rules as the REST API and the CLI).
+
+The views get everything from the :class:`~broker.dac.web.context.DacWeb` given to
+:func:`pages_blueprint` (services, the browser session, the account facts), never from
+``current_app``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, request, url_for
 
+from broker.core.models import ACCEPTED_TERMS_AND_POLICIES
 from broker.core.untrusted_json import peek_jws
-from broker.dac.api import ApiState
 from broker.dac.errors import DacError
 from broker.dac.grants import GrantFilter, GrantRequest, parse_time
-from broker.login.session import BrowserSession
-from broker.oidc.authorize import redirect_303
-from broker.runtime import current_runtime
+from broker.dac.web.context import DacWeb, PageSession
 from broker.web.pages import error_page, page
 
 EXPIRING_DAYS = 30
 
 
-def _state() -> ApiState:
-    state: ApiState = current_app.extensions["dac_api"]
-    return state
-
-
-def _session() -> BrowserSession | None:
-    rt = current_runtime()
-    return BrowserSession.load(rt.settings, rt.store, request)
+def redirect_303(location: str) -> Response:
+    """A 303 See Other after a form POST (never cached); ``location`` is one of our own ``url_for`` URLs."""
+    return Response("", status=303, headers={"Location": location, "Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _login_redirect() -> Response:
@@ -55,7 +53,7 @@ def iso(ts: int | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _same_origin() -> bool:
+def _same_origin(issuer: str) -> bool:
     """UI-01: a state-changing request must come from one of our own pages.
 
     ``Sec-Fetch-Site`` (a header no page can set) decides when the browser sends it: our pages
@@ -69,16 +67,16 @@ def _same_origin() -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    ours = urlsplit(current_runtime().settings.issuer)
+    ours = urlsplit(issuer)
     return origin == f"{ours.scheme}://{ours.netloc}"
 
 
-def _checked_post(purpose: str) -> tuple[BrowserSession, str] | Response:
+def _checked_post(web: DacWeb, purpose: str) -> tuple[PageSession, str] | Response:
     """The session and actor of a form POST, or the refusal page (nothing is changed)."""
-    session = _session()
+    session = web.load_session(request)
     if session is None or session.identity_id is None:
         return error_page("Not logged in", "Log in first.", 401)
-    if not _same_origin() or not session.csrf_ok(purpose, request.form.get("csrf_token")):
+    if not _same_origin(web.issuer) or not session.csrf_ok(purpose, request.form.get("csrf_token")):
         return error_page("Request refused", "The form was not sent from this page (CSRF check failed).", 403)
     return session, session.identity_id
 
@@ -92,17 +90,17 @@ def _failure(exc: DacError) -> Response:
 # --------------------------------------------------------------------------- DAC member pages
 
 
-def dac_home() -> Response:
-    session = _session()
+def dac_home(web: DacWeb) -> Response:
+    session = web.load_session(request)
     if session is None or session.identity_id is None:
         return _login_redirect()
     actor = session.identity_id
-    svc = _state().services
+    svc = web.services
     admin = svc.directory.is_admin(actor)
-    mine = svc.members.roles.committees_of(actor)
+    mine = svc.roles.committees_of(actor)
     if not admin and not mine:
         return error_page("Not allowed", "You are not a member of any data access committee.", 403)
-    now = int(_state().clock())
+    now = int(web.clock())
     committees = []
     for committee in svc.directory.committees():
         if not admin and committee.id not in mine:
@@ -133,12 +131,12 @@ def dac_home() -> Response:
     )
 
 
-def dataset_page(dataset: str) -> Response:
-    session = _session()
+def dataset_page(web: DacWeb, dataset: str) -> Response:
+    session = web.load_session(request)
     if session is None or session.identity_id is None:
         return _login_redirect()
     actor = session.identity_id
-    svc = _state().services
+    svc = web.services
     shown = request.args.get("show", "live")
     flt = {
         "live": GrantFilter(dataset=dataset, live=True),
@@ -153,7 +151,7 @@ def dataset_page(dataset: str) -> Response:
     except DacError as exc:
         return _failure(exc)
     committee = svc.directory.governing(dataset)
-    now = int(_state().clock())
+    now = int(web.clock())
     return page(
         "dac_dataset.html",
         title=f"Dataset {dataset}",
@@ -169,13 +167,13 @@ def dataset_page(dataset: str) -> Response:
     )
 
 
-def grant_create(dataset: str) -> Response:
-    checked = _checked_post(f"grant:{dataset}")
+def grant_create(web: DacWeb, dataset: str) -> Response:
+    checked = _checked_post(web, f"grant:{dataset}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
-        _state().services.grants.grant(
+        web.services.grants.grant(
             actor,
             GrantRequest(
                 identity=request.form.get("identity", "").strip(),
@@ -189,25 +187,25 @@ def grant_create(dataset: str) -> Response:
     return redirect_303(url_for("dac_pages.dataset_page", dataset=dataset))
 
 
-def grant_revoke(grant_id: str) -> Response:
-    checked = _checked_post(f"revoke:{grant_id}")
+def grant_revoke(web: DacWeb, grant_id: str) -> Response:
+    checked = _checked_post(web, f"revoke:{grant_id}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
-        grant = _state().services.grants.revoke(actor, grant_id, request.form.get("reason", ""))
+        grant = web.services.grants.revoke(actor, grant_id, request.form.get("reason", ""))
     except DacError as exc:
         return _failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=grant.dataset, show="all"))
 
 
-def grant_renew(grant_id: str) -> Response:
-    checked = _checked_post(f"renew:{grant_id}")
+def grant_renew(web: DacWeb, grant_id: str) -> Response:
+    checked = _checked_post(web, f"renew:{grant_id}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
-        grant = _state().services.grants.renew(
+        grant = web.services.grants.renew(
             actor, grant_id, parse_time(request.form.get("end", ""), "end"), request.form.get("reason", "")
         )
     except DacError as exc:
@@ -221,7 +219,8 @@ def grant_renew(grant_id: str) -> Response:
 def decode_visa(token: str) -> dict[str, Any]:
     """What the page shows of one visa (read without checking: it is the user's own list)."""
     claims = peek_jws(token, 1) or {}
-    obj = claims.get("ga4gh_visa_v1") if isinstance(claims.get("ga4gh_visa_v1"), dict) else {}
+    found = claims.get("ga4gh_visa_v1")
+    obj: dict[str, Any] = found if isinstance(found, dict) else {}
     exp = claims.get("exp")
     return {
         "type": str(obj.get("type", "?")),
@@ -234,53 +233,61 @@ def decode_visa(token: str) -> dict[str, Any]:
     }
 
 
-def my_visas() -> Response:
-    session = _session()
+def my_visas(web: DacWeb) -> Response:
+    session = web.load_session(request)
     if session is None or session.identity_id is None:
         return _login_redirect()
-    rt = current_runtime()
     me = session.identity_id
-    state = _state()
-    identity = rt.store.get_identity(me)
-    visas = [decode_visa(t) for t in state.visas_for(me)]
-    records = state.services.registered.records_of(me, me)
-    now = int(state.clock())
-    accepted = any(r.visa_type == "AcceptedTermsAndPolicies" and r.record.live(now) for r in records)
+    visas = [decode_visa(t) for t in web.visas_for(me)]
+    records = web.services.registered.records_of(me, me)
+    now = int(web.clock())
+    accepted = any(r.visa_type == ACCEPTED_TERMS_AND_POLICIES and r.live(now) for r in records)
     return page(
         "my_visas.html",
         title="Your visas",
-        identity=identity,
+        identity=web.identity_of(me),
         identity_id=me,
-        links=rt.store.links_of(me),
+        links=web.links_of(me),
         visas=visas,
         records=records,
         accepted=accepted,
         iso=iso,
         now=now,
-        consents=rt.store.consents_of(me),
+        consents=web.consents_of(me),
         csrf=session.csrf_token,
     )
 
 
-def accept_terms() -> Response:
-    checked = _checked_post("accept-terms")
+def accept_terms(web: DacWeb) -> Response:
+    checked = _checked_post(web, "accept-terms")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
-        _state().services.registered.accept_terms(actor)
+        web.services.registered.accept_terms(actor)
     except DacError as exc:
         return _failure(exc)
     return redirect_303(url_for("dac_pages.my_visas"))
 
 
-def blueprint() -> Blueprint:
+def _bound(web: DacWeb, view: Callable[..., Response]) -> Callable[..., Response]:
+    """``view`` with ``web`` as its first argument, under the view's own name (the endpoint)."""
+
+    def bound(**kwargs: Any) -> Response:
+        return view(web, **kwargs)
+
+    bound.__name__ = view.__name__
+    return bound
+
+
+def pages_blueprint(web: DacWeb) -> Blueprint:
+    """The DAC member and researcher pages (they need the login blueprint for ``/login``)."""
     bp = Blueprint("dac_pages", __name__, template_folder="templates")
-    bp.add_url_rule("/dac", view_func=dac_home, methods=["GET"])
-    bp.add_url_rule("/dac/datasets/<path:dataset>", view_func=dataset_page, methods=["GET"])
-    bp.add_url_rule("/dac/datasets/<path:dataset>/grants", view_func=grant_create, methods=["POST"])
-    bp.add_url_rule("/dac/grants/<grant_id>/revoke", view_func=grant_revoke, methods=["POST"])
-    bp.add_url_rule("/dac/grants/<grant_id>/renew", view_func=grant_renew, methods=["POST"])
-    bp.add_url_rule("/account/visas", view_func=my_visas, methods=["GET"])
-    bp.add_url_rule("/account/visas/accept-terms", view_func=accept_terms, methods=["POST"])
+    bp.add_url_rule("/dac", view_func=_bound(web, dac_home), methods=["GET"])
+    bp.add_url_rule("/dac/datasets/<path:dataset>", view_func=_bound(web, dataset_page), methods=["GET"])
+    bp.add_url_rule("/dac/datasets/<path:dataset>/grants", view_func=_bound(web, grant_create), methods=["POST"])
+    bp.add_url_rule("/dac/grants/<grant_id>/revoke", view_func=_bound(web, grant_revoke), methods=["POST"])
+    bp.add_url_rule("/dac/grants/<grant_id>/renew", view_func=_bound(web, grant_renew), methods=["POST"])
+    bp.add_url_rule("/account/visas", view_func=_bound(web, my_visas), methods=["GET"])
+    bp.add_url_rule("/account/visas/accept-terms", view_func=_bound(web, accept_terms), methods=["POST"])
     return bp

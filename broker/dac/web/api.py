@@ -6,8 +6,8 @@ exist without a declared policy and a description (THREAT-MODEL UI-08).
 
 Policies:
 
-- ``dac``: a bearer access token of ours (``authenticate(request) -> Principal``, by default
-  :func:`broker.oidc.tokens.verify_access_token`) carrying the ``dac`` scope. No or a bad token:
+- ``dac``: a bearer access token of ours (``web.authenticate(request) -> Principal``, see
+  :func:`broker.dac.web.auth.token_authenticator`) carrying the ``dac`` scope. No or a bad token:
   ``401 invalid_token``; a token without the scope: ``403 insufficient_scope`` (RFC 6750 3.1,
   GA-12). The token's ``sub`` is the actor; what the actor may do is decided by the services
   (403 ``forbidden``, nothing changed, audited).
@@ -21,29 +21,28 @@ strictly (no duplicate names, bounded depth), objects with only the documented m
 that carries ``iss``, ``source``, ``by``, ``asserted``, ``exp``, ``sub``, ``conditions``,
 ``dac``, ``granted_by``... is refused with a field error, never silently used.
 
-Revocation (GA-14): ``init_app(on_revoke=...)`` is called with each revoked grant so the
-verify / gateway caches of this process drop what they hold.
+The views get everything from the :class:`~broker.dac.web.context.DacWeb` given to
+:func:`api_blueprint` (services, authentication, ``visas_for``), never from ``current_app``.
+Revocation (GA-14) is the services' business: their ``on_revoke`` hooks evict this process's
+caches.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM
 from broker.dac.errors import ValidationError
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json
 from broker.dac.members import Member
-from broker.dac.records import RegisteredAccess
-from broker.dac.services import DacServices, build_services
-from broker.dac.settings import DacSettings
+from broker.dac.records import Grant, RegisteredAccess
+from broker.dac.web.context import DacWeb, Principal
 from broker.errors import BrokerError
-from broker.store.base import Grant
 
 DAC_SCOPE = "dac"
 PERMISSIONS_SCOPE = "ga4gh_permissions"
@@ -52,109 +51,7 @@ MAX_CSV_BYTES = 2 * 1024 * 1024
 Policy = Literal["dac", "client", "public"]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the identity (``sub``) acting, or a client acting for itself."""
-
-    identity: str | None
-    client_id: str | None
-    scopes: frozenset[str] = frozenset()
-
-
-Authenticate = Callable[[Request], Principal]
-
-
-@dataclass
-class ApiState:
-    """What the views need, kept in ``app.extensions["dac_api"]``."""
-
-    services: DacServices
-    authenticate: Authenticate
-    authenticate_client: Authenticate
-    visas_for: Callable[[str], list[str]]
-    clock: Callable[[], float] = time.time
-
-
-# --------------------------------------------------------------------------- authentication
-
-
-def _bearer(req: Request) -> str:
-    headers = req.headers.getlist("Authorization")
-    if "access_token" in req.args or len(headers) > 1:
-        raise BrokerError(
-            "Send the access token once, in the Authorization header.", status=400, code="invalid_request"
-        )
-    if not headers:
-        raise BrokerError(
-            "A bearer access token is required.",
-            status=401,
-            code="invalid_token",
-            headers={"WWW-Authenticate": 'Bearer realm="dac"'},
-        )
-    scheme, _, value = headers[0].strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise BrokerError(
-            "A bearer access token is required.",
-            status=401,
-            code="invalid_token",
-            headers={"WWW-Authenticate": 'Bearer realm="dac"'},
-        )
-    return value.strip()
-
-
-def token_authenticate(req: Request) -> Principal:
-    """The default ``authenticate``: one of our live access tokens (``at+jwt``)."""
-    from broker.oidc.tokens import InvalidToken, verify_access_token
-    from broker.runtime import current_runtime
-
-    rt = current_runtime()
-    token = _bearer(req)
-    try:
-        checked = verify_access_token(rt.keyring, rt.settings, rt.store, token)
-    except InvalidToken as exc:
-        raise BrokerError(
-            "The access token is not valid.",
-            status=401,
-            code="invalid_token",
-            extra={"reason": exc.reason},
-            headers={"WWW-Authenticate": 'Bearer realm="dac", error="invalid_token"'},
-        ) from None
-    return Principal(identity=checked.sub, client_id=checked.client_id, scopes=frozenset(checked.scope))
-
-
-def client_authenticate(req: Request) -> Principal:
-    """The default ``authenticate_client``: client authentication as at the token endpoint."""
-    from broker.oidc.client_auth import authenticate
-    from broker.oidc.errors import OAuthError
-    from broker.runtime import current_runtime
-
-    rt = current_runtime()
-    form = {k: v for k, v in req.form.items()} if req.mimetype == "application/x-www-form-urlencoded" else {}
-    try:
-        auth = authenticate(
-            rt.settings,
-            rt.store,
-            form,
-            req.headers.get("Authorization"),
-            rt.settings.issuer.rstrip("/") + req.path,
-            allow_public=False,
-        )
-    except OAuthError:
-        raise BrokerError(
-            "Client authentication failed.",
-            status=401,
-            code="invalid_client",
-            headers={"WWW-Authenticate": 'Basic realm="permissions"'},
-        ) from None
-    return Principal(identity=None, client_id=auth.client.client_id, scopes=frozenset(auth.client.scopes))
-
-
 # --------------------------------------------------------------------------- helpers for views
-
-
-def _state() -> ApiState:
-    state: ApiState = current_app.extensions["dac_api"]
-    return state
 
 
 def _actor() -> str | None:
@@ -162,8 +59,8 @@ def _actor() -> str | None:
     return principal.identity
 
 
-def _now() -> int:
-    return int(_state().clock())
+def _now(web: DacWeb) -> int:
+    return int(web.clock())
 
 
 def _body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
@@ -206,26 +103,25 @@ def _member_json(m: Member) -> dict[str, Any]:
     return m.to_json()
 
 
-def _registered_json(r: RegisteredAccess) -> dict[str, Any]:
-    g = r.record
+def _registered_json(web: DacWeb, r: RegisteredAccess) -> dict[str, Any]:
     return {
-        "id": g.id,
+        "id": r.id,
         "type": r.visa_type,
         "by": r.by,
-        "identity": g.identity_id,
-        "dac": g.dac or None,
-        "granted_by": g.granted_by,
-        "granted_at": g.granted_at,
-        "start": g.start,
-        "end": g.end,
-        "revoked_at": g.revoked_at,
-        "revoked_by": g.revoked_by,
-        "live": g.live(_now()),
+        "identity": r.identity_id,
+        "dac": r.dac or None,
+        "granted_by": r.granted_by,
+        "granted_at": r.granted_at,
+        "start": r.start,
+        "end": r.end,
+        "revoked_at": r.revoked_at,
+        "revoked_by": r.revoked_by,
+        "live": r.live(_now(web)),
     }
 
 
-def _grant(g: Grant) -> dict[str, Any]:
-    return grant_to_json(g, _now())
+def _grant(web: DacWeb, g: Grant) -> dict[str, Any]:
+    return grant_to_json(g, _now(web))
 
 
 def _bool_arg(name: str) -> bool | None:
@@ -255,22 +151,22 @@ def _float_arg(name: str) -> float | None:
 # --------------------------------------------------------------------------- views
 
 
-def me() -> Response:
-    svc = _state().services
+def me(web: DacWeb) -> Response:
+    svc = web.services
     actor = _actor()
     return _json(
         {
             "identity": actor,
             "admin": svc.directory.is_admin(actor),
-            "committees": svc.members.roles.committees_of(actor),
+            "committees": svc.roles.committees_of(actor),
         }
     )
 
 
-def committees() -> Response:
-    svc = _state().services
+def committees(web: DacWeb) -> Response:
+    svc = web.services
     actor = _actor()
-    mine = svc.members.roles.committees_of(actor)
+    mine = svc.roles.committees_of(actor)
     admin = svc.directory.is_admin(actor)
     return _json(
         [
@@ -288,25 +184,25 @@ def committees() -> Response:
     )
 
 
-def members_list(dac: str) -> Response:
-    return _json([_member_json(m) for m in _state().services.members.list(_actor(), dac)])
+def members_list(web: DacWeb, dac: str) -> Response:
+    return _json([_member_json(m) for m in web.services.members.list(_actor(), dac)])
 
 
-def members_add(dac: str) -> Response:
+def members_add(web: DacWeb, dac: str) -> Response:
     data = _body({"identity", "role", "reason"}, {"identity"})
-    member = _state().services.members.add(
+    member = web.services.members.add(
         _actor(), dac, _text(data, "identity"), _text(data, "role", "member"), _text(data, "reason")
     )
     return _json(_member_json(member), 201)
 
 
-def members_remove(dac: str, identity: str) -> Response:
+def members_remove(web: DacWeb, dac: str, identity: str) -> Response:
     data = _body({"reason"}) if request.content_length else {}
-    _state().services.members.remove(_actor(), dac, identity, _text(data, "reason"))
+    web.services.members.remove(_actor(), dac, identity, _text(data, "reason"))
     return _json({"removed": identity, "dac": dac})
 
 
-def grants_list() -> Response:
+def grants_list(web: DacWeb) -> Response:
     flt = GrantFilter(
         dataset=request.args.get("dataset"),
         dac=request.args.get("dac"),
@@ -314,12 +210,12 @@ def grants_list() -> Response:
         live=_bool_arg("live"),
         expiring_within_days=_float_arg("expiring_days"),
     )
-    return _json([_grant(g) for g in _state().services.grants.list(_actor(), flt)])
+    return _json([_grant(web, g) for g in web.services.grants.list(_actor(), flt)])
 
 
-def grants_create() -> Response:
+def grants_create(web: DacWeb) -> Response:
     data = _body({"identity", "dataset", "start", "end", "reason"}, {"identity", "dataset", "end"})
-    grant = _state().services.grants.grant(
+    grant = web.services.grants.grant(
         _actor(),
         GrantRequest(
             identity=_text(data, "identity"),
@@ -329,24 +225,24 @@ def grants_create() -> Response:
             reason=_text(data, "reason"),
         ),
     )
-    return _json(_grant(grant), 201)
+    return _json(_grant(web, grant), 201)
 
 
-def grants_get(grant_id: str) -> Response:
-    return _json(_grant(_state().services.grants.get(_actor(), grant_id)))
+def grants_get(web: DacWeb, grant_id: str) -> Response:
+    return _json(_grant(web, web.services.grants.get(_actor(), grant_id)))
 
 
-def grants_renew(grant_id: str) -> Response:
+def grants_renew(web: DacWeb, grant_id: str) -> Response:
     data = _body({"end", "reason"}, {"end"})
-    return _json(_grant(_state().services.grants.renew(_actor(), grant_id, data["end"], _text(data, "reason"))))
+    return _json(_grant(web, web.services.grants.renew(_actor(), grant_id, data["end"], _text(data, "reason"))))
 
 
-def grants_revoke(grant_id: str) -> Response:
+def grants_revoke(web: DacWeb, grant_id: str) -> Response:
     data = _body({"reason"}, {"reason"})
-    return _json(_grant(_state().services.grants.revoke(_actor(), grant_id, _text(data, "reason"))))
+    return _json(_grant(web, web.services.grants.revoke(_actor(), grant_id, _text(data, "reason"))))
 
 
-def grants_import() -> Response:
+def grants_import(web: DacWeb) -> Response:
     if request.mimetype != "text/csv":
         raise BrokerError("Send the file as text/csv.", status=415, code="unsupported_media_type")
     raw = request.get_data(cache=False)
@@ -356,57 +252,57 @@ def grants_import() -> Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationError("the file is not UTF-8", {"file": "not UTF-8"}) from None
-    made = _state().services.grants.import_csv(_actor(), text)
-    return _json({"imported": len(made), "grants": [_grant(g) for g in made]}, 201)
+    made = web.services.grants.import_csv(_actor(), text)
+    return _json({"imported": len(made), "grants": [_grant(web, g) for g in made]}, 201)
 
 
-def dataset_audit(dataset: str) -> Response:
-    return _json(_state().services.grants.audit_trail(_actor(), dataset))
+def dataset_audit(web: DacWeb, dataset: str) -> Response:
+    return _json(web.services.grants.audit_trail(_actor(), dataset))
 
 
-def my_grants() -> Response:
+def my_grants(web: DacWeb) -> Response:
     actor = _actor()
-    return _json([_grant(g) for g in _state().services.grants.grants_of(actor, actor or "")])
+    return _json([_grant(web, g) for g in web.services.grants.grants_of(actor, actor or "")])
 
 
-def registered_list() -> Response:
+def registered_list(web: DacWeb) -> Response:
     actor = _actor()
     identity = request.args.get("identity") or actor or ""
-    return _json([_registered_json(r) for r in _state().services.registered.records_of(actor, identity)])
+    return _json([_registered_json(web, r) for r in web.services.registered.records_of(actor, identity)])
 
 
-def registered_accept() -> Response:
+def registered_accept(web: DacWeb) -> Response:
     _body(set())
-    return _json(_registered_json(_state().services.registered.accept_terms(_actor())), 201)
+    return _json(_registered_json(web, web.services.registered.accept_terms(_actor())), 201)
 
 
-def registered_status() -> Response:
+def registered_status(web: DacWeb) -> Response:
     data = _body({"identity", "dac", "reason"}, {"identity"})
     dac = data.get("dac")
     if dac is not None and not isinstance(dac, str):
         raise ValidationError("dac must be a string", {"dac": "not a string"})
-    found = _state().services.registered.grant_status(_actor(), _text(data, "identity"), dac, _text(data, "reason"))
-    return _json(_registered_json(found), 201)
+    found = web.services.registered.grant_status(_actor(), _text(data, "identity"), dac, _text(data, "reason"))
+    return _json(_registered_json(web, found), 201)
 
 
-def registered_vouch() -> Response:
+def registered_vouch(web: DacWeb) -> Response:
     data = _body({"identity", "reason"}, {"identity"})
-    found = _state().services.registered.vouch(_actor(), _text(data, "identity"), _text(data, "reason"))
-    return _json(_registered_json(found), 201)
+    found = web.services.registered.vouch(_actor(), _text(data, "identity"), _text(data, "reason"))
+    return _json(_registered_json(web, found), 201)
 
 
-def registered_revoke(record_id: str) -> Response:
+def registered_revoke(web: DacWeb, record_id: str) -> Response:
     data = _body({"reason"})
-    return _json(_registered_json(_state().services.registered.revoke(_actor(), record_id, _text(data, "reason"))))
+    return _json(_registered_json(web, web.services.registered.revoke(_actor(), record_id, _text(data, "reason"))))
 
 
-def permissions(user: str) -> Response:
+def permissions(web: DacWeb, user: str) -> Response:
     """Our visas for ``user`` in the REMS / ELIXIR permissions API shape."""
-    return _json({PASSPORT_CLAIM: _state().visas_for(user)})
+    return _json({PASSPORT_CLAIM: list(web.visas_for(user))})
 
 
-def openapi() -> Response:
-    response = jsonify(openapi_document(current_app.config.get("BROKER_ISSUER_FOR_DOCS", "/")))
+def openapi(web: DacWeb) -> Response:
+    response = jsonify(openapi_document(web.issuer))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
@@ -518,10 +414,10 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         grants_revoke,
         "dac",
-        "Revoke a grant with a reason",
+        "Revoke a grant with a reason (a revoked grant is answered as it is)",
         body="ReasonRequired",
         response="Grant",
-        errors=(400, 401, 403, 404, 409, 415),
+        errors=(400, 401, 403, 404, 415),
     ),
     Route(
         f"{D}/datasets/<path:dataset>/audit",
@@ -597,13 +493,12 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def _guard(route: Route) -> Callable[..., Response]:
-    """The view wrapped with its route's policy (authentication and scope)."""
+def _guard(route: Route, web: DacWeb) -> Callable[..., Response]:
+    """The view bound to ``web`` and wrapped with its route's policy (authentication and scope)."""
 
     def view(**kwargs: Any) -> Response:
-        state = _state()
         if route.policy == "dac":
-            principal = state.authenticate(request)
+            principal = web.authenticate(request)
             if DAC_SCOPE not in principal.scopes or principal.identity is None:
                 raise BrokerError(
                     f"This API needs a token with the {DAC_SCOPE!r} scope.",
@@ -615,7 +510,7 @@ def _guard(route: Route) -> Callable[..., Response]:
                 )
             request.environ["broker.dac.principal"] = principal
         elif route.policy == "client":
-            principal = state.authenticate_client(request)
+            principal = web.authenticate_client(request)
             if PERMISSIONS_SCOPE not in principal.scopes:
                 raise BrokerError(
                     f"This client is not registered for the {PERMISSIONS_SCOPE!r} scope.",
@@ -623,69 +518,23 @@ def _guard(route: Route) -> Callable[..., Response]:
                     code="insufficient_scope",
                 )
             request.environ["broker.dac.principal"] = principal
-        return route.view(**kwargs)
+        return route.view(web, **kwargs)
 
     view.__name__ = route.view.__name__
     return view
 
 
-def blueprint() -> Blueprint:
+def api_blueprint(web: DacWeb) -> Blueprint:
+    """The DAC REST API, the permissions API and the OpenAPI document, every route from :data:`ROUTES`."""
     bp = Blueprint("dac_api", __name__)
     for route in ROUTES:
         bp.add_url_rule(
             route.rule,
             endpoint=f"{route.view.__name__}_{route.method.lower()}",
-            view_func=_guard(route),
+            view_func=_guard(route, web),
             methods=[route.method],
         )
-
     return bp
-
-
-def init_app(
-    app: Flask,
-    *,
-    dac: DacSettings | None = None,
-    authenticate: Authenticate | None = None,
-    authenticate_client: Authenticate | None = None,
-    on_revoke: Callable[[Grant], None] | None = None,
-    visas_for: Callable[[str], list[str]] | None = None,
-    clock: Callable[[], float] = time.time,
-    pages: bool = True,
-) -> ApiState:
-    """Register the API on ``app`` (after ``create_app`` put the Runtime in ``app.extensions``).
-
-    ``visas_for(user)`` answers the permissions API; by default the visas we mint from our own
-    grants and registered-access records (relayed visas are not passed on to other brokers);
-    the researcher's page shows the same list, so pass the full collection (``collect_visas``
-    with remote and upstream visas) to show everything a passport would carry. ``pages`` also
-    registers the web pages (:mod:`broker.dac.pages`; they need the login blueprint).
-    """
-    from broker.runtime import Runtime
-    from broker.visas.minting import VisaMinter
-
-    rt: Runtime = app.extensions["broker"]
-    services = build_services(rt.settings, rt.store, dac=dac, on_revoke=on_revoke, clock=clock)
-    if visas_for is None:
-        minter = VisaMinter(
-            rt.keyring, rt.settings.issuer, services.directory, services.grants, services.registered, clock=clock
-        )
-        visas_for = minter.tokens
-    state = ApiState(
-        services=services,
-        authenticate=authenticate or token_authenticate,
-        authenticate_client=authenticate_client or client_authenticate,
-        visas_for=visas_for,
-        clock=clock,
-    )
-    app.extensions["dac_api"] = state
-    app.config["BROKER_ISSUER_FOR_DOCS"] = rt.settings.issuer
-    app.register_blueprint(blueprint())
-    if pages:
-        from broker.dac.pages import blueprint as pages_blueprint
-
-        app.register_blueprint(pages_blueprint())
-    return state
 
 
 # --------------------------------------------------------------------------- OpenAPI 3.1

@@ -1,0 +1,1 @@
+"""Outbound network access: the one bounded HTTP client (:mod:`broker.net.http`)."""

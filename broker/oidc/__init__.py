@@ -1,0 +1,1 @@
+"""The OpenID Provider: authorization, token, userinfo, introspection, revocation, device flow."""
