@@ -39,13 +39,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from broker.core.jose import JoseError, parse, require_typ, verify_signature
+from broker.core.models import KeyResolutionError
 from broker.oidc.clients import ClientRegistry, OAuthClient
 from broker.oidc.errors import OAuthError
 from broker.oidc.passwords import verify_secret
 from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES
 from broker.oidc.records import AssertionUse, Client
 from broker.oidc.repository import OidcRepository
-from broker.trust.keyset import KeyResolutionError, parse_jwks
+from broker.trust.keyset import parse_jwks
 from broker.web.rate_limit import RateLimited, RateLimiter, limit_key
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

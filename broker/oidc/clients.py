@@ -38,7 +38,7 @@ class ClientError(BrokerError, ValueError):
     code = "invalid_client_metadata"
 
 
-class OAuthClient(ClientMixin):
+class OAuthClient(ClientMixin):  # type: ignore[misc]  # authlib has no type information
     """A client as authlib's grants and endpoints ask about it."""
 
     def __init__(self, record: Client) -> None:

@@ -94,7 +94,7 @@ def _refresh_live(ctx: Any, token: RefreshToken) -> bool:
     return withdrawn is None or grant.authorized_ms > withdrawn
 
 
-class Introspection(IntrospectionEndpoint):
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]  # authlib has no type information
     """RFC 7662 for authenticated clients, limited against token scanning (module docstring)."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -152,7 +152,7 @@ class Introspection(IntrospectionEndpoint):
         }
 
 
-class Revocation(RevocationEndpoint):
+class Revocation(RevocationEndpoint):  # type: ignore[misc]  # authlib has no type information
     """RFC 7009: 200 with an empty body; only the owning client's tokens are revoked (module docstring)."""
 
     CLIENT_AUTH_METHODS = list(METHODS)
@@ -190,7 +190,7 @@ class Revocation(RevocationEndpoint):
         return 200, "", list(NO_STORE.items())
 
 
-class DeviceAuthorizations(DeviceAuthorizationEndpoint):
+class DeviceAuthorizations(DeviceAuthorizationEndpoint):  # type: ignore[misc]  # authlib has no type information
     """RFC 8628 3.1-3.2 (module docstring); ``verification_uri`` under our issuer."""
 
     CLIENT_AUTH_METHODS = list(METHODS)

@@ -125,7 +125,7 @@ def _context(grant: Any) -> GrantContext:
     return context
 
 
-class OpenIDTokenExtension(OpenIDCode):
+class OpenIDTokenExtension(OpenIDCode):  # type: ignore[misc]  # authlib has no type information
     """authlib's OIDC extension: adds ``id_token`` to a token response whose scope has ``openid``.
 
     The ID token is ours (claims and key ring signature, :meth:`AccessTokens.mint_id_token`).
@@ -155,7 +155,7 @@ class OpenIDTokenExtension(OpenIDCode):
         )
 
 
-class CodeGrant(AuthorizationCodeGrant):
+class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]  # authlib has no type information
     """The authorization code grant (RFC 6749 4.1) with atomic single use (module docstring)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
@@ -187,7 +187,7 @@ class CodeGrant(AuthorizationCodeGrant):
         self.save_authorization_code(code, self.request)
         return 200, code, []
 
-    @hooked
+    @hooked  # type: ignore[untyped-decorator]
     def validate_token_request(self) -> None:
         ctx = _context(self)
         client = self.authenticate_token_endpoint_client()
@@ -234,7 +234,7 @@ class CodeGrant(AuthorizationCodeGrant):
         return Authorized(grant=grant, auth_time=code.auth_time, now=now, nonce=code.nonce, idp=code.idp)
 
 
-class RefreshGrant(RefreshTokenGrant):
+class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # authlib has no type information
     """The refresh token grant (RFC 6749 6) with rotation and reuse detection (module docstring)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
@@ -291,7 +291,7 @@ class RefreshGrant(RefreshTokenGrant):
         """Nothing to do: the token was marked used, atomically, when it was presented."""
 
 
-class DeviceGrant(DeviceCodeGrant):
+class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]  # authlib has no type information
     """The device_code grant at /token (RFC 8628 3.4, 3.5); see the module docstring."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)

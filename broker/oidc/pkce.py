@@ -46,7 +46,7 @@ def verifier_matches(verifier: str, challenge: str) -> bool:
     return hmac.compare_digest(s256(verifier).encode("ascii"), challenge.encode("ascii", "replace"))
 
 
-class S256CodeChallenge(CodeChallenge):
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]  # authlib has no type information
     """authlib's PKCE extension, S256 only, with the checks of the module docstring.
 
     The authorization-side check is called by :mod:`broker.oidc.authorization` in its fixed

@@ -42,7 +42,7 @@ REFRESH_IDLE_SECONDS = 7 * 86400
 _TRANSPORT_CHECKED = "https://issuer.invalid/"
 
 
-class OAuthRequest(OAuth2Request):
+class OAuthRequest(OAuth2Request):  # type: ignore[misc]  # authlib has no type information
     """One request to a token-style endpoint, as authlib's grants and endpoints read it.
 
     ``params`` are the single-valued form parameters (already checked: no repeats, no query);
@@ -88,7 +88,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class OAuthServer(AuthorizationServer):
+class OAuthServer(AuthorizationServer):  # type: ignore[misc]  # authlib has no type information
     """authlib's authorization server with our clients, client authentication, tokens and errors.
 
     ``context`` is what grants and endpoints reach through ``self.server.context`` (the
@@ -149,9 +149,10 @@ class OAuthServer(AuthorizationServer):
             address=request.address,
             run=run,
         )
+        client = OAuthClient(auth.client)
         request.auth_method = auth.method
-        request.client = OAuthClient(auth.client)
-        return request.client
+        request.client = client
+        return client
 
     def save_token(self, token: Mapping[str, Any], request: OAuthRequest) -> None:
         """Keep the hash of a new refresh token in its grant's family (idle and absolute limits)."""

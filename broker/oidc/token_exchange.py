@@ -43,7 +43,7 @@ def audiences(raw: MultiDict[str, str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
+class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]  # authlib has no type information
     """RFC 8693 at ``/token``: a passport for one of our access tokens (see the module docstring)."""
 
     GRANT_TYPE = TOKEN_EXCHANGE_GRANT

@@ -47,9 +47,10 @@ ACCESS_TOKEN_CACHE_ENTRIES = 50_000
 
 
 class TokenKeys(Protocol):
-    """What we need of :class:`broker.keys.ring.KeyRing`: sign, and the keys we publish."""
+    """What we need of :class:`broker.keys.ring.KeyRing`: sign, the keys we publish, their longest token."""
 
-    settings: Any
+    @property
+    def max_token_lifetime_seconds(self) -> int: ...
 
     def sign(
         self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None, now: int | None = None
@@ -289,7 +290,7 @@ class AccessTokens:
         return grant.authorized_ms <= at_ms
 
 
-class AccessTokenGenerator(JWTBearerTokenGenerator):
+class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib has no type information
     """authlib's RFC 9068 generator with our claims, our clock and our key ring's signature.
 
     ``user`` is the :class:`broker.oidc.grants.Authorized` of the grant: its ``grant`` names
