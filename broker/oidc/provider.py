@@ -125,7 +125,7 @@ class OpenIDProvider:
             clock=clock,
         )
         self.consents = Consents(self.repository, settings)
-        self.server = OAuthServer(self.clients, self.authenticator, self.repository, self, self.now)
+        self.server = OAuthServer(self.clients, self.authenticator, self.repository, self)
         self.server.register_token_generator("default", AccessTokenGenerator(self.tokens))
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIDTokenExtension()])
         self.server.register_grant(RefreshGrant)

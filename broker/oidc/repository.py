@@ -105,9 +105,11 @@ class OidcRepository:
 
         Returns ``(code, None)`` to the one redemption that took it, ``(None, earlier)`` to a
         later one (``earlier`` names the grant to revoke; None for a code never issued or
-        expired). Authlib's grant reads a code and deletes it later: two redemptions could
-        both read it. The transaction is the kernel's single use, and the marker it writes
-        with the take is what makes every later redemption see the first one.
+        expired). authlib's grant reads a code and deletes it after issuing tokens, so two
+        redemptions could both read it. A bare ``kernel.take`` would be single use, but
+        between the take and writing the marker a loser could find neither the code nor the
+        marker (the first release needed a second "reused" marker and a re-read for that);
+        taking the code and writing the marker in one transaction closes the gap.
         """
 
         def run(tx: Tx) -> tuple[AuthorizationCode | None, CodeRedemption | None]:

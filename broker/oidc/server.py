@@ -17,7 +17,7 @@ adapter turns into a response, so the grants and endpoints never touch Flask. Wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,14 +101,12 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]  # authlib has no 
         authenticator: ClientAuthenticator,
         repository: OidcRepository,
         context: Any,
-        clock: Callable[[], int],
     ) -> None:
         super().__init__(scopes_supported=None)  # scopes are per client (OAuthClient.get_allowed_scope)
         self.clients = clients
         self.authenticator = authenticator
         self.repository = repository
         self.context = context
-        self.clock = clock
         self.registry = ClientAuthentication(self.query_client)
         for name, function in registry_functions(authenticator).items():
             self.registry.register(name, function)
@@ -191,8 +189,3 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]  # authlib has no 
 
 def _is_basic(authorization: str | None) -> bool:
     return bool(authorization) and str(authorization).strip().lower().startswith("basic ")
-
-
-def oauth_error(error: OAuth2Error | OAuthError) -> OAuthError:
-    """Either error type as ours."""
-    return error if isinstance(error, OAuthError) else from_authlib(error)
