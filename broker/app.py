@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
@@ -19,6 +20,7 @@ from broker.web import errors as web_errors
 
 if TYPE_CHECKING:
     from broker.core.policy.reload import PolicyStore
+    from broker.login.service import LoginArea
 
 log = logging.getLogger("broker.app")
 
@@ -53,9 +55,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app, settings.issuer)
     _install_security_headers(app, https=settings.issuer.startswith("https://"))
     _install_health_routes(app)
-    _install_oidc(app)
+    login = _install_oidc(app)
     _install_dac(app)
-    _install_clearinghouse(app)
+    _install_clearinghouse(app, upstream_visas=login.upstream_visas.visas)
     _install_gateway(app)
     return app
 
@@ -120,11 +122,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _install_clearinghouse(app: Flask) -> None:
-    """The process's verifier (with its cache) and the gatherer of a researcher's visas."""
+def _install_clearinghouse(app: Flask, upstream_visas: Callable[[str], list[str]]) -> None:
+    """The process's verifier (with its cache) and the gatherer of a researcher's visas.
+
+    ``upstream_visas`` gives the visas a researcher's logins yield (``LoginArea.upstream_visas``).
+    """
     from broker.clearinghouse import build_verifier, own_keys_of
     from broker.core.cache import VerifiedCache
-    from broker.oidc.visas import current_visas
     from broker.visas.collect import collect_visas
     from broker.visas.minting import VisaMinter, revocation_check
     from broker.visas.remote import sources_from_settings
@@ -151,7 +155,7 @@ def _install_clearinghouse(app: Flask) -> None:
                 minter=minter,
                 remote=remote,
                 limit=limit,
-                upstream=lambda i: current_visas(settings, rt.store, rt.keyring, i),
+                upstream=upstream_visas,
             )
             for problem in problems:
                 log.warning("visas for a passport: %s", problem)
@@ -240,13 +244,85 @@ def current_runtime_of(app: Flask) -> Runtime:
     return app.extensions["broker"]
 
 
-def _install_oidc(app: Flask) -> None:
-    """The OpenID Provider and the login pages (broker/oidc, broker/login)."""
-    from broker.login.views import blueprint as login_blueprint
-    from broker.oidc.views import blueprint as oidc_blueprint
+class _LateVerifier:
+    """The process's verifier, which ``_install_clearinghouse`` builds after the login area."""
 
-    app.register_blueprint(oidc_blueprint())
-    app.register_blueprint(login_blueprint())
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def verify_visas(self, visas: Any) -> Any:
+        if self._rt.verifier is None:
+            raise RuntimeError("the verifier is not built (create_app builds it)")
+        return self._rt.verifier.verify_visas(visas)
+
+
+def _install_oidc(app: Flask) -> LoginArea:
+    """The OpenID Provider, the login area and the identity service (broker/oidc, broker/login, broker/identity).
+
+    Each service gets only its own settings section and parts; the blueprints get the services.
+    Returns the login area (its ``upstream_visas`` feed the clearinghouse's ``visas_for``).
+    """
+    from broker.identity.service import IdentityService
+    from broker.login.material import UpstreamVisas
+    from broker.login.service import LoginArea
+    from broker.login.upstreams import Upstreams
+    from broker.login.web import login_blueprint
+    from broker.oidc.provider import OpenIDProvider
+    from broker.oidc.tokens import ACCESS_TOKEN_CACHE
+    from broker.oidc.web import oidc_blueprint
+    from broker.web.session import Sessions
+
+    rt = current_runtime_of(app)
+    settings = rt.settings
+    kernel = rt.store.kernel  # type: ignore[attr-defined]
+    limits = settings.limits
+    sessions = Sessions(
+        kernel,
+        secure=settings.issuer.startswith("https://"),
+        lifetime_seconds=settings.login.session_lifetime_seconds,
+    )
+    identities = IdentityService(kernel)
+    op = OpenIDProvider(
+        settings=settings.oidc,
+        issuer=settings.issuer,
+        kernel=kernel,
+        keys=rt.keyring,
+        identities=identities,
+        sessions=sessions,
+        visas_for=rt.passport_visas,
+        leeway=limits.clock_leeway_seconds,
+        max_json_depth=limits.max_json_depth,
+        interaction_lifetime_seconds=settings.login.interaction_lifetime_seconds,
+        token_cache=ACCESS_TOKEN_CACHE,
+    )
+    upstream_visas = UpstreamVisas(
+        kernel,
+        identities,
+        rt.keyring,
+        issuer=settings.issuer,
+        connectors=[c.id for c in settings.login.connectors],
+        visa_lifetime_seconds=settings.oidc.visa_lifetime_seconds,
+        material_lifetime_seconds=settings.oidc.refresh_token_lifetime_seconds,
+    )
+    login = LoginArea(
+        settings.login,
+        issuer=settings.issuer,
+        kernel=kernel,
+        sessions=sessions,
+        identities=identities,
+        pending=op,
+        consents=op.consents,
+        upstream_visas=upstream_visas,
+        upstreams=Upstreams(
+            own_issuer=settings.issuer, fetch=settings.trust.fetch, max_json_depth=limits.max_json_depth
+        ),
+        verifier=_LateVerifier(rt),
+        leeway=limits.clock_leeway_seconds,
+        max_json_depth=limits.max_json_depth,
+    )
+    app.register_blueprint(oidc_blueprint(op))
+    app.register_blueprint(login_blueprint(login))
+    return login
 
 
 def _install_health_routes(app: Flask) -> None:

@@ -11,17 +11,19 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from broker.oidc.clients import AUTH_METHODS, ClientError, create_client, from_settings
+from broker.oidc.clients import AUTH_METHODS, ClientError, ClientRegistry
 from broker.oidc.passwords import hash_secret, new_secret
-from broker.store.base import Conflict, Store, StoreError
+from broker.oidc.records import Client
+from broker.oidc.repository import OidcRepository
+from broker.store.base import Conflict, StoreError
 
 if TYPE_CHECKING:
     from broker.cli import Context
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``clients add``, ``clients list`` and ``clients remove``."""
     clients = sub.add_parser("clients", help="OAuth clients: add, list, remove")
     clients_sub = clients.add_subparsers(dest="clients_command", metavar="ACTION")
@@ -66,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 @contextmanager
-def _store(ctx: Context) -> Iterator[Store]:
+def _clients(ctx: Context) -> Iterator[ClientRegistry]:
+    """The clients of the settings file and of the store (closed after use)."""
     from broker.cli import CommandError
     from broker.store import open_store
 
@@ -75,7 +78,7 @@ def _store(ctx: Context) -> Iterator[Store]:
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
-        yield store
+        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(store.kernel, family_marker_seconds=3600))
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     finally:
@@ -96,10 +99,9 @@ def _add(ctx: Context) -> int:
             raise CommandError(f"cannot read --jwks-file: {exc.__class__.__name__}") from None
     if any(c.client_id == args.client_id for c in ctx.settings.oidc.clients):
         raise CommandError(f"client {args.client_id!r} is declared in the settings file")
-    with _store(ctx) as store:
+    with _clients(ctx) as clients:
         try:
-            created = create_client(
-                store,
+            created = clients.create(
                 args.client_id,
                 name=args.name,
                 redirect_uris=tuple(args.redirect_uri),
@@ -126,22 +128,22 @@ def _add(ctx: Context) -> int:
     return 0
 
 
-def _describe(client: object) -> dict[str, object]:
+def _describe(client: Client) -> dict[str, Any]:
     return {
         "client_id": client.client_id,
-        "name": client.name,  # type: ignore[attr-defined]
-        "auth_method": client.auth_method,  # type: ignore[attr-defined]
-        "redirect_uris": list(client.redirect_uris),  # type: ignore[attr-defined]
-        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),  # type: ignore[attr-defined]
+        "name": client.name,
+        "auth_method": client.auth_method,
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
         "grant_types": list(client.grant_types),
-        "scopes": list(client.scopes),  # type: ignore[attr-defined]
+        "scopes": list(client.scopes),
     }
 
 
 def _list(ctx: Context) -> int:
-    with _store(ctx) as store:
-        rows = [{**_describe(c), "from": "store"} for c in store.list_clients()]
-    rows += [{**_describe(from_settings(c)), "from": "settings"} for c in ctx.settings.oidc.clients]
+    with _clients(ctx) as clients:
+        rows = [{**_describe(c), "from": "store"} for c in clients.stored()]
+        rows += [{**_describe(c), "from": "settings"} for c in clients.declared()]
     if ctx.args.json:
         ctx.out_json(rows)
         return 0
@@ -153,8 +155,8 @@ def _list(ctx: Context) -> int:
 def _remove(ctx: Context) -> int:
     from broker.cli import CommandError
 
-    with _store(ctx) as store:
-        if not store.delete_client(ctx.args.client_id):
+    with _clients(ctx) as clients:
+        if not clients.delete(ctx.args.client_id):
             raise CommandError(f"no client {ctx.args.client_id!r} in the store")
     ctx.out(f"removed {ctx.args.client_id}")
     return 0

@@ -11,14 +11,15 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
-from broker.login.local import AccountError, add_user
+from broker.identity.service import IdentityService
+from broker.login.local import AccountError, LocalAccounts
 from broker.store.base import StoreError
 
 if TYPE_CHECKING:
     from broker.cli import Context
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     users = sub.add_parser("users", help="local login accounts: add")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION")
     users_sub.required = True
@@ -45,8 +46,9 @@ def _add(ctx: Context) -> int:
     except StoreError as exc:
         raise CommandError(f"store: {exc}") from None
     try:
-        identity = add_user(
-            settings, store, connector, ctx.args.username, password, display_name=ctx.args.name, email=ctx.args.email
+        accounts = LocalAccounts(store.kernel, IdentityService(store.kernel), settings.issuer)
+        identity = accounts.add(
+            connector, ctx.args.username, password, display_name=ctx.args.name, email=ctx.args.email
         )
     except AccountError as exc:
         raise CommandError(str(exc)) from None

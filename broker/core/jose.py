@@ -25,6 +25,11 @@ with a machine-readable :class:`~broker.core.models.Reason`):
   (``enc``, ``zip``); ``kid``, ``typ`` and ``jku`` strings when present. ``jku`` is only
   reported: it is resolved by the trust allow-list of the token's issuer, never here.
 
+:func:`require_typ` and :func:`key_by_kid` are the two checks every caller that knows its
+token class makes next (our access tokens, ID token hints, client assertions): the ``typ``
+is one the class allows, and the key is the one the header's ``kid`` names in the caller's
+key set, for exactly the header's ``alg``.
+
 :func:`verify_signature` then checks the signature with ``cryptography`` directly:
 ES256 takes exactly 64 bytes ``r || s`` (RFC 7518 section 3.4) which are converted to
 DER; RS256 is PKCS#1 v1.5 with SHA-256 and a signature exactly the modulus length. The
@@ -423,3 +428,39 @@ def verify_signature(jws: Jws, key: object) -> None:
             rsa_key.verify(signature, jws.signing_input, _PKCS1V15, _SHA256)
     except InvalidSignature:
         raise JoseError(Reason.BAD_SIGNATURE, "signature does not verify with the issuer's key") from None
+
+
+# --------------------------------------------------------------------------- token class checks
+
+
+def require_typ(jws: Jws, accepted: frozenset[str | None], *, ignore_case: bool = False) -> None:
+    """The header ``typ`` is one of ``accepted`` (``None`` in it allows an absent ``typ``).
+
+    Each token class accepts exactly its own ``typ`` (DESIGN rule 4, RFC 8725 3.11): an ID
+    token presented as an access token, or an access token as a client assertion, stops
+    here. ``ignore_case`` compares media types case-insensitively (RFC 7515 4.1.9), for
+    tokens other parties mint; our own tokens are compared exactly.
+    """
+    typ = jws.typ
+    if typ is not None and ignore_case:
+        typ = typ.lower()
+    if typ not in accepted:
+        shown = typ[:40] if isinstance(typ, str) else "absent"
+        raise JoseError(Reason.BAD_TYP, f"typ {shown!r} is not accepted here")
+
+
+def key_by_kid(jws: Jws, keys: Mapping[str, tuple[str, object]], where: str) -> object:
+    """The key of ``keys`` (kid -> (alg, public key)) that the header's ``kid`` names, for its ``alg``.
+
+    A ``kid`` is required and is only a dictionary key (THREAT-MODEL JWT-04); the key's own
+    algorithm must be the header's (JWT-03). ``where`` names the key set in the detail.
+    """
+    if jws.kid is None:
+        raise JoseError(Reason.KEY_NOT_FOUND, f"the token names no kid; {where} requires one")
+    found = keys.get(jws.kid)
+    if found is None:
+        raise JoseError(Reason.KEY_NOT_FOUND, f"kid is not a key of {where}")
+    alg, key = found
+    if alg != jws.alg:
+        raise JoseError(Reason.BAD_ALG, f"the key of {where} is for {alg}, the token says {jws.alg}")
+    return key

@@ -19,7 +19,7 @@ A judged document becomes an immutable :class:`UpstreamMetadata`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import urllib3
 from urllib3.util import parse_url
@@ -28,9 +28,6 @@ from broker.errors import BrokerError
 from broker.login.settings import ConnectorSettings
 from broker.login.upstream_http import HttpLimits, UpstreamHttpError, exchange, require_json
 from broker.trust.fetch import FetchError, check_url
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
 
 WELL_KNOWN = "/.well-known/openid-configuration"
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -65,28 +62,27 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + WELL_KNOWN
 
 
-def limits_of(connector: ConnectorSettings, settings: Settings) -> HttpLimits:
+def limits_of(connector: ConnectorSettings, allow_http_loopback: bool, max_json_depth: int) -> HttpLimits:
     """The bounds of every exchange with this connector's upstream."""
     return HttpLimits(
         timeout_seconds=connector.timeout_seconds,
         max_bytes=connector.max_response_bytes,
-        allow_http_loopback=settings.trust.fetch.allow_http_loopback,
-        max_json_depth=settings.limits.max_json_depth,
+        allow_http_loopback=allow_http_loopback,
+        max_json_depth=max_json_depth,
     )
 
 
-def discover(connector: ConnectorSettings, settings: Settings) -> UpstreamMetadata:
+def discover(connector: ConnectorSettings, own_issuer: str, limits: HttpLimits) -> UpstreamMetadata:
     """Fetch and judge the connector's discovery document; :class:`DiscoveryError` if unusable."""
     issuer = connector.issuer or ""
-    if issuer == settings.issuer:
+    if issuer == own_issuer:
         raise DiscoveryError("own_issuer", "an upstream cannot be this broker itself")
-    limits = limits_of(connector, settings)
     try:
         response = exchange("GET", discovery_url(issuer), limits)
         document = require_json(response, limits.max_json_depth, "the discovery endpoint")
     except UpstreamHttpError as exc:
         raise DiscoveryError(f"discovery_{exc.reason}", exc.detail) from None
-    return judge(document, connector, settings.trust.fetch.allow_http_loopback)
+    return judge(document, connector, limits.allow_http_loopback)
 
 
 def judge(document: dict[str, Any], connector: ConnectorSettings, allow_http_loopback: bool) -> UpstreamMetadata:

@@ -28,8 +28,8 @@ import hmac
 from typing import Any, Protocol
 
 from broker.core.jose import JoseError, parse, verify_signature
+from broker.core.models import KeyResolutionError
 from broker.errors import BrokerError
-from broker.trust.keyset import KeyResolutionError
 
 MAX_SUB_CHARS = 255
 ID_TOKEN_TYPS = frozenset({"jwt", "application/jwt"})

@@ -1,7 +1,7 @@
 """Per-process state of the ``oidc`` connectors: discovered metadata and upstream keys.
 
-One :class:`Upstreams` lives in each Flask app (``app.extensions``), made on first use, so
-nothing happens at import time and each gunicorn worker keeps its own caches:
+One :class:`Upstreams` belongs to the login area of a process (built with it, so nothing
+happens at import time and each gunicorn worker keeps its own caches):
 
 - discovery documents, judged by :mod:`broker.login.discovery`, are kept for
   ``trust.fetch.cache_ttl_seconds``; a failure is remembered for
@@ -11,8 +11,6 @@ nothing happens at import time and each gunicorn worker keeps its own caches:
   its own, built over a one-entry trust configuration naming the upstream as a token issuer
   with its discovered ``jwks_uri``: the same hardened fetcher, cache, single-flight and
   unknown-``kid`` cooldown (``trust.fetch``) as every other key we fetch.
-
-Relayed visas are judged by the process's one verifier (``Runtime.verifier``), not here.
 """
 
 from __future__ import annotations
@@ -20,30 +18,35 @@ from __future__ import annotations
 import threading
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
-from flask import current_app
-
-from broker.login.discovery import DiscoveryError, UpstreamMetadata, discover
+from broker.login.discovery import DiscoveryError, UpstreamMetadata, discover, limits_of
 from broker.login.settings import ConnectorSettings
+from broker.login.upstream_http import HttpLimits
 from broker.trust.config import TrustConfig, TrustedBroker
 from broker.trust.jwks import KeyResolver
+from broker.trust.settings import JwksFetchSettings
 
-if TYPE_CHECKING:
-    from broker.settings import Settings
-
-EXTENSION = "broker.login.upstreams"
 DISCOVERY_RETRY_SECONDS = 5.0
 
 
 class Upstreams:
-    """Caches for the oidc connectors of one process (see the module docstring). Thread-safe."""
+    """Caches for the oidc connectors of one process (see the module docstring). Thread-safe.
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    ``own_issuer`` is ours (an upstream may not be this broker); ``fetch`` the key-fetch
+    settings (``trust.fetch``); ``max_json_depth`` bounds every upstream answer.
+    """
+
+    def __init__(self, *, own_issuer: str, fetch: JwksFetchSettings, max_json_depth: int) -> None:
+        self._own_issuer = own_issuer
+        self._fetch = fetch
+        self._max_json_depth = max_json_depth
         self._lock = threading.Lock()
         self._metadata: dict[str, tuple[UpstreamMetadata | DiscoveryError, float]] = {}
         self._resolvers: dict[tuple[str, str], KeyResolver] = {}
+
+    def limits(self, connector: ConnectorSettings) -> HttpLimits:
+        """The bounds of every exchange with this connector's upstream."""
+        return limits_of(connector, self._fetch.allow_http_loopback, self._max_json_depth)
 
     def metadata(self, connector: ConnectorSettings) -> UpstreamMetadata:
         """The connector's judged discovery document; :class:`DiscoveryError` if the upstream is unusable."""
@@ -51,8 +54,10 @@ class Upstreams:
         cached = self._metadata.get(connector.id)
         if cached is None or cached[1] <= now:
             try:
-                result: UpstreamMetadata | DiscoveryError = discover(connector, self._settings)
-                keep = float(self._settings.trust.fetch.cache_ttl_seconds)
+                result: UpstreamMetadata | DiscoveryError = discover(
+                    connector, self._own_issuer, self.limits(connector)
+                )
+                keep = float(self._fetch.cache_ttl_seconds)
             except DiscoveryError as exc:
                 result, keep = exc, DISCOVERY_RETRY_SECONDS
             cached = (result, time.monotonic() + keep)
@@ -69,7 +74,7 @@ class Upstreams:
         resolver = self._resolvers.get(slot)
         if resolver is None:
             trust = TrustConfig(
-                self._settings.issuer,
+                self._own_issuer,
                 brokers={
                     metadata.issuer: TrustedBroker(
                         iss=metadata.issuer, jwks_uri=metadata.jwks_uri, pinned=MappingProxyType({})
@@ -77,15 +82,5 @@ class Upstreams:
                 },
             )
             with self._lock:
-                resolver = self._resolvers.setdefault(slot, KeyResolver(trust, self._settings.trust.fetch))
+                resolver = self._resolvers.setdefault(slot, KeyResolver(trust, self._fetch))
         return resolver
-
-
-def current_upstreams() -> Upstreams:
-    """The :class:`Upstreams` of the app handling this request (made on first use)."""
-    from broker.runtime import current_runtime
-
-    found = current_app.extensions.get(EXTENSION)
-    if found is None:
-        found = current_app.extensions.setdefault(EXTENSION, Upstreams(current_runtime().settings))
-    return found  # type: ignore[no-any-return]

@@ -1,47 +1,61 @@
 """Client authentication at the token, introspection, revocation and device endpoints.
 
 Methods (RFC 6749 2.3.1, OIDC Core 9): ``client_secret_basic``, ``client_secret_post``,
-``private_key_jwt`` (RFC 7523), and ``none`` for public clients (client_id only). A
-client must use exactly the method it was registered with; presenting two methods at
-once is ``invalid_request`` (RFC 6749 2.3). Every failure is ``401 invalid_client``
-with ``WWW-Authenticate: Basic`` when HTTP Basic was tried (THREAT-MODEL EPM g).
+``private_key_jwt`` (RFC 7523) and ``none`` for public clients (client_id only). Each is a
+function registered into authlib's client-authentication registry
+(``AuthorizationServer.register_client_auth_method``); :meth:`ClientAuthenticator.authenticate`
+is what the server calls. It keeps our rules, which authlib's loop over methods does not:
 
-Security-critical parsing is written here, not borrowed: the Basic header is decoded
-strictly (base64, one ``:``, then form-urlencoding per RFC 6749 2.3.1); secrets are
-checked with scrypt and a constant-time compare; client assertions are checked for
-``iss == sub == client_id``, an audience of exactly our issuer or the endpoint, a short
-``exp``, a ``jti`` used once (``add_ticket``), and a signature by a key of the client's
-registered JWKS with an allowed asymmetric algorithm (never ``none`` or HMAC).
+- the request uses exactly one method, found from what it carries; two at once is
+  ``invalid_request`` (RFC 6749 2.3); a client must use the method it was registered with;
+- every failure is ``401 invalid_client``, with ``WWW-Authenticate: Basic`` when HTTP Basic
+  was tried (THREAT-MODEL EPM g);
+- failures are counted per (claimed client_id, address): past the limit every attempt of
+  that pair is ``429`` with ``Retry-After`` until the window ends, right or wrong (OA-18).
+
+Security-critical parsing is written here, not borrowed: the Basic header is decoded strictly
+(base64, one ``:``, then form-urlencoding per RFC 6749 2.3.1; authlib's decoder is lenient);
+secrets are checked with scrypt and a constant-time compare (a verified pair is remembered a
+minute, keyed by a hash, so scrypt runs once per client per minute). Client assertions go
+through the one JWS path (:mod:`broker.core.jose`): ES256 or RS256 only (never ``none``,
+HMAC or PS256), no embedded keys or ``crit``, ``typ`` absent, ``JWT`` or
+``client-authentication+jwt``, a key of the client's registered JWKS that fits (the same
+key rules as every key we accept, :mod:`broker.trust.keyset`), ``iss == sub == client_id``,
+an audience of exactly our issuer or the endpoint, ``exp`` at most 5 minutes ahead, and a
+``jti`` used once (a kernel ``add``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import unquote_plus
 
-import jwt
-
-from broker.oidc.clients import find_client
+from broker.core.jose import JoseError, parse, require_typ, verify_signature
+from broker.core.models import KeyResolutionError
+from broker.oidc.clients import ClientRegistry, OAuthClient
 from broker.oidc.errors import OAuthError
 from broker.oidc.passwords import verify_secret
-from broker.store.base import Client, Store
-from broker.trust.keyset import key_misfit, parse_key
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
+from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES
+from broker.oidc.records import AssertionUse, Client
+from broker.oidc.repository import OidcRepository
+from broker.trust.keyset import parse_jwks
+from broker.web.rate_limit import RateLimited, RateLimiter, limit_key
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ("RS256", "ES256", "PS256")
 MAX_ASSERTION_LIFETIME = 300  # seconds between now and a client assertion's exp
 MAX_ASSERTION_BYTES = 8192
+MAX_CLIENT_KEYS = 20
+ASSERTION_TYPS: frozenset[str | None] = frozenset({None, "jwt", "client-authentication+jwt"})
+METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+_DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 
 @dataclass(frozen=True)
@@ -65,13 +79,8 @@ class _SecretCache:
         self._data: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _key(client: Client, presented: str) -> bytes:
-        material = f"{client.client_id}\x00{client.secret_hash}\x00{presented}".encode()
-        return hashlib.sha256(material).digest()
-
     def check(self, client: Client, presented: str) -> bool:
-        key = self._key(client, presented)
+        key = hashlib.sha256(f"{client.client_id}\x00{client.secret_hash}\x00{presented}".encode()).digest()
         with self._lock:
             until = self._data.get(key)
             if until is not None and until > time.monotonic():
@@ -86,6 +95,7 @@ class _SecretCache:
         return True
 
 
+#: Verified (client, secret) pairs of this process, shared by every authenticator.
 SECRET_CACHE = _SecretCache()
 
 
@@ -97,9 +107,8 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
-    value = value.strip()
     try:
-        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise OAuthError("invalid_client", "Malformed HTTP Basic credentials.", 401, basic_challenge=True) from None
     if ":" not in decoded:
@@ -108,173 +117,254 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     return unquote_plus(raw_id), unquote_plus(raw_secret)
 
 
-def claimed_client_id(form: dict[str, str], authorization: str | None) -> str:
-    """Which client a request says it is, before any check (to key rate limits; never trusted).
+def client_keys(client: Client) -> dict[str, tuple[str, object]]:
+    """The client's registered keys that may sign an assertion: kid -> (alg, public key).
 
-    The HTTP Basic user, else the ``client_id`` parameter, else the unverified ``iss`` of a
-    client assertion; an empty string when none can be read. Never raises.
+    The JWKS is parsed by the trust rules (:func:`broker.trust.keyset.parse_jwks`: public EC
+    P-256 or RSA >= 2048 bits, no private members, ``use`` sig); each key is offered for the
+    one algorithm it fits. A key without ``kid`` is listed under "" (an assertion without
+    ``kid`` may use a key only when the client has exactly one).
     """
-    if authorization:
+    try:
+        keyset = parse_jwks(client.jwks or {}, MAX_CLIENT_KEYS)
+    except ValueError:
+        return {}
+    out: dict[str, tuple[str, object]] = {}
+    for kid in {k.kid for k in keyset.keys}:
+        for alg in ("ES256", "RS256"):
+            try:
+                found = keyset.select(kid or None, alg, f"client {client.client_id}")
+            except KeyResolutionError:
+                continue
+            out[found.kid] = (alg, found.key)
+    return out
+
+
+class ClientAuthenticator:
+    """Our client authentication (see the module docstring), for authlib and the DAC area.
+
+    ``limiter`` None disables the failure limit (callers that keep their own).
+    """
+
+    def __init__(
+        self,
+        clients: ClientRegistry,
+        repository: OidcRepository,
+        *,
+        issuer: str,
+        leeway: int,
+        max_json_depth: int,
+        limiter: RateLimiter | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clients = clients
+        self.repository = repository
+        self.issuer = issuer
+        self.leeway = leeway
+        self.max_json_depth = max_json_depth
+        self.limiter = limiter
+        self.clock = clock
+        self.secrets = SECRET_CACHE
+
+    # ------------------------------------------------------------------ the entry point
+
+    def authenticate(
+        self,
+        form: dict[str, str],
+        authorization: str | None,
+        endpoint_url: str,
+        *,
+        methods: Sequence[str] = METHODS,
+        address: str = "",
+        run: Callable[[str], Client] | None = None,
+    ) -> AuthenticatedClient:
+        """Authenticate the client of one request within the failure limit, or raise :class:`OAuthError`.
+
+        ``methods`` are those the endpoint accepts; ``run(method)`` (authlib's registry) runs
+        the chosen method, else it is called directly.
+        """
+        key = limit_key(self.claimed_client_id(form, authorization), address)
+        if self.limiter is not None:
+            try:
+                self.limiter.check(CLIENT_AUTH_FAILURES, key)
+            except RateLimited as exc:
+                raise OAuthError.too_many(exc.retry_after) from None
         try:
-            basic = parse_basic(authorization)
-        except OAuthError:
-            basic = None
+            method = self.method_of(form, authorization)
+            if method not in methods:
+                raise OAuthError("invalid_client", "This endpoint requires client authentication.", 401)
+            client = run(method) if run is not None else self.run(method, form, authorization, endpoint_url)
+        except OAuthError as exc:
+            if exc.code == "invalid_client" and self.limiter is not None:
+                self.limiter.hit(CLIENT_AUTH_FAILURES, key)
+            raise
+        return AuthenticatedClient(client, method)
+
+    def method_of(self, form: dict[str, str], authorization: str | None) -> str:
+        """Which one method the request uses; ``invalid_request`` for two, ``invalid_client`` for a bad header."""
+        basic = parse_basic(authorization) if authorization else None
+        if authorization and basic is None:
+            raise OAuthError("invalid_client", "Only HTTP Basic client authentication is accepted in the header.", 401)
+        post = "client_secret" in form
+        assertion = "client_assertion" in form or "client_assertion_type" in form
+        if sum((basic is not None, post, assertion)) > 1:
+            raise OAuthError(
+                "invalid_request", "Use exactly one client authentication method.", basic_challenge=basic is not None
+            )
         if basic is not None:
-            return basic[0]
-    if form.get("client_id"):
-        return form["client_id"]
-    assertion = form.get("client_assertion", "")
-    if assertion and len(assertion) <= MAX_ASSERTION_BYTES:
+            if "client_id" in form and form["client_id"] != basic[0]:
+                raise OAuthError(
+                    "invalid_request", "client_id in the body differs from the HTTP Basic user.", basic_challenge=True
+                )
+            return "client_secret_basic"
+        return "client_secret_post" if post else "private_key_jwt" if assertion else "none"
+
+    def run(self, method: str, form: dict[str, str], authorization: str | None, endpoint_url: str) -> Client:
+        """Authenticate with ``method`` (already chosen by :meth:`method_of`)."""
+        if method == "client_secret_basic":
+            basic = parse_basic(authorization or "")
+            assert basic is not None
+            return self._secret_client(basic[0], basic[1], method, basic=True)
+        if method == "client_secret_post":
+            return self._secret_client(form.get("client_id", ""), form["client_secret"], method, basic=False)
+        if method == "private_key_jwt":
+            return self._assertion_client(form, endpoint_url)
+        client = self.clients.get(form.get("client_id"))
+        if client is None or not client.public:
+            raise OAuthError("invalid_client", "Client authentication failed.", 401)
+        return client
+
+    @staticmethod
+    def claimed_client_id(form: dict[str, str], authorization: str | None) -> str:
+        """Which client a request says it is, before any check (to key rate limits; never trusted).
+
+        The HTTP Basic user, else the ``client_id`` parameter, else the unverified ``iss`` of a
+        client assertion; an empty string when none can be read. Never raises.
+        """
+        if authorization:
+            try:
+                basic = parse_basic(authorization)
+            except OAuthError:
+                basic = None
+            if basic is not None:
+                return basic[0]
+        if form.get("client_id"):
+            return form["client_id"]
         try:
-            iss = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
-        except jwt.PyJWTError:
+            iss = parse(form.get("client_assertion", ""), max_bytes=MAX_ASSERTION_BYTES, max_depth=8).payload.get("iss")
+        except JoseError:
             return ""
         return iss if isinstance(iss, str) else ""
-    return ""
+
+    # ------------------------------------------------------------------ the methods
+
+    def _secret_client(self, client_id: str, secret: str, method: str, *, basic: bool) -> Client:
+        client = self.clients.get(client_id)
+        if client is None or client.auth_method != method or not client.secret_hash:
+            # Spend the same scrypt time on unknown clients so timing does not reveal which exist.
+            verify_secret(secret, _DUMMY_HASH)
+            raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
+        if not self.secrets.check(client, secret):
+            raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
+        return client
+
+    def _assertion_client(self, form: dict[str, str], endpoint_url: str) -> Client:
+        fail = OAuthError("invalid_client", "Client assertion rejected.", 401)
+        if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
+            raise OAuthError("invalid_client", "client_assertion_type must be the RFC 7523 JWT bearer type.", 401)
+        try:
+            jws = parse(form.get("client_assertion", ""), max_bytes=MAX_ASSERTION_BYTES, max_depth=self.max_json_depth)
+            require_typ(jws, ASSERTION_TYPS, ignore_case=True)
+        except JoseError:
+            raise fail from None
+        claims = jws.payload
+        client_id = claims.get("iss")
+        if not isinstance(client_id, str) or claims.get("sub") != client_id:
+            raise fail
+        if "client_id" in form and form["client_id"] != client_id:
+            raise fail
+        client = self.clients.get(client_id)
+        if client is None or client.auth_method != "private_key_jwt" or not client.jwks:
+            raise fail
+        keys = client_keys(client)
+        only = next(iter(keys.values())) if len(keys) == 1 else None
+        found = keys.get(jws.kid) if jws.kid is not None else only
+        if found is None or found[0] != jws.alg:
+            raise fail
+        try:
+            verify_signature(jws, found[1])
+        except JoseError:
+            raise fail from None
+        now = int(self.clock())
+        self._check_claims(claims, endpoint_url, now, fail)
+        jti = claims["jti"]
+        expires = max(now + 1, int(claims["exp"]) + self.leeway)
+        if not self.repository.first_use(AssertionUse(client_id=client.client_id, jti=jti, expires_at=expires)):
+            raise OAuthError("invalid_client", "Client assertion replayed.", 401)
+        return client
+
+    def _check_claims(self, claims: dict[str, Any], endpoint_url: str, now: int, fail: OAuthError) -> None:
+        aud = claims.get("aud")
+        if isinstance(aud, list):
+            if len(aud) != 1:
+                raise fail
+            aud = aud[0]
+        if not isinstance(aud, str) or aud not in {self.issuer, self.issuer.rstrip("/"), endpoint_url}:
+            raise fail
+        exp = claims.get("exp")
+        if not isinstance(exp, int) or isinstance(exp, bool) or exp <= now - self.leeway:
+            raise fail
+        if exp - now > MAX_ASSERTION_LIFETIME:
+            raise fail
+        for name in ("iat", "nbf"):
+            value = claims.get(name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise fail
+        if isinstance(claims.get("nbf"), int) and claims["nbf"] > now + self.leeway:
+            raise fail
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > 255:
+            raise fail
+
+
+def registry_functions(authenticator: ClientAuthenticator) -> dict[str, Callable[[Any, Any], OAuthClient]]:
+    """authlib client-auth functions ``(query_client, request) -> client`` for each of our methods.
+
+    authlib's registry dispatches to these; the request is our :class:`broker.oidc.server.OAuthRequest`.
+    """
+
+    def method(name: str) -> Callable[[Any, Any], OAuthClient]:
+        def run(query_client: Any, request: Any) -> OAuthClient:
+            client = authenticator.run(name, request.params, request.authorization, request.endpoint_url)
+            return OAuthClient(client)
+
+        return run
+
+    return {name: method(name) for name in METHODS}
 
 
 def authenticate(
-    settings: Settings,
-    store: Store,
+    settings: Any,
+    store: Any,
     form: dict[str, str],
     authorization: str | None,
     endpoint_url: str,
     *,
     allow_public: bool = True,
-    now: int | None = None,
 ) -> AuthenticatedClient:
-    """Authenticate the client of one request, or raise :class:`OAuthError`.
+    """Old entry point (the DAC permissions API until it takes a :class:`ClientAuthenticator`).
 
-    ``form`` holds the request's single-valued form parameters; ``endpoint_url`` is the URL
-    of the endpoint being called (accepted as a client assertion audience besides the issuer).
+    The same methods and rules as the token endpoint, for the root ``settings`` and a store with a
+    kernel; no failure limit (the caller keeps its own).
     """
-    now = int(time.time()) if now is None else now
-    basic = parse_basic(authorization) if authorization else None
-    if authorization and basic is None:
-        raise OAuthError("invalid_client", "Only HTTP Basic client authentication is accepted in the header.", 401)
-    has_post_secret = "client_secret" in form
-    has_assertion = "client_assertion" in form or "client_assertion_type" in form
-    used = sum(bool(x) for x in (basic is not None, has_post_secret, has_assertion))
-    if used > 1:
-        raise OAuthError(
-            "invalid_request", "Use exactly one client authentication method.", basic_challenge=basic is not None
-        )
-
-    if basic is not None:
-        client_id, secret = basic
-        if "client_id" in form and form["client_id"] != client_id:
-            raise OAuthError(
-                "invalid_request", "client_id in the body differs from the HTTP Basic user.", basic_challenge=True
-            )
-        client = _secret_client(settings, store, client_id, secret, "client_secret_basic", basic=True)
-        return AuthenticatedClient(client, "client_secret_basic")
-    if has_post_secret:
-        client = _secret_client(
-            settings, store, form.get("client_id", ""), form["client_secret"], "client_secret_post", basic=False
-        )
-        return AuthenticatedClient(client, "client_secret_post")
-    if has_assertion:
-        client = _assertion_client(settings, store, form, endpoint_url, now)
-        return AuthenticatedClient(client, "private_key_jwt")
-    client = find_client(settings, store, form.get("client_id"))
-    if client is None or not client.public:
-        raise OAuthError("invalid_client", "Client authentication failed.", 401)
-    if not allow_public:
-        raise OAuthError("invalid_client", "This endpoint requires client authentication.", 401)
-    return AuthenticatedClient(client, "none")
-
-
-def _secret_client(
-    settings: Settings, store: Store, client_id: str, secret: str, method: str, *, basic: bool
-) -> Client:
-    client = find_client(settings, store, client_id)
-    if client is None or client.auth_method != method or not client.secret_hash:
-        # Spend the same scrypt time on unknown clients so timing does not reveal which exist.
-        verify_secret(secret, _DUMMY_HASH)
-        raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
-    if not SECRET_CACHE.check(client, secret):
-        raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
-    return client
-
-
-_DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-
-
-def _assertion_client(settings: Settings, store: Store, form: dict[str, str], endpoint_url: str, now: int) -> Client:
-    fail = OAuthError("invalid_client", "Client assertion rejected.", 401)
-    if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
-        raise OAuthError("invalid_client", "client_assertion_type must be the RFC 7523 JWT bearer type.", 401)
-    assertion = form.get("client_assertion", "")
-    if not assertion or len(assertion) > MAX_ASSERTION_BYTES:
-        raise fail
-    try:
-        header = jwt.get_unverified_header(assertion)
-        unverified = jwt.decode(assertion, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        raise fail from None
-    client_id = unverified.get("iss")
-    if not isinstance(client_id, str) or unverified.get("sub") != client_id:
-        raise fail
-    if "client_id" in form and form["client_id"] != client_id:
-        raise fail
-    client = find_client(settings, store, client_id)
-    if client is None or client.auth_method != "private_key_jwt" or not client.jwks:
-        raise fail
-    alg = header.get("alg")
-    if alg not in ASSERTION_ALGORITHMS or any(h in header for h in ("jku", "jwk", "x5u", "x5c", "crit")):
-        raise fail
-    key = _client_key(client, header.get("kid"), alg)
-    if key is None:
-        raise fail
-    leeway = settings.limits.clock_leeway_seconds
-    try:
-        claims = jwt.decode(
-            assertion,
-            key=key,
-            algorithms=[alg],
-            leeway=leeway,
-            options={"require": ["exp", "jti", "iss", "sub", "aud"], "verify_aud": False},
-        )
-    except jwt.PyJWTError:
-        raise fail from None
-    aud = claims["aud"]
-    accepted = {settings.issuer, settings.issuer.rstrip("/"), endpoint_url}
-    if isinstance(aud, list):
-        if len(aud) != 1:
-            raise fail
-        aud = aud[0]
-    if not isinstance(aud, str) or aud not in accepted:
-        raise fail
-    exp = claims["exp"]
-    if not isinstance(exp, int) or exp - now > MAX_ASSERTION_LIFETIME:
-        raise fail
-    jti = claims["jti"]
-    if not isinstance(jti, str) or not jti or len(jti) > 255:
-        raise fail
-    if not store.add_ticket("client_assertion", f"{client.client_id}:{jti}", {}, ttl=max(1, exp - now + leeway)):
-        raise OAuthError("invalid_client", "Client assertion replayed.", 401)
-    return client
-
-
-def _client_key(client: Client, kid: str | None, alg: str) -> object | None:
-    """The public key of the client's registered JWKS for this kid (the only key if no kid)."""
-    keys = (client.jwks or {}).get("keys")
-    if not isinstance(keys, list):
-        return None
-    raw = [k for k in keys if isinstance(k, dict) and (kid is None or k.get("kid") == kid)]
-    if len(raw) != 1:
-        return None
-    data = raw[0]
-    expected_kty = "RSA" if alg.startswith(("RS", "PS")) else "EC"
-    if data.get("kty") != expected_kty or data.get("alg", alg) != alg or "d" in data or data.get("use", "sig") != "sig":
-        return None
-    # The same key rules as every other key we accept (trust/keyset): public, EC P-256 or
-    # RSA >= 2048 bits with e >= 65537; PS* and RS* assertions share the RSA rules.
-    try:
-        resolved = parse_key({name: value for name, value in data.items() if name != "alg"})
-    except ValueError:
-        return None
-    family = "RS256" if alg.startswith(("RS", "PS")) else alg
-    if key_misfit(dataclasses.replace(resolved, alg=family), family) is not None:
-        return None
-    return resolved.key
+    repository = OidcRepository(store.kernel, family_marker_seconds=3600)
+    authenticator = ClientAuthenticator(
+        ClientRegistry(settings.oidc.clients, repository),
+        repository,
+        issuer=settings.issuer,
+        leeway=settings.limits.clock_leeway_seconds,
+        max_json_depth=settings.limits.max_json_depth,
+        limiter=None,
+    )
+    methods = METHODS if allow_public else tuple(m for m in METHODS if m != "none")
+    return authenticator.authenticate(form, authorization, endpoint_url, methods=methods)

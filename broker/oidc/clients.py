@@ -1,30 +1,34 @@
-"""OAuth clients: declared in settings or kept in the store, looked up by exact client_id.
+"""OAuth clients: declared in settings or kept on the kernel, looked up by exact client_id.
 
 Redirect URIs (and post-logout redirect URIs) are compared as whole strings, exactly
 (OIDC Core 3.1.2.1 "Simple String Comparison", RFC 9700 4.1.3): no normalisation, no
 prefix, no case folding, so every mutation an attacker tries is simply not equal.
+:class:`OAuthClient` is how authlib sees a client (its ``ClientMixin``).
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
+
+from authlib.oauth2.rfc6749 import ClientMixin  # type: ignore[import-untyped]
 
 from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.records import Client
+from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import DeclaredClientSettings
-from broker.store.base import Client, Conflict, Store
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
+from broker.store.base import Conflict
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT, DEVICE_CODE_GRANT)
 SCOPES = ("openid", "profile", "email", "ga4gh_passport_v1")
+MAX_CLIENT_ID_CHARS = 255
 
 
 class ClientError(BrokerError, ValueError):
@@ -34,8 +38,47 @@ class ClientError(BrokerError, ValueError):
     code = "invalid_client_metadata"
 
 
+class OAuthClient(ClientMixin):  # type: ignore[misc]  # authlib has no type information
+    """A client as authlib's grants and endpoints ask about it."""
+
+    def __init__(self, record: Client) -> None:
+        self.record = record
+
+    @property
+    def client_id(self) -> str:
+        return self.record.client_id
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None  # redirect_uri is always required (OIDC Core 3.1.2.1; OA-03)
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """``scope`` if every scope in it is allowed for this client, else None (invalid_scope)."""
+        wanted = (scope or "").split()
+        if any(s not in self.record.scopes for s in wanted):
+            return None
+        return " ".join(dict.fromkeys(wanted))
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri_registered(self.record, redirect_uri)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return False  # secrets are checked by our client authentication (client_auth.py), never here
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.record.auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.record.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.record.grant_types
+
+
 def from_settings(declared: DeclaredClientSettings) -> Client:
-    """The store record for a client declared in the settings file."""
+    """The record for a client declared in the settings file."""
     return Client(
         client_id=declared.client_id,
         name=declared.name or declared.client_id,
@@ -47,16 +90,6 @@ def from_settings(declared: DeclaredClientSettings) -> Client:
         jwks=declared.jwks,
         post_logout_redirect_uris=tuple(declared.post_logout_redirect_uris),
     )
-
-
-def find_client(settings: Settings, store: Store, client_id: str | None) -> Client | None:
-    """The client with exactly this id (settings first, then the store), or None."""
-    if not client_id or len(client_id) > 255:
-        return None
-    for declared in settings.oidc.clients:
-        if hmac.compare_digest(declared.client_id.encode(), client_id.encode()):
-            return from_settings(declared)
-    return store.get_client(client_id)
 
 
 def redirect_uri_registered(client: Client, uri: str | None) -> bool:
@@ -88,56 +121,87 @@ class NewClient:
     secret: str | None
 
 
-def create_client(
-    store: Store,
-    client_id: str,
-    *,
-    name: str = "",
-    redirect_uris: tuple[str, ...] = (),
-    grant_types: tuple[str, ...] | None = None,
-    scopes: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
-    auth_method: str = "client_secret_basic",
-    jwks: dict | None = None,
-    post_logout_redirect_uris: tuple[str, ...] = (),
-    now: int | None = None,
-) -> NewClient:
-    """Validate and store a new client; a confidential secret client gets a fresh secret (shown once)."""
-    if not client_id or len(client_id) > 255 or any(c.isspace() or c == ":" for c in client_id):
-        raise ClientError("client_id must be 1-255 characters without spaces or ':'")
-    if auth_method not in AUTH_METHODS:
-        raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
-    if grant_types is None:
-        grant_types = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
-        if auth_method != "none":
-            grant_types += (TOKEN_EXCHANGE_GRANT,)
-    for grant in grant_types:
-        if grant not in GRANT_TYPES:
-            raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
-    if auth_method == "none" and TOKEN_EXCHANGE_GRANT in grant_types:
-        raise ClientError("token exchange requires client authentication; a public client cannot have it")
-    for scope in scopes:
-        if scope not in SCOPES:
-            raise ClientError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
-    if "authorization_code" in grant_types and not redirect_uris:
-        raise ClientError("the authorization_code grant needs at least one redirect URI")
-    for uri in (*redirect_uris, *post_logout_redirect_uris):
-        check_uri(uri)
-    if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
-        raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
-    if store.get_client(client_id) is not None:
-        raise Conflict(f"client {client_id!r} already exists")
-    secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None
-    client = Client(
-        client_id=client_id,
-        name=name or client_id,
-        redirect_uris=tuple(redirect_uris),
-        grant_types=tuple(grant_types),
-        scopes=tuple(scopes),
-        auth_method=auth_method,
-        secret_hash=hash_secret(secret) if secret else None,
-        jwks=jwks if auth_method == "private_key_jwt" else None,
-        post_logout_redirect_uris=tuple(post_logout_redirect_uris),
-        created_at=int(time.time()) if now is None else now,
-    )
-    store.put_client(client)
-    return NewClient(client=client, secret=secret)
+class ClientRegistry:
+    """The clients of the settings file (first) and of the kernel, by exact client_id."""
+
+    def __init__(self, declared: Sequence[DeclaredClientSettings], repository: OidcRepository) -> None:
+        self._declared = {c.client_id: from_settings(c) for c in declared}
+        self._records = repository.clients
+
+    def get(self, client_id: object) -> Client | None:
+        """The client with exactly this id, or None."""
+        if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID_CHARS:
+            return None
+        for declared_id, declared in self._declared.items():
+            if hmac.compare_digest(declared_id.encode(), client_id.encode()):
+                return declared
+        return self._records.get(client_id)
+
+    def oauth_client(self, client_id: object) -> OAuthClient | None:
+        """The client as authlib sees it (authlib's ``query_client``)."""
+        found = self.get(client_id)
+        return OAuthClient(found) if found is not None else None
+
+    def declared(self) -> list[Client]:
+        return list(self._declared.values())
+
+    def stored(self) -> list[Client]:
+        return list(self._records.scan())
+
+    def delete(self, client_id: str) -> bool:
+        return bool(client_id) and self._records.delete(client_id)
+
+    def create(
+        self,
+        client_id: str,
+        *,
+        name: str = "",
+        redirect_uris: tuple[str, ...] = (),
+        grant_types: tuple[str, ...] | None = None,
+        scopes: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
+        auth_method: str = "client_secret_basic",
+        jwks: dict[str, Any] | None = None,
+        post_logout_redirect_uris: tuple[str, ...] = (),
+        now: int | None = None,
+    ) -> NewClient:
+        """Validate and store a new client; a confidential secret client gets a fresh secret (shown once)."""
+        if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS or any(c.isspace() or c == ":" for c in client_id):
+            raise ClientError("client_id must be 1-255 characters without spaces or ':'")
+        if client_id in self._declared:
+            raise Conflict(f"client {client_id!r} is declared in the settings file")
+        if auth_method not in AUTH_METHODS:
+            raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+        if grant_types is None:
+            grant_types = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
+            if auth_method != "none":
+                grant_types += (TOKEN_EXCHANGE_GRANT,)
+        for grant in grant_types:
+            if grant not in GRANT_TYPES:
+                raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
+        if auth_method == "none" and TOKEN_EXCHANGE_GRANT in grant_types:
+            raise ClientError("token exchange requires client authentication; a public client cannot have it")
+        for scope in scopes:
+            if scope not in SCOPES:
+                raise ClientError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+        if "authorization_code" in grant_types and not redirect_uris:
+            raise ClientError("the authorization_code grant needs at least one redirect URI")
+        for uri in (*redirect_uris, *post_logout_redirect_uris):
+            check_uri(uri)
+        if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+            raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
+        secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None
+        client = Client(
+            client_id=client_id,
+            name=name or client_id,
+            redirect_uris=tuple(redirect_uris),
+            grant_types=tuple(grant_types),
+            scopes=tuple(scopes),
+            auth_method=auth_method,
+            secret_hash=hash_secret(secret) if secret else None,
+            jwks=jwks if auth_method == "private_key_jwt" else None,
+            post_logout_redirect_uris=tuple(post_logout_redirect_uris),
+            created_at=int(time.time()) if now is None else now,
+        )
+        if not self._records.add(client):
+            raise Conflict(f"client {client_id!r} already exists")
+        return NewClient(client=client, secret=secret)

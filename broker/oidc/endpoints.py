@@ -1,268 +1,245 @@
-"""Token, userinfo, introspection and revocation endpoints (RFC 6749 3.2, OIDC Core 5.3, RFC 7662, RFC 7009).
+"""Introspection (RFC 7662), revocation (RFC 7009) and device authorization (RFC 8628 3.1): authlib endpoints.
 
-Every answer that carries a token has ``Cache-Control: no-cache, no-store`` and
-``Pragma: no-cache``. Request bodies must be ``application/x-www-form-urlencoded`` with no
-parameter repeated (``resource``/``audience`` of the token exchange excepted).
+Each subclasses authlib's endpoint and is registered on the server; authlib authenticates the
+client (our registry and rules) and shapes the exchange. What is ours:
 
-Brute force is answered ``429`` with ``Retry-After`` and ``{"error": "too_many_requests"}``
-(``rate_limit.py``): failed client authentications per claimed client and address
-(THREAT-MODEL OA-18), and introspections of inactive tokens per client (OA-25).
+- **Introspection** looks up access and refresh tokens, the hinted kind first (RFC 7662 2.1:
+  the hint only speeds the search, so an unknown hint is ignored). A client sees only its own
+  tokens; everything else is ``{"active": false}`` with no other member. A refresh token is
+  active while a refresh would accept it (not rotated, not expired, family not revoked,
+  consent not withdrawn); its answer has no ``token_type`` and no ``aud``, so no resource
+  server can take it for an access token. Every inactive answer counts against the client's
+  scanning limit: past it, ``429`` with ``Retry-After`` (OA-25).
+- **Revocation** answers ``200`` with an empty body whatever the token (RFC 7009 2.2); only
+  the owning client's tokens are revoked (a token of another client is left alone, 2.1).
+  Revoking a refresh token (rotated or not) ends its grant: the family and its access tokens.
+- **Device authorization** issues a device code (authlib's generator, kept by hash) and an
+  8-letter user code of 20 consonants (authlib's alphabet), limited per client and address.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, jsonify, request
+from authlib.oauth2.rfc7009 import RevocationEndpoint  # type: ignore[import-untyped]
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint  # type: ignore[import-untyped]
+from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint  # type: ignore[import-untyped]
 
-from broker.core.models import PASSPORT_CLAIM, PASSPORT_SCOPE, TOKEN_EXCHANGE_GRANT
-from broker.oidc import grants, token_exchange
-from broker.oidc.client_auth import AuthenticatedClient, authenticate, claimed_client_id
+from broker.oidc.client_auth import METHODS
 from broker.oidc.clients import DEVICE_CODE_GRANT
-from broker.oidc.errors import BearerError, OAuthError, no_store
-from broker.oidc.grants import live_refresh_token, refresh_owner
-from broker.oidc.params import OversizedParameter, RepeatedParameter, single_values
-from broker.oidc.rate_limit import (
-    CLIENT_AUTH_FAILURES,
-    INTROSPECTION_MISSES,
-    RateLimited,
-    RateLimiter,
-    client_address,
-    limit_key,
-)
-from broker.oidc.tokens import InvalidToken, verify_access_token
-from broker.runtime import Runtime, current_runtime
+from broker.oidc.errors import NO_STORE, OAuthError
+from broker.oidc.params import scope_list
+from broker.oidc.passwords import token_hash
+from broker.oidc.rate_limit import DEVICE_AUTHORIZATIONS, INTROSPECTION_MISSES
+from broker.oidc.records import DeviceAuthorization, RefreshToken, UserCode
+from broker.oidc.tokens import AccessToken, InvalidToken
+from broker.web.rate_limit import RateLimited, limit_key
 
-REPEATABLE = frozenset({"resource", "audience"})
+JSON_NO_STORE = [("Content-Type", "application/json"), *NO_STORE.items()]
+MAX_REFRESH_TOKEN_CHARS = 512
+USER_CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels (no words), no look-alikes (RFC 8628 6.1)
 
 
-def endpoint_url(rt: Runtime, path: str) -> str:
-    """An absolute URL of ours, always from the configured issuer (never from Host headers)."""
-    return rt.settings.issuer.rstrip("/") + path
+@dataclass(frozen=True)
+class FoundToken:
+    """A token an introspection or revocation found: one of our access tokens or a refresh token."""
+
+    access: AccessToken | None = None
+    refresh: RefreshToken | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.access.client_id if self.access is not None else self.refresh.client_id if self.refresh else ""
+
+    def check_client(self, client: Any) -> bool:
+        return bool(self.client_id) and self.client_id == client.get_client_id()
 
 
-def form_params() -> dict[str, str]:
-    """The single-valued form parameters of a token-style request, or OAuthError(invalid_request)."""
-    mimetype = request.mimetype
-    if mimetype != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "The body must be application/x-www-form-urlencoded.")
-    raw = request.form.copy()
-    for name in REPEATABLE:
-        raw.poplist(name)
-    try:
-        params = single_values(raw)
-    except (RepeatedParameter, OversizedParameter) as exc:
-        raise OAuthError("invalid_request", str(exc)) from None
-    if request.args:
-        raise OAuthError("invalid_request", "Parameters belong in the body, not the query.")
-    return params
+def _find(ctx: Any, presented: str, hint: str | None, *, live_refresh: bool) -> FoundToken | None:
+    """The access or refresh token ``presented`` names, the hinted kind first."""
 
+    def access() -> FoundToken | None:
+        try:
+            return FoundToken(access=ctx.tokens.verify(presented))
+        except InvalidToken:
+            return None
 
-def client_of_request(rt: Runtime, form: dict[str, str], path: str, *, allow_public: bool) -> AuthenticatedClient:
-    """Authenticate the client of this request, within the failure limit (OA-18).
+    def refresh() -> FoundToken | None:
+        if len(presented) > MAX_REFRESH_TOKEN_CHARS:
+            return None
+        record = ctx.repository.refresh_token(token_hash(presented))
+        if record is None or (live_refresh and not _refresh_live(ctx, record)):
+            return None
+        return FoundToken(refresh=record)
 
-    Failures are counted per (claimed client_id, address) in the store; once the limit is
-    reached, every attempt of that pair gets ``429`` with ``Retry-After`` until the window
-    ends, right or wrong, so guessing gains nothing from trying on.
-    """
-    authorization = request.headers.get("Authorization")
-    key = limit_key(claimed_client_id(form, authorization), client_address())
-    limiter = RateLimiter(rt.store)
-    try:
-        limiter.check(CLIENT_AUTH_FAILURES, key)
-    except RateLimited as exc:
-        raise exc.oauth_error() from None
-    try:
-        return authenticate(
-            rt.settings, rt.store, form, authorization, endpoint_url(rt, path), allow_public=allow_public
-        )
-    except OAuthError as exc:
-        if exc.error == "invalid_client":
-            limiter.hit(CLIENT_AUTH_FAILURES, key)
-        raise
-
-
-def token() -> Response:
-    """POST /token."""
-    rt = current_runtime()
-    now = int(time.time())
-    form = form_params()
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise OAuthError("invalid_request", "grant_type is required.")
-    auth = client_of_request(rt, form, "/token", allow_public=grant_type != TOKEN_EXCHANGE_GRANT)
-    handlers = {
-        "authorization_code": grants.authorization_code,
-        "refresh_token": grants.refresh_token,
-    }
-    if grant_type not in (*handlers, TOKEN_EXCHANGE_GRANT, DEVICE_CODE_GRANT):
-        raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported.")
-    if grant_type not in auth.client.grant_types:
-        raise OAuthError("unauthorized_client", f"This client may not use the {grant_type} grant.")
-    body: dict[str, Any]
-    if grant_type == TOKEN_EXCHANGE_GRANT:
-        body = token_exchange.exchange(rt, auth, form, request.form, now)
-    elif grant_type == DEVICE_CODE_GRANT:
-        from broker.oidc.device import redeem
-
-        body = redeem(rt, auth, form, now)
-    else:
-        body = handlers[grant_type](rt, auth, form, now)
-    return no_store(jsonify(body))
-
-
-def bearer_token(allow_body: bool) -> str:
-    """The access token of a request (RFC 6750 2): header, or form body for POST; never the query."""
-    if "access_token" in request.args:
-        raise BearerError("invalid_request", "Access tokens are not accepted in the query string.", 400)
-    headers = request.headers.getlist("Authorization")
-    body_token = None
-    if allow_body and request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
-        values = request.form.getlist("access_token")
-        if len(values) > 1:
-            raise BearerError("invalid_request", "access_token is repeated.", 400)
-        body_token = values[0] if values else None
-    if len(headers) > 1 or (headers and body_token is not None):
-        raise BearerError("invalid_request", "Use exactly one way to send the access token.", 400)
-    if headers:
-        scheme, _, value = headers[0].strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise BearerError(None)
-        return value.strip()
-    if body_token:
-        return body_token
-    raise BearerError(None)
-
-
-def userinfo() -> Response:
-    """GET or POST /userinfo: the user's claims; ga4gh_passport_v1 only with that scope."""
-    rt = current_runtime()
-    presented = bearer_token(allow_body=True)
-    try:
-        at = verify_access_token(rt.keyring, rt.settings, rt.store, presented)
-    except InvalidToken:
-        raise BearerError("invalid_token", "The access token is invalid, expired or revoked.") from None
-    if "openid" not in at.scope:
-        raise BearerError("insufficient_scope", "The access token lacks the openid scope.", 403)
-    body: dict[str, Any] = {"iss": rt.settings.issuer, "sub": at.sub}
-    identity = rt.store.get_identity(at.sub)
-    if identity is not None:
-        if "profile" in at.scope and identity.display_name:
-            body["name"] = identity.display_name
-        if "email" in at.scope and identity.email:
-            body["email"] = identity.email
-    if PASSPORT_SCOPE in at.scope:
-        body[PASSPORT_CLAIM] = rt.passport_visas(at.sub)
-    return no_store(jsonify(body))
-
-
-def introspect() -> Response:
-    """POST /introspect (RFC 7662): authenticated clients only; a client sees only its own tokens.
-
-    Access and refresh tokens are both looked up, the hinted kind first (RFC 7662 2.1: the
-    hint only speeds the search). A refresh token is active while a refresh would accept it:
-    not rotated, not expired (idle or absolute), family not revoked, consent not withdrawn;
-    its answer has no ``token_type`` and no ``aud`` (``token_type`` names access-token types,
-    RFC 7662 2.2), so no resource server can take it for an access token.
-    Every ``{"active": false}`` counts against the client's scanning limit (OA-25).
-    """
-    rt = current_runtime()
-    form = form_params()
-    auth = client_of_request(rt, form, "/introspect", allow_public=False)
-    presented = form.get("token")
-    if not presented:
-        raise OAuthError("invalid_request", "token is required.")
-    client_id = auth.client.client_id
-    limiter = RateLimiter(rt.store)
-    try:
-        limiter.check(INTROSPECTION_MISSES, limit_key(client_id))
-    except RateLimited as exc:
-        raise exc.oauth_error() from None
-    now = int(time.time())
-    lookups = [_introspect_access, _introspect_refresh]
-    if form.get("token_type_hint") == "refresh_token":
-        lookups.reverse()
+    lookups = [refresh, access] if hint == "refresh_token" else [access, refresh]
     for lookup in lookups:
-        found = lookup(rt, client_id, presented, now)
+        found = lookup()
         if found is not None:
-            return no_store(jsonify(found))
-    limiter.hit(INTROSPECTION_MISSES, limit_key(client_id))
-    return no_store(jsonify(active=False))
+            return found
+    return None
 
 
-def _introspect_access(rt: Runtime, client_id: str, presented: str, now: int) -> dict[str, Any] | None:
-    try:
-        at = verify_access_token(rt.keyring, rt.settings, rt.store, presented, now=now)
-    except InvalidToken:
-        return None
-    if at.client_id != client_id:
-        return None
-    return {
-        "active": True,
-        "scope": " ".join(at.scope),
-        "client_id": at.client_id,
-        "sub": at.sub,
-        "aud": at.claims["aud"],
-        "iss": rt.settings.issuer,
-        "exp": at.exp,
-        "iat": at.iat,
-        "jti": at.jti,
-        "token_type": "Bearer",
-    }
+def _refresh_live(ctx: Any, token: RefreshToken) -> bool:
+    """Whether a refresh would accept ``token`` now (no side effects)."""
+    repo = ctx.repository
+    now = ctx.now()
+    if token.used or token.expires_at <= now or repo.family_revoked(token.family_id):
+        return False
+    grant = repo.grant(token.family_id)
+    if grant is None or grant.expires_at <= now:
+        return False
+    withdrawn = repo.withdrawn_at_ms(grant.identity_id, grant.client_id)
+    return withdrawn is None or grant.authorized_ms > withdrawn
 
 
-def _introspect_refresh(rt: Runtime, client_id: str, presented: str, now: int) -> dict[str, Any] | None:
-    if len(presented) > 512:
-        return None
-    owner = live_refresh_token(rt, presented, client_id, now)
-    if owner is None:
-        return None
-    return {
-        "active": True,
-        "scope": " ".join(owner.scope),
-        "client_id": owner.client_id,
-        "sub": owner.identity_id,
-        "iss": rt.settings.issuer,
-        "exp": owner.expires_at,
-        "iat": owner.issued_at,
-    }
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]  # authlib has no type information
+    """RFC 7662 for authenticated clients, limited against token scanning (module docstring)."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def check_params(self, request: Any, client: Any) -> None:
+        if not request.form.get("token"):
+            raise OAuthError("invalid_request", "token is required.")
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        ctx = self.server.context
+        client = self.authenticate_endpoint_client(request)
+        key = limit_key(client.get_client_id())
+        try:
+            ctx.limiter.check(INTROSPECTION_MISSES, key)
+        except RateLimited as exc:
+            raise OAuthError.too_many(exc.retry_after) from None
+        found = self.authenticate_token(request, client)
+        if found is None:
+            ctx.limiter.hit(INTROSPECTION_MISSES, key)
+            return 200, {"active": False}, JSON_NO_STORE
+        return 200, self.introspect_token(found), JSON_NO_STORE
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
+        return _find(self.server.context, token_string, token_type_hint, live_refresh=True)
+
+    def check_permission(self, token: FoundToken, client: Any, request: Any) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token: FoundToken) -> dict[str, Any]:
+        issuer = self.server.context.issuer
+        if token.access is not None:
+            at = token.access
+            return {
+                "active": True,
+                "scope": " ".join(at.scope),
+                "client_id": at.client_id,
+                "sub": at.sub,
+                "aud": at.claims["aud"],
+                "iss": issuer,
+                "exp": at.exp,
+                "iat": at.iat,
+                "jti": at.jti,
+                "token_type": "Bearer",
+            }
+        assert token.refresh is not None
+        rt = token.refresh
+        return {
+            "active": True,
+            "scope": rt.scope,
+            "client_id": rt.client_id,
+            "sub": rt.identity_id,
+            "iss": issuer,
+            "exp": rt.expires_at,
+            "iat": rt.issued_at,
+        }
 
 
-def revoke() -> Response:
-    """POST /revoke (RFC 7009): 200 whatever the token; only the owning client's tokens are revoked."""
-    rt = current_runtime()
-    form = form_params()
-    auth = client_of_request(rt, form, "/revoke", allow_public=True)
-    presented = form.get("token")
-    if not presented:
-        raise OAuthError("invalid_request", "token is required.")
-    hint = form.get("token_type_hint")
-    if hint is not None and hint not in ("access_token", "refresh_token"):
-        raise OAuthError("unsupported_token_type", "token_type_hint must be access_token or refresh_token.")
-    now = int(time.time())
-    try:
-        at = verify_access_token(rt.keyring, rt.settings, rt.store, presented, now=now)
-    except InvalidToken:
-        at = None
-    if at is not None:
-        if at.client_id == auth.client.client_id:
-            rt.store.revoke_token_id(at.jti, at.exp)
-        return no_store(Response(status=200))
-    _revoke_refresh(rt, auth, presented, now)
-    return no_store(Response(status=200))
+class Revocation(RevocationEndpoint):  # type: ignore[misc]  # authlib has no type information
+    """RFC 7009: 200 with an empty body; only the owning client's tokens are revoked (module docstring)."""
+
+    CLIENT_AUTH_METHODS = list(METHODS)
+
+    def check_params(self, request: Any, client: Any) -> None:
+        if not request.form.get("token"):
+            raise OAuthError("invalid_request", "token is required.")
+        hint = request.form.get("token_type_hint")
+        if hint is not None and hint not in self.SUPPORTED_TOKEN_TYPES:
+            raise OAuthError("unsupported_token_type", "token_type_hint must be access_token or refresh_token.")
+
+    def authenticate_token(self, request: Any, client: Any) -> FoundToken | None:
+        self.check_params(request, client)
+        found = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        return found if found is not None and found.check_client(client) else None
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
+        return _find(self.server.context, token_string, token_type_hint, live_refresh=False)
+
+    def revoke_token(self, token: FoundToken, request: Any) -> None:
+        ctx = self.server.context
+        if token.access is not None:
+            ctx.repository.revoke_jti(token.access.jti, token.access.exp)
+            return
+        assert token.refresh is not None
+        family = token.refresh.family_id
+        event = {"event": "oidc.revoke", "client_id": token.refresh.client_id, "grant": family}
+        ctx.repository.revoke_family(family, audit=event, at=ctx.now())
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, str, list[tuple[str, str]]]:
+        client = self.authenticate_endpoint_client(request)
+        found = self.authenticate_token(request, client)
+        if found is not None:
+            self.revoke_token(found, request)
+        return 200, "", list(NO_STORE.items())
 
 
-def _revoke_refresh(rt: Runtime, auth: AuthenticatedClient, presented: str, now: int) -> None:
-    """Revoke the grant of a refresh token of this client (its family and its access tokens).
+class DeviceAuthorizations(DeviceAuthorizationEndpoint):  # type: ignore[misc]  # authlib has no type information
+    """RFC 8628 3.1-3.2 (module docstring); ``verification_uri`` under our issuer."""
 
-    A token of another client is left untouched (RFC 7009 2.1: the server verifies the
-    token was issued to the client making the request). A rotated token of this client
-    still names its grant, and revoking it ends the grant: that is what the client asked.
-    """
-    if len(presented) > 512:
-        return
-    owner = refresh_owner(rt, presented)
-    if owner is not None and owner.client_id == auth.client.client_id:
-        rt.store.revoke_family(owner.grant)
-        rt.store.audit_append({"event": "oidc.revoke", "client_id": auth.client.client_id, "grant": owner.grant}, now)
+    CLIENT_AUTH_METHODS = list(METHODS)
+    USER_CODE_TYPE = "string"
+
+    def get_verification_uri(self) -> str:
+        return f"{self.server.context.issuer.rstrip('/')}/device"
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        ctx = self.server.context
+        client = self.authenticate_client(request)
+        if DEVICE_CODE_GRANT not in client.record.grant_types:
+            raise OAuthError("unauthorized_client", "This client may not use the device authorization grant.")
+        scopes = scope_list(request.form.get("scope")) or ("openid",)
+        if "openid" not in scopes or any(s not in client.record.scopes for s in scopes):
+            raise OAuthError("invalid_scope", "Scope not allowed for this client (openid is required).")
+        try:
+            ctx.limiter.take(DEVICE_AUTHORIZATIONS, limit_key(client.get_client_id(), request.address))
+        except RateLimited as exc:
+            raise OAuthError.too_many(exc.retry_after) from None
+        lifetime = ctx.settings.device_code_lifetime_seconds
+        now = ctx.now()
+        device_code = self.generate_device_code()
+        user_code = self.generate_user_code().replace("-", "")
+        device_hash = token_hash(device_code)
+        pointer = UserCode(user_code=user_code, device_hash=device_hash, expires_at=now + lifetime)
+        if not ctx.repository.user_codes.add(pointer):
+            raise OAuthError("temporarily_unavailable", "Try again.", 503)
+        record = DeviceAuthorization(
+            device_hash=device_hash,
+            client_id=client.get_client_id(),
+            scope=scopes,
+            user_code=user_code,
+            expires_at=now + lifetime,
+        )
+        ctx.repository.devices.put(record)
+        shown = f"{user_code[:4]}-{user_code[4:]}"
+        base = self.get_verification_uri()
+        body = {
+            "device_code": device_code,
+            "user_code": shown,
+            "verification_uri": base,
+            "verification_uri_complete": f"{base}?user_code={shown}",
+            "expires_in": lifetime,
+            "interval": ctx.settings.device_poll_interval_seconds,
+        }
+        return 200, body, JSON_NO_STORE
+
+
+def normalize_user_code(user_code: str) -> str:
+    """What a person typed, as the stored 8 letters (case and dashes ignored)."""
+    return "".join(c for c in user_code.upper() if c in USER_CODE_LETTERS)[:16]

@@ -6,7 +6,11 @@
 - Bearer-protected endpoints (userinfo): 401 with ``WWW-Authenticate: Bearer`` and an ``error``
   attribute only when a token was presented (RFC 6750 3).
 - The authorization endpoint redirects its errors to the validated redirect URI, except a bad
-  client or redirect URI, which is an HTML page (see ``authorize.py``).
+  client or redirect URI, which is an HTML page (see ``authorization.py``).
+
+authlib raises its own ``OAuth2Error``; :func:`from_authlib` turns one into an
+:class:`OAuthError` at the edge of every authlib call, so the broker still has one error type
+and one renderer (``broker.web.errors``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from authlib.oauth2.base import OAuth2Error  # type: ignore[import-untyped]
 from flask import Response
 
 from broker.errors import BrokerError
@@ -35,9 +40,23 @@ class OAuthError(BrokerError):
         status: int = 400,
         basic_challenge: bool = False,
         headers: Mapping[str, str] | None = None,
+        redirect_uri: str | None = None,
     ) -> None:
         super().__init__(description, status=status, code=error, headers=headers)
         self.basic_challenge = basic_challenge  # the client tried HTTP Basic: answer with WWW-Authenticate: Basic
+        # At the authorization endpoint: the validated redirect URI the error goes back to
+        # (None: an HTML page, never a redirect).
+        self.redirect_uri = redirect_uri
+
+    @classmethod
+    def too_many(cls, retry_after: int) -> OAuthError:
+        """429 ``too_many_requests`` with ``Retry-After`` (OA-18, OA-25)."""
+        return cls(
+            "too_many_requests",
+            f"Too many requests; retry after {retry_after} seconds.",
+            429,
+            headers={"Retry-After": str(retry_after)},
+        )
 
     @property
     def error(self) -> str:
@@ -87,6 +106,17 @@ class BearerError(BrokerError):
             safe = self.message.replace('"', "'").replace("\\", "/")
             challenge = f'Bearer realm="{realm}", error="{self.code}", error_description="{safe}"'
         return {"WWW-Authenticate": challenge, **NO_STORE}
+
+
+def from_authlib(error: OAuth2Error, *, basic: bool = False) -> OAuthError:
+    """authlib's error as ours: same ``error`` code and description; 401 for ``invalid_client``
+    (every client authentication failure is 401 here, THREAT-MODEL EPM g), else 400 (authlib
+    answers a few errors 401 that RFC 6749 5.2 and RFC 7009 2.2.1 make 400).
+    ``basic``: the client tried HTTP Basic, so the 401 carries ``WWW-Authenticate: Basic``."""
+    code = str(error.error or "invalid_request")
+    status = 401 if code == "invalid_client" else 400
+    description = str(error.get_error_description() or code)
+    return OAuthError(code, description, status, basic_challenge=basic, redirect_uri=error.redirect_uri)
 
 
 def no_store(response: Response) -> Response:

@@ -1,315 +1,349 @@
-"""The authorization_code and refresh_token grants (RFC 6749 4.1.3, 6; RFC 9700 4.14).
+"""The authorization_code, refresh_token and device_code grants: authlib's grants, our single use and lifetimes.
 
-Codes are single-use through the store's atomic ``consume_ticket``. A second redemption of
-a code revokes the grant the first one started (access tokens and refresh-token family) and
-fails (RFC 6749 4.1.2, THREAT-MODEL OA-15), however close together the two arrive (OA-16).
-Two markers make that hold without a lock: the winner writes ``code_used`` (naming its new
-grant) and then looks for ``code_reused``; a loser looks for ``code_used``, and if it is not
-there yet writes ``code_reused`` and looks again. Whatever the interleaving, one of them sees
-the other's marker, and the grant is revoked; a family revoked before its first refresh
-token exists keeps no tokens (the store's "revoked at birth"). The winner still gets its
-``200`` (with tokens that are already dead), so exactly one redemption succeeds.
+Each is an authlib grant subclass registered on :class:`broker.oidc.server.OAuthServer`;
+authlib runs the request (client authentication through our registry, grant-type check,
+token generation by :class:`broker.oidc.tokens.AccessTokenGenerator`, ``save_token``, the
+OIDC extension that adds the ID token). What is ours, and why:
 
-Refresh tokens rotate on every use. ``use_refresh_token`` marks a token used atomically and
-returns its state from before, so a second use of the same token, by anyone, is detected:
-the whole family is revoked (RFC 9700 4.14.2) and the access tokens of the grant die with
-it (they carry the family id as ``grant``). A refresh token lives at most
-:data:`REFRESH_IDLE_SECONDS` unused, and never past the grant's absolute end
-(``oidc.refresh_token_lifetime_seconds`` from the grant's start); a refresh after consent
-withdrawal fails and revokes the family (OA-20 cases 5, 6).
+- **Codes are taken, not read** (:meth:`CodeGrant.validate_token_request`). authlib's grant
+  reads a code, checks it, and deletes it after issuing tokens: two concurrent redemptions
+  could both succeed. Here one kernel transaction takes the code and records the grant its
+  redemption starts (:meth:`~broker.oidc.repository.OidcRepository.redeem_code`); a later
+  redemption finds that record and revokes the grant (RFC 6749 4.1.2, THREAT-MODEL OA-15,
+  OA-16), however close together the two arrive. The winner still gets its ``200``, with
+  tokens that are already dead when a loser came first: exactly one redemption succeeds,
+  and every grant a second redemption touched ends.
+- **Refresh tokens rotate with reuse detection** (:meth:`RefreshGrant.validate_token_request`):
+  a token is marked used atomically; a second use, by anyone, revokes the whole family (RFC
+  9700 4.14.2) and the access tokens with it (they name the family as ``grant``). A refresh
+  token lives at most ``REFRESH_IDLE_SECONDS`` unused and never past the grant's absolute end;
+  a refused scope is checked before the token is marked, so it does not burn it.
+- **Consent withdrawal**: a grant starts only if consent was not withdrawn since the researcher
+  authorized it (checked with the write, in one transaction), and a refresh after withdrawal
+  fails and revokes the family (OA-20 cases 5, 6).
+- **Device codes** (:class:`DeviceGrant`): polling faster than the interval gets ``slow_down``
+  and raises the interval by 5 s for good (RFC 8628 3.5); an approved device code is redeemed
+  once (a kernel ``take``); an unknown or used one is ``expired_token``.
 """
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from broker.oidc.authorize import CODE
-from broker.oidc.client_auth import AuthenticatedClient
-from broker.oidc.consent_withdrawal import authorization_withdrawn
+from authlib.oauth2.rfc6749.errors import UnauthorizedClientError  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.hooks import hooked  # type: ignore[import-untyped]
+from authlib.oauth2.rfc8628 import DeviceCodeGrant  # type: ignore[import-untyped]
+from authlib.oidc.core.grants import OpenIDCode  # type: ignore[import-untyped]
+
+from broker.oidc.client_auth import METHODS
 from broker.oidc.errors import OAuthError
-from broker.oidc.grant_records import GrantRecord, get_grant_record, put_grant_record
 from broker.oidc.params import scope_list
 from broker.oidc.passwords import token_hash
-from broker.oidc.pkce import valid_verifier, verifier_matches
-from broker.oidc.tokens import mint_access_token, mint_id_token, new_id
-from broker.runtime import Runtime
-from broker.store.base import RefreshToken
+from broker.oidc.records import AuthorizationCode, DevicePoll, OAuthGrant, RefreshToken
+from broker.oidc.repository import OidcRepository
+from broker.oidc.settings import OidcSettings
+from broker.oidc.tokens import AccessTokens, new_id
 
-CODE_USED = "code_used"
-CODE_REUSED = "code_reused"
-REFRESH_OWNER = "refresh_owner"
-# A refresh token not used for this long stops working (idle lifetime; OA-20 case 6).
-REFRESH_IDLE_SECONDS = 7 * 86400
+SLOW_DOWN_STEP = 5  # seconds added to the polling interval by each slow_down (RFC 8628 3.5)
+
+
+class GrantContext(Protocol):
+    """What the grants need of the provider (``OAuthServer.context``)."""
+
+    issuer: str
+    settings: OidcSettings
+    repository: OidcRepository
+    tokens: AccessTokens
+
+    def now(self) -> int: ...
+
+    def audit(self, event: dict[str, Any], at: int) -> None: ...
 
 
 @dataclass(frozen=True)
-class RefreshOwner:
-    """The read-only facts of one refresh token, for introspection and revocation.
+class Approval:
+    """Who approved an authorization request, and when (the ``grant_user`` of authlib's code issue)."""
 
-    The store's only refresh-token lookup (``use_refresh_token``) marks the token used, so
-    these are kept beside it in the ticket space, keyed by the token's hash.
-    """
-
-    grant: str
-    client_id: str
     identity_id: str
-    scope: tuple[str, ...]
-    issued_at: int
-    expires_at: int
-    rotated: bool
+    auth_time: int
+    approved_ms: int
+    idp: str | None = None
+
+    def get_user_id(self) -> str:
+        return self.identity_id
 
 
-def refresh_owner(rt: Runtime, presented: str) -> RefreshOwner | None:
-    """The facts of a refresh token we issued (rotated or not), or None."""
-    data = rt.store.peek_ticket(REFRESH_OWNER, token_hash(presented))
-    if data is None:
-        return None
-    try:
-        return RefreshOwner(
-            grant=str(data["grant"]),
-            client_id=str(data["client_id"]),
-            identity_id=str(data["identity_id"]),
-            scope=tuple(str(s) for s in data["scope"]),
-            issued_at=int(data["issued_at"]),
-            expires_at=int(data["expires_at"]),
-            rotated=bool(data.get("rotated", False)),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+@dataclass(frozen=True)
+class Authorized:
+    """A started grant at the token endpoint (authlib's ``user``): tokens are minted for it at ``now``."""
+
+    grant: OAuthGrant
+    auth_time: int
+    now: int
+    nonce: str | None = None
+    idp: str | None = None
+
+    @property
+    def identity_id(self) -> str:
+        return self.grant.identity_id
+
+    def get_user_id(self) -> str:
+        return self.grant.identity_id
 
 
-def _put_owner(rt: Runtime, presented_hash: str, owner: RefreshOwner, now: int) -> None:
-    rt.store.put_ticket(
-        REFRESH_OWNER,
-        presented_hash,
-        {
-            "grant": owner.grant,
-            "client_id": owner.client_id,
-            "identity_id": owner.identity_id,
-            "scope": list(owner.scope),
-            "issued_at": owner.issued_at,
-            "expires_at": owner.expires_at,
-            "rotated": owner.rotated,
-        },
-        max(1, owner.expires_at - now),
-    )
-
-
-def live_refresh_token(rt: Runtime, presented: str, client_id: str, now: int) -> RefreshOwner | None:
-    """A refresh token of ``client_id`` that a refresh would accept now (no side effects), or None."""
-    owner = refresh_owner(rt, presented)
-    if owner is None or owner.client_id != client_id or owner.rotated or owner.expires_at <= now:
-        return None
-    grant = get_grant_record(rt.store, owner.grant)
-    if grant is None or grant.expires_at <= now or rt.store.family_revoked(owner.grant):
-        return None
-    if authorization_withdrawn(rt.store, grant.identity_id, grant.client_id, grant.authorized_ms):
-        return None
-    return owner
-
-
-def _tokens(
-    rt: Runtime, grant: GrantRecord, scope: tuple[str, ...], now: int, *, with_refresh: bool, idp: str | None = None
-) -> dict[str, Any]:
-    """An access token with ``scope`` and, if asked, a new refresh token of the grant's full scope."""
-    access, claims = mint_access_token(
-        rt.keyring,
-        rt.settings,
-        sub=grant.identity_id,
-        client_id=grant.client_id,
-        scope=scope,
-        grant=grant.grant_id,
-        now=now,
-        idp=idp,
-    )
-    body: dict[str, Any] = {
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - now,
-        "scope": " ".join(scope),
-    }
-    if with_refresh:
-        refresh = secrets.token_urlsafe(32)
-        expires_at = min(grant.expires_at, now + REFRESH_IDLE_SECONDS)
-        rt.store.put_refresh_token(
-            RefreshToken(
-                token_hash=token_hash(refresh),
-                family_id=grant.grant_id,
-                identity_id=grant.identity_id,
-                client_id=grant.client_id,
-                scope=" ".join(grant.scope),
-                issued_at=now,
-                expires_at=expires_at,
-            )
-        )
-        _put_owner(
-            rt,
-            token_hash(refresh),
-            RefreshOwner(
-                grant=grant.grant_id,
-                client_id=grant.client_id,
-                identity_id=grant.identity_id,
-                scope=grant.scope,
-                issued_at=now,
-                expires_at=expires_at,
-                rotated=False,
-            ),
-            now,
-        )
-        body["refresh_token"] = refresh
-    return body
-
-
-def new_grant(
-    rt: Runtime,
+def start_grant(
+    ctx: GrantContext,
     client_id: str,
     identity_id: str,
     scope: tuple[str, ...],
     authorized_ms: int,
     now: int,
-    grant_id: str | None = None,
-) -> GrantRecord:
-    """Record a grant that starts now; refused if consent was withdrawn since it was authorized."""
-    if authorization_withdrawn(rt.store, identity_id, client_id, authorized_ms):
-        raise OAuthError("invalid_grant", "The researcher withdrew consent for this client.")
-    grant = GrantRecord(
-        grant_id=grant_id or new_id(),
+    grant_id: str,
+) -> OAuthGrant:
+    """Record a grant that starts now; ``invalid_grant`` if consent was withdrawn since it was authorized."""
+    settings = ctx.settings
+    expires_at = now + settings.refresh_token_lifetime_seconds
+    grant = OAuthGrant(
+        grant_id=grant_id,
         identity_id=identity_id,
         client_id=client_id,
         scope=scope,
         authorized_ms=authorized_ms,
         started_at=now,
-        expires_at=now + rt.settings.oidc.refresh_token_lifetime_seconds,
+        expires_at=expires_at,
+        keep_until=max(expires_at, now + 1) + settings.access_token_lifetime_seconds,
     )
-    put_grant_record(rt.settings, rt.store, grant)
+    if not ctx.repository.start_grant(grant):
+        raise OAuthError("invalid_grant", "The researcher withdrew consent for this client.")
     return grant
 
 
-def issue_tokens(
-    rt: Runtime,
-    auth: AuthenticatedClient,
-    grant: GrantRecord,
-    now: int,
-    *,
-    auth_time: int,
-    nonce: str | None = None,
-    idp: str | None = None,
-) -> dict[str, Any]:
-    """The token response of a new grant: access token, refresh token (if the client may) and ID token."""
-    body = _tokens(rt, grant, grant.scope, now, with_refresh="refresh_token" in auth.client.grant_types, idp=idp)
-    if "openid" in grant.scope:
-        body["id_token"] = mint_id_token(
-            rt.keyring,
-            rt.settings,
-            sub=grant.identity_id,
-            client_id=grant.client_id,
-            auth_time=auth_time,
-            now=now,
-            nonce=nonce,
-            access_token=body["access_token"],
+def _context(grant: Any) -> GrantContext:
+    context: GrantContext = grant.server.context
+    return context
+
+
+class OpenIDTokenExtension(OpenIDCode):  # type: ignore[misc]  # authlib has no type information
+    """authlib's OIDC extension: adds ``id_token`` to a token response whose scope has ``openid``.
+
+    The ID token is ours (claims and key ring signature, :meth:`AccessTokens.mint_id_token`).
+    Only the token-side hook is registered: nonce and prompt checks at the authorization
+    endpoint are ours (:mod:`broker.oidc.authorization`), since authlib's know neither our
+    session, ``max_age`` nor ``id_token_hint`` (OA-08, OA-36).
+    """
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        return False
+
+    def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
+        user: Authorized = request.user
+        tokens = request.context.tokens
+        return str(
+            tokens.mint_id_token(
+                sub=user.identity_id,
+                client_id=request.client.get_client_id(),
+                auth_time=user.auth_time,
+                now=user.now,
+                nonce=user.nonce,
+                access_token=token.get("access_token"),
+            )
         )
-    return body
 
 
-def _revoke_redeemed(rt: Runtime, grant_id: str, client_id: str, now: int) -> None:
-    rt.store.revoke_family(grant_id)
-    rt.store.audit_append({"event": "oidc.code_reuse", "client_id": client_id, "grant": grant_id}, now)
+class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]  # authlib has no type information
+    """The authorization code grant (RFC 6749 4.1) with atomic single use (module docstring)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        ctx = _context(self)
+        user: Approval = request.user
+        data = request.payload.data
+        record = AuthorizationCode(
+            code_hash=token_hash(code),
+            client_id=request.client.get_client_id(),
+            redirect_uri=request.payload.redirect_uri,
+            scope=scope_list(request.scope),
+            identity_id=user.identity_id,
+            auth_time=user.auth_time,
+            issued_ms=user.approved_ms,
+            expires_at=ctx.now() + ctx.settings.code_lifetime_seconds,
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            idp=user.idp,
+        )
+        ctx.repository.codes.put(record)
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: Approval) -> tuple[int, str, list[Any]]:
+        """Issue and keep a code; the redirect itself (with ``state`` and ``iss``) is built by the caller."""
+        self.request.user = grant_user
+        code = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request)
+        return 200, code, []
+
+    @hooked  # type: ignore[untyped-decorator]
+    def validate_token_request(self) -> None:
+        ctx = _context(self)
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        code = self.request.form.get("code")
+        if not code:
+            raise OAuthError("invalid_request", "code is required.")
+        now = ctx.now()
+        grant_id = new_id()
+        taken, earlier = ctx.repository.redeem_code(
+            token_hash(code), grant_id, now + ctx.settings.refresh_token_lifetime_seconds
+        )
+        if taken is None:
+            if earlier is not None:
+                event = {"event": "oidc.code_reuse", "client_id": client.get_client_id(), "grant": earlier.grant_id}
+                ctx.repository.revoke_family(earlier.grant_id, audit=event, at=now)
+            raise OAuthError("invalid_grant", "The code is invalid, expired or already used.")
+        if taken.client_id != client.get_client_id():
+            raise OAuthError("invalid_grant", "The code was issued to another client.")
+        if taken.expires_at <= now:
+            raise OAuthError("invalid_grant", "The code is invalid, expired or already used.")
+        if self.request.form.get("redirect_uri") != taken.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request.")
+        self.request.client = client
+        self.request.authorization_code = taken
+        self.request.grant_id = grant_id
+        self.request.context = ctx
+
+    def query_authorization_code(self, code: str, client: Any) -> None:
+        raise NotImplementedError("codes are taken in validate_token_request, never read")  # pragma: no cover
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: the code was taken (deleted) when it was redeemed."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Authorized:
+        """Start the grant the redemption reserved (refused after a consent withdrawal)."""
+        ctx = _context(self)
+        now = ctx.now()
+        code = authorization_code
+        grant = start_grant(
+            ctx, code.client_id, code.identity_id, code.scope, code.issued_ms, now, grant_id=self.request.grant_id
+        )
+        return Authorized(grant=grant, auth_time=code.auth_time, now=now, nonce=code.nonce, idp=code.idp)
 
 
-def _second_redemption(rt: Runtime, key: str, client_id: str, now: int) -> None:
-    """A code that is gone was presented: if it was redeemed (or is being redeemed), revoke that grant."""
-    used = rt.store.peek_ticket(CODE_USED, key)
-    if used is None:
-        # Perhaps the winner has consumed the code but not yet written code_used: leave a
-        # marker it will see, then look once more (see the module docstring).
-        rt.store.put_ticket(CODE_REUSED, key, {}, rt.settings.oidc.code_lifetime_seconds)
-        used = rt.store.peek_ticket(CODE_USED, key)
-    if used is not None and isinstance(used.get("grant"), str):
-        _revoke_redeemed(rt, used["grant"], client_id, now)
+class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # authlib has no type information
+    """The refresh token grant (RFC 6749 6) with rotation and reuse detection (module docstring)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self) -> None:
+        ctx = _context(self)
+        repo = ctx.repository
+        client = self._validate_request_client()
+        client_id = client.get_client_id()
+        presented = self.request.form.get("refresh_token")
+        if not presented:
+            raise OAuthError("invalid_request", "refresh_token is required.")
+        requested = scope_list(self.request.form.get("scope"))
+        key = token_hash(presented)
+        # The scope is checked before the token is marked used, so a refused scope does not burn it.
+        peek = repo.refresh_token(key)
+        if peek is not None and peek.client_id == client_id and not set(requested) <= set(peek.scope.split()):
+            raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
+        now = ctx.now()
+        old = repo.use_refresh_token(key)
+        if old is None:
+            raise OAuthError("invalid_grant", "The refresh token is invalid or expired.")
+        if old.used:
+            event = {"event": "oidc.refresh_reuse", "client_id": old.client_id, "grant": old.family_id}
+            repo.revoke_family(old.family_id, audit=event, at=now)
+            raise OAuthError("invalid_grant", "The refresh token was already used; its grant is revoked.")
+        if old.client_id != client_id:
+            repo.revoke_family(old.family_id)
+            raise OAuthError("invalid_grant", "The refresh token was issued to another client.")
+        if repo.family_revoked(old.family_id) or old.expires_at <= now:
+            raise OAuthError("invalid_grant", "The refresh token is revoked or expired.")
+        grant = repo.grant(old.family_id)
+        if grant is None or grant.expires_at <= now:
+            raise OAuthError("invalid_grant", "The grant of this refresh token has ended.")
+        withdrawn = repo.withdrawn_at_ms(grant.identity_id, grant.client_id)
+        if withdrawn is not None and grant.authorized_ms <= withdrawn:
+            repo.revoke_family(grant.grant_id)
+            raise OAuthError("invalid_grant", "The researcher withdrew consent for this client.")
+        if not set(requested) <= set(old.scope.split()):
+            raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
+        self.request.client = client
+        self.request.refresh_token = old
+        self.request.user = Authorized(grant=grant, auth_time=grant.started_at, now=now)
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        return _context(self).repository.refresh_token(token_hash(refresh_token))  # pragma: no cover
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> Authorized:
+        user: Authorized = self.request.user
+        return user
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        """Nothing to do: the token was marked used, atomically, when it was presented."""
 
 
-def authorization_code(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], now: int) -> dict[str, Any]:
-    code = form.get("code")
-    if not code:
-        raise OAuthError("invalid_request", "code is required.")
-    key = token_hash(code)
-    record = rt.store.consume_ticket(CODE, key)
-    if record is None:
-        _second_redemption(rt, key, auth.client.client_id, now)
-        raise OAuthError("invalid_grant", "The code is invalid, expired or already used.")
-    return redeem_consumed_code(rt, auth, form, key, record, now)
+class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]  # authlib has no type information
+    """The device_code grant at /token (RFC 8628 3.4, 3.5); see the module docstring."""
 
+    TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
 
-def redeem_consumed_code(
-    rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], key: str, record: dict[str, Any], now: int
-) -> dict[str, Any]:
-    """Everything after the atomic consume of the code (hash ``key``, stored ``record``): checks, then tokens."""
-    if record["client_id"] != auth.client.client_id:
-        raise OAuthError("invalid_grant", "The code was issued to another client.")
-    if form.get("redirect_uri") != record["redirect_uri"]:
-        raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request.")
-    verifier = form.get("code_verifier")
-    challenge = record.get("code_challenge")
-    if challenge:
-        if verifier is None:
-            raise OAuthError("invalid_grant", "code_verifier is required.")
-        if not valid_verifier(verifier) or not verifier_matches(verifier, challenge):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code challenge.")
-    elif verifier is not None:
-        raise OAuthError("invalid_grant", "code_verifier sent but the authorization request had no challenge.")
-    grant_id = new_id()
-    rt.store.put_ticket(CODE_USED, key, {"grant": grant_id}, rt.settings.oidc.refresh_token_lifetime_seconds)
-    if rt.store.peek_ticket(CODE_REUSED, key) is not None:
-        _revoke_redeemed(rt, grant_id, auth.client.client_id, now)
-    grant = new_grant(
-        rt,
-        auth.client.client_id,
-        record["identity_id"],
-        tuple(record["scope"]),
-        int(record.get("issued_ms", 0)),
-        now,
-        grant_id=grant_id,
-    )
-    return issue_tokens(
-        rt, auth, grant, now, auth_time=record["auth_time"], nonce=record.get("nonce"), idp=record.get("idp")
-    )
+    def validate_token_request(self) -> None:
+        ctx = _context(self)
+        repo = ctx.repository
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        device_code = self.request.form.get("device_code")
+        if not device_code:
+            raise OAuthError("invalid_request", "device_code is required.")
+        key = token_hash(device_code)
+        now = ctx.now()
+        record = repo.devices.get(key)
+        if record is None or record.expires_at <= now:
+            raise OAuthError("expired_token", "The device code is unknown or expired.")
+        if record.client_id != client.get_client_id():
+            raise OAuthError("invalid_grant", "The device code was issued to another client.")
+        if record.status == "pending":
+            self._check_poll(key, record.expires_at, now)
+            raise OAuthError("authorization_pending", "The user has not answered yet.")
+        taken = repo.devices.take(key)
+        if taken is None:
+            raise OAuthError("expired_token", "The device code was already used.")
+        if taken.status != "approved" or taken.identity_id is None:
+            raise OAuthError("access_denied", "The user denied the request.")
+        grant = start_grant(
+            ctx, taken.client_id, taken.identity_id, taken.scope, taken.approved_ms, now, grant_id=new_id()
+        )
+        self.request.client = client
+        self.request.credential = taken
+        self.request.context = ctx
+        self.request.user = Authorized(grant=grant, auth_time=taken.auth_time, now=now, idp=taken.idp)
 
+    def _check_poll(self, key: str, expires_at: int, now: int) -> None:
+        """Enforce the polling interval: ``slow_down`` adds 5 s to it, for good (RFC 8628 3.5).
 
-def refresh_token(rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], now: int) -> dict[str, Any]:
-    presented = form.get("refresh_token")
-    if not presented:
-        raise OAuthError("invalid_request", "refresh_token is required.")
-    # Check the scope before the token is marked used, so a refused scope does not burn it.
-    owner = refresh_owner(rt, presented)
-    requested = scope_list(form.get("scope"))
-    if owner is not None and owner.client_id == auth.client.client_id and not set(requested) <= set(owner.scope):
-        raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
-    presented_hash = token_hash(presented)
-    old = rt.store.use_refresh_token(presented_hash)
-    if old is None:
-        raise OAuthError("invalid_grant", "The refresh token is invalid or expired.")
-    if old.used:
-        rt.store.revoke_family(old.family_id)
-        rt.store.audit_append({"event": "oidc.refresh_reuse", "client_id": old.client_id, "grant": old.family_id}, now)
-        raise OAuthError("invalid_grant", "The refresh token was already used; its grant is revoked.")
-    if old.client_id != auth.client.client_id:
-        rt.store.revoke_family(old.family_id)
-        raise OAuthError("invalid_grant", "The refresh token was issued to another client.")
-    if rt.store.family_revoked(old.family_id) or old.expires_at <= now:
-        raise OAuthError("invalid_grant", "The refresh token is revoked or expired.")
-    grant = get_grant_record(rt.store, old.family_id)
-    if grant is None or grant.expires_at <= now:
-        raise OAuthError("invalid_grant", "The grant of this refresh token has ended.")
-    if authorization_withdrawn(rt.store, grant.identity_id, grant.client_id, grant.authorized_ms):
-        rt.store.revoke_family(grant.grant_id)
-        raise OAuthError("invalid_grant", "The researcher withdrew consent for this client.")
-    granted = tuple(old.scope.split())
-    requested = requested or granted
-    if not set(requested) <= set(granted):
-        raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
-    body = _tokens(rt, grant, requested, now, with_refresh=True)
-    if owner is not None:
-        _put_owner(rt, presented_hash, replace(owner, rotated=True), now)
-    return body
+        The poll state is its own record so a poll never overwrites the decision the person
+        writes into the device record at the same moment.
+        """
+        ctx = _context(self)
+        polls = ctx.repository.polls
+        state = polls.get(key)
+        interval = state.interval if state is not None else ctx.settings.device_poll_interval_seconds
+        too_fast = state is not None and now - state.last_poll < interval
+        if too_fast:
+            interval += SLOW_DOWN_STEP
+        polls.put(DevicePoll(device_hash=key, last_poll=now, interval=interval, expires_at=max(now + 1, expires_at)))
+        if too_fast:
+            raise OAuthError("slow_down", f"Poll less often: wait at least {interval} seconds between requests.")
+
+    def query_device_credential(self, device_code: str) -> None:
+        raise NotImplementedError("device codes are read in validate_token_request")  # pragma: no cover

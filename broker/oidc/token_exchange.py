@@ -1,28 +1,33 @@
 """GA4GH AAI 1.2 token exchange (RFC 8693; SPEC-DIGEST 6.3): a passport JWT for an access token.
 
-The client must authenticate (never a public client). The subject token must be one of
-our own live access tokens, issued to this very client, with scope ``ga4gh_passport_v1``;
-any failure of the subject token is ``400 invalid_request`` (THREAT-MODEL EPM d).
-``resource`` and ``audience`` (each may repeat) become the passport's ``aud``.
+Ours, as an authlib grant (authlib has no RFC 8693 grant): :class:`TokenExchangeGrant` is
+registered on the server like the others, so client authentication and the grant-type check
+are authlib's flow. The client must authenticate (never a public client). The subject token
+must be one of our own live access tokens, issued to this very client, with scope
+``ga4gh_passport_v1``; any failure of the subject token is ``400 invalid_request``
+(THREAT-MODEL EPM d). ``resource`` and ``audience`` (each may repeat) become the passport's
+``aud``; its ``exp`` is at most the earliest visa's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jwt
+from authlib.oauth2.rfc6749.errors import UnauthorizedClientError  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin  # type: ignore[import-untyped]
 from werkzeug.datastructures import MultiDict
 
-from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKEN_TYPE
-from broker.oidc.client_auth import AuthenticatedClient
-from broker.oidc.errors import OAuthError
-from broker.oidc.tokens import InvalidToken, verify_access_token
-from broker.runtime import Runtime
+from broker.core.issue import mint_passport
+from broker.core.jose import parse
+from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+from broker.oidc.errors import NO_STORE, OAuthError
+from broker.oidc.tokens import InvalidToken
 
 MAX_AUDIENCES = 10
+MAX_PASSPORT_BYTES = 4 * 1024 * 1024
 
 
-def _audiences(raw: MultiDict[str, str]) -> list[str]:
+def audiences(raw: MultiDict[str, str]) -> list[str]:
     """``resource`` values (absolute URIs without fragment) and ``audience`` values, in order."""
     out: list[str] = []
     for value in raw.getlist("resource"):
@@ -38,49 +43,63 @@ def _audiences(raw: MultiDict[str, str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def exchange(
-    rt: Runtime, auth: AuthenticatedClient, form: dict[str, str], raw: MultiDict[str, str], now: int
-) -> dict[str, Any]:
-    from broker.core.issue import mint_passport
+class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]  # authlib has no type information
+    """RFC 8693 at ``/token``: a passport for one of our access tokens (see the module docstring)."""
 
-    if auth.client.public:
-        raise OAuthError("invalid_client", "Token exchange requires client authentication.", 401)
-    if form.get("requested_token_type") != PASSPORT_TOKEN_TYPE:
-        raise OAuthError("invalid_request", f"requested_token_type must be {PASSPORT_TOKEN_TYPE}.")
-    if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
-        raise OAuthError("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}.")
-    if "actor_token" in form or "actor_token_type" in form:
-        raise OAuthError("invalid_request", "actor_token is not supported.")
-    subject = form.get("subject_token")
-    if not subject:
-        raise OAuthError("invalid_request", "subject_token is required.")
-    try:
-        token = verify_access_token(rt.keyring, rt.settings, rt.store, subject, now=now)
-    except InvalidToken as exc:
-        raise OAuthError("invalid_request", f"subject_token is not a valid access token ({exc.reason}).") from None
-    if token.client_id != auth.client.client_id:
-        raise OAuthError("invalid_request", "subject_token was issued to another client.")
-    if PASSPORT_SCOPE not in token.scope:
-        raise OAuthError("invalid_request", f"subject_token lacks the {PASSPORT_SCOPE} scope.")
-    audiences = _audiences(raw)
-    visas = rt.passport_visas(token.sub)
-    lifetime = rt.settings.oidc.passport_lifetime_seconds
-    audience: str | list[str] | None = None
-    if len(audiences) == 1:
-        audience = audiences[0]
-    elif audiences:
-        audience = audiences
-    passport = mint_passport(
-        rt.keyring, rt.settings.issuer, token.sub, visas, lifetime, audience=audience, now=now, not_after_visas=True
-    )
-    expires_at = jwt.decode(passport, options={"verify_signature": False})["exp"]
-    rt.store.audit_append(
-        {"event": "oidc.passport_issued", "client_id": auth.client.client_id, "sub": token.sub, "visas": len(visas)},
-        now,
-    )
-    return {
-        "access_token": passport,
-        "issued_token_type": PASSPORT_TOKEN_TYPE,
-        "token_type": "Bearer",
-        "expires_in": int(expires_at) - now,
-    }
+    GRANT_TYPE = TOKEN_EXCHANGE_GRANT
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def validate_token_request(self) -> None:
+        ctx = self.server.context
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        form = self.request.form
+        if form.get("requested_token_type") != PASSPORT_TOKEN_TYPE:
+            raise OAuthError("invalid_request", f"requested_token_type must be {PASSPORT_TOKEN_TYPE}.")
+        if form.get("subject_token_type") != ACCESS_TOKEN_TYPE:
+            raise OAuthError("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}.")
+        if "actor_token" in form or "actor_token_type" in form:
+            raise OAuthError("invalid_request", "actor_token is not supported.")
+        subject = form.get("subject_token")
+        if not subject:
+            raise OAuthError("invalid_request", "subject_token is required.")
+        try:
+            token = ctx.tokens.verify(subject)
+        except InvalidToken as exc:
+            raise OAuthError("invalid_request", f"subject_token is not a valid access token ({exc.reason}).") from None
+        if token.client_id != client.get_client_id():
+            raise OAuthError("invalid_request", "subject_token was issued to another client.")
+        if PASSPORT_SCOPE not in token.scope:
+            raise OAuthError("invalid_request", f"subject_token lacks the {PASSPORT_SCOPE} scope.")
+        self.request.client = client
+        self.request.credential = token
+        self.request.audiences = audiences(self.request.raw)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        ctx = self.server.context
+        token = self.request.credential
+        found = self.request.audiences
+        audience: str | list[str] | None = found[0] if len(found) == 1 else (found or None)
+        visas = ctx.visas_for(token.sub)
+        now = ctx.now()
+        passport = mint_passport(
+            ctx.keys,
+            ctx.issuer,
+            token.sub,
+            visas,
+            ctx.settings.passport_lifetime_seconds,
+            audience=audience,
+            now=now,
+            not_after_visas=True,
+        )
+        expires_at = parse(passport, max_bytes=MAX_PASSPORT_BYTES, max_depth=16).payload["exp"]
+        event = {"event": "oidc.passport_issued", "client_id": token.client_id, "sub": token.sub, "visas": len(visas)}
+        ctx.audit(event, now)
+        body = {
+            "access_token": passport,
+            "issued_token_type": PASSPORT_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": int(expires_at) - now,
+        }
+        return 200, body, [("Content-Type", "application/json"), *NO_STORE.items()]

@@ -1,63 +1,62 @@
-"""Our access tokens (RFC 9068 JWTs) and ID tokens (OIDC Core 2), minted and checked here.
+"""Our access tokens (RFC 9068 JWTs) and ID tokens (OIDC Core 2): minted by the key ring, checked by core/jose.
 
-Access tokens carry ``iss, sub, aud, client_id, iat, exp, jti, scope`` and ``grant`` (the
-id of the grant they came from: its refresh-token family, so revoking the grant revokes
-them), with header ``typ: at+jwt``. They never carry a GA4GH claim (AAI 1.2; SPEC-DIGEST
-B6). ID tokens carry ``auth_time``, ``nonce`` when the request had one, and ``at_hash``.
+Access tokens carry ``iss, sub, aud, client_id, iat, exp, jti, scope`` and ``grant`` (the id
+of the grant they came from: its refresh-token family, so revoking the grant revokes them),
+with header ``typ: at+jwt``. They never carry a GA4GH claim (AAI 1.2; SPEC-DIGEST B6). ID
+tokens (``typ: JWT``) carry ``auth_time``, ``nonce`` when the request had one, and ``at_hash``.
+authlib's ``JWTBearerTokenGenerator`` shapes the token response (:class:`AccessTokenGenerator`);
+the signature is always our key ring's.
 
-:func:`verify_access_token` accepts exactly our own live access tokens: header ``typ``
-exactly ``at+jwt``, an allowed algorithm, a ``kid`` of our published JWKS and no
-embedded-key header; our issuer; an unexpired ``exp``; a ``jti`` not revoked; a grant
-not revoked and not authorized before the researcher withdrew consent for the client
-(``consent_withdrawal``). Anything else raises :class:`InvalidToken` with a machine-readable
-reason.
+Every token of ours that comes back (access tokens at every endpoint and the gateway, ID
+token hints) is checked by :meth:`AccessTokens.verify_signed`: the one JWS path
+(:func:`broker.core.jose.parse` and :func:`~broker.core.jose.verify_signature`, the same
+refused header members as everywhere), ``typ`` exactly the class's, a ``kid`` of our
+published JWKS with its own algorithm, our issuer, integer ``exp``/``iat`` within the leeway.
+:meth:`AccessTokens.verify` adds the live checks: ``jti`` not revoked, grant not revoked and
+not authorized before the researcher withdrew consent for the client.
 
 The signature check dominates the cost of a data request, so the outcome of a *successful*
-signature-and-claims check is kept in a process-wide :class:`~broker.core.cache.VerifiedCache`
-(:data:`ACCESS_TOKEN_CACHE`) until the token's ``exp``. The revocation checks (jti, grant
-family, consent withdrawal) are never cached: they run against the store on every call, so a
-revocation takes effect at the next request. See :func:`verify_access_token` for why a cached
-result is as safe as a cold check.
+signature-and-claims check is kept in a :class:`~broker.core.cache.VerifiedCache` until the
+token's ``exp``. The revocation checks are never cached: they read the store on every call,
+so a revocation takes effect at the next request. See :meth:`AccessTokens.verify` for why a
+cached result is as safe as a cold check.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import jwt
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator  # type: ignore[import-untyped]
+from authlib.oidc.core.util import create_half_hash  # type: ignore[import-untyped]
 
 from broker.core.cache import VerifiedCache
-from broker.core.models import ACCESS_TOKEN_TYP, ALLOWED_ALGORITHMS
+from broker.core.jose import JoseError, key_by_kid, parse, require_typ, verify_signature
+from broker.core.models import ACCESS_TOKEN_TYP
 from broker.errors import BrokerError
-from broker.oidc.consent_withdrawal import withdrawn_at_ms
-from broker.oidc.grant_records import get_grant_record
-from broker.store.base import Store
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
+from broker.oidc.repository import OidcRepository
+from broker.oidc.settings import OidcSettings
 
 MAX_TOKEN_BYTES = 16_384
-FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
+ID_TOKEN_TYP = "JWT"
 #: Most access tokens whose signature check is remembered (least recently used dropped first).
 ACCESS_TOKEN_CACHE_ENTRIES = 50_000
-#: Signature-and-claims results of our own access tokens; see :func:`verify_access_token`.
-ACCESS_TOKEN_CACHE = VerifiedCache(ACCESS_TOKEN_CACHE_ENTRIES)
 
 
-@dataclass(frozen=True, slots=True)
-class _CheckedSignature:
-    """What a cold :func:`verify_signed` of an access token concluded, and under which key."""
+class TokenKeys(Protocol):
+    """What we need of :class:`broker.keys.ring.KeyRing`: sign, the keys we publish, their longest token."""
 
-    claims: dict[str, Any]
-    kid: str
-    alg: str
-    key: Any  # the exact public key object the signature was checked with
+    @property
+    def max_token_lifetime_seconds(self) -> int: ...
+
+    def sign(
+        self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None, now: int | None = None
+    ) -> str: ...
+
+    def public_keys(self, now: int | None = None) -> dict[str, tuple[str, Any]]: ...
 
 
 class InvalidToken(BrokerError):
@@ -86,14 +85,273 @@ class AccessToken:
     claims: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _CheckedSignature:
+    """What a cold check of an access token concluded, and under which key object."""
+
+    claims: dict[str, Any]
+    kid: str
+    alg: str
+    key: Any
+
+
 def new_id() -> str:
     """A random identifier (jti, grant id) with 128 bits of entropy."""
     return secrets.token_urlsafe(16)
 
 
+class AccessTokens:
+    """Mints and checks our access tokens and ID tokens (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        settings: OidcSettings,
+        keys: TokenKeys,
+        repository: OidcRepository,
+        leeway: int,
+        max_json_depth: int,
+        cache: VerifiedCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer
+        self.settings = settings
+        self.keys = keys
+        self.repository = repository
+        self.leeway = leeway
+        self.max_json_depth = max_json_depth
+        self.cache = cache if cache is not None else VerifiedCache(ACCESS_TOKEN_CACHE_ENTRIES)
+        self.clock = clock
+        self._cache_scope = f"{ACCESS_TOKEN_TYP}\x00{issuer}"
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # ------------------------------------------------------------------ minting
+
+    def mint(
+        self, *, sub: str, client_id: str, scope: tuple[str, ...], grant: str, now: int, idp: str | None = None
+    ) -> tuple[str, AccessToken]:
+        """Sign a new access token; returns the JWT and its claims."""
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": client_id,
+            "client_id": client_id,
+            "iat": now,
+            "exp": now + self.settings.access_token_lifetime_seconds,
+            "jti": new_id(),
+            "scope": " ".join(scope),
+            "grant": grant,
+        }
+        if idp:
+            claims["idp"] = idp
+        token = self.keys.sign(claims, ACCESS_TOKEN_TYP, now=now)
+        return token, AccessToken(claims["jti"], sub, client_id, scope, now, claims["exp"], grant, claims)
+
+    def mint_id_token(
+        self,
+        *,
+        sub: str,
+        client_id: str,
+        auth_time: int,
+        now: int,
+        nonce: str | None = None,
+        access_token: str | None = None,
+    ) -> str:
+        """Sign an ID token for ``client_id``; ``at_hash`` by authlib's ``create_half_hash``."""
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + self.settings.id_token_lifetime_seconds,
+            "auth_time": auth_time,
+            "jti": new_id(),
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        if access_token is not None:
+            alg = parse(access_token, max_bytes=MAX_TOKEN_BYTES, max_depth=self.max_json_depth).alg
+            claims["at_hash"] = create_half_hash(access_token, alg).decode("ascii")
+        return self.keys.sign(claims, ID_TOKEN_TYP, now=now)
+
+    # ------------------------------------------------------------------ checking
+
+    def verify_signed(
+        self, token: object, typ: str, *, verify_exp: bool = True, now: int | None = None
+    ) -> dict[str, Any]:
+        """Check a JWT we signed ourselves (header, signature, iss, exp, iat); return its claims."""
+        try:
+            jws = parse(token, max_bytes=MAX_TOKEN_BYTES, max_depth=self.max_json_depth)
+            require_typ(jws, frozenset({typ}))
+            key = key_by_kid(jws, self.keys.public_keys(), "our published keys")
+            verify_signature(jws, key)
+        except JoseError as exc:
+            raise InvalidToken(str(exc.reason), exc.detail) from None
+        claims = jws.payload
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken("untrusted_issuer", "not our issuer")
+        sub, exp, iat = claims.get("sub"), claims.get("exp"), claims.get("iat")
+        if not isinstance(sub, str) or not sub:
+            raise InvalidToken("missing_claim", "sub")
+        if not isinstance(exp, int) or not isinstance(iat, int) or isinstance(exp, bool) or isinstance(iat, bool):
+            raise InvalidToken("bad_claim", "exp and iat must be integers")
+        at = self.now() if now is None else now
+        if verify_exp and exp <= at - self.leeway:
+            raise InvalidToken("expired", "token expired")
+        if iat > at + self.leeway:
+            raise InvalidToken("issued_in_future", "iat is in the future")
+        return claims
+
+    def id_token_hint(self, token: str) -> dict[str, Any]:
+        """The claims of an ID token we issued (expired ones too: a hint names a past login)."""
+        claims = self.verify_signed(token, ID_TOKEN_TYP, verify_exp=False)
+        if not isinstance(claims.get("aud"), str):
+            raise InvalidToken("bad_claim", "aud")
+        return claims
+
+    def verify(self, token: object, now: int | None = None) -> AccessToken:
+        """Our live access token's claims, or :class:`InvalidToken`.
+
+        The signature-and-claims check is done cold once per token and remembered; the
+        store's revocation checks run on every call. A cached result is only reused when all
+        of these hold, so it concludes what a cold check would:
+
+        - the exact token bytes (SHA-256 key) under the scope ``at+jwt`` + our issuer;
+        - the entry's time is not up (it ends at the token's ``exp``), and ``iat`` is still not
+          in the future at ``now`` under the current leeway;
+        - the token's ``kid`` is still published by the key ring with the *same* key object the
+          signature was checked with (a removed or reloaded key is a miss, checked cold).
+
+        Failures are never cached.
+        """
+        at = self.now() if now is None else now
+        checked = self._cached(token, at) if isinstance(token, str) else None
+        if checked is None:
+            claims = self.verify_signed(token, ACCESS_TOKEN_TYP, now=at)
+            for name in ("jti", "client_id", "scope", "grant"):
+                if not isinstance(claims.get(name), str) or not claims[name]:
+                    raise InvalidToken("missing_claim", name)
+        else:
+            claims = dict(checked.claims)  # flat scalars: a shallow copy keeps the entry intact
+        repo = self.repository
+        if repo.jti_revoked(claims["jti"]) or repo.family_revoked(claims["grant"]):
+            raise InvalidToken("revoked", "token revoked")
+        if self._consent_withdrawn(claims):
+            raise InvalidToken("revoked", "consent withdrawn")
+        if checked is None and isinstance(token, str):
+            self._remember(token, claims, at)
+        scope = tuple(claims["scope"].split())
+        return AccessToken(
+            claims["jti"],
+            claims["sub"],
+            claims["client_id"],
+            scope,
+            claims["iat"],
+            claims["exp"],
+            claims["grant"],
+            claims,
+        )
+
+    def _cached(self, token: str, now: int) -> _CheckedSignature | None:
+        checked = self.cache.get_token(token, self._cache_scope, now)
+        if not isinstance(checked, _CheckedSignature):
+            return None
+        published = self.keys.public_keys().get(checked.kid)
+        if published is None or published[0] != checked.alg or published[1] is not checked.key:
+            return None
+        if checked.claims["iat"] > now + self.leeway:
+            return None
+        return checked
+
+    def _remember(self, token: str, claims: dict[str, Any], now: int) -> None:
+        jws = parse(token, max_bytes=MAX_TOKEN_BYTES, max_depth=self.max_json_depth)  # checked just before
+        assert jws.kid is not None
+        published = self.keys.public_keys().get(jws.kid)
+        if published is None or published[0] != jws.alg:
+            return  # the key went away between the check and now: do not remember
+        value = _CheckedSignature(claims=dict(claims), kid=jws.kid, alg=jws.alg, key=published[1])
+        self.cache.put_token(token, self._cache_scope, value, expires=claims["exp"], now=now)
+
+    def _consent_withdrawn(self, claims: dict[str, Any]) -> bool:
+        """True if the researcher withdrew consent for the client after authorizing this token's grant.
+
+        A token whose grant has no matching record while a withdrawal is on file is refused
+        (fail closed).
+        """
+        at_ms = self.repository.withdrawn_at_ms(claims["sub"], claims["client_id"])
+        if at_ms is None:
+            return False
+        grant = self.repository.grant(claims["grant"])
+        if grant is None or grant.identity_id != claims["sub"] or grant.client_id != claims["client_id"]:
+            return True
+        return grant.authorized_ms <= at_ms
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib has no type information
+    """authlib's RFC 9068 generator with our claims, our clock and our key ring's signature.
+
+    ``user`` is the :class:`broker.oidc.grants.Authorized` of the grant: its ``grant`` names
+    the family the token belongs to. The refresh token (when the grant asks for one) is 256
+    random bits; only its hash is ever stored.
+    """
+
+    def __init__(self, tokens: AccessTokens) -> None:
+        super().__init__(
+            issuer=tokens.issuer,
+            refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
+            expires_generator=lambda client, grant_type: tokens.settings.access_token_lifetime_seconds,
+        )
+        self.tokens = tokens
+
+    def access_token_generator(self, client: Any, grant_type: str, user: Any, scope: str) -> str:
+        token, _ = self.tokens.mint(
+            sub=user.identity_id,
+            client_id=client.get_client_id(),
+            scope=tuple(scope.split()),
+            grant=user.grant.grant_id,
+            now=user.now,
+            idp=user.idp,
+        )
+        return token
+
+
+# --------------------------------------------------------------------------- old entry points
+# For callers that are not built by the container yet (the gateway's wiring in app.py, the
+# DAC API, other areas' tests): the same checks, on a store that has a kernel. They share
+# one signature cache per process with the OP that create_app builds.
+
+#: The signature cache of :func:`verify_access_token` (create_app hands it to the OP too).
+ACCESS_TOKEN_CACHE = VerifiedCache(ACCESS_TOKEN_CACHE_ENTRIES)
+
+
+def tokens_for(keyring: TokenKeys, settings: Any, store: Any) -> AccessTokens:
+    """An :class:`AccessTokens` for the root ``settings`` and a store with a kernel."""
+    leeway = settings.limits.clock_leeway_seconds
+    marker = max(3600, settings.oidc.access_token_lifetime_seconds + leeway)
+    return AccessTokens(
+        issuer=settings.issuer,
+        settings=settings.oidc,
+        keys=keyring,
+        repository=OidcRepository(store.kernel, family_marker_seconds=marker),
+        leeway=leeway,
+        max_json_depth=settings.limits.max_json_depth,
+        cache=ACCESS_TOKEN_CACHE,
+    )
+
+
+def verify_access_token(
+    keyring: TokenKeys, settings: Any, store: Any, token: str, now: int | None = None
+) -> AccessToken:
+    """:meth:`AccessTokens.verify` for callers not built by the container yet."""
+    return tokens_for(keyring, settings, store).verify(token, now=now)
+
+
 def mint_access_token(
-    keyring: Any,
-    settings: Settings,
+    keyring: TokenKeys,
+    settings: Any,
     *,
     sub: str,
     client_id: str,
@@ -102,224 +360,13 @@ def mint_access_token(
     now: int,
     idp: str | None = None,
 ) -> tuple[str, AccessToken]:
-    """Sign a new access token; returns the JWT and its claims."""
-    lifetime = settings.oidc.access_token_lifetime_seconds
-    claims: dict[str, Any] = {
-        "iss": settings.issuer,
-        "sub": sub,
-        "aud": client_id,
-        "client_id": client_id,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": new_id(),
-        "scope": " ".join(scope),
-        "grant": grant,
-    }
-    if idp:
-        claims["idp"] = idp
-    token = keyring.sign(claims, ACCESS_TOKEN_TYP, now=now)
-    return token, AccessToken(
-        jti=claims["jti"],
-        sub=sub,
-        client_id=client_id,
-        scope=scope,
-        iat=now,
-        exp=claims["exp"],
-        grant=grant,
-        claims=claims,
+    """:meth:`AccessTokens.mint` for callers not built by the container yet (tests of other areas)."""
+    tokens = AccessTokens(
+        issuer=settings.issuer,
+        settings=settings.oidc,
+        keys=keyring,
+        repository=None,  # type: ignore[arg-type]  # minting reads no record
+        leeway=settings.limits.clock_leeway_seconds,
+        max_json_depth=settings.limits.max_json_depth,
     )
-
-
-def half_hash(value: str, alg: str) -> str:
-    """``at_hash``: base64url of the left half of the hash of the token (OIDC Core 3.1.3.6)."""
-    digest = {"RS256": hashlib.sha256, "ES256": hashlib.sha256, "PS256": hashlib.sha256}[alg](
-        value.encode("ascii")
-    ).digest()
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
-
-
-def mint_id_token(
-    keyring: Any,
-    settings: Settings,
-    *,
-    sub: str,
-    client_id: str,
-    auth_time: int,
-    now: int,
-    nonce: str | None = None,
-    access_token: str | None = None,
-    sid: str | None = None,
-) -> str:
-    """Sign an ID token for ``client_id`` (typ ``JWT``)."""
-    claims: dict[str, Any] = {
-        "iss": settings.issuer,
-        "sub": sub,
-        "aud": client_id,
-        "iat": now,
-        "exp": now + settings.oidc.id_token_lifetime_seconds,
-        "auth_time": auth_time,
-        "jti": new_id(),
-    }
-    if nonce is not None:
-        claims["nonce"] = nonce
-    if sid is not None:
-        claims["sid"] = sid
-    if access_token is not None:
-        alg = _header(access_token).get("alg", "ES256")
-        claims["at_hash"] = half_hash(access_token, alg)
-    return keyring.sign(claims, "JWT", now=now)
-
-
-def _header(token: str) -> dict[str, Any]:
-    segment = token.split(".", 1)[0]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-def _our_key(keyring: Any, kid: Any, alg: str) -> Any:
-    if not isinstance(kid, str):
-        raise InvalidToken("key_not_found", "no kid")
-    found = keyring.public_keys().get(kid)
-    if found is None:
-        raise InvalidToken("key_not_found", "kid is not one of our keys")
-    key_alg, key = found
-    if key_alg != alg:
-        raise InvalidToken("bad_alg", "algorithm does not match the key")
-    return key
-
-
-def verify_signed(
-    keyring: Any, settings: Settings, token: str, typ: str, *, verify_exp: bool = True, now: int | None = None
-) -> dict[str, Any]:
-    """Check a JWT we signed ourselves (header, signature, iss, exp, iat); return its claims."""
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-        raise InvalidToken("malformed", "not a compact JWS")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise InvalidToken("malformed", "bad header") from None
-    if header.get("typ") != typ:
-        raise InvalidToken("bad_typ", "wrong token type")
-    alg = header.get("alg")
-    if alg not in ALLOWED_ALGORITHMS:
-        raise InvalidToken("bad_alg", "algorithm not allowed")
-    if any(name in header for name in FORBIDDEN_HEADERS):
-        raise InvalidToken("embedded_key", "header names a key or critical extension")
-    key = _our_key(keyring, header.get("kid"), alg)
-    now = int(time.time()) if now is None else now
-    leeway = settings.limits.clock_leeway_seconds
-    try:
-        claims = jwt.decode(
-            token,
-            key=key,
-            algorithms=[alg],
-            issuer=settings.issuer,
-            options={
-                "verify_aud": False,
-                "verify_exp": False,
-                "verify_iat": False,
-                "verify_nbf": False,
-                "require": ["iss", "sub", "iat", "exp"],
-            },
-        )
-    except jwt.InvalidSignatureError:
-        raise InvalidToken("bad_signature", "signature does not verify") from None
-    except jwt.InvalidIssuerError:
-        raise InvalidToken("untrusted_issuer", "not our issuer") from None
-    except jwt.PyJWTError as exc:
-        raise InvalidToken("malformed", exc.__class__.__name__) from None
-    exp, iat = claims["exp"], claims["iat"]
-    if not isinstance(exp, int) or not isinstance(iat, int) or isinstance(exp, bool):
-        raise InvalidToken("bad_claim", "exp and iat must be integers")
-    if verify_exp and exp <= now - leeway:
-        raise InvalidToken("expired", "token expired")
-    if iat > now + leeway:
-        raise InvalidToken("issued_in_future", "iat is in the future")
-    return claims
-
-
-def verify_access_token(
-    keyring: Any, settings: Settings, store: Store, token: str, now: int | None = None
-) -> AccessToken:
-    """Our live access token's claims, or :class:`InvalidToken`.
-
-    The signature-and-claims check is done cold once per token and remembered in
-    :data:`ACCESS_TOKEN_CACHE`; the store's revocation checks run on every call. A cached
-    result is only reused when all of these hold, so it concludes what a cold check would:
-
-    - the exact token bytes (SHA-256 key) under the scope ``at+jwt`` + our issuer, so another
-      issuer setting or token type is a miss;
-    - the entry's time is not up (it ends at the token's ``exp``), and ``iat`` is still not
-      in the future at ``now`` under the current leeway;
-    - the token's ``kid`` is still published by *this* key ring with the *same* key object the
-      signature was checked with. A removed key, another key ring, or a ring that reloaded its
-      keys is a miss and the token is verified cold (where a removed key is refused).
-
-    Failures are never cached. The entry holds the key object itself (not its ``id``), so the
-    identity comparison cannot be fooled by a reused address.
-    """
-    at = int(time.time()) if now is None else now
-    scope = f"{ACCESS_TOKEN_TYP}\x00{settings.issuer}"
-    checked = _cached_signature(keyring, settings, token, scope, at) if isinstance(token, str) else None
-    if checked is None:
-        claims = verify_signed(keyring, settings, token, ACCESS_TOKEN_TYP, now=at)
-        for name in ("jti", "client_id", "scope", "grant"):
-            if not isinstance(claims.get(name), str) or not claims[name]:
-                raise InvalidToken("missing_claim", name)
-    else:
-        claims = dict(checked.claims)  # our own claims are flat scalars: a shallow copy keeps the entry intact
-    if store.is_token_revoked(claims["jti"]) or store.family_revoked(claims["grant"]):
-        raise InvalidToken("revoked", "token revoked")
-    if _consent_withdrawn(store, claims):
-        raise InvalidToken("revoked", "consent withdrawn")
-    if checked is None:
-        _remember_signature(keyring, token, scope, claims, at)
-    return AccessToken(
-        jti=claims["jti"],
-        sub=claims["sub"],
-        client_id=claims["client_id"],
-        scope=tuple(claims["scope"].split()),
-        iat=claims["iat"],
-        exp=claims["exp"],
-        grant=claims["grant"],
-        claims=claims,
-    )
-
-
-def _cached_signature(keyring: Any, settings: Settings, token: str, scope: str, now: int) -> _CheckedSignature | None:
-    """The remembered check of ``token`` if it still holds at ``now`` for this key ring, else ``None``."""
-    checked = ACCESS_TOKEN_CACHE.get_token(token, scope, now)
-    if not isinstance(checked, _CheckedSignature):
-        return None
-    published = keyring.public_keys().get(checked.kid)
-    if published is None or published[0] != checked.alg or published[1] is not checked.key:
-        return None
-    if checked.claims["iat"] > now + settings.limits.clock_leeway_seconds:
-        return None
-    return checked
-
-
-def _remember_signature(keyring: Any, token: str, scope: str, claims: dict[str, Any], now: int) -> None:
-    """Cache a successful cold check of ``token`` until its ``exp``, tied to the key that verified it."""
-    header = jwt.get_unverified_header(token)  # already checked by verify_signed
-    kid, alg = header["kid"], header["alg"]
-    published = keyring.public_keys().get(kid)
-    if published is None or published[0] != alg:
-        return  # the key went away between the check and now: do not remember
-    value = _CheckedSignature(claims=dict(claims), kid=kid, alg=alg, key=published[1])
-    ACCESS_TOKEN_CACHE.put_token(token, scope, value, expires=claims["exp"], now=now)
-
-
-def _consent_withdrawn(store: Store, claims: dict[str, Any]) -> bool:
-    """True if the researcher withdrew consent for the client after authorizing this token's grant.
-
-    The grant's authorization time comes from its record, which outlives every access token
-    of the grant; a token whose grant has no matching record while a withdrawal is on file
-    is refused (fail closed).
-    """
-    at_ms = withdrawn_at_ms(store, claims["sub"], claims["client_id"])
-    if at_ms is None:
-        return False
-    record = get_grant_record(store, claims["grant"])
-    if record is None or record.identity_id != claims["sub"] or record.client_id != claims["client_id"]:
-        return True
-    return record.authorized_ms <= at_ms
+    return tokens.mint(sub=sub, client_id=client_id, scope=scope, grant=grant, now=now, idp=idp)

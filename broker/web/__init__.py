@@ -1,1 +1,1 @@
-"""Shared web helpers for the broker's HTML pages: server-side sessions, CSRF tokens, templates."""
+"""Shared web helpers for the broker's HTML pages: server-side sessions, CSRF tokens, rate limits, templates."""

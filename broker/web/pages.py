@@ -21,3 +21,12 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
 def error_page(title: str, message: str, status: int = 400) -> Response:
     """The HTML error page used where redirecting would be unsafe (bad client, bad redirect URI)."""
     return page("error.html", status=status, title=title, message=message)
+
+
+def redirect_303(location: str) -> Response:
+    """A 303 See Other, never cached: after a form POST the browser must GET, never re-POST (RFC 9700 4.12)."""
+    response = Response(status=303)
+    response.headers["Location"] = location
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response

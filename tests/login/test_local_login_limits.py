@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.oidc.consent_withdrawal import withdrawn_at_ms
-from broker.oidc.rate_limit import LOGIN_FAILURES
+from broker.login.service import LOGIN_FAILURES
+from broker.oidc.repository import OidcRepository
 from broker.store.base import Consent
 from tests.dac.web import PASSWORD, csrf_of, login, make_site
 
@@ -37,4 +37,6 @@ def test_oa20_withdrawing_consent_on_the_account_page_calls_the_grant_ending_wit
         assert done.status_code == 303, done.get_data(as_text=True)[:500]
     assert site.store.get_consent(researcher, "portal") is None
     # The marker that makes every earlier grant of that client for this researcher stop working.
-    assert withdrawn_at_ms(site.store, researcher, "portal") is not None
+    assert (
+        OidcRepository(site.store.kernel, family_marker_seconds=3600).withdrawn_at_ms(researcher, "portal") is not None
+    )

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from broker.login.views import safe_next
+from broker.login.service import safe_next
 from broker.oidc.client_auth import parse_basic
 from broker.oidc.errors import OAuthError
 from broker.oidc.passwords import hash_secret, verify_secret

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import SecretStr
 
+from broker.identity.service import IdentityService
 from broker.keys.jwk import public_jwk
 from broker.keys.settings import KeySettings
 from broker.oidc.passwords import hash_secret
-from broker.runtime import Runtime
+from broker.oidc.provider import OpenIDProvider
+from broker.oidc.settings import DeclaredClientSettings, OidcSettings
 from broker.settings import Settings
 from broker.store import open_store
+from broker.store.kernel import Kernel
 from broker.store.settings import StoreSettings
+from broker.web.session import Sessions
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
 from tests.support.keys import open_ring
@@ -111,9 +118,48 @@ def dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
+class Clock:
+    """A clock the test moves (epoch seconds); the OP built by ``op_parts`` reads it."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class OpParts:
+    """An OP in this process on a real store (SQLite or Redis) and a real key ring, with its clock."""
+
+    op: OpenIDProvider
+    settings: Settings
+    kernel: Kernel
+    clock: Clock
+
+
+IN_PROCESS_SECRET = "in-process-secret-" + "s" * 24
+
+
+def in_process_clients() -> list[DeclaredClientSettings]:
+    grants = ["authorization_code", "refresh_token", EXCHANGE, DEVICE]
+    scopes = ["openid", "profile", "email", "ga4gh_passport_v1"]
+    secret = SecretStr(hash_secret(IN_PROCESS_SECRET, log2_n=10))
+    confidential = [
+        DeclaredClientSettings(
+            client_id=c, redirect_uris=[CALLBACK], grant_types=grants, scopes=scopes, secret_hash=secret
+        )
+        for c in ("app", "other")
+    ]
+    public = DeclaredClientSettings(
+        client_id="cli", redirect_uris=[NATIVE_CALLBACK], grant_types=[*grants[:2], DEVICE], auth_method="none"
+    )
+    return [*confidential, public]
+
+
 @pytest.fixture(params=["sqlite", "redis"])
-def op_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    """The OP's parts in this process (real store of each kind, real key ring), for tests that set the clock."""
+def op_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpParts]:
+    """The OP's parts in this process (real store of each kind, real key ring), for tests that move the clock."""
     store_settings = StoreSettings(backend="sqlite")
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
@@ -123,9 +169,25 @@ def op_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runti
         data_dir=str(tmp_path / "var"),
         store=store_settings,
         keys=KeySettings(rotate_every_days=0),
+        oidc=OidcSettings(clients=in_process_clients()),
     )
     store = open_store(settings)
     ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
-    yield Runtime(settings=settings, store=store, keyring=ring)
+    clock = Clock()
+    kernel = store.kernel
+    op = OpenIDProvider(
+        settings=settings.oidc,
+        issuer=settings.issuer,
+        kernel=kernel,
+        keys=ring,
+        identities=IdentityService(kernel),
+        sessions=Sessions(kernel, secure=True, lifetime_seconds=3600),
+        visas_for=lambda identity_id: [],
+        leeway=settings.limits.clock_leeway_seconds,
+        max_json_depth=settings.limits.max_json_depth,
+        interaction_lifetime_seconds=600,
+        clock=clock,
+    )
+    yield OpParts(op=op, settings=settings, kernel=kernel, clock=clock)
     store.close()

@@ -7,7 +7,10 @@ import re
 import pytest
 import requests
 
-from broker.oidc.consent_withdrawal import withdraw_consent
+from broker.errors import StartupError
+from broker.oidc.consent import Consents
+from broker.oidc.discovery import metadata, validate
+from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import OidcSettings
 from broker.settings import load_settings
 from broker.store import open_store
@@ -95,9 +98,10 @@ def test_oa20_consent_withdrawal_ends_the_clients_grants_at_the_running_broker(
     settings = load_settings(broker.config_path, environ={})
     store = open_store(settings)  # the broker's own store, as the account page would use it
     try:
-        assert store.get_consent(sub, "app") is not None
-        assert withdraw_consent(settings, store, sub, "app") is True
-        assert store.get_consent(sub, "app") is None
+        consents = Consents(OidcRepository(store.kernel, family_marker_seconds=3600), settings.oidc)
+        assert consents.get(sub, "app") is not None
+        assert consents.withdraw(sub, "app") is True
+        assert consents.get(sub, "app") is None
     finally:
         store.close()
     refreshed = requests.post(
@@ -160,6 +164,32 @@ def test_oa27_discovery_ignores_host_headers(broker: BrokerProcess) -> None:
     assert "none" not in plain["id_token_signing_alg_values_supported"]
     assert plain["code_challenge_methods_supported"] == ["S256"]
     assert plain["authorization_response_iss_parameter_supported"] is True
+
+
+def test_discovery_is_valid_rfc8414_openid_and_rfc9207_metadata(broker: BrokerProcess) -> None:
+    """What we serve passes authlib's metadata models (run at start-up too; here on the live document)."""
+    from authlib.oauth2 import rfc8414, rfc9207
+    from authlib.oidc.discovery import OpenIDProviderMetadata
+
+    served = broker.discovery()
+    OpenIDProviderMetadata(served).validate(
+        metadata_classes=[rfc8414.AuthorizationServerMetadata, rfc9207.AuthorizationServerMetadata]
+    )
+    assert served == metadata(broker.issuer)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"token_endpoint_auth_signing_alg_values_supported": ["none"]},
+        {"authorization_response_iss_parameter_supported": "yes"},
+        {"issuer": "https://op.example/?tenant=1"},
+        {"response_types_supported": "code"},
+    ],
+)
+def test_metadata_the_specifications_refuse_stops_the_op_from_starting(change: dict[str, object]) -> None:
+    with pytest.raises(StartupError):
+        validate({**metadata("https://op.example/"), **change})
 
 
 def test_oa28_jwks_publishes_public_signing_keys(broker: BrokerProcess) -> None:

@@ -1,6 +1,6 @@
 """Brute force ends in 429 with Retry-After (THREAT-MODEL OA-18, OA-25; RFC 8628 5.1).
 
-The limiter keeps its counts in the store: proven here against SQLite and Redis from
+The limiter keeps its counts on the store kernel: proven here against SQLite and Redis from
 several connections and threads at once, then end to end against the gunicorn broker
 (two worker processes share one count).
 """
@@ -15,20 +15,11 @@ import time
 import pytest
 import requests
 
-from broker.oidc.rate_limit import (
-    CLIENT_AUTH_FAILURES,
-    DEVICE_AUTHORIZATIONS,
-    INTROSPECTION_MISSES,
-    USER_CODE_FAILURES,
-    Limit,
-    RateLimited,
-    RateLimiter,
-    limit_key,
-)
-from broker.runtime import Runtime
+from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES, DEVICE_AUTHORIZATIONS, INTROSPECTION_MISSES, USER_CODE_FAILURES
 from broker.store import open_store
+from broker.web.rate_limit import Limit, RateLimited, RateLimiter, limit_key
 from tests.oidc.broker_process import BrokerProcess
-from tests.oidc.conftest import SECRETS
+from tests.oidc.conftest import SECRETS, OpParts
 from tests.oidc.flow import login
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -53,11 +44,11 @@ def _assert_json_429(response: requests.Response, limit: Limit) -> None:
     assert "no-store" in response.headers["Cache-Control"] and response.headers["Pragma"] == "no-cache"
 
 
-def test_limiter_counts_once_per_slot_across_connections_and_threads(op_runtime: Runtime) -> None:
+def test_limiter_counts_once_per_slot_across_connections_and_threads(op_parts: OpParts) -> None:
     limit = Limit("test_shared", count=25, window=600)
     _inside_one_window(limit, 30)
-    second = open_store(op_runtime.settings)  # another connection, as another process would have
-    limiters = [RateLimiter(op_runtime.store), RateLimiter(second)]
+    second = open_store(op_parts.settings)  # another connection, as another process would have
+    limiters = [RateLimiter(op_parts.kernel), RateLimiter(second.kernel)]
     key = limit_key("shared", secrets.token_hex(4))
     results: list[int | None] = []
     lock = threading.Lock()
@@ -84,9 +75,9 @@ def test_limiter_counts_once_per_slot_across_connections_and_threads(op_runtime:
     assert 1 <= raised.value.retry_after <= limit.window
 
 
-def test_limiter_window_ends_and_keys_do_not_share_counts(op_runtime: Runtime) -> None:
+def test_limiter_window_ends_and_keys_do_not_share_counts(op_parts: OpParts) -> None:
     limit = Limit("test_window", count=3, window=60)
-    limiter = RateLimiter(op_runtime.store)
+    limiter = RateLimiter(op_parts.kernel)
     now = float(int(time.time()) // 60 * 60 + 10)  # ten seconds into a window
     assert [limiter.hit(limit, "k", now) for _ in range(4)] == [1, 2, 3, None]
     assert limiter.retry_after(limit, "k", now) == 50
@@ -99,10 +90,10 @@ def test_limiter_window_ends_and_keys_do_not_share_counts(op_runtime: Runtime) -
     assert raised.value.retry_after == 50
 
 
-def test_limiter_checks_every_key_of_an_event(op_runtime: Runtime) -> None:
+def test_limiter_checks_every_key_of_an_event(op_parts: OpParts) -> None:
     per_account, per_address = Limit("test_account", count=2, window=600), Limit("test_address", count=3, window=600)
     _inside_one_window(per_account, 10)
-    limiter = RateLimiter(op_runtime.store)
+    limiter = RateLimiter(op_parts.kernel)
 
     def pairs(account: str) -> list[tuple[Limit, str]]:
         return [(per_account, account), (per_address, "192.0.2.1")]

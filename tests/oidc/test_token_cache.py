@@ -1,7 +1,7 @@
 """The access-token signature cache: a repeated token skips the signature check, nothing else.
 
-Every test runs against a real store (sqlite and redis, through ``op_runtime``) and a real key
-ring; signature checks are counted by wrapping ``broker.oidc.tokens.verify_signed``.
+Every test runs against a real store (sqlite and redis, through ``op_parts``) and a real key
+ring; signature checks are counted by wrapping the OP's ``AccessTokens.verify_signed``.
 """
 
 from __future__ import annotations
@@ -12,47 +12,44 @@ from typing import Any
 
 import pytest
 
-from broker.oidc import tokens
-from broker.oidc.consent_withdrawal import withdraw_consent
-from broker.oidc.grant_records import GrantRecord, put_grant_record
-from broker.oidc.tokens import ACCESS_TOKEN_CACHE, InvalidToken, mint_access_token, verify_access_token
-from broker.runtime import Runtime
+from broker.oidc.records import OAuthGrant
+from broker.oidc.tokens import AccessToken, AccessTokens, InvalidToken
+from tests.oidc.conftest import OpParts
 
 
 @pytest.fixture
-def signature_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def signature_checks(op_parts: OpParts, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Each cold signature check of an access token appends its token; the cache starts empty."""
-    ACCESS_TOKEN_CACHE.clear()
+    tokens = op_parts.op.tokens
+    tokens.cache.clear()
     calls: list[str] = []
     real = tokens.verify_signed
 
-    def counting(keyring: Any, settings: Any, token: str, typ: str, **kwargs: Any) -> dict[str, Any]:
+    def counting(token: str, typ: str, **kwargs: Any) -> dict[str, Any]:
         calls.append(token)
-        return real(keyring, settings, token, typ, **kwargs)
+        return real(token, typ, **kwargs)
 
     monkeypatch.setattr(tokens, "verify_signed", counting)
     yield calls
-    ACCESS_TOKEN_CACHE.clear()
+    tokens.cache.clear()
 
 
-def _mint(rt: Runtime, now: int, grant: str = "grant-1", sub: str = "alice") -> str:
-    token, _ = mint_access_token(
-        rt.keyring, rt.settings, sub=sub, client_id="app", scope=("openid",), grant=grant, now=now
-    )
+def _mint(parts: OpParts, now: int, grant: str = "grant-1", sub: str = "alice") -> str:
+    token, _ = parts.op.tokens.mint(sub=sub, client_id="app", scope=("openid",), grant=grant, now=now)
     return token
 
 
-def _verify(rt: Runtime) -> Callable[..., tokens.AccessToken]:
-    def verify(token: str, now: int) -> tokens.AccessToken:
-        return verify_access_token(rt.keyring, rt.settings, rt.store, token, now=now)
+def _verify(parts: OpParts) -> Callable[..., AccessToken]:
+    def verify(token: str, now: int) -> AccessToken:
+        return parts.op.tokens.verify(token, now=now)
 
     return verify
 
 
-def test_repeated_token_is_signature_checked_once(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_repeated_token_is_signature_checked_once(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token, other = _mint(op_runtime, now), _mint(op_runtime, now, grant="grant-2")
-    verify = _verify(op_runtime)
+    token, other = _mint(op_parts, now), _mint(op_parts, now, grant="grant-2")
+    verify = _verify(op_parts)
     first = verify(token, now)
     for step in range(5):
         again = verify(token, now + step)
@@ -63,48 +60,46 @@ def test_repeated_token_is_signature_checked_once(op_runtime: Runtime, signature
     assert signature_checks == [token, other]
 
 
-def test_cached_claims_cannot_be_changed_by_a_caller(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_cached_claims_cannot_be_changed_by_a_caller(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now)
-    verify = _verify(op_runtime)
+    token = _mint(op_parts, now)
+    verify = _verify(op_parts)
     verify(token, now).claims["sub"] = "mallory"
     assert verify(token, now).claims["sub"] == "alice"
     assert verify(token, now).sub == "alice"
 
 
-def test_revoked_jti_after_caching_is_refused_at_next_call(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_revoked_jti_after_caching_is_refused_at_next_call(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now)
-    verify = _verify(op_runtime)
+    token = _mint(op_parts, now)
+    verify = _verify(op_parts)
     at = verify(token, now)
     verify(token, now)
-    op_runtime.store.revoke_token_id(at.jti, at.exp)
+    op_parts.op.repository.revoke_jti(at.jti, at.exp)
     with pytest.raises(InvalidToken) as refused:
         verify(token, now)
     assert refused.value.reason == "revoked"
     assert signature_checks == [token]  # refused from the cached signature: the store decided
 
 
-def test_revoked_family_after_caching_is_refused_at_next_call(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_revoked_family_after_caching_is_refused_at_next_call(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now, grant="family-x")
-    verify = _verify(op_runtime)
+    token = _mint(op_parts, now, grant="family-x")
+    verify = _verify(op_parts)
     verify(token, now)
-    op_runtime.store.revoke_family("family-x")
+    op_parts.op.repository.revoke_family("family-x")
     with pytest.raises(InvalidToken) as refused:
         verify(token, now)
     assert refused.value.reason == "revoked"
 
 
 def test_consent_withdrawal_after_caching_is_refused_at_next_call(
-    op_runtime: Runtime, signature_checks: list[str]
+    op_parts: OpParts, signature_checks: list[str]
 ) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now, grant="grant-c", sub="bob")
-    put_grant_record(
-        op_runtime.settings,
-        op_runtime.store,
-        GrantRecord(
+    token = _mint(op_parts, now, grant="grant-c", sub="bob")
+    op_parts.op.repository.grants.put(
+        OAuthGrant(
             grant_id="grant-c",
             identity_id="bob",
             client_id="app",
@@ -112,24 +107,25 @@ def test_consent_withdrawal_after_caching_is_refused_at_next_call(
             authorized_ms=now * 1000 - 1000,
             started_at=now - 1,
             expires_at=now + 3600,
-        ),
+            keep_until=now + 7200,
+        )
     )
-    verify = _verify(op_runtime)
+    verify = _verify(op_parts)
     verify(token, now)
-    withdraw_consent(op_runtime.settings, op_runtime.store, "bob", "app", at_ms=now * 1000)
+    op_parts.op.consents.withdraw("bob", "app", at_ms=now * 1000)
     with pytest.raises(InvalidToken) as refused:
         verify(token, now)
     assert refused.value.reason == "revoked"
 
 
-def test_expired_cached_token_is_refused(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_expired_cached_token_is_refused(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now)
-    verify = _verify(op_runtime)
+    token = _mint(op_parts, now)
+    verify = _verify(op_parts)
     exp = verify(token, now).exp
     verify(token, exp - 1)
     assert signature_checks == [token]
-    leeway = op_runtime.settings.limits.clock_leeway_seconds
+    leeway = op_parts.settings.limits.clock_leeway_seconds
     with pytest.raises(InvalidToken) as refused:
         verify(token, exp + leeway)
     assert refused.value.reason == "expired"
@@ -137,11 +133,11 @@ def test_expired_cached_token_is_refused(op_runtime: Runtime, signature_checks: 
     assert signature_checks == [token, token, token]
 
 
-def test_cached_token_of_a_key_no_longer_published_is_refused(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_cached_token_of_a_key_no_longer_published_is_refused(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    ring = op_runtime.keyring
-    token = _mint(op_runtime, now)
-    verify = _verify(op_runtime)
+    ring = op_parts.op.keys
+    token = _mint(op_parts, now)
+    verify = _verify(op_parts)
     verify(token, now)
     verify(token, now)
     old_kid = ring.signing_key(now).kid
@@ -152,30 +148,37 @@ def test_cached_token_of_a_key_no_longer_published_is_refused(op_runtime: Runtim
     with pytest.raises(InvalidToken) as refused:
         verify(token, now)
     assert refused.value.reason == "key_not_found"
-    fresh = _mint(op_runtime, now)
+    fresh = _mint(op_parts, now)
     verify(fresh, now)
     assert signature_checks == [token, token, fresh]
 
 
-def test_cached_token_is_not_reused_for_another_issuer(op_runtime: Runtime, signature_checks: list[str]) -> None:
-    from tests.support.settings import replace
-
+def test_cached_token_is_not_reused_for_another_issuer(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now)
-    verify_access_token(op_runtime.keyring, op_runtime.settings, op_runtime.store, token, now=now)
-    elsewhere = replace(op_runtime.settings, issuer="https://other.example/")
+    token = _mint(op_parts, now)
+    ours = op_parts.op.tokens
+    ours.verify(token, now=now)
+    elsewhere = AccessTokens(
+        issuer="https://other.example/",
+        settings=ours.settings,
+        keys=ours.keys,
+        repository=ours.repository,
+        leeway=ours.leeway,
+        max_json_depth=ours.max_json_depth,
+        cache=ours.cache,
+    )
     with pytest.raises(InvalidToken) as refused:
-        verify_access_token(op_runtime.keyring, elsewhere, op_runtime.store, token, now=now)
+        elsewhere.verify(token, now=now)
     assert refused.value.reason == "untrusted_issuer"
 
 
-def test_failures_are_not_cached(op_runtime: Runtime, signature_checks: list[str]) -> None:
+def test_failures_are_not_cached(op_parts: OpParts, signature_checks: list[str]) -> None:
     now = int(time.time())
-    token = _mint(op_runtime, now)
+    token = _mint(op_parts, now)
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    verify = _verify(op_runtime)
+    verify = _verify(op_parts)
     for _ in range(2):
         with pytest.raises(InvalidToken):
             verify(tampered, now)
     assert signature_checks == [tampered, tampered]
-    assert len(ACCESS_TOKEN_CACHE) == 0
+    assert len(op_parts.op.tokens.cache) == 0

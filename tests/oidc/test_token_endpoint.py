@@ -199,6 +199,7 @@ def test_oa19_private_key_jwt_assertion_validation(broker: BrokerProcess, jwt_cl
     for assertion in bad_cases:
         response = post(assertion)
         assert response.status_code == 401 and response.json()["error"] == "invalid_client", assertion
+    assert "PS256" not in broker.discovery()["token_endpoint_auth_signing_alg_values_supported"]
     token_endpoint = _assertion(jwt_client_key, aud_value=broker.url("/token"))
     assert post(token_endpoint).json()["error"] == "invalid_grant"
 
