@@ -295,7 +295,7 @@ class RealBroker:
         from broker.keys.ring import KeyRing
         from broker.oidc.tokens import mint_access_token, new_id
         from broker.settings import load_settings
-        from broker.store import open_store
+        from tests.support.legacy_store import open_store
 
         settings = load_settings(self.config, environ={})
         store = open_store(settings)

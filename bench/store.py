@@ -28,10 +28,10 @@ from pathlib import Path
 
 import redis
 
+from broker.dac.records import Grant
 from broker.settings import Settings
-from broker.store import Store, open_store
-from broker.store.base import Grant
 from broker.store.settings import StoreSettings
+from tests.support.legacy_store import Store, open_store
 
 
 def free_port() -> int:

@@ -12,12 +12,13 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.app import API_CSP, SECURITY_HEADERS, create_app
+from broker.app import API_CSP, SECURITY_HEADERS, container_of, create_app
+from broker.container import Container
 from broker.keys.jwk import PRIVATE_MEMBERS, thumbprint
 from broker.settings import Settings
-from broker.store import open_store
 from broker.store.settings import StoreSettings
 from tests.support.keys import open_ring
+from tests.support.legacy_store import open_store
 from tests.support.redis_server import RedisServer
 from tests.support.settings import replace
 
@@ -34,10 +35,10 @@ def prepared_settings(data_dir: Path, **changes: object) -> Settings:
 
 
 def build(app_settings: Settings) -> Iterator[Flask]:
-    app = create_app(app_settings)
+    app = create_app(Container.build(app_settings))
     app.testing = False  # errors go through the app's handlers, as in production
     yield app
-    app.extensions["broker"].store.close()
+    container_of(app).close()
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ def test_jwks_lists_the_active_key_by_thumbprint(app: Flask, client: FlaskClient
     assert response.mimetype == "application/json"
     assert "max-age=" in response.headers["Cache-Control"]
     keys = response.get_json()["keys"]
-    active = app.extensions["broker"].keyring.signing_key()
+    active = container_of(app).keyring.signing_key()
     assert [k["kid"] for k in keys] == [active.kid]
     [jwk] = keys
     assert jwk["kid"] == thumbprint(jwk)

@@ -46,3 +46,41 @@ def test_import_layers_hold() -> None:
 def _lint_imports() -> str:
     """The lint-imports command of the interpreter running the tests."""
     return str(Path(sys.executable).parent / "lint-imports")
+
+
+# Each area's Flask adapter and the modules that may import it (the area's package init registers it).
+WEB_ADAPTERS = {
+    "broker.dac": ({"broker.dac.web"}, set()),
+    "broker.oidc": ({"broker.oidc.web"}, set()),
+    "broker.login": ({"broker.login.web"}, set()),
+    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs"}, {"broker.gateway"}),
+}
+
+
+def test_in_each_area_the_web_adapter_sits_above_the_services() -> None:
+    """No service module of an area imports that area's web adapter (views -> services, never back)."""
+    import grimp  # the import graph library of import-linter, a test dependency
+
+    graph = grimp.build_graph("broker", exclude_type_checking_imports=True)
+    offenders = []
+    for area, (adapters, allowed) in WEB_ADAPTERS.items():
+        web = {m for a in adapters for m in ({a} | graph.find_descendants(a) if a in graph.modules else {a})}
+        for module in {area} | graph.find_descendants(area):
+            if module in web or module in allowed:
+                continue
+            for target in graph.find_modules_directly_imported_by(module):
+                if target in web:
+                    offenders.append(f"{module} -> {target}")
+    assert not offenders, "\n".join(sorted(offenders))
+
+
+def test_types_check_with_mypy() -> None:
+    """mypy finds no error in broker/ (configured in pyproject.toml: strict on core, store, trust, net)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
+from broker.container import Container
 from broker.serve.production import prepare
 from broker.settings import load_settings
 
@@ -52,7 +53,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     data = tmp_path_factory.mktemp("no500")
     settings = load_settings(None, environ={"BROKER_DATA_DIR": str(data)})
     prepare(settings)  # what `serve` does first: schema and the first signing key
-    app = create_app(settings)
+    app = create_app(Container.build(settings))
     app.config["TESTING"] = False  # exercise the real error handlers
     return app
 
@@ -108,5 +109,7 @@ def test_data_dir_is_left_with_only_broker_files(tmp_path: Path) -> None:
     """Building the app writes nothing outside its data directory (no import-time side effects)."""
     before = set(Path.cwd().iterdir())
     settings = load_settings(None, environ={"BROKER_DATA_DIR": str(tmp_path)})
-    create_app(settings)
+    container = Container.build(settings)
+    create_app(container)
+    container.close()
     assert set(Path.cwd().iterdir()) == before

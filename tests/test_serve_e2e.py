@@ -24,8 +24,8 @@ import requests
 from broker import __version__
 from broker.keys.ring import KeyRing
 from broker.settings import load_settings
-from broker.store import open_store
 from tests.support.keys import open_ring
+from tests.support.legacy_store import open_store
 from tests.support.parts import free_port
 
 BROKER = str(Path(sys.executable).parent / "ga4gh-broker")

@@ -14,13 +14,17 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker import __version__
 from broker.errors import BrokerError
 from broker.settings import Settings, SettingsError, load_settings, redacted
+from broker.store import open_kernel
+from broker.store.base import StoreError
+from broker.store.kernel import Kernel
 
 COMMAND_MODULES = (
     "broker.cli.keys",
@@ -56,6 +60,21 @@ class Context:
         if self._settings is None:
             self._settings = load_settings(self.args.config)
         return self._settings
+
+    @contextmanager
+    def kernel(self) -> Iterator[Kernel]:
+        """The store kernel the settings name, closed afterwards; a store failure is one line (CommandError)."""
+        settings = self.settings
+        try:
+            kernel = open_kernel(settings.store, settings.sqlite_path)
+        except StoreError as exc:
+            raise CommandError(f"store: {exc}") from None
+        try:
+            yield kernel
+        except StoreError as exc:
+            raise CommandError(f"store: {exc}") from None
+        finally:
+            kernel.close()
 
     def out(self, text: str = "") -> None:
         print(text)

@@ -17,7 +17,7 @@ from broker.oidc.clients import AUTH_METHODS, ClientError, ClientRegistry
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
-from broker.store.base import Conflict, StoreError
+from broker.store.base import Conflict
 
 if TYPE_CHECKING:
     from broker.cli import Context
@@ -70,19 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 @contextmanager
 def _clients(ctx: Context) -> Iterator[ClientRegistry]:
     """The clients of the settings file and of the store (closed after use)."""
-    from broker.cli import CommandError
-    from broker.store import open_store
-
-    try:
-        store = open_store(ctx.settings)
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    try:
-        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(store.kernel, family_marker_seconds=3600))
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    finally:
-        store.close()
+    with ctx.kernel() as kernel:
+        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(kernel, family_marker_seconds=3600))
 
 
 def _add(ctx: Context) -> int:

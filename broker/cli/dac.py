@@ -28,6 +28,8 @@ from broker.dac.errors import DacError, ImportRejected
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
 from broker.dac.records import Grant
 from broker.dac.services import DacServices, build_services
+from broker.identity.service import IdentityService
+from broker.store import open_kernel
 from broker.store.base import StoreError
 
 ACTOR_ENV = "BROKER_ACTOR"
@@ -138,19 +140,13 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
     A command changes the store only: the serving processes' RevocationWatchers read its
     revocations from the audit log and evict their caches.
     """
-    from broker.store import open_kernel
-    from broker.store.base import Identity
-    from broker.store.legacy import IDENTITIES
-    from broker.store.records import Records
-
     actor = ctx.args.actor or os.environ.get(ACTOR_ENV)
     if not actor:
         raise CommandError(f"name the acting identity with --as ID or ${ACTOR_ENV}", 2)
     settings = ctx.settings
     kernel = open_kernel(settings.store, settings.sqlite_path)
-    identities: Records[Identity] = Records(kernel, IDENTITIES)
     try:
-        yield build_services(settings.dac, settings.issuer, kernel, identities), actor
+        yield build_services(settings.dac, settings.issuer, kernel, IdentityService(kernel)), actor
     except DacError as exc:
         if isinstance(exc, ImportRejected):
             for problem in exc.errors:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from broker.keys.errors import KeyRingError
 from broker.keys.ring import KeyRing, KeyState, iso_utc
-from broker.store.base import StoreError
 
 if TYPE_CHECKING:
     from broker.cli import Context
@@ -49,27 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _ring(ctx: Context) -> Iterator[KeyRing]:
     """The ring of these settings, with its store closed afterwards and errors made one line."""
     from broker.cli import CommandError
-    from broker.store import open_store
 
     settings = ctx.settings
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    try:
-        yield KeyRing.open(
-            settings.keys,
-            settings.keys_path,
-            store.kernel,
-            leeway_seconds=settings.limits.clock_leeway_seconds,
-            auto_maintain_seconds=None,
-        )
-    except KeyRingError as exc:
-        raise CommandError(f"keys: {exc}") from None
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    finally:
-        store.close()
+    with ctx.kernel() as kernel:
+        try:
+            yield KeyRing.open(
+                settings.keys,
+                settings.keys_path,
+                kernel,
+                leeway_seconds=settings.limits.clock_leeway_seconds,
+                auto_maintain_seconds=None,
+            )
+        except KeyRingError as exc:
+            raise CommandError(f"keys: {exc}") from None
 
 
 def _rotate(ctx: Context) -> int:

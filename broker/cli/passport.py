@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from broker.cli.verifier import cli_verifier
 from broker.core.models import PASSPORT_CLAIM, VISA_CLAIM, PassportResult, Rejection, Visa
 
 if TYPE_CHECKING:
@@ -142,7 +143,6 @@ def _read_token(arg: str) -> str:
 
 def build_verifier(settings: Settings) -> Verifier:
     """The verifier the server would use: trust from the settings, our own keys from the key ring."""
-    from broker.clearinghouse import cli_verifier
 
     return cli_verifier(settings)
 
@@ -351,8 +351,6 @@ def _sign(ctx: Context) -> int:
     from broker.core.models import VisaObject
     from broker.keys.errors import KeyRingError
     from broker.keys.ring import KeyRing
-    from broker.store import open_store
-    from broker.store.base import StoreError
 
     args = ctx.args
     settings = ctx.settings
@@ -373,28 +371,21 @@ def _sign(ctx: Context) -> int:
         by=args.by,
         conditions=conditions,
     )
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    try:
-        ring = KeyRing.open(
-            settings.keys,
-            settings.keys_path,
-            store.kernel,
-            leeway_seconds=settings.limits.clock_leeway_seconds,
-            auto_maintain_seconds=None,
-        )
-        token = mint_visa(
-            ring, settings.issuer, args.sub, visa, now + args.exp_in, now=now, assertion_end=args.assertion_end
-        )
-    except IssueError as exc:
-        raise CommandError(f"cannot sign this visa: {exc}", EXIT_ERROR) from None
-    except KeyRingError as exc:
-        raise CommandError(f"keys: {exc}") from None
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    finally:
-        store.close()
+    with ctx.kernel() as kernel:
+        try:
+            ring = KeyRing.open(
+                settings.keys,
+                settings.keys_path,
+                kernel,
+                leeway_seconds=settings.limits.clock_leeway_seconds,
+                auto_maintain_seconds=None,
+            )
+            token = mint_visa(
+                ring, settings.issuer, args.sub, visa, now + args.exp_in, now=now, assertion_end=args.assertion_end
+            )
+        except IssueError as exc:
+            raise CommandError(f"cannot sign this visa: {exc}", EXIT_ERROR) from None
+        except KeyRingError as exc:
+            raise CommandError(f"keys: {exc}") from None
     ctx.out(token)
     return 0

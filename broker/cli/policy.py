@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.cli.verifier import cli_verifier
 from broker.core.policy.compile import READ, PolicySet
 from broker.core.policy.errors import PolicyError, PolicyLoadError
 from broker.core.policy.explain import explain, render_text
@@ -199,8 +200,7 @@ def _explain(ctx: Context) -> int:
 
 
 def passport_verifier(settings: Settings) -> Verifier:
-    """The broker's verifier for these settings (see :func:`broker.clearinghouse.cli_verifier`)."""
-    from broker.clearinghouse import cli_verifier
+    """The broker's verifier for these settings (see :func:`broker.cli.verifier.cli_verifier`)."""
 
     return cli_verifier(settings)
 

@@ -28,7 +28,6 @@ def run_dev(settings: Settings, bind: str) -> int:
     """Flask's development server: one process, threads, no header deadlines; never on a network."""
     from werkzeug.serving import WSGIRequestHandler
 
-    from broker.app import start_background
     from broker.serve.logs import configure
     from broker.serve.middleware import ServeMiddleware
     from broker.serve.production import build_app, prepare, split_bind, warm_health
@@ -47,7 +46,6 @@ def run_dev(settings: Settings, bind: str) -> int:
     except StartError as exc:
         raise CommandError(str(exc), 1) from None
     app = build_app(settings)
-    start_background(app)
     warm_health(app)
     wrapped: Any = ServeMiddleware(
         app.wsgi_app,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from broker.identity.service import IdentityService
 from broker.login.local import AccountError, LocalAccounts
-from broker.store.base import StoreError
 
 if TYPE_CHECKING:
     from broker.cli import Context
@@ -33,7 +32,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add(ctx: Context) -> int:
     from broker.cli import CommandError
-    from broker.store import open_store
 
     settings = ctx.settings
     local_ids = [c.id for c in settings.login.connectors if c.kind == "local"]
@@ -41,20 +39,13 @@ def _add(ctx: Context) -> int:
     if connector not in local_ids:
         raise CommandError("no such local connector in login.connectors", 2)
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    try:
-        accounts = LocalAccounts(store.kernel, IdentityService(store.kernel), settings.issuer)
-        identity = accounts.add(
-            connector, ctx.args.username, password, display_name=ctx.args.name, email=ctx.args.email
-        )
-    except AccountError as exc:
-        raise CommandError(str(exc)) from None
-    except StoreError as exc:
-        raise CommandError(f"store: {exc}") from None
-    finally:
-        store.close()
+    with ctx.kernel() as kernel:
+        accounts = LocalAccounts(kernel, IdentityService(kernel), settings.issuer)
+        try:
+            identity = accounts.add(
+                connector, ctx.args.username, password, display_name=ctx.args.name, email=ctx.args.email
+            )
+        except AccountError as exc:
+            raise CommandError(str(exc)) from None
     ctx.out(f"created {ctx.args.username} (sub {identity.id})")
     return 0

@@ -552,7 +552,7 @@ class GrantService:
                 f"end is more than {self.directory.settings.max_grant_days:g} days away",
                 {"end": "beyond the longest grant allowed"},
             )
-        return end
+        return int(end)
 
     def _refuse_held(self, grant: Grant, explicit_start: bool, now: int) -> None:
         """Conflict when an outstanding, different grant holds ``grant``'s slot (a read for the import report)."""

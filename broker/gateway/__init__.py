@@ -4,26 +4,63 @@ Modes, all from one decision (:mod:`broker.gateway.service`): ``stream`` (the ga
 sends the bytes), ``offload`` (``X-Accel-Redirect`` to nginx), the decision endpoint for
 nginx ``auth_request`` / Envoy ``ext_authz``, and DRS 1.2 with signed URLs.
 
-Importing this package starts nothing and stays light; the web parts are imported by
-:func:`init_app`.
+Importing this package starts nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+from flask import Flask
 
 from broker.gateway.authorize import AccessDecision, Authorizer
+from broker.gateway.drs import make_drs_blueprint
+from broker.gateway.metrics import GatewayMetrics
+from broker.gateway.routes import AnyPathConverter, make_blueprint
+from broker.gateway.service import AuditEvent, Gateway
 from broker.gateway.settings import GatewaySettings
 
-if TYPE_CHECKING:
-    from flask import Flask
+__all__ = [
+    "AccessDecision",
+    "AuditEvent",
+    "Authorizer",
+    "Gateway",
+    "GatewaySettings",
+    "build_gateway",
+    "init_app",
+    "register",
+]
 
-    from broker.gateway.metrics import GatewayMetrics
-    from broker.gateway.service import AuditEvent, Gateway
 
-__all__ = ["AccessDecision", "AuditEvent", "Authorizer", "Gateway", "GatewaySettings", "init_app"]
+def build_gateway(
+    authorizer: Authorizer,
+    settings: GatewaySettings,
+    *,
+    data_dir: str | Path | None = None,
+    audit: Callable[[AuditEvent], None] | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> Gateway:
+    """The gateway deciding with ``authorizer``.
+
+    ``data_dir`` keeps the URL-signing key and the checksum cache (shared by every process on
+    the machine); ``audit`` receives every decision and finished transfer.
+    """
+    return Gateway(
+        settings=settings,
+        authorizer=authorizer,
+        data_dir=Path(data_dir) if data_dir else None,
+        metrics=metrics or GatewayMetrics(),
+        audit=audit,
+    )
+
+
+def register(app: Flask, gateway: Gateway) -> None:
+    """Register the gateway's routes (data, decision, DRS, metrics) on ``app``, served by ``gateway``."""
+    app.extensions["gateway"] = gateway  # for tests that inspect it; views get it from their blueprint
+    app.url_map.converters.setdefault("anypath", AnyPathConverter)
+    app.register_blueprint(make_blueprint(gateway))
+    app.register_blueprint(make_drs_blueprint(gateway))
 
 
 def init_app(
@@ -35,34 +72,7 @@ def init_app(
     audit: Callable[[AuditEvent], None] | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> Gateway:
-    """Register the gateway's routes on ``app``, deciding with ``authorizer``.
-
-    ``data_dir`` keeps the URL-signing key and the checksum cache (shared by every process
-    on the machine); ``audit`` receives every decision and finished transfer.
-    """
-    from broker.gateway.drs import make_drs_blueprint
-    from broker.gateway.metrics import GatewayMetrics
-    from broker.gateway.routes import AnyPathConverter, make_blueprint
-    from broker.gateway.service import Gateway
-
-    gateway = Gateway(
-        settings=settings,
-        authorizer=authorizer,
-        data_dir=Path(data_dir) if data_dir else None,
-        metrics=metrics or GatewayMetrics(),
-        audit=audit,
-    )
-    app.extensions["gateway"] = gateway  # for tests that inspect it; views get it from their blueprint
-    app.url_map.converters.setdefault("anypath", AnyPathConverter)
-    app.register_blueprint(make_blueprint(gateway))
-    app.register_blueprint(make_drs_blueprint(gateway))
+    """:func:`build_gateway` and :func:`register` in one step (a gateway on its own, as its tests run it)."""
+    gateway = build_gateway(authorizer, settings, data_dir=data_dir, audit=audit, metrics=metrics)
+    register(app, gateway)
     return gateway
-
-
-def __getattr__(name: str) -> Any:
-    """``AuditEvent`` and ``Gateway`` on first use (they pull in Flask and requests)."""
-    if name in ("AuditEvent", "Gateway"):
-        from broker.gateway import service
-
-        return getattr(service, name)
-    raise AttributeError(name)

@@ -53,9 +53,14 @@ class PolicySource(Protocol):
 
 
 class AccessTokenLike(Protocol):
-    sub: str
-    exp: int
-    scope: tuple[str, ...]
+    @property
+    def sub(self) -> str: ...
+
+    @property
+    def exp(self) -> int: ...
+
+    @property
+    def scope(self) -> tuple[str, ...]: ...
 
 
 @dataclass

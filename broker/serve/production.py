@@ -24,11 +24,18 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from flask import Flask
+
+from broker.app import create_app
+from broker.container import Container
 from broker.errors import StartupError
+from broker.keys.ring import KeyRing
 from broker.serve.logs import configure, logging_config
 from broker.serve.middleware import ServeMiddleware
 from broker.serve.parent import die_with_parent
 from broker.settings import Settings
+from broker.store import open_kernel
+from broker.web.health import HEALTH_EXTENSION
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -68,11 +75,8 @@ def prepare(settings: Settings) -> None:
     N workers must never race to generate the first key; a store that is not fit for security
     state stops the start (:class:`StartError`).
     """
-    from broker.keys.ring import KeyRing
-    from broker.store import open_store
-
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings)
+    store = open_kernel(settings.store, settings.sqlite_path)
     try:
         health = store.health()
         for warning in health.warnings:
@@ -83,41 +87,22 @@ def prepare(settings: Settings) -> None:
                 + ("; ".join(health.warnings) or "unhealthy")
             )
         KeyRing.open(
-            settings.keys, settings.keys_path, store.kernel, leeway_seconds=settings.limits.clock_leeway_seconds
+            settings.keys, settings.keys_path, store, leeway_seconds=settings.limits.clock_leeway_seconds
         ).maintain()
     finally:
         store.close()
 
 
 def build_app(settings: Settings) -> Flask:
-    """The broker's Flask app with its store kernel wrapped in a :class:`~broker.store.deadline.DeadlineKernel`.
-
-    This is the composition the container takes over: open the kernel, wrap it, build the store and
-    the key ring on the wrapped kernel, then the app.
-    """
-    from broker.app import create_app
-    from broker.keys.ring import KeyRing
-    from broker.runtime import Runtime
-    from broker.store import open_kernel
-    from broker.store.deadline import DeadlineKernel
-    from broker.store.legacy import LegacyStore
-
-    kernel = DeadlineKernel(
-        open_kernel(settings.store, settings.sqlite_path),
-        open_seconds=settings.server.store_breaker_seconds,
-        max_threads=settings.server.threads,
-    )
-    store = LegacyStore(kernel)
-    keyring = KeyRing.open(
-        settings.keys, settings.keys_path, kernel, leeway_seconds=settings.limits.clock_leeway_seconds
-    )
-    return create_app(settings, Runtime(settings=settings, store=store, keyring=keyring))
+    """The broker's Flask app over a new :class:`~broker.container.Container` (its store kernel wrapped
+    in a :class:`~broker.store.deadline.DeadlineKernel`), with the container's background work started."""
+    container = Container.build(settings)
+    container.start_background()
+    return create_app(container)
 
 
 def warm_health(app: Flask) -> None:
     """Build the JWKS in the background now, so the first request of this process does not wait for it."""
-    from broker.web.health import HEALTH_EXTENSION
-
     routes = app.extensions.get(HEALTH_EXTENSION)
     if routes is not None:
         routes.warm()
@@ -125,10 +110,7 @@ def warm_health(app: Flask) -> None:
 
 def wsgi_app(settings: Settings) -> ServeMiddleware:
     """What a worker serves: the app with its background work started, in :class:`ServeMiddleware`."""
-    from broker.app import start_background
-
     app = build_app(settings)
-    start_background(app)
     warm_health(app)
     return ServeMiddleware(
         app, store_deadline_seconds=settings.server.store_deadline_seconds, stream_limit=settings.server.stream_limit

@@ -7,47 +7,20 @@ are imported only when chosen (each needs its own client library).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from broker.store.base import (
-    AuditProblem,
-    AuditRecord,
-    Client,
-    Conflict,
-    Consent,
-    Grant,
-    Health,
-    Identity,
-    IdentityLink,
-    RefreshToken,
-    Store,
-    StoreError,
-    StoreUnavailable,
-)
+from broker.store.base import AuditProblem, AuditRecord, Conflict, Health, StoreError, StoreUnavailable
 from broker.store.kernel import Kernel
-from broker.store.legacy import LegacyStore
 from broker.store.settings import StoreSettings
-
-if TYPE_CHECKING:
-    from broker.settings import Settings
 
 __all__ = [
     "AuditProblem",
     "AuditRecord",
-    "Client",
     "Conflict",
-    "Consent",
-    "Grant",
     "Health",
-    "Identity",
-    "IdentityLink",
     "Kernel",
-    "RefreshToken",
-    "Store",
     "StoreError",
     "StoreUnavailable",
     "open_kernel",
-    "open_store",
 ]
 
 
@@ -70,8 +43,3 @@ def open_kernel(store: StoreSettings, sqlite_path: Path) -> Kernel:
 
         return open_postgres(store)
     raise StoreError(f"unknown store backend {store.backend!r}")
-
-
-def open_store(settings: Settings) -> LegacyStore:
-    """The typed store of the first release on the kernel the settings name (while areas move over)."""
-    return LegacyStore(open_kernel(settings.store, settings.sqlite_path))

@@ -40,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from broker.store.base import AuditRecord, Health, StoreError, StoreUnavailable
-from broker.store.kernel import Item, Kernel, Tx, Write
+from broker.store.kernel import Closeable, Item, Kernel, Tx, Write
 
 T = TypeVar("T")
 
@@ -335,3 +335,18 @@ class DeadlineKernel:
 
     def purge_expired(self) -> None:
         self._call(self.inner.purge_expired)
+
+    def terms_of(self, kind: str, key: str) -> tuple[str, ...]:
+        return self._call(lambda: self.inner.terms_of(kind, key))
+
+    def audit_restore(self, records: Iterable[AuditRecord]) -> int:
+        """Passed through without a deadline: an operator's import, not a request."""
+        return self.inner.audit_restore(records)
+
+    def audit_truncate(self, through_seq: int) -> int:
+        """Passed through without a deadline: an operator's archive step, not a request."""
+        return self.inner.audit_truncate(through_seq)
+
+    def listen_audit(self, on_seq: Callable[[int], None]) -> Closeable | None:
+        """The inner kernel's change notifications (a background connection of its own)."""
+        return self.inner.listen_audit(on_seq)

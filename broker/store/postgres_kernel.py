@@ -341,7 +341,7 @@ class _Connection(psycopg.Connection[TupleRow]):
     last_used: float = 0.0
 
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> _Connection:  # type: ignore[override]
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> _Connection:
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
@@ -948,7 +948,7 @@ class PostgresKernel:
             tx.put(kind, key, outcome.value, expires_at=outcome.expires_at, terms=outcome.terms)
             return outcome.value
 
-        return self.transact(run)  # type: ignore[arg-type]
+        return self.transact(run)
 
     def transact(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(tx)`` in a SERIALIZABLE transaction; again (fresh snapshot) when PostgreSQL aborts it."""

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 
 import requests
 
-from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.core.models import ALLOWED_ALGORITHMS, KeyResolutionError, Reason
 from broker.trust.config import ResolvedKey, TrustConfig
 from broker.trust.fetch import FetchError, fetch_jwks, new_session
-from broker.trust.keyset import KeyResolutionError, KeySet, key_misfit, select_key, show
+from broker.trust.keyset import KeySet, key_misfit, select_key, show
 from broker.trust.settings import JwksFetchSettings
 
 __all__ = ["KeyResolutionError", "KeyResolver"]

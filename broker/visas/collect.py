@@ -19,11 +19,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from broker.store.base import Store
+from broker.identity.records import Identity, IdentityLink
 from broker.visas.minting import VisaMinter
 from broker.visas.remote import RemoteVisaSources, SourceProblem
+
+
+class IdentityLookup(Protocol):
+    """What gathering needs of the identity area: an account and its upstream links."""
+
+    def get(self, identity_id: str) -> Identity | None: ...
+
+    def links_of(self, identity_id: str) -> list[IdentityLink]: ...
+
 
 log = logging.getLogger("broker.visas")
 
@@ -51,7 +60,7 @@ def _from_source(problem: SourceProblem) -> Problem:
 def collect_visas(
     identity_id: str,
     *,
-    store: Store,
+    identities: IdentityLookup,
     minter: VisaMinter | None = None,
     remote: RemoteVisaSources | None = None,
     upstream: Iterable[str] | Callable[[str], Sequence[str]] = (),
@@ -72,11 +81,11 @@ def collect_visas(
             log.error("minting visas failed: %s", exc.__class__.__name__)
             problems.append(Problem("minted", "mint_failed", f"could not mint visas ({exc.__class__.__name__})"))
     if remote is not None and remote.sources:
-        identity = store.get_identity(identity_id)
+        identity = identities.get(identity_id)
         if identity is None:
             problems.append(Problem("remote", "no_identity", "no broker identity with that id"))
         else:
-            result = remote.fetch(identity, store.links_of(identity_id))
+            result = remote.fetch(identity, identities.links_of(identity_id))
             visas.extend(result.visas)
             problems.extend(_from_source(p) for p in result.problems)
     extra = upstream(identity_id) if callable(upstream) else upstream

@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from broker.core.issue import Signer, mint_visa
 from broker.core.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
@@ -43,7 +44,6 @@ from broker.dac.records import SITE, Grant, RegisteredAccess
 from broker.dac.registered import RegisteredAccessService
 from broker.dac.repository import DacRepository
 from broker.dac.settings import registered_access_source
-from broker.store.base import Store
 from broker.store.kernel import Kernel
 
 JTI_SEPARATOR = "."
@@ -148,8 +148,8 @@ class VisaMinter:
         return [m.token for m in self.mint(identity_id)]
 
 
-def kernel_of(store: Kernel | Store) -> Kernel:
-    """The kernel itself, or the kernel a first-release typed store (``LegacyStore``) serves; else TypeError."""
+def kernel_of(store: Any) -> Kernel:
+    """The kernel itself, or the kernel a store facade serves (its ``kernel``); else TypeError."""
     inner = getattr(store, "kernel", None)
     if isinstance(inner, Kernel):
         return inner
@@ -158,7 +158,7 @@ def kernel_of(store: Kernel | Store) -> Kernel:
     raise TypeError(f"{type(store).__name__} is neither a store kernel nor a store serving one")
 
 
-def revocation_check(store: Kernel | Store, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
+def revocation_check(store: Kernel, clock: Callable[[], float] = time.time) -> Callable[[str], bool]:
     """A ``revoked(jti)`` callable for :class:`broker.core.verify.Verifier`.
 
     True when ``jti`` names one of our records (grant, registered access) that is revoked or

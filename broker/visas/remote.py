@@ -39,8 +39,8 @@ import requests
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM, PassportResult
+from broker.identity.records import Identity, IdentityLink
 from broker.net import http as net
-from broker.store.base import Identity, IdentityLink
 from broker.visas.settings import USER_PLACEHOLDER, VisaSourceSettings, check_visa_sources
 
 if TYPE_CHECKING:

@@ -68,6 +68,7 @@ class RevocationWatcher:
         self.interval = interval
         self._seq = start_after
         self._stop = threading.Event()
+        self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll(self) -> int:
@@ -94,14 +95,23 @@ class RevocationWatcher:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Read the log now rather than at the next tick (a store that notifies of changes calls this)."""
+        self._wakeup.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=5 * self.interval + 1)
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wakeup.wait(self.interval)
+            self._wakeup.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.poll()
             except Exception as exc:  # store down: try again next tick

@@ -34,6 +34,8 @@ log = logging.getLogger("broker.web.health")
 
 #: Longest a JWKS response may be cached by verifiers (seconds); never above the key ring's publish-ahead.
 MAX_JWKS_AGE = 300
+#: The longest a request waits for the rebuild of a stale document before it is served the last good one.
+STALE_WAIT_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,14 @@ class BackgroundValue:
         run.done.set()
 
     def current(self, max_age: float, wait: float) -> tuple[Any, bool]:
-        """``(value, True)`` from the last build (rebuilding in the background if stale), else waits
-        up to ``wait`` seconds for a first build: ``(None, False)`` when there is none yet."""
+        """``(value, True)``: the last build, or a rebuild when it is older than ``max_age``.
+
+        A stale value is rebuilt in the background and the caller waits for the rebuild at most
+        :data:`STALE_WAIT_SECONDS` (a healthy store answers well within it, so every process serves
+        the same fresh document); past that, the last good value is served, so a hung store never
+        holds the answer. With no build yet, waits up to ``wait`` seconds: ``(None, False)`` when
+        there is none.
+        """
         with self._lock:
             value, built_at = self._value, self._built_at
         if built_at is None:
@@ -112,7 +120,9 @@ class BackgroundValue:
                 return None, False
             return run.value, True
         if self._clock() - built_at >= max_age:
-            self._start()
+            run = self._start()
+            if run.done.wait(min(wait, STALE_WAIT_SECONDS)) and run.error is None:
+                return run.value, True
         return value, True
 
     def fresh(self, wait: float) -> _Build | None:

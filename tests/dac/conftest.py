@@ -21,13 +21,12 @@ from pydantic import SecretStr
 
 from broker.dac.services import DacServices, build_services
 from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
+from broker.identity.records import Identity
 from broker.settings import Settings
-from broker.store import Store, open_store
-from broker.store.base import Identity
 from broker.store.kernel import Kernel
-from broker.store.legacy import IDENTITIES, LegacyStore
 from broker.store.records import Records
 from broker.store.settings import StoreSettings
+from tests.support.legacy_store import IDENTITIES, LegacyStore, Store, open_store
 from tests.support.redis_server import RedisServer
 
 T0 = 1_750_000_000

@@ -20,19 +20,20 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from broker.app import create_app, current_runtime_of
+from broker.app import container_of, create_app
+from broker.container import Container
 from broker.core.models import CONTROLLED_ACCESS_GRANTS
 from broker.dac.repository import DacRepository
 from broker.dac.web.api import ROUTES, openapi_path
+from broker.identity.records import Identity
 from broker.keys.ring import KeyRing
 from broker.oidc.passwords import hash_secret
+from broker.oidc.records import Client
 from broker.oidc.tokens import mint_access_token
-from broker.runtime import Runtime
-from broker.store import Store
-from broker.store.base import Client, Grant, Identity
 from broker.visas.minting import record_of_jti, revocation_check
 from tests.dac.conftest import DAY, ISSUER, SettingsWithDac, dac_config, kernel_of
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store
 
 ROLES = (None, "researcher", "member-a", "member-b", "chair-a", "admin")
 SECRET = "a-long-client-secret-for-tests-only"
@@ -52,14 +53,16 @@ def ring(settings: SettingsWithDac, store: Store) -> KeyRing:
 
 
 @pytest.fixture
-def hooked() -> list[Grant]:
+def hooked() -> list[str]:
+    """The record ids this process heard revoked (the container's revocation listeners)."""
     return []
 
 
 @pytest.fixture
-def app(settings: SettingsWithDac, store: Store, ring: KeyRing, hooked: list[Grant]) -> Flask:
-    runtime = Runtime(settings=settings, store=store, keyring=ring, revocation_listeners=[hooked.append])
-    return create_app(settings, runtime=runtime)
+def app(settings: SettingsWithDac, store: Store, ring: KeyRing, hooked: list[str]) -> Flask:
+    container = Container.build(settings, kernel=store.kernel)
+    container.revocations.listeners.append(hooked.append)
+    return create_app(container)
 
 
 @pytest.fixture
@@ -216,7 +219,7 @@ def test_ga13_issued_visa_derives_every_field(
         headers=auth(ring, settings, "member-a"),
     ).get_json()
     assert made["granted_by"] == "member-a" and made["dac"] == "A"
-    (visa,) = app.extensions["dac"].visas_for("researcher")
+    (visa,) = container_of(app).dac_web.visas_for("researcher")
     claims = jwt.decode(visa, options={"verify_signature": False})
     assert claims["sub"] == "researcher" and claims["iss"] == settings.issuer
     assert claims["ga4gh_visa_v1"] == {
@@ -290,7 +293,7 @@ def test_revocation_calls_hook_and_permissions_api_drops_the_visa(
     settings: SettingsWithDac,
     store: Store,
     prepared: dict[str, Any],
-    hooked: list[Grant],
+    hooked: list[str],
 ) -> None:
     store.put_client(
         Client(
@@ -308,7 +311,7 @@ def test_revocation_calls_hook_and_permissions_api_drops_the_visa(
     revoke = client.post(
         f"/api/dac/grants/{prepared['a']}/revoke", json={"reason": "misuse"}, headers=auth(ring, settings, "member-a")
     )
-    assert revoke.status_code == 200 and [g.id for g in hooked] == [prepared["a"]]
+    assert revoke.status_code == 200 and hooked == [prepared["a"]]
     after = client.get("/api/permissions/researcher", headers=basic).get_json()["ga4gh_passport_v1"]
     assert len(after) == 1
 
@@ -381,7 +384,7 @@ def test_ui14_a_revoked_status_stays_out_of_the_permissions_api_and_the_passport
     assert post("admin", f"/{first['id']}/revoke", {"reason": "not a researcher"}).status_code == 200
     assert post("chair-a", "/vouch", {"identity": "researcher-2"}).status_code == 403  # no status: not entitled
     assert permissions() == []
-    assert current_runtime_of(app).passport_visas("researcher-2") == []
+    assert container_of(app).visas_for("researcher-2") == []
     assert revocation_check(store)(visa["jti"]) is True
 
     second = post("member-a", "/vouch", {"identity": "researcher-2"})

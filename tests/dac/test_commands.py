@@ -12,8 +12,8 @@ import pytest
 from broker.cli import CommandError, Context
 from broker.cli.dac import register
 from broker.dac.repository import DacRepository
-from broker.store import Store
 from tests.dac.conftest import SettingsWithDac, kernel_of
+from tests.support.legacy_store import Store
 
 
 def run(settings: SettingsWithDac, *argv: str) -> int:

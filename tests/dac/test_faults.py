@@ -30,15 +30,16 @@ from pydantic import SecretStr
 from broker.dac.grants import GrantRequest
 from broker.dac.records import Grant
 from broker.dac.services import DacServices
+from broker.identity.records import Identity
 from broker.settings import Settings
-from broker.store import Store, open_store
-from broker.store.base import Identity, StoreUnavailable
+from broker.store.base import StoreUnavailable
 from broker.store.kernel import Kernel
 from broker.store.settings import StoreSettings
 from broker.visas.revocation import RevocationWatcher
 from tests.dac.conftest import DAY, ISSUER, PEOPLE, T0, Clock, SettingsWithDac, dac_config, kernel_of, services
 from tests.dac.faults import CuttingProxy, Mode, fail_once
 from tests.dac.interleave import PAUSE_POINTS
+from tests.support.legacy_store import Store, open_store
 from tests.support.redis_server import RedisServer
 
 CHANGES = ("grant", "renew", "revoke", "import")

@@ -11,9 +11,9 @@ from broker.dac.errors import Conflict, Forbidden, NotFound, ValidationError
 from broker.dac.grants import GrantFilter, GrantRequest, GrantService, parse_time
 from broker.dac.records import Grant
 from broker.dac.services import DacServices
-from broker.store import Store
-from broker.store.base import Identity
+from broker.identity.records import Identity
 from tests.dac.conftest import DAY, PEOPLE, T0, Clock
+from tests.support.legacy_store import Store
 
 ROLES = (None, "researcher", "member-a", "member-b", "chair-a", "admin")
 

@@ -6,8 +6,8 @@ import pytest
 
 from broker.dac.errors import Forbidden, ImportRejected, ValidationError
 from broker.dac.services import DacServices
-from broker.store import Store
 from tests.dac.conftest import T0
+from tests.support.legacy_store import Store
 
 GOOD = (
     "identity,dataset,end,start,reason\n"

@@ -21,11 +21,11 @@ from broker.core.models import RESEARCHER_STATUS
 from broker.dac.errors import Conflict, DacError, Forbidden
 from broker.dac.grants import GrantRequest
 from broker.dac.records import Grant as DacGrant
+from broker.dac.records import Grant as StoredGrant
 from broker.dac.services import DacServices
 from broker.settings import Settings
-from broker.store import Store, open_store
-from broker.store.base import Grant as StoredGrant
 from tests.dac.conftest import DAY, T0, Clock, kernel_of, services
+from tests.support.legacy_store import Store, open_store
 
 T = TypeVar("T")
 

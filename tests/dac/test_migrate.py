@@ -8,12 +8,12 @@ from broker.core.models import RESEARCHER_STATUS
 from broker.dac.errors import Conflict
 from broker.dac.grants import GrantRequest
 from broker.dac.migrate import migrate
+from broker.dac.records import Grant as StoredGrant
 from broker.dac.services import DacServices
-from broker.store import Store
-from broker.store.base import Grant as StoredGrant
 from broker.store.kernel import Kernel
 from tests.dac.conftest import DAY, T0, Clock, SettingsWithDac
 from tests.dac.test_commands import run
+from tests.support.legacy_store import Store
 
 FOREVER = 253_402_300_799
 

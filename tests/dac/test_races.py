@@ -18,9 +18,9 @@ from broker.dac.grants import GrantRequest
 from broker.dac.records import Grant, RegisteredAccess
 from broker.dac.services import DacServices
 from broker.settings import Settings
-from broker.store import Store
 from tests.dac.conftest import DAY, T0, Clock
 from tests.dac.interleave import PausedChange, meanwhile
+from tests.support.legacy_store import Store
 
 
 def _events(store: Store) -> list[str]:

@@ -7,8 +7,8 @@ import pytest
 from broker.core.models import ACCEPTED_TERMS_AND_POLICIES, RESEARCHER_STATUS
 from broker.dac.errors import Forbidden, NotFound, ValidationError
 from broker.dac.services import DacServices
-from broker.store import Store
 from tests.dac.conftest import DAY, T0, Clock
+from tests.support.legacy_store import Store
 
 
 def _kinds(svc: DacServices, who: str) -> set[tuple[str, str, str]]:

@@ -10,13 +10,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from broker.app import create_app
+from broker.container import Container
 from broker.dac.repository import DacRepository
 from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
 from broker.login.local import add_user
-from broker.runtime import Runtime
-from broker.store import Store, open_store
 from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac, kernel_of
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store, open_store
 from tests.support.settings import replace
 
 PASSWORD = "correct horse battery staple"
@@ -68,7 +68,7 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
     settings = replace(bare, dac=dac)
     ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
-    app = create_app(settings, runtime=Runtime(settings=settings, store=store, keyring=ring))
+    app = create_app(Container.build(settings, kernel=store.kernel))
     return Site(app=app, settings=settings, store=store, ids=ids)
 
 

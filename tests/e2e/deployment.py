@@ -31,10 +31,10 @@ from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.login.local import add_user
 from broker.oidc.passwords import hash_secret
 from broker.settings import Settings, load_settings
-from broker.store import open_store
 from broker.store.settings import StoreSettings
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client, full_login
+from tests.support.legacy_store import open_store
 from tests.support.parts import free_port
 from tests.support.redis_server import RedisServer
 

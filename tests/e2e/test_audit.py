@@ -10,10 +10,10 @@ from typing import Any
 
 import requests
 
-from broker.store import open_store
 from broker.visas.revocation import log_end
 from tests.e2e.deployment import DATASETS, Deployment, exchange_passport, fetch, grant, revoke
 from tests.oidc.flow import claims
+from tests.support.legacy_store import open_store
 
 DATASET = "E2E-AUDIT"
 

@@ -211,7 +211,7 @@ OidcParts = tuple[ServerThread, Any, Any, Settings]
 @pytest.fixture
 def oidc(parts: Parts, stack: Stack, tmp_path: Path) -> Iterator[OidcParts]:
     from broker.oidc.tokens import verify_access_token
-    from broker.store import open_store
+    from tests.support.legacy_store import open_store
 
     settings = Settings(issuer=parts.issuer.iss, data_dir=str(tmp_path / "broker"))
     store = open_store(settings)

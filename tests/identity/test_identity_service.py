@@ -17,9 +17,9 @@ import pytest
 from broker.identity.records import Identity, IdentityLink
 from broker.identity.service import MAX_SEARCH_RESULTS, IdentityService, LinkRefused, Profile
 from broker.settings import Settings
-from broker.store import base as legacy_base
-from broker.store import open_store
 from broker.store.settings import StoreSettings
+from tests.support import legacy_store as legacy_base
+from tests.support.legacy_store import open_store
 
 A, B = "https://idp-a.example/", "https://idp-b.example/"
 NOW = 1_700_000_000
@@ -125,7 +125,7 @@ def test_register_writes_everything_or_nothing(store: Any) -> None:
 
 
 def test_records_keep_the_first_release_layout(store: Any) -> None:
-    """Written by the old typed store, read by the identity service, and back."""
+    """Written through the first release's typed-store facade, read by the identity service, and back."""
     store.put_identity(legacy_base.Identity(id="old-1", created_at=NOW, display_name="Old", email="o@x.example"))
     store.link_identity(legacy_base.IdentityLink(identity_id="old-1", iss=A, sub="old", linked_at=NOW, connector="c"))
     people = _people(store)

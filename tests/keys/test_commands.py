@@ -11,8 +11,8 @@ import pytest
 from broker.cli import main
 from broker.keys.jwk import thumbprint
 from broker.settings import load_settings
-from broker.store import open_store
 from tests.support.keys import open_ring
+from tests.support.legacy_store import open_store
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from broker.settings import Settings
-from broker.store import open_store
 from tests.keys.conftest import SECRET, T0, make_settings
 from tests.support.keys import open_ring
+from tests.support.legacy_store import open_store
 
 PROCESSES = 2
 ROUNDS = 3

@@ -15,11 +15,11 @@ from broker.keys.records import SIGNING_KEYS, KeyRecord
 from broker.keys.ring import KeyRing
 from broker.keys.storage import STORE_LOCK_KEY, STORE_LOCK_KIND
 from broker.settings import Settings
-from broker.store import Store, open_store
 from broker.store.records import Records
 from broker.store.settings import StoreSettings
 from tests.keys.conftest import SECRET, T0, make_settings
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store, open_store
 from tests.support.redis_server import RedisServer
 from tests.support.settings import replace, unchecked
 

@@ -10,7 +10,7 @@ from broker.identity.service import IdentityService
 from broker.login.local import AccountError, LocalAccounts
 from broker.oidc.passwords import hash_secret
 from broker.settings import Settings
-from broker.store import open_store
+from tests.support.legacy_store import open_store
 
 ISSUER = "https://broker.example/"
 PASSWORD = "correct horse battery staple"

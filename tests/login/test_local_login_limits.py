@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.login.service import LOGIN_FAILURES
+from broker.oidc.records import Consent
 from broker.oidc.repository import OidcRepository
-from broker.store.base import Consent
 from tests.dac.web import PASSWORD, csrf_of, login, make_site
 
 

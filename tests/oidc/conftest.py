@@ -21,13 +21,13 @@ from broker.oidc.passwords import hash_secret
 from broker.oidc.provider import OpenIDProvider
 from broker.oidc.settings import DeclaredClientSettings, OidcSettings
 from broker.settings import Settings
-from broker.store import open_store
 from broker.store.kernel import Kernel
 from broker.store.settings import StoreSettings
 from broker.web.session import Sessions
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import PASSWORD, Client
 from tests.support.keys import open_ring
+from tests.support.legacy_store import open_store
 
 CALLBACK = "https://app.example/cb"
 NATIVE_CALLBACK = "http://127.0.0.1:53682/callback"

@@ -16,7 +16,7 @@ from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import DeclaredClientSettings
 from broker.settings import Settings
-from broker.store import open_store
+from tests.support.legacy_store import open_store
 
 ISSUER = "https://op.example/"
 

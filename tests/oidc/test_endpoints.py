@@ -13,9 +13,9 @@ from broker.oidc.discovery import metadata, validate
 from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import OidcSettings
 from broker.settings import load_settings
-from broker.store import open_store
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, browser_code, claims, full_login, query_of, redeem
+from tests.support.legacy_store import open_store
 
 
 def _userinfo(broker: BrokerProcess, **kwargs: object) -> requests.Response:

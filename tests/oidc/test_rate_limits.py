@@ -16,11 +16,11 @@ import pytest
 import requests
 
 from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES, DEVICE_AUTHORIZATIONS, INTROSPECTION_MISSES, USER_CODE_FAILURES
-from broker.store import open_store
 from broker.web.rate_limit import Limit, RateLimited, RateLimiter, limit_key
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.conftest import SECRETS, OpParts
 from tests.oidc.flow import login
+from tests.support.legacy_store import open_store
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 

@@ -1,7 +1,7 @@
 """What the first release wrote still works after the move to typed kernel records.
 
 The first release kept grants, consent withdrawals and upstream visa material as tickets
-(``broker.store.legacy``); refresh tokens, consents, sessions and clients had records whose
+(``tests.support.legacy_store``); refresh tokens, consents, sessions and clients had records whose
 layout is kept. Here the old store writes them, and the new OP reads them.
 """
 
@@ -12,10 +12,10 @@ import secrets
 import time
 
 from broker.oidc.passwords import token_hash
-from broker.store.base import Consent, RefreshToken
-from broker.store.legacy import LegacyStore
+from broker.oidc.records import Consent, RefreshToken
 from tests.oidc.conftest import OpParts
 from tests.oidc.inprocess import access_ok, error_of, refresh
+from tests.support.legacy_store import LegacyStore
 
 DAY = 86400
 

@@ -18,10 +18,10 @@ import pytest
 import redis
 
 from broker.settings import Settings
-from broker.store import Store, open_store
 from broker.store.audit import build_record, encode_audit
 from broker.store.base import AuditRecord
 from broker.store.settings import StoreSettings
+from tests.support.legacy_store import Store, open_store
 from tests.support.redis_server import RedisServer
 
 BACKENDS = ["sqlite", "redis"]

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from broker.store import Store
+from broker.oidc.records import RefreshToken
 from broker.store.audit import verify_chain
-from broker.store.base import RefreshToken
 from tests.store.conftest import Backend
+from tests.support.legacy_store import Store
 
 T = TypeVar("T")
 THREADS = 16
@@ -76,7 +76,7 @@ WORKER = """
 import json, sys
 from broker.settings import Settings
 from broker.store.settings import StoreSettings
-from broker.store import open_store
+from tests.support.legacy_store import open_store
 spec = json.loads(sys.argv[1])
 store = open_store(Settings(data_dir=spec["data_dir"], store=StoreSettings(**spec["store"])))
 won = []

@@ -7,19 +7,14 @@ import time
 
 import pytest
 
+from broker.dac.records import Grant
+from broker.identity.records import Identity, IdentityLink
 from broker.keys.records import SIGNING_KEYS, KeyRecord
-from broker.store import Store
-from broker.store.base import (
-    Client,
-    Conflict,
-    Consent,
-    Grant,
-    Identity,
-    IdentityLink,
-    RefreshToken,
-)
+from broker.oidc.records import Client, Consent, RefreshToken
+from broker.store.base import Conflict
 from broker.store.records import Records
 from tests.store.conftest import Backend
+from tests.support.legacy_store import Store
 
 FAR = 4_000_000_000  # an expiry far in the future (year 2096)
 

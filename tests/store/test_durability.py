@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.store import open_store
+from broker.dac.records import Grant
 from broker.store.audit import verify_chain
-from broker.store.base import Grant
 from tests.store.conftest import redis_settings, sqlite_settings
+from tests.support.legacy_store import open_store
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,9 @@ GRANT = Grant(
 
 CHILD = """
 import sys, time
-from broker.store.legacy import LegacyStore
+from tests.support.legacy_store import LegacyStore
 from broker.store.sqlite_kernel import SQLiteKernel
-from broker.store.base import Grant
+from broker.dac.records import Grant
 store = LegacyStore(SQLiteKernel(sys.argv[1]))
 store.put_grant(Grant(id="g-durable", identity_id="id-1", dataset="EGAD1", dac="dac-a", granted_by="alice",
                       granted_at=1, start=1, end=4_000_000_000, reason="approved"))

@@ -8,9 +8,9 @@ import time
 
 import redis
 
-from broker.store import Store, open_store
-from broker.store.base import RefreshToken
+from broker.oidc.records import RefreshToken
 from tests.store.conftest import Backend, redis_settings
+from tests.support.legacy_store import Store, open_store
 from tests.support.redis_server import RedisServer
 
 

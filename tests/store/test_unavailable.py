@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker.store import Store, open_store
-from broker.store.base import Grant, StoreError, StoreUnavailable
+from broker.dac.records import Grant
+from broker.store.base import StoreError, StoreUnavailable
 from tests.store.conftest import Backend, redis_settings, sqlite_settings
+from tests.support.legacy_store import Store, open_store
 from tests.support.parts import free_port
 from tests.support.redis_server import RedisServer
 

@@ -21,10 +21,9 @@ import trustme
 from broker.core.models import CONTROLLED_ACCESS_GRANTS, VISA_TYP
 from broker.core.verify import Verifier
 from broker.dac.services import DacServices
+from broker.identity.records import Identity, IdentityLink
 from broker.keys.ring import KeyRing
 from broker.settings import Settings
-from broker.store import Store, open_store
-from broker.store.base import Identity, IdentityLink
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
 from broker.trust.keyset import ResolvedKey
@@ -32,6 +31,7 @@ from broker.trust.settings import JwksFetchSettings, TrustedIssuerSettings, Trus
 from tests.dac.conftest import PEOPLE, Clock, SettingsWithDac, dac_config, kernel_of, services
 from tests.support.jwks_server import JwksServer, TestKey
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store, open_store
 
 ISSUER = "https://broker.example/"
 REMOTE_ISS = "https://rems.example/"

@@ -8,15 +8,16 @@ from pathlib import Path
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import DacServices
+from broker.identity.service import IdentityService
 from broker.keys.ring import KeyRing
 from broker.settings import Settings
-from broker.store import Store
 from broker.visas.collect import collect_visas
 from broker.visas.minting import VisaMinter
 from broker.visas.remote import RemoteVisaSources
 from tests.dac.conftest import DAY, Clock
 from tests.support.jwks_server import JwksServer, Route, TestKey
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store
 from tests.support.parts import free_port
 from tests.support.settings import replace
 from tests.visas.conftest import ISSUER, remote_visa
@@ -45,7 +46,7 @@ def test_collects_every_kind_in_order(
     upstream = remote_visa(remote_key, issuer_server.url(), sub="upstream-sub")
     visas, problems = collect_visas(
         "researcher",
-        store=store,
+        identities=IdentityService(store.kernel),
         minter=minter,
         remote=remote,
         upstream=lambda who: [upstream, relayed] if who == "researcher" else [],
@@ -60,7 +61,9 @@ def test_limit_drops_extra_visas_and_says_so(ring: KeyRing, svc: DacServices, cl
     svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     svc.grants.grant("member-b", GrantRequest("researcher", "EGAD-B1", end=int(clock()) + DAY))
     minter = VisaMinter(ring, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)
-    visas, problems = collect_visas("researcher", store=store, minter=minter, upstream=["u1"], limit=2)
+    visas, problems = collect_visas(
+        "researcher", identities=IdentityService(store.kernel), minter=minter, upstream=["u1"], limit=2
+    )
     assert len(visas) == 2 and "u1" not in visas
     assert [p.reason for p in problems] == ["too_many_visas"]
 
@@ -72,5 +75,7 @@ def test_a_failing_minter_is_a_problem_not_a_crash(
     keyless = open_ring(fresh, store, auto_maintain_seconds=None)  # a broker before its first start: no key
     svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     minter = VisaMinter(keyless, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)
-    visas, problems = collect_visas("researcher", store=store, minter=minter, upstream=["u1"])
+    visas, problems = collect_visas(
+        "researcher", identities=IdentityService(store.kernel), minter=minter, upstream=["u1"]
+    )
     assert visas == ["u1"] and [(p.where, p.reason) for p in problems] == [("minted", "mint_failed")]

@@ -19,10 +19,10 @@ from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
 from broker.dac.services import DacServices
 from broker.keys.ring import KeyRing
-from broker.store import Store
 from broker.trust.config import own_jwks_url
 from broker.visas.minting import VisaMinter, record_of_jti, revocation_check
 from tests.dac.conftest import DAY, SOURCE_A, SOURCE_B, Clock
+from tests.support.legacy_store import Store
 from tests.visas.conftest import ISSUER
 
 

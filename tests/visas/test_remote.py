@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from broker.core.verify import Verifier
-from broker.store import Store
-from broker.store.base import Identity, IdentityLink
+from broker.identity.records import Identity, IdentityLink
 from broker.visas.remote import RemoteResult, RemoteVisaSources
 from broker.visas.settings import VisaSourceSettings
 from tests.dac.conftest import Clock
 from tests.support.jwks_server import JwksServer, Route, TestKey
+from tests.support.legacy_store import Store
 from tests.support.parts import free_port
 from tests.support.settings import replace
 from tests.visas.conftest import UPSTREAM_ISS, remote_visa

@@ -18,8 +18,7 @@ from pydantic import SecretStr
 from broker.core.cache import VerifiedCache
 from broker.core.verify import Verifier
 from broker.dac.grants import GrantRequest
-from broker.store import Store, open_store
-from broker.store.base import Identity
+from broker.identity.records import Identity
 from broker.store.settings import StoreSettings
 from broker.trust.config import TrustConfig
 from broker.trust.jwks import KeyResolver
@@ -28,6 +27,7 @@ from broker.visas.minting import VisaMinter, record_of_jti, revocation_check
 from broker.visas.revocation import RevocationWatcher
 from tests.dac.conftest import DAY, SettingsWithDac, dac_config, kernel_of, services
 from tests.support.keys import open_ring
+from tests.support.legacy_store import Store, open_store
 from tests.support.redis_server import RedisServer
 from tests.visas.conftest import ISSUER
 

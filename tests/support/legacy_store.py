@@ -1,10 +1,10 @@
-"""The first release's typed ``Store`` protocol, served on the kernel while the areas move over.
+"""A test-data facade over the store kernel: the first release's typed store methods.
 
-Each method maps to typed records on :mod:`broker.store.kernel` (kinds ``identity``,
-``identity-link``, ``grant``, ``client``, ``refresh-token``, ``revoked-family``, ``session``,
-``consent``, ``revoked-jti`` and ``ticket:<kind>``), with the same layout the
-areas' own repositories use, so both can run side by side during the move. This module goes
-away when the last area reads its records through its own repository.
+Tests seed and inspect records with it (``put_identity``, ``put_grant``, ``get_client``...). Each
+method writes typed records of the areas (kinds ``identity``, ``identity-link``, ``grant``,
+``client``, ``refresh-token``, ``revoked-family``, ``session``, ``consent``, ``revoked-jti`` and
+``ticket:<kind>``) in exactly the layout the areas' own repositories use, so what a test seeds
+here is what the broker reads. The broker itself never uses this module.
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from broker.store.base import (
-    AuditRecord,
-    Client,
-    Conflict,
-    Consent,
-    Grant,
-    Health,
-    Identity,
-    IdentityLink,
-    RefreshToken,
-)
+from broker.dac.records import Grant
+from broker.identity.records import Identity, IdentityLink
+from broker.oidc.records import Client, Consent, RefreshToken
+from broker.store import open_kernel
+from broker.store.base import AuditRecord, Conflict, Health
 from broker.store.kernel import Kernel, Tx, Write, check_name, key_of
 from broker.store.records import Records, RecordType
 
@@ -270,3 +264,12 @@ class LegacyStore:
 
     def audit_last_seq(self) -> int:
         return self.kernel.audit_last_seq()
+
+
+def open_store(settings: Any) -> LegacyStore:
+    """The facade over the kernel the settings name (``settings.store``, ``settings.sqlite_path``)."""
+    return LegacyStore(open_kernel(settings.store, settings.sqlite_path))
+
+
+#: The name the broker's first release gave this facade.
+Store = LegacyStore

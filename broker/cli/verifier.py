@@ -1,0 +1,53 @@
+"""The verifier of one-shot commands (``passport inspect|verify``, ``policy explain``).
+
+Built the way a serving broker builds its own (:class:`broker.container.Container`): the trust
+configuration of the settings, with our own issuer's keys from the key ring, read once, when
+first needed. When the ring cannot be read, tokens we signed cannot be verified: said once on
+stderr, and they are then refused (never accepted); third-party tokens are still judged.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from broker.core.verify import Verifier
+from broker.errors import BrokerError
+from broker.keys.ring import KeyRing
+from broker.settings import Settings
+from broker.store import open_kernel
+from broker.trust.config import TrustConfig
+from broker.trust.jwks import KeyResolver
+from broker.trust.keyset import ResolvedKey
+
+
+def cli_verifier(settings: Settings) -> Verifier:
+    """A verifier over the settings' trust and our own keys (see the module docstring)."""
+    state: dict[str, dict[str, Any]] = {}
+
+    def keys() -> dict[str, Any]:
+        if "keys" not in state:
+            try:
+                kernel = open_kernel(settings.store, settings.sqlite_path)
+                try:
+                    ring = KeyRing.open(
+                        settings.keys,
+                        settings.keys_path,
+                        kernel,
+                        leeway_seconds=settings.limits.clock_leeway_seconds,
+                        auto_maintain_seconds=None,
+                    )
+                    state["keys"] = {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in ring.public_keys().items()}
+                finally:
+                    kernel.close()
+            except (BrokerError, OSError) as exc:  # the command must still judge third-party tokens
+                print(
+                    f"ga4gh-broker: warning: this broker's own keys are unavailable ({exc.__class__.__name__}); "
+                    "tokens it signed will be refused",
+                    file=sys.stderr,
+                )
+                state["keys"] = {}
+        return state["keys"]
+
+    trust = TrustConfig.from_settings(settings.trust, settings.issuer, own_keys=keys)
+    return Verifier(trust, KeyResolver(trust, settings.trust.fetch), settings.limits)
