@@ -137,13 +137,24 @@ class CircuitBreaker:
             self._probing = True
             return True
 
-    def succeeded(self, probe: bool) -> None:
-        """After a call the store answered (whatever the answer)."""
+    def now(self) -> float:
+        """The breaker's clock (callers stamp a call's start with it)."""
+        return self._clock()
+
+    def succeeded(self, probe: bool, started: float | None = None) -> None:
+        """After a call the store answered (whatever the answer); ``started``: when the call was admitted."""
         with self._lock:
             if self._open_until is None:
                 return
             if not probe and self._probing:
                 return  # a call admitted before the outage answered; the probe decides
+            if (
+                not probe
+                and started is not None
+                and self._outage_started is not None
+                and started < self._outage_started
+            ):
+                return  # its answer was on its way before the store stalled: it says nothing about now
             started = self._outage_started if self._outage_started is not None else self._clock()
             refused = self._refused
             self._open_until = None
@@ -228,7 +239,7 @@ class DeadlineKernel:
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def _outcome(self, fn: Callable[[], T], probe: bool) -> T:
+    def _outcome(self, fn: Callable[[], T], probe: bool, started: float) -> T:
         """Run ``fn`` and tell the breaker what it showed about the store."""
         try:
             result = fn()
@@ -236,22 +247,23 @@ class DeadlineKernel:
             self.breaker.failed(exc, probe)
             raise
         except (StoreError, ValueError, LookupError, TypeError):
-            self.breaker.succeeded(probe)  # the store answered; the request was wrong
+            self.breaker.succeeded(probe, started)  # the store answered; the request was wrong
             raise
         except BaseException:
             self.breaker.released(probe)
             raise
-        self.breaker.succeeded(probe)
+        self.breaker.succeeded(probe, started)
         return result
 
     def _call(self, fn: Callable[[], T]) -> T:
         left = remaining_seconds()
         if left is not None and left <= 0:
             raise StoreUnavailable(f"{self.backend}: this request's store deadline has passed")
+        started = self.breaker.now()
         probe = self.breaker.admit()
         if left is None:
-            return self._outcome(fn, probe)
-        future: Future[T] = self._executor().submit(self._outcome, fn, probe)
+            return self._outcome(fn, probe, started)
+        future: Future[T] = self._executor().submit(self._outcome, fn, probe, started)
         try:
             return future.result(timeout=left)
         except FutureTimeout:
