@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.cli.verifier import cli_verifier
-from broker.core.policy.compile import READ, PolicySet
+from broker.core.policy.compile import PolicySet
 from broker.core.policy.errors import PolicyError, PolicyLoadError
 from broker.core.policy.explain import explain, render_text
 from broker.core.policy.language import DURATION_RE, DURATION_UNITS
 from broker.core.policy.loader import load_policy
+from broker.core.policy.nodes import READ
 from broker.core.policy.personas import diff_policies, load_cases, load_persona, load_personas, load_suite, run_tests
 from broker.core.policy.required import UnknownDataset, required_visas
 

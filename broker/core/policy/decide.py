@@ -32,15 +32,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from broker.core.identity_graph import IdentityGraph
 from broker.core.models import Visa
-from broker.core.policy.compile import READ, AllOfNode, AnyOfNode, Compiled, PolicySet, Requirement
 from broker.core.policy.decision import Basis, Code, Decision, DenyReason
 from broker.core.policy.matchers import Env
+from broker.core.policy.nodes import READ, AllOfNode, AnyOfNode, Compiled, Requirement
 from broker.core.policy.pool import Support, VisaPool, effective_expiry
 from broker.core.policy.trace import MAX_MISMATCHES_REPORTED, classify, requirement_reason
+
+if TYPE_CHECKING:
+    from broker.core.policy.compile import PolicySet
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from broker.core.identity_graph import IdentityGraph
 from broker.core.models import Visa
-from broker.core.policy.compile import READ, PolicySet
+from broker.core.policy.compile import PolicySet
 from broker.core.policy.decide import decide
 from broker.core.policy.decision import Decision, when
+from broker.core.policy.nodes import READ
 from broker.core.policy.pool import VisaPool
 from broker.core.policy.required import required_visas
 from broker.core.policy.trace import MATCHED, MISMATCH, Trace, trace_rule

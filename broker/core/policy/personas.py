@@ -50,13 +50,14 @@ from typing import Any
 from broker.core.conditions import conditions_from_claim
 from broker.core.linked_identities import format_linked_identities
 from broker.core.models import BY_REQUIRED_TYPES, BY_VALUES, LINKED_IDENTITIES, STANDARD_TYPES, Visa, VisaObject
-from broker.core.policy.compile import READ, PolicySet
+from broker.core.policy.compile import PolicySet
 from broker.core.policy.decide import decide
 from broker.core.policy.decision import Decision
 from broker.core.policy.errors import PolicyError, PolicyLoadError
 from broker.core.policy.explain import explain, render_text
 from broker.core.policy.language import DURATION_RE, parse_duration
 from broker.core.policy.loader import POLICY_SUFFIXES
+from broker.core.policy.nodes import READ
 from broker.core.policy.yaml_nodes import Node, compose_file
 
 PERSONA_FIELDS = ("description", "holder", "purpose", "visas")

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.core.policy.compile import READ, AllOfNode, Compiled, PolicySet, Requirement
+from broker.core.policy.compile import PolicySet
 from broker.core.policy.matchers import Env
+from broker.core.policy.nodes import READ, AllOfNode, Compiled, Requirement
 from broker.errors import BrokerError
 
 FORMAT = "ga4gh-broker.required-visas/v1"

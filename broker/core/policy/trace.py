@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.models import Visa
-from broker.core.policy.compile import AllOfNode, AnyOfNode, Compiled, Requirement
 from broker.core.policy.decision import Code, DenyReason, duration, when
 from broker.core.policy.matchers import Env
+from broker.core.policy.nodes import AllOfNode, AnyOfNode, Compiled, Requirement
 from broker.core.policy.pool import Unusable, VisaPool, effective_expiry
 
 MATCHED = "matched"

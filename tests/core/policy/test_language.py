@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from broker.core.models import REGISTERED_ACCESS_DOI
-from broker.core.policy.compile import AllOfNode, AnyOfNode, Requirement, globs_overlap, requirements
+from broker.core.policy.compile import globs_overlap
 from broker.core.policy.errors import PolicyLoadError
+from broker.core.policy.nodes import AllOfNode, AnyOfNode, Requirement, requirements
 from tests.core.policy.support import GRANT_DATASET, HOLDER, LISTS, LS, NOW, bona_fide, link, load, visa
 
 

@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.core.policy.compile import PolicySet, compile_policy, requirements
+from broker.core.policy.compile import PolicySet, compile_policy
 from broker.core.policy.explain import explain
 from broker.core.policy.language import parse_file
+from broker.core.policy.nodes import requirements
 from broker.core.policy.pool import VisaPool
 from broker.core.policy.yaml_nodes import compose_text
 from tests.core.policy.support import BROKER, DAY, HOLDER, NOW, visa

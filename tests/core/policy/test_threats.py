@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from broker.core.conditions import GlobMatcher
 from broker.core.models import REGISTERED_ACCESS_DOI
-from broker.core.policy.compile import PolicySet, Requirement
+from broker.core.policy.compile import PolicySet
 from broker.core.policy.decision import Code
 from broker.core.policy.errors import PolicyLoadError
 from broker.core.policy.explain import explain, render_text
+from broker.core.policy.nodes import Requirement
 from broker.core.policy.reload import PolicyStore
 from broker.core.policy.required import required_visas
 from tests.core.policy.support import BROKER, DAC, DAY, HOLDER, LISTS, NOW, link, load, visa, write
