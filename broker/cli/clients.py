@@ -20,7 +20,7 @@ from broker.oidc.repository import OidcRepository
 from broker.store.base import Conflict
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +75,7 @@ def _clients(ctx: Context) -> Iterator[ClientRegistry]:
 
 
 def _add(ctx: Context) -> int:
-    from broker.cli import CommandError
+    from broker.cli.context import CommandError
 
     args = ctx.args
     method = "none" if args.public else args.auth_method
@@ -142,7 +142,7 @@ def _list(ctx: Context) -> int:
 
 
 def _remove(ctx: Context) -> int:
-    from broker.cli import CommandError
+    from broker.cli.context import CommandError
 
     with _clients(ctx) as clients:
         if not clients.delete(ctx.args.client_id):

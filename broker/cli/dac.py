@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from broker.cli import CommandError, Context
+from broker.cli.context import CommandError, Context
 from broker.dac.errors import DacError, ImportRejected
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
+from broker.dac.migrate import migrate
 from broker.dac.records import Grant
 from broker.dac.services import DacServices, build_services
 from broker.identity.service import IdentityService
@@ -267,17 +268,8 @@ def _members_remove(ctx: Context) -> int:
 
 
 def _migrate(ctx: Context) -> int:
-    from broker.dac.migrate import migrate
-    from broker.store import open_kernel
-
-    settings = ctx.settings
-    kernel = open_kernel(settings.store, settings.sqlite_path)
-    try:
+    with ctx.kernel() as kernel:
         report = migrate(kernel)
-    except StoreError as exc:
-        raise CommandError(f"store error: {exc}", 1) from None
-    finally:
-        kernel.close()
     ctx.out(
         f"moved {len(report.memberships)} membership(s), {len(report.registered)} registered-access record(s); "
         f"{len(report.slots)} grant(s) claimed their slot"

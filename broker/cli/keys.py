@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from broker.cli.context import CommandError
 from broker.keys.errors import KeyRingError
 from broker.keys.ring import KeyRing, KeyState, iso_utc
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
 
 TIME_FIELDS = ("created_at", "not_before", "retired_at", "remove_after")
 
@@ -47,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 @contextmanager
 def _ring(ctx: Context) -> Iterator[KeyRing]:
     """The ring of these settings, with its store closed afterwards and errors made one line."""
-    from broker.cli import CommandError
 
     settings = ctx.settings
     with ctx.kernel() as kernel:

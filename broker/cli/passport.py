@@ -27,11 +27,16 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from broker.cli.context import CommandError
 from broker.cli.verifier import cli_verifier
-from broker.core.models import PASSPORT_CLAIM, VISA_CLAIM, PassportResult, Rejection, Visa
+from broker.core.conditions import conditions_from_claim
+from broker.core.issue import IssueError, mint_visa
+from broker.core.models import PASSPORT_CLAIM, VISA_CLAIM, PassportResult, Reason, Rejection, Visa, VisaObject
+from broker.keys.errors import KeyRingError
+from broker.keys.ring import KeyRing
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
     from broker.core.verify import Verifier
     from broker.settings import Settings
 
@@ -127,7 +132,6 @@ def _verify(ctx: Context) -> int:
 
 
 def _read_token(arg: str) -> str:
-    from broker.cli import CommandError
 
     if arg == "-":
         if sys.stdin is None or sys.stdin.isatty():
@@ -199,7 +203,6 @@ def _inspect_userinfo(verifier: Verifier, text: str, audience: str | None, max_b
 
 
 def _malformed() -> Any:
-    from broker.core.models import Reason
 
     return Reason.MALFORMED
 
@@ -345,13 +348,6 @@ def _show_claim(key: str, value: Any) -> str:
 
 
 def _sign(ctx: Context) -> int:
-    from broker.cli import CommandError
-    from broker.core.conditions import conditions_from_claim
-    from broker.core.issue import IssueError, mint_visa
-    from broker.core.models import VisaObject
-    from broker.keys.errors import KeyRingError
-    from broker.keys.ring import KeyRing
-
     args = ctx.args
     settings = ctx.settings
     now = int(time.time())

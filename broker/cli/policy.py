@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.cli.context import CommandError
 from broker.cli.verifier import cli_verifier
 from broker.core.policy.compile import PolicySet
 from broker.core.policy.errors import PolicyError, PolicyLoadError
@@ -33,7 +34,7 @@ from broker.core.policy.personas import diff_policies, load_cases, load_persona,
 from broker.core.policy.required import UnknownDataset, required_visas
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
     from broker.core.verify import Verifier
     from broker.settings import Settings
 
@@ -94,7 +95,6 @@ def _directory(ctx: Context, given: str | None) -> str:
 
 
 def _load(ctx: Context, directory: str) -> PolicySet:
-    from broker.cli import CommandError
 
     try:
         return load_policy(directory)
@@ -105,7 +105,6 @@ def _load(ctx: Context, directory: str) -> PolicySet:
 
 
 def _duration(text: str) -> int:
-    from broker.cli import CommandError
 
     match = DURATION_RE.fullmatch(text.strip())
     if not match:
@@ -126,7 +125,6 @@ def _check(ctx: Context) -> int:
             return 1
         for error in exc.errors:
             print(error, file=sys.stderr)
-        from broker.cli import CommandError
 
         raise CommandError(f"policy {directory}: {len(exc.errors)} mistake(s)") from None
     summary = {
@@ -151,7 +149,6 @@ def _check(ctx: Context) -> int:
 
 
 def _explain(ctx: Context) -> int:
-    from broker.cli import CommandError
 
     args = ctx.args
     policy = _load(ctx, _directory(ctx, args.policies))
@@ -207,7 +204,6 @@ def passport_verifier(settings: Settings) -> Verifier:
 
 
 def _test(ctx: Context) -> int:
-    from broker.cli import CommandError
 
     args = ctx.args
     directory = _directory(ctx, args.directory)
@@ -258,7 +254,6 @@ def _test(ctx: Context) -> int:
 
 
 def _required(ctx: Context) -> int:
-    from broker.cli import CommandError
 
     policy = _load(ctx, _directory(ctx, ctx.args.policies))
     try:
@@ -269,8 +264,6 @@ def _required(ctx: Context) -> int:
 
 
 def _diff(ctx: Context) -> int:
-    from broker.cli import CommandError
-
     args = ctx.args
     old = _load(ctx, args.old)
     new = _load(ctx, args.new)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from broker.client.http import EXIT_FAILED, EXIT_USAGE, ClientError, printable
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
     from broker.client.oauth import TokenSource
 
 
@@ -118,7 +118,7 @@ def _run(body: Callable[[Context], int]) -> Callable[[Context], int]:
     """Turn a :class:`ClientError` into the CLI's one-line error and exit status."""
 
     def handler(ctx: Context) -> int:
-        from broker.cli import CommandError
+        from broker.cli.context import CommandError
 
         try:
             return body(ctx)

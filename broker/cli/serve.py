@@ -7,17 +7,44 @@ workers never race to generate the first key. Both servers log through :mod:`bro
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from broker.cli import CommandError
-from broker.serve.production import StartError
+from werkzeug.serving import WSGIRequestHandler
+
+from broker.cli.context import CommandError, Context
+from broker.serve.logs import configure
+from broker.serve.middleware import ServeMiddleware
+from broker.serve.production import StartError, build_app, prepare, run, split_bind, warm_health
 from broker.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the broker (granian workers; --dev for Flask's server)")
+    serve.add_argument("--dev", action="store_true", help="Flask development server, one process")
+    serve.add_argument("--bind", default=None, help="HOST:PORT, overrides server.bind")
+    serve.add_argument("--workers", type=int, default=None, help="overrides server.workers")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(ctx: Context) -> int:
+    settings = ctx.settings
+    bind = ctx.args.bind or settings.server.bind
+    if ctx.args.dev:
+        return run_dev(settings, bind)
+    return run_production(settings, bind, ctx.args.workers or settings.server.workers)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, logging the path without its query string (codes and signatures travel there)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
 
 
 def run_production(settings: Settings, bind: str, workers: int) -> int:
     """Serve with granian until SIGTERM (see :mod:`broker.serve.production`)."""
-    from broker.serve.production import run
-
     try:
         return run(settings, bind, workers)
     except StartError as exc:
@@ -26,19 +53,6 @@ def run_production(settings: Settings, bind: str, workers: int) -> int:
 
 def run_dev(settings: Settings, bind: str) -> int:
     """Flask's development server: one process, threads, no header deadlines; never on a network."""
-    from werkzeug.serving import WSGIRequestHandler
-
-    from broker.serve.logs import configure
-    from broker.serve.middleware import ServeMiddleware
-    from broker.serve.production import build_app, prepare, split_bind, warm_health
-
-    class RequestHandler(WSGIRequestHandler):
-        """Werkzeug's handler, logging the path without its query string (codes and signatures travel there)."""
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            path = self.path.split("?", 1)[0]
-            self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
-
     try:
         host, port = split_bind(bind)
         configure(settings.log_level)
@@ -53,5 +67,5 @@ def run_dev(settings: Settings, bind: str) -> int:
         stream_limit=settings.server.stream_limit,
     )
     app.wsgi_app = wrapped  # type: ignore[method-assign]
-    app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=RequestHandler)
+    app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=_RequestHandler)
     return 0

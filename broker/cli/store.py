@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from broker.cli import CommandError, Context
+from broker.cli.context import CommandError, Context
 from broker.store import open_kernel
 from broker.store.audit import parse_anchor, verify_chain
 from broker.store.base import AuditRecord, StoreError

@@ -11,11 +11,12 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from broker.cli.context import CommandError
 from broker.identity.service import IdentityService
 from broker.login.local import AccountError, LocalAccounts
 
 if TYPE_CHECKING:
-    from broker.cli import Context
+    from broker.cli.context import Context
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,8 +32,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add(ctx: Context) -> int:
-    from broker.cli import CommandError
-
     settings = ctx.settings
     local_ids = [c.id for c in settings.login.connectors if c.kind == "local"]
     connector = ctx.args.connector or (local_ids[0] if local_ids else None)

@@ -27,6 +27,7 @@ every credential the broker handles (tests/availability/test_log_secrets.py).
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 import threading
 import time
@@ -211,7 +212,6 @@ def logging_config(level: str) -> dict[str, Any]:
 
 def configure(level: str) -> None:
     """Apply :func:`logging_config` to this process."""
-    import logging.config
 
     logging.config.dictConfig(logging_config(level))
     logging.getLogger("broker.serve").debug("logging at %s, credentials redacted", level)

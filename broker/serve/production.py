@@ -25,6 +25,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import Server
 
 from broker.app import create_app
 from broker.container import Container
@@ -119,10 +123,6 @@ def wsgi_app(settings: Settings) -> ServeMiddleware:
 
 def run(settings: Settings, bind: str, workers: int) -> int:
     """Serve until SIGTERM or SIGINT (granian's master in this process, ``workers`` worker processes)."""
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings
-    from granian.log import LogLevels
-    from granian.server import Server
 
     host, port = split_bind(bind)
     configure(settings.log_level)
