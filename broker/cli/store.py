@@ -162,7 +162,7 @@ def _store_migrate(ctx: Context) -> int:
     if settings.store.backend != "postgres":
         ctx.out(f"the {settings.store.backend} store needs no migration step (its schema is created on open)")
         return 0
-    from broker.store.postgres_kernel import migrate  # needs psycopg: only for this backend
+    from broker.store.postgres_kernel import migrate  # optional backend: loads psycopg only here
 
     try:
         applied = migrate(settings.store.url.get_secret_value(), settings.store.postgres_schema)

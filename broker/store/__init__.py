@@ -31,15 +31,15 @@ def open_kernel(store: StoreSettings, sqlite_path: Path) -> Kernel:
     lazily: an unreachable server makes calls raise StoreUnavailable, not this.
     """
     if store.backend == "sqlite":
-        from broker.store.sqlite_kernel import SQLiteKernel  # the chosen backend only
+        from broker.store.sqlite_kernel import SQLiteKernel  # optional backend: only the chosen one loads
 
         return SQLiteKernel(Path(store.path) if store.path else sqlite_path, timeout=store.timeout_seconds)
     if store.backend == "redis":
-        from broker.store.redis_kernel import RedisKernel  # the chosen backend only (needs redis-py)
+        from broker.store.redis_kernel import RedisKernel  # optional backend: loads redis-py only when chosen
 
         return RedisKernel(store.url.get_secret_value(), namespace=store.namespace, timeout=store.timeout_seconds)
     if store.backend == "postgres":
-        from broker.store.postgres_kernel import open_postgres  # the chosen backend only (needs psycopg)
+        from broker.store.postgres_kernel import open_postgres  # optional backend: loads psycopg only when chosen
 
         return open_postgres(store)
     raise StoreError(f"unknown store backend {store.backend!r}")

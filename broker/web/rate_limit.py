@@ -26,6 +26,7 @@ from flask import Request, Response
 
 from broker.errors import BrokerError
 from broker.store.kernel import Kernel, key_of
+from broker.web.pages import error_page
 
 COUNTER_KIND = "rate-limit"
 REACHED_KIND = "rate-limit-reached"
@@ -74,7 +75,6 @@ class RateLimited(BrokerError):
 
     def page(self) -> Response:
         """The HTML answer of a browser page: 429 with Retry-After."""
-        from broker.web.pages import error_page
 
         response = error_page("Too many attempts", f"Too many attempts; try again in {self.retry_after} seconds.", 429)
         response.headers["Retry-After"] = str(self.retry_after)
