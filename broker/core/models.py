@@ -66,6 +66,9 @@ class Reason(StrEnum):
     JKU_MISSING = "jku_missing"
     JKU_NOT_ALLOWED = "jku_not_allowed"
     KEY_NOT_FOUND = "key_not_found"
+    # No kid where one is required: always on a passport (SPEC-DIGEST C2), and on any token
+    # whose issuer publishes more than one key (THREAT-MODEL JWT-04: never "try all keys").
+    KID_REQUIRED = "kid_required"
     KEY_FETCH_FAILED = "key_fetch_failed"
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"

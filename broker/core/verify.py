@@ -13,7 +13,8 @@ section 9.2 they implement:
 
 Passport (C2-C5, C22): compact JWS within ``limits.max_passport_bytes`` (strict parsing in
 :mod:`broker.core.jose`: alg RS256/ES256 only, no ``crit``, no embedded keys, no duplicate
-JSON members, bounded depth); header ``typ`` exactly ``vnd.ga4gh.passport+jwt``; ``iss`` a
+JSON members, bounded depth); header ``typ`` exactly ``vnd.ga4gh.passport+jwt`` and a
+``kid`` (C2: a passport names its key, KID_REQUIRED otherwise, whatever the broker publishes); ``iss`` a
 trusted broker whose key (``resolver.broker_key``) verifies the signature; ``sub``, ``jti``
 non-empty strings; ``iat``/``exp`` integers, ``exp`` not passed and ``iat``/``nbf`` not in
 the future (``limits.clock_leeway_seconds``); ``aud``, when present, names the audience we
@@ -113,7 +114,13 @@ _GOOD_URLS: set[str] = set()
 #: Rejections that time or a recovering key server can undo: a passport result holding one
 #: is not cached, so the next request checks again.
 TRANSIENT_REASONS: frozenset[Reason] = frozenset(
-    {Reason.KEY_FETCH_FAILED, Reason.KEY_NOT_FOUND, Reason.NOT_YET_VALID, Reason.ISSUED_IN_FUTURE}
+    {
+        Reason.KEY_FETCH_FAILED,
+        Reason.KEY_NOT_FOUND,
+        Reason.KID_REQUIRED,  # a kid-less visa passes once its issuer publishes a single key
+        Reason.NOT_YET_VALID,
+        Reason.ISSUED_IN_FUTURE,
+    }
 )
 #: How the detail of a rejection made from an unexpected exception starts (also transient).
 INTERNAL_ERROR = "internal error"
@@ -237,6 +244,8 @@ class Verifier:
             jws = parse(token, max_bytes=limits.max_passport_bytes, max_depth=limits.max_json_depth)
             if jws.typ != PASSPORT_TYP:
                 raise _Refused(Reason.BAD_TYP, f"passport typ must be {PASSPORT_TYP!r}, got {_show(jws.typ)}")
+            if jws.kid is None:
+                raise _Refused(Reason.KID_REQUIRED, "passport header has no kid (required for passports)")
             claims = jws.payload
             iss = _required_string(claims, "iss")
             if self.trust.broker(iss) is None:
