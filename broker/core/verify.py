@@ -49,7 +49,10 @@ URL-typed values, custom type names) absolute http(s) URLs of at most
 Conditions (C18): after every visa is checked, a visa with non-empty ``conditions`` is
 accepted only if :func:`~broker.core.conditions.evaluate_conditions` finds them met by the
 accepted, unconditioned visas of the same passport, combining different visa identities
-only where accepted LinkedIdentities visas link them (C19); else CONDITIONS_UNMET. For each
+only where accepted LinkedIdentities visas link them (C19), or, when the passport's broker
+binds identities by ``sub`` (``identity_binding: same_sub`` in its trust entry, recorded in
+``PassportResult.identity_binding``), where both have the passport's ``sub``; else
+CONDITIONS_UNMET. For each
 accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
 met with (satisfiers and their links): the visa is only as good as those, so its effective
 expiry (:func:`effective_exp`) is the minimum ``exp`` over it and them (C21).
@@ -90,6 +93,7 @@ from broker.core.models import (
     URL_VALUE_TYPES,
     VISA_CLAIM,
     VISA_TYP,
+    IdentityBinding,
     KeyResolutionError,
     PassportResult,
     Reason,
@@ -248,8 +252,10 @@ class Verifier:
                 raise _Refused(Reason.KID_REQUIRED, "passport header has no kid (required for passports)")
             claims = jws.payload
             iss = _required_string(claims, "iss")
-            if self.trust.broker(iss) is None:
+            broker = self.trust.broker(iss)
+            if broker is None:
                 raise _Refused(Reason.UNTRUSTED_ISSUER, f"passport issuer {_show(iss)} is not a trusted broker")
+            binding = _binding_of(broker)
             resolved = self.resolver.broker_key(iss, jws.kid, jws.alg)
             verify_signature(jws, resolved.key)
             sub = _required_string(claims, "sub")
@@ -273,9 +279,17 @@ class Verifier:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
         except (JoseError, KeyResolutionError) as exc:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
-        accepted, rejected, relies_on = self._judge_all(visas, now, audience, version)
+        same_sub = sub if binding is IdentityBinding.SAME_SUB else None
+        accepted, rejected, relies_on = self._judge_all(visas, now, audience, version, same_sub)
         return PassportResult(
-            accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims, relies_on=relies_on
+            accepted=accepted,
+            rejected=rejected,
+            iss=iss,
+            sub=sub,
+            exp=exp,
+            claims=claims,
+            relies_on=relies_on,
+            identity_binding=binding,
         )
 
     def _remember_passport(self, token: str, scope: str, result: PassportResult, now: float) -> None:
@@ -294,12 +308,14 @@ class Verifier:
     # ------------------------------------------------------------------ visa lists
 
     def _judge_all(
-        self, tokens: Sequence[Any], now: float, audience: str | None, version: str
+        self, tokens: Sequence[Any], now: float, audience: str | None, version: str, same_sub: str | None = None
     ) -> tuple[tuple[Visa, ...], tuple[Rejection, ...], dict[Visa, tuple[Visa, ...]]]:
         """Judge each visa alone, then the conditions of the conditioned ones (C18).
 
         Returns the accepted visas, the rejections, and for each accepted conditioned visa the
-        visas its conditions were met with (see ``PassportResult.relies_on``).
+        visas its conditions were met with (see ``PassportResult.relies_on``). ``same_sub``: the
+        passport's ``sub`` when its broker binds identities by ``sub`` (then visas of that ``sub``
+        may meet each other's conditions whatever their issuers).
         """
         keys: dict[tuple[str, str | None, str | None, str], Any] = {}
         verdicts: list[Visa | Rejection] = []
@@ -311,7 +327,7 @@ class Verifier:
             verdicts.append(verdict)
         relies_on: dict[Visa, tuple[Visa, ...]] = {}
         if conditioned:
-            verdicts, relies_on = _apply_conditions(verdicts)
+            verdicts, relies_on = _apply_conditions(verdicts, same_sub)
         accepted: list[Visa] = []
         rejected: list[Rejection] = []
         for verdict in verdicts:
@@ -621,8 +637,18 @@ def _show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _binding_of(broker: Any) -> IdentityBinding:
+    """The identity binding the trust configuration gives a broker; the strict LINKED if it says none."""
+    value = getattr(broker, "identity_binding", IdentityBinding.LINKED)
+    try:
+        return IdentityBinding(value)
+    except ValueError:
+        log.error("broker has an unknown identity binding; using %s", IdentityBinding.LINKED.value)
+        return IdentityBinding.LINKED
+
+
 def _apply_conditions(
-    verdicts: list[Visa | Rejection],
+    verdicts: list[Visa | Rejection], same_sub: str | None = None
 ) -> tuple[list[Visa | Rejection], dict[Visa, tuple[Visa, ...]]]:
     """Refuse each conditioned visa whose conditions the accepted unconditioned visas do not meet.
 
@@ -635,7 +661,7 @@ def _apply_conditions(
     relies_on: dict[Visa, tuple[Visa, ...]] = {}
     for index, verdict in enumerate(verdicts):
         if type(verdict) is Visa and verdict.visa.conditions:
-            met, used = evaluate_conditions(verdict, candidates, graph=graph)
+            met, used = evaluate_conditions(verdict, candidates, graph=graph, same_sub=same_sub)
             if met:
                 relies_on[verdict] = used
             else:
