@@ -14,9 +14,9 @@ section 9.2 they implement:
 Passport (C2-C5, C22): compact JWS within ``limits.max_passport_bytes`` (strict parsing in
 :mod:`broker.core.jose`: alg RS256/ES256 only, no ``crit``, no embedded keys, no duplicate
 JSON members, bounded depth); header ``typ`` exactly ``vnd.ga4gh.passport+jwt`` and a
-``kid`` (C2: a passport names its key, KID_REQUIRED otherwise, whatever the broker publishes); ``iss`` a
-trusted broker whose key (``resolver.broker_key``) verifies the signature; ``sub``, ``jti``
-non-empty strings; ``iat``/``exp`` integers, ``exp`` not passed and ``iat``/``nbf`` not in
+``kid`` (C2: a passport names its key; KID_REQUIRED otherwise, however many keys the broker
+publishes); ``iss`` a trusted broker whose key (``resolver.broker_key``) verifies the
+signature; ``sub``, ``jti`` non-empty strings; ``iat``/``exp`` integers, ``exp`` not passed and ``iat``/``nbf`` not in
 the future (``limits.clock_leeway_seconds``); ``aud``, when present, names the audience we
 were given; ``ga4gh_passport_v1`` a list of strings, at most
 ``limits.max_visas_per_passport``; no ``ga4gh_visa_v1`` claim; ``jti`` not revoked.
@@ -52,8 +52,7 @@ accepted, unconditioned visas of the same passport, combining different visa ide
 only where accepted LinkedIdentities visas link them (C19), or, when the passport's broker
 binds identities by ``sub`` (``identity_binding: same_sub`` in its trust entry, recorded in
 ``PassportResult.identity_binding``), where both have the passport's ``sub``; else
-CONDITIONS_UNMET. For each
-accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
+CONDITIONS_UNMET. For each accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
 met with (satisfiers and their links): the visa is only as good as those, so its effective
 expiry (:func:`effective_exp`) is the minimum ``exp`` over it and them (C21).
 
