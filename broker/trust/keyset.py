@@ -33,7 +33,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.core.models import ALLOWED_ALGORITHMS, KeyResolutionError, Reason
+from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.core.models import KeyResolutionError as KeyResolutionError  # re-exported: callers catch it from here
 from broker.core.untrusted_json import exceeds_depth
 from broker.errors import BrokerError
 
