@@ -35,6 +35,7 @@ DEFAULT_WORK = ROOT / "var" / "fuzz"
 _EXECUTED = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 _DONE = re.compile(r"Done (\d+) runs in")
 _ARTIFACT = re.compile(r"Test unit written to (\S+)")
+_RAISED = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Broken|Exit): ")
 
 
 def run_one(name: str, flags: list[str]) -> None:
@@ -74,9 +75,8 @@ def _exception_lines(stderr: str) -> str:
     lines = stderr.splitlines()
     for i, line in enumerate(lines):
         if "Uncaught Python exception" in line:
-            tail = [entry for entry in lines[i + 1 : i + 40] if entry.strip()]
-            messages = [entry for entry in tail if not entry.startswith((" ", "Traceback"))]
-            return " | ".join(messages[:3])[:500]
+            raised = [entry for entry in lines[i + 1 : i + 60] if _RAISED.match(entry)]
+            return raised[0][:500] if raised else lines[i + 1][:500]
     for keyword in ("timeout", "out-of-memory", "deadly signal"):
         for line in lines:
             if keyword in line.lower():
@@ -120,7 +120,9 @@ def campaign(total: int, work: Path, names: list[str], timeout: int, max_crashes
             report.executions += executed
             if done.returncode != 0:
                 artifact = _ARTIFACT.findall(done.stderr)
-                report.crashes.append(Crash(artifact[-1] if artifact else None, _exception_lines(done.stderr)))
+                # atheris prints the Python exception on stdout, libFuzzer its report on stderr
+                why = _exception_lines(done.stdout + "\n" + done.stderr)
+                report.crashes.append(Crash(artifact[-1] if artifact else None, why))
                 report.executions += 1  # the crashing input ran too
                 if executed == 0 and not artifact:
                     break  # the target does not start: nothing to gain from retrying
