@@ -45,6 +45,8 @@ def run_one(name: str, flags: list[str]) -> None:
     from fuzz.targets import TARGETS
 
     target = TARGETS[name]
+    # Corpus folders as absolute paths: a target may change the working folder (settings does).
+    flags = [flag if flag.startswith("-") else str(Path(flag).resolve()) for flag in flags]
     with atheris.instrument_imports(include=list(target.instrument)):
         test_one = target.build()
     atheris.Setup([sys.argv[0], *flags], test_one)
@@ -88,6 +90,7 @@ def campaign(total: int, work: Path, names: list[str], timeout: int, max_crashes
     """Run every target for its share of ``total`` executions; see the module docstring."""
     from fuzz.targets import TARGETS, write_corpus
 
+    work = work.resolve()  # the subprocesses' paths must not depend on a working folder
     chosen = [TARGETS[n] for n in names]
     weights = sum(t.weight for t in chosen)
     reports: list[TargetReport] = []
