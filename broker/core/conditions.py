@@ -339,7 +339,7 @@ def satisfies_clause(clause: Clause, visa: Visa, *, members: frozenset[str] = CO
 
 
 def evaluate_conditions(
-    visa: Visa, candidates: Sequence[Visa], *, graph: IdentityGraph | None = None
+    visa: Visa, candidates: Sequence[Visa], *, graph: IdentityGraph | None = None, same_sub: str | None = None
 ) -> tuple[bool, tuple[Visa, ...]]:
     """Decide whether ``visa``'s conditions are met; return ``(met, visas used)``.
 
@@ -354,7 +354,9 @@ def evaluate_conditions(
     ``visa``'s identity count. That default is the safe one on purpose: a caller that forgets
     the graph gets too few matches (a denial), never another person's visas (THREAT-MODEL
     JWT-17). Pass ``IdentityGraph.from_visas(<trusted LinkedIdentities visas>)`` to combine
-    identities.
+    identities. ``same_sub`` (the passport's ``sub`` when its broker's identity binding is
+    ``same_sub``, see :class:`~broker.core.models.IdentityBinding`): when ``visa`` has that
+    exact ``sub``, so does every candidate that counts without a link, whatever its ``iss``.
 
     The visas used are the caller's input to the effective expiry (the minimum ``exp`` over every
     visa used). When several candidates or alternatives would do, we pick, per clause, the
@@ -370,7 +372,9 @@ def evaluate_conditions(
         if candidate is visa or candidate.conditioned:
             continue
         links: tuple[Visa, ...] = ()
-        if candidate.iss != visa.iss or candidate.sub != visa.sub:
+        if (candidate.iss != visa.iss or candidate.sub != visa.sub) and not (
+            same_sub is not None and visa.sub == same_sub and candidate.sub == same_sub
+        ):
             if graph is None or not graph.linked(visa.identity, candidate.identity):
                 continue  # another identity, and nothing (trusted) says it is the same person
             links = graph.link_visas(visa.identity, candidate.identity)

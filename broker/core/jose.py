@@ -22,7 +22,8 @@ with a machine-readable :class:`~broker.core.models.Reason`):
 - header ``alg`` exactly ``RS256`` or ``ES256`` (never ``none``, ``HS*`` or another
   spelling), no ``crit`` or ``b64`` (we understand no extensions), no embedded key
   material (``jwk``, ``x5c``, ``x5u``: never used, always refused), no JWE members
-  (``enc``, ``zip``); ``kid``, ``typ`` and ``jku`` strings when present. ``jku`` is only
+  (``enc``, ``zip``); ``kid``, ``typ`` and ``jku`` strings when present (a member set to
+  ``null`` is present, and refused: it is not a string). ``jku`` is only
   reported: it is resolved by the trust allow-list of the token's issuer, never here.
 
 :func:`require_typ` and :func:`key_by_kid` are the two checks every caller that knows its
@@ -360,15 +361,22 @@ def _check_header(header: Mapping[str, Any]) -> str:
         if "crit" in header or "b64" in header:
             raise JoseError(Reason.CRIT_UNSUPPORTED, "header names an extension (crit/b64); we support none")
         raise JoseError(Reason.MALFORMED, "header has JWE members (enc/zip): only compact JWS is accepted")
-    kid = header.get("kid")
-    if kid is not None and (type(kid) is not str or not 0 < len(kid) <= MAX_KID_CHARS):
-        raise JoseError(Reason.MALFORMED, f"header kid must be a string of 1..{MAX_KID_CHARS} characters")
-    typ = header.get("typ")
-    if typ is not None and type(typ) is not str:
+    # Membership, not ``get``: ``"kid": null`` is a malformed kid, never an absent one (RFC 7515
+    # section 4.1.4: kid is a string). Treating null as absent would let a token choose the
+    # looser no-kid key rule by sending a member it is not allowed to send.
+    if "kid" in header:
+        kid = header["kid"]
+        if type(kid) is not str or not 0 < len(kid) <= MAX_KID_CHARS:
+            shown = "null" if kid is None else type(kid).__name__
+            raise JoseError(
+                Reason.MALFORMED, f"header kid must be a string of 1..{MAX_KID_CHARS} characters (got {shown})"
+            )
+    if "typ" in header and type(header["typ"]) is not str:
         raise JoseError(Reason.MALFORMED, "header typ must be a string")
-    jku = header.get("jku")
-    if jku is not None and (type(jku) is not str or not 0 < len(jku) <= MAX_JKU_CHARS):
-        raise JoseError(Reason.MALFORMED, f"header jku must be a string of 1..{MAX_JKU_CHARS} characters")
+    if "jku" in header:
+        jku = header["jku"]
+        if type(jku) is not str or not 0 < len(jku) <= MAX_JKU_CHARS:
+            raise JoseError(Reason.MALFORMED, f"header jku must be a string of 1..{MAX_JKU_CHARS} characters")
     return alg
 
 

@@ -46,6 +46,21 @@ TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ALLOWED_ALGORITHMS: frozenset[str] = frozenset({"RS256", "ES256"})
 
 
+class IdentityBinding(StrEnum):
+    """Which visas of a passport count for its holder, as configured per trusted broker (GA-17).
+
+    ``LINKED`` (the default, Passport 1.2 General Requirements 8.4 read strictly, SPEC-DIGEST
+    C19): a visa counts when its ``{iss, sub}`` is the passport's, or trusted LinkedIdentities
+    visas link the two. ``SAME_SUB``: also any visa (from a trusted issuer) whose ``sub`` is the
+    passport's exact ``sub`` string, because the broker vouches that its ``sub`` names one
+    person at every issuer it relays (Life Science Login relays REMS visas this way). A visa
+    of another ``sub`` never counts without a trusted link, in either mode.
+    """
+
+    LINKED = "linked"
+    SAME_SUB = "same_sub"
+
+
 class Reason(StrEnum):
     """Machine-readable reasons a token or visa was rejected or ignored (DESIGN rule 2)."""
 
@@ -66,6 +81,9 @@ class Reason(StrEnum):
     JKU_MISSING = "jku_missing"
     JKU_NOT_ALLOWED = "jku_not_allowed"
     KEY_NOT_FOUND = "key_not_found"
+    # No kid where one is required: always on a passport (SPEC-DIGEST C2), and on any token
+    # whose issuer publishes more than one key (THREAT-MODEL JWT-04: never "try all keys").
+    KID_REQUIRED = "kid_required"
     KEY_FETCH_FAILED = "key_fetch_failed"
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
@@ -160,6 +178,9 @@ class PassportResult:
     sub: str | None = None
     exp: int | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    # Which visas count for the holder (``iss``/``sub``): the binding of the broker that signed
+    # the passport; LINKED for a visa list without a passport.
+    identity_binding: IdentityBinding = IdentityBinding.LINKED
     # Each accepted visa carrying conditions -> the accepted visas its conditions were met with
     # (satisfiers and the LinkedIdentities visas linking them); its expiry is the minimum exp
     # over itself and these (SPEC-DIGEST C21, see broker.core.verify.effective_exp).

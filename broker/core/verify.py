@@ -13,9 +13,10 @@ section 9.2 they implement:
 
 Passport (C2-C5, C22): compact JWS within ``limits.max_passport_bytes`` (strict parsing in
 :mod:`broker.core.jose`: alg RS256/ES256 only, no ``crit``, no embedded keys, no duplicate
-JSON members, bounded depth); header ``typ`` exactly ``vnd.ga4gh.passport+jwt``; ``iss`` a
-trusted broker whose key (``resolver.broker_key``) verifies the signature; ``sub``, ``jti``
-non-empty strings; ``iat``/``exp`` integers, ``exp`` not passed and ``iat``/``nbf`` not in
+JSON members, bounded depth); header ``typ`` exactly ``vnd.ga4gh.passport+jwt`` and a
+``kid`` (C2: a passport names its key; KID_REQUIRED otherwise, however many keys the broker
+publishes); ``iss`` a trusted broker whose key (``resolver.broker_key``) verifies the
+signature; ``sub``, ``jti`` non-empty strings; ``iat``/``exp`` integers, ``exp`` not passed and ``iat``/``nbf`` not in
 the future (``limits.clock_leeway_seconds``); ``aud``, when present, names the audience we
 were given; ``ga4gh_passport_v1`` a list of strings, at most
 ``limits.max_visas_per_passport``; no ``ga4gh_visa_v1`` claim; ``jti`` not revoked.
@@ -48,8 +49,10 @@ URL-typed values, custom type names) absolute http(s) URLs of at most
 Conditions (C18): after every visa is checked, a visa with non-empty ``conditions`` is
 accepted only if :func:`~broker.core.conditions.evaluate_conditions` finds them met by the
 accepted, unconditioned visas of the same passport, combining different visa identities
-only where accepted LinkedIdentities visas link them (C19); else CONDITIONS_UNMET. For each
-accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
+only where accepted LinkedIdentities visas link them (C19), or, when the passport's broker
+binds identities by ``sub`` (``identity_binding: same_sub`` in its trust entry, recorded in
+``PassportResult.identity_binding``), where both have the passport's ``sub``; else
+CONDITIONS_UNMET. For each accepted conditioned visa, ``PassportResult.relies_on`` records the visas its conditions were
 met with (satisfiers and their links): the visa is only as good as those, so its effective
 expiry (:func:`effective_exp`) is the minimum ``exp`` over it and them (C21).
 
@@ -89,6 +92,7 @@ from broker.core.models import (
     URL_VALUE_TYPES,
     VISA_CLAIM,
     VISA_TYP,
+    IdentityBinding,
     KeyResolutionError,
     PassportResult,
     Reason,
@@ -113,7 +117,13 @@ _GOOD_URLS: set[str] = set()
 #: Rejections that time or a recovering key server can undo: a passport result holding one
 #: is not cached, so the next request checks again.
 TRANSIENT_REASONS: frozenset[Reason] = frozenset(
-    {Reason.KEY_FETCH_FAILED, Reason.KEY_NOT_FOUND, Reason.NOT_YET_VALID, Reason.ISSUED_IN_FUTURE}
+    {
+        Reason.KEY_FETCH_FAILED,
+        Reason.KEY_NOT_FOUND,
+        Reason.KID_REQUIRED,  # a kid-less visa passes once its issuer publishes a single key
+        Reason.NOT_YET_VALID,
+        Reason.ISSUED_IN_FUTURE,
+    }
 )
 #: How the detail of a rejection made from an unexpected exception starts (also transient).
 INTERNAL_ERROR = "internal error"
@@ -237,10 +247,14 @@ class Verifier:
             jws = parse(token, max_bytes=limits.max_passport_bytes, max_depth=limits.max_json_depth)
             if jws.typ != PASSPORT_TYP:
                 raise _Refused(Reason.BAD_TYP, f"passport typ must be {PASSPORT_TYP!r}, got {_show(jws.typ)}")
+            if jws.kid is None:
+                raise _Refused(Reason.KID_REQUIRED, "passport header has no kid (required for passports)")
             claims = jws.payload
             iss = _required_string(claims, "iss")
-            if self.trust.broker(iss) is None:
+            broker = self.trust.broker(iss)
+            if broker is None:
                 raise _Refused(Reason.UNTRUSTED_ISSUER, f"passport issuer {_show(iss)} is not a trusted broker")
+            binding = _binding_of(broker)
             resolved = self.resolver.broker_key(iss, jws.kid, jws.alg)
             verify_signature(jws, resolved.key)
             sub = _required_string(claims, "sub")
@@ -264,9 +278,17 @@ class Verifier:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
         except (JoseError, KeyResolutionError) as exc:
             return PassportResult(error=Rejection(exc.reason, exc.detail, iss=iss, jti=jti))
-        accepted, rejected, relies_on = self._judge_all(visas, now, audience, version)
+        same_sub = sub if binding is IdentityBinding.SAME_SUB else None
+        accepted, rejected, relies_on = self._judge_all(visas, now, audience, version, same_sub)
         return PassportResult(
-            accepted=accepted, rejected=rejected, iss=iss, sub=sub, exp=exp, claims=claims, relies_on=relies_on
+            accepted=accepted,
+            rejected=rejected,
+            iss=iss,
+            sub=sub,
+            exp=exp,
+            claims=claims,
+            relies_on=relies_on,
+            identity_binding=binding,
         )
 
     def _remember_passport(self, token: str, scope: str, result: PassportResult, now: float) -> None:
@@ -285,12 +307,14 @@ class Verifier:
     # ------------------------------------------------------------------ visa lists
 
     def _judge_all(
-        self, tokens: Sequence[Any], now: float, audience: str | None, version: str
+        self, tokens: Sequence[Any], now: float, audience: str | None, version: str, same_sub: str | None = None
     ) -> tuple[tuple[Visa, ...], tuple[Rejection, ...], dict[Visa, tuple[Visa, ...]]]:
         """Judge each visa alone, then the conditions of the conditioned ones (C18).
 
         Returns the accepted visas, the rejections, and for each accepted conditioned visa the
-        visas its conditions were met with (see ``PassportResult.relies_on``).
+        visas its conditions were met with (see ``PassportResult.relies_on``). ``same_sub``: the
+        passport's ``sub`` when its broker binds identities by ``sub`` (then visas of that ``sub``
+        may meet each other's conditions whatever their issuers).
         """
         keys: dict[tuple[str, str | None, str | None, str], Any] = {}
         verdicts: list[Visa | Rejection] = []
@@ -302,7 +326,7 @@ class Verifier:
             verdicts.append(verdict)
         relies_on: dict[Visa, tuple[Visa, ...]] = {}
         if conditioned:
-            verdicts, relies_on = _apply_conditions(verdicts)
+            verdicts, relies_on = _apply_conditions(verdicts, same_sub)
         accepted: list[Visa] = []
         rejected: list[Rejection] = []
         for verdict in verdicts:
@@ -612,8 +636,18 @@ def _show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _binding_of(broker: Any) -> IdentityBinding:
+    """The identity binding the trust configuration gives a broker; the strict LINKED if it says none."""
+    value = getattr(broker, "identity_binding", IdentityBinding.LINKED)
+    try:
+        return IdentityBinding(value)
+    except ValueError:
+        log.error("broker has an unknown identity binding; using %s", IdentityBinding.LINKED.value)
+        return IdentityBinding.LINKED
+
+
 def _apply_conditions(
-    verdicts: list[Visa | Rejection],
+    verdicts: list[Visa | Rejection], same_sub: str | None = None
 ) -> tuple[list[Visa | Rejection], dict[Visa, tuple[Visa, ...]]]:
     """Refuse each conditioned visa whose conditions the accepted unconditioned visas do not meet.
 
@@ -626,7 +660,7 @@ def _apply_conditions(
     relies_on: dict[Visa, tuple[Visa, ...]] = {}
     for index, verdict in enumerate(verdicts):
         if type(verdict) is Visa and verdict.visa.conditions:
-            met, used = evaluate_conditions(verdict, candidates, graph=graph)
+            met, used = evaluate_conditions(verdict, candidates, graph=graph, same_sub=same_sub)
             if met:
                 relies_on[verdict] = used
             else:

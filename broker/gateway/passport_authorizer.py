@@ -5,7 +5,9 @@ Credentials, in the order a request carries them (``Authorization: Bearer`` firs
 
 - a passport JWT (header ``typ`` ``vnd.ga4gh.passport+jwt``): checked by the GA4GH engine
   (:meth:`broker.core.verify.Verifier.verify_passport`) against the trust configuration;
-  the holder is the passport's ``iss``/``sub``;
+  the holder is the passport's ``iss``/``sub``, and the identity binding of the broker that
+  signed it (``trust.brokers[].identity_binding``, carried in ``PassportResult``) says whether
+  visas of that ``sub`` from other issuers count as the holder's own;
 - one of our access tokens (``typ`` ``at+jwt``) with scope ``ga4gh_passport_v1``: checked by
   ``check_access_token`` (live, not revoked, grant not revoked), and the broker resolves the
   holder's visas itself (``visas_for``), which the engine then checks like any others
@@ -152,7 +154,13 @@ class PassportAuthorizer:
         purpose: str | None = None,
     ) -> AccessDecision:
         decision = policy.decide(
-            result.accepted, dataset=dataset, action=action, purpose=purpose, holder=holder, now=int(self.clock())
+            result.accepted,
+            dataset=dataset,
+            action=action,
+            purpose=purpose,
+            holder=holder,
+            now=int(self.clock()),
+            identity_binding=result.identity_binding,
         )
         if decision.allow:
             expires = decision.expires_at

@@ -532,10 +532,15 @@ class Gateway:
             log.warning("transfer of %s/%s broken after %d bytes: %s", ref.dataset, ref.path, sent, exc)
             raise
         finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-            self.finish_transfer(ref, subject, sent, result)
+            # Count first, then release the upstream: whoever sees the upstream connection end
+            # (the upstream itself, a test, an operator) must find the transfer already counted.
+            # The other order let a scrape land between the two (issue 13).
+            try:
+                self.finish_transfer(ref, subject, sent, result)
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
 
     def finish_transfer(self, ref: ObjectRef, subject: str | None, sent: int, result: str) -> None:
         """Count a finished body and hand it to the audit hook."""
@@ -591,10 +596,13 @@ class _CountedFile:
         # the position moved past what was read through us; count the declared length.
         position_sent = self._length if self._read == 0 else self._read
         if self._corked is not None:
-            _uncork(self._corked)
-        self._file.close()
+            _uncork(self._corked)  # flush the tail to the client first
         result = "complete" if position_sent == self._length else "aborted"
-        self._gateway.finish_transfer(self._ref, self._subject, position_sent, result)
+        try:
+            # Counted before the file is released, as in Gateway._counted (issue 13).
+            self._gateway.finish_transfer(self._ref, self._subject, position_sent, result)
+        finally:
+            self._file.close()
 
 
 def _cork(sock: object) -> socket.socket | None:

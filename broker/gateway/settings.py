@@ -23,6 +23,7 @@ Layout (YAML)::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -83,7 +84,14 @@ class DatasetSettings(SettingsModel):
     """A dataset: which store holds it, under which prefix, served how."""
 
     store: str = Field(description="The name of a store in gateway.stores.")
-    prefix: str = Field("", description="Folder (or URL path) inside the store; objects never leave it.")
+    prefix: str = Field(
+        "",
+        description=(
+            "Folder (or URL path) inside the store; objects never leave it. Unset: the whole store. "
+            "Two datasets of one store may not share, nest or contain each other's prefix (compared "
+            "segment by segment), else one file would be served under two policies."
+        ),
+    )
     mode: Mode | None = Field(None, description="stream or offload; unset: the gateway-wide mode.")
     drs: bool = Field(True, description="Listed as DRS objects.")
 
@@ -162,6 +170,38 @@ def check_gateway(s: GatewaySettings) -> None:
                 f"{key}.mode",
                 f"offload needs gateway.stores.{ds.store}.offload_location (an internal nginx location)",
             )
+    _check_disjoint_prefixes(s.datasets)
+
+
+def _check_disjoint_prefixes(datasets: Mapping[str, DatasetSettings]) -> None:
+    """No two datasets of one store may reach the same object (issue 6).
+
+    A dataset's objects are ``<store>/<prefix>/<object path>``; if one prefix equals, contains
+    or lies inside another on the same store (an empty prefix is the whole store), a request
+    for ``/data/OUTER/INNER/secret.bam`` serves INNER's object under OUTER's policy. Prefixes
+    are compared as validated path segments, never as strings: ``a/b`` lies inside ``a``,
+    ``ab`` does not. Runs after every prefix passed :func:`validate_object_path`.
+    """
+    seen: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for name, ds in datasets.items():
+        segments = validate_object_path(ds.prefix) if ds.prefix else ()
+        for other, other_segments in seen.get(ds.store, []):
+            common = min(len(segments), len(other_segments))
+            if segments[:common] != other_segments[:common]:
+                continue
+            if len(segments) == len(other_segments):
+                how = "the same folder as"
+            elif len(segments) > len(other_segments):
+                how = "a folder inside that of"
+            else:
+                how = "a folder that contains that of"
+            raise SettingsProblem(
+                f"gateway.datasets.{name}.prefix",
+                f"dataset {name!r} (prefix {ds.prefix!r}) uses {how} dataset {other!r} (prefix "
+                f"{datasets[other].prefix!r}) on store {ds.store!r}: one file would be served under two "
+                "policies; give each dataset its own, separate prefix",
+            )
+        seen.setdefault(ds.store, []).append((name, segments))
 
 
 def _check_store(name: str, store: DataStoreSettings) -> None:

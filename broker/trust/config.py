@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from broker.core.models import own_jwks_url
+from broker.core.models import IdentityBinding, own_jwks_url
 from broker.settings_model import SettingsProblem
 from broker.trust.fetch import FetchError, check_url
 from broker.trust.keyset import (
@@ -42,6 +42,7 @@ from broker.trust.keyset import (
 from broker.trust.settings import TrustSettings
 
 __all__ = [
+    "IdentityBinding",
     "ResolvedKey",
     "TrustConfig",
     "TrustedBroker",
@@ -72,12 +73,17 @@ class TrustedIssuer:
 
 @dataclass(frozen=True)
 class TrustedBroker:
-    """A broker whose passports and access tokens we accept: keys at ``jwks_uri`` and/or pinned."""
+    """A broker whose passports and access tokens we accept: keys at ``jwks_uri`` and/or pinned.
+
+    ``identity_binding``: which visas of its passports count for the holder (GA-17); the
+    verifier records it in each ``PassportResult`` and the policy engine applies it.
+    """
 
     iss: str
     jwks_uri: str | None
     pinned: Mapping[str, ResolvedKey]
     own: bool = False
+    identity_binding: IdentityBinding = IdentityBinding.LINKED
 
 
 class _LiveKeys(Mapping[str, ResolvedKey]):
@@ -160,10 +166,10 @@ class TrustConfig:
         """A stable hash of the trust content; it changes whenever trust changes.
 
         It covers every issuer, broker, allow-listed URL, pinned key, accepted type and
-        source, and the set of our own key ids (kid is the RFC 7638 thumbprint, so it names
-        the key material; removing one of our keys changes the version and so invalidates
-        caches keyed on it). Keys fetched from JWKS URLs are not part of it: the resolver
-        caches them under its own TTL.
+        source, each broker's identity binding, and the set of our own key ids (kid is the
+        RFC 7638 thumbprint, so it names the key material; removing one of our keys changes
+        the version and so invalidates caches keyed on it). Keys fetched from JWKS URLs are
+        not part of it: the resolver caches them under its own TTL.
         """
         if self._own_keys is None:
             return self._static_version
@@ -211,7 +217,9 @@ class TrustConfig:
             pinned = _pinned(where, peer.jwks, peer.jwks_file)
             if uri is None and not pinned:
                 raise SettingsProblem(where, "expected a jwks_uri or at least one pinned key (jwks, jwks_file)")
-            brokers[peer.iss] = TrustedBroker(iss=peer.iss, jwks_uri=uri, pinned=pinned)
+            brokers[peer.iss] = TrustedBroker(
+                iss=peer.iss, jwks_uri=uri, pinned=pinned, identity_binding=IdentityBinding(peer.identity_binding)
+            )
         return cls(own, issuers, brokers, own_keys)
 
 
@@ -299,7 +307,8 @@ def _describe(own: str, issuers: Mapping[str, TrustedIssuer], brokers: Mapping[s
             for t in sorted(issuers.values(), key=lambda t: t.iss)
         ],
         "brokers": [
-            [b.iss, b.jwks_uri, pinned(b.pinned, b.own), b.own] for b in sorted(brokers.values(), key=lambda b: b.iss)
+            [b.iss, b.jwks_uri, pinned(b.pinned, b.own), b.own, str(b.identity_binding)]
+            for b in sorted(brokers.values(), key=lambda b: b.iss)
         ],
     }
 

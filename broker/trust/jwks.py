@@ -11,10 +11,11 @@ is spelled out and each step is tested to make no network request:
    spec makes mandatory) is then never fetched, and only the pinned keys can verify them.
 3. ``jku`` absent and no pinned keys -> JKU_MISSING.
 4. header ``alg`` not ES256/RS256 -> BAD_ALG; ``kid`` not a string -> KEY_NOT_FOUND.
-5. a pinned key by ``kid`` (without ``kid``: the one pinned key that fits), type-checked
-   against ``alg`` -> the key, or BAD_ALG.
+5. a pinned key by ``kid`` (without ``kid``: the one pinned key, only when exactly one is
+   pinned, else KID_REQUIRED), type-checked against ``alg`` -> the key, or BAD_ALG.
 6. our own issuer: never fetched (the key ring is the pinned set) -> KEY_NOT_FOUND.
-7. otherwise the allow-listed ``jku`` is fetched (cached) and the key chosen there.
+7. otherwise the allow-listed ``jku`` is fetched (cached) and the key chosen there
+   (without ``kid``: only from a set of exactly one key, else KID_REQUIRED, JWT-04).
 
 The cache (one slot per URL; URLs come only from configuration, so it is bounded):
 

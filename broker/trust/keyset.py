@@ -13,7 +13,12 @@ policy around it, and it is security-critical, so each rule is explicit and test
   needs: ES256 a P-256 key, RS256 an RSA key of at least 2048 bits with ``e >= 65537``
   (RFC 7518 section 3.3; THREAT-MODEL JWT-03, JWT-24).
 - ``kid`` is only ever a dictionary key compared as a whole string. A token without ``kid``
-  may use a key only when exactly one key of the set fits (JWT-04): we never "try all keys".
+  may use a key only when the set holds exactly one usable key, and that key fits (JWT-04;
+  RP conformance ``rp-id_token-kid-absent-multiple-jwks``): with several keys published we
+  never pick one for the token, not even the only one that fits its ``alg`` (that would let
+  the token's own header choose among the issuer's keys). Members ignored above (``enc``
+  keys, ``oct``, private or broken keys) are not usable, so they do not count. Refused with
+  KID_REQUIRED, which a refetch cannot cure, so it never triggers one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.core.models import ALLOWED_ALGORITHMS, KeyResolutionError, Reason
+from broker.core.models import ALLOWED_ALGORITHMS, Reason
+from broker.core.models import KeyResolutionError as KeyResolutionError  # re-exported: callers catch it from here
 from broker.core.untrusted_json import exceeds_depth
 from broker.errors import BrokerError
 
@@ -135,17 +141,19 @@ def select_key(keys: Iterable[ResolvedKey], kid: str | None, alg: str, where: st
     ``where`` names the key source in the detail (an issuer, a JWKS URL). Rules: a named
     ``kid`` must match a key's ``kid`` exactly and the key must fit ``alg`` (else BAD_ALG);
     two fitting keys with one ``kid`` are ambiguous and refused; no ``kid`` is allowed only
-    when exactly one key of the set fits ``alg``.
+    when the set holds exactly one key and it fits ``alg`` (KID_REQUIRED when it holds
+    several, whatever their algorithms).
     """
     if kid is None:
-        fitting = [k for k in keys if key_misfit(k, alg) is None]
-        if len(fitting) == 1:
-            return fitting[0]
-        if not fitting:
+        candidates = list(keys)
+        if len(candidates) > 1:
+            raise KeyResolutionError(
+                Reason.KID_REQUIRED,
+                f"token has no kid and {where} publishes {len(candidates)} keys; a kid is required",
+            )
+        if not candidates or key_misfit(candidates[0], alg) is not None:
             raise KeyResolutionError(Reason.KEY_NOT_FOUND, f"token has no kid and no {alg} key of {where} fits")
-        raise KeyResolutionError(
-            Reason.KEY_NOT_FOUND, f"token has no kid and {len(fitting)} keys of {where} could match; a kid is required"
-        )
+        return candidates[0]
     if not isinstance(kid, str) or not kid:
         raise KeyResolutionError(Reason.KEY_NOT_FOUND, f"kid {show(kid)} is not a non-empty string")
     named = [k for k in keys if k.kid == kid]

@@ -8,7 +8,7 @@ file that ``config check`` accepts is a file the broker starts with.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -52,6 +52,19 @@ class TrustedBrokerSettings(SettingsModel):
     jwks_uri: str | None = Field(None, description="Where its JWKS is published (https).")
     jwks: dict[str, Any] | None = Field(None, description='Pinned keys, inline: {"keys": [...]}.')
     jwks_file: str | None = Field(None, description="Pinned keys, from a JWK Set file.")
+    identity_binding: Literal["linked", "same_sub"] = Field(
+        "linked",
+        description=(
+            "Which visas of its passports count for the holder. linked (the spec read strictly): only "
+            "visas whose iss and sub are the passport's, or that trusted LinkedIdentities visas link to "
+            "it. same_sub: also visas from other trusted issuers whose sub is exactly the passport's sub, "
+            "because this broker vouches that its sub names one person at every issuer whose visas it "
+            "relays (Life Science Login relays REMS visas this way, without LinkedIdentities). Trade-off: "
+            "same_sub makes such passports work, but trusts this broker, and every visa issuer you "
+            "trust, never to reuse a sub string for two people; choose it only for a broker whose sub is "
+            "a global, never-reassigned identifier. A visa of another sub never counts without a link."
+        ),
+    )
 
 
 class TrustSettings(SettingsModel):

@@ -12,8 +12,9 @@ from broker.core.linked_identities import MAX_LINKED_IDENTITIES, format_linked_i
 from tests.core import vectors
 
 
-def test_linkedidentities_value_definition_example() -> None:
-    case = vectors.data("linkedidentities-value-definition-example")
+@pytest.mark.parametrize("vector_id", ["linkedidentities-value-definition-example"])
+def test_linkedidentities_value_definition_example(vector_id: str) -> None:
+    case = vectors.data(vector_id)
     expected = tuple((pair["iss"], pair["sub"]) for pair in case["decoded"])
     assert parse_linked_identities(case["value"]) == expected
     # The definition example is already in our canonical encoding, so it re-emits byte for byte.

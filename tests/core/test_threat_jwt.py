@@ -302,7 +302,7 @@ def test_jwt04_absent_kid_with_several_keys_is_refused(issuer: Signer, broker: S
     verifier = make_verifier(trust)
     assert isinstance(verifier.verify_visa(issuer.visa()), Visa)
     bad = forge(issuer.header(kid=DROP), visa_claims(ISS), issuer.key.private)
-    visa_refused(verifier.verify_visa(bad), Reason.KEY_NOT_FOUND)
+    visa_refused(verifier.verify_visa(bad), Reason.KID_REQUIRED)
 
 
 # ---------------------------------------------------------------------- JWT-05 .. JWT-07 (jku)

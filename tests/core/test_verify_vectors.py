@@ -408,3 +408,112 @@ def test_faq_trust_shapes(vector_id: str) -> None:
         "https://dac.gov.world/jwks.json",
     )
     assert make_verifier(trust_config([urn])).verify_visa(urn.visa()).iss == urn.iss  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------- visa claim shape, v1.0 example
+
+
+@pytest.mark.parametrize("vector_id", ["visa-claim-shape"])
+def test_visa_claim_shape_members_are_each_required(vector_id: str) -> None:
+    """The four members of the shape are the minimum: each is required, asserted as an integer."""
+    shape = data(vector_id)["ga4gh_visa_v1"]
+    assert set(shape) == {"type", "asserted", "value", "source"} and ":int>" in shape["asserted"]
+    filled = {
+        "type": "ResearcherStatus",
+        "asserted": NOW - 60,
+        "value": "https://doi.org/10.1038/s41431-018-0219-y",
+        "source": "https://no.organization",
+    }
+    signer = Signer("https://shape.test/", TestKey.generate("ES256", "shape"), "https://shape.test/jwks.json")
+    verifier = make_verifier(trust_config([signer]))
+    visa = verifier.verify_visa(signer.visa(visa=filled))
+    assert isinstance(visa, Visa) and visa.visa.to_claim() == filled
+    for member in shape:
+        partial = {k: v for k, v in filled.items() if k != member}
+        verdict = verifier.verify_visa(signer.visa(visa=partial))
+        assert isinstance(verdict, Rejection) and verdict.reason is Reason.MISSING_CLAIM, member
+    as_written = verifier.verify_visa(signer.visa(visa={**filled, "asserted": shape["asserted"]}))
+    assert isinstance(as_written, Rejection) and as_written.reason is Reason.BAD_CLAIM
+
+
+@pytest.mark.parametrize("vector_id", ["example-passport-claim-v1.0-diff"])
+def test_example_passport_v1_0_verifies_with_its_dbgap_visa(
+    vector_id: str, example_signers: dict[str, Signer], spec_broker: Signer
+) -> None:
+    """The v1.0.0 example passport: the v1.2 one with visa 2 replaced; every visa still verifies."""
+    diff = data(vector_id)
+    payloads = copy.deepcopy(data("example-passport-claim-v1.2")["ga4gh_passport_v1"])
+    payloads[diff["visa_index"]]["ga4gh_visa_v1"] = diff["ga4gh_visa_v1"]
+    tokens = []
+    for i, payload in enumerate(payloads):
+        payload.setdefault("iss", SPEC_ISSUER)
+        payload.setdefault("sub", SPEC_SUB)
+        payload.setdefault("jti", f"v1.0-example-{i}")
+        tokens.append(sign_payload(example_signers[payload["iss"]], payload))
+    result = example_verifier(example_signers, spec_broker).verify_passport(
+        spec_broker.passport(tokens, iat=EXAMPLE_NOW - 10, exp=EXAMPLE_NOW + 600)
+    )
+    assert result.ok and result.rejected == () and len(result.accepted) == len(payloads)
+    visa = result.accepted[diff["visa_index"]].visa
+    assert (visa.value, visa.source, visa.by) == (
+        diff["ga4gh_visa_v1"]["value"],
+        diff["ga4gh_visa_v1"]["source"],
+        diff["ga4gh_visa_v1"]["by"],
+    )
+
+
+# ---------------------------------------------------------------------- token exchange (the parts in core)
+
+
+@pytest.mark.parametrize("vector_id", ["token-exchange-request"])
+def test_token_exchange_request_resources_scope_the_passport_audience(vector_id: str, tmp_path: Any) -> None:
+    """The URNs of the request are ours, and its ``resource`` values become the passport's ``aud``.
+
+    (The endpoint itself, broker/oidc/token_exchange.py, is tested over HTTP in tests/oidc; this is
+    the part the core owns: the constants both ends use, and a passport minted for those
+    resources verifies for each of them and for nothing else.)
+    """
+    from broker.core.issue import mint_passport
+    from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
+
+    request = data(vector_id)
+    assert (request["grant_type"], request["requested_token_type"], request["subject_token_type"]) == (
+        TOKEN_EXCHANGE_GRANT,
+        PASSPORT_TOKEN_TYPE,
+        ACCESS_TOKEN_TYPE,
+    )
+    ring, verifier, issuer = _own_ring_and_verifier(tmp_path)
+    passport = mint_passport(ring, issuer, "alice", [], 600, audience=request["resource"], now=NOW)
+    for resource in request["resource"]:
+        assert verifier.verify_passport(passport, audience=resource).ok
+    refused = verifier.verify_passport(passport, audience="https://drs.example.com/dataset3")
+    assert refused.error is not None and refused.error.reason is Reason.BAD_AUDIENCE
+
+
+@pytest.mark.parametrize("vector_id", ["token-exchange-response"])
+def test_token_exchange_response_carries_a_passport(vector_id: str, tmp_path: Any) -> None:
+    from broker.core.issue import mint_passport
+    from broker.core.models import PASSPORT_TOKEN_TYPE, PASSPORT_TYP
+
+    response = data(vector_id)
+    assert response["issued_token_type"] == PASSPORT_TOKEN_TYPE and response["token_type"] == "Bearer"
+    assert response["access_token"] == "<Passport>"
+    ring, verifier, issuer = _own_ring_and_verifier(tmp_path)
+    answer = {**response, "access_token": mint_passport(ring, issuer, "alice", [], 600, now=NOW)}
+    from broker.core.jose import parse
+
+    assert parse(answer["access_token"], max_bytes=1 << 16, max_depth=16).typ == PASSPORT_TYP
+    assert verifier.verify_passport(answer["access_token"]).ok
+    placeholder = verifier.verify_passport(response["access_token"])
+    assert placeholder.error is not None and placeholder.error.reason is Reason.MALFORMED
+
+
+def _own_ring_and_verifier(tmp_path: Any) -> tuple[Any, Verifier, str]:
+    from broker.trust.config import TrustConfig
+    from broker.trust.keyset import ResolvedKey
+
+    settings = Settings(issuer="https://tx.broker.test/", data_dir=str(tmp_path), keys=KeySettings(algorithm="ES256"))
+    ring = open_ring(settings, None, auto_maintain_seconds=None)
+    ring.maintain(now=NOW)
+    own = {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in ring.public_keys(now=NOW).items()}
+    return ring, make_verifier(TrustConfig(settings.issuer, {}, {}, lambda: own)), settings.issuer

@@ -114,9 +114,13 @@ def test_private_material_never_in_reasons(ec2: TestKey) -> None:
 def test_select_key_rules(ec1: TestKey, ec2: TestKey, rsa1: TestKey) -> None:
     keys = [parse_key(ec1.public_jwk()), parse_key(ec2.public_jwk()), parse_key(rsa1.public_jwk())]
     assert select_key(keys, "ec-2", "ES256", "here").kid == "ec-2"
-    assert select_key(keys, None, "RS256", "here").kid == "rsa-1"
+    for alg in ("RS256", "ES256"):  # several keys: no kid is refused, even where only one key fits
+        with pytest.raises(KeyResolutionError) as info:
+            select_key(keys, None, alg, "here")
+        assert info.value.reason is Reason.KID_REQUIRED
+    assert select_key(keys[2:], None, "RS256", "here").kid == "rsa-1"  # the one key of its set
     with pytest.raises(KeyResolutionError) as info:
-        select_key(keys, None, "ES256", "here")
+        select_key(keys[2:], None, "ES256", "here")  # the one key does not fit
     assert info.value.reason is Reason.KEY_NOT_FOUND
     with pytest.raises(KeyResolutionError) as info:
         select_key(keys, "rsa-1", "ES256", "here")
@@ -124,7 +128,7 @@ def test_select_key_rules(ec1: TestKey, ec2: TestKey, rsa1: TestKey) -> None:
     with pytest.raises(KeyResolutionError) as info:
         select_key(keys, "", "ES256", "here")
     assert info.value.reason is Reason.KEY_NOT_FOUND
-    # Keys without kid are reachable only through the "no kid, exactly one fits" rule.
+    # Keys without kid are reachable only through the "no kid, exactly one key" rule.
     nameless = [parse_key(ec1.public_jwk(kid=None))]
     assert select_key(nameless, None, "ES256", "here").kid == ""
     with pytest.raises(KeyResolutionError):

@@ -342,13 +342,13 @@ def test_jwk_use_other_than_sig_is_not_used(server: JwksServer, clock: Clock, ec
 def test_jwt04_absent_kid_only_with_exactly_one_usable_key(
     server: JwksServer, clock: Clock, ec1: TestKey, ec2: TestKey, rsa1: TestKey
 ) -> None:
-    server.serve_keys(ec1, rsa1)
+    server.serve_jwks({"keys": [ec1.public_jwk(), rsa1.public_jwk(use="enc")]})  # the enc key is not usable
     r = resolver(make_trust(TrustedIssuerSettings(iss=ISS, jku=[server.url()])), server, clock)
-    assert r.visa_key(ISS, server.url(), None, "ES256").kid == "ec-1"  # the only ES256 key
+    assert r.visa_key(ISS, server.url(), None, "ES256").kid == "ec-1"  # the one usable key
     server.serve_keys(ec1, ec2, rsa1)
     clock.advance(301)
-    error = refused(lambda: r.visa_key(ISS, server.url(), None, "ES256"), Reason.KEY_NOT_FOUND)
-    assert "2 keys" in error.detail
+    error = refused(lambda: r.visa_key(ISS, server.url(), None, "ES256"), Reason.KID_REQUIRED)
+    assert "3 keys" in error.detail
 
 
 def test_duplicate_kid_is_ambiguous(server: JwksServer, clock: Clock, ec1: TestKey, ec2: TestKey) -> None:

@@ -12,5 +12,6 @@ Typical use::
 
     store = PolicyStore.open(settings.policy.directory)      # raises PolicyLoadError on bad rules
     decision = store.current.decide(result.accepted, None, "EGAD00001000001",
-                                    purpose=purpose, holder=(result.iss, result.sub))
+                                    purpose=purpose, holder=(result.iss, result.sub),
+                                    identity_binding=result.identity_binding)
 """

@@ -21,7 +21,10 @@ Semantics (fail closed throughout; DESIGN rule 1):
   purpose and visas are checked separately and both must pass.
 - The holder is the identity the visas must belong to (normally the passport's ``iss``/``sub``).
   When not given, it is the one identity of the visas (or of linked ones); visas of several
-  unlinked identities without a holder are a deny (``holder_unknown``).
+  unlinked identities without a holder are a deny (``holder_unknown``). ``identity_binding``
+  (normally the passport's, ``PassportResult.identity_binding``) says whether visas of the
+  holder's ``sub`` from other issuers count as the holder's own (``same_sub``) or need a
+  trusted link like any other identity (``linked``, the default).
 - Any exception while deciding is logged and becomes a deny with ``internal_error``; never an
   allow (THREAT-MODEL GA-15).
 - Nothing here does I/O: URL-valued claims are compared as text, never fetched (GA-03).
@@ -35,7 +38,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 from broker.core.identity_graph import IdentityGraph
-from broker.core.models import Visa
+from broker.core.models import IdentityBinding, Visa
 from broker.core.policy.decision import Basis, Code, Decision, DenyReason
 from broker.core.policy.matchers import Env
 from broker.core.policy.nodes import READ, AllOfNode, AnyOfNode, Compiled, Requirement
@@ -62,6 +65,7 @@ def decide(
     *,
     now: int | None = None,
     valid_for: int = 0,
+    identity_binding: IdentityBinding | str = IdentityBinding.LINKED,
 ) -> Decision:
     """Allow or deny, with effective expiry, basis and reasons (see the module docstring).
 
@@ -71,7 +75,10 @@ def decide(
     seconds the access must stay valid (the requested TTL of Option A/B).
     """
     try:
-        return _decide(policy, verified_visas, identity_graph, dataset, action, purpose, holder, now, valid_for)
+        binding = IdentityBinding(identity_binding)
+        return _decide(
+            policy, verified_visas, identity_graph, dataset, action, purpose, holder, now, valid_for, binding
+        )
     except Exception:
         log.exception("policy evaluation failed (dataset %r, action %r); denying", dataset, action)
         reason = DenyReason(Code.INTERNAL_ERROR, "the policy engine failed while deciding; access is denied")
@@ -94,6 +101,7 @@ def _decide(
     holder: tuple[str, str] | None,
     now: int | None,
     valid_for: int,
+    binding: IdentityBinding = IdentityBinding.LINKED,
 ) -> Decision:
     resolved, why = policy.resolve(dataset)
     if resolved is None:
@@ -115,7 +123,7 @@ def _decide(
     if valid_for < 0:
         raise ValueError("valid_for must not be negative")
     clock = int(time.time()) if now is None else now
-    pool = VisaPool(visas, graph, holder, clock)
+    pool = VisaPool(visas, graph, holder, clock, binding)
     reasons: list[DenyReason] = []
     if entry.data_use is not None:
         check = policy.terms.check(entry.data_use.render(resolved.env), purpose)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.identity_graph import IdentityGraph
-from broker.core.models import Visa
+from broker.core.models import IdentityBinding, Visa
 from broker.core.policy.compile import PolicySet
 from broker.core.policy.decide import decide
 from broker.core.policy.decision import Decision, when
@@ -62,14 +62,25 @@ def explain(
     now: int | None = None,
     valid_for: int = 0,
     ignored: Sequence[str] = (),
+    identity_binding: IdentityBinding | str = IdentityBinding.LINKED,
 ) -> Explanation:
-    """Decide and explain (both from the same inputs and clock)."""
+    """Decide and explain (both from the same inputs and clock, and the same identity binding)."""
     visa_list = tuple(visas)
     clock = int(time.time()) if now is None else now
+    binding = IdentityBinding(identity_binding)
     decision = decide(
-        policy, visa_list, identity_graph, dataset, action, purpose, holder, now=clock, valid_for=valid_for
+        policy,
+        visa_list,
+        identity_graph,
+        dataset,
+        action,
+        purpose,
+        holder,
+        now=clock,
+        valid_for=valid_for,
+        identity_binding=binding,
     )
-    pool = VisaPool(visa_list, identity_graph, holder, clock)
+    pool = VisaPool(visa_list, identity_graph, holder, clock, binding)
     trace = None
     required = None
     purpose_note = None

@@ -9,7 +9,9 @@ for the holder and which other visas that relies on:
 
 - identity (Passport 1.2, General Requirements 8.4): a visa of another identity than the
   holder's counts only when trusted LinkedIdentities visas link the two; those link visas
-  are then *used* too;
+  are then *used* too. With the ``same_sub`` identity binding (the passport's broker vouches
+  for its ``sub`` across issuers, :class:`~broker.core.models.IdentityBinding`), a visa whose
+  ``sub`` is exactly the holder's counts as the holder's own, whatever its ``iss``;
 - conditions: a visa carrying ``conditions`` counts only when they are met by the other valid
   visas of the passport (``broker.core.conditions.evaluate_conditions``), which are then used.
   Visas handed to us have normally passed this check in the verifier already; doing it again
@@ -28,7 +30,7 @@ from typing import NamedTuple
 
 from broker.core.conditions import evaluate_conditions
 from broker.core.identity_graph import IdentityGraph
-from broker.core.models import LINKED_IDENTITIES, Visa
+from broker.core.models import LINKED_IDENTITIES, IdentityBinding, Visa
 from broker.core.policy.decision import Code
 
 Identity = tuple[str, str]
@@ -66,10 +68,18 @@ class VisaPool:
         "holder",
         "holder_problem",
         "now",
+        "same_sub",
         "visas",
     )
 
-    def __init__(self, visas: Iterable[Visa], graph: IdentityGraph | None, holder: Identity | None, now: int) -> None:
+    def __init__(
+        self,
+        visas: Iterable[Visa],
+        graph: IdentityGraph | None,
+        holder: Identity | None,
+        now: int,
+        binding: IdentityBinding = IdentityBinding.LINKED,
+    ) -> None:
         self.visas: tuple[Visa, ...] = visas if type(visas) is tuple else tuple(visas)
         self.now = now
         # Live visas by their value (any type): an exact requirement finds its candidates with one
@@ -91,6 +101,10 @@ class VisaPool:
         if holder is None:
             holder = self._infer_holder()
         self.holder = holder
+        # The holder's sub when visas of that sub count as the holder's own (binding same_sub).
+        self.same_sub: str | None = (
+            holder[1] if holder is not None and IdentityBinding(binding) is IdentityBinding.SAME_SUB else None
+        )
         self._support: dict[int, Support | Unusable] = {}
         self._links: dict[Identity, tuple[Visa, ...] | None] = {}
 
@@ -139,7 +153,12 @@ class VisaPool:
     def support(self, visa: Visa) -> Support | Unusable:
         """Whether ``visa`` counts for the holder, and the visas that relies on (cached per visa)."""
         holder = self.holder
-        if not visa.visa.conditions and holder is not None and visa.iss == holder[0] and visa.sub == holder[1]:
+        if (
+            not visa.visa.conditions
+            and holder is not None
+            and visa.sub == holder[1]
+            and (visa.iss == holder[0] or self.same_sub is not None)
+        ):
             return NO_SUPPORT
         key = id(visa)
         known = self._support.get(key)
@@ -163,7 +182,7 @@ class VisaPool:
             # Always with a graph: without one, evaluate_conditions would take candidates of any
             # identity (it expects the caller to have filtered them); an empty graph links nobody.
             graph = self.graph if self.graph is not None else IdentityGraph.from_visas(())
-            met, used = evaluate_conditions(visa, self.live, graph=graph)
+            met, used = evaluate_conditions(visa, self.live, graph=graph, same_sub=self.same_sub)
             if not met:
                 return Unusable(Code.CONDITIONS_UNMET, "its conditions are not met by the other valid visas")
             conditions = used
@@ -172,7 +191,7 @@ class VisaPool:
     def links(self, identity: Identity) -> tuple[Visa, ...] | None:
         """The LinkedIdentities visas linking ``identity`` to the holder; None if not linked (cached)."""
         holder = self.holder
-        if identity == holder:
+        if identity == holder or (self.same_sub is not None and identity[1] == self.same_sub):
             return ()
         if identity in self._links:
             return self._links[identity]

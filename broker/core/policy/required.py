@@ -33,7 +33,8 @@ from broker.errors import BrokerError
 FORMAT = "ga4gh-broker.required-visas/v1"
 IDENTITY_NOTE = (
     "all visas used must belong to the passport holder's identity, or to identities linked to it "
-    "by LinkedIdentities visas from trusted issuers"
+    "by LinkedIdentities visas from trusted issuers (or, in passports of a broker trusted to vouch "
+    "for its sub, carry the holder's exact sub)"
 )
 
 
