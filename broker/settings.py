@@ -231,6 +231,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     return build_settings(raw, source, origins)
 
 
+_NO_KEY = object()
+
+
 def build_settings(
     raw: Mapping[str, Any], source: str = DEFAULTS, origins: Mapping[str, str] | None = None
 ) -> Settings:
@@ -240,6 +243,9 @@ def build_settings(
     """
     if not isinstance(raw, Mapping):
         raise SettingsError(source, "", f"expected a mapping of settings at the top, got {_kind(raw)}")
+    odd = next((key for key in raw if not isinstance(key, str)), _NO_KEY)
+    if odd is not _NO_KEY:
+        raise SettingsError(source, "", f"expected setting names at the top, got the key {odd!r}")
     origins = origins or {}
     try:
         return Settings(**{**raw, "source": source})
@@ -276,6 +282,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise SettingsError(source, "", f"{where}{problem}") from None
+    except RecursionError:
+        raise SettingsError(source, "", "nested too deeply to be settings") from None
+    except (ValueError, OverflowError):
+        # PyYAML's constructors raise these for well-formed text they cannot turn into a value,
+        # such as the date 2001-02-30. Their message may quote the value, which may be a secret.
+        raise SettingsError(
+            source, "", "a value YAML cannot turn into data (an impossible date?); put it in quotes to keep it as text"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from broker.settings import Settings, SettingsError, load_settings, redacted
+from broker.settings import Settings, SettingsError, build_settings, load_settings, redacted
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -170,3 +170,31 @@ def test_cli_reports_one_line_and_exit_status_2(tmp_path: Path, text: str, expec
     assert str(path) in lines[0] and expected in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("raw", [{1: "x"}, {None: None}, {("a",): 1}], ids=["int-key", "null-key", "tuple-key"])
+def test_a_top_key_that_is_not_a_name_is_a_settings_error(raw: dict) -> None:
+    """Found by the settings fuzz target: ``1: x`` or a bare ``?`` once raised TypeError from Settings(**raw)."""
+    with pytest.raises(SettingsError, match="expected setting names at the top"):
+        build_settings(raw, "broker.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("issuer: 2001-02-30\n", "impossible date"), ("[" * 3000 + "\n", "nested too deeply")],
+    ids=["impossible-date", "deep-flow-nesting"],
+)
+def test_yaml_its_constructor_refuses_is_a_settings_error(text: str, words: str, tmp_path: Path) -> None:
+    """PyYAML raises ValueError / RecursionError (not YAMLError) for these: still one line, never a traceback."""
+    path = tmp_path / "broker.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SettingsError, match=words):
+        load_settings(path, environ={})
+
+
+def test_an_unreadable_value_is_not_echoed_because_it_may_be_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "broker.yaml"
+    path.write_text("oidc: {clients: [{id: a, secret_hash: 2024-02-31}]}\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, environ={})
+    assert "2024-02-31" not in str(caught.value)

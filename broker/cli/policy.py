@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from broker.cli.context import CommandError
 from broker.cli.verifier import cli_verifier
+from broker.core.models import IdentityBinding
 from broker.core.policy.compile import PolicySet
 from broker.core.policy.errors import PolicyError, PolicyLoadError
 from broker.core.policy.explain import explain, render_text
@@ -155,6 +156,7 @@ def _explain(ctx: Context) -> int:
     valid_for = _duration(args.valid_for)
     ignored: list[str] = []
     purpose = args.purpose
+    binding: IdentityBinding | str = IdentityBinding.LINKED
     if args.persona:
         try:
             persona = load_persona(args.persona)
@@ -172,6 +174,7 @@ def _explain(ctx: Context) -> int:
         if result.error is not None:
             raise CommandError(f"passport refused: {result.error.reason}: {result.error.detail}")
         visas = result.accepted
+        binding = result.identity_binding
         holder = (result.iss, result.sub) if result.iss and result.sub else None
         ignored = [f"#{r.index}: {r.reason}: {r.detail}" for r in result.rejected]
     explanation = explain(
@@ -185,6 +188,7 @@ def _explain(ctx: Context) -> int:
         now=int(time.time()),
         valid_for=valid_for,
         ignored=ignored,
+        identity_binding=binding,
     )
     if args.json:
         ctx.out_json(explanation.to_json())

@@ -464,7 +464,7 @@ def key_by_kid(jws: Jws, keys: Mapping[str, tuple[str, object]], where: str) -> 
     algorithm must be the header's (JWT-03). ``where`` names the key set in the detail.
     """
     if jws.kid is None:
-        raise JoseError(Reason.KEY_NOT_FOUND, f"the token names no kid; {where} requires one")
+        raise JoseError(Reason.KID_REQUIRED, f"the token names no kid; {where} requires one")
     found = keys.get(jws.kid)
     if found is None:
         raise JoseError(Reason.KEY_NOT_FOUND, f"kid is not a key of {where}")

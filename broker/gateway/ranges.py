@@ -163,7 +163,7 @@ def if_range_holds(value: str | None, etag: str | None, last_modified: float | N
         return False
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year past datetime's range overflows
         return False
     if when is None or when.tzinfo is None:
         return False

@@ -265,3 +265,56 @@ def test_explain_passport_verifies_it_with_the_trust_settings(tmp_path: Path, ca
     assert "linked to the holder by 1 LinkedIdentities visa(s)" in out
     assert "visas ignored by verification" in out and "#2: untrusted_issuer" in out
     assert passport not in out + err and grant not in out + err  # tokens are never printed
+
+
+@pytest.mark.parametrize(("binding", "verdict"), [("linked", "DENY"), ("same_sub", "ALLOW")])
+def test_explain_passport_uses_the_signing_brokers_identity_binding(
+    tmp_path: Path, capsys, binding: str, verdict: str
+) -> None:
+    """A grant for the passport's own sub, with no LinkedIdentities visa: only a ``same_sub`` broker vouches."""
+    now = int(time.time())
+    broker = Signer("https://other-broker.example/", TestKey.generate("ES256", kid="broker-1"))
+    issuer = Signer(
+        "https://permissions.ega.example.org/",
+        TestKey.generate("ES256", kid="ega-1"),
+        jku="https://permissions.ega.example.org/jwks",
+    )
+    dataset = "EGAD5000000042"
+    grant = issuer.visa(
+        "alice",
+        visa_object(
+            value=f"https://ega-archive.org/datasets/{dataset}",
+            source="https://ega-archive.org/dacs/EGAC00001000002",
+            by="dac",
+            asserted=now - 86400,
+        ),
+        iat=now - 60,
+        exp=now + 3600,
+        jti="grant-1",
+    )
+    (tmp_path / "passport.jwt").write_text(broker.passport([grant], "alice", iat=now - 10, exp=now + 600))
+    settings = {
+        "issuer": "https://broker.test/",
+        "data_dir": str(tmp_path / "var"),
+        "trust": {
+            "visa_issuers": [{"iss": issuer.iss, "jwks": issuer.key.jwks()}],
+            "brokers": [{"iss": broker.iss, "jwks": broker.key.jwks(), "identity_binding": binding}],
+        },
+        "policy": {"directory": str(SHIPPED)},
+    }
+    (tmp_path / "settings.yaml").write_text(json.dumps(settings))
+    status, out, err = run(
+        capsys,
+        "-c",
+        str(tmp_path / "settings.yaml"),
+        "policy",
+        "explain",
+        "--dataset",
+        dataset,
+        "--passport",
+        str(tmp_path / "passport.jwt"),
+    )
+    assert status == (0 if verdict == "ALLOW" else 3), out + err
+    assert out.startswith(f"dataset {dataset} (read): {verdict}"), out
+    if verdict == "DENY":
+        assert "not_linked" in out
