@@ -31,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.store.base import AuditProblem, AuditRecord
@@ -232,3 +234,61 @@ def verify_chain(
             AuditProblem(anchor[0], "anchor_missing", f"anchored record {anchor[0]} is not in the log (truncated?)")
         )
     return problems
+
+
+#: Event fields that name the person an access or a decision is about, in the areas' events:
+#: ``subject`` (gateway decisions and transfers), ``identity`` (DAC grants, memberships,
+#: registered access), ``identity_id`` (logins and links).
+HOLDER_FIELDS = ("subject", "identity", "identity_id")
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit records ``audit list`` / ``audit export`` show; every given criterion must hold.
+
+    ``events`` are names (``grants.revoke``) or prefixes ending in a dot (``gateway.``);
+    ``holder`` matches any of :data:`HOLDER_FIELDS`, ``actor`` the one who acted, ``dataset``
+    the ``dataset`` field; ``since`` / ``until`` bound ``at`` (epoch seconds, ``until`` exclusive).
+    Comparison is exact string equality: an audit query must never widen by accident.
+    """
+
+    events: tuple[str, ...] = ()
+    holder: str | None = None
+    actor: str | None = None
+    dataset: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+    def matches(self, record: AuditRecord) -> bool:
+        event = record.event
+        if self.since is not None and record.at < self.since:
+            return False
+        if self.until is not None and record.at >= self.until:
+            return False
+        if self.events:
+            name = event.get("event")
+            if not isinstance(name, str) or not any(
+                name.startswith(e) if e.endswith(".") else name == e for e in self.events
+            ):
+                return False
+        if self.holder is not None and not any(event.get(f) == self.holder for f in HOLDER_FIELDS):
+            return False
+        if self.actor is not None and event.get("actor") != self.actor:
+            return False
+        return self.dataset is None or event.get("dataset") == self.dataset
+
+    def select(self, records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
+        """The matching records of ``records``, in order, streamed."""
+        return (record for record in records if self.matches(record))
+
+
+def record_json(record: AuditRecord) -> dict[str, Any]:
+    """One record as ``audit export`` writes it: seq, at, ISO time, the event, and the chain hashes."""
+    return {
+        "seq": record.seq,
+        "at": record.at,
+        "time": datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "event": record.event,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,111 @@ def test_audit_verify_command_refuses_a_bad_anchor(
 ) -> None:
     assert main(["-c", _config(backend, tmp_path), "audit", "verify", "--anchor", "nope"]) == 2
     assert "--anchor" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- audit list / export
+
+
+def _events(backend: Backend) -> None:
+    """A day of mixed events: gateway decisions, DAC changes, a login, at known times."""
+    day = 1_767_225_600  # 2026-01-01T00:00:00Z
+    append = backend.store.audit_append
+    append({"event": "login", "identity_id": "id-alice", "connector": "local"}, at=day + 60)
+    append({"event": "grants.create", "actor": "id-dac", "identity": "id-alice", "dataset": "DS1", "reason": "ok"}, day)
+    append(
+        {"event": "gateway.decision", "actor": "id-alice", "subject": "id-alice", "dataset": "DS1",
+         "object_path": "a.bam", "outcome": "allow", "reason": ""},
+        at=day + 3600,
+    )  # fmt: skip
+    append(
+        {"event": "gateway.decision", "actor": "id-bob", "subject": "id-bob", "dataset": "DS1",
+         "object_path": "a.bam", "outcome": "deny", "reason": "missing_visa"},
+        at=day + 7200,
+    )  # fmt: skip
+    append({"event": "grants.revoke", "actor": "id-dac", "identity": "id-alice", "dataset": "DS1"}, at=day + 86400)
+    append({"event": "gateway.decision", "subject": "id-alice", "dataset": "DS2", "outcome": "deny"}, at=day + 90000)
+
+
+def _export(config: str, capsys: pytest.CaptureFixture[str], *filters: str) -> list[dict]:  # type: ignore[type-arg]
+    assert main(["-c", config, "audit", "export", *filters]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_audit_export_filters_by_holder_dataset_event_and_time(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _events(backend)
+    config = _config(backend, tmp_path)
+    assert [r["seq"] for r in _export(config, capsys)] == [1, 2, 3, 4, 5, 6]
+    assert [r["seq"] for r in _export(config, capsys, "--holder", "id-alice")] == [1, 2, 3, 5, 6]
+    assert [r["seq"] for r in _export(config, capsys, "--holder", "id-alice", "--dataset", "DS1")] == [2, 3, 5]
+    assert [r["seq"] for r in _export(config, capsys, "--event", "gateway.")] == [3, 4, 6]
+    assert [r["seq"] for r in _export(config, capsys, "--event", "grants.revoke", "--event", "login")] == [1, 5]
+    assert [r["seq"] for r in _export(config, capsys, "--actor", "id-dac")] == [2, 5]
+    window = _export(config, capsys, "--since", "2026-01-01T01:00:00Z", "--until", "2026-01-02")
+    assert [r["seq"] for r in window] == [3, 4]  # until is exclusive: the revoke at midnight is out
+    assert _export(config, capsys, "--holder", "id-alice*") == []  # exact match, never a pattern
+    assert _export(config, capsys, "--event", "gateway") == []  # a prefix must end in a dot
+
+
+def test_audit_export_lines_carry_the_chain_so_an_excerpt_can_be_checked(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _events(backend)
+    config = _config(backend, tmp_path)
+    everything = _export(config, capsys)
+    rebuilt = [AuditRecord(r["seq"], r["at"], r["event"], r["prev_hash"], r["hash"]) for r in everything]
+    assert verify_chain(rebuilt) == []
+    assert everything[0]["time"] == "2026-01-01T00:01:00Z"
+    out = tmp_path / "excerpt.jsonl"
+    assert main(["-c", config, "audit", "export", "--dataset", "DS2", "--out", str(out)]) == 0
+    assert "wrote 1 audit record(s)" in capsys.readouterr().out
+    assert [json.loads(line)["seq"] for line in out.read_text().splitlines()] == [6]
+
+
+def test_audit_list_shows_the_newest_matches_as_a_table(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _events(backend)
+    config = _config(backend, tmp_path)
+    assert main(["-c", config, "audit", "list", "--event", "gateway.", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SEQ", "TIME", "(UTC)", "EVENT", "ACTOR", "HOLDER", "DATASET", "DETAIL"]
+    assert [line.split()[0] for line in lines[1:]] == ["4", "6"]  # the two newest, oldest first
+    assert "deny missing_visa a.bam" in lines[1]
+    assert main(["-c", config, "audit", "list", "--holder", "nobody"]) == 0
+    assert "(no audit record matches)" in capsys.readouterr().out
+    assert main(["-c", config, "audit", "list", "--json", "--limit", "1"]) == 0
+    assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [6]
+
+
+def test_audit_list_accepts_an_age_and_refuses_a_bad_time(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _events(backend)
+    backend.store.audit_append({"event": "login", "identity_id": "id-now"}, at=int(time.time()) - 30)
+    config = _config(backend, tmp_path)
+    assert main(["-c", config, "audit", "list", "--since", "5m"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["7"]
+    assert main(["-c", config, "audit", "list", "--since", "yesterday"]) == 2
+    assert "--since: expected an ISO date" in capsys.readouterr().err
+    assert main(["-c", config, "audit", "list", "--limit", "-1"]) == 2
+
+
+def test_audit_list_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "nothing-here")}))
+    for command in (["audit", "list"], ["audit", "export"]):
+        assert main(["-c", str(config), *command]) == 1
+        assert "no SQLite store" in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_audit_list_prints_control_characters_in_events_harmlessly(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event field comes from a request (a dataset id, a path): it must not drive the terminal."""
+    backend.store.audit_append({"event": "gateway.decision", "dataset": "DS\x1b[2J", "outcome": "deny"}, at=1000)
+    assert main(["-c", _config(backend, tmp_path), "audit", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "DS?[2J" in out
