@@ -125,7 +125,7 @@ RP03_CASES = {  # fake IdP mode -> the reason the broker logs (each must fail fo
     "hs256": "id_token_jws_bad_alg",
     "bad_sig_es256": "id_token_jws_bad_signature",
     "bad_sig_rs256": "id_token_jws_bad_signature",
-    "kid_absent_multiple_keys": "id_token_key_key_not_found",
+    "kid_absent_multiple_keys": "id_token_key_kid_required",
     "wrong_nonce": "id_token_bad_nonce",
     "azp_mismatch": "id_token_bad_azp",
     "multi_aud_no_azp": "id_token_bad_azp",
