@@ -134,13 +134,30 @@ class ServerSettings(SettingsModel):
         return self
 
 
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    """The absolute folder state lives in when no setting names one (see ``Settings.data_dir``)."""
+    env = os.environ if environ is None else environ
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return state
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    return str(Path(base) / "ga4gh-broker")
+
+
 class Settings(BaseSettings):
     """Every setting of the broker; the defaults run a single-machine broker."""
 
     model_config = SettingsConfigDict(frozen=True, strict=True, extra="forbid", validate_default=False)
 
     issuer: str = Field("http://127.0.0.1:8080/", description="Our iss: the URL clients and verifiers know us by.")
-    data_dir: str = Field("./var", description="The SQLite file, key files and gateway caches live here.")
+    data_dir: str = Field(
+        default_factory=lambda: default_data_dir(os.environ),
+        description="The SQLite file, key files and gateway caches live here. A relative path in a settings "
+        "file is relative to that file's folder. Unset: systemd's $STATE_DIRECTORY for a service, else "
+        "$XDG_DATA_HOME/ga4gh-broker (~/.local/share/ga4gh-broker), so every command finds the same store "
+        "from any working folder.",
+        json_schema_extra={"shown_default": "per user (see what)"},
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least level logged.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="The HTTP server.")
     store: StoreSettings = Field(default_factory=StoreSettings, description="Where state lives.")
@@ -189,6 +206,41 @@ class Settings(BaseSettings):
         return Path(self.keys.directory) if self.keys.directory else self.data_path / "keys"
 
 
+#: The settings that name a file or folder, as key paths (``*``: every item of a list or mapping).
+#: A relative value of these read from a settings file is taken relative to that file's folder.
+PATH_SETTINGS: tuple[tuple[str, ...], ...] = (
+    ("data_dir",),
+    ("store", "path"),
+    ("keys", "directory"),
+    ("policy", "directory"),
+    ("trust", "visa_issuers", "*", "jwks_file"),
+    ("trust", "brokers", "*", "jwks_file"),
+    ("gateway", "checksum_cache_dir"),
+    ("gateway", "stores", "*", "path"),
+)
+
+
+def _anchor_paths(node: Any, key_path: tuple[str, ...], folder: Path) -> None:
+    """Make the relative path at ``key_path`` inside ``node`` (parsed YAML) relative to ``folder``.
+
+    Anything that is not the expected shape is left alone for validation to name.
+    """
+    head, rest = key_path[0], key_path[1:]
+    if head == "*":
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            _anchor_paths(child, rest, folder)
+        return
+    if not isinstance(node, dict) or head not in node:
+        return
+    if rest:
+        _anchor_paths(node[head], rest, folder)
+        return
+    value = node[head]
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        node[head] = str(folder / value)
+
+
 def check_settings(s: Settings) -> None:
     """Every rule a type cannot say, section by section (:class:`SettingsProblem` at the first)."""
     if not s.issuer.startswith(("https://", "http://")):
@@ -221,6 +273,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     if path is not None:
         source = str(path)
         raw = _read_yaml(Path(path))
+        folder = Path(path).resolve().parent
+        for key_path in PATH_SETTINGS:
+            _anchor_paths(raw, key_path, folder)
     origins: dict[str, str] = {}
     for key, value in sorted(env.items()):
         if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
@@ -228,6 +283,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         dotted = key[len(ENV_PREFIX) :].lower().split("__")
         _apply_override(raw, dotted, value, key)
         origins[".".join(dotted)] = f"environment {key}"
+    raw.setdefault("data_dir", default_data_dir(env))
     return build_settings(raw, source, origins)
 
 
@@ -527,6 +583,9 @@ def _type_name(annotation: Any) -> str:
 def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("shown_default"), str):
+        return _cell(str(extra["shown_default"]))
     if info.default_factory is not None:
         value: Any = info.default_factory()  # type: ignore[call-arg]
     else:

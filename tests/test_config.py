@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_no_file_gives_embedded_defaults() -> None:
-    settings = load_settings(None, environ={})
+    settings = load_settings(None, environ={"XDG_DATA_HOME": "/data"})
     assert settings.issuer == "http://127.0.0.1:8080/"
     assert settings.store.backend == "sqlite"
-    assert settings.sqlite_path == Path("./var") / "broker.db"
+    assert settings.sqlite_path == Path("/data/ga4gh-broker/broker.db")
     assert settings.keys.algorithm == "ES256"
     assert settings.source == "<defaults>"
 
@@ -198,3 +199,40 @@ def test_an_unreadable_value_is_not_echoed_because_it_may_be_a_secret(tmp_path: 
     with pytest.raises(SettingsError) as caught:
         load_settings(path, environ={})
     assert "2024-02-31" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- where state lives
+
+
+def test_unnamed_data_dir_is_the_users_data_folder_whatever_the_working_folder() -> None:
+    assert load_settings(None, environ={"XDG_DATA_HOME": "/x/data"}).data_dir == "/x/data/ga4gh-broker"
+    assert load_settings(None, environ={"HOME": "/home/ann"}).data_dir == "/home/ann/.local/share/ga4gh-broker"
+    service = {"STATE_DIRECTORY": "/var/lib/ga4gh-broker:/var/lib/other", "XDG_DATA_HOME": "/x/data"}
+    assert load_settings(None, environ=service).data_dir == "/var/lib/ga4gh-broker"  # systemd's StateDirectory=
+
+
+def test_relative_paths_in_a_settings_file_are_relative_to_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    shutil.copytree(Path(__file__).parent.parent / "policies", tmp_path / "rules")
+    path = tmp_path / "conf" / "broker.yaml"
+    path.write_text(
+        "data_dir: state\n"
+        "policy: {directory: ../rules}\n"
+        "keys: {directory: /abs/keys}\n"
+        "gateway:\n"
+        "  stores: {genomes: {kind: directory, path: data/genomes}}\n"
+        "  datasets: {DS1: {store: genomes}}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(path, environ={})
+    assert settings.data_dir == str(tmp_path / "conf" / "state")
+    assert settings.sqlite_path == tmp_path / "conf" / "state" / "broker.db"
+    assert Path(settings.policy.directory).resolve() == tmp_path / "rules"
+    assert settings.keys.directory == "/abs/keys"  # absolute paths are kept
+    assert settings.gateway.stores["genomes"].path == str(tmp_path / "conf" / "data" / "genomes")
+
+
+def test_a_relative_path_from_the_environment_stays_relative_to_the_working_folder(tmp_path: Path) -> None:
+    path = write(tmp_path, "issuer: https://broker.example/\n")
+    settings = load_settings(path, environ={"BROKER_DATA_DIR": "here"})
+    assert settings.data_dir == "here"

@@ -24,12 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from broker.cli.context import CommandError, Context
-from broker.dac.errors import DacError, ImportRejected
+from broker.dac.errors import DacError, Forbidden, ImportRejected
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
 from broker.dac.migrate import migrate
 from broker.dac.records import Grant
 from broker.dac.services import DacServices, build_services
 from broker.identity.service import IdentityService
+from broker.settings import DEFAULTS, ENV_CONFIG_FILE
 from broker.store import open_kernel
 from broker.store.base import StoreError
 
@@ -152,7 +153,13 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
         if isinstance(exc, ImportRejected):
             for problem in exc.errors:
                 print(f"line {problem.line}: {problem.message}", file=sys.stderr)
-        raise CommandError(f"{exc.code}: {exc.message}", 1) from None
+        message = f"{exc.code}: {exc.message}"
+        if isinstance(exc, Forbidden) and settings.source == DEFAULTS:
+            message += (
+                " (no settings file was loaded, so no DAC and no member is configured: "
+                f"pass -c FILE or set {ENV_CONFIG_FILE})"
+            )
+        raise CommandError(message, 1) from None
     except StoreError as exc:
         raise CommandError(f"store error: {exc}", 1) from None
     finally:

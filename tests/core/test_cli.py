@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -355,3 +358,73 @@ def test_visa_sign_without_a_key_says_what_to_do(config: str, capsys: pytest.Cap
         "https://x.example/",
     )
     assert status == 1 and "keys rotate" in err
+
+
+# ---------------------------------------------------------------------- from any working folder
+
+
+def _cli(cwd: Path, env: dict[str, str], *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *argv],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _sign(cwd: Path, env: dict[str, str], *config: str) -> str:
+    done = _cli(cwd, env, *config, "keys", "rotate", "--immediate")
+    assert done.returncode == 0, done.stderr
+    visa = ["visa", "sign", "--sub", "alice", "--type", "ResearcherStatus"]
+    done = _cli(cwd, env, *config, *visa, "--value", "https://x.example/", "--source", "https://x.example/")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _inspect_elsewhere(cwd: Path, env: dict[str, str], visa: str, *config: str) -> None:
+    document = json.dumps({"ga4gh_passport_v1": [visa]})
+    done = _cli(cwd, env, *config, "passport", "inspect", "--json", "-", stdin=document)
+    assert done.returncode == 0, done.stderr
+    assert [v["verdict"] for v in json.loads(done.stdout)["visas"]] == ["accepted"]
+    assert "unavailable" not in done.stderr
+    assert list(cwd.iterdir()) == []  # no stray ./var, no new store
+
+
+def test_inspect_from_another_folder_finds_the_keys_of_a_broker_run_without_settings(tmp_path: Path) -> None:
+    """Issue 14: with no settings file, state lives in the user's data folder, not in ./var."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("BROKER_CONFIG", None)
+    env.pop("STATE_DIRECTORY", None)
+    visa = _sign(here, env)
+    assert (tmp_path / "data" / "ga4gh-broker" / "keys").is_dir() and list(here.iterdir()) == []
+    _inspect_elsewhere(there, env, visa)
+
+
+def test_inspect_from_another_folder_with_a_settings_file_naming_a_relative_data_dir(tmp_path: Path) -> None:
+    here, there, conf = tmp_path / "here", tmp_path / "there", tmp_path / "conf"
+    for folder in (here, there, conf):
+        folder.mkdir()
+    (conf / "broker.yaml").write_text("data_dir: state\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_CONFIG", "STATE_DIRECTORY")}
+    visa = _sign(here, env, "-c", "../conf/broker.yaml")
+    assert (conf / "state" / "keys").is_dir()
+    _inspect_elsewhere(there, env, visa, "-c", str(conf / "broker.yaml"))
+
+
+def test_inspect_with_no_keys_says_where_it_looked_and_creates_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("BROKER_CONFIG", None)
+    env.pop("STATE_DIRECTORY", None)
+    signer = Signer("http://127.0.0.1:8080/", TestKey.generate("ES256", "k1"), "http://127.0.0.1:8080/jwks")
+    visa = signer.visa("alice", {"type": "ResearcherStatus", "value": "https://x/", "source": "https://x/", "by": "so"})
+    done = _cli(tmp_path, env, "passport", "inspect", "--json", "-", stdin=json.dumps({"ga4gh_passport_v1": [visa]}))
+    assert done.returncode == 0, done.stderr
+    assert "no key folder at " + str(tmp_path / "data" / "ga4gh-broker" / "keys") in done.stderr
+    assert "no settings file" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither ./var nor the data folder was created

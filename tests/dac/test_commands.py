@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli import CommandError, Context
+from broker.cli import CommandError, Context, main
 from broker.cli.dac import register
 from broker.dac.repository import DacRepository
 from tests.dac.conftest import SettingsWithDac, kernel_of
@@ -87,3 +87,15 @@ def test_members_add_list_remove(settings: SettingsWithDac, store: Store, capsys
     with pytest.raises(CommandError):
         run(settings, "dac", "members", "remove", "--as", "member-a", "A", "researcher-2")
     assert run(settings, "dac", "members", "remove", "--as", "chair-a", "A", "researcher-2") == 0
+
+
+def test_forbidden_without_a_settings_file_says_no_settings_were_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: a newcomer who forgot -c got a bare "forbidden" and had to guess why."""
+    monkeypatch.delenv("BROKER_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert main(["grants", "add", "--as", "someone", "researcher", "EGAD-A1", "--days", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ga4gh-broker: forbidden:") and "no settings file was loaded" in err
+    assert "-c FILE or set BROKER_CONFIG" in err
