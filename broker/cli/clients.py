@@ -11,16 +11,14 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from broker.cli.context import CommandError, Context
 from broker.oidc.clients import AUTH_METHODS, ClientError, ClientRegistry
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.store.base import Conflict
-
-if TYPE_CHECKING:
-    from broker.cli.context import Context
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,8 +73,6 @@ def _clients(ctx: Context) -> Iterator[ClientRegistry]:
 
 
 def _add(ctx: Context) -> int:
-    from broker.cli.context import CommandError
-
     args = ctx.args
     method = "none" if args.public else args.auth_method
     jwks = None
@@ -142,8 +138,6 @@ def _list(ctx: Context) -> int:
 
 
 def _remove(ctx: Context) -> int:
-    from broker.cli.context import CommandError
-
     with _clients(ctx) as clients:
         if not clients.delete(ctx.args.client_id):
             raise CommandError(f"no client {ctx.args.client_id!r} in the store")

@@ -18,19 +18,27 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from broker.client.http import EXIT_FAILED, EXIT_USAGE, ClientError, printable
-
-if TYPE_CHECKING:
-    from broker.cli.context import Context
-    from broker.client.oauth import TokenSource
+from broker.cli.context import CommandError, Context
+from broker.client.credentials import CredentialStore
+from broker.client.download import Downloader
+from broker.client.drs import DrsClient, check_dataset, check_purpose, split_target
+from broker.client.http import EXIT_FAILED, EXIT_USAGE, ClientError, Http, printable
+from broker.client.oauth import (
+    DEFAULT_CLIENT_ID,
+    DeviceLogin,
+    TokenSource,
+    discover,
+    exchange_for_passport,
+    load_tokens,
+    read_secret_file,
+    userinfo,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``login``, ``whoami``, ``ls``, ``download`` and ``passport get``."""
-    from broker.client.oauth import DEFAULT_CLIENT_ID
-
     login = sub.add_parser(
         "login",
         help="log in to a broker with the device flow; tokens are kept in your config folder",
@@ -118,8 +126,6 @@ def _run(body: Callable[[Context], int]) -> Callable[[Context], int]:
     """Turn a :class:`ClientError` into the CLI's one-line error and exit status."""
 
     def handler(ctx: Context) -> int:
-        from broker.cli.context import CommandError
-
         try:
             return body(ctx)
         except ClientError as exc:
@@ -130,9 +136,6 @@ def _run(body: Callable[[Context], int]) -> Callable[[Context], int]:
 
 
 def _tools(broker: str | None) -> tuple[Any, Any, TokenSource]:
-    from broker.client.credentials import CredentialStore
-    from broker.client.http import Http
-    from broker.client.oauth import load_tokens
 
     http = Http.create()
     store = CredentialStore.default()
@@ -141,9 +144,6 @@ def _tools(broker: str | None) -> tuple[Any, Any, TokenSource]:
 
 @_run
 def _login(ctx: Context) -> int:
-    from broker.client.credentials import CredentialStore
-    from broker.client.http import Http
-    from broker.client.oauth import DeviceLogin, discover, read_secret_file
 
     args = ctx.args
     secret = read_secret_file(args.client_secret_file) if args.client_secret_file else None
@@ -158,8 +158,6 @@ def _login(ctx: Context) -> int:
 
 @_run
 def _whoami(ctx: Context) -> int:
-    from broker.client.oauth import userinfo
-
     _http, _store, tokens = _tools(ctx.args.broker)
     info = userinfo(tokens)
     visas = info.get("ga4gh_passport_v1")
@@ -173,8 +171,6 @@ def _whoami(ctx: Context) -> int:
 
 @_run
 def _passport(ctx: Context) -> int:
-    from broker.client.oauth import exchange_for_passport
-
     _http, _store, tokens = _tools(ctx.args.broker)
     passport = exchange_for_passport(tokens, ctx.args.resource)
     sys.stdout.write(passport + "\n")  # on request: the user's own credential, never logged
@@ -183,8 +179,6 @@ def _passport(ctx: Context) -> int:
 
 @_run
 def _ls(ctx: Context) -> int:
-    from broker.client.drs import DrsClient, check_dataset, check_purpose
-
     check_dataset(ctx.args.dataset)
     check_purpose(ctx.args.purpose)
     http, _store, tokens = _tools(ctx.args.broker)
@@ -198,8 +192,6 @@ def _ls(ctx: Context) -> int:
 
 @_run
 def _download(ctx: Context) -> int:
-    from broker.client.download import Downloader
-    from broker.client.drs import DrsClient, check_purpose, split_target
 
     args = ctx.args
     if not 1 <= args.parallel <= 16:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import requests
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from broker.client.drs import PURPOSE_HEADER, DrsClient, DrsFile, Refused, explain_refusal
 from broker.client.http import Bearer, ClientError, NoAuth, printable, read_json
@@ -236,8 +237,6 @@ class Downloader:
         if not self.progress:
             yield lambda n: None
             return
-        from tqdm import tqdm  # type: ignore[import-untyped]
-
         with tqdm(
             total=file.size,
             initial=initial,

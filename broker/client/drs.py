@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from broker.client.http import EXIT_USAGE, Bearer, ClientError, Http, check_url, printable
 from broker.client.oauth import TokenSource
+from broker.gateway.paths import PathError, validate_object_path
 
 DRS_PATH = "/ga4gh/drs/v1"
 PURPOSE_HEADER = "GA4GH-Purpose"
@@ -37,8 +38,6 @@ def check_purpose(purpose: str | None) -> str | None:
 
 def split_target(target: str) -> tuple[str, str]:
     """``DATASET/PATH`` into its parts, with the same segment rules as the broker's paths."""
-    from broker.gateway.paths import PathError, validate_object_path
-
     dataset, _, path = target.partition("/")
     if not _DATASET.fullmatch(dataset) or not path:
         raise ClientError("bad_target", f"{printable(target)} is not DATASET/PATH.", EXIT_USAGE)

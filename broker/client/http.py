@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import requests
 from requests.auth import AuthBase
@@ -80,8 +81,6 @@ class NoAuth(AuthBase):
 
 
 def _form_encode(value: str) -> str:
-    from urllib.parse import quote_plus
-
     return quote_plus(value)
 
 
@@ -114,8 +113,6 @@ def check_url(url: str, what: str = "URL") -> str:
 
 def printable(text: object, limit: int = 500) -> str:
     """Server text made safe to print: control and format characters removed, length bounded."""
-    import unicodedata
-
     out = "".join(c for c in str(text)[: limit * 2] if c in " \t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     return out if len(out) <= limit else out[: limit - 1] + "…"
 

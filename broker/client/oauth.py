@@ -22,6 +22,8 @@ is then read from a file at login and kept in the token file.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
 import webbrowser
@@ -190,9 +192,6 @@ class DeviceLogin:
 
 def _try_browser(url: str) -> None:
     """Open ``url`` in a graphical browser if this session has one; never fail, never block on a text browser."""
-    import os
-    import sys
-
     if not sys.stdout.isatty():
         return
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
