@@ -175,13 +175,9 @@ class PostgresServer:
             cur = conn.execute(sql.encode())
             return cur.fetchall() if cur.description else []
 
-    def replica(self, name: str = "replica") -> PostgresServer:
-        """A streaming replica of this server (pg_basebackup -R), started and made synchronous.
-
-        ``synchronous_standby_names = '*'`` on this primary: from then on a commit returns only
-        once the replica has flushed it, so a promoted replica holds every acknowledged write.
-        """
-        standby = PostgresServer(self.root, name, account=self.account)
+    def base_backup(self, data: Path, standby: bool = False) -> None:
+        """``pg_basebackup`` of this running server into the new data folder ``data`` (WAL streamed
+        along, so the copy is consistent); ``standby``: with the settings of a streaming replica (-R)."""
         self._run(
             pg_binary("pg_basebackup"),
             "-h",
@@ -191,13 +187,22 @@ class PostgresServer:
             "-U",
             "postgres",
             "-D",
-            str(standby.data),
-            "-R",
+            str(data),
+            *(["-R"] if standby else []),
             "-X",
             "stream",
             "--checkpoint=fast",
             "--no-sync",
         )
+
+    def replica(self, name: str = "replica") -> PostgresServer:
+        """A streaming replica of this server (pg_basebackup -R), started and made synchronous.
+
+        ``synchronous_standby_names = '*'`` on this primary: from then on a commit returns only
+        once the replica has flushed it, so a promoted replica holds every acknowledged write.
+        """
+        standby = PostgresServer(self.root, name, account=self.account)
+        self.base_backup(standby.data, standby=True)
         standby.start(hot_standby="on")
         self.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
         self.execute("SELECT pg_reload_conf()")
