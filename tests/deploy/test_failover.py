@@ -244,9 +244,30 @@ def _decision(url: str, token: str, dataset: str) -> requests.Response:
     return requests.get(f"{url}/gateway/decision", headers=headers, timeout=15)
 
 
+def _answers(url: str, token: str, dataset: str, wanted: int) -> Counter[int]:
+    """The statuses of decision requests until ``wanted`` of them were not 503 (or 30 s passed).
+
+    A 503 (the store slow on a busy machine, a breaker window) refuses and is sent again, as any
+    client would; every status is counted, so a 200 among them is seen.
+    """
+    seen: Counter[int] = Counter()
+    deadline = time.monotonic() + 30
+    while sum(seen.values()) - seen[503] < wanted and time.monotonic() < deadline:
+        seen[_decision(url, token, dataset).status_code] += 1
+    return seen
+
+
 def _grant(url: str, token: str, identity: str, dataset: str) -> str:
+    """A grant through the API, sent again after a 503 (the same decision: a retry converges on one grant)."""
     body = {"identity": identity, "dataset": dataset, "end": int(time.time()) + 86400, "reason": "setup"}
-    made = requests.post(f"{url}/api/dac/grants", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+    deadline = time.monotonic() + 30
+    while True:
+        made = requests.post(
+            f"{url}/api/dac/grants", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=15
+        )
+        if made.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
@@ -334,9 +355,9 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
         _grant(front.url, member, "reader", LOAD_DATASET)
         victim_grant = _grant(front.url, member, "victim", REVOKED_DATASET)
         for host in hosts:  # every host allows both before anything happens: the checks below can fail
-            for _ in range(4):
-                assert _decision(host.url, reader, LOAD_DATASET).status_code == 200
-                assert _decision(host.url, victim, REVOKED_DATASET).status_code == 200
+            for token, dataset in ((reader, LOAD_DATASET), (victim, REVOKED_DATASET)):
+                allowed = _answers(host.url, token, dataset, 4)
+                assert set(allowed) - {503} == {200} and allowed[200] == 4, (host.address, dataset, allowed)
 
         load = Load(front.url, reader).start()
         writer = Writer(front.url, member, people[3:]).start()
@@ -369,11 +390,8 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
         time.sleep(2.0)
 
         # The revocation acknowledged before the crash holds on every host, on every worker.
-        after_failover = {
-            host.address: Counter(_decision(host.url, victim, REVOKED_DATASET).status_code for _ in range(8))
-            for host in hosts
-        }
-        through_front = Counter(_decision(front.url, victim, REVOKED_DATASET).status_code for _ in range(8))
+        after_failover = {host.address: _answers(host.url, victim, REVOKED_DATASET, 8) for host in hosts}
+        through_front = _answers(front.url, victim, REVOKED_DATASET, 8)
 
         # 3. One broker host dies; the other goes on behind nginx.
         acked_before_crash = len(writer.acks())
@@ -447,7 +465,7 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
     assert first_write - killed < KILL_TO_WRITE_TARGET, report
     assert victim_now["revoked_at"] is not None and victim_now["live"] is False, victim_now
     for statuses in [*after_failover.values(), through_front]:
-        assert set(statuses) == {403}, report
+        assert 200 not in statuses and statuses[403] >= 8 and set(statuses) <= {403, 503}, report
     assert after_crash and after_crash_ok >= 0.9 * len(after_crash), report
     assert any(c.status == 200 for c in after_crash if c.started >= crashed + 4.0), report
     assert writes_after_crash > 0, report
