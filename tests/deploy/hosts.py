@@ -1,8 +1,9 @@
 """A broker on several "machines" for the deployment tests: hosts on their own loopback address, one nginx.
 
 Each :class:`Host` is one ``ga4gh-broker serve`` (the production server, its own worker
-processes) bound to a loopback address of its own (127.0.0.2, 127.0.0.3, ...), with its own data
-folder, as one machine of a deployment would be; every host reads the same settings (same
+processes) in a network namespace of its own (tests.deploy.network), or else bound to a loopback
+address of its own (127.0.0.2, 127.0.0.3, ...), with its own data folder, as one machine of a
+deployment would be; every host reads the same settings (same
 issuer, same PostgreSQL store, signing keys sealed in the store), so together they are one
 broker. :class:`Front` is a real nginx on 127.0.0.1 balancing over them, the way an operator puts
 one in front: a host that refuses or drops a connection is skipped for a while, and a GET that
@@ -56,6 +57,7 @@ class Host:
     settings: dict[str, Any]
     workers: int = 2
     port: int = 0
+    netns: str | None = None  # the network namespace it runs in; None: this one
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,7 +83,8 @@ class Host:
         """Start ``serve`` (not waiting: see :meth:`wait_ready`)."""
         self.port = self.port or free_port(self.address)
         self.write()
-        argv = [BROKER, "-c", str(self.config), "serve", "--bind", f"{self.address}:{self.port}"]
+        argv = ["ip", "netns", "exec", self.netns] if self.netns else []  # exec: the server keeps the pid
+        argv += [BROKER, "-c", str(self.config), "serve", "--bind", f"{self.address}:{self.port}"]
         argv += ["--workers", str(self.workers)]
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=clean_env())

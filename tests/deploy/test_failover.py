@@ -2,9 +2,11 @@
 
 Issue 13 item 5. Real parts only, all started here: a PostgreSQL primary with a synchronous
 streaming replica (initdb, pg_basebackup, ``synchronous_standby_names``; tests.support.
-postgres_server), two "hosts" each running ``ga4gh-broker serve`` with 2 workers on a loopback
-address of its own (127.0.0.2, 127.0.0.3), and one nginx in front (tests.deploy.hosts). The
-brokers' ``store.url`` names both database nodes with ``target_session_attrs=read-write``.
+postgres_server), two "hosts" each running ``ga4gh-broker serve`` with 2 workers on port 8080 in
+a network namespace of its own, joined to the database and nginx by a bridge (tests.deploy.network;
+where namespaces cannot be made, on loopback addresses 127.0.0.2 and 127.0.0.3 instead, and the
+figures say so), and one nginx in front (tests.deploy.hosts). The brokers' ``store.url`` names
+both database nodes with ``target_session_attrs=read-write``.
 
 While a bounded load generator asks the decision endpoint (each decision reads the holder's
 grants and appends an audit record: it needs the store) and a DAC member grants and revokes
@@ -45,6 +47,7 @@ from broker.settings import load_settings
 from broker.store import open_kernel
 from broker.store.records import Records
 from tests.deploy.hosts import Front, Host, cli
+from tests.deploy.network import Network, NetworkUnavailable, open_network
 from tests.support.keys import open_ring
 from tests.support.parts import free_port, require_binary
 from tests.support.postgres_server import PostgresCluster
@@ -57,7 +60,9 @@ LOAD_DATASET = "DEP-LOAD"  # the load generator's researcher holds a grant for i
 WRITE_DATASET = "DEP-WRITE"  # the writer grants it and revokes it again, one researcher after another
 REVOKED_DATASET = "DEP-REVOKED"  # revoked just before the primary is killed
 DATASETS = (LOAD_DATASET, WRITE_DATASET, REVOKED_DATASET)
-ADDRESSES = ("127.0.0.2", "127.0.0.3")
+HOSTS = 2
+LOOPBACK_ADDRESSES = ("127.0.0.2", "127.0.0.3")  # when network namespaces cannot be made
+HOST_PORT = 8080  # every machine serves on the same port, as in production
 WRITER_PEOPLE = 600
 LOAD_THREADS = 4
 KILL_TO_WRITE_TARGET = 10.0
@@ -285,7 +290,17 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
 ) -> None:
     require_binary("nginx", "one nginx balances over the two broker hosts")
     began = time.monotonic()
-    cluster = PostgresCluster()
+    network: Network | None = None
+    try:
+        network = open_network()
+        machines = f"network namespaces on bridge {network.cidr}"
+    except NetworkUnavailable as exc:
+        machines = f"loopback addresses (no network namespaces: {exc})"
+    cluster = (
+        PostgresCluster(listen=(network.gateway,), clients=(network.cidr,))
+        if network is not None
+        else PostgresCluster()
+    )
     hosts: list[Host] = []
     front: Front | None = None
     load: Load | None = None
@@ -293,17 +308,22 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
     try:
         primary = cluster.primary()
         replica = cluster.replica_of(primary)
+        database = network.gateway if network is not None else "127.0.0.1"  # both servers' machine
         store_url = (
-            f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{replica.port}/postgres"
+            f"postgresql://postgres@{database}:{primary.port},{database}:{replica.port}/postgres"
             "?target_session_attrs=read-write"
         )
         front_port = free_port()
         issuer = f"http://127.0.0.1:{front_port}/"
         shared = _settings(tmp_path, issuer, store_url)
-        hosts = [
-            Host(tmp_path / f"host{i + 1}", address, shared, port=free_port(address))
-            for i, address in enumerate(ADDRESSES)
-        ]
+        for i in range(HOSTS):
+            if network is not None:
+                netns, address = network.add_host(i + 1)
+                host = Host(tmp_path / f"host{i + 1}", address, shared, port=HOST_PORT, netns=netns)
+            else:
+                address = LOOPBACK_ADDRESSES[i]
+                host = Host(tmp_path / f"host{i + 1}", address, shared, port=free_port(address))
+            hosts.append(host)
         config = hosts[0].write()
         migrated = cli(config, "store", "migrate")
         assert migrated.returncode == 0, migrated.stderr
@@ -424,6 +444,8 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
         for host in hosts:
             host.stop()
         cluster.close()
+        if network is not None:
+            network.close()
 
     calls = load.calls + writer.calls
     lost_grants = [g for g in writer.granted if g not in stored]
@@ -439,7 +461,8 @@ def test_kill_9_of_the_primary_and_of_a_broker_host_loses_no_acknowledged_write_
     report = "\n".join(
         [
             "",
-            f"deployment failover: 2 hosts x 2 workers behind nginx, PostgreSQL primary + synchronous replica, "
+            f"deployment failover: {HOSTS} hosts x 2 workers ({machines}) behind nginx, "
+            "PostgreSQL primary + synchronous replica, "
             f"{len(load.calls)} decisions and {len(writer.calls)} DAC writes in {ended - began:.1f} s",
             f"  acknowledged grants {len(writer.granted)}, lost {len(lost_grants)}; "
             f"acknowledged revocations {len(writer.revoked)}, lost {len(lost_revocations)}",
