@@ -1,6 +1,6 @@
 # ga4gh-broker: one image, non-root, state in /var/lib/ga4gh-broker.
 # `ga4gh-broker serve` runs granian (broker/serve): it may face the network directly; a client slow
-# to send its request costs it no thread (docs/operations-availability.md). PID 1 here; it handles SIGTERM.
+# to send its request costs it no thread (docs/operations.md). PID 1 here; it handles SIGTERM.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

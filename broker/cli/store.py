@@ -28,7 +28,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from broker.cli.context import CommandError, Context
 from broker.settings import DEFAULTS
@@ -206,7 +206,7 @@ def _audit_export(ctx: Context) -> int:
     with _existing_kernel(ctx) as kernel:
         out = sys.stdout if ctx.args.out == "-" else None
         try:
-            target = out or open(ctx.args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            target = out or _private_text_file(ctx.args.out)
         except OSError as exc:
             raise CommandError(f"cannot write {ctx.args.out}: {exc.strerror}", 1) from None
         count = 0
@@ -309,6 +309,20 @@ def _store_migrate(ctx: Context) -> int:
     return 0
 
 
+def _private_text_file(path: str) -> TextIO:
+    """``path`` opened for writing text, readable by its owner only (mode 0600, also when it existed).
+
+    Exports hold sessions, token families, sealed keys and people's identifiers: a secret.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return open(fd, "w", encoding="utf-8")
+
+
 def _store_export(ctx: Context) -> int:
     settings = ctx.settings
     try:
@@ -317,7 +331,7 @@ def _store_export(ctx: Context) -> int:
             if ctx.args.out == "-":
                 summary = export(kernel, sys.stdout)
             else:
-                with open(ctx.args.out, "w", encoding="utf-8") as out:
+                with _private_text_file(ctx.args.out) as out:
                     summary = export(kernel, out)
         finally:
             kernel.close()
@@ -360,13 +374,19 @@ def _store_backup(ctx: Context) -> int:
     if not source.is_file():
         raise CommandError(f"no SQLite store at {source}", 1)
     target = Path(ctx.args.path)
-    if target.exists():
-        raise CommandError(f"{target} exists; choose a new path", 2)
+    try:
+        # Made empty and private first (an empty file is an empty database to SQLite), so the copy
+        # is never readable by others, not even while it is being written; O_EXCL: never overwrite.
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise CommandError(f"{target} exists; choose a new path", 2) from None
+    except OSError as exc:
+        raise CommandError(f"cannot create {target}: {exc.strerror}", 1) from None
     try:
         with closing(sqlite3.connect(str(source))) as src, closing(sqlite3.connect(str(target))) as dst:
             src.backup(dst)  # SQLite's online backup: consistent while writers go on
-        os.chmod(target, 0o600)
     except (sqlite3.Error, OSError) as exc:
+        target.unlink(missing_ok=True)  # a partial copy must not pass for a backup
         raise CommandError(f"backup failed: {exc}", 1) from None
     ctx.out(f"backed up {source} to {target}")
     return 0

@@ -45,5 +45,5 @@ What granian does not do, and what we do instead:
 
 Modules: :mod:`~broker.serve.production` (the server and its settings), :mod:`~broker.serve.middleware`,
 :mod:`~broker.serve.logs`, :mod:`~broker.serve.parent`. ``--dev`` runs Flask's own server with the
-same middleware and logging (``broker.cli.serve.run_dev``). Operations: docs/operations-availability.md.
+same middleware and logging (``broker.cli.serve.run_dev``). Operations: docs/operations.md.
 """

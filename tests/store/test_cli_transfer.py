@@ -8,8 +8,11 @@ SQLite -> PostgreSQL -> Redis -> SQLite.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -138,3 +141,84 @@ def test_backup_copies_a_live_sqlite_store(tmp_path: Path) -> None:
         assert cli(config, "store", "backup", str(copy)).returncode == 2  # never overwrites
     finally:
         kernel.close()
+
+
+def test_backup_while_writers_go_on_is_one_consistent_moment_and_private_from_the_start(tmp_path: Path) -> None:
+    """SQLite's online backup under a writer appending audit records: the copy's chain is whole.
+
+    The copy is created 0600 before a single page is written, so no moment exists at which
+    another user could open a half-written backup.
+    """
+    config = write_config(tmp_path / "s.yaml", tmp_path / "s", {"backend": "sqlite"})
+    kernel = kernel_of(config)
+    stop = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            kernel.put("grant", f"g/{i}", {"i": i, "pad": "x" * 2000}, terms=[f"n:{i % 7}"])
+            written.append(kernel.audit_append({"event": "test.write", "i": i}, T0 + i).seq)
+            i += 1
+
+    writer = threading.Thread(target=write)
+    try:
+        for i in range(300):
+            kernel.put("grant", f"seed/{i}", {"i": i, "pad": "y" * 4000})
+        writer.start()
+        while len(written) < 50:
+            time.sleep(0.01)
+        copy = tmp_path / "copy.db"
+        done = cli(config, "store", "backup", str(copy))
+        during = len(written)
+    finally:
+        stop.set()
+        writer.join(30)
+        kernel.close()
+    assert done.returncode == 0, done.stderr
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert during < len(written), "the writer stopped during the backup: nothing was proven"
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    restored = write_config(tmp_path / "r.yaml", tmp_path / "r", {"backend": "sqlite", "path": str(copy)})
+    verified = cli(restored, "audit", "verify")
+    assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stdout + verified.stderr
+    copied = kernel_of(restored)
+    try:
+        assert copied.audit_last_seq() >= 50
+        assert copied.get("grant", "seed/299") is not None
+    finally:
+        copied.close()
+
+
+def test_backup_refuses_other_backends_and_an_existing_path(tmp_path: Path, redis_server: RedisServer) -> None:
+    redis = write_config(
+        tmp_path / "redis.yaml", tmp_path / "r", {"backend": "redis", "url": redis_server.url, "namespace": "b"}
+    )
+    refused = cli(redis, "store", "backup", str(tmp_path / "x.db"))
+    assert refused.returncode == 2 and "docs/operations.md" in refused.stderr
+    assert not (tmp_path / "x.db").exists()
+    config = write_config(tmp_path / "s.yaml", tmp_path / "s", {"backend": "sqlite"})
+    kernel_of(config).close()
+    existing = tmp_path / "existing.db"
+    existing.write_bytes(b"keep me")
+    again = cli(config, "store", "backup", str(existing))
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_store_and_audit_exports_are_written_readable_by_their_owner_only(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "s.yaml", tmp_path / "s", {"backend": "sqlite"})
+    kernel = kernel_of(config)
+    try:
+        fill(kernel)
+    finally:
+        kernel.close()
+    for args in (("store", "export", "--out"), ("audit", "export", "--out")):
+        target = tmp_path / f"{args[0]}.jsonl"
+        target.write_text("old")
+        target.chmod(0o644)  # an existing, world-readable file is made private too
+        done = cli(config, *args, str(target))
+        assert done.returncode == 0, done.stderr
+        assert target.stat().st_mode & 0o777 == 0o600, args
+        assert "old" not in target.read_text() and "test.record" in target.read_text()

@@ -2,7 +2,8 @@
 
 Every cluster is made by ``initdb`` in a temp folder of its own and listens on a free loopback
 port (never the machine's own server on 5432; trust authentication on 127.0.0.1 only, no Unix
-socket). The binaries are Debian's PostgreSQL 15 (``/usr/lib/postgresql/15/bin``, or
+socket, unless a test names more addresses and networks: the deployment tests' hosts in network
+namespaces connect over a bridge). The binaries are Debian's PostgreSQL 15 (``/usr/lib/postgresql/15/bin``, or
 ``$PG_BIN``); when they are missing, tests skip with "REAL PART MISSING" (and fail under CI).
 
 PostgreSQL refuses to run as root, so when the tests run as root the servers run as the
@@ -84,6 +85,10 @@ class PostgresServer:
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
     account: tuple[int, int] | None = None
+    #: Addresses it listens on besides 127.0.0.1, and the networks (CIDR) trusted to connect from
+    #: there (the deployment tests' hosts in network namespaces); loopback only when empty.
+    listen: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
 
     @property
     def data(self) -> Path:
@@ -119,13 +124,17 @@ class PostgresServer:
             "--no-sync",
             "--no-instructions",
         )
+        if self.clients:
+            hba = self.data / "pg_hba.conf"
+            lines = "".join(f"host all all {net} trust\nhost replication all {net} trust\n" for net in self.clients)
+            hba.write_text(hba.read_text() + lines)
         return self
 
     def start(self, **settings: str) -> PostgresServer:
         """Start the postmaster in a session of its own and wait until it accepts connections."""
         options = {
             "port": str(self.port),
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": ",".join(("127.0.0.1", *self.listen)),
             "unix_socket_directories": "",
             "max_connections": "200",
             "fsync": "on",
@@ -175,13 +184,9 @@ class PostgresServer:
             cur = conn.execute(sql.encode())
             return cur.fetchall() if cur.description else []
 
-    def replica(self, name: str = "replica") -> PostgresServer:
-        """A streaming replica of this server (pg_basebackup -R), started and made synchronous.
-
-        ``synchronous_standby_names = '*'`` on this primary: from then on a commit returns only
-        once the replica has flushed it, so a promoted replica holds every acknowledged write.
-        """
-        standby = PostgresServer(self.root, name, account=self.account)
+    def base_backup(self, data: Path, standby: bool = False) -> None:
+        """``pg_basebackup`` of this running server into the new data folder ``data`` (WAL streamed
+        along, so the copy is consistent); ``standby``: with the settings of a streaming replica (-R)."""
         self._run(
             pg_binary("pg_basebackup"),
             "-h",
@@ -191,13 +196,22 @@ class PostgresServer:
             "-U",
             "postgres",
             "-D",
-            str(standby.data),
-            "-R",
+            str(data),
+            *(["-R"] if standby else []),
             "-X",
             "stream",
             "--checkpoint=fast",
             "--no-sync",
         )
+
+    def replica(self, name: str = "replica") -> PostgresServer:
+        """A streaming replica of this server (pg_basebackup -R), started and made synchronous.
+
+        ``synchronous_standby_names = '*'`` on this primary: from then on a commit returns only
+        once the replica has flushed it, so a promoted replica holds every acknowledged write.
+        """
+        standby = PostgresServer(self.root, name, account=self.account, listen=self.listen, clients=self.clients)
+        self.base_backup(standby.data, standby=True)
         standby.start(hot_standby="on")
         self.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
         self.execute("SELECT pg_reload_conf()")
@@ -265,9 +279,12 @@ class PostgresServer:
 
 
 class PostgresCluster:
-    """A temp folder holding one or more servers the tests own; ``close`` stops them and removes it."""
+    """A temp folder holding one or more servers the tests own; ``close`` stops them and removes it.
 
-    def __init__(self) -> None:
+    ``listen`` and ``clients`` are given to every server made here (see :class:`PostgresServer`).
+    """
+
+    def __init__(self, listen: tuple[str, ...] = (), clients: tuple[str, ...] = ()) -> None:
         pg_binary("initdb")
         self.account = _run_as()
         self.root = Path(tempfile.mkdtemp(prefix="broker-pg-"))
@@ -275,9 +292,10 @@ class PostgresCluster:
         if self.account is not None:
             os.chown(self.root, *self.account)
         self.servers: list[PostgresServer] = []
+        self.listen, self.clients = listen, clients
 
     def primary(self, name: str = "primary") -> PostgresServer:
-        server = PostgresServer(self.root, name, account=self.account).init()
+        server = PostgresServer(self.root, name, account=self.account, listen=self.listen, clients=self.clients).init()
         self.servers.append(server)
         return server.start()
 
