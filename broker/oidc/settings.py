@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
+from broker.oidc.scopes import DEFAULT_SCOPES
 from broker.settings_model import SettingsModel, SettingsProblem
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -23,7 +24,11 @@ class DeclaredClientSettings(SettingsModel):
     grant_types: list[str] = Field(
         default_factory=lambda: ["authorization_code", "refresh_token"], description="Grants the client may use."
     )
-    scopes: list[str] = Field(default_factory=lambda: ["openid"], description="Scopes the client may ask for.")
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        description="Scopes the client may ask for (default: those discovery advertises; `dac` and "
+        "`ga4gh_permissions` only when named).",
+    )
     auth_method: AuthMethod = Field("client_secret_basic", description="How the client authenticates at /token.")
     secret_hash: SecretStr | None = Field(None, description="Hash of the client secret (client_secret_* methods).")
     jwks: dict[str, Any] | None = Field(None, description="The client's public keys (private_key_jwt).")
