@@ -15,7 +15,8 @@ AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_j
 class DeclaredClientSettings(SettingsModel):
     """An OAuth client declared in the settings file (next to those added by ``clients add``).
 
-    ``secret_hash`` is the hash ``clients add --print-hash`` prints, never the secret itself.
+    ``secret_hash`` is the hash ``ga4gh-broker clients hash-secret`` prints next to a new secret,
+    never the secret itself.
     """
 
     client_id: str = Field(description="The client's id, unique among clients.")
@@ -30,7 +31,11 @@ class DeclaredClientSettings(SettingsModel):
         "`ga4gh_permissions` only when named).",
     )
     auth_method: AuthMethod = Field("client_secret_basic", description="How the client authenticates at /token.")
-    secret_hash: SecretStr | None = Field(None, description="Hash of the client secret (client_secret_* methods).")
+    secret_hash: SecretStr | None = Field(
+        None,
+        description="Hash of the client secret (client_secret_* methods), as `ga4gh-broker clients hash-secret` "
+        "prints it; never the secret itself.",
+    )
     jwks: dict[str, Any] | None = Field(None, description="The client's public keys (private_key_jwt).")
     post_logout_redirect_uris: list[str] = Field(
         default_factory=list, description="Exact URIs RP-initiated logout may return to."
