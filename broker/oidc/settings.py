@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from broker.oidc.scopes import DEFAULT_SCOPES
+from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
 from broker.settings_model import SettingsModel, SettingsProblem
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -81,6 +81,9 @@ def check_oidc(oidc: OidcSettings, max_token_lifetime_seconds: int, key: str = "
             raise SettingsProblem(f"{where}.secret_hash", f"required for auth_method {c.auth_method}")
         if c.auth_method == "private_key_jwt" and not c.jwks:
             raise SettingsProblem(f"{where}.jwks", "required for auth_method private_key_jwt")
+        for j, scope in enumerate(c.scopes):
+            if scope not in SCOPES:
+                raise SettingsProblem(f"{where}.scopes[{j}]", f"expected one of {', '.join(SCOPES)}, got {scope!r}")
         for j, uri in enumerate(c.redirect_uris + c.post_logout_redirect_uris):
             if not uri.startswith(("https://", "http://")) or "#" in uri:
                 raise SettingsProblem(f"{where}.redirect_uris[{j}]", "expected an absolute http(s) URL, no fragment")
