@@ -87,3 +87,11 @@ def _assert_json_index(response: Any) -> dict[str, Any]:
     body: dict[str, Any] = response.get_json()
     assert body["name"] == "ga4gh-broker" and body["version"]
     return body
+
+
+def test_behind_a_proxy_that_mounts_the_broker_under_a_path_the_links_keep_that_path(client: FlaskClient) -> None:
+    text = client.get("/", headers=BROWSER, base_url="http://localhost/broker/").get_data(as_text=True)
+    links = re.findall(r'href="([^"]+)"', text)
+    assert links and all(link.startswith("/broker/") for link in links), links
+    missing = client.get("/nope", headers=BROWSER, base_url="http://localhost/broker/").get_data(as_text=True)
+    assert 'href="/broker/"' in missing  # the error page's way back, too
