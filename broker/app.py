@@ -16,6 +16,7 @@ from broker.login.web import login_blueprint
 from broker.oidc.web import oidc_blueprint
 from broker.web import errors as web_errors
 from broker.web.health import install_health_routes
+from broker.web.home import home_blueprint
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -42,6 +43,7 @@ def create_app(container: Container) -> Flask:
     web_errors.install(app, settings.issuer)
     _install_security_headers(app, https=settings.issuer.startswith("https://"))
     install_health_routes(app, container.health)
+    app.register_blueprint(home_blueprint(settings.issuer))
     app.register_blueprint(oidc_blueprint(container.op))
     app.register_blueprint(login_blueprint(container.login))
     app.register_blueprint(api_blueprint(container.dac_web))

@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.cache import VerifiedCache
+from broker.core.policy.decision import Withdrawn
 from broker.core.policy.reload import PolicyStore
 from broker.core.policy.settings import policy_directory
 from broker.core.verify import Verifier
@@ -208,7 +209,7 @@ class Container:
             links_of=identities.links_of,
             consents_of=op.consents.of,
         )
-        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for)
+        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, minter.withdrawn)
         health = HealthSources(
             backend=kernel.backend,
             store_health=kernel.health,
@@ -311,6 +312,7 @@ def _gateway(
     policies: PolicyStore,
     op: OpenIDProvider,
     visas_for: Callable[[str], list[str]],
+    withdrawn_for: Callable[[str], Sequence[Withdrawn]],
 ) -> Gateway:
     """The data gateway, deciding with passports or our access tokens, auditing to the store."""
     # Our own URL, never the caller's Host header, is what DRS hands out and what passports
@@ -325,6 +327,7 @@ def _gateway(
         audience=gateway_settings.public_base_url,
         check_access_token=lambda token: op.tokens.verify(token),
         visas_for=lambda access_token: visas_for(access_token.sub),
+        withdrawn_for=withdrawn_for,
     )
 
     def audit(event: AuditEvent) -> None:

@@ -1,7 +1,8 @@
 """Print structural counts of ``broker/``: imports inside functions, import cycles between
 modules, pairs of packages that import each other, and lines per package.
 
-Usage: ``python scripts/structure.py [broker]``. Counted with an ``ast`` walk; an import under
+Usage: ``python scripts/structure.py [--check] [broker]``. With ``--check`` it exits 1 when
+any unexplained inner import, cycle or mutual package pair is left. Counted with an ``ast`` walk; an import under
 ``if TYPE_CHECKING:`` is not a runtime edge and is left out of the cycle count. An import inside a
 function is *explained* when its line, or the comment line just above it, says ``optional`` (the
 only allowed reason: an optional backend or a heavy optional dependency); the others are listed.
@@ -43,7 +44,7 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def main(root: Path) -> None:
+def main(root: Path) -> int:
     modules: dict[str, Path] = {}
     for path in sorted(root.rglob("*.py")):
         modules[module_name(path, root)] = path
@@ -145,7 +146,10 @@ def main(root: Path) -> None:
     print("lines per package:")
     for package in sorted(lines):
         print(f"  {package}: {lines[package]}")
+    return 1 if inner_sites or sccs or mutual else 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "broker").resolve())
+    args = [a for a in sys.argv[1:] if a != "--check"]
+    status = main(Path(args[0] if args else "broker").resolve())
+    sys.exit(status if "--check" in sys.argv[1:] else 0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from broker.oidc.scopes import DEFAULT_SCOPES
 from broker.settings import Settings, SettingsError, build_settings, load_settings, redacted
 
 
@@ -96,6 +97,12 @@ MISTAKES = [
     ),
     ("policy: {directory: /nonexistent/policies}\n", "policy.directory", "policies"),
     ("gateway: {datasets: {ds1: {store: nowhere}}}\n", "gateway.datasets.ds1.store", "no store named"),
+    (
+        "oidc: {clients: [{client_id: c, auth_method: none, redirect_uris: [https://a/cb], scopes: [openid, admin]}]}"
+        "\n",
+        "oidc.clients[0].scopes[1]",
+        "expected one of openid, profile, email, ga4gh_passport_v1, dac, ga4gh_permissions, got 'admin'",
+    ),
 ]
 
 
@@ -236,3 +243,12 @@ def test_a_relative_path_from_the_environment_stays_relative_to_the_working_fold
     path = write(tmp_path, "issuer: https://broker.example/\n")
     settings = load_settings(path, environ={"BROKER_DATA_DIR": "here"})
     assert settings.data_dir == "here"
+
+
+def test_a_declared_client_without_scopes_gets_what_discovery_advertises_and_may_be_given_dac(tmp_path: Path) -> None:
+    client = "{client_id: c, auth_method: none, redirect_uris: [https://a/cb]}"
+    plain = load_settings(write(tmp_path, f"oidc: {{clients: [{client}]}}\n"), environ={})
+    assert tuple(plain.oidc.clients[0].scopes) == DEFAULT_SCOPES == ("openid", "profile", "email", "ga4gh_passport_v1")
+    given = client.replace("}", ", scopes: [openid, dac, ga4gh_permissions]}")
+    named = load_settings(write(tmp_path, f"oidc: {{clients: [{given}]}}\n"), environ={})
+    assert named.oidc.clients[0].scopes == ["openid", "dac", "ga4gh_permissions"]

@@ -1,7 +1,10 @@
-"""``ga4gh-broker clients add|list|remove``: OAuth clients kept in the store.
+"""``ga4gh-broker clients add|list|update|remove|hash-secret``: OAuth clients kept in the store.
 
-``clients add`` prints a confidential client's secret exactly once (it is stored only as
-an scrypt hash); ``--hash-secret`` prints a hash for declaring a client in the settings file.
+``clients add`` prints a confidential client's secret exactly once (it is stored only as an
+scrypt hash), and so does ``clients update --rotate-secret`` for the new one;
+``clients hash-secret`` makes a secret and the hash to paste into a client declared in the
+settings file (``oidc.clients[].secret_hash``). A client gets the scopes discovery advertises
+unless ``--scope`` names others; ``dac`` and ``ga4gh_permissions`` are given only by name.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from broker.cli.context import CommandError, Context
-from broker.oidc.clients import AUTH_METHODS, ClientError, ClientRegistry
+from broker.errors import BrokerError
+from broker.oidc.clients import AUTH_METHODS, GRANT_TYPES, ClientRegistry
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
-from broker.store.base import Conflict
+from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
+
+SCOPE_HELP = f"allowed scope (repeatable; default: {' '.join(DEFAULT_SCOPES)}, the scopes discovery advertises)"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``clients add``, ``clients list`` and ``clients remove``."""
-    clients = sub.add_parser("clients", help="OAuth clients: add, list, remove")
+    """Add ``clients add``, ``clients list``, ``clients update``, ``clients remove`` and ``clients hash-secret``."""
+    clients = sub.add_parser("clients", help="OAuth clients: add, list, update, remove, hash-secret")
     clients_sub = clients.add_subparsers(dest="clients_command", metavar="ACTION")
     clients_sub.required = True
 
@@ -39,9 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="allowed grant type (repeatable; default: code, refresh, device, and token exchange "
         "for confidential clients)",
     )
-    add.add_argument(
-        "--scope", action="append", default=None, help="allowed scope (repeatable; default: openid ga4gh_passport_v1)"
-    )
+    add.add_argument("--scope", action="append", default=None, choices=SCOPES, help=SCOPE_HELP)
     add.add_argument(
         "--auth-method",
         choices=AUTH_METHODS,
@@ -56,6 +60,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing = clients_sub.add_parser("list", help="every client (store and settings), without secrets")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
+
+    update = clients_sub.add_parser(
+        "update", help="change a stored client; a repeatable option given replaces that whole list"
+    )
+    update.add_argument("client_id")
+    update.add_argument("--name", default=None)
+    update.add_argument("--redirect-uri", action="append", default=None, help="exact redirect URI (repeatable)")
+    update.add_argument("--post-logout-redirect-uri", action="append", default=None, help="exact URI (repeatable)")
+    update.add_argument("--grant", action="append", default=None, choices=GRANT_TYPES, help="grant type (repeatable)")
+    update.add_argument("--scope", action="append", default=None, choices=SCOPES, help="allowed scope (repeatable)")
+    update.add_argument("--rotate-secret", action="store_true", help="replace the secret; the new one is printed once")
+    update.add_argument("--json", action="store_true", help="machine-readable output")
+    update.set_defaults(handler=_update)
 
     remove = clients_sub.add_parser("remove", help="delete a client from the store")
     remove.add_argument("client_id")
@@ -91,26 +108,56 @@ def _add(ctx: Context) -> int:
                 name=args.name,
                 redirect_uris=tuple(args.redirect_uri),
                 grant_types=tuple(args.grant) if args.grant else None,
-                scopes=tuple(args.scope) if args.scope else ("openid", "ga4gh_passport_v1"),
+                scopes=tuple(args.scope) if args.scope else DEFAULT_SCOPES,
                 auth_method=method,
                 jwks=jwks,
                 post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
             )
-        except (ClientError, Conflict) as exc:
-            raise CommandError(str(exc), 1) from None
-    client = created.client
-    if args.json:
+        except BrokerError as exc:
+            raise CommandError(exc.message, 1) from None
+    _show(ctx, created.client, created.secret)
+    return 0
+
+
+def _update(ctx: Context) -> int:
+    args = ctx.args
+
+    def listed(values: list[str] | None) -> tuple[str, ...] | None:
+        return tuple(values) if values is not None else None
+
+    with _clients(ctx) as clients:
+        try:
+            updated = clients.update(
+                args.client_id,
+                name=args.name,
+                redirect_uris=listed(args.redirect_uri),
+                grant_types=listed(args.grant),
+                scopes=listed(args.scope),
+                post_logout_redirect_uris=listed(args.post_logout_redirect_uri),
+                rotate_secret=args.rotate_secret,
+            )
+        except BrokerError as exc:
+            raise CommandError(exc.message, 1) from None
+    _show(ctx, updated.client, updated.secret)
+    return 0
+
+
+def _show(ctx: Context, client: Client, secret: str | None) -> None:
+    """What ``add`` and ``update`` print: the client and, when one was made, its secret (once)."""
+    if ctx.args.json:
         out = _describe(client)
-        if created.secret:
-            out["client_secret"] = created.secret
+        if secret:
+            out["client_secret"] = secret
         ctx.out_json(out)
-        return 0
+        return
     ctx.out(f"client_id:     {client.client_id}")
     ctx.out(f"auth method:   {client.auth_method}")
-    if created.secret:
-        ctx.out(f"client_secret: {created.secret}")
+    ctx.out(f"grant types:   {' '.join(client.grant_types)}")
+    ctx.out(f"scopes:        {' '.join(client.scopes)}")
+    ctx.out(f"redirect URIs: {' '.join(client.redirect_uris)}")
+    if secret:
+        ctx.out(f"client_secret: {secret}")
         print("Store the secret now: it is kept only as a hash and cannot be shown again.", file=sys.stderr)
-    return 0
 
 
 def _describe(client: Client) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
@@ -57,6 +58,14 @@ class Context:
             raise CommandError(f"store: {exc}") from None
         finally:
             kernel.close()
+
+    def missing_store(self) -> Path | None:
+        """The SQLite file the settings name when it does not exist (a reader must not create it), else None."""
+        settings = self.settings
+        if settings.store.backend != "sqlite":
+            return None
+        path = Path(settings.store.path) if settings.store.path else settings.sqlite_path
+        return None if path.is_file() else path
 
     def out(self, text: str = "") -> None:
         print(text)

@@ -26,6 +26,7 @@ from broker.cli.context import CommandError
 from broker.cli.verifier import cli_verifier
 from broker.core.models import IdentityBinding
 from broker.core.policy.compile import PolicySet
+from broker.core.policy.decision import Withdrawn
 from broker.core.policy.errors import PolicyError, PolicyLoadError
 from broker.core.policy.explain import explain, render_text
 from broker.core.policy.language import DURATION_RE, DURATION_UNITS
@@ -33,6 +34,9 @@ from broker.core.policy.loader import load_policy
 from broker.core.policy.nodes import READ
 from broker.core.policy.personas import diff_policies, load_cases, load_persona, load_personas, load_suite, run_tests
 from broker.core.policy.required import UnknownDataset, required_visas
+from broker.dac.services import build_services
+from broker.identity.service import IdentityService
+from broker.visas.minting import withdrawn_visas
 
 if TYPE_CHECKING:
     from broker.cli.context import Context
@@ -177,6 +181,7 @@ def _explain(ctx: Context) -> int:
         binding = result.identity_binding
         holder = (result.iss, result.sub) if result.iss and result.sub else None
         ignored = [f"#{r.index}: {r.reason}: {r.detail}" for r in result.rejected]
+    withdrawn = _withdrawn(ctx, holder) if args.passport else []
     explanation = explain(
         policy,
         visas,
@@ -189,6 +194,7 @@ def _explain(ctx: Context) -> int:
         valid_for=valid_for,
         ignored=ignored,
         identity_binding=binding,
+        withdrawn=withdrawn,
     )
     if args.json:
         ctx.out_json(explanation.to_json())
@@ -199,6 +205,17 @@ def _explain(ctx: Context) -> int:
             ctx.out("required visas (policy required --dataset ... prints the full document):")
             ctx.out(json.dumps(explanation.required["requires"], indent=2))
     return 0 if explanation.decision.allow else 3
+
+
+def _withdrawn(ctx: Context, holder: tuple[str, str] | None) -> list[Withdrawn]:
+    """For a passport of one of our own accounts, the visas its revoked DAC grants gave (so the
+    explanation says ``grant_revoked`` as the gateway does); none when there is no store yet."""
+    settings = ctx.settings
+    if holder is None or holder[0] != settings.issuer or ctx.missing_store() is not None:
+        return []
+    with ctx.kernel() as kernel:
+        services = build_services(settings.dac, settings.issuer, kernel, IdentityService(kernel))
+        return withdrawn_visas(services.grants, settings.issuer, holder[1])
 
 
 def passport_verifier(settings: Settings) -> Verifier:

@@ -141,11 +141,10 @@ def _audit_filter(ctx: Context) -> AuditFilter:
 def _existing_kernel(ctx: Context) -> Iterator[Kernel]:
     """The configured store for reading: a missing SQLite file is an error, never a new empty store."""
     settings = ctx.settings
-    if settings.store.backend == "sqlite":
-        path = Path(settings.store.path) if settings.store.path else settings.sqlite_path
-        if not path.is_file():
-            where = settings.source if settings.source != DEFAULTS else "the embedded defaults (no settings file)"
-            raise CommandError(f"no SQLite store at {path} (settings: {where}; check store.path / data_dir)", 1)
+    path = ctx.missing_store()
+    if path is not None:
+        where = settings.source if settings.source != DEFAULTS else "the embedded defaults (no settings file)"
+        raise CommandError(f"no SQLite store at {path} (settings: {where}; check store.path / data_dir)", 1)
     with ctx.kernel() as kernel:
         yield kernel
 

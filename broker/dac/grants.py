@@ -516,6 +516,21 @@ class GrantService:
                 out.append((grant, committee))
         return out
 
+    def revoked_grants(self, identity_id: str) -> builtins.list[tuple[Grant, Committee]]:
+        """Revoked grants of ``identity_id`` with no live grant for the same dataset and DAC since
+        (for deny reasons: "your grant was revoked"; no actor, nothing about who revoked or why)."""
+        now = self._now()
+        held = self.repository.grants_of(identity_id)
+        live = {(g.dataset, g.dac) for g in held if g.live(now)}
+        out = []
+        for grant in held:
+            if grant.revoked_at is None or not is_dataset_grant(grant) or (grant.dataset, grant.dac) in live:
+                continue
+            committee = self.directory.governing(grant.dataset)
+            if committee is not None and committee.id == grant.dac:
+                out.append((grant, committee))
+        return out
+
     # ------------------------------------------------------------------ helpers
 
     def _build(self, actor: str | None, committee: Committee, request: GrantRequest, now: int) -> Grant:

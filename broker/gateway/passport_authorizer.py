@@ -24,7 +24,10 @@ has already checked for shape; a dataset with ``data_use`` denies ``purpose_miss
 ``purpose_unknown`` or ``purpose_incompatible`` without a compatible one).
 An allow carries the visas used (by ``jti``), the policy's basis and an expiry that
 never outlives the credential; a deny carries the policy's first reason code and the
-required-visas document. A refused credential is a 401 for the whole request (THREAT-MODEL
+required-visas document. When the holder is one of our own accounts, a deny is decided once
+more with the visas its revoked DAC grants gave (``withdrawn_for``), so that a requirement
+only such a visa would meet is denied ``grant_revoked`` rather than ``missing_visa``; those
+visas are never used for an allow. A refused credential is a 401 for the whole request (THREAT-MODEL
 EPM e), even when another credential in a DRS body would pass; of several credentials that
 all verify, the first one the policy allows wins.
 """
@@ -38,6 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.core.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
+from broker.core.policy.decision import Code, Withdrawn
+from broker.core.policy.required import UnknownDataset, required_visas
 from broker.core.untrusted_json import peek_jws
 from broker.core.verify import Verifier
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
@@ -72,7 +77,8 @@ class PassportAuthorizer:
     ``check_access_token`` raises (any exception with a ``reason`` attribute, e.g.
     ``broker.oidc.tokens.InvalidToken``) for a token we do not accept; without it, access
     tokens are refused. ``visas_for`` returns the visa JWTs the broker releases for a token's
-    holder. ``audience`` is what passports naming an ``aud`` must name.
+    holder. ``audience`` is what passports naming an ``aud`` must name. ``withdrawn_for``
+    returns, for one of our accounts, the visas revoked decisions gave it (deny reasons only).
     """
 
     verifier: Verifier
@@ -81,6 +87,7 @@ class PassportAuthorizer:
     audience: str | None = None
     check_access_token: Callable[[str], AccessTokenLike] | None = None
     visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
+    withdrawn_for: Callable[[str], Sequence[Withdrawn]] | None = None
     clock: Callable[[], float] = time.time
 
     def authorize(
@@ -153,15 +160,34 @@ class PassportAuthorizer:
         action: str,
         purpose: str | None = None,
     ) -> AccessDecision:
+        now = int(self.clock())
         decision = policy.decide(
             result.accepted,
             dataset=dataset,
             action=action,
             purpose=purpose,
             holder=holder,
-            now=int(self.clock()),
+            now=now,
             identity_binding=result.identity_binding,
         )
+        if (
+            not decision.allow
+            and _missing(decision)
+            and self.withdrawn_for is not None
+            and holder[0] == self.own_issuer
+        ):
+            withdrawn = self.withdrawn_for(holder[1])
+            if withdrawn:
+                decision = policy.decide(
+                    result.accepted,
+                    dataset=dataset,
+                    action=action,
+                    purpose=purpose,
+                    holder=holder,
+                    now=now,
+                    identity_binding=result.identity_binding,
+                    withdrawn=withdrawn,
+                )
         if decision.allow:
             expires = decision.expires_at
             if cap is not None:
@@ -197,10 +223,13 @@ def _header_typ(token: str) -> str | None:
     return typ if isinstance(typ, str) else None
 
 
+def _missing(decision: Any) -> bool:
+    """Whether a deny says a visa is missing (what a revoked grant would explain)."""
+    return any(code in (Code.MISSING_VISA, Code.NO_MATCHING_VISA) for code in decision.codes)
+
+
 def _required(policy: Any, dataset: str, action: str) -> dict[str, Any] | None:
     """The policy's "what would grant access" document, or None for an unknown dataset."""
-    from broker.core.policy.required import UnknownDataset, required_visas
-
     try:
         return required_visas(policy, dataset, action)
     except UnknownDataset:

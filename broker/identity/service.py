@@ -149,6 +149,19 @@ class IdentityService:
 
         return self._kernel.transact(run)
 
+    def unlink_in(self, tx: Tx, identity_id: str, iss: str, sub: str) -> bool:
+        """Queue, in ``tx``, the removal of the link (iss, sub) if it belongs to ``identity_id``.
+
+        The account itself stays (its grants, other links and audit trail name it); only this
+        way of reaching it goes. Returns whether the link was there to remove.
+        """
+        links = self._links.in_tx(tx)
+        current = links.get(link_key(iss, sub)) if _usable(iss) and _usable(sub) else None
+        if current is None or current.identity_id != identity_id:
+            return False
+        links.delete(link_key(iss, sub))
+        return True
+
     def search(self, query: str, limit: int = MAX_SEARCH_RESULTS) -> list[Identity]:
         """People whose display name or e-mail contains ``query`` (case-insensitive), or whose id
         or a linked upstream ``sub`` is exactly ``query``; at most ``limit`` (<= 50), by name.

@@ -51,6 +51,8 @@ SCOPE_TEXT = {
     "profile": "your name",
     "email": "your e-mail address",
     "ga4gh_passport_v1": "your GA4GH visas (listed below)",
+    "dac": "acting for you in the DAC tool (grants and members of your committees)",
+    "ga4gh_permissions": "reading people's visas through the permissions API",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin  # type: ignore[import-untyped]
@@ -21,13 +21,14 @@ from broker.errors import BrokerError
 from broker.oidc.passwords import hash_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
+from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
 from broker.oidc.settings import DeclaredClientSettings
 from broker.store.base import Conflict
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT, DEVICE_CODE_GRANT)
-SCOPES = ("openid", "profile", "email", "ga4gh_passport_v1")
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 MAX_CLIENT_ID_CHARS = 255
 
 
@@ -36,6 +37,13 @@ class ClientError(BrokerError, ValueError):
 
     status = 400
     code = "invalid_client_metadata"
+
+
+class NoSuchClient(BrokerError, LookupError):
+    """No client with that id in the store (a client declared in the settings file is changed there)."""
+
+    status = 404
+    code = "no_such_client"
 
 
 class OAuthClient(ClientMixin):  # type: ignore[misc]  # authlib has no type information
@@ -113,6 +121,28 @@ def check_uri(uri: str) -> None:
         raise ClientError("redirect URI is longer than 2000 characters")
 
 
+def check_client(client: Client) -> None:
+    """A stored client's definition is coherent (ClientError naming the first problem if not)."""
+    if client.auth_method not in AUTH_METHODS:
+        raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+    for grant in client.grant_types:
+        if grant not in GRANT_TYPES:
+            raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
+    if client.auth_method == "none" and TOKEN_EXCHANGE_GRANT in client.grant_types:
+        raise ClientError("token exchange requires client authentication; a public client cannot have it")
+    for scope in client.scopes:
+        if scope not in SCOPES:
+            raise ClientError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+    if "authorization_code" in client.grant_types and not client.redirect_uris:
+        raise ClientError("the authorization_code grant needs at least one redirect URI")
+    for uri in (*client.redirect_uris, *client.post_logout_redirect_uris):
+        check_uri(uri)
+    if client.auth_method == "private_key_jwt" and not (
+        isinstance(client.jwks, dict) and isinstance(client.jwks.get("keys"), list)
+    ):
+        raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
+
+
 @dataclass(frozen=True)
 class NewClient:
     """What ``clients add`` created: the record and, once, the secret in the clear."""
@@ -158,7 +188,7 @@ class ClientRegistry:
         name: str = "",
         redirect_uris: tuple[str, ...] = (),
         grant_types: tuple[str, ...] | None = None,
-        scopes: tuple[str, ...] = ("openid", "ga4gh_passport_v1"),
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
         auth_method: str = "client_secret_basic",
         jwks: dict[str, Any] | None = None,
         post_logout_redirect_uris: tuple[str, ...] = (),
@@ -169,27 +199,11 @@ class ClientRegistry:
             raise ClientError("client_id must be 1-255 characters without spaces or ':'")
         if client_id in self._declared:
             raise Conflict(f"client {client_id!r} is declared in the settings file")
-        if auth_method not in AUTH_METHODS:
-            raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
         if grant_types is None:
             grant_types = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
             if auth_method != "none":
                 grant_types += (TOKEN_EXCHANGE_GRANT,)
-        for grant in grant_types:
-            if grant not in GRANT_TYPES:
-                raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
-        if auth_method == "none" and TOKEN_EXCHANGE_GRANT in grant_types:
-            raise ClientError("token exchange requires client authentication; a public client cannot have it")
-        for scope in scopes:
-            if scope not in SCOPES:
-                raise ClientError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
-        if "authorization_code" in grant_types and not redirect_uris:
-            raise ClientError("the authorization_code grant needs at least one redirect URI")
-        for uri in (*redirect_uris, *post_logout_redirect_uris):
-            check_uri(uri)
-        if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
-            raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
-        secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None
+        secret = new_secret() if auth_method in SECRET_METHODS else None
         client = Client(
             client_id=client_id,
             name=name or client_id,
@@ -202,6 +216,58 @@ class ClientRegistry:
             post_logout_redirect_uris=tuple(post_logout_redirect_uris),
             created_at=int(time.time()) if now is None else now,
         )
+        check_client(client)
         if not self._records.add(client):
             raise Conflict(f"client {client_id!r} already exists")
         return NewClient(client=client, secret=secret)
+
+    def update(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        redirect_uris: tuple[str, ...] | None = None,
+        grant_types: tuple[str, ...] | None = None,
+        scopes: tuple[str, ...] | None = None,
+        post_logout_redirect_uris: tuple[str, ...] | None = None,
+        rotate_secret: bool = False,
+    ) -> NewClient:
+        """Change a stored client in one atomic read-modify-write; ``None`` keeps a field as it is.
+
+        A list given replaces the client's list. ``rotate_secret`` gives a secret client a fresh
+        secret (returned once; the old one stops working at once). The result is checked like a
+        new client, so an update cannot make a client ``create`` would refuse.
+        """
+        if client_id in self._declared:
+            raise Conflict(f"client {client_id!r} is declared in the settings file; change it there")
+        current = self.get(client_id)
+        if current is None:
+            raise NoSuchClient(f"no client {client_id!r} in the store")
+        if rotate_secret and current.auth_method not in SECRET_METHODS:
+            raise ClientError(f"client {client_id!r} authenticates with {current.auth_method}, not a secret")
+        secret = new_secret() if rotate_secret else None
+        hashed = hash_secret(secret) if secret else None
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("name", name),
+                ("redirect_uris", redirect_uris),
+                ("grant_types", grant_types),
+                ("scopes", scopes),
+                ("post_logout_redirect_uris", post_logout_redirect_uris),
+            )
+            if value is not None
+        }
+        if hashed is not None:
+            changes["secret_hash"] = hashed
+
+        def change(found: Client | None) -> Client:
+            if found is None:
+                raise NoSuchClient(f"no client {client_id!r} in the store")
+            updated = replace(found, **changes)
+            check_client(updated)
+            return updated
+
+        written = self._records.update(client_id, change)
+        assert written is not None  # change() never deletes
+        return NewClient(client=written, secret=secret)

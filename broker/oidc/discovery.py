@@ -16,7 +16,8 @@ from authlib.oidc.discovery import OpenIDProviderMetadata  # type: ignore[import
 
 from broker.core.models import PASSPORT_CLAIM, TOKEN_EXCHANGE_GRANT
 from broker.errors import StartupError
-from broker.oidc.clients import DEVICE_CODE_GRANT, SCOPES
+from broker.oidc.clients import DEVICE_CODE_GRANT
+from broker.oidc.scopes import DEFAULT_SCOPES
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -34,7 +35,7 @@ def metadata(issuer: str) -> dict[str, Any]:
         "revocation_endpoint": f"{base}/revoke",
         "end_session_endpoint": f"{base}/logout",
         "device_authorization_endpoint": f"{base}/device_authorization",
-        "scopes_supported": list(SCOPES),
+        "scopes_supported": list(DEFAULT_SCOPES),  # the scopes every client gets (oidc/scopes.py)
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT, DEVICE_CODE_GRANT],

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
+from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
 from broker.settings_model import SettingsModel, SettingsProblem
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -14,7 +15,8 @@ AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_j
 class DeclaredClientSettings(SettingsModel):
     """An OAuth client declared in the settings file (next to those added by ``clients add``).
 
-    ``secret_hash`` is the hash ``clients add --print-hash`` prints, never the secret itself.
+    ``secret_hash`` is the hash ``ga4gh-broker clients hash-secret`` prints next to a new secret,
+    never the secret itself.
     """
 
     client_id: str = Field(description="The client's id, unique among clients.")
@@ -23,9 +25,17 @@ class DeclaredClientSettings(SettingsModel):
     grant_types: list[str] = Field(
         default_factory=lambda: ["authorization_code", "refresh_token"], description="Grants the client may use."
     )
-    scopes: list[str] = Field(default_factory=lambda: ["openid"], description="Scopes the client may ask for.")
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        description="Scopes the client may ask for (default: those discovery advertises; `dac` and "
+        "`ga4gh_permissions` only when named).",
+    )
     auth_method: AuthMethod = Field("client_secret_basic", description="How the client authenticates at /token.")
-    secret_hash: SecretStr | None = Field(None, description="Hash of the client secret (client_secret_* methods).")
+    secret_hash: SecretStr | None = Field(
+        None,
+        description="Hash of the client secret (client_secret_* methods), as `ga4gh-broker clients hash-secret` "
+        "prints it; never the secret itself.",
+    )
     jwks: dict[str, Any] | None = Field(None, description="The client's public keys (private_key_jwt).")
     post_logout_redirect_uris: list[str] = Field(
         default_factory=list, description="Exact URIs RP-initiated logout may return to."
@@ -71,6 +81,9 @@ def check_oidc(oidc: OidcSettings, max_token_lifetime_seconds: int, key: str = "
             raise SettingsProblem(f"{where}.secret_hash", f"required for auth_method {c.auth_method}")
         if c.auth_method == "private_key_jwt" and not c.jwks:
             raise SettingsProblem(f"{where}.jwks", "required for auth_method private_key_jwt")
+        for j, scope in enumerate(c.scopes):
+            if scope not in SCOPES:
+                raise SettingsProblem(f"{where}.scopes[{j}]", f"expected one of {', '.join(SCOPES)}, got {scope!r}")
         for j, uri in enumerate(c.redirect_uris + c.post_logout_redirect_uris):
             if not uri.startswith(("https://", "http://")) or "#" in uri:
                 raise SettingsProblem(f"{where}.redirect_uris[{j}]", "expected an absolute http(s) URL, no fragment")

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.core.issue import Signer, mint_visa
-from broker.core.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, VisaObject
+from broker.core.models import CONTROLLED_ACCESS_GRANTS, REGISTERED_ACCESS_DOI, Visa, VisaObject
+from broker.core.policy.decision import Withdrawn
 from broker.dac.committees import Committee, Directory
 from broker.dac.grants import GrantService
 from broker.dac.records import SITE, Grant, RegisteredAccess
@@ -146,6 +147,24 @@ class VisaMinter:
 
     def tokens(self, identity_id: str) -> list[str]:
         return [m.token for m in self.mint(identity_id)]
+
+    def withdrawn(self, identity_id: str) -> list[Withdrawn]:
+        """See :func:`withdrawn_visas` (this minter's grants and issuer)."""
+        return withdrawn_visas(self.grants, self.issuer, identity_id)
+
+
+def withdrawn_visas(grants: GrantService, issuer: str, identity_id: str) -> list[Withdrawn]:
+    """The visas revoked DAC grants gave ``identity_id`` (unsigned, never to be released): the
+    policy names them in a deny as ``grant_revoked`` instead of ``missing_visa``."""
+    out = []
+    for grant, committee in grants.revoked_grants(identity_id):
+        assert grant.revoked_at is not None  # revoked_grants returns revoked grants only
+        visa = Visa(
+            iss=issuer, sub=identity_id, iat=grant.granted_at, exp=grant.end, visa=grant_visa_object(grant, committee)
+        )
+        what = f"the grant of DAC {committee.id!r} for dataset {grant.dataset!r}"
+        out.append(Withdrawn(visa, grant.revoked_at, what))
+    return out
 
 
 def kernel_of(store: Any) -> Kernel:

@@ -6,6 +6,10 @@ route, 405 with ``Allow``, 413 for a body over the limit) as BrokerErrors of the
 anything else as a logged 500 that says nothing of the cause. A view that must adjust an
 error answer (the data route adds CORS headers) calls :func:`error_response` itself, so the
 shape stays the same everywhere.
+
+Browsers get pages, programs get JSON (:mod:`broker.web.negotiation`): the API route families
+always answer JSON; elsewhere a request that prefers ``text/html`` gets the error page
+(``error.html`` on the shared layout) with the same status, headers, code and message.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import BrokerError
+from broker.web.negotiation import wants_html
+from broker.web.pages import page
 
 log = logging.getLogger("broker.web")
 
@@ -26,10 +32,37 @@ REALM_KEY = "BROKER_REALM"
 PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
+#: The heading of an error page, by status (others: "Something went wrong").
+PAGE_TITLES = {
+    400: "Bad request",
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported content type",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
 def error_response(exc: BrokerError) -> Response:
-    """The answer for ``exc``: its status, its JSON body and its headers."""
+    """The answer for ``exc``: its status and headers, with its JSON body, or its page for a browser."""
     realm = str(current_app.config.get(REALM_KEY, ""))
-    response = Response(json.dumps(exc.body()), status=exc.status, mimetype="application/json")
+    if wants_html(request):
+        response = page(
+            "error.html",
+            status=exc.status,
+            title=PAGE_TITLES.get(exc.status, "Something went wrong"),
+            message=exc.message,
+            code=exc.code,
+            status_code=exc.status,
+            home=True,
+        )
+        response.vary.add("Accept")
+    else:
+        response = Response(json.dumps(exc.body()), status=exc.status, mimetype="application/json")
     response.headers.update(exc.response_headers(realm))
     return response
 

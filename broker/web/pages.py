@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, render_template
+from flask import Response, json, render_template, request
+
+from broker.web.negotiation import prefers_json
 
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
 
@@ -18,9 +20,31 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
     return response
 
 
-def error_page(title: str, message: str, status: int = 400) -> Response:
-    """The HTML error page used where redirecting would be unsafe (bad client, bad redirect URI)."""
-    return page("error.html", status=status, title=title, message=message)
+#: The machine-readable code of a page's refusal when its caller names none.
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "login_required",
+    403: "forbidden",
+    404: "not_found",
+    429: "too_many_requests",
+}
+
+
+def error_page(title: str, message: str, status: int = 400, code: str | None = None) -> Response:
+    """The HTML error page used where redirecting would be unsafe (bad client, bad redirect URI).
+
+    A client that asks for JSON (:func:`~broker.web.negotiation.prefers_json`) gets
+    ``{"error": code, "message": message}`` with the same status instead.
+    """
+    if prefers_json(request):
+        body = {"error": code or STATUS_CODES.get(status, "error"), "message": message}
+        response = Response(json.dumps(body), status=status, mimetype="application/json")
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("Accept")
+        return response
+    response = page("error.html", status=status, title=title, message=message, code=code, status_code=status)
+    response.vary.add("Accept")
+    return response
 
 
 def redirect_303(location: str) -> Response:

@@ -74,9 +74,9 @@ class RateLimited(BrokerError):
         return {"Retry-After": str(self.retry_after), **self.headers}
 
     def page(self) -> Response:
-        """The HTML answer of a browser page: 429 with Retry-After."""
-
-        response = error_page("Too many attempts", f"Too many attempts; try again in {self.retry_after} seconds.", 429)
+        """The answer of a browser page: 429 with Retry-After (JSON when the client asks for JSON)."""
+        message = f"Too many attempts; try again in {self.retry_after} seconds."
+        response = error_page("Too many attempts", message, 429, code=self.code)
         response.headers["Retry-After"] = str(self.retry_after)
         return response
 

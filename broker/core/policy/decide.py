@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from broker.core.identity_graph import IdentityGraph
 from broker.core.models import IdentityBinding, Visa
-from broker.core.policy.decision import Basis, Code, Decision, DenyReason
+from broker.core.policy.decision import Basis, Code, Decision, DenyReason, Withdrawn
 from broker.core.policy.matchers import Env
 from broker.core.policy.nodes import READ, AllOfNode, AnyOfNode, Compiled, Requirement
 from broker.core.policy.pool import Support, VisaPool, effective_expiry
@@ -66,18 +66,31 @@ def decide(
     now: int | None = None,
     valid_for: int = 0,
     identity_binding: IdentityBinding | str = IdentityBinding.LINKED,
+    withdrawn: Sequence[Withdrawn] = (),
 ) -> Decision:
     """Allow or deny, with effective expiry, basis and reasons (see the module docstring).
 
     ``verified_visas`` are visas that passed verification (signature, trust, expiry, ...).
     ``identity_graph`` links identities (built from the LinkedIdentities visas among
     ``verified_visas`` when None). ``now`` defaults to the clock; ``valid_for`` is the number of
-    seconds the access must stay valid (the requested TTL of Option A/B).
+    seconds the access must stay valid (the requested TTL of Option A/B). ``withdrawn`` are
+    visas the holder lost to revocation: they only turn a deny's ``missing_visa`` into
+    ``grant_revoked`` (:class:`~broker.core.policy.decision.Withdrawn`), never allow.
     """
     try:
         binding = IdentityBinding(identity_binding)
         return _decide(
-            policy, verified_visas, identity_graph, dataset, action, purpose, holder, now, valid_for, binding
+            policy,
+            verified_visas,
+            identity_graph,
+            dataset,
+            action,
+            purpose,
+            holder,
+            now,
+            valid_for,
+            binding,
+            tuple(withdrawn),
         )
     except Exception:
         log.exception("policy evaluation failed (dataset %r, action %r); denying", dataset, action)
@@ -102,6 +115,7 @@ def _decide(
     now: int | None,
     valid_for: int,
     binding: IdentityBinding = IdentityBinding.LINKED,
+    withdrawn: tuple[Withdrawn, ...] = (),
 ) -> Decision:
     resolved, why = policy.resolve(dataset)
     if resolved is None:
@@ -135,7 +149,7 @@ def _decide(
     deadline = clock + valid_for
     result = _evaluate(rule, pool, resolved.env, entry.max_assertion_age, deadline)
     if result is None:
-        reasons[:0] = _reasons(rule, pool, resolved.env, entry.max_assertion_age, deadline)
+        reasons[:0] = _reasons(rule, pool, resolved.env, entry.max_assertion_age, deadline, withdrawn)
         return _deny(policy, dataset, action, purpose, *reasons, entry=origin)
     if reasons:
         return _deny(policy, dataset, action, purpose, *reasons, entry=origin)
@@ -180,7 +194,14 @@ def _evaluate(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, dea
     return None
 
 
-def _reasons(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, deadline: int) -> list[DenyReason]:
+def _reasons(
+    node: Compiled,
+    pool: VisaPool,
+    env: Env,
+    max_age: int | None,
+    deadline: int,
+    withdrawn: tuple[Withdrawn, ...] = (),
+) -> list[DenyReason]:
     """Why an unmet rule is unmet: one reason per unmet requirement under it (deny path only).
 
     Met-ness of each part comes from :func:`_evaluate` itself, so reasons never contradict the
@@ -191,7 +212,7 @@ def _reasons(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, dead
         out: list[DenyReason] = []
         for child in cast(AllOfNode | AnyOfNode, node).children:
             if _evaluate(child, pool, env, max_age, deadline) is None:
-                out.extend(_reasons(child, pool, env, max_age, deadline))
+                out.extend(_reasons(child, pool, env, max_age, deadline, withdrawn))
         return out
     of_type = pool.all_of_type(node.type)
     matching = [visa for visa in node.candidates(pool, env) if node.accepts_candidate(visa, env)]
@@ -205,7 +226,7 @@ def _reasons(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, dead
                 mismatches.append((visa, found[1]))
                 if len(mismatches) == MAX_MISMATCHES_REPORTED:
                     break
-    return [requirement_reason(node, env, len(of_type), unusable, mismatches)]
+    return [requirement_reason(node, env, len(of_type), unusable, mismatches, withdrawn)]
 
 
 def _basis(picks: tuple[Pick, ...]) -> tuple[Basis, ...]:

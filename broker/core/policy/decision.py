@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from broker.core.models import Visa
+
 
 class Code(StrEnum):
     """Machine-readable deny reasons."""
@@ -32,6 +34,7 @@ class Code(StrEnum):
     EXPIRED = "expired"  # a matching visa whose exp has passed
     EXPIRES_TOO_SOON = "expires_too_soon"  # valid now, but not for the requested duration
     ASSERTION_TOO_OLD = "assertion_too_old"  # asserted + max_assertion_age has passed
+    GRANT_REVOKED = "grant_revoked"  # no usable visa, but the holder had one from a decision since revoked
     PURPOSE_MISSING = "purpose_missing"  # the dataset has data use terms, no purpose declared
     PURPOSE_UNKNOWN = "purpose_unknown"
     PURPOSE_INCOMPATIBLE = "purpose_incompatible"
@@ -50,6 +53,21 @@ class DenyReason(NamedTuple):
         if self.requirement is not None:
             out["requirement"] = self.requirement
         return out
+
+
+class Withdrawn(NamedTuple):
+    """A visa the holder would hold but for a revocation: the visa a revoked decision (a DAC
+    grant) gave, when it was revoked, and what it was, in a few words for the deny reason.
+
+    Only the deny path reads these: a requirement that no visa meets, but that this visa would
+    have met, is denied ``grant_revoked`` instead of ``missing_visa`` / ``no_matching_visa``, so
+    the researcher learns that access was withdrawn, not that it was never given. They never
+    count toward an allow.
+    """
+
+    visa: Visa
+    revoked_at: int
+    what: str
 
 
 class Basis(NamedTuple):

@@ -17,7 +17,7 @@ from broker.core.identity_graph import IdentityGraph
 from broker.core.models import IdentityBinding, Visa
 from broker.core.policy.compile import PolicySet
 from broker.core.policy.decide import decide
-from broker.core.policy.decision import Decision, when
+from broker.core.policy.decision import Decision, Withdrawn, when
 from broker.core.policy.nodes import READ
 from broker.core.policy.pool import VisaPool
 from broker.core.policy.required import required_visas
@@ -63,8 +63,9 @@ def explain(
     valid_for: int = 0,
     ignored: Sequence[str] = (),
     identity_binding: IdentityBinding | str = IdentityBinding.LINKED,
+    withdrawn: Sequence[Withdrawn] = (),
 ) -> Explanation:
-    """Decide and explain (both from the same inputs and clock, and the same identity binding)."""
+    """Decide and explain (both from the same inputs and clock, identity binding and revoked decisions)."""
     visa_list = tuple(visas)
     clock = int(time.time()) if now is None else now
     binding = IdentityBinding(identity_binding)
@@ -79,6 +80,7 @@ def explain(
         now=clock,
         valid_for=valid_for,
         identity_binding=binding,
+        withdrawn=withdrawn,
     )
     pool = VisaPool(visa_list, identity_graph, holder, clock, binding)
     trace = None
@@ -87,7 +89,8 @@ def explain(
     resolved, _ = policy.resolve(dataset)
     if resolved is not None and action in resolved.entry.rules:
         entry = resolved.entry
-        trace = trace_rule(entry.rules[action], pool, resolved.env, entry.max_assertion_age, clock + valid_for)
+        deadline = clock + valid_for
+        trace = trace_rule(entry.rules[action], pool, resolved.env, entry.max_assertion_age, deadline, withdrawn)
         required = required_visas(policy, dataset, action)
         if entry.data_use is not None:
             purpose_note = policy.terms.check(entry.data_use.render(resolved.env), purpose).message

@@ -10,17 +10,19 @@ the same answer.
 
 Reasons for an unmet requirement, most useful first: a visa that matches but cannot count
 (``not_linked``, ``conditions_unmet``, ``assertion_too_old``, ``expires_too_soon``, ``expired``);
-else visas of the type that do not match (``no_matching_visa``, with the first mismatches);
-else ``missing_visa``.
+else, when a visa the holder had from a since-revoked decision would have met it
+(:class:`~broker.core.policy.decision.Withdrawn`), ``grant_revoked``; else visas of the type that
+do not match (``no_matching_visa``, with the first mismatches); else ``missing_visa``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.core.models import Visa
-from broker.core.policy.decision import Code, DenyReason, duration, when
+from broker.core.policy.decision import Code, DenyReason, Withdrawn, duration, when
 from broker.core.policy.matchers import Env
 from broker.core.policy.nodes import AllOfNode, AnyOfNode, Compiled, Requirement
 from broker.core.policy.pool import Unusable, VisaPool, effective_expiry
@@ -97,11 +99,18 @@ class Trace:
         return out
 
 
-def trace_rule(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, deadline: int) -> Trace:
+def trace_rule(
+    node: Compiled,
+    pool: VisaPool,
+    env: Env,
+    max_age: int | None,
+    deadline: int,
+    withdrawn: Sequence[Withdrawn] = (),
+) -> Trace:
     """Evaluate ``node`` recording every verdict; ``deadline`` = now + requested duration."""
     if isinstance(node, Requirement):
-        return _trace_requirement(node, pool, env, max_age, deadline)
-    children = [trace_rule(child, pool, env, max_age, deadline) for child in node.children]
+        return _trace_requirement(node, pool, env, max_age, deadline, withdrawn)
+    children = [trace_rule(child, pool, env, max_age, deadline, withdrawn) for child in node.children]
     if isinstance(node, AllOfNode):
         met = all(c.met for c in children)
         expiry = min((c.expires_at for c in children if c.expires_at is not None), default=None) if met else None
@@ -115,7 +124,9 @@ def trace_rule(node: Compiled, pool: VisaPool, env: Env, max_age: int | None, de
     return Trace(node.id, kind, node.label, str(node.where), text, met, expiry, children=children, reasons=reasons)
 
 
-def _trace_requirement(req: Requirement, pool: VisaPool, env: Env, max_age: int | None, deadline: int) -> Trace:
+def _trace_requirement(
+    req: Requirement, pool: VisaPool, env: Env, max_age: int | None, deadline: int, withdrawn: Sequence[Withdrawn]
+) -> Trace:
     verdicts: list[Verdict] = []
     best: int | None = None
     for visa in pool.all_of_type(req.type):
@@ -134,7 +145,7 @@ def _trace_requirement(req: Requirement, pool: VisaPool, env: Env, max_age: int 
     if not met:
         unusable = [v for v in verdicts if v.outcome != MISMATCH]
         mismatches = [(v.visa, v.message) for v in verdicts if v.outcome == MISMATCH][:MAX_MISMATCHES_REPORTED]
-        reasons.append(requirement_reason(req, env, len(verdicts), unusable, mismatches))
+        reasons.append(requirement_reason(req, env, len(verdicts), unusable, mismatches, withdrawn))
     return Trace(req.id, "visa", req.label, str(req.where), text, met, best, verdicts=verdicts, reasons=reasons)
 
 
@@ -172,10 +183,25 @@ def classify(req: Requirement, visa: Visa, pool: VisaPool, max_age: int | None, 
 
 
 def requirement_reason(
-    req: Requirement, env: Env, considered: int, unusable: list[Verdict], mismatches: list[tuple[Visa, str]]
+    req: Requirement,
+    env: Env,
+    considered: int,
+    unusable: list[Verdict],
+    mismatches: list[tuple[Visa, str]],
+    withdrawn: Sequence[Withdrawn] = (),
 ) -> DenyReason:
     """The reason for an unmet requirement, from the visas of its type: ``considered`` of them,
-    the ``unusable`` verdicts of those whose fields match, and (the first) ``mismatches``."""
+    the ``unusable`` verdicts of those whose fields match, (the first) ``mismatches``, and the
+    visas ``withdrawn`` from the holder by revoked decisions."""
+    if not unusable:
+        for gone in withdrawn:
+            if req.accepts(gone.visa, env):
+                who = req.label or req.describe(env)
+                return DenyReason(
+                    Code.GRANT_REVOKED,
+                    f"{who}: {gone.what} was revoked at {when(gone.revoked_at)}; apply for access again",
+                    req.id,
+                )
     if not considered:
         return DenyReason(Code.MISSING_VISA, f"no {req.type} visa in the passport; needs {req.describe(env)}", req.id)
     who = req.label or req.describe(env)

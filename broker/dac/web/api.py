@@ -43,9 +43,8 @@ from broker.dac.members import Member
 from broker.dac.records import Grant, RegisteredAccess
 from broker.dac.web.context import DacWeb, Principal
 from broker.errors import BrokerError
+from broker.oidc.scopes import DAC_SCOPE, PERMISSIONS_SCOPE
 
-DAC_SCOPE = "dac"
-PERMISSIONS_SCOPE = "ga4gh_permissions"
 MAX_BODY_DEPTH = 8
 MAX_CSV_BYTES = 2 * 1024 * 1024
 Policy = Literal["dac", "client", "public"]
