@@ -48,12 +48,12 @@ def _lint_imports() -> str:
     return str(Path(sys.executable).parent / "lint-imports")
 
 
-# Each area's Flask adapter and the modules that may import it (the area's package init registers it).
+# Each area's Flask adapter and the modules that may import it (the area's init or gateway/wiring.py registers it).
 WEB_ADAPTERS = {
     "broker.dac": ({"broker.dac.web"}, set()),
     "broker.oidc": ({"broker.oidc.web"}, set()),
     "broker.login": ({"broker.login.web"}, set()),
-    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs"}, {"broker.gateway"}),
+    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs"}, {"broker.gateway.wiring"}),
 }
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker.core.models import ACCESS_TOKEN_TYP, PASSPORT_SCOPE, PASSPORT_TYP, PassportResult
+from broker.core.policy.required import UnknownDataset, required_visas
 from broker.core.untrusted_json import peek_jws
 from broker.core.verify import Verifier
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
@@ -199,8 +200,6 @@ def _header_typ(token: str) -> str | None:
 
 def _required(policy: Any, dataset: str, action: str) -> dict[str, Any] | None:
     """The policy's "what would grant access" document, or None for an unknown dataset."""
-    from broker.core.policy.required import UnknownDataset, required_visas
-
     try:
         return required_visas(policy, dataset, action)
     except UnknownDataset:

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 from urllib.parse import parse_qsl, quote
@@ -686,8 +687,6 @@ def _not_modified(headers: HeaderLookup, info: ObjectInfo) -> bool:
         return any(tag.strip().removeprefix("W/") == ours for tag in inm.split(","))
     ims = headers.get("If-Modified-Since")
     if ims is not None and info.last_modified is not None:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(ims)
         except (TypeError, ValueError, IndexError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from crypt4gh import header as _c4gh_header
 
-from broker.gateway.c4gh import _sodium
+import broker.gateway.c4gh._sodium as _sodium
 from broker.gateway.c4gh.errors import PublicKeyError, ServedRangeError, StoredHeaderError
 from broker.gateway.c4gh.keys import NodeKey, RecipientKey
 from broker.gateway.c4gh.served import HeaderPart, Part, ServedLayout, StoredPart
