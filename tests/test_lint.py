@@ -53,7 +53,10 @@ WEB_ADAPTERS = {
     "broker.dac": ({"broker.dac.web"}, set()),
     "broker.oidc": ({"broker.oidc.web"}, set()),
     "broker.login": ({"broker.login.web"}, set()),
-    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs"}, {"broker.gateway.wiring"}),
+    "broker.gateway": (
+        {"broker.gateway.routes", "broker.gateway.drs", "broker.gateway.htsget_routes"},
+        {"broker.gateway.wiring"},
+    ),
 }
 
 

@@ -176,6 +176,8 @@ class AuditEvent:
     bytes_sent: int | None = None
     route: str = ""
     purpose: str | None = None  # the data-use purpose the request declared (a DUO/MONDO term)
+    regions: tuple[str, ...] = ()  # htsget tickets: the regions asked for (name:start-end, 0-based)
+    recipient: str | None = None  # Crypt4GH re-encryption: fingerprint of the researcher's public key
 
 
 @dataclass

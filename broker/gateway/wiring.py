@@ -14,6 +14,8 @@ from flask import Flask
 
 from broker.gateway.authorize import Authorizer
 from broker.gateway.drs import make_drs_blueprint
+from broker.gateway.htsget_routes import make_htsget_blueprint
+from broker.gateway.htsget_service import HtsgetService
 from broker.gateway.metrics import GatewayMetrics
 from broker.gateway.routes import AnyPathConverter, make_blueprint
 from broker.gateway.service import AuditEvent, Gateway
@@ -50,6 +52,7 @@ def register(app: Flask, gateway: Gateway) -> None:
     app.url_map.converters.setdefault("anypath", AnyPathConverter)
     app.register_blueprint(make_blueprint(gateway))
     app.register_blueprint(make_drs_blueprint(gateway))
+    app.register_blueprint(make_htsget_blueprint(gateway, HtsgetService(gateway)))
 
 
 def init_app(

@@ -1,0 +1,242 @@
+"""htsget 1.3 tickets over the gateway's datasets: request values in, ticket JSON out (no web framework).
+
+The object an htsget id names is a dataset object, exactly as on the data route
+(``<dataset>/<object path>``). For a ticket the service:
+
+1. takes an already made decision (the web adapter asked :meth:`Gateway.decide`, the same
+   question every route asks: bearer passport or access token, declared purpose);
+2. opens the data file and the index beside it (``.bai`` then ``.csi`` for BAM, ``.tbi`` then
+   ``.csi`` for VCF) from the dataset's directory store, with the store's own no-symlink walk;
+3. reads header and index with the strict readers of :mod:`broker.gateway.htsget` (why they
+   are ours and not pysam: see that package) and keeps the result per file version, so a
+   ticket for a cached file reads at most a few BGZF blocks;
+4. plans the pieces and builds the ticket, every byte range pointing at the gateway's own
+   data route.
+
+Ticket authorization (the choice the issue leaves open): each URL is the data route of the
+same object, ``<public base>/data/<dataset>/<path>``, and its ``headers`` carry the caller's
+own ``Authorization`` (and ``GA4GH-Purpose`` when one was declared) next to the ``Range``.
+So every byte fetched passes through the same decision, metrics and audit as any data
+request, and a ticket is worth nothing without the caller's credential: it names no storage
+location and carries no credential of its own. Signed URLs were not chosen: they live at most
+five minutes, which is shorter than a large region download; a bearer passed through lives
+exactly as long as the caller's own token, and revoking the grant stops the download at its
+next range.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+from broker.gateway.htsget import (
+    Format,
+    IndexedFile,
+    InvalidInput,
+    NotFound,
+    Region,
+    UnsupportedFormat,
+    build_ticket,
+    check_regions,
+    open_indexed,
+    plan,
+)
+from broker.gateway.htsget.errors import IndexFormatError
+from broker.gateway.htsget.limits import DEFAULT_LIMITS, Limits
+from broker.gateway.paths import ObjectRef, quote_segments
+from broker.gateway.service import PURPOSE_HEADER, AuditEvent, Gateway, HeaderLookup
+from broker.gateway.stores import DirectoryStore, ObjectInfo
+
+Endpoint = Literal["reads", "variants"]
+INDEX_SUFFIXES: dict[Format, tuple[str, ...]] = {Format.BAM: (".bai", ".csi"), Format.VCF: (".tbi", ".csi")}
+CACHED_FILES = 64
+TICKET_CONTENT_TYPE = "application/vnd.ga4gh.htsget.v1.3.0+json; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class HtsgetQuery:
+    """One htsget request, already parsed: format, class, regions (None: the whole file)."""
+
+    format: Format
+    class_: str | None
+    regions: tuple[Region, ...] | None
+
+    def describe(self) -> tuple[str, ...]:
+        """The regions asked for, as ``name:start-end`` (0-based, end exclusive) for audit records."""
+        if self.class_ == "header":
+            return ("header",)
+        if self.regions is None:
+            return ("*all*",)
+        return tuple(
+            r.reference_name
+            + ("" if r.start is None and r.end is None else f":{r.start or 0}-{'' if r.end is None else r.end}")
+            for r in self.regions
+        )
+
+
+class _FdReader:
+    """A :class:`~broker.gateway.htsget.reader.RandomReader` over an open regular file (``os.pread``)."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._fd = file.fileno()
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be non-negative")
+        out = bytearray()
+        end = min(offset + length, self._size)
+        while offset < end:
+            chunk = os.pread(self._fd, end - offset, offset)
+            if not chunk:
+                break
+            out += chunk
+            offset += len(chunk)
+        return bytes(out)
+
+
+@dataclass
+class HtsgetService:
+    """Tickets for one gateway; holds the cache of opened (header + index) files."""
+
+    gateway: Gateway
+    limits: Limits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        self._opened: OrderedDict[tuple[str, ...], IndexedFile] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def ticket(
+        self,
+        endpoint: Endpoint,
+        ref: ObjectRef,
+        query: HtsgetQuery,
+        headers: HeaderLookup,
+        subject: str | None,
+        purpose: str | None,
+        base_url: str,
+    ) -> dict[str, Any]:
+        """The ticket JSON for an authorised request; raises htsget errors (and gateway Refusals).
+
+        ``base_url`` is the gateway's public base (no trailing '/'): the data route of ``ref`` under
+        it is what every byte range of the ticket points at.
+        """
+        ds, store, prefix = self.gateway.dataset(ref)
+        if ds.encryption == "crypt4gh":
+            raise UnsupportedFormat(
+                "htsget_encrypted",
+                "This dataset is stored encrypted (Crypt4GH); region tickets are not served for it. "
+                "Download whole files from the data route with your Crypt4GH public key.",
+            )
+        if not isinstance(store, DirectoryStore):
+            raise UnsupportedFormat(
+                "htsget_store_unsupported",
+                "This dataset's store cannot be read by region; download whole files from the data route.",
+            )
+        opened = store.open(prefix, ref.segments)
+        if opened is None:
+            raise NotFound("not_found", "No such object.")
+        file, info = opened
+        try:
+            reader = _FdReader(file, info.size)
+            source = self._indexed(store, prefix, ref, query.format, reader, info)
+            pieces = plan(reader, source, class_=query.class_, regions=query.regions, limits=self.limits)
+        finally:
+            file.close()
+        url = f"{base_url}/data/{ref.dataset}/{quote_segments(ref.segments)}"
+        passed = {name: value for name in ("Authorization", PURPOSE_HEADER) if (value := headers.get(name))}
+
+        def url_for_range(start: int, end: int) -> tuple[str, dict[str, str]]:
+            return url, {"Range": f"bytes={start}-{end}", **passed}
+
+        ticket = build_ticket(query.format, pieces, url_for_range)
+        self.gateway.metrics.htsget_tickets.inc(endpoint, query.format.value, query.class_ or "all")
+        if self.gateway.audit is not None:
+            self.gateway.audit(
+                AuditEvent(
+                    "ticket",
+                    subject,
+                    ref.dataset,
+                    ref.path,
+                    "issued",
+                    endpoint,
+                    route="htsget",
+                    purpose=purpose,
+                    regions=query.describe(),
+                )
+            )
+        return ticket
+
+    def _indexed(
+        self,
+        store: DirectoryStore,
+        prefix: tuple[str, ...],
+        ref: ObjectRef,
+        fmt: Format,
+        reader: _FdReader,
+        info: ObjectInfo,
+    ) -> IndexedFile:
+        """Header and index of the file, from the cache when neither changed since they were read."""
+        name = ref.segments[-1]
+        for suffix in INDEX_SUFFIXES[fmt]:
+            index_segments = (*ref.segments[:-1], name + suffix)
+            found = store.open(prefix, index_segments)
+            if found is None:
+                continue
+            index_file, index_info = found
+            key = (store.name, *prefix, *ref.segments, fmt.value, info.version, suffix, index_info.version)
+            with self._lock:
+                cached = self._opened.get(key)
+                if cached is not None:
+                    self._opened.move_to_end(key)
+            if cached is not None:
+                index_file.close()
+                return cached
+            try:
+                if index_info.size > self.limits.max_index_bytes:
+                    raise IndexFormatError("index_too_large", "the index is larger than this server reads")
+                data = _FdReader(index_file, index_info.size).read(0, index_info.size)
+            finally:
+                index_file.close()
+            source = open_indexed(reader, data, fmt, limits=self.limits)
+            with self._lock:
+                self._opened[key] = source
+                while len(self._opened) > CACHED_FILES:
+                    self._opened.popitem(last=False)
+            return source
+        raise NotFound(
+            "index_missing",
+            f"No index beside this file ({' or '.join(name + s for s in INDEX_SUFFIXES[fmt])}); "
+            "regions cannot be served without one.",
+        )
+
+
+def post_regions(value: object, limits: Limits = DEFAULT_LIMITS) -> tuple[Region, ...] | None:
+    """The ``regions`` of an htsget POST body, checked (POST rules: ``start < end``)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidInput("bad_regions", "regions must be a list of objects")
+    if len(value) > limits.max_regions:
+        raise InvalidInput("too_many_regions", f"at most {limits.max_regions} regions may be requested at once")
+    regions: list[Region] = []
+    for item in value:
+        if not isinstance(item, dict) or not set(item) <= {"referenceName", "start", "end"}:
+            raise InvalidInput("bad_regions", "each region is an object with referenceName, start and end only")
+        name = item.get("referenceName")
+        if not isinstance(name, str):
+            raise InvalidInput("bad_reference_name", "each region needs a referenceName string")
+        start, end = item.get("start"), item.get("end")
+        for label, number in (("start", start), ("end", end)):
+            if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+                raise InvalidInput("bad_position", f"{label} must be an integer")
+        regions.append(Region(name, start, end))
+    check_regions(regions, limits=limits, allow_empty=False)
+    return tuple(regions)
