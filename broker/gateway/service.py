@@ -45,7 +45,13 @@ from broker.gateway.authorize import (
     AccessDecision,
     Authorizer,
 )
+from broker.gateway.c4gh.errors import Crypt4GHError
+from broker.gateway.c4gh.keys import RecipientKey
+from broker.gateway.c4gh.reencrypt import Reencrypted
+from broker.gateway.c4gh.served import Part, iter_parts
+from broker.gateway.c4gh.stored import FileReader
 from broker.gateway.checksums import ChecksumCache
+from broker.gateway.encrypted import Reencryptor, load_key, recipient_from, served_etag
 from broker.gateway.metrics import GatewayMetrics
 from broker.gateway.paths import ObjectRef, PathError, Target, parse_data_target, validate_object_path
 from broker.gateway.settings import DatasetSettings, GatewaySettings
@@ -193,6 +199,7 @@ class Gateway:
     stores: dict[str, Any] = field(init=False)
     url_key: bytes = field(init=False)
     checksums: ChecksumCache = field(init=False)
+    reencryptor: Reencryptor | None = field(init=False)
     _prefixes: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -204,6 +211,10 @@ class Gateway:
         self.url_key = signed_urls.load_or_create_key(
             self.settings.url_signing_key.get_secret_value() if self.settings.url_signing_key else None, key_dir
         )
+        encrypted = any(ds.encryption == "crypt4gh" for ds in self.settings.datasets.values())
+        c4gh = self.settings.crypt4gh
+        # The node's key is opened once, here: a wrong passphrase stops the start, not a request.
+        self.reencryptor = Reencryptor(load_key(c4gh)) if encrypted and c4gh is not None else None
         cache_dir = self.settings.checksum_cache_dir
         self.checksums = ChecksumCache(
             Path(cache_dir) if cache_dir else (key_dir / "checksums" if key_dir is not None else None)
@@ -369,6 +380,8 @@ class Gateway:
         """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
         ds, store, prefix = self.dataset(ref)
         segments = prefix + ref.segments
+        if ds.encryption == "crypt4gh":
+            return self._encrypted(method, store, prefix, ref, headers, decision.subject)
         mode = ds.mode or self.settings.mode
         if mode == "offload":
             response = self._offload(store, prefix, ref)
@@ -378,6 +391,96 @@ class Gateway:
             response = self._from_http(method, store, ref, segments, headers, decision.subject)
         response.headers["Cache-Control"] = NO_STORE
         return response
+
+    def open_encrypted(
+        self, store: Any, prefix: tuple[str, ...], ref: ObjectRef, headers: HeaderLookup
+    ) -> tuple[IO[bytes], ObjectInfo, RecipientKey, Reencrypted, ObjectInfo]:
+        """Open a Crypt4GH object for the researcher whose key ``headers`` carry.
+
+        Returns the open stored file (the caller closes it), its info, the key, the re-encrypted
+        header with the body's place, and the info of the served stream (size, validators).
+        Raises :class:`Refusal`: 400 without a usable key, 404, 502 for a stored file the node
+        cannot serve. The key is checked before existence, after the decision.
+        """
+        try:
+            recipient = recipient_from(headers)
+        except Crypt4GHError as exc:
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        if self.reencryptor is None or not isinstance(store, DirectoryStore):
+            raise Refusal(503, "crypt4gh_unavailable", "Encrypted files cannot be served by this gateway now.")
+        opened = store.open(prefix, ref.segments)
+        if opened is None:
+            raise Refusal(404, "not_found", "No such object.")
+        file, info = opened
+        try:
+            reader = FileReader(file.fileno())
+            made = self.reencryptor.prepare(
+                reader, f"{store.name}/{'/'.join(prefix + ref.segments)}", info.version, recipient
+            )
+        except Crypt4GHError as exc:
+            file.close()
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        except BaseException:
+            file.close()
+            raise
+        served = ObjectInfo(
+            size=made.served_size,
+            etag=served_etag(info.etag, recipient),
+            last_modified=info.last_modified,
+            version=f"{info.version}:c4gh:{recipient.fingerprint}",
+        )
+        return file, info, recipient, made, served
+
+    def _encrypted(
+        self,
+        method: str,
+        store: Any,
+        prefix: tuple[str, ...],
+        ref: ObjectRef,
+        headers: HeaderLookup,
+        subject: str | None,
+    ) -> Response:
+        """The header re-encrypted to the researcher, then the stored body; Range in that stream's coordinates."""
+        file, _, recipient, made, served = self.open_encrypted(store, prefix, ref, headers)
+        try:
+            base = _validator_headers(served)
+            base.append(("Cache-Control", NO_STORE))
+            if _not_modified(headers, served):
+                file.close()
+                return Response(b"", status=304, headers=base)
+            chosen = self._choose_ranges(method, headers, served)
+        except BaseException:
+            file.close()
+            raise
+        if method == "HEAD":
+            file.close()
+            base += [("Content-Type", OCTET_STREAM), ("Content-Length", str(served.size))]
+            return Response((), status=200, headers=base)
+        if chosen is not None and len(chosen) > 1:
+            chosen = None  # several ranges of a re-encrypted stream: the whole stream (RFC 9110 14.2 allows it)
+        if chosen is None:
+            status, start, end = 200, 0, served.size - 1
+        else:
+            status, start, end = 206, chosen[0].start, chosen[0].start + chosen[0].length - 1
+            base.append(("Content-Range", chosen[0].content_range(served.size)))
+        base += [("Content-Type", OCTET_STREAM), ("Content-Length", str(end - start + 1))]
+        self.metrics.reencryptions.inc(ref.dataset)
+        if self.audit is not None:
+            self.audit(
+                AuditEvent(
+                    "reencryption",
+                    subject,
+                    ref.dataset,
+                    ref.path,
+                    "served",
+                    "crypt4gh",
+                    route="data",
+                    recipient=recipient.fingerprint,
+                )
+            )
+        parts = made.layout.parts(start, end)
+        body = _encrypted_body(parts, made.header, FileReader(file.fileno()), file, self.settings.chunk_bytes)
+        return Response(self._counted(body, ref, subject), status=status, headers=base, direct_passthrough=True)
 
     def _offload(self, store: Any, prefix: tuple[str, ...], ref: ObjectRef) -> Response:
         """X-Accel-Redirect to the store's internal nginx location (nginx then serves bytes)."""
@@ -629,6 +732,16 @@ def _cork(sock: object) -> socket.socket | None:
 def _uncork(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # the client may be gone already: nothing left to flush
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+
+
+def _encrypted_body(
+    parts: list[Part], header: bytes, reader: FileReader, file: IO[bytes], chunk: int
+) -> Iterator[bytes]:
+    """The served parts (header slice, stored body range), read in chunks; the stored file closed after."""
+    try:
+        yield from iter_parts(parts, header, reader, min(chunk, 16 * 1024 * 1024))
+    finally:
+        file.close()
 
 
 def _file_chunks(file: _CountedFile, chunk: int) -> Iterator[bytes]:

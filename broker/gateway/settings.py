@@ -187,10 +187,19 @@ def check_gateway(s: GatewaySettings) -> None:
                 validate_object_path(ds.prefix)
             except PathError as exc:
                 raise SettingsProblem(f"{key}.prefix", exc.message) from None
-        if ds.encryption == "crypt4gh" and s.crypt4gh is None:
-            raise SettingsProblem(
-                f"{key}.encryption", "crypt4gh needs gateway.crypt4gh.key_file (the node's Crypt4GH private key)"
-            )
+        if ds.encryption == "crypt4gh":
+            if s.crypt4gh is None:
+                raise SettingsProblem(
+                    f"{key}.encryption", "crypt4gh needs gateway.crypt4gh.key_file (the node's Crypt4GH private key)"
+                )
+            if s.stores[ds.store].kind != "directory":
+                raise SettingsProblem(f"{key}.encryption", "crypt4gh datasets are served from directory stores only")
+            if (ds.mode or s.mode) == "offload":
+                raise SettingsProblem(
+                    f"{key}.mode",
+                    "crypt4gh datasets are streamed by the gateway (set mode: stream on the dataset); "
+                    "offloading the encrypted body to nginx is not available yet",
+                )
         mode = ds.mode or s.mode
         if mode == "offload" and not s.stores[ds.store].offload_location:
             raise SettingsProblem(
