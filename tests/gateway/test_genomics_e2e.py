@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import pytest
 import requests
 import yaml
 
+from broker.client.credentials import CredentialStore, Login
 from broker.oidc.passwords import hash_secret
 from tests.e2e.deployment import Node
 from tests.gateway.crypt4gh.conftest import WHY, Crypt4GH, KeyPair
@@ -302,3 +304,66 @@ def test_audit_log_holds_tickets_with_regions_and_reencryptions(genomics: Genomi
     assert "gateway.ticket" in flat and "chr2:1000-2000" in flat
     assert "gateway.reencryption" in flat
     assert g.token not in flat
+
+
+def _client_env(g: Genomics, home: Path) -> dict[str, str]:
+    """A user's environment whose token file holds the browser login's access token (as ``login`` saves it)."""
+    CredentialStore(home / "config" / "ga4gh-broker").save(
+        Login(
+            broker=g.node.issuer,
+            client_id=CLIENT.client_id,
+            token_endpoint=g.url("/token"),
+            userinfo_endpoint=None,
+            access_token=g.token,
+            expires_at=int(time.time()) + 600,
+            scope="openid ga4gh_passport_v1",
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "XDG_"))}
+    return {**env, "XDG_CONFIG_HOME": str(home / "config"), "HOME": str(home)}
+
+
+def test_download_sends_the_crypt4gh_key_and_decrypts_with_the_secret_key(genomics: Genomics, tmp_path: Path) -> None:
+    g = genomics
+    env = _client_env(g, tmp_path / "home")
+    target = f"{C4GH}/sample.bin.c4gh"
+
+    def download(out: Path, *extra: str, passphrase: str | None = None) -> subprocess.CompletedProcess[str]:
+        run_env = {**env, "C4GH_PASSPHRASE": passphrase} if passphrase else env
+        return subprocess.run(
+            [sys.executable, "-m", "broker", "download", "--broker", g.node.issuer, target, "-o", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=run_env,
+            check=False,
+        )
+
+    without_key = download(tmp_path / "none")
+    assert without_key.returncode == 1 and "Crypt4GH-Public-Key" in without_key.stderr
+    encrypted = download(tmp_path / "enc", "--crypt4gh-key", str(g.researcher.pub))
+    assert encrypted.returncode == 0, encrypted.stderr
+    assert "sha-256 verified" in encrypted.stdout
+    assert g.c4gh.decrypt(tmp_path / "enc" / "sample.bin.c4gh", g.researcher) == (0, g.plain)
+    both = download(
+        tmp_path / "plain",
+        "--crypt4gh-key",
+        str(g.researcher.pub),
+        "--crypt4gh-secret-key",
+        str(g.researcher.sec),
+        passphrase=g.researcher.passphrase,
+    )
+    assert both.returncode == 0, both.stderr
+    assert (tmp_path / "plain" / "sample.bin").read_bytes() == g.plain
+    assert "decrypted" in both.stdout
+    assert g.token not in both.stdout + both.stderr + encrypted.stdout + encrypted.stderr
+    wrong = download(
+        tmp_path / "wrong",
+        "--crypt4gh-key",
+        str(g.researcher.pub),
+        "--crypt4gh-secret-key",
+        str(g.researcher.sec),
+        passphrase="not the passphrase",
+    )
+    assert wrong.returncode == 2 and "passphrase" in wrong.stderr
+    assert not (tmp_path / "wrong" / "sample.bin").exists()
