@@ -31,14 +31,13 @@ from flask import Blueprint, Response, request
 from broker import __version__
 from broker.core.untrusted_json import loads_bounded
 from broker.errors import BrokerError
-from broker.gateway.authorize import AccessDecision
 from broker.gateway.drs import decode_object_id
 from broker.gateway.htsget import HtsgetError, InvalidInput, InvalidRange, Region, check_regions, parse_format
 from broker.gateway.htsget.plan import UNPLACED
 from broker.gateway.htsget_service import TICKET_CONTENT_TYPE, HtsgetQuery, HtsgetService, post_regions
 from broker.gateway.paths import ObjectRef, split_target
 from broker.gateway.routes import raw_target
-from broker.gateway.service import Gateway, header_purpose
+from broker.gateway.service import Gateway
 
 BASE = "/ga4gh/htsget/v1"
 MAX_UINT32 = (1 << 32) - 1
@@ -201,15 +200,15 @@ def make_htsget_blueprint(gateway: Gateway, service: HtsgetService) -> Blueprint
     def ticket(endpoint: Literal["reads", "variants"]) -> Response:
         try:
             raw = raw_target(request.environ)
-            ref, decision, path_query = _authorize(gateway, endpoint, raw)
+            # The parameters are read first (their errors say nothing about any object), so the
+            # decision's audit record can carry the regions asked for.
             if request.method == "POST":
                 query = post_query(endpoint, request.get_data(cache=False), request.is_json)
             else:
-                query = get_query(endpoint, path_query)
+                query = get_query(endpoint, split_target(raw)[1])
+            ref = _authorize(gateway, endpoint, raw, query.describe())
             base = (gateway.settings.public_base_url or request.host_url).rstrip("/")
-            answer = service.ticket(
-                endpoint, ref, query, request.headers, decision.subject, header_purpose(request.headers), base
-            )
+            answer = service.ticket(endpoint, ref, query, request.headers, base)
         except BrokerError as error:
             return _error(error)
         return _json(answer)
@@ -239,14 +238,15 @@ def make_htsget_blueprint(gateway: Gateway, service: HtsgetService) -> Blueprint
     return bp
 
 
-def _authorize(gateway: Gateway, endpoint: str, raw: str) -> tuple[ObjectRef, AccessDecision, str]:
-    """The object, the gateway's allow (or a Refusal), and the raw query of the request."""
+def _authorize(gateway: Gateway, endpoint: str, raw: str, regions: tuple[str, ...]) -> ObjectRef:
+    """The object, once the gateway allowed it (else a Refusal); the audit record names ``regions``."""
     prefix = f"{BASE}/{endpoint}/"
     path, query = split_target(raw)
     rest = path[len(prefix) :] if path.startswith(prefix) else ""
     if rest and "/" not in rest:
         # A DRS object id: decoded with the same path rules, then decided like the data route.
         ref = decode_object_id(rest)
-        return ref, gateway.authorize_ref("GET", ref, query, request.headers, "htsget"), query
-    target, decision = gateway.decide("GET", raw, request.headers, prefix, "htsget")
-    return target.ref, decision, target.query
+        gateway.authorize_ref("GET", ref, query, request.headers, "htsget", regions=regions)
+        return ref
+    target, _ = gateway.decide("GET", raw, request.headers, prefix, "htsget", regions=regions)
+    return target.ref

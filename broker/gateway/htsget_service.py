@@ -35,8 +35,10 @@ from typing import IO, Any, Literal
 from broker.gateway.htsget import (
     Format,
     IndexedFile,
+    Inline,
     InvalidInput,
     NotFound,
+    Piece,
     Region,
     UnsupportedFormat,
     build_ticket,
@@ -47,12 +49,14 @@ from broker.gateway.htsget import (
 from broker.gateway.htsget.errors import IndexFormatError
 from broker.gateway.htsget.limits import DEFAULT_LIMITS, Limits
 from broker.gateway.paths import ObjectRef, quote_segments
-from broker.gateway.service import PURPOSE_HEADER, AuditEvent, Gateway, HeaderLookup
+from broker.gateway.service import PURPOSE_HEADER, Gateway, HeaderLookup
 from broker.gateway.stores import DirectoryStore, ObjectInfo
 
 Endpoint = Literal["reads", "variants"]
 INDEX_SUFFIXES: dict[Format, tuple[str, ...]] = {Format.BAM: (".bai", ".csi"), Format.VCF: (".tbi", ".csi")}
 CACHED_FILES = 64
+CACHED_PLANS = 512
+CACHED_PLAN_INLINE_BYTES = 64 * 1024  # plans with more inline data are not kept (bounds the cache to 32 MiB)
 TICKET_CONTENT_TYPE = "application/vnd.ga4gh.htsget.v1.3.0+json; charset=utf-8"
 
 
@@ -111,6 +115,7 @@ class HtsgetService:
 
     def __post_init__(self) -> None:
         self._opened: OrderedDict[tuple[str, ...], IndexedFile] = OrderedDict()
+        self._plans: OrderedDict[tuple[object, ...], list[Piece]] = OrderedDict()
         self._lock = threading.Lock()
 
     def ticket(
@@ -119,8 +124,6 @@ class HtsgetService:
         ref: ObjectRef,
         query: HtsgetQuery,
         headers: HeaderLookup,
-        subject: str | None,
-        purpose: str | None,
         base_url: str,
     ) -> dict[str, Any]:
         """The ticket JSON for an authorised request; raises htsget errors (and gateway Refusals).
@@ -146,8 +149,8 @@ class HtsgetService:
         file, info = opened
         try:
             reader = _FdReader(file, info.size)
-            source = self._indexed(store, prefix, ref, query.format, reader, info)
-            pieces = plan(reader, source, class_=query.class_, regions=query.regions, limits=self.limits)
+            source_key, source = self._indexed(store, prefix, ref, query.format, reader, info)
+            pieces = self._plan(source_key, reader, source, query)
         finally:
             file.close()
         url = f"{base_url}/data/{ref.dataset}/{quote_segments(ref.segments)}"
@@ -157,22 +160,32 @@ class HtsgetService:
             return url, {"Range": f"bytes={start}-{end}", **passed}
 
         ticket = build_ticket(query.format, pieces, url_for_range)
+        # The audit record of a ticket is its decision's (route htsget, with the regions asked for),
+        # written before planning: one store write per ticket, as for any data request.
         self.gateway.metrics.htsget_tickets.inc(endpoint, query.format.value, query.class_ or "all")
-        if self.gateway.audit is not None:
-            self.gateway.audit(
-                AuditEvent(
-                    "ticket",
-                    subject,
-                    ref.dataset,
-                    ref.path,
-                    "issued",
-                    endpoint,
-                    route="htsget",
-                    purpose=purpose,
-                    regions=query.describe(),
-                )
-            )
         return ticket
+
+    def _plan(
+        self, source_key: tuple[str, ...], reader: _FdReader, source: IndexedFile, query: HtsgetQuery
+    ) -> list[Piece]:
+        """The pieces for ``query``; kept per file and index version, since planning scans records.
+
+        Genome browsers and pipelines ask for the same windows again and again; a plan depends
+        only on the file's bytes, its index and the query, all in the key.
+        """
+        key = (*source_key, query.class_, query.regions)
+        with self._lock:
+            found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+                return found
+        pieces = plan(reader, source, class_=query.class_, regions=query.regions, limits=self.limits)
+        if sum(len(p.data) for p in pieces if isinstance(p, Inline)) <= CACHED_PLAN_INLINE_BYTES:
+            with self._lock:
+                self._plans[key] = pieces
+                while len(self._plans) > CACHED_PLANS:
+                    self._plans.popitem(last=False)
+        return pieces
 
     def _indexed(
         self,
@@ -182,8 +195,8 @@ class HtsgetService:
         fmt: Format,
         reader: _FdReader,
         info: ObjectInfo,
-    ) -> IndexedFile:
-        """Header and index of the file, from the cache when neither changed since they were read."""
+    ) -> tuple[tuple[str, ...], IndexedFile]:
+        """Header and index of the file (and their cache key), from the cache when neither changed."""
         name = ref.segments[-1]
         for suffix in INDEX_SUFFIXES[fmt]:
             index_segments = (*ref.segments[:-1], name + suffix)
@@ -198,7 +211,7 @@ class HtsgetService:
                     self._opened.move_to_end(key)
             if cached is not None:
                 index_file.close()
-                return cached
+                return key, cached
             try:
                 if index_info.size > self.limits.max_index_bytes:
                     raise IndexFormatError("index_too_large", "the index is larger than this server reads")
@@ -210,7 +223,7 @@ class HtsgetService:
                 self._opened[key] = source
                 while len(self._opened) > CACHED_FILES:
                     self._opened.popitem(last=False)
-            return source
+            return key, source
         raise NotFound(
             "index_missing",
             f"No index beside this file ({' or '.join(name + s for s in INDEX_SUFFIXES[fmt])}); "

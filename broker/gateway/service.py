@@ -230,14 +230,18 @@ class Gateway:
         prefix: str,
         route: str,
         passports: tuple[str, ...] = (),
+        regions: tuple[str, ...] = (),
     ) -> tuple[Target, AccessDecision]:
-        """Parse, read credentials, authorise. Raises :class:`Refusal` for every refusal."""
+        """Parse, read credentials, authorise. Raises :class:`Refusal` for every refusal.
+
+        ``regions`` (htsget) go into the decision's audit record: what was asked for, in one record.
+        """
         try:
             target = parse_data_target(raw_target, prefix)
         except PathError as exc:
             self._count_decision("deny", exc.code)
             raise Refusal(exc.status, exc.code, exc.message) from None
-        return target, self.authorize_ref(method, target.ref, target.query, headers, route, passports)
+        return target, self.authorize_ref(method, target.ref, target.query, headers, route, passports, regions=regions)
 
     def authorize_ref(
         self,
@@ -248,6 +252,8 @@ class Gateway:
         route: str,
         passports: tuple[str, ...] = (),
         purpose: str | None = None,
+        *,
+        regions: tuple[str, ...] = (),
     ) -> AccessDecision:
         """Authorise one object: a signed URL in ``query``, else the bearer or ``passports``.
 
@@ -285,7 +291,7 @@ class Gateway:
         if not _well_formed(decision):
             log.error("authorizer returned an invalid decision: %r", decision)
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
-        self._record_decision(decision, ref, route, declared)
+        self._record_decision(decision, ref, route, declared, regions)
         if not decision.allow:
             raise self._denial(decision, presented=bearer is not None or bool(passports))
         return decision
@@ -343,7 +349,12 @@ class Gateway:
         self.metrics.decisions.inc(outcome, reason)
 
     def _record_decision(
-        self, decision: AccessDecision, ref: ObjectRef, route: str, purpose: str | None = None
+        self,
+        decision: AccessDecision,
+        ref: ObjectRef,
+        route: str,
+        purpose: str | None = None,
+        regions: tuple[str, ...] = (),
     ) -> None:
         outcome = "allow" if decision.allow else "deny"
         self._count_decision(outcome, decision.reason)
@@ -360,6 +371,7 @@ class Gateway:
                     decision.basis,
                     route=route,
                     purpose=purpose,
+                    regions=regions,
                 )
             )
 

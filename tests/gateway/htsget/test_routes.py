@@ -231,10 +231,18 @@ def test_tickets_are_counted_and_audited_with_the_region(hts: HtsStack) -> None:
     reply = hts.ticket("reads/hts/dir/reads.bam", referenceName="chr2", start=10, end=5000)
     assert reply.status_code == 200
     assert gateway.metrics.htsget_tickets.value("reads", "BAM", "all") == before + 1
-    issued = [e for e in hts.audit if e.kind == "ticket"][-1]
+    # One audit record per ticket: its decision, on the htsget route, naming the regions asked for.
+    issued = [e for e in hts.audit if e.kind == "decision" and e.route == "htsget"][-1]
     assert (issued.subject, issued.dataset, issued.object_path) == ("alice@example.org", "hts", "dir/reads.bam")
-    assert issued.regions == ("chr2:10-5000",)
-    decisions = [e for e in hts.audit if e.kind == "decision" and e.route == "htsget"]
-    assert decisions and decisions[-1].outcome == "allow"
+    assert (issued.outcome, issued.regions) == ("allow", ("chr2:10-5000",))
+    posted = requests.post(
+        f"{hts.url}{BASE}/variants/hts/dir/calls.vcf.gz",
+        json={"regions": [{"referenceName": "chr1", "start": 5, "end": 50}, {"referenceName": "chr3"}]},
+        headers={"Authorization": "Bearer tok-none"},
+        timeout=10,
+    )
+    assert posted.status_code == 403
+    refused = [e for e in hts.audit if e.kind == "decision" and e.route == "htsget"][-1]
+    assert (refused.subject, refused.outcome, refused.regions) == ("bob@example.org", "deny", ("chr1:5-50", "chr3"))
     text = requests.get(f"{hts.url}/metrics", timeout=10).text
     assert 'gateway_htsget_tickets_total{endpoint="reads",format="BAM",class="all"}' in text
