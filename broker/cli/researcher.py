@@ -81,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="SECKEY",
         help="also decrypt each downloaded file with this secret key (passphrase from C4GH_PASSPHRASE or asked)",
     )
+    download.add_argument(
+        "--region",
+        default=None,
+        metavar="REGION",
+        help="only this region of a .bam or .vcf.gz (chr1:1000-2000, 1-based), through the broker's htsget server",
+    )
     _broker_option(download)
     _purpose_option(download)
     download.set_defaults(handler=_download)
@@ -213,6 +219,7 @@ def _download(ctx: Context) -> int:
     from broker.client.crypt4gh import Decryptor, load_secret_key, public_key_header
     from broker.client.download import Downloader
     from broker.client.drs import DrsClient, check_purpose, split_target
+    from broker.client.htsget import download_region, endpoint_for, parse_region
 
     args = ctx.args
     if not 1 <= args.parallel <= 16:
@@ -228,8 +235,23 @@ def _download(ctx: Context) -> int:
         )
     key_header = public_key_header(args.crypt4gh_key) if args.crypt4gh_key else None
     decrypt = Decryptor(load_secret_key(args.crypt4gh_secret_key)) if args.crypt4gh_secret_key else None
+    region = parse_region(args.region) if args.region else None
+    if region is not None:
+        for _, path in targets:
+            endpoint_for(path)
+        if decrypt is not None:
+            raise ClientError("bad_region", "--region cannot be combined with --crypt4gh-secret-key.", EXIT_USAGE)
     http, _store, tokens = _tools(args.broker)
     drs = DrsClient(http, tokens, purpose=args.purpose, crypt4gh_key=key_header)
+    if region is not None:
+        failed = 0
+        for dataset, path in dict.fromkeys(targets):
+            try:
+                print(download_region(drs, dataset, path, region, out_dir))
+            except ClientError as exc:
+                print(exc.message, file=sys.stderr)
+                failed += 1
+        return EXIT_FAILED if failed else 0
     downloader = Downloader(drs, out_dir, progress=sys.stderr.isatty(), decrypt=decrypt)
     outcomes = downloader.run(targets, args.parallel)
     for outcome in outcomes:

@@ -372,3 +372,36 @@ def test_download_sends_the_crypt4gh_key_and_decrypts_with_the_secret_key(genomi
     )
     assert wrong.returncode == 2 and "passphrase" in wrong.stderr
     assert not (tmp_path / "wrong" / "sample.bin").exists()
+
+
+def test_download_region_through_htsget_gives_the_records_samtools_and_bcftools_give(
+    genomics: Genomics, tmp_path: Path
+) -> None:
+    g = genomics
+    env = _client_env(g, tmp_path / "home")
+
+    def download(target: str, region: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "broker", "download", "--broker", g.node.issuer, target, "--region", region]
+        return subprocess.run(
+            [*argv, "-o", str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+
+    reads = download(f"{HTS}/reads.bam", "chr1:100001-104000")
+    assert reads.returncode == 0, reads.stderr
+    got = lines(run(g.tools.samtools, "view", tmp_path / "out" / "reads.chr1_100001-104000.bam"))
+    want = lines(run(g.tools.samtools, "view", g.objects / "hts" / "reads.bam", "chr1:100001-104000"))
+    assert want and got == want
+    calls = download(f"{HTS}/variants.vcf.gz", "chr2:20001-60000")
+    assert calls.returncode == 0, calls.stderr
+    out = tmp_path / "out" / "variants.chr2_20001-60000.vcf.gz"
+    got = lines(run(g.tools.bcftools, "view", "--no-version", "-H", out))
+    original = g.objects / "hts" / "variants.vcf.gz"
+    assert got and got == lines(run(g.tools.bcftools, "view", "--no-version", "-H", "-r", "chr2:20001-60000", original))
+    closed = download(f"{CLOSED}/reads.bam", "chr1")
+    assert closed.returncode == 1 and not (tmp_path / "out" / "reads.chr1.bam").exists()
+    assert g.token not in reads.stdout + reads.stderr + closed.stderr
