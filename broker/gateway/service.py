@@ -102,6 +102,10 @@ NO_STORE = "private, no-store"
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _VALIDATOR = re.compile(r'(W/)?"[\x21\x23-\x7e]*"|\*|[A-Za-z0-9 ,:\-"/W]{1,256}')
 _CONDITIONAL_MAX = 1024
+# Crypt4GH offload: only a plain single range goes to nginx, and no conditional request (nginx's
+# validators are the stored file's, not the served stream's).
+_SIMPLE_RANGE = re.compile(r"bytes=[0-9]{1,19}-[0-9]{0,19}")
+_CONDITIONAL_HEADERS = ("If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
 
 class Refusal(BrokerError):
@@ -392,9 +396,9 @@ class Gateway:
         """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
         ds, store, prefix = self.dataset(ref)
         segments = prefix + ref.segments
-        if ds.encryption == "crypt4gh":
-            return self._encrypted(method, store, prefix, ref, headers, decision.subject)
         mode = ds.mode or self.settings.mode
+        if ds.encryption == "crypt4gh":
+            return self._encrypted(method, store, prefix, ref, headers, decision.subject, mode == "offload")
         if mode == "offload":
             response = self._offload(store, prefix, ref)
         elif isinstance(store, DirectoryStore):
@@ -451,8 +455,17 @@ class Gateway:
         ref: ObjectRef,
         headers: HeaderLookup,
         subject: str | None,
+        offload: bool = False,
     ) -> Response:
-        """The header re-encrypted to the researcher, then the stored body; Range in that stream's coordinates."""
+        """The header re-encrypted to the researcher, then the stored body; Range in that stream's coordinates.
+
+        With ``offload``, a plain single range lying wholly in the body is handed to nginx when the
+        new header is exactly as long as the stored one (a file stored for the node alone): the
+        served stream's body bytes then sit at the same offsets as in the stored file, so nginx,
+        applying the client's own ``Range`` to the stored file, sends exactly the served bytes.
+        Everything else (the header, whole files, conditional requests, a header that changed
+        length) is streamed here.
+        """
         file, _, recipient, made, served = self.open_encrypted(store, prefix, ref, headers)
         try:
             base = _validator_headers(served)
@@ -470,12 +483,30 @@ class Gateway:
             return Response((), status=200, headers=base)
         if chosen is not None and len(chosen) > 1:
             chosen = None  # several ranges of a re-encrypted stream: the whole stream (RFC 9110 14.2 allows it)
+        if (
+            offload
+            and chosen is not None
+            and chosen[0].start >= len(made.header) == made.body_offset
+            and _SIMPLE_RANGE.fullmatch(headers.get("Range") or "")
+            and not any(name in headers for name in _CONDITIONAL_HEADERS)
+        ):
+            file.close()
+            self._count_reencryption(ref, subject, recipient, "offload")
+            response = self._offload(store, prefix, ref)
+            response.headers["Cache-Control"] = NO_STORE
+            return response
         if chosen is None:
             status, start, end = 200, 0, served.size - 1
         else:
             status, start, end = 206, chosen[0].start, chosen[0].start + chosen[0].length - 1
             base.append(("Content-Range", chosen[0].content_range(served.size)))
         base += [("Content-Type", OCTET_STREAM), ("Content-Length", str(end - start + 1))]
+        self._count_reencryption(ref, subject, recipient, "stream")
+        parts = made.layout.parts(start, end)
+        body = _encrypted_body(parts, made.header, FileReader(file.fileno()), file, self.settings.chunk_bytes)
+        return Response(self._counted(body, ref, subject), status=status, headers=base, direct_passthrough=True)
+
+    def _count_reencryption(self, ref: ObjectRef, subject: str | None, recipient: RecipientKey, how: str) -> None:
         self.metrics.reencryptions.inc(ref.dataset)
         if self.audit is not None:
             self.audit(
@@ -485,14 +516,11 @@ class Gateway:
                     ref.dataset,
                     ref.path,
                     "served",
-                    "crypt4gh",
+                    f"crypt4gh_{how}",
                     route="data",
                     recipient=recipient.fingerprint,
                 )
             )
-        parts = made.layout.parts(start, end)
-        body = _encrypted_body(parts, made.header, FileReader(file.fileno()), file, self.settings.chunk_bytes)
-        return Response(self._counted(body, ref, subject), status=status, headers=base, direct_passthrough=True)
 
     def _offload(self, store: Any, prefix: tuple[str, ...], ref: ObjectRef) -> Response:
         """X-Accel-Redirect to the store's internal nginx location (nginx then serves bytes)."""

@@ -194,12 +194,6 @@ def check_gateway(s: GatewaySettings) -> None:
                 )
             if s.stores[ds.store].kind != "directory":
                 raise SettingsProblem(f"{key}.encryption", "crypt4gh datasets are served from directory stores only")
-            if (ds.mode or s.mode) == "offload":
-                raise SettingsProblem(
-                    f"{key}.mode",
-                    "crypt4gh datasets are streamed by the gateway (set mode: stream on the dataset); "
-                    "offloading the encrypted body to nginx is not available yet",
-                )
         mode = ds.mode or s.mode
         if mode == "offload" and not s.stores[ds.store].offload_location:
             raise SettingsProblem(

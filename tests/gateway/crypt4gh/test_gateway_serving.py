@@ -189,7 +189,7 @@ def test_htsget_refuses_encrypted_datasets_with_unsupported_format(enc: Encrypte
     assert reply.status_code == 400 and reply.json()["htsget"]["error"] == "UnsupportedFormat"
 
 
-def test_settings_refuse_an_encrypted_dataset_without_a_key_or_in_offload_mode(tmp_path: Path) -> None:
+def test_settings_refuse_an_encrypted_dataset_without_a_key_or_an_offload_location(tmp_path: Path) -> None:
     with pytest.raises(SettingsProblem, match="offload"):
         check_gateway(gateway_settings(tmp_path, tmp_path / "node.sec", mode="offload"))
     bare = GatewaySettings(
