@@ -31,13 +31,14 @@ from flask import Blueprint, Response, request
 from broker import __version__
 from broker.core.untrusted_json import loads_bounded
 from broker.errors import BrokerError
+from broker.gateway import signed_urls
 from broker.gateway.drs import decode_object_id
 from broker.gateway.htsget import HtsgetError, InvalidInput, InvalidRange, Region, check_regions, parse_format
 from broker.gateway.htsget.plan import UNPLACED
 from broker.gateway.htsget_service import TICKET_CONTENT_TYPE, HtsgetQuery, HtsgetService, post_regions
 from broker.gateway.paths import ObjectRef, split_target
 from broker.gateway.routes import raw_target
-from broker.gateway.service import Gateway
+from broker.gateway.service import Gateway, Refusal
 
 BASE = "/ga4gh/htsget/v1"
 MAX_UINT32 = (1 << 32) - 1
@@ -242,6 +243,11 @@ def _authorize(gateway: Gateway, endpoint: str, raw: str, regions: tuple[str, ..
     """The object, once the gateway allowed it (else a Refusal); the audit record names ``regions``."""
     prefix = f"{BASE}/{endpoint}/"
     path, query = split_target(raw)
+    if {name for name, _ in parse_qsl(query, keep_blank_values=True)} & signed_urls.ALL_PARAMS:
+        # A ticket passes the caller's bearer on to its data URLs; a signed URL has none to pass.
+        raise Refusal(
+            400, "invalid_request", "Signed URLs are for the data route; ask for tickets with a bearer token."
+        )
     rest = path[len(prefix) :] if path.startswith(prefix) else ""
     if rest and "/" not in rest:
         # A DRS object id: decoded with the same path rules, then decided like the data route.

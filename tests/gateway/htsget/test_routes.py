@@ -208,6 +208,8 @@ def test_refusals_use_the_htsget_error_names_and_statuses(hts: HtsStack) -> None
         reply = hts.ticket(path, **params)
         assert (reply.status_code, _error(reply)) == (400, name), params
     assert hts.ticket("variants/hts/dir/calls.vcf.gz", format="BAM").status_code == 400
+    signed = hts.ticket(path, bearer=None, expires="1", signature="x")  # no bearer for the ticket to pass on
+    assert (signed.status_code, _error(signed)) == (400, "InvalidInput")
     posted = requests.post(
         f"{hts.url}{BASE}/{path}",
         json={"regions": [{"referenceName": "chr1", "start": 10, "end": 10}]},
