@@ -107,4 +107,5 @@ def served_etag(stored_etag: str | None, recipient: RecipientKey) -> str | None:
     """A strong validator of the served stream: the stored one joined with the key's fingerprint."""
     if stored_etag is None:
         return None
-    return f'"{stored_etag.strip(chr(34)).removeprefix("W/").strip(chr(34))}-c4gh-{recipient.fingerprint}"'
+    tag = stored_etag.removeprefix("W/").strip('"')
+    return f'"{tag}-c4gh-{recipient.fingerprint}"'
