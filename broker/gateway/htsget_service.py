@@ -29,10 +29,20 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
+from broker.gateway.c4gh.errors import Crypt4GHError
+from broker.gateway.c4gh.keys import NodeKey
+from broker.gateway.c4gh.plain import PlainReader, encrypt_stream, encrypted_length
+from broker.gateway.c4gh.reencrypt import SEGMENT_SIZE, open_header
+from broker.gateway.c4gh.stored import FileReader as C4ghFileReader
+from broker.gateway.c4gh.stored import read_header
+from broker.gateway.encrypted import KEY_HEADERS, recipient_from
 from broker.gateway.htsget import (
+    ByteRange,
     Format,
     IndexedFile,
     Inline,
@@ -46,10 +56,10 @@ from broker.gateway.htsget import (
     open_indexed,
     plan,
 )
-from broker.gateway.htsget.errors import IndexFormatError
+from broker.gateway.htsget.errors import CorruptData, IndexFormatError
 from broker.gateway.htsget.limits import DEFAULT_LIMITS, Limits
 from broker.gateway.paths import ObjectRef, quote_segments
-from broker.gateway.service import PURPOSE_HEADER, Gateway, HeaderLookup
+from broker.gateway.service import PURPOSE_HEADER, Gateway, HeaderLookup, Refusal
 from broker.gateway.stores import DirectoryStore, ObjectInfo
 
 Endpoint = Literal["reads", "variants"]
@@ -117,6 +127,7 @@ class HtsgetService:
         self._opened: OrderedDict[tuple[str, ...], IndexedFile] = OrderedDict()
         self._plans: OrderedDict[tuple[object, ...], list[Piece]] = OrderedDict()
         self._lock = threading.Lock()
+        self.gateway.region_stream = self.encrypted_region  # the data route answers encrypted ticket URLs
 
     def ticket(
         self,
@@ -133,11 +144,7 @@ class HtsgetService:
         """
         ds, store, prefix = self.gateway.dataset(ref)
         if ds.encryption == "crypt4gh":
-            raise UnsupportedFormat(
-                "htsget_encrypted",
-                "This dataset is stored encrypted (Crypt4GH); region tickets are not served for it. "
-                "Download whole files from the data route with your Crypt4GH public key.",
-            )
+            return self._encrypted_ticket(endpoint, ref, store, prefix, query, headers, base_url)
         if not isinstance(store, DirectoryStore):
             raise UnsupportedFormat(
                 "htsget_store_unsupported",
@@ -164,6 +171,104 @@ class HtsgetService:
         # written before planning: one store write per ticket, as for any data request.
         self.gateway.metrics.htsget_tickets.inc(endpoint, query.format.value, query.class_ or "all")
         return ticket
+
+    # ------------------------------------------------------------------ Crypt4GH files
+
+    def _encrypted_ticket(
+        self,
+        endpoint: Endpoint,
+        ref: ObjectRef,
+        store: Any,
+        prefix: tuple[str, ...],
+        query: HtsgetQuery,
+        headers: HeaderLookup,
+        base_url: str,
+    ) -> dict[str, Any]:
+        """One URL: the data route with the query, answered as a new Crypt4GH file of the exact region."""
+        try:
+            recipient_from(headers)  # 400 with the how-to now, not at the data URL
+        except Crypt4GHError as exc:
+            raise InvalidInput(exc.code, exc.message) from None
+        self._encrypted_pieces(store, prefix, ref, query)  # refusals (NotFound, InvalidRange) come here
+        passed = {
+            name: value for name in ("Authorization", PURPOSE_HEADER, *KEY_HEADERS) if (value := headers.get(name))
+        }
+        url = f"{base_url}/data/{ref.dataset}/{quote_segments(ref.segments)}?{encode_query(query)}"
+        self.gateway.metrics.htsget_tickets.inc(endpoint, query.format.value, query.class_ or "all")
+        return {"htsget": {"format": query.format.value, "urls": [{"url": url, "headers": passed, "class": "body"}]}}
+
+    def _encrypted_pieces(
+        self, store: Any, prefix: tuple[str, ...], ref: ObjectRef, query: HtsgetQuery
+    ) -> tuple[list[Piece], PlainReader, IO[bytes]]:
+        """Plan ``query`` on the plaintext of a Crypt4GH file; returns the pieces, the reader and the open file."""
+        reencryptor = self.gateway.reencryptor
+        if reencryptor is None or not isinstance(store, DirectoryStore):
+            raise UnsupportedFormat("htsget_store_unsupported", "This dataset cannot be read by region here.")
+        opened = store.open(prefix, ref.segments)
+        if opened is None:
+            raise NotFound("not_found", "No such object.")
+        file, _ = opened
+        try:
+            plain = self._plain(file, reencryptor.node_key)
+            index = self._encrypted_index(store, prefix, ref, query.format, reencryptor.node_key)
+            source = open_indexed(plain, index, query.format, limits=self.limits)
+            pieces = plan(plain, source, class_=query.class_, regions=query.regions, limits=self.limits)
+        except Crypt4GHError as exc:
+            file.close()
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        except BaseException:
+            file.close()
+            raise
+        return pieces, plain, file
+
+    @staticmethod
+    def _plain(file: IO[bytes], node_key: NodeKey) -> PlainReader:
+        reader = C4ghFileReader(file.fileno())
+        stored = read_header(reader)
+        return PlainReader(reader, stored, open_header(stored.header, node_key))
+
+    def _encrypted_index(
+        self, store: DirectoryStore, prefix: tuple[str, ...], ref: ObjectRef, fmt: Format, node_key: NodeKey
+    ) -> bytes:
+        """The index beside ``x.bam.c4gh``: ``x.bam.bai`` (and the like), plain or itself ``.c4gh``."""
+        name = ref.segments[-1].removesuffix(".c4gh")
+        for suffix in INDEX_SUFFIXES[fmt]:
+            for candidate, encrypted in ((name + suffix, False), (name + suffix + ".c4gh", True)):
+                found = store.open(prefix, (*ref.segments[:-1], candidate))
+                if found is None:
+                    continue
+                index_file, info = found
+                with index_file:
+                    if not encrypted:
+                        if info.size > self.limits.max_index_bytes:
+                            raise IndexFormatError("index_too_large", "the index is larger than this server reads")
+                        return _FdReader(index_file, info.size).read(0, info.size)
+                    plain = self._plain(index_file, node_key)
+                    if plain.size > self.limits.max_index_bytes:
+                        raise IndexFormatError("index_too_large", "the index is larger than this server reads")
+                    return plain.read(0, plain.size)
+        raise NotFound("index_missing", f"No index beside this file ({name}{INDEX_SUFFIXES[fmt][0]} or the like).")
+
+    def encrypted_region(
+        self, store: Any, prefix: tuple[str, ...], ref: ObjectRef, raw_query: str, headers: HeaderLookup
+    ) -> tuple[bytes, int, Iterator[bytes]] | None:
+        """The data route's answer to an encrypted ticket URL: a new Crypt4GH header, the total length, the body.
+
+        None when ``raw_query`` is not an htsget query (the data route then serves the whole file).
+        """
+        query = decode_query(raw_query)
+        if query is None:
+            return None
+        try:
+            recipient = recipient_from(headers)
+        except Crypt4GHError as exc:
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        reencryptor = self.gateway.reencryptor
+        assert reencryptor is not None  # checked by _encrypted_pieces
+        pieces, plain, file = self._encrypted_pieces(store, prefix, ref, query)
+        length = sum(p.end - p.start + 1 if isinstance(p, ByteRange) else len(p.data) for p in pieces)
+        header, body = encrypt_stream(_plain_chunks(pieces, plain, file), reencryptor.node_key, recipient)
+        return header, len(header) + encrypted_length(length), body
 
     def _plan(
         self, source_key: tuple[str, ...], reader: _FdReader, source: IndexedFile, query: HtsgetQuery
@@ -229,6 +334,74 @@ class HtsgetService:
             f"No index beside this file ({' or '.join(name + s for s in INDEX_SUFFIXES[fmt])}); "
             "regions cannot be served without one.",
         )
+
+
+def _plain_chunks(pieces: list[Piece], plain: PlainReader, file: IO[bytes]) -> Iterator[bytes]:
+    """The plaintext of the answer, piece by piece (the stored file closed at the end)."""
+    try:
+        for piece in pieces:
+            if isinstance(piece, Inline):
+                yield piece.data
+                continue
+            offset = piece.start
+            while offset <= piece.end:
+                data = plain.read(offset, min(SEGMENT_SIZE, piece.end + 1 - offset))
+                if not data:
+                    raise CorruptData("data_truncated", "the stored file ended inside a planned range")
+                yield data
+                offset += len(data)
+    finally:
+        file.close()
+
+
+REGION_PARAM = "htsget_region"
+FORMAT_PARAM = "htsget_format"
+CLASS_PARAM = "htsget_class"
+
+
+def encode_query(query: HtsgetQuery) -> str:
+    """An htsget query as data-route parameters (regions as ``start-end:name``, empty for open ends)."""
+    params: list[tuple[str, str]] = [(FORMAT_PARAM, query.format.value)]
+    if query.class_ is not None:
+        params.append((CLASS_PARAM, query.class_))
+    for region in query.regions or ():
+        start = "" if region.start is None else str(region.start)
+        end = "" if region.end is None else str(region.end)
+        params.append((REGION_PARAM, f"{start}-{end}:{region.reference_name}"))
+    return urlencode(params)
+
+
+def decode_query(raw: str) -> HtsgetQuery | None:
+    """The query :func:`encode_query` wrote, checked again (it is in a URL anyone can edit); None if absent."""
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    names = {name for name, _ in pairs}
+    if FORMAT_PARAM not in names:
+        return None
+    values = [value for name, value in pairs if name == FORMAT_PARAM]
+    classes = [value for name, value in pairs if name == CLASS_PARAM]
+    if len(values) != 1 or len(classes) > 1:
+        raise InvalidInput("bad_parameter", "an htsget data URL names one format and at most one class")
+    fmt = Format(values[0]) if values[0] in {f.value for f in Format} else None
+    if fmt is None:
+        raise UnsupportedFormat("unsupported_format", "the htsget data URL names an unknown format")
+    regions: list[Region] = []
+    for name, value in pairs:
+        if name != REGION_PARAM:
+            continue
+        span, sep, reference = value.partition(":")
+        start, dash, end = span.partition("-")
+        if (
+            not sep
+            or not dash
+            or not all(v == "" or (v.isascii() and v.isdigit() and len(v) <= 19) for v in (start, end))
+        ):
+            raise InvalidInput("bad_region", "an htsget data URL region is malformed")
+        regions.append(Region(reference, int(start) if start else None, int(end) if end else None))
+    if regions:
+        check_regions(regions)
+    if classes and classes[0] != "header":
+        raise InvalidInput("bad_class", "class must be 'header' when given")
+    return HtsgetQuery(fmt, classes[0] if classes else None, tuple(regions) if regions else None)
 
 
 def post_regions(value: object, limits: Limits = DEFAULT_LIMITS) -> tuple[Region, ...] | None:

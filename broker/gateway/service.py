@@ -204,6 +204,9 @@ class Gateway:
     url_key: bytes = field(init=False)
     checksums: ChecksumCache = field(init=False)
     reencryptor: Reencryptor | None = field(init=False)
+    # Set by the htsget service: answers a data-route request of an encrypted file that carries an
+    # htsget query (the URL of an encrypted ticket) with (new header, total length, body), else None.
+    region_stream: Callable[..., tuple[bytes, int, Iterator[bytes]] | None] | None = field(init=False, default=None)
     _prefixes: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -391,13 +394,28 @@ class Gateway:
     # ------------------------------------------------------------------ serving
 
     def serve(
-        self, method: str, ref: ObjectRef, headers: HeaderLookup, environ: dict[str, Any], decision: AccessDecision
+        self,
+        method: str,
+        ref: ObjectRef,
+        headers: HeaderLookup,
+        environ: dict[str, Any],
+        decision: AccessDecision,
+        query: str = "",
     ) -> Response:
-        """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
+        """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode (``query``: the raw query)."""
         ds, store, prefix = self.dataset(ref)
         segments = prefix + ref.segments
         mode = ds.mode or self.settings.mode
         if ds.encryption == "crypt4gh":
+            if query and method == "GET" and self.region_stream is not None:
+                try:
+                    region = self.region_stream(store, prefix, ref, query, headers)
+                except Refusal:
+                    raise
+                except BrokerError as exc:  # the htsget core's errors, answered like the gateway's own
+                    raise Refusal(exc.status, exc.code, exc.message) from None
+                if region is not None:
+                    return self._encrypted_region(ref, region, decision.subject)
             return self._encrypted(method, store, prefix, ref, headers, decision.subject, mode == "offload")
         if mode == "offload":
             response = self._offload(store, prefix, ref)
@@ -505,6 +523,24 @@ class Gateway:
         parts = made.layout.parts(start, end)
         body = _encrypted_body(parts, made.header, FileReader(file.fileno()), file, self.settings.chunk_bytes)
         return Response(self._counted(body, ref, subject), status=status, headers=base, direct_passthrough=True)
+
+    def _encrypted_region(
+        self, ref: ObjectRef, region: tuple[bytes, int, Iterator[bytes]], subject: str | None
+    ) -> Response:
+        """An htsget region of an encrypted file, as a new Crypt4GH file (no Range: it is made per request)."""
+        header, length, body = region
+
+        def whole() -> Iterator[bytes]:
+            yield header
+            yield from body
+
+        headers = [("Content-Type", OCTET_STREAM), ("Content-Length", str(length)), ("Cache-Control", NO_STORE)]
+        self.metrics.reencryptions.inc(ref.dataset)
+        if self.audit is not None:
+            self.audit(
+                AuditEvent("reencryption", subject, ref.dataset, ref.path, "served", "crypt4gh_region", route="data")
+            )
+        return Response(self._counted(whole(), ref, subject), status=200, headers=headers, direct_passthrough=True)
 
     def _count_reencryption(self, ref: ObjectRef, subject: str | None, recipient: RecipientKey, how: str) -> None:
         self.metrics.reencryptions.inc(ref.dataset)

@@ -180,13 +180,14 @@ def test_head_drs_metrics_and_audit_describe_the_served_stream(enc: Encrypted) -
     )
 
 
-def test_htsget_refuses_encrypted_datasets_with_unsupported_format(enc: Encrypted) -> None:
-    reply = requests.get(
-        f"{enc.url}/ga4gh/htsget/v1/reads/enc/cohort/sample.bam.c4gh",
-        headers={"Authorization": "Bearer tok"},
-        timeout=10,
+def test_htsget_on_an_encrypted_file_asks_for_the_key_then_for_an_index(enc: Encrypted) -> None:
+    url = f"{enc.url}/ga4gh/htsget/v1/reads/enc/cohort/sample.bam.c4gh"
+    no_key = requests.get(url, headers={"Authorization": "Bearer tok"}, timeout=10)
+    assert no_key.status_code == 400 and no_key.json()["htsget"]["error"] == "InvalidInput"
+    keyed = requests.get(
+        url, headers={"Authorization": "Bearer tok", KEY_HEADERS[0]: enc.keys.researcher.pub_header_value()}, timeout=10
     )
-    assert reply.status_code == 400 and reply.json()["htsget"]["error"] == "UnsupportedFormat"
+    assert keyed.status_code == 404 and keyed.json()["htsget"]["error"] == "NotFound"  # no .bai beside it
 
 
 def test_settings_refuse_an_encrypted_dataset_without_a_key_or_an_offload_location(tmp_path: Path) -> None:
