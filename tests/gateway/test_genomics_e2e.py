@@ -165,6 +165,8 @@ def genomics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Genomics]:
         shutil.copy(source, tmp / "objects" / "closed" / source.name)
     plain = random.Random(1612).randbytes(PLAIN_SIZE)
     (tmp / "objects" / "c4gh" / "sample.bin.c4gh").write_bytes(c4gh.encrypt(plain, [node_key]))
+    (tmp / "objects" / "c4gh" / "reads.bam.c4gh").write_bytes(c4gh.encrypt(bam.path.read_bytes(), [node_key]))
+    shutil.copy(bam.indexes["bai"], tmp / "objects" / "c4gh" / "reads.bam.bai")
     (tmp / "policies").mkdir()
     port = free_port()
     node = Node(
@@ -281,6 +283,30 @@ def test_crypt4gh_file_decrypts_whole_and_by_range_through_a_real_broker(genomic
         url, headers={"Authorization": f"Bearer {g.token}", "Htsget-Context-Public-Key": key}, timeout=30
     )
     assert via_htsget_header.content == whole.content
+
+
+def test_htsget_client_reads_a_region_of_an_encrypted_bam_through_a_real_broker(
+    genomics: Genomics, htsget: ModuleType, tmp_path: Path
+) -> None:
+    g = genomics
+    out = tmp_path / "region.bam.c4gh"
+    with out.open("wb") as sink:
+        htsget.get(
+            g.url(f"/ga4gh/htsget/v1/reads/{C4GH}/reads.bam.c4gh"),
+            sink,
+            reference_name="chr2",
+            start=50_000,
+            end=70_000,
+            bearer_token=g.token,
+            headers={"Htsget-Context-Public-Key": base64.b64encode(g.researcher.pub.read_bytes()).decode()},
+            max_retries=0,
+            timeout=60,
+        )
+    code, plain = g.c4gh.decrypt(out, g.researcher)
+    assert code == 0
+    (tmp_path / "region.bam").write_bytes(plain)
+    want = lines(run(g.tools.samtools, "view", g.objects / "hts" / "reads.bam", "chr2:50001-70000"))
+    assert want and lines(run(g.tools.samtools, "view", tmp_path / "region.bam")) == want
 
 
 def test_audit_log_holds_tickets_with_regions_and_reencryptions(genomics: Genomics) -> None:
