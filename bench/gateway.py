@@ -65,9 +65,9 @@ def create() -> Any:
     """gunicorn factory: the gateway with a one-token authorizer and a trivial endpoint."""
     from flask import Flask
 
-    from broker.gateway import init_app
     from broker.gateway.authorize import AccessDecision
     from broker.gateway.settings import DatasetSettings, DataStoreSettings, GatewaySettings
+    from broker.gateway.wiring import init_app
 
     config = json.loads(Path(os.environ[CONFIG_ENV]).read_text())
 

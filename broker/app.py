@@ -11,7 +11,7 @@ from flask import Flask, Response
 
 from broker.container import Container
 from broker.dac.web import api_blueprint, pages_blueprint
-from broker.gateway import register as register_gateway
+from broker.gateway.wiring import register as register_gateway
 from broker.login.web import login_blueprint
 from broker.oidc.web import oidc_blueprint
 from broker.web import errors as web_errors

@@ -33,8 +33,9 @@ from broker.core.verify import Verifier
 from broker.dac.services import DacServices, build_services
 from broker.dac.web import DacWeb
 from broker.dac.web.auth import client_authenticator, token_authenticator
-from broker.gateway import AuditEvent, Gateway, build_gateway
 from broker.gateway.passport_authorizer import PassportAuthorizer
+from broker.gateway.service import AuditEvent, Gateway
+from broker.gateway.wiring import build_gateway
 from broker.identity.service import IdentityService
 from broker.keys.ring import KeyRing
 from broker.login.material import UpstreamVisas

@@ -22,8 +22,10 @@ from typing import Any
 
 from broker.cli.context import CommandError, Context
 from broker.client.credentials import CredentialStore
+from broker.client.crypt4gh import Decryptor, load_secret_key, public_key_header
 from broker.client.download import Downloader
 from broker.client.drs import DrsClient, check_dataset, check_purpose, split_target
+from broker.client.htsget import download_region, endpoint_for, parse_region
 from broker.client.http import EXIT_FAILED, EXIT_USAGE, ClientError, Http, printable
 from broker.client.oauth import (
     DEFAULT_CLIENT_ID,
@@ -77,6 +79,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     download.add_argument("targets", nargs="+", metavar="DATASET/PATH")
     download.add_argument("-o", "--output", default=".", metavar="DIR", help="where to write (default: here)")
     download.add_argument("--parallel", type=int, default=4, metavar="N", help="files at once (1-16, default 4)")
+    download.add_argument(
+        "--crypt4gh-key",
+        default=None,
+        metavar="PUBKEY",
+        help="your Crypt4GH public key file: encrypted datasets are served re-encrypted to it",
+    )
+    download.add_argument(
+        "--crypt4gh-secret-key",
+        default=None,
+        metavar="SECKEY",
+        help="also decrypt each downloaded file with this secret key (passphrase from C4GH_PASSPHRASE or asked)",
+    )
+    download.add_argument(
+        "--region",
+        default=None,
+        metavar="REGION",
+        help="only this region of a .bam or .vcf.gz (chr1:1000-2000, 1-based), through the broker's htsget server",
+    )
     _broker_option(download)
     _purpose_option(download)
     download.set_defaults(handler=_download)
@@ -201,9 +221,30 @@ def _download(ctx: Context) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ClientError("bad_output", f"{out_dir} is not a folder.", EXIT_USAGE)
+    if args.crypt4gh_secret_key and not args.crypt4gh_key:
+        raise ClientError(
+            "bad_crypt4gh_key", "--crypt4gh-secret-key needs --crypt4gh-key (its public key).", EXIT_USAGE
+        )
+    key_header = public_key_header(args.crypt4gh_key) if args.crypt4gh_key else None
+    decrypt = Decryptor(load_secret_key(args.crypt4gh_secret_key)) if args.crypt4gh_secret_key else None
+    region = parse_region(args.region) if args.region else None
+    if region is not None:
+        for _, path in targets:
+            endpoint_for(path)
+        if decrypt is not None:
+            raise ClientError("bad_region", "--region cannot be combined with --crypt4gh-secret-key.", EXIT_USAGE)
     http, _store, tokens = _tools(args.broker)
-    drs = DrsClient(http, tokens, purpose=args.purpose)
-    downloader = Downloader(drs, out_dir, progress=sys.stderr.isatty())
+    drs = DrsClient(http, tokens, purpose=args.purpose, crypt4gh_key=key_header)
+    if region is not None:
+        failed = 0
+        for dataset, path in dict.fromkeys(targets):
+            try:
+                print(download_region(drs, dataset, path, region, out_dir))
+            except ClientError as exc:
+                print(exc.message, file=sys.stderr)
+                failed += 1
+        return EXIT_FAILED if failed else 0
+    downloader = Downloader(drs, out_dir, progress=sys.stderr.isatty(), decrypt=decrypt)
     outcomes = downloader.run(targets, args.parallel)
     for outcome in outcomes:
         stream = sys.stdout if outcome.ok else sys.stderr

@@ -63,6 +63,7 @@ class Downloader:
     progress: bool = False
     err: TextIO = sys.stderr
     on_chunk: Callable[[str, int], None] | None = None  # a test hook: called after each chunk written
+    decrypt: Callable[[Path], Path] | None = None  # Crypt4GH: verified file -> decrypted file beside it
 
     def __post_init__(self) -> None:
         self._print_lock = threading.Lock()
@@ -84,7 +85,12 @@ class Downloader:
         name = f"{dataset}/{path}"
         try:
             described = self.drs.describe(dataset, path)
-            return self._fetch(described, self.out_dir.joinpath(*path.split("/")), position)
+            dest = self.out_dir.joinpath(*path.split("/"))
+            outcome = self._fetch(described, dest, position)
+            if outcome.ok and self.decrypt is not None:
+                plain = self.decrypt(dest)
+                outcome = Outcome(name, True, f"{outcome.message}; decrypted -> {plain}")
+            return outcome
         except ClientError as exc:
             return Outcome(name, False, exc.message)
         except OSError as exc:

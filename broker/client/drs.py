@@ -21,6 +21,7 @@ from broker.client.http import EXIT_USAGE, Bearer, ClientError, Http, check_url,
 from broker.client.oauth import TokenSource
 from broker.gateway.paths import PathError, validate_object_path
 
+CRYPT4GH_KEY_HEADER = "Crypt4GH-Public-Key"
 DRS_PATH = "/ga4gh/drs/v1"
 PURPOSE_HEADER = "GA4GH-Purpose"
 # The broker's grammar for a declared purpose (broker.gateway.service.parse_purpose).
@@ -148,14 +149,26 @@ def _describe_node(node: dict[str, Any], depth: int, count: list[int]) -> list[s
 class DrsClient:
     """DRS of one broker, as the logged-in user, for one declared purpose (or none)."""
 
-    def __init__(self, http: Http, tokens: TokenSource, base: str | None = None, purpose: str | None = None):
+    def __init__(
+        self,
+        http: Http,
+        tokens: TokenSource,
+        base: str | None = None,
+        purpose: str | None = None,
+        crypt4gh_key: str | None = None,
+    ):
         self.http = http
         self.tokens = tokens
         self.base = check_url((base or tokens.broker).rstrip("/") + DRS_PATH, "DRS URL")
         self.purpose = check_purpose(purpose)
+        self.crypt4gh_key = crypt4gh_key  # the Crypt4GH-Public-Key value (base64 of the .pub file), if any
 
     def headers(self) -> dict[str, str]:
-        return {PURPOSE_HEADER: self.purpose} if self.purpose else {}
+        """Headers of every DRS and data request: the declared purpose and the Crypt4GH public key."""
+        headers = {PURPOSE_HEADER: self.purpose} if self.purpose else {}
+        if self.crypt4gh_key:
+            headers[CRYPT4GH_KEY_HEADER] = self.crypt4gh_key
+        return headers
 
     def _get(self, drs_id: str, what: str, **params: str) -> dict[str, Any]:
         url = f"{self.base}/objects/{quote(drs_id, safe='')}"

@@ -2,77 +2,9 @@
 
 Modes, all from one decision (:mod:`broker.gateway.service`): ``stream`` (the gateway
 sends the bytes), ``offload`` (``X-Accel-Redirect`` to nginx), the decision endpoint for
-nginx ``auth_request`` / Envoy ``ext_authz``, and DRS 1.2 with signed URLs.
+nginx ``auth_request`` / Envoy ``ext_authz``, DRS 1.2 with signed URLs, htsget 1.3 tickets
+(:mod:`broker.gateway.htsget_routes`) and Crypt4GH re-encryption (:mod:`broker.gateway.encrypted`).
 
-Importing this package starts nothing.
+The gateway is built and its routes registered by :mod:`broker.gateway.wiring`. This package
+file imports nothing on purpose: importing one gateway module never imports the others.
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from pathlib import Path
-
-from flask import Flask
-
-from broker.gateway.authorize import AccessDecision, Authorizer
-from broker.gateway.drs import make_drs_blueprint
-from broker.gateway.metrics import GatewayMetrics
-from broker.gateway.routes import AnyPathConverter, make_blueprint
-from broker.gateway.service import AuditEvent, Gateway
-from broker.gateway.settings import GatewaySettings
-
-__all__ = [
-    "AccessDecision",
-    "AuditEvent",
-    "Authorizer",
-    "Gateway",
-    "GatewaySettings",
-    "build_gateway",
-    "init_app",
-    "register",
-]
-
-
-def build_gateway(
-    authorizer: Authorizer,
-    settings: GatewaySettings,
-    *,
-    data_dir: str | Path | None = None,
-    audit: Callable[[AuditEvent], None] | None = None,
-    metrics: GatewayMetrics | None = None,
-) -> Gateway:
-    """The gateway deciding with ``authorizer``.
-
-    ``data_dir`` keeps the URL-signing key and the checksum cache (shared by every process on
-    the machine); ``audit`` receives every decision and finished transfer.
-    """
-    return Gateway(
-        settings=settings,
-        authorizer=authorizer,
-        data_dir=Path(data_dir) if data_dir else None,
-        metrics=metrics or GatewayMetrics(),
-        audit=audit,
-    )
-
-
-def register(app: Flask, gateway: Gateway) -> None:
-    """Register the gateway's routes (data, decision, DRS, metrics) on ``app``, served by ``gateway``."""
-    app.extensions["gateway"] = gateway  # for tests that inspect it; views get it from their blueprint
-    app.url_map.converters.setdefault("anypath", AnyPathConverter)
-    app.register_blueprint(make_blueprint(gateway))
-    app.register_blueprint(make_drs_blueprint(gateway))
-
-
-def init_app(
-    app: Flask,
-    authorizer: Authorizer,
-    settings: GatewaySettings,
-    *,
-    data_dir: str | Path | None = None,
-    audit: Callable[[AuditEvent], None] | None = None,
-    metrics: GatewayMetrics | None = None,
-) -> Gateway:
-    """:func:`build_gateway` and :func:`register` in one step (a gateway on its own, as its tests run it)."""
-    gateway = build_gateway(authorizer, settings, data_dir=data_dir, audit=audit, metrics=metrics)
-    register(app, gateway)
-    return gateway

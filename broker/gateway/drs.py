@@ -51,6 +51,9 @@ from flask import Blueprint, Response, request
 from broker import __version__
 from broker.core.untrusted_json import loads_bounded
 from broker.gateway import signed_urls
+from broker.gateway.c4gh.errors import Crypt4GHError
+from broker.gateway.c4gh.served import iter_parts
+from broker.gateway.c4gh.stored import FileReader
 from broker.gateway.paths import DATASET_ID, ObjectRef, PathError, quote_segments, validate_object_path
 from broker.gateway.service import Gateway, Refusal, header_purpose, parse_purpose
 from broker.gateway.stores import DirectoryStore, ObjectInfo, StoreError
@@ -212,6 +215,8 @@ def _describe(gw: Gateway, ref: ObjectRef) -> tuple[ObjectInfo, str]:
     ds, store, prefix = gw.dataset(ref)
     if not ds.drs:
         raise Refusal(404, "not_found", "No such object.")
+    if ds.encryption == "crypt4gh":
+        return _describe_encrypted(gw, store, prefix, ref)
     segments = prefix + ref.segments
     try:
         info = store.head(prefix, ref.segments)
@@ -227,6 +232,28 @@ def _describe(gw: Gateway, ref: ObjectRef) -> tuple[ObjectInfo, str]:
     except StoreError as exc:
         raise Refusal(exc.status, exc.code, exc.message) from None
     return info, checksum
+
+
+def _describe_encrypted(gw: Gateway, store: Any, prefix: tuple[str, ...], ref: ObjectRef) -> tuple[ObjectInfo, str]:
+    """Size and sha-256 of what a Crypt4GH object is served as to the key in the request.
+
+    The served stream (header re-encrypted to that key, then the stored body) is the same bytes
+    for one key and one file version, so its checksum is computed once per key and version
+    (a full read of the file) and kept in the checksum cache like any other.
+    """
+    file, _, recipient, made, served = gw.open_encrypted(store, prefix, ref, request.headers)
+    try:
+        path = "/".join(prefix + ref.segments) + f"#c4gh:{recipient.fingerprint}"
+        checksum = gw.checksums.get(store.name, path, served.version)
+        if checksum is None:
+            parts = made.layout.parts(0, served.size - 1)
+            chunks = iter_parts(parts, made.header, FileReader(file.fileno()), gw.settings.chunk_bytes)
+            checksum = gw.checksums.compute(store.name, path, served.version, chunks)
+    except Crypt4GHError as exc:
+        raise Refusal(exc.status, exc.code, exc.message) from None
+    finally:
+        file.close()
+    return served, checksum
 
 
 def make_drs_blueprint(gateway: Gateway) -> Blueprint:

@@ -120,6 +120,16 @@ class GatewayMetrics:
         self.transfers = Counter(
             "gateway_transfers_total", "Streamed bodies by result (complete or broken).", ("result",)
         )
+        self.htsget_tickets = Counter(
+            "gateway_htsget_tickets_total",
+            "htsget tickets issued by endpoint, format and class.",
+            ("endpoint", "format", "class"),
+        )
+        self.reencryptions = Counter(
+            "gateway_crypt4gh_reencryptions_total",
+            "Crypt4GH headers re-encrypted to a researcher's key, by dataset.",
+            ("dataset",),
+        )
         self.upstream_latency = Histogram(
             "gateway_upstream_latency_seconds", "Time from request to upstream response headers, by store.", ("store",)
         )
@@ -131,7 +141,16 @@ class GatewayMetrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for family in (self.requests, self.decisions, self.bytes_streamed, self.transfers, self.upstream_latency):
+        families = (
+            self.requests,
+            self.decisions,
+            self.bytes_streamed,
+            self.transfers,
+            self.htsget_tickets,
+            self.reencryptions,
+            self.upstream_latency,
+        )
+        for family in families:
             lines += family.render()
         for name, help_text, read in self._gauges:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(read())}"]

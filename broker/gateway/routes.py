@@ -85,7 +85,7 @@ def make_blueprint(gw: Gateway) -> Blueprint:
             target, decision = gw.decide(
                 request.method, raw_target(request.environ), request.headers, DATA_PREFIX, "data"
             )
-            response = gw.serve(request.method, target.ref, request.headers, request.environ, decision)
+            response = gw.serve(request.method, target.ref, request.headers, request.environ, decision, target.query)
         except Refusal as refusal:
             response = error_response(refusal)
         _cors(gw, response)

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 from urllib.parse import parse_qsl, quote
@@ -44,7 +45,13 @@ from broker.gateway.authorize import (
     AccessDecision,
     Authorizer,
 )
+from broker.gateway.c4gh.errors import Crypt4GHError
+from broker.gateway.c4gh.keys import RecipientKey
+from broker.gateway.c4gh.reencrypt import Reencrypted
+from broker.gateway.c4gh.served import Part, iter_parts
+from broker.gateway.c4gh.stored import FileReader
 from broker.gateway.checksums import ChecksumCache
+from broker.gateway.encrypted import Reencryptor, load_key, recipient_from, served_etag
 from broker.gateway.metrics import GatewayMetrics
 from broker.gateway.paths import ObjectRef, PathError, Target, parse_data_target, validate_object_path
 from broker.gateway.settings import DatasetSettings, GatewaySettings
@@ -95,6 +102,10 @@ NO_STORE = "private, no-store"
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _VALIDATOR = re.compile(r'(W/)?"[\x21\x23-\x7e]*"|\*|[A-Za-z0-9 ,:\-"/W]{1,256}')
 _CONDITIONAL_MAX = 1024
+# Crypt4GH offload: only a plain single range goes to nginx, and no conditional request (nginx's
+# validators are the stored file's, not the served stream's).
+_SIMPLE_RANGE = re.compile(r"bytes=[0-9]{1,19}-[0-9]{0,19}")
+_CONDITIONAL_HEADERS = ("If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
 
 class Refusal(BrokerError):
@@ -175,6 +186,8 @@ class AuditEvent:
     bytes_sent: int | None = None
     route: str = ""
     purpose: str | None = None  # the data-use purpose the request declared (a DUO/MONDO term)
+    regions: tuple[str, ...] = ()  # htsget tickets: the regions asked for (name:start-end, 0-based)
+    recipient: str | None = None  # Crypt4GH re-encryption: fingerprint of the researcher's public key
 
 
 @dataclass
@@ -190,6 +203,10 @@ class Gateway:
     stores: dict[str, Any] = field(init=False)
     url_key: bytes = field(init=False)
     checksums: ChecksumCache = field(init=False)
+    reencryptor: Reencryptor | None = field(init=False)
+    # Set by the htsget service: answers a data-route request of an encrypted file that carries an
+    # htsget query (the URL of an encrypted ticket) with (new header, total length, body), else None.
+    region_stream: Callable[..., tuple[bytes, int, Iterator[bytes]] | None] | None = field(init=False, default=None)
     _prefixes: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -201,6 +218,10 @@ class Gateway:
         self.url_key = signed_urls.load_or_create_key(
             self.settings.url_signing_key.get_secret_value() if self.settings.url_signing_key else None, key_dir
         )
+        encrypted = any(ds.encryption == "crypt4gh" for ds in self.settings.datasets.values())
+        c4gh = self.settings.crypt4gh
+        # The node's key is opened once, here: a wrong passphrase stops the start, not a request.
+        self.reencryptor = Reencryptor(load_key(c4gh)) if encrypted and c4gh is not None else None
         cache_dir = self.settings.checksum_cache_dir
         self.checksums = ChecksumCache(
             Path(cache_dir) if cache_dir else (key_dir / "checksums" if key_dir is not None else None)
@@ -216,14 +237,18 @@ class Gateway:
         prefix: str,
         route: str,
         passports: tuple[str, ...] = (),
+        regions: tuple[str, ...] = (),
     ) -> tuple[Target, AccessDecision]:
-        """Parse, read credentials, authorise. Raises :class:`Refusal` for every refusal."""
+        """Parse, read credentials, authorise. Raises :class:`Refusal` for every refusal.
+
+        ``regions`` (htsget) go into the decision's audit record: what was asked for, in one record.
+        """
         try:
             target = parse_data_target(raw_target, prefix)
         except PathError as exc:
             self._count_decision("deny", exc.code)
             raise Refusal(exc.status, exc.code, exc.message) from None
-        return target, self.authorize_ref(method, target.ref, target.query, headers, route, passports)
+        return target, self.authorize_ref(method, target.ref, target.query, headers, route, passports, regions=regions)
 
     def authorize_ref(
         self,
@@ -234,6 +259,8 @@ class Gateway:
         route: str,
         passports: tuple[str, ...] = (),
         purpose: str | None = None,
+        *,
+        regions: tuple[str, ...] = (),
     ) -> AccessDecision:
         """Authorise one object: a signed URL in ``query``, else the bearer or ``passports``.
 
@@ -271,7 +298,7 @@ class Gateway:
         if not _well_formed(decision):
             log.error("authorizer returned an invalid decision: %r", decision)
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
-        self._record_decision(decision, ref, route, declared)
+        self._record_decision(decision, ref, route, declared, regions)
         if not decision.allow:
             raise self._denial(decision, presented=bearer is not None or bool(passports))
         return decision
@@ -329,7 +356,12 @@ class Gateway:
         self.metrics.decisions.inc(outcome, reason)
 
     def _record_decision(
-        self, decision: AccessDecision, ref: ObjectRef, route: str, purpose: str | None = None
+        self,
+        decision: AccessDecision,
+        ref: ObjectRef,
+        route: str,
+        purpose: str | None = None,
+        regions: tuple[str, ...] = (),
     ) -> None:
         outcome = "allow" if decision.allow else "deny"
         self._count_decision(outcome, decision.reason)
@@ -346,6 +378,7 @@ class Gateway:
                     decision.basis,
                     route=route,
                     purpose=purpose,
+                    regions=regions,
                 )
             )
 
@@ -361,12 +394,29 @@ class Gateway:
     # ------------------------------------------------------------------ serving
 
     def serve(
-        self, method: str, ref: ObjectRef, headers: HeaderLookup, environ: dict[str, Any], decision: AccessDecision
+        self,
+        method: str,
+        ref: ObjectRef,
+        headers: HeaderLookup,
+        environ: dict[str, Any],
+        decision: AccessDecision,
+        query: str = "",
     ) -> Response:
-        """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode."""
+        """Answer an authorised GET/HEAD for ``ref`` in the dataset's mode (``query``: the raw query)."""
         ds, store, prefix = self.dataset(ref)
         segments = prefix + ref.segments
         mode = ds.mode or self.settings.mode
+        if ds.encryption == "crypt4gh":
+            if query and method == "GET" and self.region_stream is not None:
+                try:
+                    region = self.region_stream(store, prefix, ref, query, headers)
+                except Refusal:
+                    raise
+                except BrokerError as exc:  # the htsget core's errors, answered like the gateway's own
+                    raise Refusal(exc.status, exc.code, exc.message) from None
+                if region is not None:
+                    return self._encrypted_region(ref, region, decision.subject)
+            return self._encrypted(method, store, prefix, ref, headers, decision.subject, mode == "offload")
         if mode == "offload":
             response = self._offload(store, prefix, ref)
         elif isinstance(store, DirectoryStore):
@@ -375,6 +425,138 @@ class Gateway:
             response = self._from_http(method, store, ref, segments, headers, decision.subject)
         response.headers["Cache-Control"] = NO_STORE
         return response
+
+    def open_encrypted(
+        self, store: Any, prefix: tuple[str, ...], ref: ObjectRef, headers: HeaderLookup
+    ) -> tuple[IO[bytes], ObjectInfo, RecipientKey, Reencrypted, ObjectInfo]:
+        """Open a Crypt4GH object for the researcher whose key ``headers`` carry.
+
+        Returns the open stored file (the caller closes it), its info, the key, the re-encrypted
+        header with the body's place, and the info of the served stream (size, validators).
+        Raises :class:`Refusal`: 400 without a usable key, 404, 502 for a stored file the node
+        cannot serve. The key is checked before existence, after the decision.
+        """
+        try:
+            recipient = recipient_from(headers)
+        except Crypt4GHError as exc:
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        if self.reencryptor is None or not isinstance(store, DirectoryStore):
+            raise Refusal(503, "crypt4gh_unavailable", "Encrypted files cannot be served by this gateway now.")
+        opened = store.open(prefix, ref.segments)
+        if opened is None:
+            raise Refusal(404, "not_found", "No such object.")
+        file, info = opened
+        try:
+            reader = FileReader(file.fileno())
+            made = self.reencryptor.prepare(
+                reader, f"{store.name}/{'/'.join(prefix + ref.segments)}", info.version, recipient
+            )
+        except Crypt4GHError as exc:
+            file.close()
+            raise Refusal(exc.status, exc.code, exc.message) from None
+        except BaseException:
+            file.close()
+            raise
+        served = ObjectInfo(
+            size=made.served_size,
+            etag=served_etag(info.etag, recipient),
+            last_modified=info.last_modified,
+            version=f"{info.version}:c4gh:{recipient.fingerprint}",
+        )
+        return file, info, recipient, made, served
+
+    def _encrypted(
+        self,
+        method: str,
+        store: Any,
+        prefix: tuple[str, ...],
+        ref: ObjectRef,
+        headers: HeaderLookup,
+        subject: str | None,
+        offload: bool = False,
+    ) -> Response:
+        """The header re-encrypted to the researcher, then the stored body; Range in that stream's coordinates.
+
+        With ``offload``, a plain single range lying wholly in the body is handed to nginx when the
+        new header is exactly as long as the stored one (a file stored for the node alone): the
+        served stream's body bytes then sit at the same offsets as in the stored file, so nginx,
+        applying the client's own ``Range`` to the stored file, sends exactly the served bytes.
+        Everything else (the header, whole files, conditional requests, a header that changed
+        length) is streamed here.
+        """
+        file, _, recipient, made, served = self.open_encrypted(store, prefix, ref, headers)
+        try:
+            base = _validator_headers(served)
+            base.append(("Cache-Control", NO_STORE))
+            if _not_modified(headers, served):
+                file.close()
+                return Response(b"", status=304, headers=base)
+            chosen = self._choose_ranges(method, headers, served)
+        except BaseException:
+            file.close()
+            raise
+        if method == "HEAD":
+            file.close()
+            base += [("Content-Type", OCTET_STREAM), ("Content-Length", str(served.size))]
+            return Response((), status=200, headers=base)
+        if chosen is not None and len(chosen) > 1:
+            chosen = None  # several ranges of a re-encrypted stream: the whole stream (RFC 9110 14.2 allows it)
+        if (
+            offload
+            and chosen is not None
+            and chosen[0].start >= len(made.header) == made.body_offset
+            and _SIMPLE_RANGE.fullmatch(headers.get("Range") or "")
+            and not any(name in headers for name in _CONDITIONAL_HEADERS)
+        ):
+            file.close()
+            self._count_reencryption(ref, subject, recipient, "offload")
+            response = self._offload(store, prefix, ref)
+            response.headers["Cache-Control"] = NO_STORE
+            return response
+        if chosen is None:
+            status, start, end = 200, 0, served.size - 1
+        else:
+            status, start, end = 206, chosen[0].start, chosen[0].start + chosen[0].length - 1
+            base.append(("Content-Range", chosen[0].content_range(served.size)))
+        base += [("Content-Type", OCTET_STREAM), ("Content-Length", str(end - start + 1))]
+        self._count_reencryption(ref, subject, recipient, "stream")
+        parts = made.layout.parts(start, end)
+        body = _encrypted_body(parts, made.header, FileReader(file.fileno()), file, self.settings.chunk_bytes)
+        return Response(self._counted(body, ref, subject), status=status, headers=base, direct_passthrough=True)
+
+    def _encrypted_region(
+        self, ref: ObjectRef, region: tuple[bytes, int, Iterator[bytes]], subject: str | None
+    ) -> Response:
+        """An htsget region of an encrypted file, as a new Crypt4GH file (no Range: it is made per request)."""
+        header, length, body = region
+
+        def whole() -> Iterator[bytes]:
+            yield header
+            yield from body
+
+        headers = [("Content-Type", OCTET_STREAM), ("Content-Length", str(length)), ("Cache-Control", NO_STORE)]
+        self.metrics.reencryptions.inc(ref.dataset)
+        if self.audit is not None:
+            self.audit(
+                AuditEvent("reencryption", subject, ref.dataset, ref.path, "served", "crypt4gh_region", route="data")
+            )
+        return Response(self._counted(whole(), ref, subject), status=200, headers=headers, direct_passthrough=True)
+
+    def _count_reencryption(self, ref: ObjectRef, subject: str | None, recipient: RecipientKey, how: str) -> None:
+        self.metrics.reencryptions.inc(ref.dataset)
+        if self.audit is not None:
+            self.audit(
+                AuditEvent(
+                    "reencryption",
+                    subject,
+                    ref.dataset,
+                    ref.path,
+                    "served",
+                    f"crypt4gh_{how}",
+                    route="data",
+                    recipient=recipient.fingerprint,
+                )
+            )
 
     def _offload(self, store: Any, prefix: tuple[str, ...], ref: ObjectRef) -> Response:
         """X-Accel-Redirect to the store's internal nginx location (nginx then serves bytes)."""
@@ -628,6 +810,16 @@ def _uncork(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
 
+def _encrypted_body(
+    parts: list[Part], header: bytes, reader: FileReader, file: IO[bytes], chunk: int
+) -> Iterator[bytes]:
+    """The served parts (header slice, stored body range), read in chunks; the stored file closed after."""
+    try:
+        yield from iter_parts(parts, header, reader, min(chunk, 16 * 1024 * 1024))
+    finally:
+        file.close()
+
+
 def _file_chunks(file: _CountedFile, chunk: int) -> Iterator[bytes]:
     try:
         while True:
@@ -686,8 +878,6 @@ def _not_modified(headers: HeaderLookup, info: ObjectInfo) -> bool:
         return any(tag.strip().removeprefix("W/") == ours for tag in inm.split(","))
     ims = headers.get("If-Modified-Since")
     if ims is not None and info.last_modified is not None:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(ims)
         except (TypeError, ValueError, IndexError):

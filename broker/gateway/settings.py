@@ -94,6 +94,26 @@ class DatasetSettings(SettingsModel):
     )
     mode: Mode | None = Field(None, description="stream or offload; unset: the gateway-wide mode.")
     drs: bool = Field(True, description="Listed as DRS objects.")
+    encryption: Literal["none", "crypt4gh"] = Field(
+        "none",
+        description=(
+            "crypt4gh: files are stored Crypt4GH-encrypted to the node's key (gateway.crypt4gh) and served "
+            "re-encrypted to the researcher's public key (request header Crypt4GH-Public-Key)."
+        ),
+    )
+
+
+class Crypt4GHSettings(SettingsModel):
+    """The node's Crypt4GH private key. The passphrase is never a setting: an env variable name or a file."""
+
+    key_file: str = Field(description="The node's Crypt4GH private key file (crypt4gh-keygen, c4gh-v1 format).")
+    passphrase_env: str | None = Field(
+        None, description="Name of the environment variable holding the key's passphrase (not the passphrase)."
+    )
+    passphrase_file: str | None = Field(
+        None, description="Path of a secret file holding the key's passphrase (one trailing newline is dropped)."
+    )
+    allow_unencrypted_key: bool = Field(False, description="Accept a key file stored without a passphrase.")
 
 
 class GatewaySettings(SettingsModel):
@@ -130,6 +150,9 @@ class GatewaySettings(SettingsModel):
     metrics_token: SecretStr | None = Field(
         None, description="/metrics needs this bearer token when set; unset, it answers loopback peers only."
     )
+    crypt4gh: Crypt4GHSettings | None = Field(
+        None, description="The node's Crypt4GH key, needed when a dataset has encryption: crypt4gh."
+    )
     checksum_cache_dir: str | None = Field(
         None, description="Where sha-256 checksums are cached; default <data_dir>/gateway/checksums."
     )
@@ -164,6 +187,13 @@ def check_gateway(s: GatewaySettings) -> None:
                 validate_object_path(ds.prefix)
             except PathError as exc:
                 raise SettingsProblem(f"{key}.prefix", exc.message) from None
+        if ds.encryption == "crypt4gh":
+            if s.crypt4gh is None:
+                raise SettingsProblem(
+                    f"{key}.encryption", "crypt4gh needs gateway.crypt4gh.key_file (the node's Crypt4GH private key)"
+                )
+            if s.stores[ds.store].kind != "directory":
+                raise SettingsProblem(f"{key}.encryption", "crypt4gh datasets are served from directory stores only")
         mode = ds.mode or s.mode
         if mode == "offload" and not s.stores[ds.store].offload_location:
             raise SettingsProblem(
@@ -171,6 +201,8 @@ def check_gateway(s: GatewaySettings) -> None:
                 f"offload needs gateway.stores.{ds.store}.offload_location (an internal nginx location)",
             )
     _check_disjoint_prefixes(s.datasets)
+    if s.crypt4gh is not None and s.crypt4gh.passphrase_env is not None and s.crypt4gh.passphrase_file is not None:
+        raise SettingsProblem("gateway.crypt4gh", "give passphrase_env or passphrase_file, not both")
 
 
 def _check_disjoint_prefixes(datasets: Mapping[str, DatasetSettings]) -> None:

@@ -29,6 +29,7 @@ import stat
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -367,8 +368,6 @@ def _upstream_info(reply: UpstreamReply) -> ObjectInfo:
         raise StoreError(502, "bad_upstream_header", "The data store sent no Content-Length.")
     last_modified: float | None = None
     if "last-modified" in reply.headers:
-        from email.utils import parsedate_to_datetime
-
         try:
             last_modified = parsedate_to_datetime(reply.headers["last-modified"]).timestamp()
         except (TypeError, ValueError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.gateway import AuditEvent
+from broker.gateway.service import AuditEvent
 from broker.gateway.settings import DatasetSettings, DataStoreSettings, GatewaySettings
 from tests.gateway.support import (
     EXAMPLES,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from broker.gateway import init_app
 from broker.gateway.settings import DatasetSettings, DataStoreSettings, GatewaySettings
+from broker.gateway.wiring import init_app
 from tests.gateway.support import Grant, TableAuthorizer
 
 

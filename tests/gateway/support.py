@@ -21,9 +21,10 @@ from typing import Any
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from broker.gateway import AuditEvent, init_app
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
+from broker.gateway.service import AuditEvent
 from broker.gateway.settings import GatewaySettings
+from broker.gateway.wiring import init_app
 from tests.support.parts import free_port, require_binary
 
 ROOT = Path(__file__).resolve().parents[2]

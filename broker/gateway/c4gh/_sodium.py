@@ -13,7 +13,11 @@ writer and reader derive a shared key with libsodium's ``crypto_kx`` (writer = s
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from crypt4gh import sodium as _raw
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -72,6 +76,19 @@ def seal(key: bytes, plaintext: bytes) -> bytes:
     out = bytearray(len(plaintext) + CIPHER_DIFF)
     written = int(_raw.chacha20poly1305_encrypt(out, plaintext, key))
     return bytes(out[:written])
+
+
+def seal_synthetic(key: bytes, plaintext: bytes, nonce_key: bytes) -> bytes:
+    """``nonce || ChaCha20-Poly1305(plaintext) || MAC`` with the nonce derived from key and plaintext.
+
+    The nonce is HMAC-SHA256(``nonce_key``, ``key || plaintext``) cut to 12 bytes (a synthetic IV): the
+    same plaintext under the same key always seals to the same bytes, and a nonce repeats under one
+    key only for the same plaintext, which reveals nothing but that equality. The gateway uses it
+    so every worker re-encrypts a file's header to one researcher identically, which keeps byte
+    ranges of the served stream consistent across requests.
+    """
+    nonce = hmac.new(nonce_key, key + plaintext, hashlib.sha256).digest()[:NONCE_BYTES]
+    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, None)
 
 
 def open_sealed(key: bytes, sealed: bytes) -> bytes | None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker.gateway.c4gh import _sodium
+import broker.gateway.c4gh._sodium as _sodium
 from broker.gateway.c4gh.keys import NodeKey, RecipientKey, parse_recipient_key
 from broker.gateway.c4gh.reencrypt import plaintext_range_to_served, reencrypt_header, seal_header
 from broker.gateway.c4gh.served import ServedLayout, served_parts

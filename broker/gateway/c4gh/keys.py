@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crypt4gh.keys.kdf import derive_key
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from broker.gateway.c4gh import _sodium
+import broker.gateway.c4gh._sodium as _sodium
 from broker.gateway.c4gh.errors import NodeKeyError, PublicKeyError
 
 MAX_KEY_FILE_BYTES = 16 * 1024
@@ -229,8 +230,6 @@ def _read_passphrase(
 
 
 def _unlock(parsed: _PrivateBlob, passphrase: bytes, path: Path) -> bytes:
-    from crypt4gh.keys.kdf import derive_key  # heavy (bcrypt), only here
-
     if len(parsed.private_data) <= _sodium.NONCE_BYTES:
         raise _not_c4gh(path, "the encrypted key is truncated")
     try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from crypt4gh import header as _c4gh_header
 
-from broker.gateway.c4gh import _sodium
+import broker.gateway.c4gh._sodium as _sodium
 from broker.gateway.c4gh.errors import PublicKeyError, ServedRangeError, StoredHeaderError
 from broker.gateway.c4gh.keys import NodeKey, RecipientKey
 from broker.gateway.c4gh.served import HeaderPart, Part, ServedLayout, StoredPart
@@ -127,12 +127,25 @@ def _parse_edit_list(plain: bytes) -> tuple[int, ...]:
     return tuple(int.from_bytes(plain[i : i + 8], "little") for i in range(8, len(plain), 8))
 
 
-def seal_header(plaintexts: tuple[bytes, ...] | list[bytes], writer: NodeKey, recipient: RecipientKey) -> bytes:
-    """A serialized Crypt4GH header whose packets carry ``plaintexts``, readable by ``recipient`` only."""
+def seal_header(
+    plaintexts: tuple[bytes, ...] | list[bytes],
+    writer: NodeKey,
+    recipient: RecipientKey,
+    *,
+    nonce_key: bytes | None = None,
+) -> bytes:
+    """A serialized Crypt4GH header whose packets carry ``plaintexts``, readable by ``recipient`` only.
+
+    With ``nonce_key`` the nonces are synthetic (:func:`_sodium.seal_synthetic`): the same header
+    to the same recipient is the same bytes every time; without it they are random.
+    """
     shared = _sodium.writer_shared_key(writer.public, writer.secret, recipient.public)
     if shared is None:
         raise PublicKeyError("invalid_public_key", "The public key cannot be used for X25519 key exchange.")
-    packets = [_METHOD_0 + writer.public + _sodium.seal(shared, plain) for plain in plaintexts]
+    if nonce_key is None:
+        packets = [_METHOD_0 + writer.public + _sodium.seal(shared, plain) for plain in plaintexts]
+    else:
+        packets = [_METHOD_0 + writer.public + _sodium.seal_synthetic(shared, plain, nonce_key) for plain in plaintexts]
     return bytes(_c4gh_header.serialize(packets))
 
 
@@ -141,6 +154,8 @@ def reencrypt_header(
     node_key: NodeKey,
     recipient: RecipientKey,
     limits: HeaderLimits = DEFAULT_LIMITS,
+    *,
+    nonce_key: bytes | None = None,
 ) -> bytes:
     """The stored header re-encrypted to ``recipient``, other recipients' packets dropped.
 
@@ -151,7 +166,7 @@ def reencrypt_header(
     parsed = header if isinstance(header, ParsedHeader) else parse_header(header, limits)
     if not isinstance(header, ParsedHeader) and parsed.length != len(header):
         raise StoredHeaderError("c4gh_header_trailing_bytes", "The header given has bytes after its last packet.")
-    return seal_header(open_header(parsed, node_key).plaintexts, node_key, recipient)
+    return seal_header(open_header(parsed, node_key).plaintexts, node_key, recipient, nonce_key=nonce_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +191,13 @@ def reencrypt_stored(
     node_key: NodeKey,
     recipient: RecipientKey,
     limits: HeaderLimits = DEFAULT_LIMITS,
+    *,
+    nonce_key: bytes | None = None,
 ) -> Reencrypted:
     """Read the stored header through ``reader`` and re-encrypt it to ``recipient``."""
     stored = read_header(reader, limits)
     return Reencrypted(
-        header=reencrypt_header(stored.header, node_key, recipient, limits),
+        header=reencrypt_header(stored.header, node_key, recipient, limits, nonce_key=nonce_key),
         body_offset=stored.body_offset,
         body_length=stored.body_length,
     )
