@@ -24,6 +24,8 @@ from broker.demo.folder import (
     DEFAULT_FOLDER,
     PEOPLE,
     PURPOSE,
+    SERVICE_CLIENT_ID,
+    SERVICE_SECRET_FILE,
     VCF_DATASET,
     Demo,
     DemoError,
@@ -102,6 +104,10 @@ def introduction(demo: Demo, given_dir: str | None) -> str:
         lines.append(f"Passwords are shown this once; they are also in {demo.folder / ACCOUNTS_FILE} (mode 0600).")
     else:
         lines.append(f"Passwords: {demo.folder / ACCOUNTS_FILE} (mode 0600).")
+    lines.append(
+        f"A confidential client for a data service or portal: {SERVICE_CLIENT_ID}, its secret in "
+        f"{demo.folder / SERVICE_SECRET_FILE} (mode 0600)."
+    )
     alice = demo.subs["alice"]
     lines += [
         "",

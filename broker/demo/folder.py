@@ -10,7 +10,9 @@
 - ``data/``: the synthetic VCF/BAM with indexes and ``SHA256SUMS``; ``var/``: the SQLite store
   and the signing keys.
 - ``demo.json``: who is who (usernames, subs, roles); ``demo-accounts.json`` (mode 0600): the
-  generated passwords, which ``demo --check`` uses to log in as the demo's people.
+  generated passwords, which ``demo --check`` uses to log in as the demo's people;
+  ``demo-service.secret`` (mode 0600): the secret of the confidential client ``demo-service``
+  (the settings hold only its hash), for ``ga4gh-broker login --client-secret-file``.
 
 Nothing here talks to the network: the folder is made with the store and the DAC services
 directly, as ``ga4gh-broker users add`` and ``grants add`` would.
@@ -35,6 +37,7 @@ from broker.dac.services import build_services
 from broker.demo.genomics import write_demo_files
 from broker.identity.service import IdentityService
 from broker.login.local import LocalAccounts
+from broker.oidc.passwords import hash_secret
 from broker.settings import Settings, load_settings
 from broker.store import open_kernel
 
@@ -43,6 +46,10 @@ DEFAULT_PORT = 8080
 CLIENT_ID = "ga4gh-cli"
 """The command line's public client id (broker.client.oauth.DEFAULT_CLIENT_ID), registered here."""
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+SERVICE_CLIENT_ID = "demo-service"
+"""A confidential client a data service or portal would hold: it may also exchange for passport JWTs."""
+SERVICE_SECRET_FILE = "demo-service.secret"
 DAC_ID = "DEMO-DAC"
 DAC_SOURCE = "https://ga4gh-broker.demo.example/dacs/DEMO-DAC"
 DATASET_URL_TEMPLATE = "https://ga4gh-broker.demo.example/datasets/{dataset}"
@@ -99,7 +106,7 @@ class Demo:
         return load_settings(self.settings_path, environ={})
 
 
-def settings_data(port: int, subs: dict[str, str] | None) -> dict[str, Any]:
+def settings_data(port: int, subs: dict[str, str] | None, service_hash: str) -> dict[str, Any]:
     """The demo's settings as YAML data; the DAC is declared once its members' subs exist."""
     data: dict[str, Any] = {
         "issuer": f"http://127.0.0.1:{port}/",
@@ -115,7 +122,14 @@ def settings_data(port: int, subs: dict[str, str] | None) -> dict[str, Any]:
                     "auth_method": "none",
                     "grant_types": [DEVICE_GRANT, "refresh_token"],
                     "scopes": ["openid", "profile", "email", "ga4gh_passport_v1", "dac"],
-                }
+                },
+                {
+                    "client_id": SERVICE_CLIENT_ID,
+                    "name": "demo data service",
+                    "grant_types": [DEVICE_GRANT, "refresh_token", EXCHANGE_GRANT],
+                    "scopes": ["openid", "profile", "email", "ga4gh_passport_v1"],
+                    "secret_hash": service_hash,
+                },
             ],
         },
         "gateway": {
@@ -142,13 +156,13 @@ def settings_data(port: int, subs: dict[str, str] | None) -> dict[str, Any]:
     return data
 
 
-def write_settings(folder: Path, port: int, subs: dict[str, str] | None) -> Path:
+def write_settings(folder: Path, port: int, subs: dict[str, str] | None, service_hash: str) -> Path:
     path = folder / SETTINGS_FILE
     header = (
         "# Written by `ga4gh-broker demo` at every start (edit a copy to experiment, then serve it with\n"
         "# `ga4gh-broker -c COPY serve`). Every key not here has its embedded default: docs/settings.md.\n"
     )
-    path.write_text(header + yaml.safe_dump(settings_data(port, subs), sort_keys=False), encoding="utf-8")
+    path.write_text(header + yaml.safe_dump(settings_data(port, subs, service_hash), sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -162,9 +176,13 @@ def _copy_policies(target: Path) -> None:
 
 def _write_private(path: Path, data: Any) -> None:
     """JSON in a file only its owner may read (created 0600, never widened)."""
+    _write_private_text(path, json.dumps(data, indent=2))
+
+
+def _write_private_text(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
+        handle.write(text)
 
 
 def open_demo(folder: Path, port: int | None) -> Demo:
@@ -178,7 +196,7 @@ def open_demo(folder: Path, port: int | None) -> Demo:
         if chosen != saved.get("port"):
             saved["port"] = chosen
             state.write_text(json.dumps(saved, indent=2), encoding="utf-8")
-        write_settings(folder, chosen, subs)
+        write_settings(folder, chosen, subs, str(saved["service_hash"]))
         return Demo(folder, subs, chosen)
     if folder.exists() and any(folder.iterdir()):
         raise DemoError(f"{folder} exists and is not a demo folder (no {STATE_FILE}); choose another with --dir")
@@ -191,14 +209,23 @@ def _create(folder: Path, port: int) -> Demo:
         _copy_policies(folder / "policies")
         write_demo_files(folder / "data", VCF_DATASET, BAM_DATASET)
         passwords = {p.username: secrets.token_urlsafe(12) for p in PEOPLE}
-        settings = load_settings(write_settings(folder, port, None), environ={})
+        service_secret = secrets.token_urlsafe(32)
+        service_hash = hash_secret(service_secret)
+        settings = load_settings(write_settings(folder, port, None, service_hash), environ={})
         settings.data_path.mkdir(parents=True, exist_ok=True)
         subs = _add_people(settings, passwords)
-        settings = load_settings(write_settings(folder, port, subs), environ={})
+        settings = load_settings(write_settings(folder, port, subs, service_hash), environ={})
         _first_decisions(settings, subs)
         _write_private(folder / ACCOUNTS_FILE, {p.username: passwords[p.username] for p in PEOPLE})
+        _write_private_text(folder / SERVICE_SECRET_FILE, service_secret + "\n")
         people = {p.username: {"sub": subs[p.username], "name": p.name, "role": p.role} for p in PEOPLE}
-        state = {"port": port, "subs": subs, "people": people, "created_at": int(time.time())}
+        state = {
+            "port": port,
+            "subs": subs,
+            "people": people,
+            "service_hash": service_hash,
+            "created_at": int(time.time()),
+        }
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # half a demo is worse than none: the next start begins afresh
