@@ -111,7 +111,7 @@ def settings_data(port: int, subs: dict[str, str] | None, service_hash: str) -> 
     data: dict[str, Any] = {
         "issuer": f"http://127.0.0.1:{port}/",
         "data_dir": "var",
-        "server": {"bind": f"127.0.0.1:{port}", "workers": 1},
+        "server": {"bind": f"127.0.0.1:{port}", "workers": 1, "threads": 4},
         "policy": {"directory": "policies", "watch": True},
         "oidc": {
             "device_poll_interval_seconds": 2,
