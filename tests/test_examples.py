@@ -51,6 +51,26 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+def test_every_command_of_docs_federation_runs() -> None:
+    """The sh blocks of docs/federation.md, run as written from the checkout."""
+    text = (ROOT / "docs" / "federation.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
+    assert len(blocks) >= 3
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    for block in blocks:
+        done = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", block],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (block, done.stderr)
+
+
 def test_there_are_upstream_and_two_broker_examples() -> None:
     assert {"examples/upstreams/ls-login.yaml", "examples/upstreams/keycloak.yaml"} <= set(SETTINGS_EXAMPLES)
     assert {"examples/federation/broker-se.yaml", "examples/federation/broker-fi.yaml"} <= set(SETTINGS_EXAMPLES)
