@@ -6,6 +6,8 @@ import json
 import stat
 from pathlib import Path
 
+from broker.cli.demo import introduction
+from broker.demo.folder import open_demo
 from tests.demo.conftest import RunningDemo, demo_command
 
 
@@ -67,3 +69,19 @@ def test_demo_check_without_a_demo_folder_says_to_start_one(tmp_path: Path) -> N
     done = demo_command("demo", "--check", "--dir", str(tmp_path / "none"), cwd=tmp_path)
     assert done.returncode == 2
     assert "start the demo first" in done.stderr
+
+
+def test_running_the_demo_again_resumes_its_folder_without_showing_passwords(tmp_path: Path) -> None:
+    """Second start: same people and store, no new passwords, none printed; a new --port moves the issuer."""
+    folder = tmp_path / "again"
+    first = open_demo(folder, 18080)
+    assert first.created_passwords is not None
+    passwords = json.loads((folder / "demo-accounts.json").read_text())
+    again = open_demo(folder, None)
+    assert again.subs == first.subs and again.port == 18080 and again.created_passwords is None
+    text = introduction(again, str(folder))
+    assert not [p for p in passwords.values() if p in text]
+    assert "demo-accounts.json" in text
+    moved = open_demo(folder, 18081)
+    assert moved.settings().issuer == "http://127.0.0.1:18081/"
+    assert moved.subs == first.subs
