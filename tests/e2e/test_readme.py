@@ -10,7 +10,8 @@ A block may carry a marker on the line before its fence:
 - ``install-and-demo``: the first set-up line. Its install part is what ``.ci/run`` does before
   it runs the tests (checked here); its last command, ``ga4gh-broker demo``, is started in the
   background and the rest of the README runs against it;
-- ``test-command``: the test command itself, which ``.ci/run`` reads from README and runs;
+- ``test-setup`` and ``test-command``: what the tests need and the test command itself; ``.ci/run``
+  does the first (checked here) and reads the second from README and runs it;
 - ``approve alice``: a device login; its code is approved the way a person does, in a browser
   session as alice (the demo's generated password), by :class:`broker.demo.check.Browser`;
 - ``exits 1``: a refusal; it must exit 1 and print what to apply for;
@@ -31,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from broker.demo.check import Browser
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!-- (?:readme-test: )?([\w -]+) -->\s*$")
-KNOWN_MARKERS = {"install-and-demo", "test-command", "approve alice", "exits 1", "settings"}
+KNOWN_MARKERS = {"install-and-demo", "test-setup", "test-command", "approve alice", "exits 1", "settings"}
 README_PORT = "127.0.0.1:8080"
 TEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
 
@@ -86,7 +88,7 @@ def test_every_readme_shell_block_is_run_by_this_test() -> None:
     for block in blocks:
         assert block.marker is None or block.marker in KNOWN_MARKERS, (block.line, block.marker)
     kinds = [b.marker for b in blocks]
-    assert kinds[:2] == ["install-and-demo", "test-command"], "the two set-up commands come first"
+    assert kinds[:3] == ["install-and-demo", "test-setup", "test-command"], "the two set-up commands come first"
     assert kinds.count("exits 1") == 1 and kinds.count("approve alice") == 2
     settings = [b for b in readme_blocks() if b.marker == "settings"]
     assert [b.lang for b in settings] == ["yaml"]
@@ -94,7 +96,7 @@ def test_every_readme_shell_block_is_run_by_this_test() -> None:
 
 def test_the_test_command_is_the_line_ci_reads_and_the_install_is_what_ci_does() -> None:
     blocks = shell_blocks()
-    assert blocks[1].text.strip() == TEST_COMMAND
+    assert blocks[2].text.strip() == TEST_COMMAND
     ci = (ROOT / ".ci" / "run").read_text()
     read = subprocess.run(
         ["awk", "/<!-- test-command -->/{getline; getline; print; exit}", str(README)],
@@ -104,13 +106,10 @@ def test_the_test_command_is_the_line_ci_reads_and_the_install_is_what_ci_does()
     )
     assert read.stdout.strip() == TEST_COMMAND
     install = [part.strip() for part in blocks[0].text.strip().split("&&")]
-    assert install == [
-        "python3 -m venv .venv",
-        ". .venv/bin/activate",
-        'pip install -e ".[test]"',
-        "ga4gh-broker demo",
-    ]
-    assert "python3 -m venv .venv" in ci and '-e ".[test]"' in ci
+    assert install == ["python3 -m venv .venv", ". .venv/bin/activate", "pip install -e .", "ga4gh-broker demo"]
+    assert "python3 -m venv .venv" in ci and '-e ".[test]"' in ci  # CI installs the same, with the test extra
+    assert blocks[1].text.strip() == 'pip install -e ".[test]" && npm ci --prefix tests/peers --no-audit --no-fund'
+    assert "npm ci --prefix tests/peers --no-audit --no-fund" in ci
 
 
 class ReadmeRun:
@@ -204,6 +203,7 @@ class ReadmeRun:
         assert process.returncode == 0, (block.line, out, err)
 
 
+@pytest.mark.timeout(900)  # the whole README, two device logins included, on a busy 2-core machine
 def test_every_readme_command_runs_against_the_demo_and_the_shipped_files(tmp_path: Path) -> None:
     for binary in ("curl", "samtools", "bcftools"):
         require_binary(binary, "README.md's commands use it")
@@ -213,7 +213,7 @@ def test_every_readme_command_runs_against_the_demo_and_the_shipped_files(tmp_pa
             where = f"README.md line {block.line}"
             if block.marker == "install-and-demo":
                 reader.start_demo(block.text.strip().split("&&")[-1].strip())
-            elif block.marker == "test-command" or block.lang not in ("sh", "yaml"):
+            elif block.marker in ("test-setup", "test-command") or block.lang not in ("sh", "yaml"):
                 continue
             elif block.marker == "settings":
                 (reader.work / "readme-settings.yaml").write_text(block.text)
