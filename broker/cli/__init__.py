@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "broker.cli.clients",
     "broker.cli.users",
     "broker.cli.dac",
+    "broker.cli.demo",
 )
 
 
