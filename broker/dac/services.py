@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from broker.dac.applications import ApplicationService, NoticeHook
 from broker.dac.committees import Directory
 from broker.dac.grants import GrantService, RevokeHook
 from broker.dac.identities import IdentityLookup
@@ -30,6 +31,7 @@ class DacServices:
     grants: GrantService
     members: MemberService
     registered: RegisteredAccessService
+    applications: ApplicationService
 
 
 def build_services(
@@ -40,6 +42,7 @@ def build_services(
     *,
     clock: Callable[[], float] = time.time,
     on_revoke: Sequence[RevokeHook] = (),
+    notify: Sequence[NoticeHook] = (),
 ) -> DacServices:
     """The services for the ``dac:`` settings and our ``issuer``, checked first (SettingsProblem).
 
@@ -47,16 +50,19 @@ def build_services(
     run in this process after every revocation of a grant or registered-access record (and
     for a registered-access record a new decision supersedes): the verifier / gateway cache
     eviction. Other processes learn of revocations from the audit log (RevocationWatcher).
+    ``notify(notice)`` hooks hear of application events after they committed (e-mail).
     """
     check_dac_settings(dac, issuer)
     directory = Directory(dac, issuer)
     repository = DacRepository(kernel)
     roles = Roles(repository, directory)
+    grants = GrantService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke)
     return DacServices(
         directory=directory,
         repository=repository,
         roles=roles,
-        grants=GrantService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
+        grants=grants,
+        applications=ApplicationService(repository, directory, roles, grants, identities, clock=clock, notify=notify),
         members=MemberService(repository, directory, roles, identities, clock=clock),
         registered=RegisteredAccessService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
     )

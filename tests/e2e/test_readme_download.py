@@ -97,7 +97,7 @@ def _settings(tmp: Path, port: int, member: str | None) -> str:
                     "name": "E2E DAC",
                     "source": DAC_SOURCE,
                     "datasets": sorted(FILES),
-                    "members": [{"identity": member}],
+                    "members": [{"identity": member, "role": "chair"}],
                 }
             ],
         }
