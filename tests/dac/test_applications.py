@@ -19,6 +19,8 @@ from broker.dac.services import DacServices
 from broker.dac.settings import ApplicationSettings, DatasetTermsSettings
 from broker.settings import Settings
 from tests.dac.conftest import DAY, ISSUER, T0, Clock, SettingsWithDac, dac_config, store_settings
+from tests.dac.interleave import PausedChange, meanwhile
+from tests.dac.test_invariants import concurrently
 from tests.support.legacy_store import Store
 
 TERMS_V = "2026-1"
@@ -297,3 +299,63 @@ def test_settings_refuse_unknown_purpose_codes_and_terms_without_text(tmp_path: 
                 ]
             },
         )
+
+
+# ---------------------------------------------------------------------------- races (two processes / clients)
+
+
+def _grants_of(svc: DacServices) -> list[str]:
+    return [g.id for g in svc.repository.grants_of("researcher")]
+
+
+def test_two_approvers_at_the_same_moment_under_four_eyes_make_exactly_one_grant(
+    settings: Settings, store: Store, svc: DacServices, clock: Clock
+) -> None:
+    app = submitted(svc)
+    results = concurrently(
+        settings,
+        clock,
+        [
+            lambda s: s.applications.approve("member-a", app.id, T0 + 30 * DAY),
+            lambda s: s.applications.approve("chair-a", app.id, T0 + 30 * DAY),
+        ],
+    )
+    assert all(isinstance(r, Application) for r in results), results
+    final = svc.applications.get("admin", app.id)
+    assert final.state == "approved" and set(final.approvals) == {"member-a", "chair-a"}
+    assert _grants_of(svc) == list(final.grants) and len(final.grants) == 1
+    assert events(store).count("grants.create") == 1
+
+
+def test_an_approval_paused_inside_its_transaction_and_a_second_approval_meanwhile_make_one_grant(
+    settings: Settings, store: Store, svc: DacServices, clock: Clock
+) -> None:
+    app = submitted(svc)
+    paused = PausedChange(settings, clock(), "approve", actor="member-a", application=app.id, end=T0 + 30 * DAY)
+    result, other = meanwhile(lambda: svc.applications.approve("chair-a", app.id, T0 + 30 * DAY), paused)
+    assert isinstance(result, Application) and other.ok, (result, other)
+    final = svc.applications.get("admin", app.id)
+    assert final.state == "approved" and len(final.grants) == 1 and _grants_of(svc) == list(final.grants)
+    assert events(store).count("grants.create") == 1
+
+
+@pytest.mark.parametrize("paused_side", ["approve", "withdraw"])
+def test_a_withdrawal_racing_the_deciding_approval_never_leaves_a_grant_after_the_withdrawal(
+    settings: Settings, store: Store, svc: DacServices, clock: Clock, paused_side: str
+) -> None:
+    app = submitted(svc)
+    svc.applications.approve("member-a", app.id, T0 + 30 * DAY)  # one approval in; the next one decides
+    if paused_side == "approve":
+        paused = PausedChange(settings, clock(), "approve", actor="chair-a", application=app.id, end=T0 + 30 * DAY)
+        here, other = meanwhile(lambda: svc.applications.withdraw("researcher", app.id, "changed plans"), paused)
+    else:
+        paused = PausedChange(settings, clock(), "withdraw", actor="researcher", application=app.id)
+        here, other = meanwhile(lambda: svc.applications.approve("chair-a", app.id, T0 + 30 * DAY), paused)
+    final = svc.applications.get("admin", app.id)
+    live = svc.grants.live_grants("researcher")
+    if final.state == "withdrawn":
+        assert live == [] and _grants_of(svc) == [] and "grants.create" not in events(store)
+    else:
+        assert final.state == "approved" and len(live) == 1 and "applications.withdraw" not in events(store)
+    outcomes = [here if not isinstance(here, Conflict) else None, other if other.ok else None]
+    assert sum(o is not None for o in outcomes) == 1, (here, other)  # exactly one of the two took effect
