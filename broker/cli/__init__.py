@@ -32,6 +32,8 @@ COMMAND_MODULES = (
     "broker.cli.clients",
     "broker.cli.users",
     "broker.cli.dac",
+    "broker.cli.applications",
+    "broker.cli.apply",
 )
 
 
