@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from broker.core.cache import VerifiedCache
 from broker.core.policy.reload import PolicyStore
@@ -208,7 +209,7 @@ class Container:
             links_of=identities.links_of,
             consents_of=op.consents.of,
         )
-        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for)
+        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, dac)
         health = HealthSources(
             backend=kernel.backend,
             store_health=kernel.health,
@@ -311,6 +312,7 @@ def _gateway(
     policies: PolicyStore,
     op: OpenIDProvider,
     visas_for: Callable[[str], list[str]],
+    dac: DacServices,
 ) -> Gateway:
     """The data gateway, deciding with passports or our access tokens, auditing to the store."""
     # Our own URL, never the caller's Host header, is what DRS hands out and what passports
@@ -331,7 +333,13 @@ def _gateway(
         record = {"event": f"gateway.{event.kind}", "actor": event.subject, **_plain(dataclasses.asdict(event))}
         kernel.audit_append(record, int(time.time()))
 
-    return build_gateway(authorizer, gateway_settings, data_dir=settings.data_path, audit=audit)
+    def apply_url(dataset: str) -> str | None:
+        """The page where a researcher applies for ``dataset``, when a DAC governs it."""
+        if dac.directory.governing(dataset) is None:
+            return None
+        return settings.issuer.rstrip("/") + "/account/apply?" + urlencode({"datasets": dataset})
+
+    return build_gateway(authorizer, gateway_settings, data_dir=settings.data_path, audit=audit, apply_url=apply_url)
 
 
 def _plain(value: Any) -> Any:

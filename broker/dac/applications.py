@@ -63,6 +63,12 @@ from broker.dac.records import (
     Comment,
     Grant,
 )
+from broker.dac.records import (
+    EDITABLE_STATES as EDITABLE,
+)
+from broker.dac.records import (
+    OPEN_STATES as OPEN,
+)
 from broker.dac.repository import DacRepository, DacTx
 from broker.dac.settings import ApplicationSettings, DatasetTermsSettings
 
@@ -74,8 +80,6 @@ MAX_TEXT_CHARS = 4000
 MAX_CO_APPLICANTS = 20
 MAX_COMMENT_CHARS = 4000
 EMAIL = re.compile(r"[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,250}[A-Za-z0-9])?\.[A-Za-z]{2,63}")
-EDITABLE = (DRAFT, RETURNED)
-OPEN = (DRAFT, SUBMITTED, RETURNED)
 DEFAULT_LABELS = {
     "title": "Project title",
     "purpose": "Research purpose",
@@ -305,6 +309,25 @@ class ApplicationService:
             return app
 
         return self.repository.transact(run)
+
+    def check(self, actor: str | None, datasets: Sequence[str], answers: Answers, complete: bool) -> None:
+        """Every problem ``answers`` for ``datasets`` would meet (and with ``complete``, a submission too),
+        as ONE ValidationError naming each field; nothing is written (a form shows them all at once)."""
+        committee = self.committee_for(list(datasets))
+        now = self._now()
+        probe = Application("check", committee.id, tuple(datasets), actor or "", DRAFT, now, now)
+        problems: dict[str, str] = {}
+        try:
+            probe = self._apply_answers(probe, answers)
+        except ValidationError as exc:
+            problems.update(exc.fields)
+        if complete:
+            try:
+                self._check_complete(probe)
+            except ValidationError as exc:
+                problems.update({k: v for k, v in exc.fields.items() if k not in problems})
+        if problems:
+            raise ValidationError("some answers need attention", problems)
 
     def update(self, actor: str | None, application_id: str, answers: Answers) -> Application:
         """Change the answers of a draft or a returned application (the applicant only)."""

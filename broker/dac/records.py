@@ -75,6 +75,8 @@ REJECTED = "rejected"
 WITHDRAWN = "withdrawn"
 CLOSED = "closed"
 APPLICATION_STATES = (DRAFT, SUBMITTED, RETURNED, APPROVED, REJECTED, WITHDRAWN, CLOSED)
+EDITABLE_STATES = (DRAFT, RETURNED)  # the applicant may change and (re)submit it
+OPEN_STATES = (DRAFT, SUBMITTED, RETURNED)  # not decided yet: the applicant may withdraw it
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def build_gateway(
     data_dir: str | Path | None = None,
     audit: Callable[[AuditEvent], None] | None = None,
     metrics: GatewayMetrics | None = None,
+    apply_url: Callable[[str], str | None] | None = None,
 ) -> Gateway:
     """The gateway deciding with ``authorizer``.
 
@@ -52,6 +53,7 @@ def build_gateway(
         data_dir=Path(data_dir) if data_dir else None,
         metrics=metrics or GatewayMetrics(),
         audit=audit,
+        apply_url=apply_url,
     )
 
 

@@ -117,7 +117,9 @@ def test_grant_renew_revoke_through_the_pages_and_the_researcher_sees_it(site: S
     assert no_reason.status_code == 400 and site.repository.grant(grant.id).revoked_at is None  # type: ignore
     revoked = member.post(f"/dac/grants/{grant.id}/revoke", data={"csrf_token": tokens["revoke"], "reason": "done"})
     assert revoked.status_code == 303
-    assert "A-flow" not in researcher.get("/account/visas").get_data(as_text=True)
+    after = researcher.get("/account/visas").get_data(as_text=True)
+    assert "http://127.0.0.1:8080/datasets/A-flow" not in after  # the visa is gone
+    assert 'Reason: <span class="revoke-reason">done</span>' in after  # and the researcher sees why
     trail = member.get("/dac/datasets/A-flow").get_data(as_text=True)
     assert "grants.revoke" in trail and "grants.renew" in trail and "grants.create" in trail
 
