@@ -138,7 +138,9 @@ class Container:
         )
         # A revoked decision must not survive in cached verdicts (GA-14).
         revocations = Revocations([verified_cache.evict_jti_prefix])
-        dac = build_services(settings.dac, issuer, kernel, identities, on_revoke=(revocations.revoked,))
+        dac = build_services(
+            settings.dac, issuer, kernel, identities, on_revoke=(revocations.revoked,), product=settings.site.product
+        )
         minter = VisaMinter(keyring, issuer, dac.directory, dac.grants, dac.registered)
         remote = sources_from_settings(settings, verifier) if settings.visa_sources else None
         upstream_visas = UpstreamVisas(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from broker.core.conditions import compile_pattern
 from broker.settings_model import SettingsModel, SettingsProblem
@@ -101,6 +101,20 @@ class DacEntrySettings(SettingsModel):
     )
 
 
+class NotificationSettings(SettingsModel):
+    """E-mail about applications through an SMTP server (off while ``smtp_host`` is unset)."""
+
+    smtp_host: str | None = Field(None, description="The SMTP server; unset: no e-mail is sent.")
+    smtp_port: int = Field(25, gt=0, lt=65536, description="Its port (587 with starttls, 465 with tls).")
+    security: Literal["none", "starttls", "tls"] = Field("none", description="How the connection is protected.")
+    username: str | None = Field(None, description="SMTP login, when the server asks for one.")
+    password: SecretStr | None = Field(None, description="SMTP password (never logged, never in a message).")
+    sender: str = Field("ga4gh-broker@localhost", description="The From address.")
+    attempts: int = Field(4, ge=1, le=20, description="Tries per message before it is given up (logged).")
+    retry_seconds: float = Field(5.0, gt=0, description="Wait before the first retry; doubled each time.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Connect and reply timeout of one attempt.")
+
+
 class DacSettings(SettingsModel):
     """Every DAC, the site admins, and the bounds on what DACs grant."""
 
@@ -122,6 +136,9 @@ class DacSettings(SettingsModel):
     )
     registered_access_days: float = Field(
         365.0, gt=0, description="How long a registered-access record lasts (terms accepted, researcher status)."
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="E-mail about applications (SMTP)."
     )
 
 
