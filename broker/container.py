@@ -210,6 +210,7 @@ class Container:
             identity_of=identities.get,
             links_of=identities.links_of,
             consents_of=op.consents.of,
+            search_people=identities.search,
         )
         gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, dac)
         health = HealthSources(

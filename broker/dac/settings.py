@@ -31,10 +31,13 @@ DATASET_PLACEHOLDER = "{dataset}"
 
 
 class DacMemberSettings(SettingsModel):
-    """A broker identity on a DAC: ``member`` grants and revokes, ``chair`` also manages members."""
+    """A broker identity on a DAC: ``member`` decides applications, renews and revokes; ``chair`` also
+    grants directly (never to themselves) and manages members."""
 
     identity: str = Field(description="The member's broker identity id (their sub at this broker).")
-    role: Literal["member", "chair"] = Field("member", description="member: decides. chair: also manages members.")
+    role: Literal["member", "chair"] = Field(
+        "member", description="member: decides applications. chair: also grants directly and manages members."
+    )
 
 
 #: The DUO research-purpose terms an application may declare when a DAC lists none of its own.

@@ -211,3 +211,15 @@ def test_wrong_state_is_a_409_and_unknown_ids_a_404(api: Api) -> None:
     assert api.call("member-a", "GET", "/api/dac/applications/app-nope").status_code == 404
     assert api.call("member-a", "GET", "/api/dac/applications?state=bogus").status_code == 400
     assert api.call("researcher", "GET", "/api/dac/applications/form").status_code == 400
+
+
+@pytest.mark.parametrize("who", ROLES, ids=[str(r) for r in ROLES])
+def test_people_are_found_by_name_or_e_mail_by_dac_members_and_admins_only(api: Api, who: str | None) -> None:
+    found = api.call(who, "GET", "/api/dac/people?q=researcher-2@example")
+    if who in HANDLERS or who == "member-b":
+        assert found.status_code == 200
+        assert found.get_json() == [{"id": "researcher-2", "name": "Researcher-2", "email": "researcher-2@example.org"}]
+    else:
+        assert found.status_code == (401 if who is None else 403)
+    if who == "admin":
+        assert api.call(who, "GET", "/api/dac/people?q=x").status_code == 400

@@ -139,9 +139,11 @@ def test_researcher_is_refused_applies_two_members_approve_researcher_downloads_
 
     # 2. The researcher follows the link, first sends the form half filled in, then applies.
     researcher = browser.new_context().new_page()
-    _login(researcher, base, "researcher", "/account/visas")
-    shots.check(researcher, "account-before")
-    researcher.goto(apply_link)
+    researcher.goto(apply_link)  # not logged in yet: the login page, then back to the form
+    researcher.fill("#username-local", "researcher")
+    researcher.fill("#password-local", PASSWORD)
+    researcher.click("button:has-text('Log in')")
+    researcher.wait_for_url(apply_link)
     shots.check(researcher, "apply-form")
     researcher.fill("#title", "Rare kidney variants")
     researcher.click("button:has-text('Submit application')")

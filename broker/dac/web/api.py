@@ -37,8 +37,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM
+from broker.dac import audit
 from broker.dac.applications import Answers, application_to_json, comment_to_json
-from broker.dac.errors import ValidationError
+from broker.dac.errors import Forbidden, ValidationError
 from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
 from broker.dac.members import Member
 from broker.dac.records import Grant, RegisteredAccess
@@ -439,6 +440,20 @@ def applications_revoke(web: DacWeb, application_id: str) -> Response:
     return _json(_application(web, web.services.applications.revoke(_actor(), application_id, _text(data, "reason"))))
 
 
+def people_search(web: DacWeb) -> Response:
+    """People by name, e-mail, id or linked identity, for DAC members and site admins (who to grant, who applied)."""
+    actor = _actor()
+    svc = web.services
+    if not (svc.directory.is_admin(actor) or svc.roles.committees_of(actor)):
+        audit.denied(svc.repository, _now(web), "people.search", actor)
+        raise Forbidden("Only DAC members and site admins look people up.")
+    query = request.args.get("q", "")
+    if not 2 <= len(query.strip()) <= 200:
+        raise ValidationError("q must be 2 to 200 characters", {"q": "2 to 200 characters"})
+    found = web.search_people(query)
+    return _json([{"id": p.id, "name": p.display_name, "email": p.email} for p in found])
+
+
 def permissions(web: DacWeb, user: str) -> Response:
     """Our visas for ``user`` in the REMS / ELIXIR permissions API shape."""
     return _json({PASSPORT_CLAIM: list(web.visas_for(user))})
@@ -752,6 +767,15 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 409, 415),
     ),
     Route(
+        f"{D}/people",
+        "GET",
+        people_search,
+        "dac",
+        "People by name, e-mail, id or linked identity (DAC members and site admins)",
+        query=("q",),
+        response="PeopleList",
+    ),
+    Route(
         "/api/permissions/<path:user>",
         "GET",
         permissions,
@@ -956,6 +980,10 @@ COMPONENTS: dict[str, Any] = {
     "RegisteredList": {"type": "array", "items": {"$ref": "#/components/schemas/Registered"}},
     "StatusRequest": _closed({"identity": _STR, "dac": _STR, "reason": _STR}, ["identity"]),
     "VouchRequest": _closed({"identity": _STR, "reason": _STR}, ["identity"]),
+    "PeopleList": {
+        "type": "array",
+        "items": {"type": "object", "properties": {"id": _STR, "name": _STR, "email": _STR}},
+    },
     "ApplicationForm": {
         "type": "object",
         "properties": {
@@ -993,6 +1021,7 @@ QUERY = {
     "live": {"type": "boolean"},
     "expiring_days": {"type": "number", "minimum": 0},
     "datasets": {"type": "string"},
+    "q": {"type": "string", "minLength": 2, "maxLength": 200},
     "state": {"enum": ["draft", "submitted", "returned", "approved", "rejected", "withdrawn", "closed"]},
 }
 
