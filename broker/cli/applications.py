@@ -1,4 +1,4 @@
-"""``ga4gh-broker applications list|show|approve|reject|return``: DAC members review applications.
+"""``ga4gh-broker applications list|show|approve|reject|return|remind``: DAC members review applications.
 
 Every command acts as a named broker identity (``--as ID`` or ``$BROKER_ACTOR``) under the rules
 of the REST API (:mod:`broker.dac.applications`): members and chairs of the application's DAC
@@ -12,10 +12,12 @@ Exit status: 0 done; 1 refused or failed (one line on stderr); 2 usage.
 from __future__ import annotations
 
 import argparse
+import time
 
-from broker.cli.context import Context
+from broker.cli.context import CommandError, Context
 from broker.cli.dac import _actor, _end, _end_time, _iso, _services
 from broker.dac.applications import application_to_json, comment_to_json
+from broker.dac.grants import GrantFilter
 from broker.dac.records import APPLICATION_STATES, Application
 from broker.dac.services import DacServices
 
@@ -46,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _end(approve)
     approve.add_argument("--reason", default="")
     approve.set_defaults(handler=_approve)
+
+    remind = asub.add_parser(
+        "remind",
+        help="e-mail holders whose grants end within N days (once per grant and end; run it daily)",
+    )
+    _actor(remind)
+    remind.add_argument("--days", type=float, default=30.0, metavar="N")
+    remind.set_defaults(handler=_remind)
 
     for name, handler, text in (
         ("reject", _reject, "reject with a reason the applicant sees"),
@@ -128,4 +138,18 @@ def _return(ctx: Context) -> int:
     with _services(ctx) as (svc, actor):
         app = svc.applications.send_back(actor, ctx.args.application_id, ctx.args.reason)
         _line(ctx, svc, app)
+    return 0
+
+
+def _remind(ctx: Context) -> int:
+    """Queue one reminder per expiring grant the actor may see (e-mail must be configured)."""
+    with _services(ctx) as (svc, actor):
+        if not svc.notifiers:
+            raise CommandError("no SMTP server is configured (dac.notifications.smtp_host)", 1)
+        now = int(time.time())
+        sent = 0
+        for grant in svc.grants.list(actor, GrantFilter(expiring_within_days=ctx.args.days)):
+            if svc.repository.claim_reminder(grant, now) and svc.notifiers[0].remind(grant):
+                sent += 1
+        ctx.out(f"reminded {sent} holder(s) of grants ending within {ctx.args.days:g} days")
     return 0

@@ -18,7 +18,9 @@ approved       revoke                     the same                              
 
 Four eyes: the DAC's ``application.required_approvals`` distinct members must approve the same
 submission; the approval that reaches the number creates one grant per dataset (ending at the
-earliest end any approver proposed) in the same transaction. Two approvals committed at once
+earliest end any approver proposed) in the same transaction. An application for a dataset the
+applicant already holds a grant on is a renewal: the approval gives that grant the later end
+(``grants.renew`` with ``via: application``) instead of a second grant. Two approvals committed at once
 are serialized by the store, so exactly one of them sees the number reached and exactly one set
 of grants is made; a withdrawal that commits first leaves the approval nothing to approve.
 
@@ -447,10 +449,26 @@ class ApplicationService:
                 return voted
             grant_end = min(ends)
             made: list[Grant] = []
+            renewed: list[tuple[Grant, int]] = []
             for dataset in current.datasets:
                 holder = tx.grant_slot(current.applicant, dataset, current.dac)
                 if holder is not None and outstanding(holder, now):
-                    raise Conflict(f"the applicant already holds grant {holder.id} on {dataset}; renew it instead")
+                    # A renewal application: the grant the applicant holds gets the new decision.
+                    if holder.end >= grant_end:
+                        raise Conflict(f"the applicant holds grant {holder.id} on {dataset} until a later end already")
+                    renewed.append((holder, holder.end))
+                    made.append(
+                        dataclasses.replace(
+                            holder,
+                            end=grant_end,
+                            granted_by=actor,
+                            granted_at=now,
+                            application=current.id,
+                            purpose_codes=current.purpose_codes,
+                            reason=reason or f"renewal by application {current.id}"[: audit.MAX_REASON_CHARS],
+                        )
+                    )
+                    continue
                 made.append(
                     Grant(
                         id=new_grant_id(),
@@ -492,9 +510,25 @@ class ApplicationService:
                 ),
                 now,
             )
+            previous_end = {g.id: end for g, end in renewed}
             for grant in made:
                 tx.claim_grant(grant)
                 fields = audit.grant_fields(grant)
+                if grant.id in previous_end:
+                    tx.audit(
+                        audit.event(
+                            "grants.renew",
+                            actor,
+                            reason=grant.reason,
+                            previous_end=previous_end[grant.id],
+                            via="application",
+                            application=current.id,
+                            purpose=list(grant.purpose_codes),
+                            **fields,
+                        ),
+                        now,
+                    )
+                    continue
                 tx.audit(
                     audit.event(
                         "grants.create",

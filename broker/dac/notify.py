@@ -21,16 +21,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
+from urllib.parse import urlencode
 
 from broker.dac.applications import Notice
 from broker.dac.identities import IdentityLookup, email_of
 from broker.dac.members import Roles
+from broker.dac.records import Grant
 from broker.dac.settings import NotificationSettings
 
 log = logging.getLogger("broker.dac.notify")
 
+#: Subjects of the application notices (the expiry reminder is :meth:`EmailNotifier.remind`).
 SUBJECTS = {
     "submitted": "New application to review",
     "returned": "Your application was returned for changes",
@@ -122,6 +126,26 @@ class EmailNotifier:
             lines.append("A message was added to the application's thread.")
         lines += ["", f"Open it here (you will be asked to log in): {link}", ""]
         return Mail(recipients, subject[:200], "\n".join(lines))
+
+    def remind(self, grant: Grant) -> bool:
+        """Queue the "your access ends soon" mail for ``grant`` (with the link to apply again); False
+        when the holder has no e-mail."""
+        email = email_of(self.identities, grant.identity_id)
+        if not email:
+            return False
+        end = datetime.fromtimestamp(grant.end, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        link = f"{self.base}/account/apply?{urlencode({'datasets': grant.dataset})}"
+        body = "\n".join(
+            [
+                f"Your access to {grant.dataset} ends on {end}.",
+                "",
+                f"To keep access, apply for a renewal before then (you will be asked to log in): {link}",
+                "",
+            ]
+        )
+        self._start()
+        self._queue.put(Mail((email,), f"[{self.product}] Your access to {grant.dataset} ends soon"[:200], body))
+        return True
 
     # ------------------------------------------------------------------ the sender
 

@@ -18,6 +18,7 @@ kind               key                                   what it holds
 ``dac-application`` the application id                   :class:`~broker.dac.records.Application`; terms
                                                          ``applicant:<id>``, ``dac:<dac>``,
                                                          ``co-applicant:<e-mail>``
+``grant-reminder``  (grant id, end)                       ``{"at": ...}``: the expiry reminder was sent
 ``dac-application-comment`` the comment id               :class:`~broker.dac.records.Comment`; term ``app:<id>``
 ================== ===================================== ===================================================
 
@@ -77,6 +78,7 @@ APPLICATIONS = RecordType(
 )
 COMMENTS = RecordType("dac-application-comment", Comment, key=lambda c: c.id, terms=lambda c: (f"app:{c.application}",))
 GRANT_SLOT_KIND = "grant-live"
+REMINDER_KIND = "grant-reminder"
 REGISTERED_SLOT_KIND = "registered-live"
 
 
@@ -223,6 +225,13 @@ class DacRepository:
 
     def comments_on(self, application_id: str) -> list[Comment]:
         return sorted(self.comments.find(f"app:{application_id}"), key=lambda c: (c.at, c.id))
+
+    def claim_reminder(self, grant: Grant, at: int) -> bool:
+        """True the first time it is asked for ``grant`` with its current end (put-if-absent: one reminder
+        per grant and end, however many processes or cron runs ask); kept until the grant's end."""
+        return self.kernel.add(
+            REMINDER_KIND, key_of(grant.id, str(grant.end)), {"at": at}, expires_at=max(grant.end, at + 1)
+        )
 
     # ------------------------------------------------------------------ either
 

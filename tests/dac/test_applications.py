@@ -359,3 +359,21 @@ def test_a_withdrawal_racing_the_deciding_approval_never_leaves_a_grant_after_th
         assert final.state == "approved" and len(live) == 1 and "applications.withdraw" not in events(store)
     outcomes = [here if not isinstance(here, Conflict) else None, other if other.ok else None]
     assert sum(o is not None for o in outcomes) == 1, (here, other)  # exactly one of the two took effect
+
+
+def test_an_application_for_a_dataset_already_held_renews_that_grant(svc: DacServices, store: Store) -> None:
+    first = submitted(svc)
+    svc.applications.approve("member-a", first.id, T0 + 30 * DAY)
+    (grant_id,) = svc.applications.approve("chair-a", first.id, T0 + 30 * DAY).grants
+    again = submitted(svc)
+    svc.applications.approve("member-a", again.id, T0 + 300 * DAY)
+    renewed = svc.applications.approve("chair-a", again.id, T0 + 300 * DAY)
+    assert renewed.state == "approved" and renewed.grants == (grant_id,)
+    ((grant, _),) = svc.grants.live_grants("researcher")
+    assert (grant.id, grant.end, grant.application) == (grant_id, T0 + 300 * DAY, again.id)
+    renew = [r.event for r in store.audit_records() if r.event["event"] == "grants.renew"]
+    assert len(renew) == 1 and renew[0]["previous_end"] == T0 + 30 * DAY and renew[0]["via"] == "application"
+    shorter = submitted(svc)
+    svc.applications.approve("member-a", shorter.id, T0 + 10 * DAY)
+    with pytest.raises(Conflict):  # a renewal never shortens what the applicant holds
+        svc.applications.approve("chair-a", shorter.id, T0 + 10 * DAY)

@@ -7,6 +7,7 @@ blocks or fails a decision. No message carries a token or a secret.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from broker.cli import Context
+from broker.cli.applications import register
 from broker.dac.applications import Answers
+from broker.dac.grants import GrantRequest
 from broker.dac.services import DacServices
 from broker.dac.settings import NotificationSettings
 from tests.dac.conftest import DAY, ISSUER, T0, Clock, SettingsWithDac, dac_config, services
@@ -157,3 +161,25 @@ def test_a_mail_server_that_is_down_never_blocks_or_fails_a_decision(
     (mailer,) = svc.notifiers
     assert mailer.flush() and mailer.given_up == 2 and mailer.sent == 0
     assert "given up after 2 attempts" in caplog.text and SMTP_PASSWORD not in caplog.text
+
+
+def test_remind_tells_holders_of_expiring_grants_once_with_a_link_to_renew(
+    settings: SettingsWithDac, svc: DacServices, smtp: tuple[Inbox, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inbox, _ = smtp
+    now = int(time.time())
+    soon = svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=now + 5 * DAY))
+    svc.grants.grant("chair-a", GrantRequest("researcher-2", "EGAD-A1", end=now + 200 * DAY))
+
+    def remind() -> int:
+        parser = argparse.ArgumentParser(prog="ga4gh-broker")
+        register(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(["applications", "remind", "--as", "chair-a", "--days", "30"])
+        return int(args.handler(Context(args=args, _settings=settings)) or 0)
+
+    assert remind() == 0 and "reminded 1 holder(s)" in capsys.readouterr().out
+    ((recipients, message),) = inbox.wait(1)
+    assert recipients == ["researcher@example.org"] and "EGAD-A1 ends soon" in message["Subject"]
+    assert f"{ISSUER.rstrip('/')}/account/apply?datasets=EGAD-A1" in message.get_content()
+    assert soon.identity_id == "researcher"
+    assert remind() == 0 and "reminded 0 holder(s)" in capsys.readouterr().out  # once per grant and end
