@@ -207,7 +207,7 @@ class RealBroker:
                         "name": "Bench DAC",
                         "source": DAC_SOURCE,
                         "datasets": [DATASET],
-                        "members": [{"identity": dac_member}],
+                        "members": [{"identity": dac_member, "role": "chair"}],
                     }
                 ],
             }

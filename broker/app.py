@@ -36,7 +36,8 @@ CONTAINER_EXTENSION = "broker.container"
 def create_app(container: Container) -> Flask:
     """The broker's WSGI app over ``container``'s services."""
     settings = container.settings
-    app = Flask("broker")
+    app = Flask("broker", static_folder="web/static")  # the one stylesheet of the pages
+    app.jinja_env.globals["site"] = settings.site
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[CONTAINER_EXTENSION] = container

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from broker.core.cache import VerifiedCache
 from broker.core.policy.decision import Withdrawn
@@ -139,7 +140,9 @@ class Container:
         )
         # A revoked decision must not survive in cached verdicts (GA-14).
         revocations = Revocations([verified_cache.evict_jti_prefix])
-        dac = build_services(settings.dac, issuer, kernel, identities, on_revoke=(revocations.revoked,))
+        dac = build_services(
+            settings.dac, issuer, kernel, identities, on_revoke=(revocations.revoked,), product=settings.site.product
+        )
         minter = VisaMinter(keyring, issuer, dac.directory, dac.grants, dac.registered)
         remote = sources_from_settings(settings, verifier) if settings.visa_sources else None
         upstream_visas = UpstreamVisas(
@@ -209,8 +212,9 @@ class Container:
             identity_of=identities.get,
             links_of=identities.links_of,
             consents_of=op.consents.of,
+            search_people=identities.search,
         )
-        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, minter.withdrawn)
+        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, minter.withdrawn, dac)
         health = HealthSources(
             backend=kernel.backend,
             store_health=kernel.health,
@@ -314,6 +318,7 @@ def _gateway(
     op: OpenIDProvider,
     visas_for: Callable[[str], list[str]],
     withdrawn_for: Callable[[str], Sequence[Withdrawn]],
+    dac: DacServices,
 ) -> Gateway:
     """The data gateway, deciding with passports or our access tokens, auditing to the store."""
     # Our own URL, never the caller's Host header, is what DRS hands out and what passports
@@ -335,7 +340,13 @@ def _gateway(
         record = {"event": f"gateway.{event.kind}", "actor": event.subject, **_plain(dataclasses.asdict(event))}
         kernel.audit_append(record, int(time.time()))
 
-    return build_gateway(authorizer, gateway_settings, data_dir=settings.data_path, audit=audit)
+    def apply_url(dataset: str) -> str | None:
+        """The page where a researcher applies for ``dataset``, when a DAC governs it."""
+        if dac.directory.governing(dataset) is None:
+            return None
+        return settings.issuer.rstrip("/") + "/account/apply?" + urlencode({"datasets": dataset})
+
+    return build_gateway(authorizer, gateway_settings, data_dir=settings.data_path, audit=audit, apply_url=apply_url)
 
 
 def _plain(value: Any) -> Any:

@@ -48,6 +48,7 @@ from broker.store.settings import StoreSettings, check_store
 from broker.trust.config import TrustConfig
 from broker.trust.settings import TrustSettings
 from broker.visas.settings import VisaSourceSettings, check_visa_sources
+from broker.web.site import SiteSettings
 
 ENV_PREFIX = "BROKER_"
 ENV_CONFIG_FILE = "BROKER_CONFIG"
@@ -172,6 +173,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Remote visa issuers we fetch a user's visas from."
     )
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="The data gateway.")
+    site: SiteSettings = Field(default_factory=SiteSettings, description="The node's name and page footer links.")
     # Not a setting: which file these came from.
     source: str = Field(DEFAULTS, exclude=True, description="(internal) the file these settings came from.")
 

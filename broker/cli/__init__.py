@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "broker.cli.users",
     "broker.cli.dac",
     "broker.cli.demo",
+    "broker.cli.applications",
+    "broker.cli.apply",
 )
 
 

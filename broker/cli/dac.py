@@ -147,8 +147,11 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
         raise CommandError(f"name the acting identity with --as ID or ${ACTOR_ENV}", 2)
     settings = ctx.settings
     kernel = open_kernel(settings.store, settings.sqlite_path)
+    services = build_services(
+        settings.dac, settings.issuer, kernel, IdentityService(kernel), product=settings.site.product
+    )
     try:
-        yield build_services(settings.dac, settings.issuer, kernel, IdentityService(kernel)), actor
+        yield services, actor
     except DacError as exc:
         if isinstance(exc, ImportRejected):
             for problem in exc.errors:
@@ -163,6 +166,8 @@ def _services(ctx: Context) -> Iterator[tuple[DacServices, str]]:
     except StoreError as exc:
         raise CommandError(f"store error: {exc}", 1) from None
     finally:
+        for mailer in services.notifiers:  # a decision made here still tells people before the command exits
+            mailer.flush()
         kernel.close()
 
 

@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--client-secret-file", default=None, metavar="FILE", help="the secret of a confidential client, from a file"
     )
     login.add_argument("--no-browser", action="store_true", help="do not try to open a browser")
+    login.add_argument(
+        "--scope",
+        default=None,
+        metavar="SCOPES",
+        help="the scopes to ask for (default: openid ga4gh_passport_v1 profile email; add dac to apply for access)",
+    )
     login.set_defaults(handler=_login)
 
     whoami = sub.add_parser("whoami", help="who you are logged in as (name, sub, e-mail, number of visas)")
@@ -169,7 +175,12 @@ def _login(ctx: Context) -> int:
     secret = read_secret_file(args.client_secret_file) if args.client_secret_file else None
     http = Http.create()
     discovery = discover(http, args.broker)
-    login = DeviceLogin(http, sys.stdout, open_browser=not args.no_browser).run(discovery, args.client_id, secret)
+    device = DeviceLogin(http, sys.stdout, open_browser=not args.no_browser)
+    login = (
+        device.run(discovery, args.client_id, secret)
+        if args.scope is None
+        else device.run(discovery, args.client_id, secret, scope=args.scope)
+    )
     store = CredentialStore.default()
     store.save(login)
     ctx.out(f"Logged in at {printable(login.broker)}; tokens saved in {store.path}")

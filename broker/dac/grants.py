@@ -51,11 +51,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from broker.dac import audit
-from broker.dac.committees import Committee, Directory, check_dataset_id
+from broker.dac.committees import ROLE_CHAIR, Committee, Directory, check_dataset_id
 from broker.dac.errors import Conflict, Forbidden, ImportRejected, LineError, NotFound, ValidationError
 from broker.dac.identities import IdentityLookup
 from broker.dac.members import Roles
-from broker.dac.records import Grant
+from broker.dac.records import APPROVED, CLOSED, Grant
 from broker.dac.repository import DacRepository, DacTx
 from broker.dac.settings import RESERVED_PREFIX
 
@@ -222,6 +222,23 @@ class GrantService:
         assert committee is not None
         return committee
 
+    def _may_grant_directly(
+        self, actor: str | None, committee: Committee, action: str, dataset: str, identity: object
+    ) -> None:
+        """A direct grant (outside an application) is for the DAC's chairs and site admins, never to themselves.
+
+        A member decides access through applications that others also see (four eyes when the
+        DAC asks for it); a direct grant skips that, so only a chair or an admin makes one, it
+        is audited like every grant, and nobody grants themselves.
+        """
+        target = str(identity)[:200]
+        if actor is not None and identity == actor:
+            audit.denied(self.repository, self._now(), action, actor, dataset=dataset, identity=target, why="self")
+            raise Forbidden("Nobody may grant themselves access; apply, and other members decide.")
+        if not (self.directory.is_admin(actor) or self.roles.role(actor, committee.id) == ROLE_CHAIR):
+            audit.denied(self.repository, self._now(), action, actor, dataset=dataset, identity=target, why="role")
+            raise Forbidden("Only a chair or a site admin grants directly; members decide applications.")
+
     def _owned_grant(self, actor: str | None, action: str, grant_id: str) -> tuple[Grant, Committee]:
         """The grant ``grant_id`` if ``actor`` may act on it (its DAC still governs its dataset)."""
         if actor is None or not (self.directory.is_admin(actor) or self.roles.committees_of(actor)):
@@ -235,6 +252,18 @@ class GrantService:
             audit.denied(self.repository, self._now(), action, actor, grant=grant.id, dataset=grant.dataset)
             raise Forbidden("You may not act on this grant.")
         return grant, committee
+
+    def revoked(self, record_id: str) -> None:
+        """Run the ``on_revoke`` hooks for ``record_id`` (after a revocation committed elsewhere in the area)."""
+        self._revoked(record_id)
+
+    def note(self, grant: Grant) -> None:
+        """Remember that ``grant``'s DAC has a grant on its dataset (for listing pattern-governed datasets)."""
+        self._note(grant)
+
+    def check_end(self, end: Any, start: int, now: int) -> int:
+        """``end`` as epoch seconds if it is after ``start`` and ``now`` and within ``max_grant_days``."""
+        return self._check_end(end, start, now)
 
     def _revoked(self, record_id: str) -> None:
         """Tell this process's hooks (its caches) that ``record_id`` is revoked; a failing hook is logged."""
@@ -258,6 +287,7 @@ class GrantService:
         """
         dataset = check_dataset_id(request.dataset)
         committee = self._committee_for(actor, "grants.create", dataset, identity=str(request.identity)[:200])
+        self._may_grant_directly(actor, committee, "grants.create", dataset, request.identity)
         now = self._now()
         grant = self._build(actor, committee, request, now)
         explicit_start = request.start is not None
@@ -287,6 +317,9 @@ class GrantService:
         reason) is answered with the grant and writes nothing: a retry converges.
         """
         grant, _ = self._owned_grant(actor, "grants.renew", grant_id)
+        if grant.identity_id == actor:
+            audit.denied(self.repository, self._now(), "grants.renew", actor, grant=grant.id, why="self")
+            raise Forbidden("Nobody may renew their own grant; others on the DAC decide.")
         if grant.revoked_at is not None:
             raise Conflict("a revoked grant cannot be renewed; make a new grant")
         now = self._now()
@@ -336,6 +369,8 @@ class GrantService:
             revoked = dataclasses.replace(current, revoked_at=now, revoked_by=actor or "", revoke_reason=reason)
             tx.release_grant(revoked, tx.grant_slot(current.identity_id, current.dataset, current.dac))
             tx.audit(audit.event("grants.revoke", actor, reason=reason, **audit.grant_fields(revoked)), now)
+            if current.application:
+                _close_application(tx, current.application, revoked, actor, reason, now)
             return revoked
 
         revoked = self.repository.transact(run)
@@ -384,6 +419,10 @@ class GrantService:
                 if not self._may_act(actor, committee):
                     raise Forbidden("you may not grant access to this dataset")
                 assert committee is not None
+                if request.identity == actor:
+                    raise Forbidden("you may not grant yourself access")
+                if not (self.directory.is_admin(actor) or self.roles.role(actor, committee.id) == ROLE_CHAIR):
+                    raise Forbidden("you may not grant directly on this dataset (chairs and admins only)")
                 grant = self._build(actor, committee, request, now)
                 key = (grant.identity_id, grant.dataset)
                 if key in seen:
@@ -597,6 +636,36 @@ class GrantService:
             return set(committee.datasets) | self._seen.get(committee.id, set())
 
 
+def _close_application(
+    tx: DacTx, application_id: str, revoked: Grant, actor: str | None, reason: str, now: int
+) -> None:
+    """Close the approved application that made ``revoked`` once none of its grants is left unrevoked."""
+    app = tx.applications.get(application_id)
+    if app is None or app.state != APPROVED:
+        return
+    for grant_id in app.grants:
+        other = revoked if grant_id == revoked.id else tx.grants.get(grant_id)
+        if other is not None and other.revoked_at is None:
+            return
+    closed = dataclasses.replace(app, state=CLOSED, closed_reason=reason, updated_at=now)
+    tx.applications.put(closed)
+    tx.audit(
+        audit.event(
+            "applications.revoke",
+            actor,
+            application=app.id,
+            dac=app.dac,
+            datasets=list(app.datasets),
+            applicant=app.applicant,
+            reason=reason,
+            via="grant",
+            grant=revoked.id,
+            **{"from": APPROVED, "to": CLOSED},
+        ),
+        now,
+    )
+
+
 def grant_to_json(grant: Grant, now: int | None = None) -> dict[str, Any]:
     """A grant as the CLI and the API show it (``live`` at ``now``)."""
     at = int(time.time()) if now is None else now
@@ -613,6 +682,8 @@ def grant_to_json(grant: Grant, now: int | None = None) -> dict[str, Any]:
         "revoked_at": grant.revoked_at,
         "revoked_by": grant.revoked_by,
         "revoke_reason": grant.revoke_reason,
+        "application": grant.application,
+        "purpose_codes": list(grant.purpose_codes),
         "live": grant.live(at),
     }
 

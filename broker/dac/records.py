@@ -58,10 +58,71 @@ class Grant:
     revoked_at: int | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    application: str | None = None  # the application whose decision made it (None: a direct grant)
+    purpose_codes: tuple[str, ...] = ()  # the research purpose (DUO terms) declared in that application
 
     def live(self, now: int) -> bool:
         """In force at ``now``: not revoked and ``start <= now < end``."""
         return self.revoked_at is None and self.start <= now < self.end
+
+
+#: Application states (see :mod:`broker.dac.applications` for the transitions).
+DRAFT = "draft"
+SUBMITTED = "submitted"
+RETURNED = "returned"
+APPROVED = "approved"
+REJECTED = "rejected"
+WITHDRAWN = "withdrawn"
+CLOSED = "closed"
+APPLICATION_STATES = (DRAFT, SUBMITTED, RETURNED, APPROVED, REJECTED, WITHDRAWN, CLOSED)
+EDITABLE_STATES = (DRAFT, RETURNED)  # the applicant may change and (re)submit it
+OPEN_STATES = (DRAFT, SUBMITTED, RETURNED)  # not decided yet: the applicant may withdraw it
+
+
+@dataclass(frozen=True)
+class Application:
+    """A researcher's request for access to one or more datasets of one DAC, and its decision.
+
+    The form's answers (``title`` .. ``accepted_terms``) are the applicant's; everything else is
+    derived by the service. ``approvals`` lists the distinct members who approved the current
+    submission, with the end each proposed in ``approval_ends`` (same order); the grant ends at
+    the earliest of them, so no approver's limit is exceeded. ``grants`` are the grant ids the
+    approval made. ``accepted_terms`` holds ``<dataset>@<version>`` per dataset that has terms.
+    """
+
+    id: str
+    dac: str
+    datasets: tuple[str, ...]
+    applicant: str
+    state: str
+    created_at: int
+    updated_at: int
+    title: str = ""
+    purpose_codes: tuple[str, ...] = ()
+    purpose_text: str = ""
+    institution: str = ""
+    co_applicants: tuple[str, ...] = ()  # e-mail addresses, lower-cased
+    accepted_terms: tuple[str, ...] = ()
+    submitted_at: int | None = None
+    approvals: tuple[str, ...] = ()
+    approval_ends: tuple[int, ...] = ()
+    decided_at: int | None = None
+    decided_by: str | None = None
+    decision_reason: str = ""
+    grants: tuple[str, ...] = ()
+    closed_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Comment:
+    """One message in an application's thread, between the applicant side and the DAC."""
+
+    id: str
+    application: str
+    author: str
+    at: int
+    text: str
+    side: str  # "applicant" | "dac"
 
 
 @dataclass(frozen=True)

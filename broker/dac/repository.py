@@ -15,6 +15,11 @@ kind               key                                   what it holds
                                                          terms ``identity:<id>`` and, for a peer vouch,
                                                          ``voucher:<id>``
 ``registered-live`` (visa type, by, DAC, identity)       ``{"record": id}``: the one record holding the slot
+``dac-application`` the application id                   :class:`~broker.dac.records.Application`; terms
+                                                         ``applicant:<id>``, ``dac:<dac>``,
+                                                         ``co-applicant:<e-mail>``
+``grant-reminder``  (grant id, end)                       ``{"at": ...}``: the expiry reminder was sent
+``dac-application-comment`` the comment id               :class:`~broker.dac.records.Comment`; term ``app:<id>``
 ================== ===================================== ===================================================
 
 Invariants are kept by the store, not by reading before writing: every change runs in ONE
@@ -37,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from broker.dac.records import Grant, Membership, RegisteredAccess
+from broker.dac.records import Application, Comment, Grant, Membership, RegisteredAccess
 from broker.store.base import AuditRecord, StoreError
 from broker.store.kernel import Kernel, Tx, key_of
 from broker.store.records import Records, RecordType, TxRecords
@@ -65,7 +70,15 @@ REGISTERED = RecordType(
     key=lambda r: r.id,
     terms=lambda r: (f"identity:{r.identity_id}",) + ((f"voucher:{r.granted_by}",) if r.by == "peer" else ()),
 )
+APPLICATIONS = RecordType(
+    "dac-application",
+    Application,
+    key=lambda a: a.id,
+    terms=lambda a: (f"applicant:{a.applicant}", f"dac:{a.dac}", *(f"co-applicant:{e}" for e in a.co_applicants)),
+)
+COMMENTS = RecordType("dac-application-comment", Comment, key=lambda c: c.id, terms=lambda c: (f"app:{c.application}",))
 GRANT_SLOT_KIND = "grant-live"
+REMINDER_KIND = "grant-reminder"
 REGISTERED_SLOT_KIND = "registered-live"
 
 
@@ -95,6 +108,8 @@ class DacTx:
         self.grants: TxRecords[Grant] = TxRecords(tx, GRANTS)
         self.memberships: TxRecords[Membership] = TxRecords(tx, MEMBERSHIPS)
         self.registered: TxRecords[RegisteredAccess] = TxRecords(tx, REGISTERED)
+        self.applications: TxRecords[Application] = TxRecords(tx, APPLICATIONS)
+        self.comments: TxRecords[Comment] = TxRecords(tx, COMMENTS)
 
     def audit(self, event: dict[str, Any], at: int) -> None:
         """Append ``event`` to the audit log when (and only when) this transaction commits."""
@@ -148,6 +163,8 @@ class DacRepository:
         self.grants: Records[Grant] = Records(kernel, GRANTS)
         self.memberships: Records[Membership] = Records(kernel, MEMBERSHIPS)
         self.registered: Records[RegisteredAccess] = Records(kernel, REGISTERED)
+        self.applications: Records[Application] = Records(kernel, APPLICATIONS)
+        self.comments: Records[Comment] = Records(kernel, COMMENTS)
 
     def transact(self, fn: Callable[[DacTx], T]) -> T:
         """Run ``fn`` as one kernel transaction (it may run more than once: it must only read and queue writes)."""
@@ -188,6 +205,33 @@ class DacRepository:
 
     def vouches_by(self, voucher: str) -> list[RegisteredAccess]:
         return sorted(self.registered.find(f"voucher:{voucher}"), key=lambda r: (r.granted_at, r.id))
+
+    # ------------------------------------------------------------------ applications
+
+    def application(self, application_id: str) -> Application | None:
+        if not isinstance(application_id, str) or not application_id or len(application_id) > 64:
+            return None
+        return self.applications.get(application_id)
+
+    def applications_of(self, identity_id: str) -> list[Application]:
+        return sorted(self.applications.find(f"applicant:{identity_id}"), key=lambda a: (a.created_at, a.id))
+
+    def applications_with(self, email: str) -> list[Application]:
+        """The applications naming ``email`` (lower-cased) as a co-applicant."""
+        return sorted(self.applications.find(f"co-applicant:{email}"), key=lambda a: (a.created_at, a.id))
+
+    def applications_for(self, dac: str) -> list[Application]:
+        return sorted(self.applications.find(f"dac:{dac}"), key=lambda a: (a.created_at, a.id))
+
+    def comments_on(self, application_id: str) -> list[Comment]:
+        return sorted(self.comments.find(f"app:{application_id}"), key=lambda c: (c.at, c.id))
+
+    def claim_reminder(self, grant: Grant, at: int) -> bool:
+        """True the first time it is asked for ``grant`` with its current end (put-if-absent: one reminder
+        per grant and end, however many processes or cron runs ask); kept until the grant's end."""
+        return self.kernel.add(
+            REMINDER_KIND, key_of(grant.id, str(grant.end)), {"at": at}, expires_at=max(grant.end, at + 1)
+        )
 
     # ------------------------------------------------------------------ either
 

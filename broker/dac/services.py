@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from broker.dac.applications import ApplicationService, NoticeHook
 from broker.dac.committees import Directory
 from broker.dac.grants import GrantService, RevokeHook
 from broker.dac.identities import IdentityLookup
 from broker.dac.members import MemberService, Roles
+from broker.dac.notify import EmailNotifier, notifiers
 from broker.dac.registered import RegisteredAccessService
 from broker.dac.repository import DacRepository
 from broker.dac.settings import DacSettings, check_dac_settings
@@ -30,6 +32,8 @@ class DacServices:
     grants: GrantService
     members: MemberService
     registered: RegisteredAccessService
+    applications: ApplicationService
+    notifiers: tuple[EmailNotifier, ...] = ()
 
 
 def build_services(
@@ -40,6 +44,8 @@ def build_services(
     *,
     clock: Callable[[], float] = time.time,
     on_revoke: Sequence[RevokeHook] = (),
+    notify: Sequence[NoticeHook] = (),
+    product: str = "GA4GH broker",
 ) -> DacServices:
     """The services for the ``dac:`` settings and our ``issuer``, checked first (SettingsProblem).
 
@@ -47,16 +53,24 @@ def build_services(
     run in this process after every revocation of a grant or registered-access record (and
     for a registered-access record a new decision supersedes): the verifier / gateway cache
     eviction. Other processes learn of revocations from the audit log (RevocationWatcher).
+    ``notify(notice)`` hooks hear of application events after they committed; with an SMTP host in
+    ``dac.notifications`` an :class:`EmailNotifier` is one of them (``product`` names us in subjects).
     """
     check_dac_settings(dac, issuer)
     directory = Directory(dac, issuer)
     repository = DacRepository(kernel)
     roles = Roles(repository, directory)
+    grants = GrantService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke)
+    mailers = tuple(notifiers(dac.notifications, issuer, roles, identities, product))
     return DacServices(
         directory=directory,
         repository=repository,
         roles=roles,
-        grants=GrantService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
+        grants=grants,
+        applications=ApplicationService(
+            repository, directory, roles, grants, identities, clock=clock, notify=(*notify, *mailers)
+        ),
+        notifiers=mailers,
         members=MemberService(repository, directory, roles, identities, clock=clock),
         registered=RegisteredAccessService(repository, directory, roles, identities, clock=clock, on_revoke=on_revoke),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from broker.core.conditions import compile_pattern
 from broker.settings_model import SettingsModel, SettingsProblem
@@ -31,10 +31,62 @@ DATASET_PLACEHOLDER = "{dataset}"
 
 
 class DacMemberSettings(SettingsModel):
-    """A broker identity on a DAC: ``member`` grants and revokes, ``chair`` also manages members."""
+    """A broker identity on a DAC: ``member`` decides applications, renews and revokes; ``chair`` also
+    grants directly (never to themselves) and manages members."""
 
     identity: str = Field(description="The member's broker identity id (their sub at this broker).")
-    role: Literal["member", "chair"] = Field("member", description="member: decides. chair: also manages members.")
+    role: Literal["member", "chair"] = Field(
+        "member", description="member: decides applications. chair: also grants directly and manages members."
+    )
+
+
+#: The DUO research-purpose terms an application may declare when a DAC lists none of its own.
+DEFAULT_PURPOSE_CODES = ("DUO:0000042", "DUO:0000006", "DUO:0000007", "DUO:0000011")
+DUO_CODE = re.compile(r"DUO:[0-9]{7}")
+#: The fields an application form may hold (a DAC's ``application.fields`` picks and orders them).
+FORM_FIELDS = ("title", "purpose", "institution", "co_applicants", "terms")
+
+
+class DatasetTermsSettings(SettingsModel):
+    """The versioned terms (licence) a researcher accepts for the datasets they apply for."""
+
+    datasets: list[str] = Field(description="Exact dataset ids or Passport globs these terms cover.")
+    version: str = Field(description="The version the applicant accepts (a new version needs a new acceptance).")
+    title: str = Field("Terms of use", description="Shown on the form.")
+    text: str = Field("", description="The licence text, shown on the form.")
+    url: str | None = Field(None, description="Or a https URL of the licence.")
+
+
+class FormFieldSettings(SettingsModel):
+    """One field of a DAC's application form."""
+
+    name: Literal["title", "purpose", "institution", "co_applicants", "terms"] = Field(description="Which field.")
+    label: str = Field("", description="Shown on the form; a default label when empty.")
+    required: bool = Field(True, description="Whether an application can be submitted without it.")
+
+
+def _default_fields() -> list[FormFieldSettings]:
+    return [
+        FormFieldSettings(name="title"),
+        FormFieldSettings(name="purpose"),
+        FormFieldSettings(name="institution"),
+        FormFieldSettings(name="co_applicants", required=False),
+        FormFieldSettings(name="terms"),
+    ]
+
+
+class ApplicationSettings(SettingsModel):
+    """How a DAC takes applications: its form, its terms and how many members must approve."""
+
+    required_approvals: int = Field(
+        1, ge=1, le=10, description="Distinct approving members a decision needs (2: four eyes)."
+    )
+    fields: list[FormFieldSettings] = Field(default_factory=_default_fields, description="The form, in order.")
+    purpose_codes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PURPOSE_CODES), description="DUO purpose terms an applicant may pick."
+    )
+    terms: list[DatasetTermsSettings] = Field(default_factory=list, description="Versioned terms per dataset.")
+    default_grant_days: float = Field(365.0, gt=0, description="The end an approver is offered (days from now).")
 
 
 class DacEntrySettings(SettingsModel):
@@ -47,6 +99,23 @@ class DacEntrySettings(SettingsModel):
     dataset_patterns: list[str] = Field(default_factory=list, description="Passport globs (? and *) of datasets.")
     dataset_url_template: str | None = Field(None, description="Overrides dac.dataset_url_template for this DAC.")
     members: list[DacMemberSettings] = Field(default_factory=list, description="Members declared here.")
+    application: ApplicationSettings = Field(
+        default_factory=ApplicationSettings, description="How this DAC takes applications for access."
+    )
+
+
+class NotificationSettings(SettingsModel):
+    """E-mail about applications through an SMTP server (off while ``smtp_host`` is unset)."""
+
+    smtp_host: str | None = Field(None, description="The SMTP server; unset: no e-mail is sent.")
+    smtp_port: int = Field(25, gt=0, lt=65536, description="Its port (587 with starttls, 465 with tls).")
+    security: Literal["none", "starttls", "tls"] = Field("none", description="How the connection is protected.")
+    username: str | None = Field(None, description="SMTP login, when the server asks for one.")
+    password: SecretStr | None = Field(None, description="SMTP password (never logged, never in a message).")
+    sender: str = Field("ga4gh-broker@localhost", description="The From address.")
+    attempts: int = Field(4, ge=1, le=20, description="Tries per message before it is given up (logged).")
+    retry_seconds: float = Field(5.0, gt=0, description="Wait before the first retry; doubled each time.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Connect and reply timeout of one attempt.")
 
 
 class DacSettings(SettingsModel):
@@ -70,6 +139,9 @@ class DacSettings(SettingsModel):
     )
     registered_access_days: float = Field(
         365.0, gt=0, description="How long a registered-access record lasts (terms accepted, researcher status)."
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="E-mail about applications (SMTP)."
     )
 
 
@@ -138,6 +210,7 @@ def check_dac_settings(dac: DacSettings, issuer: str, key: str = "dac") -> None:
                     f"{where}.members[{j}].identity", f"{member.identity!r} is listed twice on this DAC"
                 )
             seen_members.add(member.identity)
+        _check_application(entry.application, f"{where}.application")
     # One authority per dataset: no exact id of one DAC may match another DAC's pattern.
     for i, entry in enumerate(dac.committees):
         for j, pattern in enumerate(entry.dataset_patterns):
@@ -148,6 +221,29 @@ def check_dac_settings(dac: DacSettings, issuer: str, key: str = "dac") -> None:
                         f"{key}.committees[{i}].dataset_patterns[{j}]",
                         f"matches dataset {dataset!r}, which DAC {owner!r} governs",
                     )
+
+
+def _check_application(app: ApplicationSettings, key: str) -> None:
+    names = [f.name for f in app.fields]
+    for j, name in enumerate(names):
+        if name in names[:j]:
+            raise SettingsProblem(f"{key}.fields[{j}].name", f"field {name!r} is listed twice")
+    for j, code in enumerate(app.purpose_codes):
+        if not DUO_CODE.fullmatch(code):
+            raise SettingsProblem(f"{key}.purpose_codes[{j}]", "expected a DUO term id like DUO:0000042")
+    for j, terms in enumerate(app.terms):
+        if not terms.version or len(terms.version) > 64:
+            raise SettingsProblem(f"{key}.terms[{j}].version", "expected 1-64 characters")
+        if not terms.datasets:
+            raise SettingsProblem(f"{key}.terms[{j}].datasets", "expected at least one dataset id or glob")
+        for d, pattern in enumerate(terms.datasets):
+            if not pattern or len(pattern) > 255:
+                raise SettingsProblem(f"{key}.terms[{j}].datasets[{d}]", "expected a glob of 1-255 characters")
+            compile_pattern(pattern)
+        if terms.url is not None and not _is_https_url(terms.url):
+            raise SettingsProblem(f"{key}.terms[{j}].url", "expected an absolute https:// URL")
+        if not terms.text and terms.url is None:
+            raise SettingsProblem(f"{key}.terms[{j}]", "give the licence text or its url")
 
 
 def _check_url_claim(url: str, key: str) -> None:

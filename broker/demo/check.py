@@ -10,7 +10,7 @@ logins are never touched):
 3. ``ga4gh-broker login``: the device flow, its code approved in Alice's browser session;
 4. ``whoami`` names Alice;
 5. ``download`` of DEMO-VCF with a declared purpose, checksums as in ``data/SHA256SUMS``;
-6. Dora, the DAC member, gets a ``dac`` token (device flow in her browser session) and resets
+6. Dora, the DAC chair, gets a ``dac`` token (device flow in her browser session) and resets
    Alice's DEMO-BAM grants, so the session can run again and again;
 7. ``download`` of DEMO-BAM is refused: 403 with the required-visas document;
 8. Dora grants Alice DEMO-BAM through ``POST /api/dac/grants``;
@@ -374,7 +374,7 @@ STEPS: tuple[tuple[str, Callable[[Session], str]], ...] = (
     ("terminal login", step_terminal_login),
     ("whoami", step_whoami),
     ("download", step_download),
-    ("DAC member login", step_dac_login),
+    ("DAC chair login", step_dac_login),
     ("403 with required visas", step_refused),
     ("grant through the DAC API", step_grant),
     ("download again", step_download_again),

@@ -75,8 +75,8 @@ class Person:
 PEOPLE = (
     Person("alice", "Alice Researcher", f"researcher: granted {VCF_DATASET}, registered access"),
     Person("bob", "Bob Researcher", "researcher: no grant"),
-    Person("dora", "Dora DAC-Member", f"member of {DAC_ID} (governs {VCF_DATASET}, {BAM_DATASET})"),
-    Person("carl", "Carl DAC-Chair", f"chair of {DAC_ID}"),
+    Person("dora", "Dora DAC-Chair", f"chair of {DAC_ID} (governs {VCF_DATASET}, {BAM_DATASET}; grants directly)"),
+    Person("carl", "Carl DAC-Member", f"member of {DAC_ID} (decides applications)"),
 )
 
 
@@ -147,8 +147,8 @@ def settings_data(port: int, subs: dict[str, str] | None, service_hash: str) -> 
                     "source": DAC_SOURCE,
                     "datasets": [VCF_DATASET, BAM_DATASET],
                     "members": [
-                        {"identity": subs["dora"], "role": "member"},
-                        {"identity": subs["carl"], "role": "chair"},
+                        {"identity": subs["dora"], "role": "chair"},
+                        {"identity": subs["carl"], "role": "member"},
                     ],
                 }
             ],
@@ -254,7 +254,7 @@ def _first_decisions(settings: Settings, subs: dict[str, str]) -> None:
             subs["dora"], GrantRequest(subs["alice"], VCF_DATASET, end, reason="demo: approved application")
         )
         services.registered.accept_terms(subs["alice"])
-        services.registered.grant_status(subs["carl"], subs["alice"], DAC_ID, reason="demo: known researcher")
+        services.registered.grant_status(subs["dora"], subs["alice"], DAC_ID, reason="demo: known researcher")
     finally:
         kernel.close()
 

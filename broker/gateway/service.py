@@ -200,6 +200,8 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     audit: Callable[[AuditEvent], None] | None = None
     clock: Callable[[], float] = time.time
+    #: Where a refused researcher applies for a dataset (a 403's ``apply`` link); None: no link.
+    apply_url: Callable[[str], str | None] | None = None
     stores: dict[str, Any] = field(init=False)
     url_key: bytes = field(init=False)
     checksums: ChecksumCache = field(init=False)
@@ -300,7 +302,7 @@ class Gateway:
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
         self._record_decision(decision, ref, route, declared, regions)
         if not decision.allow:
-            raise self._denial(decision, presented=bearer is not None or bool(passports))
+            raise self._denial(decision, presented=bearer is not None or bool(passports), dataset=ref.dataset)
         return decision
 
     def _signed(self, method: str, ref: ObjectRef, query: str, route: str, declared: str | None) -> AccessDecision:
@@ -337,7 +339,7 @@ class Gateway:
             return token or " "
         return token
 
-    def _denial(self, decision: AccessDecision, presented: bool) -> Refusal:
+    def _denial(self, decision: AccessDecision, presented: bool, dataset: str | None = None) -> Refusal:
         headers: dict[str, str] = {}
         extra: dict[str, Any] = {}
         if decision.status == 401:
@@ -349,6 +351,9 @@ class Gateway:
             headers["Retry-After"] = "5"
         if decision.status == 403 and decision.required is not None and self.settings.expose_required_visas:
             extra["required"] = decision.required
+            link = self.apply_url(dataset) if self.apply_url is not None and dataset else None
+            if link is not None:
+                extra["apply"] = link  # where the researcher asks the governing DAC for access
         code = decision.reason or (INVALID_TOKEN if decision.status == 401 else "access_denied")
         return Refusal(decision.status, code, decision.message, headers, extra)
 

@@ -31,6 +31,7 @@ def build_gateway(
     data_dir: str | Path | None = None,
     audit: Callable[[AuditEvent], None] | None = None,
     metrics: GatewayMetrics | None = None,
+    apply_url: Callable[[str], str | None] | None = None,
 ) -> Gateway:
     """The gateway deciding with ``authorizer``.
 
@@ -43,6 +44,7 @@ def build_gateway(
         data_dir=Path(data_dir) if data_dir else None,
         metrics=metrics or GatewayMetrics(),
         audit=audit,
+        apply_url=apply_url,
     )
 
 

@@ -92,7 +92,7 @@ def settings_text(tmp: Path, port: int, member: str | None) -> str:
                     "name": "Client tests DAC",
                     "source": DAC_SOURCE,
                     "datasets": sorted(DATASETS),
-                    "members": [{"identity": member}],
+                    "members": [{"identity": member, "role": "chair"}],
                 }
             ],
         }

@@ -55,6 +55,8 @@ def _child(settings: Settings, now: float, action: str, args: dict[str, Any], re
         "revoke": lambda: svc.grants.revoke(args["actor"], args["grant"], args["reason"]),
         "vouch": lambda: svc.registered.vouch(args["actor"], args["identity"], args.get("reason", "")),
         "revoke_registered": lambda: svc.registered.revoke(args["actor"], args["record"], args["reason"]),
+        "approve": lambda: svc.applications.approve(args["actor"], args["application"], args["end"]),
+        "withdraw": lambda: svc.applications.withdraw(args["actor"], args["application"], args.get("reason", "")),
     }[action]
     try:
         out.put(Outcome(ok=True, record=vars(change()).copy()))

@@ -70,7 +70,7 @@ def test_member_grants_and_revokes_and_researcher_sees_the_visa_come_and_go(
     researcher = browser.new_context().new_page()
     times: dict[str, list[float]] = {}
     try:
-        _login(member, base, "member-a", "/dac")
+        _login(member, base, "chair-a", "/dac")
         assert "DAC A" in member.content() and "DAC B" not in member.content()
         member.click("a:has-text('EGAD-A1')")
         member.wait_for_url(f"{base}/dac/datasets/EGAD-A1")

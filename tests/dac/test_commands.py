@@ -28,13 +28,13 @@ def test_add_list_revoke_round_trip(
     settings: SettingsWithDac, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        run(settings, "grants", "add", "--as", "member-a", "researcher", "EGAD-A1", "--days", "30", "--reason", "study")
+        run(settings, "grants", "add", "--as", "chair-a", "researcher", "EGAD-A1", "--days", "30", "--reason", "study")
         == 0
     )
     grant_id = capsys.readouterr().out.strip()
     repo = DacRepository(kernel_of(store))
     grant = repo.grant(grant_id)
-    assert grant is not None and grant.granted_by == "member-a" and grant.dac == "A"
+    assert grant is not None and grant.granted_by == "chair-a" and grant.dac == "A"
     assert run(settings, "grants", "list", "--as", "chair-a", "--live", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [g["id"] for g in listed] == [grant_id] and listed[0]["live"] is True

@@ -56,18 +56,18 @@ SLOTS = (("researcher", "EGAD-A1", "A"), ("researcher", "A-1", "A"), ("researche
 def prepare(svc: DacServices, change: str) -> dict[str, Grant]:
     """What the change acts on: a grant to renew or revoke."""
     if change in ("renew", "revoke"):
-        return {"grant": svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY))}
+        return {"grant": svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY))}
     return {}
 
 
 def run(svc: DacServices, change: str, ctx: dict[str, Grant]) -> Any:
     if change == "grant":
-        return svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY, reason="s"))
+        return svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY, reason="s"))
     if change == "renew":
         return svc.grants.renew("member-a", ctx["grant"].id, T0 + 90 * DAY, "year two")
     if change == "revoke":
         return svc.grants.revoke("member-a", ctx["grant"].id, "misuse")
-    return svc.grants.import_csv("member-a", CSV)
+    return svc.grants.import_csv("chair-a", CSV)
 
 
 def state(svc: DacServices) -> tuple[object, ...]:

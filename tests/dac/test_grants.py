@@ -60,8 +60,9 @@ def _actions(svc: DacServices, prepared: dict[str, Grant]) -> dict[str, Callable
     }
 
 
-MEMBER_A = {"grant", "grant_by_pattern", "renew", "revoke", "get", "list_dac", "list_dataset", "import", "members_list"}
-ALL = MEMBER_A | {"members_add", "members_remove"}
+# Members decide applications; direct grants and imports are for chairs and admins (issue 15).
+MEMBER_A = {"renew", "revoke", "get", "list_dac", "list_dataset", "members_list"}
+ALL = MEMBER_A | {"grant", "grant_by_pattern", "import", "members_add", "members_remove"}
 ALLOWED: dict[str | None, set[str]] = {
     None: set(),
     "researcher": set(),
@@ -117,8 +118,8 @@ def test_ga12_guessed_grant_of_other_dac_is_forbidden_not_revealed(
 
 def test_ga13_grant_fields_are_derived_from_the_actor_and_clock(svc: DacServices, clock: Clock) -> None:
     clock.advance(123)
-    grant = svc.grants.grant("member-a", GrantRequest("researcher", "A-7", end=T0 + 5 * DAY, reason="r"))
-    assert (grant.dac, grant.granted_by, grant.granted_at, grant.start) == ("A", "member-a", T0 + 123, T0 + 123)
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "A-7", end=T0 + 5 * DAY, reason="r"))
+    assert (grant.dac, grant.granted_by, grant.granted_at, grant.start) == ("A", "chair-a", T0 + 123, T0 + 123)
     assert grant.end == T0 + 5 * DAY and grant.revoked_at is None and grant.reason == "r"
 
 
@@ -142,21 +143,21 @@ def test_ui12_bad_grant_input_is_a_field_error_and_changes_nothing(
 ) -> None:
     args: dict[str, Any] = {"identity": "researcher", "dataset": "A-1", "end": T0 + DAY, **request_kwargs}
     with pytest.raises(ValidationError) as info:
-        svc.grants.grant("member-a", GrantRequest(**args))
+        svc.grants.grant("chair-a", GrantRequest(**args))
     assert field in info.value.fields
     assert svc.repository.grants_of("researcher") == []
 
 
 def test_dataset_of_no_dac_is_forbidden_to_members_and_invalid_for_admin(svc: DacServices) -> None:
     with pytest.raises(Forbidden):
-        svc.grants.grant("member-a", GrantRequest("researcher", "Z-1", end=T0 + DAY))
+        svc.grants.grant("chair-a", GrantRequest("researcher", "Z-1", end=T0 + DAY))
     with pytest.raises(ValidationError):
         svc.grants.grant("admin", GrantRequest("researcher", "Z-1", end=T0 + DAY))
 
 
 def test_second_live_grant_on_same_dataset_is_a_conflict(svc: DacServices, prepared: dict[str, Grant]) -> None:
     with pytest.raises(Conflict):
-        svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=T0 + DAY))
+        svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=T0 + DAY))
 
 
 def test_renew_is_a_new_decision_and_revoked_cannot_be_renewed(
@@ -192,14 +193,14 @@ def test_revoke_needs_reason_records_actor_calls_hook_and_a_second_revoke_is_the
 
 
 def test_list_filters_live_and_expiring(svc: DacServices, clock: Clock) -> None:
-    soon = svc.grants.grant("member-a", GrantRequest("researcher", "A-1", end=T0 + 3 * DAY))
+    soon = svc.grants.grant("chair-a", GrantRequest("researcher", "A-1", end=T0 + 3 * DAY))
     clock.advance(1)
-    later = svc.grants.grant("member-a", GrantRequest("researcher", "A-2", end=T0 + 40 * DAY))
+    later = svc.grants.grant("chair-a", GrantRequest("researcher", "A-2", end=T0 + 40 * DAY))
     clock.advance(1)
-    gone = svc.grants.grant("member-a", GrantRequest("researcher-2", "A-1", end=T0 + 40 * DAY))
+    gone = svc.grants.grant("chair-a", GrantRequest("researcher-2", "A-1", end=T0 + 40 * DAY))
     svc.grants.revoke("member-a", gone.id, "done")
     clock.advance(1)
-    future = svc.grants.grant("member-a", GrantRequest("researcher-2", "A-2", start=T0 + DAY, end=T0 + 9 * DAY))
+    future = svc.grants.grant("chair-a", GrantRequest("researcher-2", "A-2", start=T0 + DAY, end=T0 + 9 * DAY))
     ids = lambda flt: [g.id for g in svc.grants.list("member-a", flt)]  # noqa: E731
     assert ids(GrantFilter(dac="A")) == [soon.id, later.id, gone.id, future.id]
     assert ids(GrantFilter(live=True)) == [soon.id, later.id]
@@ -210,7 +211,7 @@ def test_list_filters_live_and_expiring(svc: DacServices, clock: Clock) -> None:
 
 
 def test_pattern_datasets_are_listed_by_a_fresh_process(svc: DacServices, store: Store, clock: Clock) -> None:
-    made = svc.grants.grant("member-a", GrantRequest("researcher", "A-99", end=T0 + DAY))
+    made = svc.grants.grant("chair-a", GrantRequest("researcher", "A-99", end=T0 + DAY))
     fresh = GrantService(svc.repository, svc.directory, svc.roles, svc.grants.identities, clock=clock)  # no memory
     assert [g.id for g in fresh.list("chair-a", GrantFilter(dac="A"))] == [made.id]
 
@@ -239,11 +240,12 @@ def test_members_declared_in_settings_cannot_be_removed_here(svc: DacServices) -
 
 
 def test_member_added_in_store_acts_and_loses_rights_when_removed(svc: DacServices) -> None:
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "A-1", end=T0 + DAY))
     with pytest.raises(Forbidden):
-        svc.grants.grant("researcher-2", GrantRequest("researcher", "A-1", end=T0 + DAY))
+        svc.grants.renew("researcher-2", grant.id, T0 + 2 * DAY)
     svc.members.add("chair-a", "A", "researcher-2", "member", "joined")
     assert [m.identity_id for m in svc.members.list("member-a", "A")] == ["chair-a", "member-a", "researcher-2"]
-    grant = svc.grants.grant("researcher-2", GrantRequest("researcher", "A-1", end=T0 + DAY))
+    grant = svc.grants.renew("researcher-2", grant.id, T0 + 2 * DAY)
     assert grant.granted_by == "researcher-2"
     svc.members.remove("admin", "A", "researcher-2", "left")
     with pytest.raises(Forbidden):

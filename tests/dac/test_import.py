@@ -23,18 +23,18 @@ def _all_grants(svc: DacServices) -> list[object]:
 
 
 def test_good_file_imports_every_line_with_audit(svc: DacServices, store: Store) -> None:
-    made = svc.grants.import_csv("member-a", GOOD)
+    made = svc.grants.import_csv("chair-a", GOOD)
     assert [(g.identity_id, g.dataset, g.end) for g in made] == [
         ("researcher", "EGAD-A1", 1_767_139_200),
         ("researcher-2", "A-7", 1_756_728_000),
         ("researcher", "A-8", 1_760_000_000),
     ]
     assert made[1].start == 1_750_100_000 and made[1].reason == "study, two"
-    assert all(g.granted_by == "member-a" and g.dac == "A" and g.granted_at == T0 for g in made)
+    assert all(g.granted_by == "chair-a" and g.dac == "A" and g.granted_at == T0 for g in made)
     assert len(_all_grants(svc)) == 3
     events = [r.event for r in store.audit_records()]
     assert [e["event"] for e in events] == ["grants.import", "grants.create", "grants.create", "grants.create"]
-    assert events[0]["count"] == 3 and events[0]["actor"] == "member-a"
+    assert events[0]["count"] == 3 and events[0]["actor"] == "chair-a"
 
 
 def test_bad_lines_are_reported_by_number_and_nothing_is_imported(svc: DacServices, store: Store) -> None:
@@ -49,7 +49,7 @@ def test_bad_lines_are_reported_by_number_and_nothing_is_imported(svc: DacServic
         "researcher,A-4,2025-06-01\n"  # 8 end before now
     )
     with pytest.raises(ImportRejected) as info:
-        svc.grants.import_csv("member-a", text)
+        svc.grants.import_csv("chair-a", text)
     lines = [(e.line, e.message) for e in info.value.errors]
     assert [n for n, _ in lines] == [3, 4, 5, 6, 7, 8]
     assert "identity" in lines[0][1] and "end" in lines[1][1] and "expected 3 fields" in lines[2][1]
@@ -62,7 +62,7 @@ def test_bad_lines_are_reported_by_number_and_nothing_is_imported(svc: DacServic
 def test_ga12_a_line_for_another_dac_refuses_the_whole_file(svc: DacServices, store: Store) -> None:
     text = "identity,dataset,end\nresearcher,EGAD-A1,2025-12-31\nresearcher,EGAD-B1,2025-12-31\n"
     with pytest.raises(Forbidden) as info:
-        svc.grants.import_csv("member-a", text)
+        svc.grants.import_csv("chair-a", text)
     assert info.value.extra["lines"] == [{"line": 3, "message": "you may not grant access to this dataset"}]
     assert _all_grants(svc) == []
     assert [r.event["event"] for r in store.audit_records()] == ["dac.denied"]
@@ -80,10 +80,10 @@ def test_ga12_a_line_for_another_dac_refuses_the_whole_file(svc: DacServices, st
 )
 def test_broken_files_are_rejected_with_line_numbers(svc: DacServices, text: str, expected: str) -> None:
     with pytest.raises(ImportRejected) as info:
-        svc.grants.import_csv("member-a", text)
+        svc.grants.import_csv("chair-a", text)
     assert expected in info.value.errors[0].message
 
 
 def test_header_only_file_holds_no_grants(svc: DacServices) -> None:
     with pytest.raises(ValidationError):
-        svc.grants.import_csv("member-a", "identity,dataset,end\n")
+        svc.grants.import_csv("chair-a", "identity,dataset,end\n")

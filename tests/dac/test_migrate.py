@@ -69,7 +69,7 @@ def test_migration_moves_memberships_and_registered_access_and_claims_grant_slot
     assert (status.id, status.visa_type, status.by, status.dac) == (old["status"].id, RESEARCHER_STATUS, "so", "")
     assert svc.repository.grant(old["member"].id) is None, "the first-release record is gone"
     with pytest.raises(Conflict):  # the slot is held now, as for grants made since
-        svc.grants.grant("member-b", GrantRequest("researcher-2", "EGAD-B1", end=T0 + DAY))
+        svc.grants.grant("admin", GrantRequest("researcher-2", "EGAD-B1", end=T0 + DAY))
     assert svc.repository.grant_slot_holder("researcher", "EGAD-A1", "A") == "g-newer"
     events = [r.event for r in store.audit_records()]
     assert {e["event"] for e in events} == {"dac.migrate"} and len(events) == report.changed

@@ -57,7 +57,7 @@ def test_ui08_anonymous_is_sent_to_login_and_researcher_is_refused(site: Site) -
 
 
 def test_ui04_pages_carry_the_strict_headers(site: Site) -> None:
-    response = client_for(site, "member-a").get("/dac")
+    response = client_for(site, "chair-a").get("/dac")
     assert response.status_code == 200
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script" not in csp and "frame-ancestors 'none'" in csp
@@ -65,7 +65,7 @@ def test_ui04_pages_carry_the_strict_headers(site: Site) -> None:
 
 
 def test_ui01_forms_need_their_csrf_token_and_our_origin(site: Site) -> None:
-    member = client_for(site, "member-a")
+    member = client_for(site, "chair-a")
     page = member.get("/dac/datasets/A-csrf").get_data(as_text=True)
     token = csrf_of(page, -1)
     form = {"identity": site.ids["researcher"], "end": _end(), "reason": "x"}
@@ -92,7 +92,7 @@ def test_ui01_forms_need_their_csrf_token_and_our_origin(site: Site) -> None:
 
 
 def test_ui02_untrusted_text_is_escaped(site: Site) -> None:
-    member = client_for(site, "member-a")
+    member = client_for(site, "chair-a")
     _grant(site, member, "A-xss", "researcher", reason=XSS)
     page = member.get("/dac/datasets/A-xss").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page
@@ -100,7 +100,7 @@ def test_ui02_untrusted_text_is_escaped(site: Site) -> None:
 
 
 def test_grant_renew_revoke_through_the_pages_and_the_researcher_sees_it(site: Site) -> None:
-    member = client_for(site, "member-a")
+    member = client_for(site, "chair-a")
     researcher = client_for(site, "researcher")
     _grant(site, member, "A-flow", "researcher")
     (grant,) = site.repository.grants_for_dataset("A-flow")
@@ -117,7 +117,9 @@ def test_grant_renew_revoke_through_the_pages_and_the_researcher_sees_it(site: S
     assert no_reason.status_code == 400 and site.repository.grant(grant.id).revoked_at is None  # type: ignore
     revoked = member.post(f"/dac/grants/{grant.id}/revoke", data={"csrf_token": tokens["revoke"], "reason": "done"})
     assert revoked.status_code == 303
-    assert "A-flow" not in researcher.get("/account/visas").get_data(as_text=True)
+    after = researcher.get("/account/visas").get_data(as_text=True)
+    assert "http://127.0.0.1:8080/datasets/A-flow" not in after  # the visa is gone
+    assert 'Reason: <span class="revoke-reason">done</span>' in after  # and the researcher sees why
     trail = member.get("/dac/datasets/A-flow").get_data(as_text=True)
     assert "grants.revoke" in trail and "grants.renew" in trail and "grants.create" in trail
 

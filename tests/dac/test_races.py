@@ -28,7 +28,7 @@ def _events(store: Store) -> list[str]:
 
 
 def _grant(svc: DacServices) -> Grant:
-    return svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY, reason="study"))
+    return svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=T0 + 30 * DAY, reason="study"))
 
 
 def test_renew_that_read_the_grant_before_a_revoke_committed_never_revives_it(

@@ -11,8 +11,16 @@ from flask.testing import FlaskClient
 
 from broker.app import create_app
 from broker.container import Container
+from broker.core.policy.settings import PolicySettings
 from broker.dac.repository import DacRepository
-from broker.dac.settings import DacEntrySettings, DacMemberSettings, DacSettings
+from broker.dac.settings import (
+    ApplicationSettings,
+    DacEntrySettings,
+    DacMemberSettings,
+    DacSettings,
+    DatasetTermsSettings,
+)
+from broker.gateway.settings import GatewaySettings
 from broker.login.local import add_user
 from tests.dac.conftest import SOURCE_A, SOURCE_B, SettingsWithDac, kernel_of
 from tests.support.keys import open_ring
@@ -20,7 +28,7 @@ from tests.support.legacy_store import Store, open_store
 from tests.support.settings import replace
 
 PASSWORD = "correct horse battery staple"
-NAMES = ("admin", "chair-a", "member-a", "member-b", "researcher")
+NAMES = ("admin", "chair-a", "member-a", "member-a2", "member-b", "researcher")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -38,7 +46,63 @@ class Site:
         return DacRepository(kernel_of(self.store))
 
 
-def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
+POLICY = """
+description: The DAC tests' datasets, each read with a grant of DAC A from this broker.
+lists:
+  own_issuer:
+    description: The broker under test
+    values: ["{issuer}"]
+rules:
+  dac_a_grant:
+    description: A grant of DAC A for this very dataset, signed by the broker under test
+    rule:
+      visa:
+        type: ControlledAccessGrants
+        value: const:{base}/datasets/${{dataset}}
+        source: const:{source}
+        by: dac
+        issuers: list:own_issuer
+templates:
+  dac_a:
+    description: DAC A's dataset with a file to download
+    datasets:
+      EGAD-A1: {{}}
+    read:
+      rule: dac_a_grant
+"""
+#: The file the gateway serves as EGAD-A1/reads.bin when a site has data.
+DATA = bytes(range(256)) * 64
+
+
+def make_site(
+    data_dir: Path,
+    issuer: str = "http://127.0.0.1:8080/",
+    *,
+    required_approvals: int = 1,
+    with_data: bool = False,
+    terms: list[DatasetTermsSettings] | None = None,
+) -> Site:
+    """Accounts for every role and DACs naming them; DAC A needs ``required_approvals`` approvals and,
+    ``with_data``, the gateway serves EGAD-A1/reads.bin to holders of DAC A's grant."""
+    extra: dict[str, object] = {}
+    if with_data:
+        objects = data_dir.parent / "objects"
+        (objects / "a1").mkdir(parents=True, exist_ok=True)
+        (objects / "a1" / "reads.bin").write_bytes(DATA)
+        policies = data_dir.parent / "policies"
+        policies.mkdir(parents=True, exist_ok=True)
+        (policies / "dac.yaml").write_text(
+            POLICY.format(issuer=issuer, base=issuer.rstrip("/"), source=SOURCE_A), encoding="utf-8"
+        )
+        extra = {
+            "policy": PolicySettings(directory=str(policies)),
+            "gateway": GatewaySettings.model_validate(
+                {
+                    "stores": {"files": {"kind": "directory", "path": str(objects)}},
+                    "datasets": {"EGAD-A1": {"store": "files", "prefix": "a1"}},
+                }
+            ),
+        }
     bare = SettingsWithDac(issuer=issuer, data_dir=str(data_dir))
     store = open_store(bare)
     ids = {name: add_user(bare, store, "local", name, PASSWORD, display_name=name.title()).id for name in NAMES}
@@ -53,7 +117,9 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
                 members=[
                     DacMemberSettings(identity=ids["chair-a"], role="chair"),
                     DacMemberSettings(identity=ids["member-a"]),
+                    *([DacMemberSettings(identity=ids["member-a2"])] if "member-a2" in ids else []),
                 ],
+                application=ApplicationSettings(required_approvals=required_approvals, terms=terms or []),
             ),
             DacEntrySettings(
                 id="B",
@@ -65,7 +131,7 @@ def make_site(data_dir: Path, issuer: str = "http://127.0.0.1:8080/") -> Site:
         ],
         admins=[ids["admin"]],
     )
-    settings = replace(bare, dac=dac)
+    settings = replace(bare, dac=dac, **extra)
     ring = open_ring(settings, store, auto_maintain_seconds=None)
     ring.maintain()
     app = create_app(Container.build(settings, kernel=store.kernel))

@@ -34,7 +34,7 @@ def test_collects_every_kind_in_order(
     issuer_server: JwksServer,
     remote_key: TestKey,
 ) -> None:
-    svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
+    svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     relayed = remote_visa(remote_key, issuer_server.url())
     sources_server.serve(
         PATH,
@@ -58,8 +58,8 @@ def test_collects_every_kind_in_order(
 
 
 def test_limit_drops_extra_visas_and_says_so(ring: KeyRing, svc: DacServices, clock: Clock, store: Store) -> None:
-    svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
-    svc.grants.grant("member-b", GrantRequest("researcher", "EGAD-B1", end=int(clock()) + DAY))
+    svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
+    svc.grants.grant("admin", GrantRequest("researcher", "EGAD-B1", end=int(clock()) + DAY))
     minter = VisaMinter(ring, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)
     visas, problems = collect_visas(
         "researcher", identities=IdentityService(store.kernel), minter=minter, upstream=["u1"], limit=2
@@ -73,7 +73,7 @@ def test_a_failing_minter_is_a_problem_not_a_crash(
 ) -> None:
     fresh = replace(settings, keys=replace(settings.keys, directory=str(tmp_path / "nokeys")))
     keyless = open_ring(fresh, store, auto_maintain_seconds=None)  # a broker before its first start: no key
-    svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
+    svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     minter = VisaMinter(keyless, ISSUER, svc.directory, svc.grants, svc.registered, clock=clock)
     visas, problems = collect_visas(
         "researcher", identities=IdentityService(store.kernel), minter=minter, upstream=["u1"]

@@ -36,7 +36,7 @@ def _claims(token: str) -> tuple[dict[str, object], dict[str, object]]:
 
 def test_ga16_grant_visa_fields_exact(ring: KeyRing, svc: DacServices, clock: Clock) -> None:
     now = int(clock())
-    grant = svc.grants.grant("member-a", GrantRequest("researcher", "A-7/x", end=now + 30 * DAY))
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "A-7/x", end=now + 30 * DAY))
     clock.advance(100)
     (token,) = _minter(ring, svc, clock).tokens("researcher")
     header, claims = _claims(token)
@@ -60,8 +60,8 @@ def test_ga16_grant_visa_fields_exact(ring: KeyRing, svc: DacServices, clock: Cl
 
 def test_exp_is_clamped_to_grant_end(ring: KeyRing, svc: DacServices, clock: Clock) -> None:
     now = int(clock())
-    svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=now + 600))
-    svc.grants.grant("member-b", GrantRequest("researcher", "EGAD-B1", end=now + 30 * DAY))
+    svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=now + 600))
+    svc.grants.grant("admin", GrantRequest("researcher", "EGAD-B1", end=now + 30 * DAY))
     exps = {}
     for token in _minter(ring, svc, clock, lifetime=1800).tokens("researcher"):
         _, claims = _claims(token)
@@ -107,7 +107,7 @@ def test_registered_access_visas(ring: KeyRing, svc: DacServices, clock: Clock) 
 def test_minted_visas_verify_and_revocation_refuses_them(
     ring: KeyRing, svc: DacServices, clock: Clock, store: Store, verifier: Verifier
 ) -> None:
-    grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=int(clock()) + DAY))
     svc.registered.accept_terms("researcher")
     tokens = _minter(ring, svc, clock).tokens("researcher")
     checked = Verifier(verifier.trust, verifier.resolver, verifier.limits, revoked=revocation_check(store, clock))
@@ -136,7 +136,7 @@ def test_minted_visa_is_reused_while_the_record_is_unchanged_and_half_its_life_i
     """Repeated passports carry the same JWS (verifier caches keyed by the token then hit); past
     half its lifetime, or once the grant is renewed or revoked, the visa is minted afresh or not at all."""
     now = int(clock())
-    grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=now + 30 * DAY))
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=now + 30 * DAY))
     minter = _minter(ring, svc, clock, lifetime=3600)
     (first,) = minter.tokens("researcher")
     clock.advance(1000)

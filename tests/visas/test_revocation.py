@@ -49,7 +49,7 @@ def test_ga14_revocation_in_one_process_evicts_the_cache_of_another(shared: Sett
     ring = open_ring(shared, one, auto_maintain_seconds=None)
     ring.maintain()
     svc = services(shared, kernel_of(one))
-    grant = svc.grants.grant("member-a", GrantRequest("researcher", "EGAD-A1", end=int(time.time()) + DAY))
+    grant = svc.grants.grant("chair-a", GrantRequest("researcher", "EGAD-A1", end=int(time.time()) + DAY))
     (visa,) = VisaMinter(ring, ISSUER, svc.directory, svc.grants, svc.registered).tokens("researcher")
 
     # Process two: a caching verifier whose revocation check reads its own store client.

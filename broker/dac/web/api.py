@@ -37,8 +37,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM
-from broker.dac.errors import ValidationError
-from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json
+from broker.dac import audit
+from broker.dac.applications import Answers, application_to_json, comment_to_json
+from broker.dac.errors import Forbidden, ValidationError
+from broker.dac.grants import GrantFilter, GrantRequest, grant_to_json, parse_time
 from broker.dac.members import Member
 from broker.dac.records import Grant, RegisteredAccess
 from broker.dac.web.context import DacWeb, Principal
@@ -295,6 +297,162 @@ def registered_revoke(web: DacWeb, record_id: str) -> Response:
     return _json(_registered_json(web, web.services.registered.revoke(_actor(), record_id, _text(data, "reason"))))
 
 
+ANSWER_FIELDS = {"title", "purpose_codes", "purpose_text", "institution", "co_applicants", "accepted_terms"}
+
+
+def _answers(data: dict[str, Any]) -> Answers:
+    return Answers(**{name: data[name] for name in ANSWER_FIELDS if name in data})
+
+
+def _application(web: DacWeb, app: Any) -> dict[str, Any]:
+    """An application with the names of the people on it (ids stay for links and tools)."""
+    out = application_to_json(app)
+    names = web.services.applications
+    out["applicant_name"] = names_of(web, [app.applicant])[app.applicant]
+    out["approver_names"] = list(names_of(web, list(app.approvals)).values())
+    out["required_approvals"] = names.settings_of(app.dac).required_approvals
+    return out
+
+
+def names_of(web: DacWeb, ids: list[str]) -> dict[str, str]:
+    """identity id -> the name pages and answers show for it (display name, else e-mail, else the id)."""
+    out: dict[str, str] = {}
+    for identity in ids:
+        person = web.identity_of(identity)
+        name = getattr(person, "display_name", "") or getattr(person, "email", "") if person is not None else ""
+        out[identity] = name or identity
+    return out
+
+
+def _list_arg(name: str) -> list[str]:
+    value = request.args.get(name, "")
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ValidationError(f"{name} is required (comma-separated)", {name: "required"})
+    return items
+
+
+def applications_form(web: DacWeb) -> Response:
+    """The form a researcher fills in for ``datasets``: the DAC, its fields, purpose codes and terms."""
+    svc = web.services.applications
+    datasets = _list_arg("datasets")
+    committee = svc.committee_for(datasets)
+    settings = svc.settings_of(committee.id)
+    return _json(
+        {
+            "dac": committee.id,
+            "dac_name": committee.name,
+            "datasets": datasets,
+            "required_approvals": settings.required_approvals,
+            "fields": [{"name": f.name, "label": f.label, "required": f.required} for f in settings.fields],
+            "purpose_codes": list(settings.purpose_codes),
+            "terms": [
+                {
+                    "dataset": t.dataset,
+                    "version": t.version,
+                    "title": t.title,
+                    "text": t.text,
+                    "url": t.url,
+                    "accept": t.token,
+                }
+                for t in svc.terms(committee.id, datasets)
+            ],
+        }
+    )
+
+
+def applications_create(web: DacWeb) -> Response:
+    data = _body(ANSWER_FIELDS | {"datasets", "submit"}, {"datasets"})
+    submit = data.get("submit", False)
+    if not isinstance(submit, bool):
+        raise ValidationError("submit must be true or false", {"submit": "not a boolean"})
+    svc = web.services.applications
+    app = svc.create(_actor(), data["datasets"], _answers(data))
+    if submit:
+        app = svc.submit(_actor(), app.id)
+    return _json(_application(web, app), 201)
+
+
+def applications_list(web: DacWeb) -> Response:
+    found = web.services.applications.list(
+        _actor(), dac=request.args.get("dac"), state=request.args.get("state"), dataset=request.args.get("dataset")
+    )
+    return _json([_application(web, a) for a in found])
+
+
+def my_applications(web: DacWeb) -> Response:
+    return _json([_application(web, a) for a in web.services.applications.mine(_actor())])
+
+
+def applications_get(web: DacWeb, application_id: str) -> Response:
+    svc = web.services.applications
+    app = svc.get(_actor(), application_id)
+    out = _application(web, app)
+    thread = svc.comments(_actor(), app.id)
+    names = names_of(web, sorted({c.author for c in thread}))
+    out["comments"] = [{**comment_to_json(c), "author_name": names[c.author]} for c in thread]
+    return _json(out)
+
+
+def applications_update(web: DacWeb, application_id: str) -> Response:
+    data = _body(ANSWER_FIELDS)
+    return _json(_application(web, web.services.applications.update(_actor(), application_id, _answers(data))))
+
+
+def applications_submit(web: DacWeb, application_id: str) -> Response:
+    _body(set())
+    return _json(_application(web, web.services.applications.submit(_actor(), application_id)))
+
+
+def applications_withdraw(web: DacWeb, application_id: str) -> Response:
+    data = _body({"reason"}) if request.content_length else {}
+    app = web.services.applications.withdraw(_actor(), application_id, _text(data, "reason"))
+    return _json(_application(web, app))
+
+
+def applications_comment(web: DacWeb, application_id: str) -> Response:
+    data = _body({"text"}, {"text"})
+    made = web.services.applications.comment(_actor(), application_id, _text(data, "text"))
+    return _json(comment_to_json(made), 201)
+
+
+def applications_approve(web: DacWeb, application_id: str) -> Response:
+    data = _body({"end", "reason"}, {"end"})
+    end = parse_time(data["end"], "end")
+    app = web.services.applications.approve(_actor(), application_id, end, _text(data, "reason"))
+    return _json(_application(web, app))
+
+
+def applications_reject(web: DacWeb, application_id: str) -> Response:
+    data = _body({"reason"}, {"reason"})
+    return _json(_application(web, web.services.applications.reject(_actor(), application_id, _text(data, "reason"))))
+
+
+def applications_return(web: DacWeb, application_id: str) -> Response:
+    data = _body({"reason"}, {"reason"})
+    app = web.services.applications.send_back(_actor(), application_id, _text(data, "reason"))
+    return _json(_application(web, app))
+
+
+def applications_revoke(web: DacWeb, application_id: str) -> Response:
+    data = _body({"reason"}, {"reason"})
+    return _json(_application(web, web.services.applications.revoke(_actor(), application_id, _text(data, "reason"))))
+
+
+def people_search(web: DacWeb) -> Response:
+    """People by name, e-mail, id or linked identity, for DAC members and site admins (who to grant, who applied)."""
+    actor = _actor()
+    svc = web.services
+    if not (svc.directory.is_admin(actor) or svc.roles.committees_of(actor)):
+        audit.denied(svc.repository, _now(web), "people.search", actor)
+        raise Forbidden("Only DAC members and site admins look people up.")
+    query = request.args.get("q", "")
+    if not 2 <= len(query.strip()) <= 200:
+        raise ValidationError("q must be 2 to 200 characters", {"q": "2 to 200 characters"})
+    found = web.search_people(query)
+    return _json([{"id": p.id, "name": p.display_name, "email": p.email} for p in found])
+
+
 def permissions(web: DacWeb, user: str) -> Response:
     """Our visas for ``user`` in the REMS / ELIXIR permissions API shape."""
     return _json({PASSPORT_CLAIM: list(web.visas_for(user))})
@@ -480,6 +638,143 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 415),
     ),
     Route(
+        f"{D}/applications/form",
+        "GET",
+        applications_form,
+        "dac",
+        "The application form for datasets of one DAC: fields, purpose codes, terms to accept",
+        query=("datasets",),
+        response="ApplicationForm",
+    ),
+    Route(
+        f"{D}/applications",
+        "POST",
+        applications_create,
+        "dac",
+        "Start an application (a draft; submit: true sends it at once)",
+        body="ApplicationRequest",
+        ok=201,
+        response="Application",
+        errors=(400, 401, 403, 409, 415),
+    ),
+    Route(
+        f"{D}/applications",
+        "GET",
+        applications_list,
+        "dac",
+        "Applications to the DACs you sit on (all for a site admin), newest first",
+        query=("dac", "state", "dataset"),
+        response="ApplicationList",
+        errors=(400, 401, 403, 404),
+    ),
+    Route(
+        f"{D}/my/applications",
+        "GET",
+        my_applications,
+        "dac",
+        "Your applications, and those naming your e-mail as co-applicant",
+        response="ApplicationList",
+    ),
+    Route(
+        f"{D}/applications/<application_id>",
+        "GET",
+        applications_get,
+        "dac",
+        "One application with its comment thread (applicant side and its DAC)",
+        response="Application",
+        errors=(401, 403, 404),
+    ),
+    Route(
+        f"{D}/applications/<application_id>",
+        "PATCH",
+        applications_update,
+        "dac",
+        "Change the answers of a draft or returned application (the applicant)",
+        body="ApplicationAnswers",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/submit",
+        "POST",
+        applications_submit,
+        "dac",
+        "Submit a complete draft or returned application to the DAC (the applicant)",
+        body="Empty",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/withdraw",
+        "POST",
+        applications_withdraw,
+        "dac",
+        "Withdraw an undecided application (the applicant)",
+        body="ReasonOptional",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/comments",
+        "POST",
+        applications_comment,
+        "dac",
+        "Comment on an application (applicant side or its DAC)",
+        body="CommentRequest",
+        ok=201,
+        response="Comment",
+        errors=(400, 401, 403, 404, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/approve",
+        "POST",
+        applications_approve,
+        "dac",
+        "Approve until end; the last required approval makes the grants (not on your own application)",
+        body="ApproveRequest",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/reject",
+        "POST",
+        applications_reject,
+        "dac",
+        "Reject a submitted application with a reason the applicant sees",
+        body="ReasonRequired",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/return",
+        "POST",
+        applications_return,
+        "dac",
+        "Return a submitted application for changes, with a reason",
+        body="ReasonRequired",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/applications/<application_id>/revoke",
+        "POST",
+        applications_revoke,
+        "dac",
+        "Revoke the grants of an approved application and close it, with a reason the researcher sees",
+        body="ReasonRequired",
+        response="Application",
+        errors=(400, 401, 403, 404, 409, 415),
+    ),
+    Route(
+        f"{D}/people",
+        "GET",
+        people_search,
+        "dac",
+        "People by name, e-mail, id or linked identity (DAC members and site admins)",
+        query=("q",),
+        response="PeopleList",
+    ),
+    Route(
         "/api/permissions/<path:user>",
         "GET",
         permissions,
@@ -602,6 +897,41 @@ _MEMBER = {
 }
 
 
+_STRINGS = {"type": "array", "items": _STR}
+_ANSWERS: dict[str, Any] = {
+    "title": {"type": "string", "maxLength": 200},
+    "purpose_codes": {"type": "array", "items": {"type": "string", "pattern": "^DUO:[0-9]{7}$"}, "maxItems": 10},
+    "purpose_text": {"type": "string", "maxLength": 4000},
+    "institution": {"type": "string", "maxLength": 200},
+    "co_applicants": {"type": "array", "items": {"type": "string", "format": "email"}, "maxItems": 20},
+    "accepted_terms": _STRINGS,
+}
+_APPLICATION = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "dac": _STR,
+        "datasets": _STRINGS,
+        "applicant": _STR,
+        "applicant_name": _STR,
+        "state": {"enum": ["draft", "submitted", "returned", "approved", "rejected", "withdrawn", "closed"]},
+        "title": _STR,
+        "purpose_codes": _STRINGS,
+        "purpose_text": _STR,
+        "institution": _STR,
+        "co_applicants": _STRINGS,
+        "accepted_terms": _STRINGS,
+        "approvals": _STRINGS,
+        "required_approvals": _INT,
+        "decision_reason": _STR,
+        "closed_reason": _STR,
+        "grants": _STRINGS,
+        "comments": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["id", "dac", "datasets", "applicant", "state"],
+}
+
+
 def _closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
@@ -649,6 +979,38 @@ COMPONENTS: dict[str, Any] = {
     "RegisteredList": {"type": "array", "items": {"$ref": "#/components/schemas/Registered"}},
     "StatusRequest": _closed({"identity": _STR, "dac": _STR, "reason": _STR}, ["identity"]),
     "VouchRequest": _closed({"identity": _STR, "reason": _STR}, ["identity"]),
+    "PeopleList": {
+        "type": "array",
+        "items": {"type": "object", "properties": {"id": _STR, "name": _STR, "email": _STR}},
+    },
+    "ApplicationForm": {
+        "type": "object",
+        "properties": {
+            "dac": _STR,
+            "datasets": {"type": "array", "items": _STR},
+            "required_approvals": _INT,
+            "fields": {"type": "array", "items": {"type": "object"}},
+            "purpose_codes": {"type": "array", "items": _STR},
+            "terms": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Application": _APPLICATION,
+    "ApplicationList": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}},
+    "ApplicationAnswers": _closed(_ANSWERS, []),
+    "ApplicationRequest": _closed(
+        {
+            **_ANSWERS,
+            "datasets": {"type": "array", "items": {"type": "string", "maxLength": 128}, "minItems": 1, "maxItems": 20},
+            "submit": {"type": "boolean"},
+        },
+        ["datasets"],
+    ),
+    "ApproveRequest": _closed({"end": _TIME, "reason": {"type": "string", "maxLength": 1000}}, ["end"]),
+    "CommentRequest": _closed({"text": {"type": "string", "minLength": 1, "maxLength": 4000}}, ["text"]),
+    "Comment": {
+        "type": "object",
+        "properties": {"id": _STR, "author": _STR, "at": _INT, "text": _STR, "side": {"enum": ["applicant", "dac"]}},
+    },
     "Permissions": _closed({PASSPORT_CLAIM: {"type": "array", "items": _STR}}, [PASSPORT_CLAIM]),
 }
 QUERY = {
@@ -657,6 +1019,9 @@ QUERY = {
     "identity": _STR,
     "live": {"type": "boolean"},
     "expiring_days": {"type": "number", "minimum": 0},
+    "datasets": {"type": "string"},
+    "q": {"type": "string", "minLength": 2, "maxLength": 200},
+    "state": {"enum": ["draft", "submitted", "returned", "approved", "rejected", "withdrawn", "closed"]},
 }
 
 

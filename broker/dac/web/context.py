@@ -18,6 +18,7 @@ from typing import Protocol
 from flask import Request
 
 from broker.dac.services import DacServices
+from broker.identity.records import Identity
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class DacWeb:
     - ``visas_for(identity_id)``: the visa JWS strings the permissions API and the account page show;
     - ``load_session(request)``: the login pages' browser session, or None;
     - ``identity_of(id)``, ``links_of(id)``, ``consents_of(id)``: the account facts the visas page shows;
+    - ``search_people(query)``: identities by name, e-mail, id or linked upstream subject (DAC lookups);
     - ``clock``: epoch seconds (``live`` flags in answers).
     """
 
@@ -66,4 +68,5 @@ class DacWeb:
     identity_of: Callable[[str], object | None]
     links_of: Callable[[str], Sequence[object]]
     consents_of: Callable[[str], Sequence[object]]
+    search_people: Callable[[str], Sequence[Identity]]
     clock: Callable[[], float] = time.time

@@ -23,77 +23,31 @@ The views get everything from the :class:`~broker.dac.web.context.DacWeb` given 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, url_for
 
+import broker.dac.web.application_pages as ap
 from broker.core.models import ACCEPTED_TERMS_AND_POLICIES
 from broker.core.untrusted_json import peek_jws
+from broker.dac.committees import ROLE_CHAIR
 from broker.dac.errors import DacError
 from broker.dac.grants import GrantFilter, GrantRequest, parse_time
-from broker.dac.web.context import DacWeb, PageSession
+from broker.dac.web.context import DacWeb
+from broker.dac.web.forms import checked_post, failure, iso, login_redirect, redirect_303
 from broker.web.pages import error_page, page
 
 EXPIRING_DAYS = 30
-
-
-def redirect_303(location: str) -> Response:
-    """A 303 See Other after a form POST (never cached); ``location`` is one of our own ``url_for`` URLs."""
-    return Response("", status=303, headers={"Location": location, "Cache-Control": "no-store", "Pragma": "no-cache"})
-
-
-def _login_redirect() -> Response:
-    return redirect_303(url_for("login.login_page", next=request.path))
-
-
-def iso(ts: int | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _same_origin(issuer: str) -> bool:
-    """UI-01: a state-changing request must come from one of our own pages.
-
-    ``Sec-Fetch-Site`` (a header no page can set) decides when the browser sends it: our pages
-    carry ``Referrer-Policy: no-referrer``, under which browsers send ``Origin: null`` even for
-    same-origin form posts. Without it, ``Origin`` must be exactly ours (``null`` refused);
-    with neither (older browsers, non-browser clients) the CSRF token alone decides.
-    """
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    ours = urlsplit(issuer)
-    return origin == f"{ours.scheme}://{ours.netloc}"
-
-
-def _checked_post(web: DacWeb, purpose: str) -> tuple[PageSession, str] | Response:
-    """The session and actor of a form POST, or the refusal page (nothing is changed)."""
-    session = web.load_session(request)
-    if session is None or session.identity_id is None:
-        return error_page("Not logged in", "Log in first.", 401)
-    if not _same_origin(web.issuer) or not session.csrf_ok(purpose, request.form.get("csrf_token")):
-        return error_page("Request refused", "The form was not sent from this page (CSRF check failed).", 403)
-    return session, session.identity_id
-
-
-def _failure(exc: DacError) -> Response:
-    title = {403: "Not allowed", 404: "Not found", 409: "Conflict"}.get(exc.status, "Cannot do that")
-    detail = "; ".join(f"{k}: {v}" for k, v in exc.extra.get("fields", {}).items())
-    return error_page(title, exc.message + (f" ({detail})" if detail else ""), exc.status)
-
-
-# --------------------------------------------------------------------------- DAC member pages
+MAX_HISTORY = 5000  # audit records of one dataset the page reads (newest first)
+HISTORY_PAGE = 20
 
 
 def dac_home(web: DacWeb) -> Response:
     session = web.load_session(request)
     if session is None or session.identity_id is None:
-        return _login_redirect()
+        return login_redirect()
     actor = session.identity_id
     svc = web.services
     admin = svc.directory.is_admin(actor)
@@ -125,6 +79,7 @@ def dac_home(web: DacWeb) -> Response:
         title="Data access committees",
         committees=committees,
         expiring=expiring,
+        name=ap.namer(web),
         days=EXPIRING_DAYS,
         iso=iso,
         admin=admin,
@@ -134,7 +89,7 @@ def dac_home(web: DacWeb) -> Response:
 def dataset_page(web: DacWeb, dataset: str) -> Response:
     session = web.load_session(request)
     if session is None or session.identity_id is None:
-        return _login_redirect()
+        return login_redirect()
     actor = session.identity_id
     svc = web.services
     shown = request.args.get("show", "live")
@@ -147,28 +102,97 @@ def dataset_page(web: DacWeb, dataset: str) -> Response:
         return error_page("Cannot do that", "Unknown filter.", 400)
     try:
         grants = svc.grants.list(actor, flt)
-        trail = svc.grants.audit_trail(actor, dataset, limit=100)
+        trail = svc.grants.audit_trail(actor, dataset, limit=MAX_HISTORY)
+        applications = svc.applications.list(actor, dataset=dataset)
     except DacError as exc:
-        return _failure(exc)
+        return failure(exc)
     committee = svc.directory.governing(dataset)
     now = int(web.clock())
+    name = ap.namer(web)
+    history = HistoryFilter.from_args(request.args)
+    if history is None:
+        return error_page("Cannot do that", "Unknown history filter (outcome, from, to, page).", 400)
+    shown_history, pages = history.apply(trail, name)
+    admin = svc.directory.is_admin(actor)
     return page(
         "dac_dataset.html",
         title=f"Dataset {dataset}",
         dataset=dataset,
         committee=committee,
         grants=grants,
-        trail=trail,
+        applications=applications,
+        history=shown_history,
+        history_filter=history,
+        pages=pages,
         shown=shown,
         iso=iso,
         now=now,
+        name=name,
         csrf=session.csrf_token,
+        can_grant=admin or (committee is not None and svc.roles.role(actor, committee.id) == ROLE_CHAIR),
         default_end=time.strftime("%Y-%m-%d", time.gmtime(now + 365 * 86400)),
     )
 
 
+@dataclass(frozen=True)
+class HistoryFilter:
+    """The access history's filters and page (holder, outcome, date range), from the query string."""
+
+    holder: str = ""
+    outcome: str = ""
+    start: str = ""
+    end: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> HistoryFilter | None:
+        outcome = args.get("outcome", "")
+        if outcome not in ("", "allow", "deny", "decision"):
+            return None
+        try:
+            number = int(args.get("page", "1"))
+            for key in ("from", "to"):
+                if args.get(key):
+                    parse_time(args[key], key)
+        except (ValueError, DacError):
+            return None
+        if not 1 <= number <= 10_000:
+            return None
+        return cls(args.get("holder", "")[:200].strip(), outcome, args.get("from", ""), args.get("to", ""), number)
+
+    def apply(self, trail: list[dict[str, Any]], name: Callable[[str | None], str]) -> tuple[list[dict[str, Any]], int]:
+        """The records of this page, and how many pages the filtered history has."""
+        lo = parse_time(self.start, "from") if self.start else None
+        hi = parse_time(self.end, "to") + 86400 if self.end else None
+        wanted = self.holder.casefold()
+        kept = []
+        for rec in trail:
+            event = rec["event"]
+            holder = event.get("identity") or event.get("applicant") or event.get("actor") or ""
+            if wanted and wanted not in str(holder).casefold() and wanted not in name(str(holder)).casefold():
+                continue
+            if self.outcome in ("allow", "deny") and event.get("outcome") != self.outcome:
+                continue
+            if self.outcome == "decision" and str(event.get("event", "")).startswith("gateway."):
+                continue
+            if (lo is not None and rec["at"] < lo) or (hi is not None and rec["at"] >= hi):
+                continue
+            kept.append({**rec, "holder": str(holder)})
+        pages = max(1, (len(kept) + HISTORY_PAGE - 1) // HISTORY_PAGE)
+        first = (min(self.page, pages) - 1) * HISTORY_PAGE
+        return kept[first : first + HISTORY_PAGE], pages
+
+    def link(self, page: int) -> dict[str, Any]:
+        """The query of the same filters on another page."""
+        query: dict[str, Any] = {"page": page}
+        for key, value in (("holder", self.holder), ("outcome", self.outcome), ("from", self.start), ("to", self.end)):
+            if value:
+                query[key] = value
+        return query
+
+
 def grant_create(web: DacWeb, dataset: str) -> Response:
-    checked = _checked_post(web, f"grant:{dataset}")
+    checked = checked_post(web, f"grant:{dataset}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
@@ -183,24 +207,24 @@ def grant_create(web: DacWeb, dataset: str) -> Response:
             ),
         )
     except DacError as exc:
-        return _failure(exc)
+        return failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=dataset))
 
 
 def grant_revoke(web: DacWeb, grant_id: str) -> Response:
-    checked = _checked_post(web, f"revoke:{grant_id}")
+    checked = checked_post(web, f"revoke:{grant_id}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
         grant = web.services.grants.revoke(actor, grant_id, request.form.get("reason", ""))
     except DacError as exc:
-        return _failure(exc)
+        return failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=grant.dataset, show="all"))
 
 
 def grant_renew(web: DacWeb, grant_id: str) -> Response:
-    checked = _checked_post(web, f"renew:{grant_id}")
+    checked = checked_post(web, f"renew:{grant_id}")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
@@ -209,7 +233,7 @@ def grant_renew(web: DacWeb, grant_id: str) -> Response:
             actor, grant_id, parse_time(request.form.get("end", ""), "end"), request.form.get("reason", "")
         )
     except DacError as exc:
-        return _failure(exc)
+        return failure(exc)
     return redirect_303(url_for("dac_pages.dataset_page", dataset=grant.dataset))
 
 
@@ -236,7 +260,7 @@ def decode_visa(token: str) -> dict[str, Any]:
 def my_visas(web: DacWeb) -> Response:
     session = web.load_session(request)
     if session is None or session.identity_id is None:
-        return _login_redirect()
+        return login_redirect()
     me = session.identity_id
     visas = [decode_visa(t) for t in web.visas_for(me)]
     records = web.services.registered.records_of(me, me)
@@ -244,7 +268,7 @@ def my_visas(web: DacWeb) -> Response:
     accepted = any(r.visa_type == ACCEPTED_TERMS_AND_POLICIES and r.live(now) for r in records)
     return page(
         "my_visas.html",
-        title="Your visas",
+        title="Your access and visas",
         identity=web.identity_of(me),
         identity_id=me,
         links=web.links_of(me),
@@ -255,18 +279,21 @@ def my_visas(web: DacWeb) -> Response:
         now=now,
         consents=web.consents_of(me),
         csrf=session.csrf_token,
+        applications=web.services.applications.mine(me),
+        grants=sorted(web.services.grants.grants_of(me, me), key=lambda g: g.granted_at, reverse=True),
+        name=ap.namer(web),
     )
 
 
 def accept_terms(web: DacWeb) -> Response:
-    checked = _checked_post(web, "accept-terms")
+    checked = checked_post(web, "accept-terms")
     if isinstance(checked, Response):
         return checked
     _, actor = checked
     try:
         web.services.registered.accept_terms(actor)
     except DacError as exc:
-        return _failure(exc)
+        return failure(exc)
     return redirect_303(url_for("dac_pages.my_visas"))
 
 
@@ -290,4 +317,19 @@ def pages_blueprint(web: DacWeb) -> Blueprint:
     bp.add_url_rule("/dac/grants/<grant_id>/renew", view_func=_bound(web, grant_renew), methods=["POST"])
     bp.add_url_rule("/account/visas", view_func=_bound(web, my_visas), methods=["GET"])
     bp.add_url_rule("/account/visas/accept-terms", view_func=_bound(web, accept_terms), methods=["POST"])
+    for rule, view, method in (
+        ("/account/datasets", ap.datasets_page, "GET"),
+        ("/account/apply", ap.apply_page, "GET"),
+        ("/account/apply", ap.apply_submit, "POST"),
+        ("/account/applications/<application_id>", ap.my_application, "GET"),
+        ("/account/applications/<application_id>/edit", ap.my_application_edit, "GET"),
+        ("/account/applications/<application_id>/edit", ap.my_application_update, "POST"),
+        ("/account/applications/<application_id>/comment", ap.my_application_comment, "POST"),
+        ("/account/applications/<application_id>/withdraw", ap.my_application_withdraw, "POST"),
+        ("/dac/applications", ap.dac_applications, "GET"),
+        ("/dac/applications/<application_id>", ap.dac_application, "GET"),
+        ("/dac/applications/<application_id>/comment", ap.dac_application_comment, "POST"),
+        ("/dac/applications/<application_id>/<action>", ap.dac_application_decide, "POST"),
+    ):
+        bp.add_url_rule(rule, view_func=_bound(web, view), methods=[method])
     return bp
