@@ -53,7 +53,7 @@ WEB_ADAPTERS = {
     "broker.dac": ({"broker.dac.web"}, set()),
     "broker.oidc": ({"broker.oidc.web"}, set()),
     "broker.login": ({"broker.login.web"}, set()),
-    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs"}, {"broker.gateway"}),
+    "broker.gateway": ({"broker.gateway.routes", "broker.gateway.drs", "broker.gateway.lean"}, {"broker.gateway"}),
 }
 
 

@@ -10,10 +10,11 @@ shape stays the same everywhere.
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, json, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import BrokerError
@@ -28,10 +29,19 @@ PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 def error_response(exc: BrokerError) -> Response:
     """The answer for ``exc``: its status, its JSON body and its headers."""
-    realm = str(current_app.config.get(REALM_KEY, ""))
-    response = Response(json.dumps(exc.body()), status=exc.status, mimetype="application/json")
+    return error_answer(exc, str(current_app.config.get(REALM_KEY, "")))
+
+
+def error_answer(exc: BrokerError, realm: str) -> Response:
+    """:func:`error_response` outside a Flask request (the gateway's lean data path)."""
+    response = Response(stdlib_json.dumps(exc.body(), default=str), status=exc.status, mimetype="application/json")
     response.headers.update(exc.response_headers(realm))
     return response
+
+
+def internal_error() -> BrokerError:
+    """What an unexpected exception is answered with: a 500 that says nothing of the cause."""
+    return BrokerError("The broker failed to handle this request.", status=500, code="internal_error")
 
 
 def _from_http(exc: HTTPException) -> BrokerError:
@@ -58,6 +68,4 @@ def install(app: Flask, realm: str) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(
-            BrokerError("The broker failed to handle this request.", status=500, code="internal_error")
-        )
+        return error_response(internal_error())
