@@ -30,6 +30,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from gateway import store_backend  # noqa: E402
 from gateway_real import RealBroker  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
@@ -69,9 +70,11 @@ def main() -> int:
     parser.add_argument("--profiler", choices=("pyinstrument", "cprofile"), default="pyinstrument")
     parser.add_argument("--visas", type=int, default=10)
     parser.add_argument("--only", default=None, help="profile only endpoints whose name contains this")
+    parser.add_argument("--backend", choices=("sqlite", "redis", "postgres"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="profile-real-") as tmp:
-        broker = RealBroker(Path(tmp), 8080)
+    with tempfile.TemporaryDirectory(prefix="profile-real-") as tmp, store_backend(args.backend, Path(tmp)) as store:
+        broker = RealBroker(Path(tmp) / "broker", 8080, store=store)
+        broker.work.mkdir()
         broker.prepare()
         settings = load_settings(broker.config, environ={})
         prepare(settings)
