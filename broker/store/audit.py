@@ -55,7 +55,8 @@ gateway's bottleneck. So each serving process keeps an :class:`AccessAudit`:
   afresh (bounded memory; it can only add durable records, never drop one).
 
 What a crash (kill -9) may lose: the counts of repeats and transfers of the last flush
-interval, never the record of an access, since every (holder, credential, object) that
+interval (and a flush that fails because the store is down loses its counts, logged), never
+the record of an access, since every (holder, credential, object) that
 received bytes had its first decision committed before any of them left. The summaries are
 ordinary events, appended through the same chain: ``build_record``, ``verify_chain`` and
 ``audit verify`` are unchanged. The kill -9 test is ``tests/e2e/test_audit_kill9.py``.
