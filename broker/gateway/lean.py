@@ -74,6 +74,17 @@ class LeanDataPath:
             response = error_answer(internal_error(), self.realm)
         self.gateway.metrics.requests.inc(endpoint, method, str(response.status_code))
         self.finish(response)
+        body = response.response
+        if (
+            method == "GET"
+            and response.direct_passthrough
+            and isinstance(body, list)
+            and "Content-Length" in response.headers
+        ):
+            # A small body read at once, its length declared (the many small Range reads): what
+            # werkzeug's Response.__call__ would hand the server, without its generic header pass.
+            start_response(response.status, response.headers.to_wsgi_list())
+            return body
         return response(environ, start_response)
 
     def _refused(self, refusal: Refusal) -> Response:
