@@ -16,25 +16,31 @@ is a median of repeated runs next to its own baseline taken minutes apart at mos
    Target: >= 0.8. The authorizer here is a constant-time table (layer 1): the cost of the
    gateway's HTTP work alone.
 4. The real decision path (``--real`` runs only this part; ``--no-real`` skips it): a real
-   ``ga4gh-broker serve`` (gunicorn gthread, 2 workers x 4 threads, SQLite store, audit log)
-   built by ``broker.app.create_app`` (PassportAuthorizer, the process Verifier with its
-   VerifiedCache, the policy directory, the gateway; see ``bench/gateway_real.py``). wrk
-   measures, on that one server with warm caches: ``/healthz`` (trivial), 1 KiB Range requests
-   on the streaming route with a passport of ``--visas`` visas from a trusted AAI (pinned
-   keys), the same with one of our access tokens (scope ga4gh_passport_v1; visas resolved from
-   a DAC grant in the store), and the decision endpoint (``X-Original-URI``, the passport).
-   Each figure is a ratio to ``/healthz`` (the higher of the runs right before and right after
-   its round).
-   Target: >= 0.8. gunicorn refuses a header line over 8190 bytes (431), which a 10-visa
-   passport exceeds: the bench then uses the most visas that fit and says so.
+   ``ga4gh-broker serve`` (granian, ``--workers`` workers (2) x 4 threads, the ``--backend``
+   store: SQLite, or a redis-server or PostgreSQL the bench starts on a free port with the
+   tests' helpers, audit log) built by ``broker.app.create_app`` (PassportAuthorizer, the
+   process Verifier with its VerifiedCache and DecisionCache, the policy directory, the
+   gateway; see ``bench/gateway_real.py``). wrk measures, on that one server with warm caches:
+   ``/healthz`` (trivial), 1 KiB Range requests on the streaming route with a passport of
+   ``--visas`` visas from a trusted AAI (pinned keys), the same with one of our access tokens
+   (scope ga4gh_passport_v1; visas resolved from a DAC grant in the store), and the decision
+   endpoint (``X-Original-URI``, the passport). Each figure is a ratio to ``/healthz`` (the
+   higher of the runs right before and right after its round).
+   Target: >= 0.8. When the server refuses the passport's header line (server.max_header_bytes),
+   the bench uses the most visas that fit and says so.
+5. ``--scaling``: the decision endpoint with 1, 2 and 4 workers on one ``--backend`` store
+   (use redis or postgres), each with its own /healthz baseline; the table shows whether the
+   rate grows with workers until the cores run out (wrk shares the same cores).
 
 Run: ``/work/venv/bin/python bench/gateway.py [--size-mib 1024] [--seconds 5] [--repeat 3]
-[--real | --no-real] [--visas 10]`` (needs nginx, curl and wrk from Debian; ``--real`` needs wrk only).
+[--real | --no-real | --scaling] [--visas 10] [--backend sqlite|redis|postgres] [--workers 2]``
+(needs nginx, curl and wrk from Debian; ``--real`` and ``--scaling`` need wrk only).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,12 +53,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the real bench mints its access token with the tests' store helper
+    sys.path.insert(0, str(ROOT))
 EXAMPLES = ROOT / "examples" / "nginx"
 TOKEN = "bench-token"
 CONFIG_ENV = "BENCH_GATEWAY_CONFIG"
@@ -435,38 +443,78 @@ class RealRates:
     """Section 4: per endpoint, (rate, trivial baseline of its round) for each round."""
 
     load_at_start: tuple[float, float, float]
+    backend: str
+    workers: int
     visas_requested: int
     visas_used: int
     passport_header_bytes: int
-    refused_header_bytes: int | None  # the requested passport's header line, when gunicorn refused it
+    refused_header_bytes: int | None  # the requested passport's header line, when the server refused it
     refused_status: int | None
     trivial: list[float]
     rounds: dict[str, list[tuple[float, float]]]
 
 
-def measure_real(args: argparse.Namespace) -> RealRates:
-    """Section 4: the real decision path of a real ``ga4gh-broker serve``, against its own /healthz."""
-    from gateway_real import GUNICORN_FIELD_LIMIT, RealBroker, header_line_bytes
+@contextlib.contextmanager
+def store_backend(backend: str, work: Path) -> Iterator[dict[str, Any]]:
+    """The ``store`` settings of ``backend``, with a redis-server or PostgreSQL of the bench's own on a free port.
+
+    Reuses the tests' helpers (tests/support), which start the real servers from Debian's binaries.
+    """
+    if backend == "sqlite":
+        yield {}
+    elif backend == "redis":
+        from tests.support.redis_server import RedisServer  # only this backend needs it
+
+        server = RedisServer(work / "redis").start()
+        try:
+            yield {"backend": "redis", "url": server.url}
+        finally:
+            server.stop()
+    else:
+        from tests.support.postgres_server import PostgresCluster  # only this backend needs psycopg
+
+        cluster = PostgresCluster()
+        try:
+            primary = cluster.primary()
+            yield {"backend": "postgres", "url": primary.url}
+        finally:
+            cluster.close()
+
+
+def measure_real(args: argparse.Namespace, workers: int, names: Sequence[str] = ()) -> RealRates:
+    """Section 4: the real decision path of a real ``ga4gh-broker serve``, against its own /healthz.
+
+    ``names`` limits the endpoints to those whose name contains one of them (all when empty).
+    """
+    from gateway_real import RealBroker, header_line_bytes
 
     load = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-real-") as tmp:
-        broker = RealBroker(Path(tmp), free_port())
+    with (
+        tempfile.TemporaryDirectory(prefix="gateway-bench-real-") as tmp,
+        store_backend(args.backend, Path(tmp)) as store,
+    ):
+        broker = RealBroker(Path(tmp) / "broker", free_port(), store=store, workers=workers)
+        broker.work.mkdir()
         broker.prepare()
         broker.start()
         try:
             refused_bytes = refused_status = None
             visas = args.visas
             passport = broker.passport(visas)
-            if header_line_bytes(passport) > GUNICORN_FIELD_LIMIT:
-                refused_bytes = header_line_bytes(passport)
-                refused_status, _ = broker.get(broker.object_path, {"Authorization": f"Bearer {passport}"})
-                while visas > 1 and header_line_bytes(passport) > GUNICORN_FIELD_LIMIT:
+            head = broker.file_head(1024)
+            ranged = {"Range": "bytes=0-1023"}
+            # The server's head limit (server.max_header_bytes) may refuse a long passport: use the most
+            # visas it takes, and say so.
+            status, _ = broker.get(broker.object_path, {"Authorization": f"Bearer {passport}", **ranged})
+            if status in (400, 413, 431):
+                refused_bytes, refused_status = header_line_bytes(passport), status
+                while visas > 1 and status in (400, 413, 431):
                     visas -= 1
                     passport = broker.passport(visas)
+                    status, _ = broker.get(broker.object_path, {"Authorization": f"Bearer {passport}", **ranged})
             access_token = broker.access_token()
             trivial = broker.base + "/healthz"
             data = broker.base + broker.object_path
-            ranged = {"Range": "bytes=0-1023"}
             endpoints = {
                 f"(b) streaming, 1 KiB Range, passport ({visas} visas)": (
                     data,
@@ -481,14 +529,15 @@ def measure_real(args: argparse.Namespace) -> RealRates:
                     {"Authorization": f"Bearer {passport}", "X-Original-URI": broker.object_path},
                 ),
             }
+            if names:
+                endpoints = {k: v for k, v in endpoints.items() if any(n in k for n in names)}
             # Every credential must really pass before it is timed (wrk also stops on any non-2xx).
-            head = broker.file_head(1024)
             for name, (url, headers) in endpoints.items():
                 status, body = broker.get(url[len(broker.base) :], headers)
                 expected = (200, b"") if "decision" in name else (206, head)
                 if (status, body) != expected:
                     raise SystemExit(f"{name}: status {status} {body[:300]!r}\n{broker.log_tail()}")
-            # Warm every worker's caches (wrk's 16 connections spread over both workers).
+            # Warm every worker's caches (wrk's 16 connections spread over the workers).
             wrk_rate(trivial, 1, {})
             for url, headers in endpoints.values():
                 wrk_rate(url, 1, headers)
@@ -512,20 +561,29 @@ def measure_real(args: argparse.Namespace) -> RealRates:
         for name, rates in raw.items()
     }
     return RealRates(
-        load, args.visas, visas, header_line_bytes(passport), refused_bytes, refused_status, trivial_rates, rounds
+        load,
+        args.backend,
+        workers,
+        args.visas,
+        visas,
+        header_line_bytes(passport),
+        refused_bytes,
+        refused_status,
+        trivial_rates,
+        rounds,
     )
 
 
 def print_real(args: argparse.Namespace, real: RealRates) -> None:
     print(
-        f"\nRequest rate, real decision path: ga4gh-broker serve (gunicorn gthread 2x4, SQLite store), "
-        f"wrk -t2 -c16 -d{args.seconds}s, {args.repeat} rounds, warm caches"
+        f"\nRequest rate, real decision path: ga4gh-broker serve (granian, {real.workers} workers x 4 threads, "
+        f"{real.backend} store), wrk -t2 -c16 -d{args.seconds}s, {args.repeat} rounds, warm caches"
     )
     print("  load average at start: " + " ".join(f"{x:.2f}" for x in real.load_at_start))
     if real.refused_header_bytes is not None:
         print(
             f"  NOTE: a {real.visas_requested}-visa passport makes a {real.refused_header_bytes}-byte Authorization "
-            f"line; gunicorn's limit_request_field_size (8190) answers {real.refused_status}. Measured with "
+            f"line, which the server answers {real.refused_status}. Measured with "
             f"{real.visas_used} visas ({real.passport_header_bytes}-byte line) instead."
         )
     print(
@@ -543,6 +601,26 @@ def print_real(args: argparse.Namespace, real: RealRates) -> None:
         )
 
 
+def print_scaling(args: argparse.Namespace, table: list[RealRates]) -> None:
+    """Section 5: the decision endpoint's rate with 1, 2, 4 workers on one shared store."""
+    print(
+        f"\nWorker scaling, decision endpoint (passport), {table[0].backend} store, {os.cpu_count()} cores, "
+        f"wrk -t2 -c16 -d{args.seconds}s, median of {args.repeat} rounds (wrk runs on the same cores)"
+    )
+    print(
+        f"  {'workers':>7}  {'decision req/s':>14}  {'/healthz req/s':>14}  {'ratio to /healthz':>17}  "
+        f"{'vs 1 worker':>11}"
+    )
+    first = None
+    for real in table:
+        [pairs] = real.rounds.values()
+        rate = statistics.median(r for r, _ in pairs)
+        base = statistics.median(b for _, b in pairs)
+        ratio = statistics.median(r / b for r, b in pairs)
+        first = first or rate
+        print(f"  {real.workers:>7}  {rate:14.0f}  {base:14.0f}  {ratio:17.2f}  {rate / first:11.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -552,15 +630,26 @@ def main() -> int:
     which.add_argument("--real", action="store_true", help="only the real decision path (section 4)")
     which.add_argument("--no-real", action="store_true", help="skip the real decision path (section 4)")
     parser.add_argument("--visas", type=int, default=10, help="visas in the passport of section 4")
+    parser.add_argument(
+        "--backend", choices=("sqlite", "redis", "postgres"), default="sqlite", help="the store of section 4"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="serve's worker processes in section 4")
+    parser.add_argument(
+        "--scaling", action="store_true", help="only the worker-scaling table (1, 2, 4 workers; decision endpoint)"
+    )
     args = parser.parse_args()
     if args.visas < 1:
         parser.error("--visas must be at least 1")
-    for tool in ("wrk",) if args.real else ("nginx", "curl", "wrk"):
+    for tool in ("wrk",) if args.real or args.scaling else ("nginx", "curl", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing (Debian package {tool})")
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    if args.scaling:
+        table = [measure_real(args, workers, names=("(d)",)) for workers in (1, 2, 4)]
+        print_scaling(args, table)
+        return 0
     layer1 = None if args.real else measure_layer1(args)
-    real = None if args.no_real else measure_real(args)
+    real = None if args.no_real else measure_real(args, args.workers)
     if layer1 is not None:
         print_layer1(args, layer1)
     if real is not None:

@@ -49,8 +49,7 @@ DAC_SOURCE = "https://dac.bench.example/dacs/BENCH"
 DATASET_URL_TEMPLATE = "https://data.bench.example/datasets/{dataset}"
 PASSPORT_TYP = "vnd.ga4gh.passport+jwt"
 VISA_TYP = "vnd.ga4gh.visa+jwt"
-#: gunicorn's default ``limit_request_field_size``: a header line (name, ": ", value, CRLF) longer is a 400.
-GUNICORN_FIELD_LIMIT = 8190
+
 
 POLICY = f"""\
 description: Gateway bench. One dataset, for holders of a grant from the bench DAC.
@@ -152,7 +151,7 @@ class ExternalAai:
 
 
 def header_line_bytes(token: str) -> int:
-    """What gunicorn counts against ``limit_request_field_size`` for ``Authorization: Bearer <token>``."""
+    """The length of the header line ``Authorization: Bearer <token>`` with its CRLF."""
     return len("Authorization: Bearer ") + len(token) + 2
 
 
@@ -163,6 +162,8 @@ class RealBroker:
     work: Path
     port: int
     aai: ExternalAai = field(default_factory=ExternalAai)
+    store: dict[str, Any] = field(default_factory=dict)  # the ``store`` settings; {} is SQLite in data_dir
+    workers: int = 2
     process: subprocess.Popen[bytes] | None = None
     ids: dict[str, str] = field(default_factory=dict)
 
@@ -187,7 +188,7 @@ class RealBroker:
             "issuer": self.issuer,
             "data_dir": str(self.work / "data"),
             "log_level": "WARNING",
-            "server": {"workers": 2, "threads": 4},
+            "server": {"workers": self.workers, "threads": 4},
             "policy": {"directory": str(self.work / "policies")},
             "trust": {
                 "visa_issuers": [{"iss": AAI, "jku": [AAI_JKU], "jwks": self.aai.jwks()}],
@@ -198,6 +199,8 @@ class RealBroker:
                 "datasets": {DATASET: {"store": "bench", "prefix": DATASET}},
             },
         }
+        if self.store:
+            data["store"] = self.store
         if dac_member is not None:
             data["dac"] = {
                 "dataset_url_template": DATASET_URL_TEMPLATE,
@@ -235,6 +238,8 @@ class RealBroker:
         (self.work / "policies").mkdir()
         (self.work / "policies" / "bench.yaml").write_text(POLICY.replace("@ISSUER@", self.issuer))
         self.config.write_text(yaml.safe_dump(self.settings(None), sort_keys=False))
+        if self.store.get("backend") == "postgres":
+            self.cli("store", "migrate")
         password = secrets.token_urlsafe(18)
         for name in ("alice", "dora"):
             out = self.cli("users", "add", name, stdin=password + "\n")

@@ -136,7 +136,9 @@ def world(alg: str, directory: Path) -> World:
             brokers=[TrustedBrokerSettings(iss=BROKER, jwks=broker_ring.jwks())],
         ),
     )
-    return World(settings, TrustConfig.from_settings(settings), issuer_ring, broker_ring, passport, visas)
+    return World(
+        settings, TrustConfig.from_settings(settings.trust, settings.issuer), issuer_ring, broker_ring, passport, visas
+    )
 
 
 # ---------------------------------------------------------------------- timing

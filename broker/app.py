@@ -11,6 +11,7 @@ from flask import Flask, Response
 
 from broker.container import Container
 from broker.dac.web import api_blueprint, pages_blueprint
+from broker.gateway.lean import LeanDataPath
 from broker.gateway.wiring import register as register_gateway
 from broker.login.web import login_blueprint
 from broker.oidc.web import oidc_blueprint
@@ -50,6 +51,11 @@ def create_app(container: Container) -> Flask:
     app.register_blueprint(api_blueprint(container.dac_web))
     app.register_blueprint(pages_blueprint(container.dac_web))
     register_gateway(app, container.gateway)
+    https = settings.issuer.startswith("https://")
+    # The data routes' GET/HEAD skip Flask's request machinery (same answers; broker.gateway.lean).
+    app.wsgi_app = LeanDataPath(  # type: ignore[method-assign]
+        app.wsgi_app, container.gateway, settings.issuer, lambda response: add_security_headers(response, https)
+    )
     return app
 
 
@@ -59,12 +65,21 @@ def container_of(app: Flask) -> Container:
     return found
 
 
+def add_security_headers(response: Response, https: bool) -> Response:
+    """The headers every answer carries (each only where the view did not set its own)."""
+    headers = response.headers
+    present = {name.lower() for name in headers.keys()}  # noqa: SIM118 - werkzeug Headers iterate as pairs
+    for name, value in _HTTPS_HEADERS if https else _HEADERS:
+        if name.lower() not in present:
+            headers.add(name, value)
+    return response
+
+
+_HEADERS = (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP))
+_HTTPS_HEADERS = (*_HEADERS, ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+
+
 def _install_security_headers(app: Flask, https: bool) -> None:
     @app.after_request
     def add_headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        response.headers.setdefault("Content-Security-Policy", API_CSP)
-        if https:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        return response
+        return add_security_headers(response, https)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
+import multiprocessing.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,7 @@ from broker.core.verify import Verifier
 from broker.dac.services import DacServices, build_services
 from broker.dac.web import DacWeb
 from broker.dac.web.auth import client_authenticator, token_authenticator
+from broker.gateway.decision_cache import DecisionCache
 from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.gateway.service import AuditEvent, Gateway
 from broker.gateway.wiring import build_gateway
@@ -47,6 +48,7 @@ from broker.oidc.client_auth import AuthenticatedClient
 from broker.oidc.provider import OpenIDProvider
 from broker.settings import Settings
 from broker.store import open_kernel
+from broker.store.audit import AccessAudit
 from broker.store.deadline import DeadlineKernel
 from broker.store.kernel import Kernel
 from broker.trust.config import TrustConfig
@@ -105,6 +107,7 @@ class Container:
     op: OpenIDProvider
     login: LoginArea
     gateway: Gateway
+    access_audit: AccessAudit
     health: HealthSources
     _background: list[Any] = field(default_factory=list, compare=False, repr=False)
 
@@ -214,7 +217,19 @@ class Container:
             consents_of=op.consents.of,
             search_people=identities.search,
         )
-        gateway = _gateway(settings, kernel, verifier, policies, op, visas_for, minter.withdrawn, dac)
+        gateway_settings = settings.gateway
+        access_audit = AccessAudit(
+            kernel,
+            window_seconds=gateway_settings.audit_window_seconds,
+            flush_seconds=gateway_settings.audit_flush_seconds,
+        )
+        decisions = None
+        if gateway_settings.decision_cache_entries:
+            decisions = DecisionCache(gateway_settings.decision_cache_entries, gateway_settings.decision_cache_seconds)
+            revocations.listeners.append(decisions.revoked)  # a revocation empties it (GA-14)
+        gateway = _gateway(
+            settings, kernel, verifier, policies, op, visas_for, minter.withdrawn, dac, access_audit, decisions
+        )
         health = HealthSources(
             backend=kernel.backend,
             store_health=kernel.health,
@@ -242,6 +257,7 @@ class Container:
             op=op,
             login=login,
             gateway=gateway,
+            access_audit=access_audit,
             health=health,
         )
 
@@ -267,6 +283,11 @@ class Container:
             listener = listen(lambda _seq: watcher.wake())
             if listener is not None:
                 self._background.append(listener)
+        self.access_audit.start()
+        self._background.append(self.access_audit)  # close() writes the last summaries
+        # Granian's workers leave through multiprocessing, which runs its finalizers but not
+        # atexit: the counters of a worker stopped between flushes are written on the way out.
+        multiprocessing.util.Finalize(self.access_audit, self.access_audit.close, exitpriority=10)
         if self.settings.policy.watch:
             self.policies.start_watching()
             self._background.append(_Stopper(self.policies.stop_watching))
@@ -319,6 +340,8 @@ def _gateway(
     visas_for: Callable[[str], list[str]],
     withdrawn_for: Callable[[str], Sequence[Withdrawn]],
     dac: DacServices,
+    access_audit: AccessAudit,
+    decisions: DecisionCache | None,
 ) -> Gateway:
     """The data gateway, deciding with passports or our access tokens, auditing to the store."""
     # Our own URL, never the caller's Host header, is what DRS hands out and what passports
@@ -334,11 +357,29 @@ def _gateway(
         check_access_token=lambda token: op.tokens.verify(token),
         visas_for=lambda access_token: visas_for(access_token.sub),
         withdrawn_for=withdrawn_for,
+        decisions=decisions,
     )
 
     def audit(event: AuditEvent) -> None:
-        record = {"event": f"gateway.{event.kind}", "actor": event.subject, **_plain(dataclasses.asdict(event))}
-        kernel.audit_append(record, int(time.time()))
+        """Decisions: the first of a window durably before any byte, repeats counted; transfers counted."""
+        key: tuple[str | None, ...]
+        if event.kind == "decision":
+            key = (
+                event.credential,
+                event.subject,
+                event.dataset,
+                event.object_path,
+                event.outcome,
+                event.reason,
+                event.route,
+                event.purpose,
+                ",".join(event.regions),
+                event.recipient,
+            )
+            access_audit.decision(key, lambda: audit_record(event))
+        else:
+            key = (event.subject, event.dataset, event.object_path, event.route, event.outcome)
+            access_audit.transfer(key, lambda: audit_record(event), event.bytes_sent or 0)
 
     def apply_url(dataset: str) -> str | None:
         """The page where a researcher applies for ``dataset``, when a DAC governs it."""
@@ -347,6 +388,12 @@ def _gateway(
         return settings.issuer.rstrip("/") + "/account/apply?" + urlencode({"datasets": dataset})
 
     return build_gateway(authorizer, gateway_settings, data_dir=settings.data_path, audit=audit, apply_url=apply_url)
+
+
+def audit_record(event: AuditEvent) -> dict[str, Any]:
+    """The audit event of a gateway decision or transfer (the credential digest is left out)."""
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "credential"}
+    return {"event": f"gateway.{event.kind}", "actor": event.subject, **_plain(fields)}
 
 
 def _plain(value: Any) -> Any:

@@ -54,7 +54,7 @@ WEB_ADAPTERS = {
     "broker.oidc": ({"broker.oidc.web"}, set()),
     "broker.login": ({"broker.login.web"}, set()),
     "broker.gateway": (
-        {"broker.gateway.routes", "broker.gateway.drs", "broker.gateway.htsget_routes"},
+        {"broker.gateway.routes", "broker.gateway.drs", "broker.gateway.htsget_routes", "broker.gateway.lean"},
         {"broker.gateway.wiring"},
     ),
 }

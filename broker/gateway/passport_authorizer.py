@@ -30,6 +30,11 @@ only such a visa would meet is denied ``grant_revoked`` rather than ``missing_vi
 visas are never used for an allow. A refused credential is a 401 for the whole request (THREAT-MODEL
 EPM e), even when another credential in a DRS body would pass; of several credentials that
 all verify, the first one the policy allows wins.
+
+With a :class:`~broker.gateway.decision_cache.DecisionCache` (``decisions``), an allow is
+reused for the same credentials, dataset, object, action and purpose under the same policy
+set and revocation epoch (see that module for when a hit is sound); on a hit our access
+tokens still get their per-use store checks.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from broker.core.policy.required import UnknownDataset, required_visas
 from broker.core.untrusted_json import peek_jws
 from broker.core.verify import Verifier
 from broker.gateway.authorize import INVALID_TOKEN, MISSING_TOKEN, AccessDecision
+from broker.gateway.decision_cache import DecisionCache, credentials_digest
 
 log = logging.getLogger("broker.gateway.passport_authorizer")
 
@@ -89,6 +95,7 @@ class PassportAuthorizer:
     visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
     withdrawn_for: Callable[[str], Sequence[Withdrawn]] | None = None
     clock: Callable[[], float] = time.time
+    decisions: DecisionCache | None = None
 
     def authorize(
         self,
@@ -106,6 +113,37 @@ class PassportAuthorizer:
                 401, MISSING_TOKEN, "A bearer token (a passport or an access token) is required."
             )
         policy = self.policies.current  # one rule set for the whole request
+        cache = self.decisions
+        if cache is not None:
+            key = (credentials_digest(credentials), dataset, object_path, action, purpose)
+            epoch = cache.epoch
+            hit = cache.get(key, policy)
+            if hit is not None:
+                refused = self._still_live(credentials) if hit.recheck else None
+                return hit.decision if refused is None else refused
+            decision = self._decide_all(policy, credentials, dataset, action, purpose)
+            if decision.allow:
+                recheck = any(_header_typ(token) != PASSPORT_TYP for token in credentials)
+                cache.put(key, policy, decision, epoch, recheck)
+            return decision
+        return self._decide_all(policy, credentials, dataset, action, purpose)
+
+    def _still_live(self, credentials: Sequence[str]) -> AccessDecision | None:
+        """On a cache hit: our access tokens' per-use checks (jti, grant family, consent; the store)."""
+        for token in credentials:
+            if _header_typ(token) == ACCESS_TOKEN_TYP and self.check_access_token is not None:
+                try:
+                    self.check_access_token(token)
+                except Exception as exc:
+                    verdict = getattr(exc, "reason", None)
+                    if not isinstance(verdict, str):
+                        raise
+                    return _invalid(f"The access token is not accepted ({verdict}).", verdict)
+        return None
+
+    def _decide_all(
+        self, policy: Any, credentials: Sequence[str], dataset: str, action: str, purpose: str | None
+    ) -> AccessDecision:
         first_deny: AccessDecision | None = None
         for token in credentials:
             checked = self._credential(token)

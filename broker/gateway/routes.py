@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +28,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.routing import PathConverter
 
 from broker.gateway.metrics import CONTENT_TYPE
-from broker.gateway.service import Gateway, Refusal, identity_header
+from broker.gateway.service import Gateway, HeaderLookup, Refusal, identity_header
 from broker.web.errors import error_response
 
 DATA_PREFIX = "/data/"
@@ -81,46 +82,11 @@ def make_blueprint(gw: Gateway) -> Blueprint:
         """Authorise, then serve the object's bytes (stream or offload)."""
         if request.method == "OPTIONS":
             return _preflight(gw)
-        try:
-            target, decision = gw.decide(
-                request.method, raw_target(request.environ), request.headers, DATA_PREFIX, "data"
-            )
-            response = gw.serve(request.method, target.ref, request.headers, request.environ, decision, target.query)
-        except Refusal as refusal:
-            response = error_response(refusal)
-        _cors(gw, response)
-        return response
+        return data_answer(gw, request.method, request.headers, request.environ, error_response)
 
     def decision_view(_rest: str | None = None) -> Response:
         """nginx auth_request / Envoy ext_authz: the verdict only, as status and headers."""
-        original = request.headers.get("X-Original-URI")
-        if original is None:
-            own = raw_target(request.environ)
-            original = own[len(DECISION_PATH) :] if own.startswith(DECISION_PATH + "/") else ""
-        method = request.headers.get("X-Original-Method") or request.method
-        response = Response(b"", status=200)
-        response.headers["Cache-Control"] = "no-store"
-        if method not in ("GET", "HEAD"):
-            response.status_code = 403
-            response.headers["X-Auth-Reason"] = "method_not_allowed"
-            return response
-        try:
-            target, verdict = gw.decide(method, original, request.headers, gw.settings.decision_prefix, "decision")
-        except Refusal as refusal:
-            response.status_code = refusal.status if refusal.status in (401, 403, 503) else 403
-            response.headers["X-Auth-Reason"] = refusal.code
-            for name in ("WWW-Authenticate", "Retry-After"):
-                if name in refusal.headers:
-                    response.headers[name] = refusal.headers[name]
-            return response
-        response.headers["X-Auth-Reason"] = verdict.reason
-        response.headers["X-Auth-Dataset"] = identity_header(target.ref.dataset)
-        response.headers["X-Auth-Object"] = identity_header(target.ref.path)
-        if verdict.subject is not None:
-            response.headers["X-Auth-Subject"] = identity_header(verdict.subject)
-        if verdict.expires_at is not None:
-            response.headers["X-Auth-Expires"] = str(verdict.expires_at)
-        return response
+        return decision_answer(gw, request.method, request.headers, request.environ)
 
     bp.add_url_rule(DECISION_PATH, "decision", decision_view, methods=DECISION_METHODS, merge_slashes=False)
     bp.add_url_rule(
@@ -168,6 +134,59 @@ def make_blueprint(gw: Gateway) -> Blueprint:
     return bp
 
 
+def data_answer(
+    gw: Gateway,
+    method: str,
+    headers: HeaderLookup,
+    environ: dict[str, Any],
+    refused: Callable[[Refusal], Response],
+) -> Response:
+    """The data route's answer to a GET or HEAD: authorise, then the object's bytes (stream or offload).
+
+    Shared by the Flask view and the lean path (:mod:`broker.gateway.lean`); ``refused`` renders a
+    refusal (:func:`broker.web.errors.error_response` or its request-free twin).
+    """
+    try:
+        target, decision = gw.decide(method, raw_target(environ), headers, DATA_PREFIX, "data")
+        response = gw.serve(method, target.ref, headers, environ, decision, target.query)
+    except Refusal as refusal:
+        response = refused(refusal)
+    _cors(gw, response, headers)
+    return response
+
+
+def decision_answer(gw: Gateway, method: str, headers: HeaderLookup, environ: dict[str, Any]) -> Response:
+    """The decision endpoint's answer (nginx auth_request / Envoy ext_authz): status and headers only."""
+    original = headers.get("X-Original-URI")
+    if original is None:
+        own = raw_target(environ)
+        original = own[len(DECISION_PATH) :] if own.startswith(DECISION_PATH + "/") else ""
+    method = headers.get("X-Original-Method") or method
+    response = Response(b"", status=200)
+    response.headers["Cache-Control"] = "no-store"
+    if method not in ("GET", "HEAD"):
+        response.status_code = 403
+        response.headers["X-Auth-Reason"] = "method_not_allowed"
+        return response
+    try:
+        target, verdict = gw.decide(method, original, headers, gw.settings.decision_prefix, "decision")
+    except Refusal as refusal:
+        response.status_code = refusal.status if refusal.status in (401, 403, 503) else 403
+        response.headers["X-Auth-Reason"] = refusal.code
+        for name in ("WWW-Authenticate", "Retry-After"):
+            if name in refusal.headers:
+                response.headers[name] = refusal.headers[name]
+        return response
+    response.headers["X-Auth-Reason"] = verdict.reason
+    response.headers["X-Auth-Dataset"] = identity_header(target.ref.dataset)
+    response.headers["X-Auth-Object"] = identity_header(target.ref.path)
+    if verdict.subject is not None:
+        response.headers["X-Auth-Subject"] = identity_header(verdict.subject)
+    if verdict.expires_at is not None:
+        response.headers["X-Auth-Expires"] = str(verdict.expires_at)
+    return response
+
+
 def _preflight(gw: Gateway) -> Response:
     """CORS preflight (PX-19): exact allow-listed origins, GET/HEAD, Authorization, Range and GA4GH-Purpose only."""
     origin = request.headers.get("Origin")
@@ -191,11 +210,11 @@ def _preflight(gw: Gateway) -> Response:
     return response
 
 
-def _cors(gw: Gateway, response: Response) -> None:
+def _cors(gw: Gateway, response: Response, headers: HeaderLookup) -> None:
     if not gw.settings.cors_origins:
         return
     response.headers.add("Vary", "Origin")
-    origin = request.headers.get("Origin")
+    origin = headers.get("Origin")
     if origin is not None and origin in gw.settings.cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED

@@ -21,6 +21,7 @@ things in the same order:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -188,6 +189,9 @@ class AuditEvent:
     purpose: str | None = None  # the data-use purpose the request declared (a DUO/MONDO term)
     regions: tuple[str, ...] = ()  # htsget tickets: the regions asked for (name:start-end, 0-based)
     recipient: str | None = None  # Crypt4GH re-encryption: fingerprint of the researcher's public key
+    # A digest of the presented credential (never the credential): whose repeats are counted
+    # together (broker.store.audit.AccessAudit). Kept out of the written record.
+    credential: str | None = None
 
 
 @dataclass
@@ -271,6 +275,7 @@ class Gateway:
         URL's are ignored; a query naming any signed-URL parameter follows the signed-URL rules.
         """
         bearer = self._bearer(headers.get("Authorization"))
+        credential = credential_digest(bearer, passports, query)
         if query and "access_token" in query.lower():
             self._count_decision("deny", "token_in_query")
             raise Refusal(
@@ -286,7 +291,7 @@ class Gateway:
         if query and _query_names(query) & signed_urls.ALL_PARAMS:
             if bearer is not None or passports:
                 raise Refusal(400, "invalid_request", "Use either a signed URL or an Authorization header.")
-            return self._signed(method, ref, query, route, declared)
+            return self._signed(method, ref, query, route, declared, credential)
         try:
             if declared is None:
                 decision = self.authorizer.authorize(bearer, ref.dataset, ref.path, "read", passports=passports)
@@ -300,12 +305,14 @@ class Gateway:
         if not _well_formed(decision):
             log.error("authorizer returned an invalid decision: %r", decision)
             decision = AccessDecision.denied(503, AUTHORIZER_FAILED, "The access decision could not be made.")
-        self._record_decision(decision, ref, route, declared, regions)
+        self._record_decision(decision, ref, route, declared, regions, credential)
         if not decision.allow:
             raise self._denial(decision, presented=bearer is not None or bool(passports), dataset=ref.dataset)
         return decision
 
-    def _signed(self, method: str, ref: ObjectRef, query: str, route: str, declared: str | None) -> AccessDecision:
+    def _signed(
+        self, method: str, ref: ObjectRef, query: str, route: str, declared: str | None, credential: str
+    ) -> AccessDecision:
         """A signed URL decides by itself; its purpose is the one bound into it when it was minted."""
         try:
             verified = signed_urls.verify_url(
@@ -313,16 +320,16 @@ class Gateway:
             )
         except signed_urls.SignatureError as exc:
             decision = AccessDecision.denied(403, exc.code, exc.message)
-            self._record_decision(decision, ref, route, declared)
+            self._record_decision(decision, ref, route, declared, credential=credential)
             raise self._denial(decision, presented=True) from None
         if declared is not None and declared != verified.purpose:
             decision = AccessDecision.denied(
                 403, "purpose_mismatch", f"This signed URL was issued for another purpose than {declared}."
             )
-            self._record_decision(decision, ref, route, declared)
+            self._record_decision(decision, ref, route, declared, credential=credential)
             raise self._denial(decision, presented=True)
         decision = AccessDecision.allowed(None, SIGNED_URL, "Signed URL accepted.", expires_at=verified.expires)
-        self._record_decision(decision, ref, route, verified.purpose)
+        self._record_decision(decision, ref, route, verified.purpose, credential=credential)
         return decision
 
     @staticmethod
@@ -367,6 +374,7 @@ class Gateway:
         route: str,
         purpose: str | None = None,
         regions: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> None:
         outcome = "allow" if decision.allow else "deny"
         self._count_decision(outcome, decision.reason)
@@ -384,6 +392,7 @@ class Gateway:
                     route=route,
                     purpose=purpose,
                     regions=regions,
+                    credential=credential,
                 )
             )
 
@@ -737,6 +746,18 @@ class Gateway:
             self.audit(
                 AuditEvent("transfer", subject, ref.dataset, ref.path, result, result, bytes_sent=sent, route="data")
             )
+
+
+def credential_digest(bearer: str | None, passports: Sequence[str], query: str) -> str:
+    """A short digest naming the credentials of a request (bearer, DRS passports, else the query).
+
+    Only for telling repeats of one credential apart in memory; the token itself is never kept.
+    """
+    digest = hashlib.sha256()
+    for part in (bearer or "", *passports) if bearer is not None or passports else (query,):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
 
 
 def _well_formed(decision: object) -> bool:

@@ -156,6 +156,21 @@ class GatewaySettings(SettingsModel):
     checksum_cache_dir: str | None = Field(
         None, description="Where sha-256 checksums are cached; default <data_dir>/gateway/checksums."
     )
+    audit_window_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A holder's first decision per credential and object is logged durably before any byte; "
+        "repeats within this many seconds are counted and logged as summaries.",
+    )
+    audit_flush_seconds: float = Field(
+        0.5, gt=0, le=1.0, description="Counted repeats and transfers reach the audit log within this many seconds."
+    )
+    decision_cache_entries: int = Field(
+        10_000, ge=0, description="Allowed decisions remembered per process (0: none); any revocation clears them."
+    )
+    decision_cache_seconds: float = Field(
+        30.0, gt=0, description="The longest an allowed decision is reused (never past its credential's expiry)."
+    )
 
 
 def check_gateway(s: GatewaySettings) -> None:

@@ -24,19 +24,61 @@ kept elsewhere: ``audit verify`` prints the head (seq and hash) to be kept outsi
 and ``--anchor SEQ:HASH`` checks the log still contains exactly that record. Removing the last
 records is caught at the next append (the store keeps its append cursor apart from the
 records, so the next record's seq leaves a gap) or by an anchor.
+
+Accesses without an fsync per request (:class:`AccessAudit`, issue 12)
+-----------------------------------------------------------------------
+
+The promise: no bytes leave for a holder and an object unless that access is durably in the
+log, and an acknowledged grant or revocation is never lost (those are written by the DAC's own
+store transactions, untouched by what follows). A genome browser reads one file in hundreds of
+small Range requests; one durable append per request (two, with the transfer) made the log the
+gateway's bottleneck. So each serving process keeps an :class:`AccessAudit`:
+
+- **The first decision of a window is durable before the answer.** A decision is keyed by
+  (holder, credential, dataset, object, outcome, reason, route, purpose); ``credential`` is a
+  digest of the presented token, held in memory only, never written. The first decision of a
+  key appends its full record (``gateway.decision``) with :meth:`Kernel.audit_append`, which
+  returns only once the record is committed (group commit shares one fsync among concurrent
+  callers); the gateway sends nothing before that call returns, and a failed append is a 503.
+  A concurrent request for the same key waits for that same append, so neither answers early.
+- **Repeats and transfers are counted in memory.** A later decision of the same key within
+  ``window_seconds`` of its first one only adds to a counter; every finished transfer adds to
+  a counter of (holder, dataset, object, route, result) with its bytes, first and last time.
+- **Counters are flushed within ``flush_seconds`` (at most 1 s)** by a background thread, in
+  one store transaction (one fsync) for all keys: one ``gateway.decisions`` record per key
+  with repeats (``count``, ``first_at``, ``last_at``, ``first_seq`` = the seq of the durable
+  first record) and one ``gateway.transfer`` record per transfer key (``count``,
+  ``bytes_sent`` summed, ``first_at``, ``last_at``). They are flushed at shutdown too (the
+  process's exit hook and :meth:`close`).
+- **A window ends** ``window_seconds`` after its first decision: the next decision of the key
+  is a first again, durably. More than ``max_keys`` live windows in a process start every key
+  afresh (bounded memory; it can only add durable records, never drop one).
+
+What a crash (kill -9) may lose: the counts of repeats and transfers of the last flush
+interval (and a flush that fails because the store is down loses its counts, logged), never
+the record of an access, since every (holder, credential, object) that
+received bytes had its first decision committed before any of them left. The summaries are
+ordinary events, appended through the same chain: ``build_record``, ``verify_chain`` and
+``audit verify`` are unchanged. The kill -9 test is ``tests/e2e/test_audit_kill9.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from broker.store.base import AuditProblem, AuditRecord
+from broker.store.kernel import Kernel, Tx
+
+log = logging.getLogger("broker.store.audit")
 
 GENESIS_HASH = "0" * 64
 # Bound on one event's canonical encoding (UI-09: size capped); audit events are small.
@@ -292,3 +334,229 @@ def record_json(record: AuditRecord) -> dict[str, Any]:
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }
+
+
+# --------------------------------------------------------------------------- accesses, windowed
+
+
+#: The most a process holds counters before flushing them (the issue's bound is 1 s).
+MAX_FLUSH_SECONDS = 1.0
+
+
+@dataclass
+class _Window:
+    """The first decision of one key and what it covers: counted repeats since the last flush."""
+
+    summary: dict[str, Any]  # the first record's fields a repeats summary repeats (not its basis)
+    ends_at: float
+    durable: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False
+    first_seq: int = 0
+    repeats: int = 0
+    first_at: int = 0
+    last_at: int = 0
+
+
+@dataclass
+class _Transfers:
+    """Finished transfers of one (holder, dataset, object, route, result) since the last flush."""
+
+    event: dict[str, Any]
+    count: int = 0
+    bytes_sent: int = 0
+    first_at: int = 0
+    last_at: int = 0
+
+
+class AccessAudit:
+    """Gateway decisions and transfers into the audit log, first ones durably, repeats counted.
+
+    See the module docstring for the design and what a crash may lose. ``decision`` and
+    ``transfer`` are called by the gateway's audit hook from any request thread; ``start``
+    runs the flusher thread, ``close`` stops it and flushes what is left.
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        window_seconds: float = 60.0,
+        flush_seconds: float = 0.5,
+        max_keys: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < flush_seconds <= MAX_FLUSH_SECONDS:
+            raise ValueError(f"flush_seconds must be in (0, {MAX_FLUSH_SECONDS}], got {flush_seconds!r}")
+        if window_seconds <= 0 or max_keys < 1:
+            raise ValueError("window_seconds must be positive and max_keys at least 1")
+        self.kernel = kernel
+        self.window_seconds = window_seconds
+        self.flush_seconds = flush_seconds
+        self.max_keys = max_keys
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._windows: dict[Hashable, _Window] = {}
+        self._retired: list[_Window] = []
+        self._transfers: dict[Hashable, _Transfers] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ recording
+
+    def decision(self, key: Hashable, make_event: Callable[[], dict[str, Any]]) -> None:
+        """Record one decision of ``key``; returns once its access is durably in the log.
+
+        The first decision of a window appends ``make_event()`` (built only then) and waits for the commit (raises what
+        the store raises, e.g. StoreUnavailable, so the caller answers 503 and sends nothing).
+        A repeat waits only if the first one is still being committed.
+        """
+        now = self.clock()
+        at = int(now)
+        while True:
+            with self._lock:
+                window = self._windows.get(key)
+                if window is not None and (window.failed or window.ends_at <= now):
+                    self._retire(key, window)
+                    window = None
+                if window is None:
+                    event = make_event()
+                    if len(self._windows) >= self.max_keys:
+                        for old_key, old in list(self._windows.items()):
+                            self._retire(old_key, old)
+                    window = _Window({k: event[k] for k in _SUMMARY_FIELDS if k in event}, now + self.window_seconds)
+                    self._windows[key] = window
+                    first = True
+                else:
+                    first = False
+                    if window.durable.is_set():
+                        window.repeats += 1
+                        window.first_at = window.first_at or at
+                        window.last_at = at
+                        return
+            if first:
+                self._append_first(key, window, event, at)
+                return
+            window.durable.wait()  # another thread is committing this key's first record
+            if not window.failed:
+                with self._lock:
+                    window.repeats += 1
+                    window.first_at = window.first_at or at
+                    window.last_at = at
+                return
+            # That commit failed: this request tries for itself (a first again).
+
+    def _append_first(self, key: Hashable, window: _Window, event: dict[str, Any], at: int) -> None:
+        try:
+            record = self.kernel.audit_append(event, at)
+        except BaseException:
+            with self._lock:
+                window.failed = True
+                if self._windows.get(key) is window:
+                    del self._windows[key]
+            window.durable.set()
+            raise
+        window.first_seq = record.seq
+        window.durable.set()
+
+    def transfer(self, key: Hashable, make_event: Callable[[], dict[str, Any]], bytes_sent: int) -> None:
+        """Count one finished transfer (never blocks on the store); flushed within ``flush_seconds``.
+
+        ``make_event()`` builds the summary's fields, once per key and flush interval.
+        """
+        at = int(self.clock())
+        with self._lock:
+            counter = self._transfers.get(key)
+            if counter is None:
+                counter = self._transfers[key] = _Transfers(make_event(), first_at=at)
+            counter.count += 1
+            counter.bytes_sent += bytes_sent
+            counter.last_at = at
+
+    def _retire(self, key: Hashable, window: _Window) -> None:
+        """Under the lock: take ``window`` out of use; its repeats still go out at the next flush."""
+        if self._windows.get(key) is window:
+            del self._windows[key]
+        if window.repeats and not window.failed:
+            self._retired.append(window)
+
+    # ------------------------------------------------------------------ flushing
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Take the summary events due now (repeats and transfers), resetting the counters."""
+        with self._lock:
+            windows = [w for w in self._windows.values() if w.repeats and w.durable.is_set() and not w.failed]
+            windows += self._retired
+            self._retired = []
+            transfers, self._transfers = self._transfers, {}
+            events = [_repeats_event(w) for w in windows]
+            for w in windows:
+                w.repeats, w.first_at, w.last_at = 0, 0, 0
+        events += [_transfers_event(t) for t in transfers.values()]
+        return events
+
+    def flush(self) -> int:
+        """Write the due summaries in one transaction; the number written (0 when nothing was due)."""
+        with self._flush_lock:
+            events = self.pending()
+            if not events:
+                return 0
+            at = int(self.clock())
+
+            def write(tx: Tx) -> None:
+                for event in events:
+                    tx.audit(event, at)
+
+            self.kernel.transact(write)
+            return len(events)
+
+    def start(self) -> AccessAudit:
+        """Run the flusher thread (per serving process; never at import)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="access-audit-flush", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left (shutdown)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 * self.flush_seconds + 5)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception:
+            log.exception("the last access summaries could not be written")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except Exception as exc:  # store down: the counters of this flush are lost, logged
+                log.warning("access summaries could not be written (%s)", exc.__class__.__name__)
+
+
+def _repeats_event(window: _Window) -> dict[str, Any]:
+    summary = dict(window.summary)
+    summary.update(
+        event="gateway.decisions",
+        count=window.repeats,
+        first_at=window.first_at,
+        last_at=window.last_at,
+        first_seq=window.first_seq,
+    )
+    return summary
+
+
+def _transfers_event(counter: _Transfers) -> dict[str, Any]:
+    return {
+        **counter.event,
+        "count": counter.count,
+        "bytes_sent": counter.bytes_sent,
+        "first_at": counter.first_at,
+        "last_at": counter.last_at,
+    }
+
+
+#: What a repeats summary copies from its first decision (not the basis or visas: see first_seq).
+_SUMMARY_FIELDS = ("actor", "subject", "dataset", "object_path", "outcome", "reason", "route", "purpose")

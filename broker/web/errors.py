@@ -14,10 +14,11 @@ always answer JSON; elsewhere a request that prefers ``text/html`` gets the erro
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, json, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import BrokerError
@@ -50,21 +51,32 @@ PAGE_TITLES = {
 def error_response(exc: BrokerError) -> Response:
     """The answer for ``exc``: its status and headers, with its JSON body, or its page for a browser."""
     realm = str(current_app.config.get(REALM_KEY, ""))
-    if wants_html(request):
-        response = page(
-            "error.html",
-            status=exc.status,
-            title=PAGE_TITLES.get(exc.status, "Something went wrong"),
-            message=exc.message,
-            code=exc.code,
-            status_code=exc.status,
-            home=True,
-        )
-        response.vary.add("Accept")
-    else:
-        response = Response(json.dumps(exc.body()), status=exc.status, mimetype="application/json")
+    if not wants_html(request):
+        return error_answer(exc, realm)
+    response = page(
+        "error.html",
+        status=exc.status,
+        title=PAGE_TITLES.get(exc.status, "Something went wrong"),
+        message=exc.message,
+        code=exc.code,
+        status_code=exc.status,
+        home=True,
+    )
+    response.vary.add("Accept")
     response.headers.update(exc.response_headers(realm))
     return response
+
+
+def error_answer(exc: BrokerError, realm: str) -> Response:
+    """:func:`error_response` outside a Flask request (the gateway's lean data path): always JSON."""
+    response = Response(stdlib_json.dumps(exc.body(), default=str), status=exc.status, mimetype="application/json")
+    response.headers.update(exc.response_headers(realm))
+    return response
+
+
+def internal_error() -> BrokerError:
+    """What an unexpected exception is answered with: a 500 that says nothing of the cause."""
+    return BrokerError("The broker failed to handle this request.", status=500, code="internal_error")
 
 
 def _from_http(exc: HTTPException) -> BrokerError:
@@ -91,6 +103,4 @@ def install(app: Flask, realm: str) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(
-            BrokerError("The broker failed to handle this request.", status=500, code="internal_error")
-        )
+        return error_response(internal_error())

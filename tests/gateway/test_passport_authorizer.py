@@ -16,6 +16,7 @@ import requests
 
 from broker.core.policy.reload import PolicyStore
 from broker.core.verify import Verifier
+from broker.gateway.decision_cache import DecisionCache
 from broker.gateway.drs import encode_object_id
 from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.gateway.paths import ObjectRef
@@ -273,3 +274,127 @@ def test_a_revoked_access_token_is_refused_at_the_next_request(oidc: OidcParts) 
     store.revoke_token_id(claims.jti, claims.exp)  # type: ignore[attr-defined]
     r = requests.get(server.url + "/data/ds1/small.bin", headers=headers, timeout=10)
     assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+# ------------------------------------------------------------------ the decision cache (issue 12)
+
+
+class CountingVerifier:
+    """The real verifier, counting the passports it is asked to verify."""
+
+    def __init__(self, inner: Verifier) -> None:
+        self.inner = inner
+        self.passports = 0
+
+    def verify_passport(self, *args: Any, **kwargs: Any) -> Any:
+        self.passports += 1
+        return self.inner.verify_passport(*args, **kwargs)
+
+    def verify_visas(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.verify_visas(*args, **kwargs)
+
+
+def cached_authorizer(parts: Parts, clock: list[float]) -> tuple[PassportAuthorizer, CountingVerifier, DecisionCache]:
+    counting = CountingVerifier(parts.verifier)
+    cache = DecisionCache(100, 30, clock=lambda: clock[0])
+    authorizer = PassportAuthorizer(
+        counting,  # type: ignore[arg-type]
+        parts.policies,
+        own_issuer=parts.issuer.iss,
+        clock=lambda: clock[0],
+        decisions=cache,
+    )
+    return authorizer, counting, cache
+
+
+def test_a_cached_allow_is_reused_for_the_same_credential_and_object_without_verifying_again(parts: Parts) -> None:
+    clock = [float(NOW)]
+    authorizer, counting, _ = cached_authorizer(parts, clock)
+    token = parts.passport("ds1")
+    first = authorizer.authorize(token, "ds1", "small.bin")
+    again = authorizer.authorize(token, "ds1", "small.bin")
+    assert first.allow and again == first
+    assert counting.passports == 1
+    # Another object, dataset or purpose is decided afresh.
+    assert authorizer.authorize(token, "ds1", "big.bin").allow
+    assert not authorizer.authorize(token, "ds2", "small.bin").allow
+    assert counting.passports == 3
+
+
+def test_refusals_are_never_cached(parts: Parts) -> None:
+    clock = [float(NOW)]
+    authorizer, counting, cache = cached_authorizer(parts, clock)
+    token = parts.passport("ds2")
+    assert not authorizer.authorize(token, "ds1", "small.bin").allow
+    assert not authorizer.authorize(token, "ds1", "small.bin").allow
+    assert counting.passports == 2 and len(cache) == 0
+
+
+def test_ga14_a_revocation_heard_by_the_process_empties_the_decision_cache_at_once(parts: Parts) -> None:
+    clock = [float(NOW)]
+    authorizer, counting, cache = cached_authorizer(parts, clock)
+    token = parts.passport("ds1")
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    cache.revoked("some-grant-id")  # what the revocation watcher calls, in every process
+    assert len(cache) == 0
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    assert counting.passports == 2
+
+
+def test_an_allow_decided_while_a_revocation_arrived_is_not_stored(parts: Parts) -> None:
+    clock = [float(NOW)]
+    authorizer, _, cache = cached_authorizer(parts, clock)
+    decision = authorizer.authorize(parts.passport("ds1"), "ds1", "small.bin")
+    epoch = cache.epoch
+    cache.revoked("grant-1")
+    cache.put(("digest", "ds1", "small.bin", "read", None), parts.policies.current, decision, epoch)
+    assert len(cache) == 0
+
+
+def test_a_policy_reload_is_never_answered_from_the_cache(parts: Parts, tmp_path: Path) -> None:
+    clock = [float(NOW)]
+    authorizer, _, _ = cached_authorizer(parts, clock)
+    token = parts.passport("ds1")
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    (tmp_path / "policies" / "datasets.yaml").write_text(POLICY.replace(f"const:{DAC}ds1", f"const:{DAC}ds1-v2"))
+    assert parts.policies.reload().ok
+    assert not authorizer.authorize(token, "ds1", "small.bin").allow
+
+
+def test_a_cached_allow_ends_at_its_time_limit_and_never_outlives_the_passport(parts: Parts) -> None:
+    clock = [float(NOW)]
+    authorizer, counting, _ = cached_authorizer(parts, clock)
+    token = parts.passport("ds1", exp=NOW + 10)
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    clock[0] = NOW + 5
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    assert counting.passports == 1
+    clock[0] = NOW + 11  # past the passport's exp: not answered from the cache, verified afresh
+    authorizer.authorize(token, "ds1", "small.bin")
+    assert counting.passports == 2
+
+
+def test_a_revoked_access_token_is_refused_at_the_next_request_even_with_a_cached_allow(
+    oidc: OidcParts, parts: Parts
+) -> None:
+    from broker.oidc.tokens import verify_access_token
+
+    _server, ring, store, settings = oidc
+    cache = DecisionCache(100, 30, clock=lambda: NOW)  # the forged visas live around NOW
+    authorizer = PassportAuthorizer(
+        parts.verifier,
+        parts.policies,
+        own_issuer=parts.issuer.iss,
+        check_access_token=functools.partial(verify_access_token, ring, settings, store),
+        visas_for=lambda token: [
+            parts.issuer.visa(token.sub, visa_object(value=f"{DAC}ds1", source=DAC), jti=f"visa-at-{token.sub}")
+        ],
+        clock=lambda: NOW,
+        decisions=cache,
+    )
+    token, claims = mint(ring, settings)
+    assert authorizer.authorize(token, "ds1", "small.bin").allow
+    assert len(cache) == 1
+    store.revoke_token_id(claims.jti, claims.exp)  # type: ignore[attr-defined]
+    refused = authorizer.authorize(token, "ds1", "small.bin")
+    assert (refused.allow, refused.status) == (False, 401)
