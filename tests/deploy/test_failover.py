@@ -232,7 +232,7 @@ def _settings(root: Path, issuer: str, store_url: str) -> dict[str, Any]:
                     "name": "Deployment test DAC",
                     "source": DAC_SOURCE,
                     "dataset_patterns": ["DEP-*"],
-                    "members": [{"identity": "member"}],
+                    "members": [{"identity": "member", "role": "chair"}],  # grants directly: chairs only
                 }
             ],
             "dataset_url_template": DATASET_URL,

@@ -181,7 +181,7 @@ def start_deployment(directory: Path, workers: tuple[int, ...] = (1, 2)) -> Depl
                         "name": "E2E data access committee",
                         "source": DAC_SOURCE,
                         "dataset_patterns": ["E2E-*"],
-                        "members": [{"identity": ids["member"]}],
+                        "members": [{"identity": ids["member"], "role": "chair"}],  # grants directly: chairs only
                     }
                 ],
                 "dataset_url_template": DATASET_URL_TEMPLATE,

@@ -134,7 +134,7 @@ def _settings(tmp: Path, port: int, member: str | None) -> str:
                     "name": "Genomics DAC",
                     "source": DAC_SOURCE,
                     "datasets": [HTS, C4GH, CLOSED],
-                    "members": [{"identity": member}],
+                    "members": [{"identity": member, "role": "chair"}],  # grants directly: chairs only
                 }
             ],
         }
