@@ -37,7 +37,9 @@ def test_dac_dataset_page_names_who_read_the_data(deployment: Deployment, resear
     assert done.status_code == 303, done.text[:300]
     shown = browser.get(node1.url(f"/dac/datasets/{dataset}"), timeout=10)
     assert shown.status_code == 200, shown.text[:300]
-    lines = [html.unescape(re.sub(r"<[^>]+>", "", item)) for item in re.findall(r"<li>(.*?)</li>", shown.text)]
-    accesses = [line for line in lines if "gateway.decision" in line]
-    assert accesses, lines
-    assert all(f"by {researcher}" in line for line in accesses), accesses
+    # The access history is a table: one row per record, the holder by name with the id on hover.
+    rows = re.findall(r'<tr class="audit">(.*?)</tr>', shown.text, flags=re.S)
+    accesses = [row for row in rows if "gateway.decision" in row]
+    assert accesses, rows
+    assert all(f'title="{html.escape(researcher)}"' in row for row in accesses), accesses
+    assert not any("None" in html.unescape(re.sub(r"<[^>]+>", "", row)) for row in accesses), accesses
