@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="token endpoint authentication; 'none' makes a public client (PKCE required)",
     )
     add.add_argument("--public", action="store_true", help="same as --auth-method none")
+    add.add_argument(
+        "--no-pkce",
+        action="store_true",
+        help="let this confidential client skip PKCE (relaxes THREAT-MODEL OA-05; logged at every start)",
+    )
     add.add_argument("--jwks-file", default=None, help="the client's public JWKS (private_key_jwt)")
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(handler=_add)
@@ -99,6 +104,7 @@ def _add(ctx: Context) -> int:
                 auth_method=method,
                 jwks=jwks,
                 post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
+                require_pkce=not args.no_pkce,
             )
         except (ClientError, Conflict) as exc:
             raise CommandError(str(exc), 1) from None
@@ -126,6 +132,7 @@ def _describe(client: Client) -> dict[str, Any]:
         "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
         "grant_types": list(client.grant_types),
         "scopes": list(client.scopes),
+        "require_pkce": client.require_pkce,
     }
 
 

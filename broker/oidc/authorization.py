@@ -8,8 +8,9 @@ only reaches the code response, not the error redirects made here or after login
 this order: repeated or oversized parameters, request objects (unsupported), ``response_type``
 (only ``code``), ``response_mode``; then authlib validates the request on our
 :class:`~broker.oidc.grants.CodeGrant` (client may use the code grant, scopes allowed for the
-client); then ours: ``openid`` required, PKCE (S256; required of public clients), ``nonce``
-length, ``prompt``, ``max_age`` and ``id_token_hint`` (an ID token of ours for this client).
+client); then ours: ``openid`` required, PKCE (S256; required of every client unless the
+operator relaxed it for a confidential one, OA-05), ``nonce`` length, ``prompt``, ``max_age``
+and ``id_token_hint`` (an ID token of ours for this client).
 
 A valid request becomes an :class:`~broker.oidc.records.Interaction` bound to the browser
 (the session's ``browser`` value); login and consent refer to it, and the code is issued when
@@ -28,7 +29,7 @@ from urllib.parse import urlencode
 from authlib.oauth2.base import OAuth2Error  # type: ignore[import-untyped]
 from werkzeug.datastructures import MultiDict
 
-from broker.oidc.clients import redirect_uri_registered
+from broker.oidc.clients import pkce_required, redirect_uri_registered
 from broker.oidc.consent import now_ms
 from broker.oidc.errors import OAuthError, from_authlib
 from broker.oidc.grants import Approval
@@ -173,7 +174,7 @@ class Authorizations:
         scopes = scope_list(params.get("scope"))
         if "openid" not in scopes:
             raise OAuthError("invalid_scope", "The openid scope is required.")
-        self.pkce.check_challenge(params, required=client.public or self.op.settings.require_pkce)
+        self.pkce.check_challenge(params, required=pkce_required(client, self.op.settings.require_pkce))
         nonce = params.get("nonce")
         if nonce is not None and len(nonce) > MAX_NONCE_CHARS:
             raise OAuthError("invalid_request", f"nonce is longer than {MAX_NONCE_CHARS} characters.")

@@ -89,7 +89,30 @@ def from_settings(declared: DeclaredClientSettings) -> Client:
         secret_hash=declared.secret_hash.get_secret_value() if declared.secret_hash else None,
         jwks=declared.jwks,
         post_logout_redirect_uris=tuple(declared.post_logout_redirect_uris),
+        require_pkce=declared.require_pkce,
     )
+
+
+def pkce_required(client: Client, require_pkce: bool) -> bool:
+    """Whether an authorization request of ``client`` must carry a PKCE S256 challenge (OA-05).
+
+    Always for a public client; for a confidential client unless the operator relaxed it,
+    for every client (``oidc.require_pkce: false``) or for this one (its ``require_pkce: false``).
+    """
+    return client.public or (require_pkce and client.require_pkce)
+
+
+def pkce_relaxations(clients: Sequence[Client], require_pkce: bool) -> list[str]:
+    """One line per client that may skip PKCE, for the start-up log (a relaxation must never be silent)."""
+    lines: list[str] = []
+    for client in clients:
+        if not pkce_required(client, require_pkce):
+            why = "oidc.require_pkce is false" if not require_pkce else "its require_pkce is false"
+            lines.append(
+                f"PKCE relaxed for client {client.client_id!r} ({why}): its authorization requests "
+                "may omit code_challenge (THREAT-MODEL OA-05 expects PKCE of every client)"
+            )
+    return lines
 
 
 def redirect_uri_registered(client: Client, uri: str | None) -> bool:
@@ -162,9 +185,14 @@ class ClientRegistry:
         auth_method: str = "client_secret_basic",
         jwks: dict[str, Any] | None = None,
         post_logout_redirect_uris: tuple[str, ...] = (),
+        require_pkce: bool = True,
         now: int | None = None,
     ) -> NewClient:
-        """Validate and store a new client; a confidential secret client gets a fresh secret (shown once)."""
+        """Validate and store a new client; a confidential secret client gets a fresh secret (shown once).
+
+        ``require_pkce=False`` lets a confidential client skip PKCE (logged at every start); a
+        public client cannot have it.
+        """
         if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS or any(c.isspace() or c == ":" for c in client_id):
             raise ClientError("client_id must be 1-255 characters without spaces or ':'")
         if client_id in self._declared:
@@ -178,6 +206,8 @@ class ClientRegistry:
         for grant in grant_types:
             if grant not in GRANT_TYPES:
                 raise ClientError(f"unknown grant type {grant!r} (known: {', '.join(GRANT_TYPES)})")
+        if auth_method == "none" and not require_pkce:
+            raise ClientError("a public client always needs PKCE; only a confidential client may skip it")
         if auth_method == "none" and TOKEN_EXCHANGE_GRANT in grant_types:
             raise ClientError("token exchange requires client authentication; a public client cannot have it")
         for scope in scopes:
@@ -201,6 +231,7 @@ class ClientRegistry:
             jwks=jwks if auth_method == "private_key_jwt" else None,
             post_logout_redirect_uris=tuple(post_logout_redirect_uris),
             created_at=int(time.time()) if now is None else now,
+            require_pkce=require_pkce,
         )
         if not self._records.add(client):
             raise Conflict(f"client {client_id!r} already exists")

@@ -37,7 +37,10 @@ from broker.store.records import RecordType
 
 @dataclass(frozen=True)
 class Client:
-    """An OAuth client. ``secret_hash`` is a password hash, never the secret itself."""
+    """An OAuth client. ``secret_hash`` is a hash of the secret, never the secret itself.
+
+    A record written before ``require_pkce`` existed reads back with PKCE required (OA-05).
+    """
 
     client_id: str
     name: str
@@ -49,6 +52,7 @@ class Client:
     jwks: dict[str, Any] | None = None  # for private_key_jwt
     post_logout_redirect_uris: tuple[str, ...] = ()
     created_at: int = 0
+    require_pkce: bool = True  # false: an operator let this confidential client skip PKCE (logged at start)
 
     @property
     def public(self) -> bool:

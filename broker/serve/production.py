@@ -34,6 +34,8 @@ from broker.app import create_app
 from broker.container import Container
 from broker.errors import StartupError
 from broker.keys.ring import KeyRing
+from broker.oidc.clients import ClientRegistry, pkce_relaxations
+from broker.oidc.repository import OidcRepository
 from broker.serve.logs import configure, logging_config
 from broker.serve.middleware import ServeMiddleware
 from broker.serve.parent import die_with_parent
@@ -76,6 +78,8 @@ def split_bind(bind: str) -> tuple[str, int]:
 def prepare(settings: Settings) -> None:
     """Create the data directory, the store schema and the first key, once, before any worker starts.
 
+    Logs, once, every client an operator let skip PKCE (THREAT-MODEL OA-05).
+
     N workers must never race to generate the first key; a store that is not fit for security
     state stops the start (:class:`StartError`).
     """
@@ -93,6 +97,9 @@ def prepare(settings: Settings) -> None:
         KeyRing.open(
             settings.keys, settings.keys_path, store, leeway_seconds=settings.limits.clock_leeway_seconds
         ).maintain()
+        registry = ClientRegistry(settings.oidc.clients, OidcRepository(store, family_marker_seconds=3600))
+        for line in pkce_relaxations(registry.declared() + registry.stored(), settings.oidc.require_pkce):
+            log.warning("%s", line)
     finally:
         store.close()
 

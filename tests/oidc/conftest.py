@@ -41,6 +41,7 @@ SECRETS = {
     "multi": "multi-" + "e" * 32,
     "brute": "brute-" + "f" * 32,
     "scanner": "scanner-" + "g" * 32,
+    "relaxed": "relaxed-" + "h" * 32,
 }
 
 
@@ -84,6 +85,8 @@ def broker(
                 ),
                 _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
                 _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
+                # The one client the operator let skip PKCE (OA-05 relaxation, logged at start).
+                _client("relaxed", require_pkce=False),
                 # Targets of the rate-limit tests, so their lockouts touch no other test.
                 _client("brute"),
                 _client("scanner"),
@@ -102,6 +105,12 @@ def broker(
 @pytest.fixture(scope="session")
 def app(broker: BrokerProcess) -> Client:
     return Client("app", SECRETS["app"], CALLBACK)
+
+
+@pytest.fixture(scope="session")
+def relaxed(broker: BrokerProcess) -> Client:
+    """A confidential client declared with ``require_pkce: false``."""
+    return Client("relaxed", SECRETS["relaxed"], CALLBACK)
 
 
 @pytest.fixture(scope="session")

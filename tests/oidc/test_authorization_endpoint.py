@@ -145,7 +145,7 @@ def test_oa04_duplicated_response_type_is_invalid_request(broker: BrokerProcess,
 def test_oa05_pkce_required_for_public_client_and_plain_refused(
     broker: BrokerProcess, app: Client, public_client: Client
 ) -> None:
-    missing = authorize(requests.Session(), broker, public_client)
+    missing = authorize(requests.Session(), broker, public_client, code_challenge=None)
     assert query_of(missing.headers["Location"])["error"] == "invalid_request"
     plain = authorize(requests.Session(), broker, app, code_challenge="a" * 43, code_challenge_method="plain")
     assert query_of(plain.headers["Location"])["error"] == "invalid_request"
@@ -154,7 +154,25 @@ def test_oa05_pkce_required_for_public_client_and_plain_refused(
     assert broker.discovery()["code_challenge_methods_supported"] == ["S256"]
 
 
-def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(broker: BrokerProcess, app: Client) -> None:
+def test_oa05_pkce_required_of_confidential_clients_by_default(
+    broker: BrokerProcess, app: Client, relaxed: Client
+) -> None:
+    """Issue 11 item 8: a confidential client must send PKCE unless the operator relaxed it for that client."""
+    http = requests.Session()
+    browser_code(http, broker, app, remember=True)  # logged in, consent remembered: only PKCE can refuse
+    missing = query_of(authorize(http, broker, app, code_challenge=None).headers["Location"])
+    assert missing["error"] == "invalid_request" and "PKCE" in missing["error_description"]
+    query, _ = browser_code(http, broker, relaxed, code_challenge=None, remember=True)
+    tokens = redeem(broker, relaxed, query["code"])
+    assert tokens.status_code == 200, tokens.text
+    relaxations = [line for line in broker.log_text().splitlines() if "PKCE relaxed" in line]
+    assert len(relaxations) == 1 and "'relaxed'" in relaxations[0], relaxations
+    assert "'app'" not in broker.log_text()
+
+
+def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(
+    broker: BrokerProcess, app: Client, relaxed: Client
+) -> None:
     http = requests.Session()
     verifier, challenge = pkce_pair()
     cases = [None, pkce_pair()[0], "short", "x" * 129, "bad chars!" * 5]
@@ -164,9 +182,10 @@ def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(broker: Brok
         )
         response = redeem(broker, app, query["code"], presented)
         assert response.status_code == 400 and response.json()["error"] == "invalid_grant", presented
-    # (5) downgrade: no challenge at /authorize, but a verifier at /token
-    query, _ = browser_code(http, broker, app, remember=True)
-    response = redeem(broker, app, query["code"], verifier)
+    # (5) downgrade: no challenge at /authorize, but a verifier at /token (only a client that
+    # may skip PKCE can be asked for a code without a challenge)
+    query, _ = browser_code(http, broker, relaxed, code_challenge=None, remember=True)
+    response = redeem(broker, relaxed, query["code"], verifier)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
@@ -191,6 +210,8 @@ def test_oa06_state_and_nonce_round_trip(broker: BrokerProcess, app: Client) -> 
                 "response_type": response_type,
                 "scope": "openid ga4gh_passport_v1",
                 "state": long_state,
+                "code_challenge": pkce_pair()[1],
+                "code_challenge_method": "S256",
             },
             allow_redirects=False,
             timeout=10,
@@ -260,6 +281,8 @@ def test_oa09_unknown_parameters_post_and_scope_order(broker: BrokerProcess, app
             "redirect_uri": app.redirect_uri,
             "response_type": "code",
             "scope": "ga4gh_passport_v1 openid",
+            "code_challenge": pkce_pair()[1],
+            "code_challenge_method": "S256",
         },
         allow_redirects=False,
         timeout=10,
