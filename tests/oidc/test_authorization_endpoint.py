@@ -379,3 +379,53 @@ def test_oa14_codes_unique_long_and_short_lived(broker: BrokerProcess, app: Clie
     from broker.oidc.settings import OidcSettings
 
     assert OidcSettings().code_lifetime_seconds <= 60
+
+
+def _interaction_of(response: requests.Response) -> str:
+    location = response.headers["Location"]
+    assert "/login" in location, location
+    return query_of(location)["interaction"]
+
+
+def _consent_get(http: requests.Session, broker: BrokerProcess, uid: str) -> requests.Response:
+    return http.get(broker.url("/consent"), params={"interaction": uid}, allow_redirects=False, timeout=10)
+
+
+def test_oa08_prompt_login_max_age_and_id_token_hint_are_enforced_at_consent(
+    broker: BrokerProcess, app: Client
+) -> None:
+    """Issue 11 item 7: GET/POST /consent?interaction=<id> issue no code to a stale login or another user's session."""
+    alice = requests.Session()
+    query, _ = browser_code(alice, broker, app)  # logged in; nothing remembered, so openid email asks consent
+    time.sleep(1.1)
+    # prompt=login, and alice skips the login page and goes straight to consent
+    forced = authorize(alice, broker, app, scope="openid email", prompt="login")
+    skipped = _consent_get(alice, broker, _interaction_of(forced))
+    assert skipped.status_code == 303 and "/login" in skipped.headers["Location"], skipped.text[:300]
+    # max_age: the consent page was shown while the login was fresh enough, the answer comes too late
+    aged = authorize(alice, broker, app, scope="openid email", max_age="2")
+    page = follow(alice, broker, aged)
+    assert page.status_code == 200 and 'name="csrf_token"' in page.text, page.text[:300]
+    time.sleep(3.1)
+    late = consent(alice, broker, page)
+    assert late.status_code == 303 and "/login" in late.headers["Location"], late.headers.get("Location")
+    assert "code=" not in late.headers["Location"]
+    # id_token_hint of bob: alice's session may not answer it, neither stale nor freshly logged in as alice
+    bob = requests.Session()
+    bob_query, _ = browser_code(bob, broker, app, username="bob", remember=True)
+    bob_id_token = redeem(broker, app, bob_query["code"]).json()["id_token"]
+    hinted = authorize(alice, broker, app, scope="openid email", id_token_hint=bob_id_token)
+    uid = _interaction_of(hinted)
+    stale = _consent_get(alice, broker, uid)
+    assert stale.status_code == 303 and "/login" in stale.headers["Location"]
+    relogin = login(alice, broker, follow(alice, broker, hinted))
+    assert relogin.status_code == 303
+    other_user = _consent_get(alice, broker, uid)
+    assert other_user.status_code == 303 and other_user.headers["Location"].startswith(app.redirect_uri)
+    assert query_of(other_user.headers["Location"])["error"] == "login_required"
+    # and the legitimate way still works: a fresh login answers prompt=login through /consent
+    fresh = authorize(alice, broker, app, scope="openid email", prompt="login")
+    done = login(alice, broker, follow(alice, broker, fresh))
+    page = follow(alice, broker, follow(alice, broker, done))
+    allowed = consent(alice, broker, page)
+    assert "code" in query_of(allowed.headers["Location"])
