@@ -35,13 +35,16 @@ from broker.dac.web.auth import client_authenticator, token_authenticator
 from broker.gateway import AuditEvent, Gateway, build_gateway
 from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.identity.service import IdentityService
+from broker.keys.pepper import load_pepper
 from broker.keys.ring import KeyRing
 from broker.login.material import UpstreamVisas
 from broker.login.service import LoginArea
 from broker.login.upstreams import Upstreams
 from broker.oidc.client_auth import METHODS as CLIENT_AUTH_METHODS
 from broker.oidc.client_auth import AuthenticatedClient
+from broker.oidc.errors import OAuthError
 from broker.oidc.provider import OpenIDProvider
+from broker.oidc.rate_limit import PERMISSIONS_REQUESTS
 from broker.settings import Settings
 from broker.store import open_kernel
 from broker.store.deadline import DeadlineKernel
@@ -54,6 +57,7 @@ from broker.visas.minting import VisaMinter, revocation_check
 from broker.visas.remote import RemoteVisaSources, sources_from_settings
 from broker.visas.revocation import RevocationWatcher
 from broker.web.health import MAX_JWKS_AGE, HealthSources
+from broker.web.rate_limit import RateLimited
 from broker.web.session import Sessions
 
 log = logging.getLogger("broker.container")
@@ -176,6 +180,7 @@ class Container:
             max_json_depth=limits.max_json_depth,
             interaction_lifetime_seconds=settings.login.interaction_lifetime_seconds,
             token_cache=VerifiedCache(limits.verified_cache_entries),
+            pepper=load_pepper(settings.keys, settings.keys_path),
         )
         login = LoginArea(
             settings.login,
@@ -194,8 +199,16 @@ class Container:
 
         confidential = tuple(method for method in CLIENT_AUTH_METHODS if method != "none")
 
-        def check_client(form: dict[str, str], authorization: str | None, url: str) -> AuthenticatedClient:
-            return op.authenticator.authenticate(form, authorization, url, methods=confidential)
+        def check_client(
+            form: dict[str, str], authorization: str | None, url: str, address: str
+        ) -> AuthenticatedClient:
+            """Permissions API callers: failures limited per address as at /token, then requests per client."""
+            found = op.authenticator.authenticate(form, authorization, url, methods=confidential, address=address)
+            try:
+                op.limiter.take(PERMISSIONS_REQUESTS, found.client.client_id)
+            except RateLimited as exc:
+                raise OAuthError.too_many(exc.retry_after) from None
+            return found
 
         dac_web = DacWeb(
             services=dac,

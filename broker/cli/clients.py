@@ -1,7 +1,9 @@
 """``ga4gh-broker clients add|list|remove``: OAuth clients kept in the store.
 
 ``clients add`` prints a confidential client's secret exactly once (it is stored only as
-an scrypt hash); ``--hash-secret`` prints a hash for declaring a client in the settings file.
+an HMAC-SHA-256 under the server pepper, :mod:`broker.keys.pepper`); ``hash-secret`` prints a
+new secret and its hash for declaring a client in the settings file (valid for the broker
+whose keys directory, or ``keys.encryption_secret``, made it).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from broker.keys.pepper import load_pepper
 from broker.oidc.clients import AUTH_METHODS, ClientError, ClientRegistry
-from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.passwords import hmac_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.store.base import Conflict
@@ -73,10 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 @contextmanager
-def _clients(ctx: Context) -> Iterator[ClientRegistry]:
-    """The clients of the settings file and of the store (closed after use)."""
+def _clients(ctx: Context, *, making_secrets: bool = False) -> Iterator[ClientRegistry]:
+    """The clients of the settings file and of the store (closed after use); with the pepper to make secrets."""
     with ctx.kernel() as kernel:
-        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(kernel, family_marker_seconds=3600))
+        pepper = load_pepper(ctx.settings.keys, ctx.settings.keys_path) if making_secrets else None
+        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(kernel, family_marker_seconds=3600), pepper)
 
 
 def _add(ctx: Context) -> int:
@@ -93,7 +97,7 @@ def _add(ctx: Context) -> int:
             raise CommandError(f"cannot read --jwks-file: {exc.__class__.__name__}") from None
     if any(c.client_id == args.client_id for c in ctx.settings.oidc.clients):
         raise CommandError(f"client {args.client_id!r} is declared in the settings file")
-    with _clients(ctx) as clients:
+    with _clients(ctx, making_secrets=True) as clients:
         try:
             created = clients.create(
                 args.client_id,
@@ -161,5 +165,5 @@ def _remove(ctx: Context) -> int:
 def _hash_secret(ctx: Context) -> int:
     secret = new_secret()
     ctx.out(f"client_secret: {secret}")
-    ctx.out(f"secret_hash:   {hash_secret(secret)}")
+    ctx.out(f"secret_hash:   {hmac_secret(secret, load_pepper(ctx.settings.keys, ctx.settings.keys_path))}")
     return 0

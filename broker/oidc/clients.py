@@ -18,7 +18,7 @@ from authlib.oauth2.rfc6749 import ClientMixin  # type: ignore[import-untyped]
 
 from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.errors import BrokerError
-from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.passwords import hmac_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import DeclaredClientSettings
@@ -147,9 +147,13 @@ class NewClient:
 class ClientRegistry:
     """The clients of the settings file (first) and of the kernel, by exact client_id."""
 
-    def __init__(self, declared: Sequence[DeclaredClientSettings], repository: OidcRepository) -> None:
+    def __init__(
+        self, declared: Sequence[DeclaredClientSettings], repository: OidcRepository, pepper: bytes | None = None
+    ) -> None:
+        """``pepper`` (:mod:`broker.keys.pepper`) hashes the secrets :meth:`create` makes (none without it)."""
         self._declared = {c.client_id: from_settings(c) for c in declared}
         self._records = repository.clients
+        self._pepper = pepper
 
     def get(self, client_id: object) -> Client | None:
         """The client with exactly this id, or None."""
@@ -190,6 +194,8 @@ class ClientRegistry:
     ) -> NewClient:
         """Validate and store a new client; a confidential secret client gets a fresh secret (shown once).
 
+        The secret is stored as HMAC-SHA-256 under the server pepper (:mod:`broker.oidc.passwords`).
+
         ``require_pkce=False`` lets a confidential client skip PKCE (logged at every start); a
         public client cannot have it.
         """
@@ -220,6 +226,8 @@ class ClientRegistry:
         if auth_method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
             raise ClientError('private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]})')
         secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") else None
+        if secret is not None and self._pepper is None:
+            raise ClientError("no server pepper to hash a client secret with (see broker.keys.pepper)")
         client = Client(
             client_id=client_id,
             name=name or client_id,
@@ -227,7 +235,7 @@ class ClientRegistry:
             grant_types=tuple(grant_types),
             scopes=tuple(scopes),
             auth_method=auth_method,
-            secret_hash=hash_secret(secret) if secret else None,
+            secret_hash=hmac_secret(secret, self._pepper) if secret and self._pepper else None,
             jwks=jwks if auth_method == "private_key_jwt" else None,
             post_logout_redirect_uris=tuple(post_logout_redirect_uris),
             created_at=int(time.time()) if now is None else now,

@@ -90,6 +90,7 @@ class OpenIDProvider:
         max_json_depth: int,
         interaction_lifetime_seconds: int,
         token_cache: VerifiedCache | None = None,
+        pepper: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -103,7 +104,7 @@ class OpenIDProvider:
         self.clock = clock
         marker = max(FAMILY_MARKER_MIN_SECONDS, settings.access_token_lifetime_seconds + leeway)
         self.repository = OidcRepository(kernel, family_marker_seconds=marker)
-        self.clients = ClientRegistry(settings.clients, self.repository)
+        self.clients = ClientRegistry(settings.clients, self.repository, pepper)
         self.limiter = RateLimiter(kernel)
         self.tokens = AccessTokens(
             issuer=issuer,
@@ -122,6 +123,7 @@ class OpenIDProvider:
             leeway=leeway,
             max_json_depth=max_json_depth,
             limiter=self.limiter,
+            pepper=pepper,
             clock=clock,
         )
         self.consents = Consents(self.repository, settings)

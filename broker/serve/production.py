@@ -33,6 +33,7 @@ from granian.server import Server
 from broker.app import create_app
 from broker.container import Container
 from broker.errors import StartupError
+from broker.keys.pepper import load_pepper
 from broker.keys.ring import KeyRing
 from broker.oidc.clients import ClientRegistry, pkce_relaxations
 from broker.oidc.repository import OidcRepository
@@ -97,6 +98,7 @@ def prepare(settings: Settings) -> None:
         KeyRing.open(
             settings.keys, settings.keys_path, store, leeway_seconds=settings.limits.clock_leeway_seconds
         ).maintain()
+        load_pepper(settings.keys, settings.keys_path)  # made here once, not raced for by the workers
         registry = ClientRegistry(settings.oidc.clients, OidcRepository(store, family_marker_seconds=3600))
         for line in pkce_relaxations(registry.declared() + registry.stored(), settings.oidc.require_pkce):
             log.warning("%s", line)

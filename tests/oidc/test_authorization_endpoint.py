@@ -396,7 +396,7 @@ def test_oa08_prompt_login_max_age_and_id_token_hint_are_enforced_at_consent(
 ) -> None:
     """Issue 11 item 7: GET/POST /consent?interaction=<id> issue no code to a stale login or another user's session."""
     alice = requests.Session()
-    query, _ = browser_code(alice, broker, app)  # logged in; nothing remembered, so openid email asks consent
+    browser_code(alice, broker, app)  # logged in; nothing remembered, so openid email asks consent
     time.sleep(1.1)
     # prompt=login, and alice skips the login page and goes straight to consent
     forced = authorize(alice, broker, app, scope="openid email", prompt="login")
