@@ -7,6 +7,8 @@ every answer carries. It builds nothing itself and importing it starts nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response
 
 from broker.container import Container
@@ -16,6 +18,7 @@ from broker.login.web import login_blueprint
 from broker.oidc.web import oidc_blueprint
 from broker.web import errors as web_errors
 from broker.web.health import install_health_routes
+from broker.web.proxies import TrustedProxies
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -47,6 +50,8 @@ def create_app(container: Container) -> Flask:
     app.register_blueprint(api_blueprint(container.dac_web))
     app.register_blueprint(pages_blueprint(container.dac_web))
     register_gateway(app, container.gateway)
+    wrapped: Any = TrustedProxies(app.wsgi_app, settings.server.trusted_proxies)
+    app.wsgi_app = wrapped  # type: ignore[method-assign]
     return app
 
 
