@@ -338,6 +338,7 @@ def _gateway(
         audience=gateway_settings.public_base_url,
         check_access_token=lambda token: op.tokens.verify(token),
         visas_for=lambda access_token: visas_for(access_token.sub),
+        passport_revoked=op.tokens.passport_revoked,
     )
 
     def audit(event: AuditEvent) -> None:

@@ -72,7 +72,10 @@ class PassportAuthorizer:
     ``check_access_token`` raises (any exception with a ``reason`` attribute, e.g.
     ``broker.oidc.tokens.InvalidToken``) for a token we do not accept; without it, access
     tokens are refused. ``visas_for`` returns the visa JWTs the broker releases for a token's
-    holder. ``audience`` is what passports naming an ``aud`` must name.
+    holder. ``audience`` is what passports naming an ``aud`` must name. ``passport_revoked(jti)``
+    says whether a passport we issued was revoked with the access token, grant or consent it was
+    exchanged from; it is asked on every request with such a passport, cached verdict or not,
+    so a revocation is never hidden by the verified-token cache (issue 11 item 4).
     """
 
     verifier: Verifier
@@ -81,6 +84,7 @@ class PassportAuthorizer:
     audience: str | None = None
     check_access_token: Callable[[str], AccessTokenLike] | None = None
     visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
+    passport_revoked: Callable[[str], bool] | None = None
     clock: Callable[[], float] = time.time
 
     def authorize(
@@ -121,6 +125,8 @@ class PassportAuthorizer:
             if result.error is not None or result.iss is None or result.sub is None:
                 reason = str(result.error.reason) if result.error is not None else "malformed"
                 return _invalid(f"The passport is not accepted ({reason}).", reason)
+            if self._revoked_here(result):
+                return _invalid("The passport is not accepted (revoked).", "revoked")
             return result, (result.iss, result.sub), result.exp
         if typ == ACCESS_TOKEN_TYP and self.check_access_token is not None and self.visas_for is not None:
             try:
@@ -140,6 +146,13 @@ class PassportAuthorizer:
                 return AccessDecision.denied(503, "visas_unavailable", "The holder's visas could not be checked.")
             return result, (self.own_issuer, token_info.sub), token_info.exp
         return _invalid("The bearer token is neither a passport nor an access token of this broker.", "bad_typ")
+
+    def _revoked_here(self, result: PassportResult) -> bool:
+        """Whether a passport of ours was revoked with what it was exchanged from (see the class docstring)."""
+        jti = result.claims.get("jti")
+        if result.iss != self.own_issuer or self.passport_revoked is None or not isinstance(jti, str):
+            return False
+        return self.passport_revoked(jti)
 
     # ------------------------------------------------------------------ policy
 

@@ -19,6 +19,7 @@ kind                          key                             what
 ``device-poll``               H(device_code)                  last poll and interval (slow_down)
 ``authorization-request``     interaction id                  a request waiting for login and consent
 ``client-assertion-jti``      key_of(client_id, jti)          a private_key_jwt assertion seen once
+``passport-issue``            passport jti                    the grant a token-exchange passport came from
 ============================  ==============================  ==========================================
 
 (*) kind, key and JSON layout as the first release wrote them (``broker.store.legacy``), so
@@ -227,6 +228,22 @@ class Interaction:
 
 
 @dataclass(frozen=True)
+class PassportIssue:
+    """A passport minted by token exchange, and the access token and grant it came from (issue 11 item 4).
+
+    Kept until the passport expires, so the gateway can refuse it once that access token, its
+    grant (family) or the researcher's consent for the client is revoked.
+    """
+
+    jti: str
+    grant_id: str
+    access_jti: str
+    identity_id: str
+    client_id: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class AssertionUse:
     """A client assertion's ``jti``, kept until the assertion expires (JWT-29, OIDC Core 9)."""
 
@@ -279,6 +296,9 @@ INTERACTIONS: RecordType[Interaction] = RecordType(
 )
 ASSERTIONS: RecordType[AssertionUse] = RecordType(
     "client-assertion-jti", AssertionUse, key=lambda a: key_of(a.client_id, a.jti), expires=lambda a: a.expires_at
+)
+PASSPORTS: RecordType[PassportIssue] = RecordType(
+    "passport-issue", PassportIssue, key=lambda p: p.jti, expires=lambda p: p.expires_at
 )
 #: Markers ``{"until": t}`` under the family id / jti (layout of the first release).
 REVOKED_FAMILY = "revoked-family"

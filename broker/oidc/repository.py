@@ -36,6 +36,7 @@ from broker.oidc.records import (
     DEVICE_POLLS,
     GRANTS,
     INTERACTIONS,
+    PASSPORTS,
     REDEMPTIONS,
     REFRESH_TOKENS,
     REVOKED_FAMILY,
@@ -95,6 +96,7 @@ class OidcRepository:
         self.polls = Records(kernel, DEVICE_POLLS)
         self.interactions = Records(kernel, INTERACTIONS)
         self.assertions = Records(kernel, ASSERTIONS)
+        self.passports = Records(kernel, PASSPORTS)
 
     # ------------------------------------------------------------------ codes
 

@@ -275,6 +275,23 @@ class AccessTokens:
         value = _CheckedSignature(claims=dict(claims), kid=jws.kid, alg=jws.alg, key=published[1])
         self.cache.put_token(token, self._cache_scope, value, expires=claims["exp"], now=now)
 
+    def passport_revoked(self, jti: str) -> bool:
+        """True if ``jti`` names a passport we minted by token exchange whose access token, grant or
+        consent was revoked since (issue 11 item 4); False for any other jti (a passport of another
+        broker, or one we did not record).
+        """
+        if not isinstance(jti, str) or not jti:
+            return False
+        issued = self.repository.passports.get(jti)
+        if issued is None:
+            return False
+        repo = self.repository
+        if repo.jti_revoked(issued.access_jti) or repo.family_revoked(issued.grant_id):
+            return True
+        return self._consent_withdrawn(
+            {"sub": issued.identity_id, "client_id": issued.client_id, "grant": issued.grant_id}
+        )
+
     def _consent_withdrawn(self, claims: dict[str, Any]) -> bool:
         """True if the researcher withdrew consent for the client after authorizing this token's grant.
 
