@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,11 +298,34 @@ class _Stopper:
     stop: Callable[[], object]
 
 
-def own_keys_of(keyring: KeyRing) -> Callable[[], dict[str, ResolvedKey]]:
-    """Our published keys as ``kid -> ResolvedKey``, read live from the ring (it reloads at most once a second)."""
+class _OwnKeys(Mapping[str, ResolvedKey]):
+    """Our published keys at one moment; looking up a kid the ring does not hold makes it reload once."""
 
-    def keys() -> dict[str, ResolvedKey]:
-        return {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in keyring.public_keys().items()}
+    def __init__(self, keyring: KeyRing) -> None:
+        self._ring = keyring
+        self._keys = self._read()
+
+    def _read(self, kid: str | None = None) -> dict[str, ResolvedKey]:
+        return {k: ResolvedKey(k, alg, key) for k, (alg, key) in self._ring.public_keys(kid=kid).items()}
+
+    def __getitem__(self, kid: str) -> ResolvedKey:
+        if kid not in self._keys:
+            self._keys = self._read(kid)  # a key another process just made (rate-limited in the ring)
+        return self._keys[kid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def own_keys_of(keyring: KeyRing) -> Callable[[], Mapping[str, ResolvedKey]]:
+    """Our published keys as ``kid -> ResolvedKey``, read live from the ring (it reloads at most once a second,
+    and at once, rate-limited, for a kid it does not hold)."""
+
+    def keys() -> Mapping[str, ResolvedKey]:
+        return _OwnKeys(keyring)
 
     return keys
 
