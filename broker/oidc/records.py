@@ -141,6 +141,7 @@ class RefreshToken:
     issued_at: int
     expires_at: int
     used: bool = False
+    used_at: int = 0  # when it was first presented (the retry grace period counts from here)
 
     def get_scope(self) -> str:
         return self.scope

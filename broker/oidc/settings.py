@@ -50,6 +50,14 @@ class OidcSettings(SettingsModel):
     visa_lifetime_seconds: int = Field(3600, gt=0, description="Lifetime of visas we mint on demand.")
     device_code_lifetime_seconds: int = Field(600, gt=0, description="Lifetime of a device code (RFC 8628).")
     device_poll_interval_seconds: int = Field(5, gt=0, description="Least time between two device-code polls.")
+    refresh_retry_grace_seconds: int = Field(
+        30,
+        ge=0,
+        le=300,
+        description="A refresh token presented again this soon after its first use, by the same client, before "
+        "its successor is used, is a retry whose answer was lost: it gets the same successor. Later, it is reuse "
+        "and revokes the grant. 0: no retry.",
+    )
     require_pkce: bool = Field(
         True,
         description="PKCE S256 is required of every client (THREAT-MODEL OA-05, RFC 9700 2.1.1). false relaxes "

@@ -308,18 +308,25 @@ class AccessTokens:
         return grant.authorized_ms <= at_ms
 
 
+def _refresh_token(user: Any = None, **_: Any) -> str:
+    """A new refresh token: 256 random bits, or the successor a refresh was told to hand out (retry grace)."""
+    successor = getattr(user, "successor", None)
+    return successor if isinstance(successor, str) and successor else secrets.token_urlsafe(32)
+
+
 class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib has no type information
     """authlib's RFC 9068 generator with our claims, our clock and our key ring's signature.
 
     ``user`` is the :class:`broker.oidc.grants.Authorized` of the grant: its ``grant`` names
     the family the token belongs to. The refresh token (when the grant asks for one) is 256
-    random bits; only its hash is ever stored.
+    random bits, or on a refresh the successor derived from the presented token (the same on
+    every retry); only its hash is ever stored.
     """
 
     def __init__(self, tokens: AccessTokens) -> None:
         super().__init__(
             issuer=tokens.issuer,
-            refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
+            refresh_token_generator=_refresh_token,
             expires_generator=lambda client, grant_type: tokens.settings.access_token_lifetime_seconds,
         )
         self.tokens = tokens

@@ -196,6 +196,7 @@ def op_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpParts
         leeway=settings.limits.clock_leeway_seconds,
         max_json_depth=settings.limits.max_json_depth,
         interaction_lifetime_seconds=600,
+        pepper=b"in-process test pepper, 32 bytes",
         clock=clock,
     )
     yield OpParts(op=op, settings=settings, kernel=kernel, clock=clock)

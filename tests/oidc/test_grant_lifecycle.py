@@ -180,3 +180,30 @@ def test_oa33_issued_tokens_never_reach_the_log_even_at_debug(
     assert "probe" in caplog.text  # the log does run at DEBUG
     for secret in (code, body["access_token"], body["refresh_token"], body["id_token"], refreshed["access_token"]):
         assert str(secret) not in caplog.text
+
+
+def test_oa20_refresh_retry_within_the_grace_period_returns_the_same_successor(op_parts: OpParts) -> None:
+    """Issue 11 item 9: a refresh whose answer was lost is retried; it gets the same successor, no revocation.
+    Once the successor is used, or after the grace period, presenting the old token again is reuse."""
+    op, clock = op_parts.op, op_parts.clock
+    grace = op.settings.refresh_retry_grace_seconds
+    first = redeem(op, code_for(op))
+    answered = refresh(op, first["refresh_token"])  # the client never saw this answer (503, lost)
+    clock.now += grace - 1
+    retried = refresh(op, first["refresh_token"])
+    assert retried["refresh_token"] == answered["refresh_token"]
+    assert retried["access_token"] != answered["access_token"]
+    onward = refresh(op, retried["refresh_token"])  # the chain goes on from the one successor
+    # now the successor is used: the old token again is reuse, and ends the grant
+    assert error_of(refresh, op, first["refresh_token"]) == "invalid_grant"
+    assert error_of(refresh, op, onward["refresh_token"]) == "invalid_grant"
+    # after the grace period, even with the successor unused, it is reuse too
+    second = redeem(op, code_for(op))
+    successor = refresh(op, second["refresh_token"])["refresh_token"]
+    clock.now += grace + 1
+    assert error_of(refresh, op, second["refresh_token"]) == "invalid_grant"
+    assert error_of(refresh, op, successor) == "invalid_grant"
+    # and a retry by another client is never one
+    third = redeem(op, code_for(op))
+    refresh(op, third["refresh_token"])
+    assert error_of(refresh, op, third["refresh_token"], client_id="other") == "invalid_grant"
