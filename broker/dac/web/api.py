@@ -375,6 +375,7 @@ ROUTES: tuple[Route, ...] = (
         "Grants you may see, filtered",
         query=("dataset", "dac", "identity", "live", "expiring_days"),
         response="GrantList",
+        errors=(400, 401, 403, 404),
     ),
     Route(
         f"{D}/grants",
@@ -487,7 +488,7 @@ ROUTES: tuple[Route, ...] = (
         "client",
         "A user's visas from this broker (REMS / ELIXIR permissions API shape)",
         response="Permissions",
-        errors=(401, 403),
+        errors=(401, 403, 429),
     ),
     Route("/api/openapi.json", "GET", openapi, "public", "This document", errors=()),
 )
@@ -551,7 +552,8 @@ def openapi_path(rule: str) -> str:
     return "/".join(out)
 
 
-_STR = {"type": "string"}
+#: Text: JSON bodies with a NUL character in a string are refused (the strict JSON reader), so say so.
+_STR = {"type": "string", "pattern": "^[^\\u0000]*$"}
 _INT = {"type": "integer"}
 _TIME = {
     "oneOf": [
@@ -657,7 +659,7 @@ QUERY = {
     "dac": _STR,
     "identity": _STR,
     "live": {"type": "boolean"},
-    "expiring_days": {"type": "number", "minimum": 0},
+    "expiring_days": {"type": "number", "minimum": 0, "maximum": 36500},
 }
 
 
