@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from broker.oidc.passwords import token_hash
+from broker.oidc.provider import OpenIDProvider
+from broker.oidc.records import REVOKED_FAMILY
 from broker.oidc.server import REFRESH_IDLE_SECONDS
+from broker.oidc.tokens import InvalidToken
 from tests.oidc.conftest import OpParts
 from tests.oidc.inprocess import access_ok, call, code_for, error_of, redeem, refresh
 
@@ -207,3 +210,30 @@ def test_oa20_refresh_retry_within_the_grace_period_returns_the_same_successor(o
     third = redeem(op, code_for(op))
     refresh(op, third["refresh_token"])
     assert error_of(refresh, op, third["refresh_token"], client_id="other") == "invalid_grant"
+
+
+def test_ga09_revoked_grant_marker_outlives_the_longest_access_token(op_parts: OpParts) -> None:
+    """Issue 11 item 4: with access tokens configured for 24 h, a revoked family stays marked until the last
+    access token it can have produced expires (it used to be max(refresh exp, now + 3600))."""
+    base = op_parts.op
+    day = 86400
+    settings = base.settings.model_copy(update={"access_token_lifetime_seconds": day})
+    op = OpenIDProvider(
+        settings=settings,
+        issuer=base.issuer,
+        kernel=op_parts.kernel,
+        keys=base.keys,
+        identities=base.identities,
+        sessions=base.sessions,
+        visas_for=lambda identity_id: [],
+        leeway=60,
+        max_json_depth=16,
+        interaction_lifetime_seconds=600,
+    )
+    now = int(time.time())
+    token, claims = op.tokens.mint(sub="alice-id", client_id="app", scope=("openid",), grant="g-long", now=now)
+    op.repository.revoke_family("g-long")
+    marker = op_parts.kernel.get(REVOKED_FAMILY, "g-long")
+    assert marker is not None and int(marker["until"]) >= claims.exp
+    with pytest.raises(InvalidToken):
+        op.tokens.verify(token)
