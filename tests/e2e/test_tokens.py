@@ -118,8 +118,10 @@ def test_ga09_exchanged_passport_ends_with_its_access_token_grant_and_consent(
         refused = fetch(node2, DATASET, passport)
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_token", refused.text
     assert _drs_access(node2, DATASET, passport).status_code == 401
-    # (2) the researcher withdraws consent for the client (what /account does)
-    tokens = login(node1, deployment.client, "researcher", "openid ga4gh_passport_v1")
+    # (2) a researcher withdraws consent for the client (what /account does); another person than the
+    # session's researcher, whose logins later tests still use
+    _granted(node1, member_token, deployment.ids["withdrawer"], DATASET)
+    tokens = login(node1, deployment.client, "withdrawer", "openid ga4gh_passport_v1")
     passport = exchange_passport(node1, deployment.client, tokens["access_token"], deployment.gateway_audience)
     assert fetch(node2, DATASET, passport).status_code == 200
     settings = deployment.settings()
