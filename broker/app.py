@@ -7,6 +7,8 @@ every answer carries. It builds nothing itself and importing it starts nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response
 
 from broker.container import Container
@@ -18,6 +20,7 @@ from broker.oidc.web import oidc_blueprint
 from broker.web import errors as web_errors
 from broker.web.health import install_health_routes
 from broker.web.home import home_blueprint
+from broker.web.proxies import TrustedProxies
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -52,10 +55,12 @@ def create_app(container: Container) -> Flask:
     app.register_blueprint(pages_blueprint(container.dac_web))
     register_gateway(app, container.gateway)
     https = settings.issuer.startswith("https://")
-    # The data routes' GET/HEAD skip Flask's request machinery (same answers; broker.gateway.lean).
-    app.wsgi_app = LeanDataPath(  # type: ignore[method-assign]
+    # The data routes' GET/HEAD skip Flask's request machinery (same answers; broker.gateway.lean);
+    # the trusted-proxy rewrite sits outside it, so every path sees the real client address.
+    lean: Any = LeanDataPath(
         app.wsgi_app, container.gateway, settings.issuer, lambda response: add_security_headers(response, https)
     )
+    app.wsgi_app = TrustedProxies(lean, settings.server.trusted_proxies)  # type: ignore[method-assign]
     return app
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -39,13 +39,16 @@ from broker.gateway.passport_authorizer import PassportAuthorizer
 from broker.gateway.service import AuditEvent, Gateway
 from broker.gateway.wiring import build_gateway
 from broker.identity.service import IdentityService
+from broker.keys.pepper import load_pepper
 from broker.keys.ring import KeyRing
 from broker.login.material import UpstreamVisas
 from broker.login.service import LoginArea
 from broker.login.upstreams import Upstreams
 from broker.oidc.client_auth import METHODS as CLIENT_AUTH_METHODS
 from broker.oidc.client_auth import AuthenticatedClient
+from broker.oidc.errors import OAuthError
 from broker.oidc.provider import OpenIDProvider
+from broker.oidc.rate_limit import PERMISSIONS_REQUESTS
 from broker.settings import Settings
 from broker.store import open_kernel
 from broker.store.audit import AccessAudit
@@ -59,6 +62,7 @@ from broker.visas.minting import VisaMinter, revocation_check
 from broker.visas.remote import RemoteVisaSources, sources_from_settings
 from broker.visas.revocation import RevocationWatcher
 from broker.web.health import MAX_JWKS_AGE, HealthSources
+from broker.web.rate_limit import RateLimited
 from broker.web.session import Sessions
 
 log = logging.getLogger("broker.container")
@@ -184,6 +188,7 @@ class Container:
             max_json_depth=limits.max_json_depth,
             interaction_lifetime_seconds=settings.login.interaction_lifetime_seconds,
             token_cache=VerifiedCache(limits.verified_cache_entries),
+            pepper=load_pepper(settings.keys, settings.keys_path),
         )
         login = LoginArea(
             settings.login,
@@ -202,8 +207,16 @@ class Container:
 
         confidential = tuple(method for method in CLIENT_AUTH_METHODS if method != "none")
 
-        def check_client(form: dict[str, str], authorization: str | None, url: str) -> AuthenticatedClient:
-            return op.authenticator.authenticate(form, authorization, url, methods=confidential)
+        def check_client(
+            form: dict[str, str], authorization: str | None, url: str, address: str
+        ) -> AuthenticatedClient:
+            """Permissions API callers: failures limited per address as at /token, then requests per client."""
+            found = op.authenticator.authenticate(form, authorization, url, methods=confidential, address=address)
+            try:
+                op.limiter.take(PERMISSIONS_REQUESTS, found.client.client_id)
+            except RateLimited as exc:
+                raise OAuthError.too_many(exc.retry_after) from None
+            return found
 
         dac_web = DacWeb(
             services=dac,
@@ -312,11 +325,34 @@ class _Stopper:
     stop: Callable[[], object]
 
 
-def own_keys_of(keyring: KeyRing) -> Callable[[], dict[str, ResolvedKey]]:
-    """Our published keys as ``kid -> ResolvedKey``, read live from the ring (it reloads at most once a second)."""
+class _OwnKeys(Mapping[str, ResolvedKey]):
+    """Our published keys at one moment; looking up a kid the ring does not hold makes it reload once."""
 
-    def keys() -> dict[str, ResolvedKey]:
-        return {kid: ResolvedKey(kid, alg, key) for kid, (alg, key) in keyring.public_keys().items()}
+    def __init__(self, keyring: KeyRing) -> None:
+        self._ring = keyring
+        self._keys = self._read()
+
+    def _read(self, kid: str | None = None) -> dict[str, ResolvedKey]:
+        return {k: ResolvedKey(k, alg, key) for k, (alg, key) in self._ring.public_keys(kid=kid).items()}
+
+    def __getitem__(self, kid: str) -> ResolvedKey:
+        if kid not in self._keys:
+            self._keys = self._read(kid)  # a key another process just made (rate-limited in the ring)
+        return self._keys[kid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def own_keys_of(keyring: KeyRing) -> Callable[[], Mapping[str, ResolvedKey]]:
+    """Our published keys as ``kid -> ResolvedKey``, read live from the ring (it reloads at most once a second,
+    and at once, rate-limited, for a kid it does not hold)."""
+
+    def keys() -> Mapping[str, ResolvedKey]:
+        return _OwnKeys(keyring)
 
     return keys
 
@@ -358,6 +394,7 @@ def _gateway(
         visas_for=lambda access_token: visas_for(access_token.sub),
         withdrawn_for=withdrawn_for,
         decisions=decisions,
+        passport_revoked=op.tokens.passport_revoked,
     )
 
     def audit(event: AuditEvent) -> None:

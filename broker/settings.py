@@ -48,6 +48,7 @@ from broker.store.settings import StoreSettings, check_store
 from broker.trust.config import TrustConfig
 from broker.trust.settings import TrustSettings
 from broker.visas.settings import VisaSourceSettings, check_visa_sources
+from broker.web.proxies import parse_networks
 from broker.web.site import SiteSettings
 
 ENV_PREFIX = "BROKER_"
@@ -118,11 +119,26 @@ class ServerSettings(SettingsModel):
     readyz_timeout_seconds: float = Field(
         1.0, gt=0, description="Longest /readyz (and a process's first JWKS) waits for its checks before answering."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of the reverse proxies in front of the broker (e.g. [127.0.0.1] for a "
+        "same-host nginx). Only a request whose peer is one of them has its X-Forwarded-For read, from the right, "
+        "up to the first address that is not a trusted proxy: that is the client address rate limits count. "
+        "Empty: the peer is the client. Forwarded requests never reach loopback-only endpoints (/metrics).",
+    )
 
     @property
     def stream_limit(self) -> int:
         """``stream_threads``, or half of ``threads`` (at least 1) when it is not set."""
         return self.stream_threads if self.stream_threads is not None else max(1, self.threads // 2)
+
+    @model_validator(mode="after")
+    def _proxies_parse(self) -> ServerSettings:
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise SettingsProblem("server.trusted_proxies", str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _streams_leave_threads(self) -> ServerSettings:

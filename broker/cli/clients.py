@@ -1,10 +1,12 @@
 """``ga4gh-broker clients add|list|update|remove|hash-secret``: OAuth clients kept in the store.
 
 ``clients add`` prints a confidential client's secret exactly once (it is stored only as an
-scrypt hash), and so does ``clients update --rotate-secret`` for the new one;
-``clients hash-secret`` makes a secret and the hash to paste into a client declared in the
-settings file (``oidc.clients[].secret_hash``). A client gets the scopes discovery advertises
-unless ``--scope`` names others; ``dac`` and ``ga4gh_permissions`` are given only by name.
+HMAC-SHA-256 under the server pepper, :mod:`broker.keys.pepper`), and so does
+``clients update --rotate-secret`` for the new one; ``clients hash-secret`` prints a new secret
+and its hash for a client declared in the settings file (``oidc.clients[].secret_hash``; valid for
+the broker whose keys directory, or ``keys.encryption_secret``, made it). A client gets the scopes
+discovery advertises unless ``--scope`` names others; ``dac`` and ``ga4gh_permissions`` are given
+only by name.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 from broker.cli.context import CommandError, Context
 from broker.errors import BrokerError
+from broker.keys.pepper import load_pepper
 from broker.oidc.clients import AUTH_METHODS, GRANT_TYPES, ClientRegistry
-from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.passwords import hmac_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
@@ -53,6 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="token endpoint authentication; 'none' makes a public client (PKCE required)",
     )
     add.add_argument("--public", action="store_true", help="same as --auth-method none")
+    add.add_argument(
+        "--no-pkce",
+        action="store_true",
+        help="let this confidential client skip PKCE (relaxes THREAT-MODEL OA-05; logged at every start)",
+    )
     add.add_argument("--jwks-file", default=None, help="the client's public JWKS (private_key_jwt)")
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(handler=_add)
@@ -83,10 +91,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 @contextmanager
-def _clients(ctx: Context) -> Iterator[ClientRegistry]:
-    """The clients of the settings file and of the store (closed after use)."""
+def _clients(ctx: Context, *, making_secrets: bool = False) -> Iterator[ClientRegistry]:
+    """The clients of the settings file and of the store (closed after use); with the pepper to make secrets."""
     with ctx.kernel() as kernel:
-        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(kernel, family_marker_seconds=3600))
+        pepper = load_pepper(ctx.settings.keys, ctx.settings.keys_path) if making_secrets else None
+        yield ClientRegistry(ctx.settings.oidc.clients, OidcRepository(kernel, family_marker_seconds=3600), pepper)
 
 
 def _add(ctx: Context) -> int:
@@ -101,7 +110,7 @@ def _add(ctx: Context) -> int:
             raise CommandError(f"cannot read --jwks-file: {exc.__class__.__name__}") from None
     if any(c.client_id == args.client_id for c in ctx.settings.oidc.clients):
         raise CommandError(f"client {args.client_id!r} is declared in the settings file")
-    with _clients(ctx) as clients:
+    with _clients(ctx, making_secrets=True) as clients:
         try:
             created = clients.create(
                 args.client_id,
@@ -112,6 +121,7 @@ def _add(ctx: Context) -> int:
                 auth_method=method,
                 jwks=jwks,
                 post_logout_redirect_uris=tuple(args.post_logout_redirect_uri),
+                require_pkce=not args.no_pkce,
             )
         except BrokerError as exc:
             raise CommandError(exc.message, 1) from None
@@ -125,7 +135,7 @@ def _update(ctx: Context) -> int:
     def listed(values: list[str] | None) -> tuple[str, ...] | None:
         return tuple(values) if values is not None else None
 
-    with _clients(ctx) as clients:
+    with _clients(ctx, making_secrets=args.rotate_secret) as clients:
         try:
             updated = clients.update(
                 args.client_id,
@@ -169,6 +179,7 @@ def _describe(client: Client) -> dict[str, Any]:
         "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
         "grant_types": list(client.grant_types),
         "scopes": list(client.scopes),
+        "require_pkce": client.require_pkce,
     }
 
 
@@ -195,5 +206,5 @@ def _remove(ctx: Context) -> int:
 def _hash_secret(ctx: Context) -> int:
     secret = new_secret()
     ctx.out(f"client_secret: {secret}")
-    ctx.out(f"secret_hash:   {hash_secret(secret)}")
+    ctx.out(f"secret_hash:   {hmac_secret(secret, load_pepper(ctx.settings.keys, ctx.settings.keys_path))}")
     return 0

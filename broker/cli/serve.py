@@ -15,7 +15,7 @@ from werkzeug.serving import WSGIRequestHandler
 from broker.cli.context import CommandError, Context
 from broker.serve.logs import configure
 from broker.serve.middleware import ServeMiddleware
-from broker.serve.production import StartError, build_app, prepare, run, split_bind, warm_health
+from broker.serve.production import StartError, build_app, claim_sqlite, prepare, run, split_bind, warm_health
 from broker.settings import Settings
 
 
@@ -56,6 +56,7 @@ def run_dev(settings: Settings, bind: str) -> int:
     try:
         host, port = split_bind(bind)
         configure(settings.log_level)
+        held = claim_sqlite(settings)
         prepare(settings)
     except StartError as exc:
         raise CommandError(str(exc), 1) from None
@@ -67,5 +68,9 @@ def run_dev(settings: Settings, bind: str) -> int:
         stream_limit=settings.server.stream_limit,
     )
     app.wsgi_app = wrapped  # type: ignore[method-assign]
-    app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=_RequestHandler)
+    try:
+        app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=_RequestHandler)
+    finally:
+        if held is not None:
+            held.close()
     return 0

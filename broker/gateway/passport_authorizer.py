@@ -85,6 +85,9 @@ class PassportAuthorizer:
     tokens are refused. ``visas_for`` returns the visa JWTs the broker releases for a token's
     holder. ``audience`` is what passports naming an ``aud`` must name. ``withdrawn_for``
     returns, for one of our accounts, the visas revoked decisions gave it (deny reasons only).
+    ``passport_revoked(jti)`` says whether a passport we issued was revoked with the access
+    token, grant or consent it was exchanged from; it is asked on every request with such a
+    passport, cached verdict or not, so a revocation is never hidden by a cache (issue 11 item 4).
     """
 
     verifier: Verifier
@@ -94,6 +97,7 @@ class PassportAuthorizer:
     check_access_token: Callable[[str], AccessTokenLike] | None = None
     visas_for: Callable[[AccessTokenLike], Sequence[str]] | None = None
     withdrawn_for: Callable[[str], Sequence[Withdrawn]] | None = None
+    passport_revoked: Callable[[str], bool] | None = None
     clock: Callable[[], float] = time.time
     decisions: DecisionCache | None = None
 
@@ -123,14 +127,34 @@ class PassportAuthorizer:
                 return hit.decision if refused is None else refused
             decision = self._decide_all(policy, credentials, dataset, action, purpose)
             if decision.allow:
-                recheck = any(_header_typ(token) != PASSPORT_TYP for token in credentials)
+                # Our access tokens and our own passports are checked again on every hit: their
+                # revocation (token, grant family, consent) is not a DAC revocation epoch.
+                recheck = any(
+                    _header_typ(token) != PASSPORT_TYP or self._own_passport_jti(token) is not None
+                    for token in credentials
+                )
                 cache.put(key, policy, decision, epoch, recheck)
             return decision
         return self._decide_all(policy, credentials, dataset, action, purpose)
 
+    def _own_passport_jti(self, token: str) -> str | None:
+        """The jti of a passport this broker issued (read unverified: only for a cache entry the
+        exact same bytes already earned by full verification), else None."""
+        if self.passport_revoked is None:
+            return None
+        claims = peek_jws(token, 1)
+        if claims is None or claims.get("iss") != self.own_issuer:
+            return None
+        jti = claims.get("jti")
+        return jti if isinstance(jti, str) else None
+
     def _still_live(self, credentials: Sequence[str]) -> AccessDecision | None:
-        """On a cache hit: our access tokens' per-use checks (jti, grant family, consent; the store)."""
+        """On a cache hit: our access tokens' per-use checks (jti, grant family, consent; the store),
+        and whether a passport we issued was revoked with what it was exchanged from."""
         for token in credentials:
+            jti = self._own_passport_jti(token) if _header_typ(token) == PASSPORT_TYP else None
+            if jti is not None and self.passport_revoked is not None and self.passport_revoked(jti):
+                return _invalid("The passport is not accepted (revoked).", "revoked")
             if _header_typ(token) == ACCESS_TOKEN_TYP and self.check_access_token is not None:
                 try:
                     self.check_access_token(token)
@@ -166,6 +190,8 @@ class PassportAuthorizer:
             if result.error is not None or result.iss is None or result.sub is None:
                 reason = str(result.error.reason) if result.error is not None else "malformed"
                 return _invalid(f"The passport is not accepted ({reason}).", reason)
+            if self._revoked_here(result):
+                return _invalid("The passport is not accepted (revoked).", "revoked")
             return result, (result.iss, result.sub), result.exp
         if typ == ACCESS_TOKEN_TYP and self.check_access_token is not None and self.visas_for is not None:
             try:
@@ -185,6 +211,13 @@ class PassportAuthorizer:
                 return AccessDecision.denied(503, "visas_unavailable", "The holder's visas could not be checked.")
             return result, (self.own_issuer, token_info.sub), token_info.exp
         return _invalid("The bearer token is neither a passport nor an access token of this broker.", "bad_typ")
+
+    def _revoked_here(self, result: PassportResult) -> bool:
+        """Whether a passport of ours was revoked with what it was exchanged from (see the class docstring)."""
+        jti = result.claims.get("jti")
+        if result.iss != self.own_issuer or self.passport_revoked is None or not isinstance(jti, str):
+            return False
+        return self.passport_revoked(jti)
 
     # ------------------------------------------------------------------ policy
 

@@ -19,7 +19,6 @@ rules instead of being "helpfully" redirected or decoded away.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +29,7 @@ from werkzeug.routing import PathConverter
 from broker.gateway.metrics import CONTENT_TYPE
 from broker.gateway.service import Gateway, HeaderLookup, Refusal, identity_header
 from broker.web.errors import error_response
+from broker.web.proxies import direct_loopback
 
 DATA_PREFIX = "/data/"
 DECISION_PATH = "/gateway/decision"
@@ -62,14 +62,6 @@ def raw_target(environ: dict[str, Any]) -> str:
     if script and raw.startswith(script + "/"):
         raw = raw[len(script) :]
     return str(raw)
-
-
-def _is_loopback(address: str | None) -> bool:
-    """True for a peer on 127.0.0.0/8 or ::1 (exact parse, no string prefix test)."""
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def make_blueprint(gw: Gateway) -> Blueprint:
@@ -105,7 +97,8 @@ def make_blueprint(gw: Gateway) -> Blueprint:
 
             It names datasets, deny reasons and traffic, so it is not public: with
             ``gateway.metrics_token`` set, a scraper sends it as a Bearer token; without it,
-            only loopback peers are answered (a same-host Prometheus or sidecar).
+            only loopback peers are answered (a same-host Prometheus or sidecar), and never a
+            request a proxy forwarded, trusted or not (issue 11 item 3).
             """
             secret = gw.settings.metrics_token
             token = secret.get_secret_value() if secret is not None else None
@@ -116,7 +109,7 @@ def make_blueprint(gw: Gateway) -> Blueprint:
                     refused.status_code = 401
                     refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
                     return refused
-            elif not _is_loopback(request.remote_addr):
+            elif not direct_loopback(request):
                 refused = jsonify(error="not_found", message="The requested URL was not found on the server.")
                 refused.status_code = 404
                 return refused

@@ -66,6 +66,8 @@ SUPPORTED_ALGORITHMS = ("ES256", "RS256")
 # per key generation. ES256 (the default) is faster than either.
 RSA_KEY_BITS = 2048
 REFRESH_SECONDS = 1.0
+#: Least time between two reloads caused by a token naming a kid the ring does not hold.
+UNKNOWN_KID_RELOAD_SECONDS = 0.25
 #: The clock leeway verifiers allow when none is given (limits.clock_leeway_seconds).
 DEFAULT_LEEWAY_SECONDS = 60
 AUTO_MAINTAIN_SECONDS = 60.0
@@ -178,6 +180,7 @@ class KeyRing:
         self._token: Any = None
         self._checked_at = 0.0
         self._maintained_at = time.monotonic()
+        self._unknown_kid_reload_at = float("-inf")
         self._private: dict[str, Any] = {}  # kid -> parsed private key, decrypted once per process
 
     @classmethod
@@ -329,12 +332,36 @@ class KeyRing:
             self._private[record.kid] = key
             return key
 
-    def public_keys(self, now: int | None = None) -> dict[str, tuple[str, Any]]:
-        """kid -> (alg, cryptography public key) for every key published at ``now``."""
+    def public_keys(self, now: int | None = None, *, kid: str | None = None) -> dict[str, tuple[str, Any]]:
+        """kid -> (alg, cryptography public key) for every key published at ``now``.
+
+        ``kid``: the key a token of ours names. When it is not among them, the storage is read
+        again at once instead of at the next ``refresh_seconds`` tick, so a token signed by a key
+        another process just made (``keys rotate --immediate``) is not refused as
+        ``key_not_found`` for up to a second (issue 11 item 9). At most one such reload per
+        :data:`UNKNOWN_KID_RELOAD_SECONDS`, so tokens with made-up kids cannot make every
+        request read the storage.
+        """
         at = _now(now)
         snapshot = self._current()
+        if kid is not None and kid not in snapshot.public and self._may_reload_for_unknown_kid():
+            try:
+                self.reload()
+            except KeyRingError:
+                raise
+            except Exception as exc:  # the store is down: answer from the keys already loaded
+                log.warning("key ring reload for an unknown kid failed: %s", exc.__class__.__name__)
+            snapshot = self._current()
         states = classify(snapshot.records, at)
         return {r.kid: (r.alg, snapshot.public[r.kid]) for r in snapshot.records if r.kid in states}
+
+    def _may_reload_for_unknown_kid(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._unknown_kid_reload_at < UNKNOWN_KID_RELOAD_SECONDS:
+                return False
+            self._unknown_kid_reload_at = now
+            return True
 
     def jwks(self, now: int | None = None) -> dict[str, Any]:
         """Our public JWK Set (RFC 7517): public members only, with kid, alg and use="sig"."""

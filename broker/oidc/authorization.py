@@ -8,8 +8,9 @@ only reaches the code response, not the error redirects made here or after login
 this order: repeated or oversized parameters, request objects (unsupported), ``response_type``
 (only ``code``), ``response_mode``; then authlib validates the request on our
 :class:`~broker.oidc.grants.CodeGrant` (client may use the code grant, scopes allowed for the
-client); then ours: ``openid`` required, PKCE (S256; required of public clients), ``nonce``
-length, ``prompt``, ``max_age`` and ``id_token_hint`` (an ID token of ours for this client).
+client); then ours: ``openid`` required, PKCE (S256; required of every client unless the
+operator relaxed it for a confidential one, OA-05), ``nonce`` length, ``prompt``, ``max_age``
+and ``id_token_hint`` (an ID token of ours for this client).
 
 A valid request becomes an :class:`~broker.oidc.records.Interaction` bound to the browser
 (the session's ``browser`` value); login and consent refer to it, and the code is issued when
@@ -28,7 +29,7 @@ from urllib.parse import urlencode
 from authlib.oauth2.base import OAuth2Error  # type: ignore[import-untyped]
 from werkzeug.datastructures import MultiDict
 
-from broker.oidc.clients import redirect_uri_registered
+from broker.oidc.clients import pkce_required, redirect_uri_registered
 from broker.oidc.consent import now_ms
 from broker.oidc.errors import OAuthError, from_authlib
 from broker.oidc.grants import Approval
@@ -175,7 +176,7 @@ class Authorizations:
         scopes = scope_list(params.get("scope"))
         if "openid" not in scopes:
             raise OAuthError("invalid_scope", "The openid scope is required.")
-        self.pkce.check_challenge(params, required=client.public or self.op.settings.require_pkce)
+        self.pkce.check_challenge(params, required=pkce_required(client, self.op.settings.require_pkce))
         nonce = params.get("nonce")
         if nonce is not None and len(nonce) > MAX_NONCE_CHARS:
             raise OAuthError("invalid_request", f"nonce is longer than {MAX_NONCE_CHARS} characters.")
@@ -265,14 +266,32 @@ class Authorizations:
             return Refusal("Request expired", "This login request is unknown or has expired.")
         if session.identity_id is None:
             return Redirect(self.login_location(uid))
-        if found.force_login and session.auth_time < found.created_at:
-            return Redirect(self.login_location(uid))
+        unfit = self._login_unfit(session, found)
+        if unfit is not None:
+            return unfit
+        return self._proceed(session, found)
+
+    def _login_unfit(self, session: BrowserSession, found: Interaction) -> Redirect | None:
+        """Why the session's login cannot answer ``found`` (None: it can); checked at every step that can issue a code.
+
+        ``prompt=login`` (and a ``max_age`` or ``id_token_hint`` the login at ``/authorize`` did
+        not meet, recorded as ``force_login``) needs a login made after the request began; a
+        ``max_age`` is checked again against the time now, unless the login is that fresh; the
+        logged-in user must be the ``id_token_hint``'s. Otherwise: back to login, or, for the
+        hint, ``login_required`` to the client (the request is ended). Without this at
+        ``/consent`` a stale login, or another user's session, got a code (issue 11 item 7).
+        """
+        fresh = session.auth_time >= found.created_at
+        if found.force_login and not fresh:
+            return Redirect(self.login_location(found.uid))
+        if found.max_age is not None and not fresh and self.op.now() - session.auth_time > found.max_age:
+            return Redirect(self.login_location(found.uid))
         if found.hint_sub is not None and found.hint_sub != session.identity_id:
-            self.op.repository.interactions.delete(uid)
+            self.op.repository.interactions.delete(found.uid)
             return self.error_redirect(
                 found.redirect_uri, "login_required", "Logged-in user differs from the hint.", found.state
             )
-        return self._proceed(session, found)
+        return None
 
     def _proceed(self, session: BrowserSession, found: Interaction) -> Outcome:
         identity_id = session.identity_id
@@ -299,7 +318,7 @@ class Authorizations:
 
     def consent_page(self, uid: str, session: BrowserSession | None) -> Outcome:
         found = self._consentable(uid, session)
-        if isinstance(found, Refusal):
+        if not isinstance(found, tuple):
             return found
         interaction, client = found
         assert session is not None and session.identity_id is not None
@@ -320,7 +339,7 @@ class Authorizations:
     ) -> Outcome:
         """``POST /consent`` (CSRF-checked; the interaction is taken, so it is answered once)."""
         found = self._consentable(uid, session)
-        if isinstance(found, Refusal):
+        if not isinstance(found, tuple):
             return found
         interaction, client = found
         assert session is not None and session.identity_id is not None
@@ -336,10 +355,14 @@ class Authorizations:
             self.op.consents.remember(session.identity_id, client.client_id, interaction.scope, self.op.now())
         return self._issue_code(session, interaction)
 
-    def _consentable(self, uid: str, session: BrowserSession | None) -> tuple[Interaction, Client] | Refusal:
+    def _consentable(self, uid: str, session: BrowserSession | None) -> tuple[Interaction, Client] | Refusal | Redirect:
+        """The pending request and its client, if this browser's login may answer it (see :meth:`_login_unfit`)."""
         found = self.pending(uid, session.browser) if session is not None else None
         if found is None or session is None or session.identity_id is None:
             return Refusal("Request expired", "This consent request is unknown or has expired.")
+        unfit = self._login_unfit(session, found)
+        if unfit is not None:
+            return unfit
         client = self.op.clients.get(found.client_id)
         if client is None:
             return Refusal("Unknown application", "The application is no longer registered.")

@@ -10,13 +10,17 @@ is what the server calls. It keeps our rules, which authlib's loop over methods 
   ``invalid_request`` (RFC 6749 2.3); a client must use the method it was registered with;
 - every failure is ``401 invalid_client``, with ``WWW-Authenticate: Basic`` when HTTP Basic
   was tried (THREAT-MODEL EPM g);
-- failures are counted per (claimed client_id, address): past the limit every attempt of
-  that pair is ``429`` with ``Retry-After`` until the window ends, right or wrong (OA-18).
+- failures are counted per (claimed client_id, address), and per address whatever the
+  client_id (a fresh client_id per request must not escape the count, issue 11 item 2): past
+  either limit every attempt is ``429`` with ``Retry-After`` until the window ends, right or
+  wrong (OA-18).
 
 Security-critical parsing is written here, not borrowed: the Basic header is decoded strictly
 (base64, one ``:``, then form-urlencoding per RFC 6749 2.3.1; authlib's decoder is lenient);
-secrets are checked with scrypt and a constant-time compare (a verified pair is remembered a
-minute, keyed by a hash, so scrypt runs once per client per minute). Client assertions go
+secrets are checked against their stored hash with a constant-time compare: HMAC-SHA-256
+under the server pepper for the secrets we generate, scrypt for older hashes (a verified pair
+is remembered a minute, keyed by a hash, so scrypt runs once per client per minute); an
+unknown client costs one HMAC, as a known one does. Client assertions go
 through the one JWS path (:mod:`broker.core.jose`): ES256 or RS256 only (never ``none``,
 HMAC or PS256), no embedded keys or ``crit``, ``typ`` absent, ``JWT`` or
 ``client-authentication+jwt``, a key of the client's registered JWKS that fits (the same
@@ -42,8 +46,8 @@ from broker.core.jose import JoseError, parse, require_typ, verify_signature
 from broker.core.models import KeyResolutionError
 from broker.oidc.clients import ClientRegistry, OAuthClient
 from broker.oidc.errors import OAuthError
-from broker.oidc.passwords import verify_secret
-from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES
+from broker.oidc.passwords import hmac_secret, verify_secret
+from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES, CLIENT_AUTH_FAILURES_PER_ADDRESS
 from broker.oidc.records import AssertionUse, Client
 from broker.oidc.repository import OidcRepository
 from broker.trust.keyset import parse_jwks
@@ -55,7 +59,7 @@ MAX_ASSERTION_BYTES = 8192
 MAX_CLIENT_KEYS = 20
 ASSERTION_TYPS: frozenset[str | None] = frozenset({None, "jwt", "client-authentication+jwt"})
 METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
-_DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+_DUMMY_SECRET = "not a client secret"
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class AuthenticatedClient:
 
 
 class _SecretCache:
-    """Recently verified (client, secret) pairs, so scrypt runs once per client per minute.
+    """Recently verified (client, secret) pairs, so an old scrypt hash costs once per client per minute.
 
     Keys are SHA-256 over the stored hash and the presented secret: a changed secret hash
     (rotation, removal) never matches an old entry, and nothing in memory is the secret.
@@ -79,13 +83,13 @@ class _SecretCache:
         self._data: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, client: Client, presented: str) -> bool:
+    def check(self, client: Client, presented: str, pepper: bytes | None) -> bool:
         key = hashlib.sha256(f"{client.client_id}\x00{client.secret_hash}\x00{presented}".encode()).digest()
         with self._lock:
             until = self._data.get(key)
             if until is not None and until > time.monotonic():
                 return True
-        if not verify_secret(presented, client.secret_hash):
+        if not verify_secret(presented, client.secret_hash, pepper):
             return False
         with self._lock:
             self._data[key] = time.monotonic() + self._ttl
@@ -155,9 +159,11 @@ class ClientAuthenticator:
         leeway: int,
         max_json_depth: int,
         limiter: RateLimiter | None,
+        pepper: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
+        self.pepper = pepper
         self.repository = repository
         self.issuer = issuer
         self.leeway = leeway
@@ -183,10 +189,13 @@ class ClientAuthenticator:
         ``methods`` are those the endpoint accepts; ``run(method)`` (authlib's registry) runs
         the chosen method, else it is called directly.
         """
-        key = limit_key(self.claimed_client_id(form, authorization), address)
+        limits = (
+            (CLIENT_AUTH_FAILURES, limit_key(self.claimed_client_id(form, authorization), address)),
+            (CLIENT_AUTH_FAILURES_PER_ADDRESS, limit_key(address)),
+        )
         if self.limiter is not None:
             try:
-                self.limiter.check(CLIENT_AUTH_FAILURES, key)
+                self.limiter.check_all(limits)
             except RateLimited as exc:
                 raise OAuthError.too_many(exc.retry_after) from None
         try:
@@ -196,7 +205,7 @@ class ClientAuthenticator:
             client = run(method) if run is not None else self.run(method, form, authorization, endpoint_url)
         except OAuthError as exc:
             if exc.code == "invalid_client" and self.limiter is not None:
-                self.limiter.hit(CLIENT_AUTH_FAILURES, key)
+                self.limiter.hit_all(limits)
             raise
         return AuthenticatedClient(client, method)
 
@@ -261,10 +270,10 @@ class ClientAuthenticator:
     def _secret_client(self, client_id: str, secret: str, method: str, *, basic: bool) -> Client:
         client = self.clients.get(client_id)
         if client is None or client.auth_method != method or not client.secret_hash:
-            # Spend the same scrypt time on unknown clients so timing does not reveal which exist.
-            verify_secret(secret, _DUMMY_HASH)
+            # One HMAC, as for a client with a generated secret, so timing does not tell which exist.
+            verify_secret(secret, hmac_secret(_DUMMY_SECRET, self.pepper or b"\x00" * 32), self.pepper)
             raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
-        if not self.secrets.check(client, secret):
+        if not self.secrets.check(client, secret, self.pepper):
             raise OAuthError("invalid_client", "Client authentication failed.", 401, basic_challenge=basic)
         return client
 
@@ -341,30 +350,3 @@ def registry_functions(authenticator: ClientAuthenticator) -> dict[str, Callable
         return run
 
     return {name: method(name) for name in METHODS}
-
-
-def authenticate(
-    settings: Any,
-    store: Any,
-    form: dict[str, str],
-    authorization: str | None,
-    endpoint_url: str,
-    *,
-    allow_public: bool = True,
-) -> AuthenticatedClient:
-    """Old entry point (the DAC permissions API until it takes a :class:`ClientAuthenticator`).
-
-    The same methods and rules as the token endpoint, for the root ``settings`` and a store with a
-    kernel; no failure limit (the caller keeps its own).
-    """
-    repository = OidcRepository(store.kernel, family_marker_seconds=3600)
-    authenticator = ClientAuthenticator(
-        ClientRegistry(settings.oidc.clients, repository),
-        repository,
-        issuer=settings.issuer,
-        leeway=settings.limits.clock_leeway_seconds,
-        max_json_depth=settings.limits.max_json_depth,
-        limiter=None,
-    )
-    methods = METHODS if allow_public else tuple(m for m in METHODS if m != "none")
-    return authenticator.authenticate(form, authorization, endpoint_url, methods=methods)

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc6749 import ClientMixin  # type: ignore[import-untyped]
 
 from broker.core.models import TOKEN_EXCHANGE_GRANT
 from broker.errors import BrokerError
-from broker.oidc.passwords import hash_secret, new_secret
+from broker.oidc.passwords import hmac_secret, new_secret
 from broker.oidc.records import Client
 from broker.oidc.repository import OidcRepository
 from broker.oidc.scopes import DEFAULT_SCOPES, SCOPES
@@ -97,7 +97,30 @@ def from_settings(declared: DeclaredClientSettings) -> Client:
         secret_hash=declared.secret_hash.get_secret_value() if declared.secret_hash else None,
         jwks=declared.jwks,
         post_logout_redirect_uris=tuple(declared.post_logout_redirect_uris),
+        require_pkce=declared.require_pkce,
     )
+
+
+def pkce_required(client: Client, require_pkce: bool) -> bool:
+    """Whether an authorization request of ``client`` must carry a PKCE S256 challenge (OA-05).
+
+    Always for a public client; for a confidential client unless the operator relaxed it,
+    for every client (``oidc.require_pkce: false``) or for this one (its ``require_pkce: false``).
+    """
+    return client.public or (require_pkce and client.require_pkce)
+
+
+def pkce_relaxations(clients: Sequence[Client], require_pkce: bool) -> list[str]:
+    """One line per client that may skip PKCE, for the start-up log (a relaxation must never be silent)."""
+    lines: list[str] = []
+    for client in clients:
+        if not pkce_required(client, require_pkce):
+            why = "oidc.require_pkce is false" if not require_pkce else "its require_pkce is false"
+            lines.append(
+                f"PKCE relaxed for client {client.client_id!r} ({why}): its authorization requests "
+                "may omit code_challenge (THREAT-MODEL OA-05 expects PKCE of every client)"
+            )
+    return lines
 
 
 def redirect_uri_registered(client: Client, uri: str | None) -> bool:
@@ -154,9 +177,13 @@ class NewClient:
 class ClientRegistry:
     """The clients of the settings file (first) and of the kernel, by exact client_id."""
 
-    def __init__(self, declared: Sequence[DeclaredClientSettings], repository: OidcRepository) -> None:
+    def __init__(
+        self, declared: Sequence[DeclaredClientSettings], repository: OidcRepository, pepper: bytes | None = None
+    ) -> None:
+        """``pepper`` (:mod:`broker.keys.pepper`) hashes the secrets :meth:`create` makes (none without it)."""
         self._declared = {c.client_id: from_settings(c) for c in declared}
         self._records = repository.clients
+        self._pepper = pepper
 
     def get(self, client_id: object) -> Client | None:
         """The client with exactly this id, or None."""
@@ -192,9 +219,16 @@ class ClientRegistry:
         auth_method: str = "client_secret_basic",
         jwks: dict[str, Any] | None = None,
         post_logout_redirect_uris: tuple[str, ...] = (),
+        require_pkce: bool = True,
         now: int | None = None,
     ) -> NewClient:
-        """Validate and store a new client; a confidential secret client gets a fresh secret (shown once)."""
+        """Validate and store a new client; a confidential secret client gets a fresh secret (shown once).
+
+        The secret is stored as HMAC-SHA-256 under the server pepper (:mod:`broker.oidc.passwords`).
+
+        ``require_pkce=False`` lets a confidential client skip PKCE (logged at every start); a
+        public client cannot have it.
+        """
         if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS or any(c.isspace() or c == ":" for c in client_id):
             raise ClientError("client_id must be 1-255 characters without spaces or ':'")
         if client_id in self._declared:
@@ -203,7 +237,11 @@ class ClientRegistry:
             grant_types = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
             if auth_method != "none":
                 grant_types += (TOKEN_EXCHANGE_GRANT,)
+        if auth_method == "none" and not require_pkce:
+            raise ClientError("a public client always needs PKCE; only a confidential client may skip it")
         secret = new_secret() if auth_method in SECRET_METHODS else None
+        if secret is not None and self._pepper is None:
+            raise ClientError("no server pepper to hash a client secret with (see broker.keys.pepper)")
         client = Client(
             client_id=client_id,
             name=name or client_id,
@@ -211,10 +249,11 @@ class ClientRegistry:
             grant_types=tuple(grant_types),
             scopes=tuple(scopes),
             auth_method=auth_method,
-            secret_hash=hash_secret(secret) if secret else None,
+            secret_hash=hmac_secret(secret, self._pepper) if secret and self._pepper else None,
             jwks=jwks if auth_method == "private_key_jwt" else None,
             post_logout_redirect_uris=tuple(post_logout_redirect_uris),
             created_at=int(time.time()) if now is None else now,
+            require_pkce=require_pkce,
         )
         check_client(client)
         if not self._records.add(client):
@@ -245,8 +284,10 @@ class ClientRegistry:
             raise NoSuchClient(f"no client {client_id!r} in the store")
         if rotate_secret and current.auth_method not in SECRET_METHODS:
             raise ClientError(f"client {client_id!r} authenticates with {current.auth_method}, not a secret")
+        if rotate_secret and self._pepper is None:
+            raise ClientError("no server pepper to hash a client secret with (see broker.keys.pepper)")
         secret = new_secret() if rotate_secret else None
-        hashed = hash_secret(secret) if secret else None
+        hashed = hmac_secret(secret, self._pepper) if secret and self._pepper else None
         changes: dict[str, Any] = {
             key: value
             for key, value in (

@@ -61,6 +61,8 @@ class GrantContext(Protocol):
 
     def audit(self, event: dict[str, Any], at: int) -> None: ...
 
+    def refresh_successor(self, presented: str) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -84,6 +86,7 @@ class Authorized:
     now: int
     nonce: str | None = None
     idp: str | None = None
+    successor: str | None = None  # the refresh token this refresh must hand out (retry grace, see RefreshGrant)
 
     @property
     def identity_id(self) -> str:
@@ -255,10 +258,11 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # authlib has no t
         if peek is not None and peek.client_id == client_id and not set(requested) <= set(peek.scope.split()):
             raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
         now = ctx.now()
-        old = repo.use_refresh_token(key)
+        old = repo.use_refresh_token(key, now)
         if old is None:
             raise OAuthError("invalid_grant", "The refresh token is invalid or expired.")
-        if old.used:
+        successor = ctx.refresh_successor(presented)
+        if old.used and not self._retry(old, successor, client_id, now):
             event = {"event": "oidc.refresh_reuse", "client_id": old.client_id, "grant": old.family_id}
             repo.revoke_family(old.family_id, audit=event, at=now)
             raise OAuthError("invalid_grant", "The refresh token was already used; its grant is revoked.")
@@ -278,7 +282,24 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # authlib has no t
             raise OAuthError("invalid_scope", "A refresh cannot add scopes.")
         self.request.client = client
         self.request.refresh_token = old
-        self.request.user = Authorized(grant=grant, auth_time=grant.started_at, now=now)
+        self.request.user = Authorized(grant=grant, auth_time=grant.started_at, now=now, successor=successor)
+
+    def _retry(self, old: RefreshToken, successor: str | None, client_id: str, now: int) -> bool:
+        """Whether a used refresh token presented again is a retry (same successor) rather than a reuse.
+
+        A client whose answer was lost (a 503, a dropped connection) sends the same token again.
+        Within ``oidc.refresh_retry_grace_seconds`` of its first use, by the same client, while
+        the successor it was given has not been used itself, the refresh is answered again with
+        that same successor: the successor is derived from the presented token under the server
+        pepper, so every retry (and a racing duplicate) names the one token. Otherwise it is
+        reuse (RFC 9700 4.14.2) and the family is revoked. Without a pepper there is no retry.
+        """
+        if successor is None or old.client_id != client_id or old.used_at <= 0:
+            return False
+        if now - old.used_at > _context(self).settings.refresh_retry_grace_seconds:
+            return False
+        following = _context(self).repository.refresh_token(token_hash(successor))
+        return following is None or not following.used
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         return _context(self).repository.refresh_token(token_hash(refresh_token))  # pragma: no cover

@@ -1,9 +1,19 @@
-"""Password and client-secret hashing with scrypt (hashlib), and constant-time checks.
+"""Password and client-secret hashing, and constant-time checks.
 
-Hashes are self-describing strings ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`` so the
-cost can be raised later without breaking stored hashes. Verification recomputes the hash
-with the stored parameters and compares with :func:`hmac.compare_digest` (constant time),
-and a malformed stored hash is a failed check, never an exception: fail closed.
+Two self-describing forms, so either can be verified whenever it was written:
+
+- ``hmac-sha256$<mac b64>``: HMAC-SHA-256 of the secret under the server pepper
+  (:mod:`broker.keys.pepper`), for the client secrets the broker generates. They are
+  high-entropy (256 bits), so a slow KDF protects nothing and only hands anyone who sends
+  a guess a lever on our CPU and memory (issue 11 item 2); the pepper keeps a stolen store
+  from being enough to test a guess.
+- ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``: for human passwords, and every client
+  secret hash written before the HMAC form (they keep verifying); the cost can be raised
+  later without breaking stored hashes.
+
+Verification recomputes the hash and compares with :func:`hmac.compare_digest` (constant
+time); a malformed stored hash, or an HMAC hash with no pepper at hand, is a failed check,
+never an exception: fail closed.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ _R = 8
 _P = 1
 _DKLEN = 32
 _MAX_LOG2_N = 20  # refuse stored parameters that would exhaust memory
+HMAC_PREFIX = "hmac-sha256$"
 
 
 def _b64(data: bytes) -> str:
@@ -37,10 +48,32 @@ def hash_secret(plain: str, *, log2_n: int = _LOG2_N) -> str:
     return f"scrypt${log2_n}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
-def verify_secret(plain: str, stored: str | None) -> bool:
-    """True only if ``plain`` hashes to ``stored``; any malformed input is False."""
+def hmac_secret(plain: str, pepper: bytes) -> str:
+    """The ``hmac-sha256$`` hash of a generated client secret under ``pepper``."""
+    return f"{HMAC_PREFIX}{_b64(_mac(plain, pepper))}"
+
+
+def _mac(plain: str, pepper: bytes) -> bytes:
+    return hmac.new(pepper, plain.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def is_fast_hash(stored: str | None) -> bool:
+    """Whether ``stored`` is the keyed-hash form (cheap to check), not scrypt."""
+    return bool(stored) and str(stored).startswith(HMAC_PREFIX)
+
+
+def verify_secret(plain: str, stored: str | None, pepper: bytes | None = None) -> bool:
+    """True only if ``plain`` hashes to ``stored`` (either form); any malformed input is False."""
     if not stored or not isinstance(plain, str):
         return False
+    if stored.startswith(HMAC_PREFIX):
+        if pepper is None:
+            return False
+        try:
+            expected = _unb64(stored[len(HMAC_PREFIX) :])
+        except (ValueError, TypeError):
+            return False
+        return len(expected) == hashlib.sha256().digest_size and hmac.compare_digest(_mac(plain, pepper), expected)
     parts = stored.split("$")
     if len(parts) != 6 or parts[0] != "scrypt":
         return False

@@ -29,6 +29,9 @@ It also serves the login area as its :class:`broker.login.service.PendingAuthori
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -90,6 +93,7 @@ class OpenIDProvider:
         max_json_depth: int,
         interaction_lifetime_seconds: int,
         token_cache: VerifiedCache | None = None,
+        pepper: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -103,7 +107,8 @@ class OpenIDProvider:
         self.clock = clock
         marker = max(FAMILY_MARKER_MIN_SECONDS, settings.access_token_lifetime_seconds + leeway)
         self.repository = OidcRepository(kernel, family_marker_seconds=marker)
-        self.clients = ClientRegistry(settings.clients, self.repository)
+        self.clients = ClientRegistry(settings.clients, self.repository, pepper)
+        self._pepper = pepper
         self.limiter = RateLimiter(kernel)
         self.tokens = AccessTokens(
             issuer=issuer,
@@ -122,6 +127,7 @@ class OpenIDProvider:
             leeway=leeway,
             max_json_depth=max_json_depth,
             limiter=self.limiter,
+            pepper=pepper,
             clock=clock,
         )
         self.consents = Consents(self.repository, settings)
@@ -141,6 +147,17 @@ class OpenIDProvider:
         quiet_authlib()
 
     # ------------------------------------------------------------------ shared by the parts
+
+    def refresh_successor(self, presented: str) -> str | None:
+        """The refresh token a refresh with ``presented`` hands out: HMAC-SHA-256 under the server pepper.
+
+        Deterministic, so a retried refresh gets the same successor (issue 11 item 9); None
+        without a pepper (then every successor is random and there is no retry grace).
+        """
+        if self._pepper is None:
+            return None
+        mac = hmac.new(self._pepper, b"refresh-successor\x00" + presented.encode("utf-8"), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
     def now(self) -> int:
         return int(self.clock())

@@ -19,6 +19,7 @@ kind                          key                             what
 ``device-poll``               H(device_code)                  last poll and interval (slow_down)
 ``authorization-request``     interaction id                  a request waiting for login and consent
 ``client-assertion-jti``      key_of(client_id, jti)          a private_key_jwt assertion seen once
+``passport-issue``            passport jti                    the grant a token-exchange passport came from
 ============================  ==============================  ==========================================
 
 (*) kind, key and JSON layout as the first release wrote them (``broker.store.legacy``), so
@@ -37,7 +38,10 @@ from broker.store.records import RecordType
 
 @dataclass(frozen=True)
 class Client:
-    """An OAuth client. ``secret_hash`` is a password hash, never the secret itself."""
+    """An OAuth client. ``secret_hash`` is a hash of the secret, never the secret itself.
+
+    A record written before ``require_pkce`` existed reads back with PKCE required (OA-05).
+    """
 
     client_id: str
     name: str
@@ -49,6 +53,7 @@ class Client:
     jwks: dict[str, Any] | None = None  # for private_key_jwt
     post_logout_redirect_uris: tuple[str, ...] = ()
     created_at: int = 0
+    require_pkce: bool = True  # false: an operator let this confidential client skip PKCE (logged at start)
 
     @property
     def public(self) -> bool:
@@ -136,6 +141,7 @@ class RefreshToken:
     issued_at: int
     expires_at: int
     used: bool = False
+    used_at: int = 0  # when it was first presented (the retry grace period counts from here)
 
     def get_scope(self) -> str:
         return self.scope
@@ -223,6 +229,22 @@ class Interaction:
 
 
 @dataclass(frozen=True)
+class PassportIssue:
+    """A passport minted by token exchange, and the access token and grant it came from (issue 11 item 4).
+
+    Kept until the passport expires, so the gateway can refuse it once that access token, its
+    grant (family) or the researcher's consent for the client is revoked.
+    """
+
+    jti: str
+    grant_id: str
+    access_jti: str
+    identity_id: str
+    client_id: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class AssertionUse:
     """A client assertion's ``jti``, kept until the assertion expires (JWT-29, OIDC Core 9)."""
 
@@ -275,6 +297,9 @@ INTERACTIONS: RecordType[Interaction] = RecordType(
 )
 ASSERTIONS: RecordType[AssertionUse] = RecordType(
     "client-assertion-jti", AssertionUse, key=lambda a: key_of(a.client_id, a.jti), expires=lambda a: a.expires_at
+)
+PASSPORTS: RecordType[PassportIssue] = RecordType(
+    "passport-issue", PassportIssue, key=lambda p: p.jti, expires=lambda p: p.expires_at
 )
 #: Markers ``{"until": t}`` under the family id / jti (layout of the first release).
 REVOKED_FAMILY = "revoked-family"

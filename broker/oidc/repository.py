@@ -36,6 +36,7 @@ from broker.oidc.records import (
     DEVICE_POLLS,
     GRANTS,
     INTERACTIONS,
+    PASSPORTS,
     REDEMPTIONS,
     REFRESH_TOKENS,
     REVOKED_FAMILY,
@@ -95,6 +96,7 @@ class OidcRepository:
         self.polls = Records(kernel, DEVICE_POLLS)
         self.interactions = Records(kernel, INTERACTIONS)
         self.assertions = Records(kernel, ASSERTIONS)
+        self.passports = Records(kernel, PASSPORTS)
 
     # ------------------------------------------------------------------ codes
 
@@ -192,7 +194,11 @@ class OidcRepository:
         return _name(family_id) and self.kernel.get(REVOKED_FAMILY, family_id) is not None
 
     def put_refresh_token(self, token: RefreshToken) -> bool:
-        """Keep ``token`` unless its family is revoked (then extend the mark to cover it; False)."""
+        """Keep ``token`` unless its family is revoked (then extend the mark to cover it; False).
+
+        A retried refresh hands out the same successor again: a successor already used is
+        left as it is (never made usable again), so reuse detection still sees it.
+        """
 
         def run(tx: Tx) -> bool:
             marker = tx.get(REVOKED_FAMILY, token.family_id)
@@ -200,7 +206,11 @@ class OidcRepository:
                 until = max(int(marker["until"]), token.expires_at)
                 tx.put(REVOKED_FAMILY, token.family_id, {"until": until}, expires_at=until)
                 return False
-            self.refresh_tokens.in_tx(tx).put(token)
+            tokens = self.refresh_tokens.in_tx(tx)
+            existing = tokens.get(token.token_hash)
+            if existing is not None and existing.used:
+                return True
+            tokens.put(token)
             return True
 
         return self.kernel.transact(run)
@@ -209,14 +219,14 @@ class OidcRepository:
         """A refresh token's record as it is (no side effect)."""
         return self.refresh_tokens.get(token_hash)
 
-    def use_refresh_token(self, token_hash: str) -> RefreshToken | None:
-        """Mark the token used, atomically; its state from before the call (None if unknown)."""
+    def use_refresh_token(self, token_hash: str, now: int | None = None) -> RefreshToken | None:
+        """Mark the token used (at ``now``, default the store's clock), atomically; its state from before the call."""
 
         def run(tx: Tx) -> RefreshToken | None:
             tokens = self.refresh_tokens.in_tx(tx)
             current = tokens.get(token_hash)
             if current is not None and not current.used:
-                tokens.put(replace(current, used=True))
+                tokens.put(replace(current, used=True, used_at=int(tx.now if now is None else now)))
             return current
 
         return self.kernel.transact(run)

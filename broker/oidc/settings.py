@@ -40,6 +40,11 @@ class DeclaredClientSettings(SettingsModel):
     post_logout_redirect_uris: list[str] = Field(
         default_factory=list, description="Exact URIs RP-initiated logout may return to."
     )
+    require_pkce: bool = Field(
+        True,
+        description="false lets this confidential client send authorization requests without PKCE "
+        "(a relaxation of THREAT-MODEL OA-05, logged at every start); a public client always needs PKCE.",
+    )
 
 
 class OidcSettings(SettingsModel):
@@ -55,8 +60,19 @@ class OidcSettings(SettingsModel):
     visa_lifetime_seconds: int = Field(3600, gt=0, description="Lifetime of visas we mint on demand.")
     device_code_lifetime_seconds: int = Field(600, gt=0, description="Lifetime of a device code (RFC 8628).")
     device_poll_interval_seconds: int = Field(5, gt=0, description="Least time between two device-code polls.")
+    refresh_retry_grace_seconds: int = Field(
+        30,
+        ge=0,
+        le=300,
+        description="A refresh token presented again this soon after its first use, by the same client, before "
+        "its successor is used, is a retry whose answer was lost: it gets the same successor. Later, it is reuse "
+        "and revokes the grant. 0: no retry.",
+    )
     require_pkce: bool = Field(
-        False, description="PKCE S256 is always required of public clients; true requires it of every client."
+        True,
+        description="PKCE S256 is required of every client (THREAT-MODEL OA-05, RFC 9700 2.1.1). false relaxes "
+        "it for every confidential client (public clients always need it); prefer the per-client "
+        "require_pkce: false. Every relaxation is logged at start.",
     )
     clients: list[DeclaredClientSettings] = Field(default_factory=list, description="Clients declared here.")
 
@@ -79,6 +95,8 @@ def check_oidc(oidc: OidcSettings, max_token_lifetime_seconds: int, key: str = "
         seen.add(c.client_id)
         if c.auth_method in ("client_secret_basic", "client_secret_post") and not c.secret_hash:
             raise SettingsProblem(f"{where}.secret_hash", f"required for auth_method {c.auth_method}")
+        if c.auth_method == "none" and not c.require_pkce:
+            raise SettingsProblem(f"{where}.require_pkce", "a public client (auth_method none) always needs PKCE")
         if c.auth_method == "private_key_jwt" and not c.jwks:
             raise SettingsProblem(f"{where}.jwks", "required for auth_method private_key_jwt")
         for j, scope in enumerate(c.scopes):

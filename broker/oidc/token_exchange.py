@@ -6,11 +6,18 @@ are authlib's flow. The client must authenticate (never a public client). The su
 must be one of our own live access tokens, issued to this very client, with scope
 ``ga4gh_passport_v1``; any failure of the subject token is ``400 invalid_request``
 (THREAT-MODEL EPM d). ``resource`` and ``audience`` (each may repeat) become the passport's
-``aud``; its ``exp`` is at most the earliest visa's.
+``aud``; its ``exp`` is at most the earliest visa's and at most the subject token's (GA-09:
+a passport never outlives the access token it was exchanged for).
+
+The passport's ``jti`` is recorded with the access token and the grant (refresh-token family)
+it came from (:class:`~broker.oidc.records.PassportIssue`), so revoking that access token
+(RFC 7009), the family, or the researcher's consent for the client revokes the passport at
+this broker's gateway too (:meth:`~broker.oidc.tokens.AccessTokens.passport_revoked`).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import UnauthorizedClientError  # type: ignore[import-untyped]
@@ -21,6 +28,7 @@ from broker.core.issue import mint_passport
 from broker.core.jose import parse
 from broker.core.models import ACCESS_TOKEN_TYPE, PASSPORT_SCOPE, PASSPORT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from broker.oidc.errors import NO_STORE, OAuthError
+from broker.oidc.records import PassportIssue
 from broker.oidc.tokens import InvalidToken
 
 MAX_AUDIENCES = 10
@@ -83,17 +91,32 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]  
         audience: str | list[str] | None = found[0] if len(found) == 1 else (found or None)
         visas = ctx.visas_for(token.sub)
         now = ctx.now()
+        lifetime = min(ctx.settings.passport_lifetime_seconds, token.exp - now)
+        if lifetime <= 0:
+            raise OAuthError("invalid_request", "subject_token is not a valid access token (expired).")
+        jti = f"{token.grant}.{uuid.uuid4().hex}"
         passport = mint_passport(
             ctx.keys,
             ctx.issuer,
             token.sub,
             visas,
-            ctx.settings.passport_lifetime_seconds,
+            lifetime,
             audience=audience,
             now=now,
+            jti=jti,
             not_after_visas=True,
         )
-        expires_at = parse(passport, max_bytes=MAX_PASSPORT_BYTES, max_depth=16).payload["exp"]
+        expires_at = int(parse(passport, max_bytes=MAX_PASSPORT_BYTES, max_depth=16).payload["exp"])
+        ctx.repository.passports.put(
+            PassportIssue(
+                jti=jti,
+                grant_id=token.grant,
+                access_jti=token.jti,
+                identity_id=token.sub,
+                client_id=token.client_id,
+                expires_at=expires_at,
+            )
+        )
         event = {"event": "oidc.passport_issued", "client_id": token.client_id, "sub": token.sub, "visas": len(visas)}
         ctx.audit(event, now)
         body = {

@@ -56,7 +56,7 @@ class TokenKeys(Protocol):
         self, payload: dict[str, Any], typ: str, headers: dict[str, Any] | None = None, now: int | None = None
     ) -> str: ...
 
-    def public_keys(self, now: int | None = None) -> dict[str, tuple[str, Any]]: ...
+    def public_keys(self, now: int | None = None, *, kid: str | None = None) -> dict[str, tuple[str, Any]]: ...
 
 
 class InvalidToken(BrokerError):
@@ -186,7 +186,8 @@ class AccessTokens:
         try:
             jws = parse(token, max_bytes=MAX_TOKEN_BYTES, max_depth=self.max_json_depth)
             require_typ(jws, frozenset({typ}))
-            key = key_by_kid(jws, self.keys.public_keys(), "our published keys")
+            # naming the kid lets the ring reload at once for a key made by another process
+            key = key_by_kid(jws, self.keys.public_keys(kid=jws.kid), "our published keys")
             verify_signature(jws, key)
         except JoseError as exc:
             raise InvalidToken(str(exc.reason), exc.detail) from None
@@ -275,6 +276,23 @@ class AccessTokens:
         value = _CheckedSignature(claims=dict(claims), kid=jws.kid, alg=jws.alg, key=published[1])
         self.cache.put_token(token, self._cache_scope, value, expires=claims["exp"], now=now)
 
+    def passport_revoked(self, jti: str) -> bool:
+        """True if ``jti`` names a passport we minted by token exchange whose access token, grant or
+        consent was revoked since (issue 11 item 4); False for any other jti (a passport of another
+        broker, or one we did not record).
+        """
+        if not isinstance(jti, str) or not jti:
+            return False
+        issued = self.repository.passports.get(jti)
+        if issued is None:
+            return False
+        repo = self.repository
+        if repo.jti_revoked(issued.access_jti) or repo.family_revoked(issued.grant_id):
+            return True
+        return self._consent_withdrawn(
+            {"sub": issued.identity_id, "client_id": issued.client_id, "grant": issued.grant_id}
+        )
+
     def _consent_withdrawn(self, claims: dict[str, Any]) -> bool:
         """True if the researcher withdrew consent for the client after authorizing this token's grant.
 
@@ -290,18 +308,25 @@ class AccessTokens:
         return grant.authorized_ms <= at_ms
 
 
+def _refresh_token(user: Any = None, **_: Any) -> str:
+    """A new refresh token: 256 random bits, or the successor a refresh was told to hand out (retry grace)."""
+    successor = getattr(user, "successor", None)
+    return successor if isinstance(successor, str) and successor else secrets.token_urlsafe(32)
+
+
 class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]  # authlib has no type information
     """authlib's RFC 9068 generator with our claims, our clock and our key ring's signature.
 
     ``user`` is the :class:`broker.oidc.grants.Authorized` of the grant: its ``grant`` names
     the family the token belongs to. The refresh token (when the grant asks for one) is 256
-    random bits; only its hash is ever stored.
+    random bits, or on a refresh the successor derived from the presented token (the same on
+    every retry); only its hash is ever stored.
     """
 
     def __init__(self, tokens: AccessTokens) -> None:
         super().__init__(
             issuer=tokens.issuer,
-            refresh_token_generator=lambda **_: secrets.token_urlsafe(32),
+            refresh_token_generator=_refresh_token,
             expires_generator=lambda client, grant_type: tokens.settings.access_token_lifetime_seconds,
         )
         self.tokens = tokens

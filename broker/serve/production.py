@@ -20,9 +20,11 @@ wrapped in :class:`~broker.serve.middleware.ServeMiddleware`.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from flask import Flask
 from granian.constants import HTTPModes, Interfaces
@@ -33,7 +35,10 @@ from granian.server import Server
 from broker.app import create_app
 from broker.container import Container
 from broker.errors import StartupError
+from broker.keys.pepper import load_pepper
 from broker.keys.ring import KeyRing
+from broker.oidc.clients import ClientRegistry, pkce_relaxations
+from broker.oidc.repository import OidcRepository
 from broker.serve.logs import configure, logging_config
 from broker.serve.middleware import ServeMiddleware
 from broker.serve.parent import die_with_parent
@@ -73,8 +78,42 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class StoreInUse(StartError):
+    """Another ``serve`` already uses this SQLite file."""
+
+    code = "store_in_use"
+
+
+def claim_sqlite(settings: Settings) -> IO[bytes] | None:
+    """Refuse to start a second ``serve`` on one SQLite file (issue 11 item 9); the open lock file, held while serving.
+
+    Two servers on one SQLite file would each keep per-process state (rate-limit windows are
+    shared, but the key ring's reload, the revocation watcher and the write lock are tuned for the
+    workers of one server) and contend for the file's single writer; it is not a supported
+    deployment. The lock is an exclusive ``flock`` on ``<file>.serve-lock``, released by the
+    kernel when the process ends however it ends, so a crash never leaves a stale lock. Several
+    servers share a Redis or PostgreSQL store instead. None for those backends.
+    """
+    if settings.store.backend != "sqlite":
+        return None
+    path = Path(str(settings.sqlite_path) + ".serve-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "ab")  # noqa: SIM115 - held open for the life of the server, on purpose
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreInUse(
+            f"another ga4gh-broker serve already uses the SQLite store {settings.sqlite_path}; run one serve per "
+            "SQLite file (raise --workers), or use Redis or PostgreSQL for several servers"
+        ) from None
+    return handle
+
+
 def prepare(settings: Settings) -> None:
     """Create the data directory, the store schema and the first key, once, before any worker starts.
+
+    Logs, once, every client an operator let skip PKCE (THREAT-MODEL OA-05).
 
     N workers must never race to generate the first key; a store that is not fit for security
     state stops the start (:class:`StartError`).
@@ -93,6 +132,10 @@ def prepare(settings: Settings) -> None:
         KeyRing.open(
             settings.keys, settings.keys_path, store, leeway_seconds=settings.limits.clock_leeway_seconds
         ).maintain()
+        load_pepper(settings.keys, settings.keys_path)  # made here once, not raced for by the workers
+        registry = ClientRegistry(settings.oidc.clients, OidcRepository(store, family_marker_seconds=3600))
+        for line in pkce_relaxations(registry.declared() + registry.stored(), settings.oidc.require_pkce):
+            log.warning("%s", line)
     finally:
         store.close()
 
@@ -126,6 +169,7 @@ def run(settings: Settings, bind: str, workers: int) -> int:
 
     host, port = split_bind(bind)
     configure(settings.log_level)
+    held = claim_sqlite(settings)  # kept until this function returns: the server's whole life
     prepare(settings)
     master = os.getpid()
     server_settings = settings.server
@@ -158,5 +202,9 @@ def run(settings: Settings, bind: str, workers: int) -> int:
         workers_kill_timeout=server_settings.timeout_seconds,
     )
     log.info("serving on %s:%d with %d workers x %d threads (granian)", host, port, workers, server_settings.threads)
-    server.serve(target_loader=loader)
+    try:
+        server.serve(target_loader=loader)
+    finally:
+        if held is not None:
+            held.close()
     return 0

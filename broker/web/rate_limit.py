@@ -51,10 +51,11 @@ def limit_key(*parts: str) -> str:
 
 
 def client_address(request: Request) -> str:
-    """The address of the HTTP peer of ``request``.
+    """The client address of ``request``: the HTTP peer, or, behind a proxy listed in
+    ``server.trusted_proxies``, the address it forwarded (:mod:`broker.web.proxies`, PX-20).
 
-    Behind a reverse proxy this is the proxy unless the app trusts its ``X-Forwarded-For``
-    (THREAT-MODEL PX-20); keys therefore pair it with something else where they can.
+    Keys pair it with something else where they can (an account, a client_id), so that one
+    address never locks an account or client out for everyone.
     """
     return request.remote_addr or "unknown"
 

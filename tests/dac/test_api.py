@@ -28,9 +28,11 @@ from broker.dac.web.api import ROUTES, openapi_path
 from broker.identity.records import Identity
 from broker.keys.ring import KeyRing
 from broker.oidc.passwords import hash_secret
+from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES_PER_ADDRESS, PERMISSIONS_REQUESTS
 from broker.oidc.records import Client
 from broker.oidc.tokens import mint_access_token
 from broker.visas.minting import record_of_jti, revocation_check
+from broker.web.rate_limit import Limit
 from tests.dac.conftest import DAY, ISSUER, SettingsWithDac, dac_config, kernel_of
 from tests.support.keys import open_ring
 from tests.support.legacy_store import Store
@@ -398,3 +400,37 @@ def test_ui14_a_revoked_status_stays_out_of_the_permissions_api_and_the_passport
         (first["id"], "admin", False),
         (second.get_json()["id"], None, True),
     }
+
+
+def test_permissions_api_limits_failed_client_authentication_per_address_and_requests_per_client(
+    app: Flask, store: Store
+) -> None:
+    """Issue 11 item 2: /api/permissions had no limit; a fresh client_id per request must not escape one."""
+    store.put_client(
+        Client(client_id="peer", name="Peer", scopes=("ga4gh_permissions",), secret_hash=hash_secret(SECRET))
+    )
+
+    def basic(cid: str, secret: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()}
+
+    def wait_for_a_fresh_window(limit: Limit, needed: float) -> None:
+        remaining = limit.window - time.time() % limit.window
+        if remaining < needed:
+            time.sleep(remaining + 0.05)
+
+    guesser = app.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = "192.0.2.10"
+    wait_for_a_fresh_window(CLIENT_AUTH_FAILURES_PER_ADDRESS, 20)
+    for i in range(CLIENT_AUTH_FAILURES_PER_ADDRESS.count):
+        miss = guesser.get("/api/permissions/researcher", headers=basic(f"made-up-{i}", "guess"))
+        assert miss.status_code == 401, i
+    blocked = guesser.get("/api/permissions/researcher", headers=basic("peer", SECRET))
+    assert blocked.status_code == 429 and blocked.get_json()["error"] == "too_many_requests"
+    assert 1 <= int(blocked.headers["Retry-After"]) <= CLIENT_AUTH_FAILURES_PER_ADDRESS.window
+    caller = app.test_client()
+    caller.environ_base["REMOTE_ADDR"] = "192.0.2.20"
+    wait_for_a_fresh_window(PERMISSIONS_REQUESTS, 30)
+    for i in range(PERMISSIONS_REQUESTS.count):
+        assert caller.get("/api/permissions/nobody", headers=basic("peer", SECRET)).status_code == 200, i
+    over = caller.get("/api/permissions/nobody", headers=basic("peer", SECRET))
+    assert over.status_code == 429 and over.get_json()["error"] == "too_many_requests" and over.headers["Retry-After"]

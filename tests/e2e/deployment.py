@@ -48,7 +48,7 @@ CLIENT_SECRET = "portal-secret-" + "p" * 32
 CALLBACK = "https://portal.e2e.example/callback"
 PASSPORT_TOKEN_TYPE = "urn:ga4gh:params:oauth:token-type:passport"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-PEOPLE = ("member", "researcher")
+PEOPLE = ("member", "researcher", "withdrawer")  # withdrawer: withdraws consent, ending all its logins
 # dataset id -> (folder in the store, file name, size): one dataset per test, so tests never share a grant.
 DATASETS = {
     "E2E-FLOW": ("flow", "reads.bam", 300_007),

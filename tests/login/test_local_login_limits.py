@@ -40,3 +40,18 @@ def test_oa20_withdrawing_consent_on_the_account_page_calls_the_grant_ending_wit
     assert (
         OidcRepository(site.store.kernel, family_marker_seconds=3600).withdrawn_at_ms(researcher, "portal") is not None
     )
+
+
+def test_px20_password_guessing_from_one_address_does_not_lock_the_account_for_others(tmp_path: Path) -> None:
+    """Issue 11 item 3: login failures count per account and address, plus per address; never per account alone."""
+    site = make_site(tmp_path)
+    with site.app.test_client() as guesser:
+        guesser.environ_base["REMOTE_ADDR"] = "192.0.2.66"
+        token = csrf_of(guesser.get("/login?next=/account").get_data(as_text=True))
+        form = {"username": "researcher", "password": "wrong", "interaction": "", "csrf_token": token}
+        for _ in range(LOGIN_FAILURES.count):
+            assert guesser.post("/login/local/local", data=form).status_code == 401
+        assert guesser.post("/login/local/local", data={**form, "password": PASSWORD}).status_code == 429
+    with site.app.test_client() as owner:
+        owner.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+        login(owner, "researcher")  # the same account, from its owner's address: not locked

@@ -41,6 +41,7 @@ SECRETS = {
     "multi": "multi-" + "e" * 32,
     "brute": "brute-" + "f" * 32,
     "scanner": "scanner-" + "g" * 32,
+    "relaxed": "relaxed-" + "h" * 32,
 }
 
 
@@ -84,6 +85,8 @@ def broker(
                 ),
                 _client("jwtapp", auth_method="private_key_jwt", jwks={"keys": [jwk]}),
                 _client("multi", redirect_uris=[CALLBACK, "https://app.example/cb2"]),
+                # The one client the operator let skip PKCE (OA-05 relaxation, logged at start).
+                _client("relaxed", require_pkce=False),
                 # Targets of the rate-limit tests, so their lockouts touch no other test.
                 _client("brute"),
                 _client("scanner"),
@@ -102,6 +105,12 @@ def broker(
 @pytest.fixture(scope="session")
 def app(broker: BrokerProcess) -> Client:
     return Client("app", SECRETS["app"], CALLBACK)
+
+
+@pytest.fixture(scope="session")
+def relaxed(broker: BrokerProcess) -> Client:
+    """A confidential client declared with ``require_pkce: false``."""
+    return Client("relaxed", SECRETS["relaxed"], CALLBACK)
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +196,7 @@ def op_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpParts
         leeway=settings.limits.clock_leeway_seconds,
         max_json_depth=settings.limits.max_json_depth,
         interaction_lifetime_seconds=600,
+        pepper=b"in-process test pepper, 32 bytes",
         clock=clock,
     )
     yield OpParts(op=op, settings=settings, kernel=kernel, clock=clock)

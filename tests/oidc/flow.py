@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from weakref import WeakKeyDictionary
 
 import jwt
 import requests
@@ -17,6 +18,14 @@ import requests
 from tests.oidc.broker_process import BrokerProcess
 
 PASSWORD = "correct horse battery staple"
+
+#: PKCE is required of every client by default (THREAT-MODEL OA-05). An authorization request made
+#: by :func:`authorize` without a ``code_challenge`` argument gets a fresh S256 pair (pass
+#: ``code_challenge=None`` to send none); the helpers that take a browser step remember the
+#: verifier for a code the broker redirects with, and :func:`redeem` sends it when the test names
+#: no verifier.
+_SESSION_VERIFIER: WeakKeyDictionary[requests.Session, str] = WeakKeyDictionary()
+_CODE_VERIFIER: dict[str, str] = {}
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -47,6 +56,13 @@ class Client:
 
 
 def authorize(http: requests.Session, broker: BrokerProcess, client: Client, **params: Any) -> requests.Response:
+    """A browser's ``GET /authorize``; with a fresh PKCE pair unless ``code_challenge`` is given (see above)."""
+    if "code_challenge" not in params:
+        verifier, challenge = pkce_pair()
+        params = {**params, "code_challenge": challenge, "code_challenge_method": "S256"}
+        _SESSION_VERIFIER[http] = verifier
+    else:
+        _SESSION_VERIFIER.pop(http, None)
     query = {
         "response_type": "code",
         "client_id": client.client_id,
@@ -55,7 +71,15 @@ def authorize(http: requests.Session, broker: BrokerProcess, client: Client, **p
         **params,
     }
     query = {k: v for k, v in query.items() if v is not None}
-    return http.get(broker.url("/authorize"), params=query, allow_redirects=False, timeout=10)
+    return noted(http, http.get(broker.url("/authorize"), params=query, allow_redirects=False, timeout=10))
+
+
+def noted(http: requests.Session, response: requests.Response) -> requests.Response:
+    """``response``, after tying a code in its redirect to the PKCE verifier of ``http``'s last request."""
+    location = response.headers.get("Location", "")
+    if "code=" in location:
+        remember_verifier(http, query_of(location))
+    return response
 
 
 def follow(http: requests.Session, broker: BrokerProcess, response: requests.Response) -> requests.Response:
@@ -64,7 +88,7 @@ def follow(http: requests.Session, broker: BrokerProcess, response: requests.Res
     location = response.headers["Location"]
     if location.startswith("/"):
         location = broker.url(location)
-    return http.get(location, allow_redirects=False, timeout=10)
+    return noted(http, http.get(location, allow_redirects=False, timeout=10))
 
 
 def login(
@@ -78,16 +102,19 @@ def login(
     assert login_page.status_code == 200, login_page.text[:300]
     page = login_page.text
     action = html.unescape(re.search(r'<form method="post" action="([^"]*/login/local/[^"]*)"', page).group(1))
-    return http.post(
-        broker.url(action),
-        data={
-            "csrf_token": hidden(page, "csrf_token"),
-            "interaction": hidden(page, "interaction"),
-            "username": username,
-            "password": password,
-        },
-        allow_redirects=False,
-        timeout=10,
+    return noted(
+        http,
+        http.post(
+            broker.url(action),
+            data={
+                "csrf_token": hidden(page, "csrf_token"),
+                "interaction": hidden(page, "interaction"),
+                "username": username,
+                "password": password,
+            },
+            allow_redirects=False,
+            timeout=10,
+        ),
     )
 
 
@@ -103,7 +130,7 @@ def consent(
     data = {"csrf_token": hidden(page, "csrf_token"), "interaction": hidden(page, "interaction"), "decision": decision}
     if remember:
         data["remember"] = "yes"
-    return http.post(broker.url("/consent"), data=data, allow_redirects=False, timeout=10)
+    return noted(http, http.post(broker.url("/consent"), data=data, allow_redirects=False, timeout=10))
 
 
 def browser_code(
@@ -131,10 +158,20 @@ def browser_code(
     return query_of(response.headers["Location"]), response
 
 
+def remember_verifier(http: requests.Session, query: dict[str, str]) -> None:
+    """Tie the code of a redirect ``query`` to the PKCE verifier :func:`authorize` made for ``http``."""
+    verifier = _SESSION_VERIFIER.get(http)
+    if "code" in query and verifier is not None:
+        _CODE_VERIFIER[query["code"]] = verifier
+
+
 def redeem(
     broker: BrokerProcess, client: Client, code: str, verifier: str | None = None, **extra: str
 ) -> requests.Response:
+    """The client redeems ``code``; with ``verifier``, or the one :func:`authorize` made for the code."""
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri, **extra}
+    if verifier is None:
+        verifier = _CODE_VERIFIER.get(code)
     if verifier is not None:
         data["code_verifier"] = verifier
     if client.secret is None:

@@ -145,7 +145,7 @@ def test_oa04_duplicated_response_type_is_invalid_request(broker: BrokerProcess,
 def test_oa05_pkce_required_for_public_client_and_plain_refused(
     broker: BrokerProcess, app: Client, public_client: Client
 ) -> None:
-    missing = authorize(requests.Session(), broker, public_client)
+    missing = authorize(requests.Session(), broker, public_client, code_challenge=None)
     assert query_of(missing.headers["Location"])["error"] == "invalid_request"
     plain = authorize(requests.Session(), broker, app, code_challenge="a" * 43, code_challenge_method="plain")
     assert query_of(plain.headers["Location"])["error"] == "invalid_request"
@@ -154,7 +154,25 @@ def test_oa05_pkce_required_for_public_client_and_plain_refused(
     assert broker.discovery()["code_challenge_methods_supported"] == ["S256"]
 
 
-def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(broker: BrokerProcess, app: Client) -> None:
+def test_oa05_pkce_required_of_confidential_clients_by_default(
+    broker: BrokerProcess, app: Client, relaxed: Client
+) -> None:
+    """Issue 11 item 8: a confidential client must send PKCE unless the operator relaxed it for that client."""
+    http = requests.Session()
+    browser_code(http, broker, app, remember=True)  # logged in, consent remembered: only PKCE can refuse
+    missing = query_of(authorize(http, broker, app, code_challenge=None).headers["Location"])
+    assert missing["error"] == "invalid_request" and "PKCE" in missing["error_description"]
+    query, _ = browser_code(http, broker, relaxed, code_challenge=None, remember=True)
+    tokens = redeem(broker, relaxed, query["code"])
+    assert tokens.status_code == 200, tokens.text
+    relaxations = [line for line in broker.log_text().splitlines() if "PKCE relaxed" in line]
+    assert len(relaxations) == 1 and "'relaxed'" in relaxations[0], relaxations
+    assert "'app'" not in broker.log_text()
+
+
+def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(
+    broker: BrokerProcess, app: Client, relaxed: Client
+) -> None:
     http = requests.Session()
     verifier, challenge = pkce_pair()
     cases = [None, pkce_pair()[0], "short", "x" * 129, "bad chars!" * 5]
@@ -164,9 +182,10 @@ def test_oa05_verifier_missing_wrong_or_downgraded_is_invalid_grant(broker: Brok
         )
         response = redeem(broker, app, query["code"], presented)
         assert response.status_code == 400 and response.json()["error"] == "invalid_grant", presented
-    # (5) downgrade: no challenge at /authorize, but a verifier at /token
-    query, _ = browser_code(http, broker, app, remember=True)
-    response = redeem(broker, app, query["code"], verifier)
+    # (5) downgrade: no challenge at /authorize, but a verifier at /token (only a client that
+    # may skip PKCE can be asked for a code without a challenge)
+    query, _ = browser_code(http, broker, relaxed, code_challenge=None, remember=True)
+    response = redeem(broker, relaxed, query["code"], verifier)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
@@ -191,6 +210,8 @@ def test_oa06_state_and_nonce_round_trip(broker: BrokerProcess, app: Client) -> 
                 "response_type": response_type,
                 "scope": "openid ga4gh_passport_v1",
                 "state": long_state,
+                "code_challenge": pkce_pair()[1],
+                "code_challenge_method": "S256",
             },
             allow_redirects=False,
             timeout=10,
@@ -260,6 +281,8 @@ def test_oa09_unknown_parameters_post_and_scope_order(broker: BrokerProcess, app
             "redirect_uri": app.redirect_uri,
             "response_type": "code",
             "scope": "ga4gh_passport_v1 openid",
+            "code_challenge": pkce_pair()[1],
+            "code_challenge_method": "S256",
         },
         allow_redirects=False,
         timeout=10,
@@ -356,3 +379,53 @@ def test_oa14_codes_unique_long_and_short_lived(broker: BrokerProcess, app: Clie
     from broker.oidc.settings import OidcSettings
 
     assert OidcSettings().code_lifetime_seconds <= 60
+
+
+def _interaction_of(response: requests.Response) -> str:
+    location = response.headers["Location"]
+    assert "/login" in location, location
+    return query_of(location)["interaction"]
+
+
+def _consent_get(http: requests.Session, broker: BrokerProcess, uid: str) -> requests.Response:
+    return http.get(broker.url("/consent"), params={"interaction": uid}, allow_redirects=False, timeout=10)
+
+
+def test_oa08_prompt_login_max_age_and_id_token_hint_are_enforced_at_consent(
+    broker: BrokerProcess, app: Client
+) -> None:
+    """Issue 11 item 7: GET/POST /consent?interaction=<id> issue no code to a stale login or another user's session."""
+    alice = requests.Session()
+    browser_code(alice, broker, app)  # logged in; nothing remembered, so openid email asks consent
+    time.sleep(1.1)
+    # prompt=login, and alice skips the login page and goes straight to consent
+    forced = authorize(alice, broker, app, scope="openid email", prompt="login")
+    skipped = _consent_get(alice, broker, _interaction_of(forced))
+    assert skipped.status_code == 303 and "/login" in skipped.headers["Location"], skipped.text[:300]
+    # max_age: the consent page was shown while the login was fresh enough, the answer comes too late
+    aged = authorize(alice, broker, app, scope="openid email", max_age="2")
+    page = follow(alice, broker, aged)
+    assert page.status_code == 200 and 'name="csrf_token"' in page.text, page.text[:300]
+    time.sleep(3.1)
+    late = consent(alice, broker, page)
+    assert late.status_code == 303 and "/login" in late.headers["Location"], late.headers.get("Location")
+    assert "code=" not in late.headers["Location"]
+    # id_token_hint of bob: alice's session may not answer it, neither stale nor freshly logged in as alice
+    bob = requests.Session()
+    bob_query, _ = browser_code(bob, broker, app, username="bob", remember=True)
+    bob_id_token = redeem(broker, app, bob_query["code"]).json()["id_token"]
+    hinted = authorize(alice, broker, app, scope="openid email", id_token_hint=bob_id_token)
+    uid = _interaction_of(hinted)
+    stale = _consent_get(alice, broker, uid)
+    assert stale.status_code == 303 and "/login" in stale.headers["Location"]
+    relogin = login(alice, broker, follow(alice, broker, hinted))
+    assert relogin.status_code == 303
+    other_user = _consent_get(alice, broker, uid)
+    assert other_user.status_code == 303 and other_user.headers["Location"].startswith(app.redirect_uri)
+    assert query_of(other_user.headers["Location"])["error"] == "login_required"
+    # and the legitimate way still works: a fresh login answers prompt=login through /consent
+    fresh = authorize(alice, broker, app, scope="openid email", prompt="login")
+    done = login(alice, broker, follow(alice, broker, fresh))
+    page = follow(alice, broker, follow(alice, broker, done))
+    allowed = consent(alice, broker, page)
+    assert "code" in query_of(allowed.headers["Location"])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import requests
 
+from broker.oidc.settings import DeclaredClientSettings, OidcSettings, check_oidc
+from broker.settings_model import SettingsProblem
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.flow import Client, claims, login
 
@@ -77,3 +80,25 @@ def test_clients_add_list_remove(broker: BrokerProcess) -> None:
 def test_users_add_refuses_short_passwords_and_duplicates(broker: BrokerProcess) -> None:
     assert broker.cli("users", "add", "carol", stdin="short\n").returncode == 1
     assert broker.cli("users", "add", "alice", stdin="another long password\n").returncode == 1
+
+
+def test_oa05_clients_add_no_pkce_is_for_confidential_clients_only(broker: BrokerProcess) -> None:
+    """Issue 11 item 8: the per-client PKCE relaxation can be made with ``clients add``, never for a public client."""
+    public = broker.cli(
+        "clients", "add", "pub-nopkce", "--public", "--no-pkce", "--redirect-uri", "http://127.0.0.1:9/cb"
+    )
+    assert public.returncode == 1 and "PKCE" in public.stderr
+    made = broker.cli(
+        "clients", "add", "conf-nopkce", "--no-pkce", "--redirect-uri", "https://made.example/cb", "--json"
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["require_pkce"] is False
+    listed = {row["client_id"]: row for row in json.loads(broker.cli("clients", "list", "--json").stdout)}
+    assert listed["conf-nopkce"]["require_pkce"] is False and listed["app"]["require_pkce"] is True
+    assert broker.cli("clients", "remove", "conf-nopkce").returncode == 0
+
+
+def test_oa05_a_public_client_declared_without_pkce_is_a_settings_error() -> None:
+    declared = DeclaredClientSettings(client_id="pub", auth_method="none", require_pkce=False)
+    with pytest.raises(SettingsProblem, match="require_pkce"):
+        check_oidc(OidcSettings(clients=[declared]), max_token_lifetime_seconds=86400)

@@ -14,7 +14,7 @@ from broker.oidc.repository import OidcRepository
 from broker.oidc.settings import OidcSettings
 from broker.settings import load_settings
 from tests.oidc.broker_process import BrokerProcess
-from tests.oidc.flow import Client, browser_code, claims, full_login, query_of, redeem
+from tests.oidc.flow import Client, browser_code, claims, full_login, pkce_pair, query_of, redeem
 from tests.support.legacy_store import open_store
 
 
@@ -249,6 +249,8 @@ def test_oa30_logout_redirects_only_to_registered_uris(broker: BrokerProcess, ap
             "response_type": "code",
             "scope": "openid",
             "prompt": "none",
+            "code_challenge": pkce_pair()[1],
+            "code_challenge_method": "S256",
         },
         allow_redirects=False,
         timeout=10,

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from broker.oidc.passwords import token_hash
+from broker.oidc.provider import OpenIDProvider
+from broker.oidc.records import REVOKED_FAMILY
 from broker.oidc.server import REFRESH_IDLE_SECONDS
+from broker.oidc.tokens import InvalidToken
 from tests.oidc.conftest import OpParts
 from tests.oidc.inprocess import access_ok, call, code_for, error_of, redeem, refresh
 
@@ -180,3 +183,57 @@ def test_oa33_issued_tokens_never_reach_the_log_even_at_debug(
     assert "probe" in caplog.text  # the log does run at DEBUG
     for secret in (code, body["access_token"], body["refresh_token"], body["id_token"], refreshed["access_token"]):
         assert str(secret) not in caplog.text
+
+
+def test_oa20_refresh_retry_within_the_grace_period_returns_the_same_successor(op_parts: OpParts) -> None:
+    """Issue 11 item 9: a refresh whose answer was lost is retried; it gets the same successor, no revocation.
+    Once the successor is used, or after the grace period, presenting the old token again is reuse."""
+    op, clock = op_parts.op, op_parts.clock
+    grace = op.settings.refresh_retry_grace_seconds
+    first = redeem(op, code_for(op))
+    answered = refresh(op, first["refresh_token"])  # the client never saw this answer (503, lost)
+    clock.now += grace - 1
+    retried = refresh(op, first["refresh_token"])
+    assert retried["refresh_token"] == answered["refresh_token"]
+    assert retried["access_token"] != answered["access_token"]
+    onward = refresh(op, retried["refresh_token"])  # the chain goes on from the one successor
+    # now the successor is used: the old token again is reuse, and ends the grant
+    assert error_of(refresh, op, first["refresh_token"]) == "invalid_grant"
+    assert error_of(refresh, op, onward["refresh_token"]) == "invalid_grant"
+    # after the grace period, even with the successor unused, it is reuse too
+    second = redeem(op, code_for(op))
+    successor = refresh(op, second["refresh_token"])["refresh_token"]
+    clock.now += grace + 1
+    assert error_of(refresh, op, second["refresh_token"]) == "invalid_grant"
+    assert error_of(refresh, op, successor) == "invalid_grant"
+    # and a retry by another client is never one
+    third = redeem(op, code_for(op))
+    refresh(op, third["refresh_token"])
+    assert error_of(refresh, op, third["refresh_token"], client_id="other") == "invalid_grant"
+
+
+def test_ga09_revoked_grant_marker_outlives_the_longest_access_token(op_parts: OpParts) -> None:
+    """Issue 11 item 4: with access tokens configured for 24 h, a revoked family stays marked until the last
+    access token it can have produced expires (it used to be max(refresh exp, now + 3600))."""
+    base = op_parts.op
+    day = 86400
+    settings = base.settings.model_copy(update={"access_token_lifetime_seconds": day})
+    op = OpenIDProvider(
+        settings=settings,
+        issuer=base.issuer,
+        kernel=op_parts.kernel,
+        keys=base.keys,
+        identities=base.identities,
+        sessions=base.sessions,
+        visas_for=lambda identity_id: [],
+        leeway=60,
+        max_json_depth=16,
+        interaction_lifetime_seconds=600,
+    )
+    now = int(time.time())
+    token, claims = op.tokens.mint(sub="alice-id", client_id="app", scope=("openid",), grant="g-long", now=now)
+    op.repository.revoke_family("g-long")
+    marker = op_parts.kernel.get(REVOKED_FAMILY, "g-long")
+    assert marker is not None and int(marker["until"]) >= claims.exp
+    with pytest.raises(InvalidToken):
+        op.tokens.verify(token)

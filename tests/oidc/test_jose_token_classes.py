@@ -239,3 +239,19 @@ def test_no_oidc_or_login_module_verifies_with_pyjwt() -> None:
             if re.search(r"^\s*(import jwt|from jwt\b)", text, re.M):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_kid_null_in_a_client_assertion_is_refused_as_malformed_not_taken_as_absent(op_parts: OpParts) -> None:
+    """Issue 11 (key-id rules): ``"kid": null`` is not a string (RFC 7515 4.1.4); it must not pick the no-kid rule,
+    which accepts an assertion without ``kid`` when the client registered exactly one key."""
+    now = int(time.time())
+    claims = {"iss": "jwt-client", "sub": "jwt-client", "aud": "https://op.example/", "exp": now + 60}
+    without_kid = forge({"alg": "ES256", "typ": "JWT"}, {**claims, "jti": "kid-absent"}, CLIENT_KEY)
+    assert _authenticate(_authenticator(op_parts), without_kid) == "jwt-client"  # the control: absent is allowed
+    with pytest.raises(JoseError) as parsed:
+        parse(forge({"alg": "ES256", "typ": "JWT", "kid": None}, claims, CLIENT_KEY), max_bytes=8192, max_depth=16)
+    assert parsed.value.reason == Reason.MALFORMED and "null" in parsed.value.detail
+    null_kid = forge({"alg": "ES256", "typ": "JWT", "kid": None}, {**claims, "jti": "kid-null"}, CLIENT_KEY)
+    with pytest.raises(OAuthError) as refused:
+        _authenticate(_authenticator(op_parts), null_kid)
+    assert refused.value.code == "invalid_client" and refused.value.status == 401

@@ -7,15 +7,24 @@ several connections and threads at once, then end to end against the gunicorn br
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import secrets
 import threading
 import time
+from urllib.parse import urlencode
 
 import pytest
 import requests
 
-from broker.oidc.rate_limit import CLIENT_AUTH_FAILURES, DEVICE_AUTHORIZATIONS, INTROSPECTION_MISSES, USER_CODE_FAILURES
+from broker.oidc.rate_limit import (
+    CLIENT_AUTH_FAILURES,
+    CLIENT_AUTH_FAILURES_PER_ADDRESS,
+    DEVICE_AUTHORIZATIONS,
+    INTROSPECTION_MISSES,
+    USER_CODE_FAILURES,
+)
 from broker.web.rate_limit import Limit, RateLimited, RateLimiter, limit_key
 from tests.oidc.broker_process import BrokerProcess
 from tests.oidc.conftest import SECRETS, OpParts
@@ -172,3 +181,36 @@ def test_device_user_code_guessing_is_answered_429(broker: BrokerProcess) -> Non
     real = http.post(broker.url("/device"), data={"csrf_token": csrf, "user_code": grant["user_code"]}, timeout=10)
     _assert_429(real, USER_CODE_FAILURES)
     assert real.headers["Content-Type"].startswith("text/html")
+
+
+def _post_from(address: str, port: int, body: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """POST /token from the loopback ``address`` (another 127/8 address: its own limits)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(address, 0))
+    try:
+        connection.request(
+            "POST", "/token", urlencode(body), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_oa18_fresh_client_id_per_request_trips_the_per_address_limit(broker: BrokerProcess) -> None:
+    """Issue 11 item 2: guessing with a new client_id on every request is still counted per address."""
+    address = f"127.0.{secrets.randbelow(200) + 20}.{secrets.randbelow(200) + 20}"
+    body = {"grant_type": "authorization_code", "code": "x", "redirect_uri": "https://app.example/cb"}
+    _inside_one_window(CLIENT_AUTH_FAILURES_PER_ADDRESS, 40)
+    for i in range(CLIENT_AUTH_FAILURES_PER_ADDRESS.count):
+        fresh = {**body, "client_id": f"made-up-{secrets.token_hex(6)}", "client_secret": f"guess-{i}"}
+        status, _, text = _post_from(address, broker.port, fresh)
+        assert status == 401 and json.loads(text)["error"] == "invalid_client", (i, status, text[:200])
+    # the next one, with yet another client_id, and even a real client's right secret, is refused
+    status, headers, text = _post_from(address, broker.port, {**body, "client_id": "never-seen", "client_secret": "x"})
+    assert status == 429 and json.loads(text)["error"] == "too_many_requests"
+    assert 1 <= int(headers["retry-after"]) <= CLIENT_AUTH_FAILURES_PER_ADDRESS.window
+    right = {**body, "client_id": "app", "client_secret": SECRETS["app"]}
+    assert _post_from(address, broker.port, right)[0] == 429
+    # other addresses are not locked out by it
+    elsewhere = requests.post(broker.url("/token"), data=body, auth=("app", SECRETS["app"]), timeout=10)
+    assert elsewhere.status_code == 400 and elsewhere.json()["error"] == "invalid_grant"

@@ -43,6 +43,7 @@ def test_a_refresh_token_issued_before_the_upgrade_still_refreshes(op_parts: OpP
     token = _old_grant(old, "old-grant", "alice-id", now * 1000 - 5000, now)
     rotated = refresh(op_parts.op, token)
     assert access_ok(op_parts.op, rotated["access_token"])
+    refresh(op_parts.op, rotated["refresh_token"])  # its successor is used: presenting it again is no retry
     assert error_of(refresh, op_parts.op, token) == "invalid_grant"  # reuse detection holds for it too
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from broker.core.jose import JoseError, loads_strict
 from broker.core.models import PASSPORT_CLAIM
@@ -65,7 +67,13 @@ def _now(web: DacWeb) -> int:
 
 
 def _body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-    """The JSON object of the request, with only ``allowed`` members and every ``required`` one."""
+    """The JSON object of the request, with only ``allowed`` members and every ``required`` one.
+
+    A request without a body (no Content-Length, or 0) where no member is required is an empty
+    object whatever its Content-Type: an optional body may be left out, never answered 415.
+    """
+    if not required and not request.content_length and not request.headers.get("Transfer-Encoding"):
+        return {}
     if request.mimetype != "application/json":
         raise BrokerError("Send the body as application/json.", status=415, code="unsupported_media_type")
     raw = request.get_data(cache=False)
@@ -532,6 +540,7 @@ ROUTES: tuple[Route, ...] = (
         "Grants you may see, filtered",
         query=("dataset", "dac", "identity", "live", "expiring_days"),
         response="GrantList",
+        errors=(400, 401, 403, 404),
     ),
     Route(
         f"{D}/grants",
@@ -555,9 +564,11 @@ ROUTES: tuple[Route, ...] = (
         response="ImportResult",
         errors=(400, 401, 403, 409, 413, 415),
     ),
-    Route(f"{D}/grants/<grant_id>", "GET", grants_get, "dac", "One grant", response="Grant", errors=(401, 403, 404)),
     Route(
-        f"{D}/grants/<grant_id>/renew",
+        f"{D}/grants/<grant:grant_id>", "GET", grants_get, "dac", "One grant", response="Grant", errors=(401, 403, 404)
+    ),
+    Route(
+        f"{D}/grants/<grant:grant_id>/renew",
         "POST",
         grants_renew,
         "dac",
@@ -567,7 +578,7 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 409, 415),
     ),
     Route(
-        f"{D}/grants/<grant_id>/revoke",
+        f"{D}/grants/<grant:grant_id>/revoke",
         "POST",
         grants_revoke,
         "dac",
@@ -781,7 +792,7 @@ ROUTES: tuple[Route, ...] = (
         "client",
         "A user's visas from this broker (REMS / ELIXIR permissions API shape)",
         response="Permissions",
-        errors=(401, 403),
+        errors=(401, 403, 429),
     ),
     Route("/api/openapi.json", "GET", openapi, "public", "This document", errors=()),
 )
@@ -818,9 +829,21 @@ def _guard(route: Route, web: DacWeb) -> Callable[..., Response]:
     return view
 
 
+class GrantIdConverter(BaseConverter):
+    """A grant id segment, never ``import``: ``/api/dac/grants/import`` is the import route alone, so its
+    ``Allow`` header (OPTIONS, 405) does not also claim the GET of ``/api/dac/grants/<grant_id>``."""
+
+    regex = "(?!import(?:/|$))[^/]+"
+
+
+def _add_converters(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("grant", GrantIdConverter)
+
+
 def api_blueprint(web: DacWeb) -> Blueprint:
     """The DAC REST API, the permissions API and the OpenAPI document, every route from :data:`ROUTES`."""
     bp = Blueprint("dac_api", __name__)
+    bp.record_once(_add_converters)
     for route in ROUTES:
         bp.add_url_rule(
             route.rule,
@@ -845,7 +868,8 @@ def openapi_path(rule: str) -> str:
     return "/".join(out)
 
 
-_STR = {"type": "string"}
+#: Text: JSON bodies with a NUL character in a string are refused (the strict JSON reader), so say so.
+_STR = {"type": "string", "pattern": "^[^\\u0000]*$"}
 _INT = {"type": "integer"}
 _TIME = {
     "oneOf": [
@@ -1018,7 +1042,7 @@ QUERY = {
     "dac": _STR,
     "identity": _STR,
     "live": {"type": "boolean"},
-    "expiring_days": {"type": "number", "minimum": 0},
+    "expiring_days": {"type": "number", "minimum": 0, "maximum": 36500},
     "datasets": {"type": "string"},
     "q": {"type": "string", "minLength": 2, "maxLength": 200},
     "state": {"enum": ["draft", "submitted", "returned", "approved", "rejected", "withdrawn", "closed"]},

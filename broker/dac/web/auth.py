@@ -5,7 +5,8 @@
   settings and store). No or a malformed ``Authorization`` header: ``401 invalid_token`` with a
   ``WWW-Authenticate: Bearer`` challenge; a token in the query or two headers: ``400``.
 - :func:`client_authenticator`: an OAuth client authenticating itself as at the token endpoint
-  (HTTP Basic or ``private_key_jwt``), for the permissions API; a failure is ``401 invalid_client``.
+  (HTTP Basic or ``private_key_jwt``), for the permissions API; a failure is ``401 invalid_client``,
+  a caller past a rate limit (failures per address, requests per client) ``429`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from broker.errors import BrokerError
 from broker.oidc.client_auth import AuthenticatedClient
 from broker.oidc.errors import OAuthError
 from broker.oidc.tokens import AccessToken, InvalidToken
+from broker.web.rate_limit import client_address
 
-#: ``(form, Authorization header, endpoint URL) -> AuthenticatedClient`` or OAuthError (confidential clients only).
-ClientCheck = Callable[[dict[str, str], str | None, str], AuthenticatedClient]
+#: ``(form, Authorization header, endpoint URL, client address) -> AuthenticatedClient`` or OAuthError
+#: (confidential clients only; 429 ``too_many_requests`` past a limit).
+ClientCheck = Callable[[dict[str, str], str | None, str, str], AuthenticatedClient]
 
 
 def _unauthorized() -> BrokerError:
@@ -74,8 +77,10 @@ def client_authenticator(check: ClientCheck, issuer: str) -> Authenticate:
     def authenticate(req: Request) -> Principal:
         form = dict(req.form.items()) if req.mimetype == "application/x-www-form-urlencoded" else {}
         try:
-            auth = check(form, req.headers.get("Authorization"), issuer.rstrip("/") + req.path)
-        except OAuthError:
+            auth = check(form, req.headers.get("Authorization"), issuer.rstrip("/") + req.path, client_address(req))
+        except OAuthError as exc:
+            if exc.status == 429:
+                raise BrokerError(exc.message, status=429, code="too_many_requests", headers=exc.headers) from None
             raise BrokerError(
                 "Client authentication failed.",
                 status=401,
