@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from broker.cli import build_parser, main
+from broker.keys.pepper import load_pepper
 from broker.oidc.passwords import verify_secret
 from broker.oidc.settings import DeclaredClientSettings
-from broker.settings import Settings, reference_markdown
+from broker.settings import Settings, load_settings, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 #: ``ga4gh-broker GROUP ACTION --options`` (or ``clients ACTION ...``) quoted in a text.
@@ -67,9 +68,13 @@ def test_clients_hash_secret_prints_a_secret_and_a_hash_that_verifies(capsys: py
     assert main(["clients", "hash-secret"]) == 0
     out = dict(line.split(":", 1) for line in capsys.readouterr().out.strip().splitlines())
     secret, hashed = out["client_secret"].strip(), out["secret_hash"].strip()
-    assert verify_secret(secret, hashed) and not verify_secret(secret + "x", hashed)
+    settings = load_settings()  # the embedded defaults the command used: the same keys folder, so the same pepper
+    pepper = load_pepper(settings.keys, settings.keys_path)
+    assert verify_secret(secret, hashed, pepper) and not verify_secret(secret + "x", hashed, pepper)
+    assert not verify_secret(secret, hashed, b"another broker's pepper" + bytes(8))  # valid only where it was made
     declared = DeclaredClientSettings(client_id="declared", redirect_uris=["https://a.example/cb"], secret_hash=hashed)
-    assert declared.secret_hash is not None and verify_secret(secret, declared.secret_hash.get_secret_value())
+    assert declared.secret_hash is not None
+    assert verify_secret(secret, declared.secret_hash.get_secret_value(), pepper)
 
 
 def _parser_of(argv: list[str]) -> argparse.ArgumentParser:
