@@ -63,20 +63,28 @@ def load_or_create_key(configured: str | None, directory: Path | None) -> bytes:
         return secrets.token_bytes(32)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        data = path.read_bytes()
-        if len(data) != 32:
-            raise ValueError(f"{path} is not a 32-byte key") from None
-        return data
-    key = secrets.token_bytes(32)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key
+    if not path.exists():
+        # Written whole to a private temporary file, then linked into place: a process starting
+        # at the same moment sees either no key or the whole key, never a half-written file.
+        key = secrets.token_bytes(32)
+        temporary = directory / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temporary, path)
+            return key
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            temporary.unlink(missing_ok=True)
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise ValueError(f"{path} is not a 32-byte key")
+    return data
 
 
 def _mac(key: bytes, method: str, ref: ObjectRef, expires: int, purpose: str | None = None) -> str:
