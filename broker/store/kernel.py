@@ -42,12 +42,13 @@ different part lists can spell the same key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
-from broker.store.base import AuditRecord, Health
+from broker.store.base import AuditRecord, Health, StoreError
 
 T = TypeVar("T")
 
@@ -238,3 +239,21 @@ def check_terms(terms: Sequence[str]) -> tuple[str, ...]:
         if term not in out:
             out.append(term)
     return tuple(out)
+
+
+def dump_value(value: dict[str, Any]) -> str:
+    """A record value as every backend stores it: compact JSON, no NaN; ValueError for anything else."""
+    if not isinstance(value, dict):
+        raise ValueError(f"a record value must be a JSON object (dict), got {type(value).__name__}")
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def load_value(text: str | bytes) -> dict[str, Any]:
+    """A stored record value; StoreError when it is not a JSON object (a corrupt row)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"stored record is corrupt: {exc.__class__.__name__}") from None
+    if not isinstance(value, dict):
+        raise StoreError("stored record is corrupt: not a JSON object")
+    return value

@@ -90,6 +90,8 @@ from broker.store.kernel import (
     check_expiry,
     check_name,
     check_terms,
+    dump_value,
+    load_value,
 )
 
 if TYPE_CHECKING:
@@ -428,22 +430,6 @@ def _the_watchdog() -> _Watchdog:
 # ---------------------------------------------------------------------- helpers
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    if not isinstance(value, dict):
-        raise ValueError(f"a record value must be a JSON object (dict), got {type(value).__name__}")
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"stored record is corrupt: {exc.__class__.__name__}") from None
-    if not isinstance(value, dict):
-        raise StoreError("stored record is corrupt: not a JSON object")
-    return value
-
-
 def _name(what: str, value: object) -> bytes:
     """A checked name as stored (UTF-8 bytes); ValueError for a bad one (lone surrogates included)."""
     return check_name(what, value).encode("utf-8")
@@ -476,7 +462,7 @@ def _delete_rows(conn: psycopg.Connection[TupleRow], kind: bytes, key: bytes) ->
 
 def _find(conn: psycopg.Connection[TupleRow], kind: bytes, term: bytes, now: int) -> list[Item]:
     rows = conn.execute(SQL_FIND, {"kind": kind, "term": term, "now": now}).fetchall()
-    items = [Item(_text(key), _loads(value), expires) for key, value, expires in rows]
+    items = [Item(_text(key), load_value(value), expires) for key, value, expires in rows]
     return sorted(items, key=lambda i: i.key)
 
 
@@ -546,7 +532,7 @@ class _PostgresTx:
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         params = {"kind": _name("kind", kind), "key": _name("key", key), "now": self._now}
         row = self._conn.execute(SQL_GET, params).fetchone()
-        return _loads(row[0]) if row else None
+        return load_value(row[0]) if row else None
 
     def find(self, kind: str, term: str) -> list[Item]:
         return _find(self._conn, _name("kind", kind), _name("term", term), self._now)
@@ -555,7 +541,9 @@ class _PostgresTx:
         self, kind: str, key: str, value: dict[str, Any], *, expires_at: int | None = None, terms: Sequence[str] = ()
     ) -> None:
         checked = [t.encode("utf-8") for t in check_terms(terms)]
-        self.writes.append((_name("kind", kind), _name("key", key), _dumps(value), check_expiry(expires_at), checked))
+        self.writes.append(
+            (_name("kind", kind), _name("key", key), dump_value(value), check_expiry(expires_at), checked)
+        )
 
     def delete(self, kind: str, key: str) -> None:
         self.writes.append((_name("kind", kind), _name("key", key), None, None, []))
@@ -836,7 +824,7 @@ class PostgresKernel:
         params = {"kind": _name("kind", kind), "key": _name("key", key), "now": int(time.time())}
         with self._session() as conn:
             row = conn.execute(SQL_GET, params).fetchone()
-        return _loads(row[0]) if row else None
+        return load_value(row[0]) if row else None
 
     def get_many(self, kind: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         if not keys:
@@ -849,7 +837,7 @@ class PostgresKernel:
             for start in range(0, len(encoded), GET_MANY_CHUNK):
                 chunk = encoded[start : start + GET_MANY_CHUNK]
                 for key, value in conn.execute(SQL_GET_MANY, {"kind": kind_b, "keys": chunk, "now": now}):
-                    found[bytes(key)] = _loads(value)
+                    found[bytes(key)] = load_value(value)
         return [found.get(k) for k in encoded]
 
     def find(self, kind: str, term: str) -> list[Item]:
@@ -866,7 +854,7 @@ class PostgresKernel:
             with self._session() as conn:
                 rows = conn.execute(SQL_SCAN, params).fetchall()
             for key, value, expires in rows:
-                yield Item(_text(key), _loads(value), expires)
+                yield Item(_text(key), load_value(value), expires)
             if len(rows) < SCAN_PAGE:
                 return
             after = bytes(rows[-1][0])
@@ -889,7 +877,7 @@ class PostgresKernel:
         self, kind: str, key: str, value: dict[str, Any], *, expires_at: int | None = None, terms: Sequence[str] = ()
     ) -> None:
         kind_b, key_b = _name("kind", kind), _name("key", key)
-        text, expires = _dumps(value), check_expiry(expires_at)
+        text, expires = dump_value(value), check_expiry(expires_at)
         checked = [t.encode("utf-8") for t in check_terms(terms)]
         with self._write() as conn:
             _put_rows(conn, kind_b, key_b, text, expires, checked)
@@ -899,7 +887,7 @@ class PostgresKernel:
         self, kind: str, key: str, value: dict[str, Any], *, expires_at: int | None = None, terms: Sequence[str] = ()
     ) -> bool:
         kind_b, key_b = _name("kind", kind), _name("key", key)
-        text, expires = _dumps(value), check_expiry(expires_at)
+        text, expires = dump_value(value), check_expiry(expires_at)
         checked = [t.encode("utf-8") for t in check_terms(terms)]
         params = {"kind": kind_b, "key": key_b, "value": text, "expires": expires, "now": int(time.time())}
         with self._write() as conn:
@@ -916,7 +904,7 @@ class PostgresKernel:
             row = _delete_rows(conn, kind_b, key_b)
         if row is None or (row[1] is not None and row[1] <= now):
             return None
-        return _loads(row[0])
+        return load_value(row[0])
 
     def delete(self, kind: str, key: str) -> bool:
         kind_b, key_b = _name("kind", kind), _name("key", key)

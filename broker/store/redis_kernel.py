@@ -59,6 +59,8 @@ from broker.store.kernel import (
     check_expiry,
     check_name,
     check_terms,
+    dump_value,
+    load_value,
 )
 
 log = logging.getLogger("broker.store.redis")
@@ -159,22 +161,6 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    if not isinstance(value, dict):
-        raise ValueError(f"a record value must be a JSON object (dict), got {type(value).__name__}")
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"stored record is corrupt: {exc.__class__.__name__}") from None
-    if not isinstance(value, dict):
-        raise StoreError("stored record is corrupt: not a JSON object")
-    return value
-
-
 def _enc(part: str) -> str:
     return quote(part, safe="")
 
@@ -211,7 +197,7 @@ class _RedisTx:
         rk = self._kernel._record_key(kind, key)
         self._pipe.watch(rk)
         value = self._pipe.hget(rk, "v")
-        return _loads(value) if value is not None else None
+        return load_value(value) if value is not None else None
 
     def find(self, kind: str, term: str) -> list[Item]:
         ik = self._kernel._term_key(kind, term)
@@ -223,7 +209,7 @@ class _RedisTx:
             self._pipe.watch(rk)
             value = self._pipe.hget(rk, "v")
             if value is not None:
-                items.append(Item(member, _loads(value), _expiry_score(score)))
+                items.append(Item(member, load_value(value), _expiry_score(score)))
         return sorted(items, key=lambda i: i.key)
 
     def put(
@@ -231,7 +217,7 @@ class _RedisTx:
     ) -> None:
         check_name("kind", kind)
         check_name("key", key)
-        self.writes.append((kind, key, _dumps(value), check_expiry(expires_at), check_terms(terms)))
+        self.writes.append((kind, key, dump_value(value), check_expiry(expires_at), check_terms(terms)))
 
     def delete(self, kind: str, key: str) -> None:
         self.writes.append((kind, key, None, None, ()))
@@ -337,7 +323,7 @@ class RedisKernel:
     @_guarded
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         value = self._redis.hget(self._record_key(kind, key), "v")
-        return _loads(value) if value is not None else None
+        return load_value(value) if value is not None else None
 
     @_guarded
     def get_many(self, kind: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -346,7 +332,7 @@ class RedisKernel:
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hget(self._record_key(kind, key), "v")
-        return [_loads(v) if v is not None else None for v in pipe.execute()]
+        return [load_value(v) if v is not None else None for v in pipe.execute()]
 
     @_guarded
     def find(self, kind: str, term: str) -> list[Item]:
@@ -393,7 +379,7 @@ class RedisKernel:
     ) -> None:
         check_name("kind", kind)
         check_name("key", key)
-        args = self._put_args(kind, key, _dumps(value), check_expiry(expires_at), check_terms(terms), False)
+        args = self._put_args(kind, key, dump_value(value), check_expiry(expires_at), check_terms(terms), False)
         self._redis.eval(PUT, 0, *args)
 
     @_guarded
@@ -402,13 +388,13 @@ class RedisKernel:
     ) -> bool:
         check_name("kind", kind)
         check_name("key", key)
-        args = self._put_args(kind, key, _dumps(value), check_expiry(expires_at), check_terms(terms), True)
+        args = self._put_args(kind, key, dump_value(value), check_expiry(expires_at), check_terms(terms), True)
         return int(self._redis.eval(PUT, 0, *args)) == 1
 
     @_guarded
     def take(self, kind: str, key: str) -> dict[str, Any] | None:
         done, value = self._redis.eval(DELETE, 0, self._prefix, _enc(kind), _enc(key), key)
-        return _loads(value) if int(done) == 1 else None
+        return load_value(value) if int(done) == 1 else None
 
     @_guarded
     def delete(self, kind: str, key: str) -> bool:

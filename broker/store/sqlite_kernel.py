@@ -43,7 +43,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from broker.store.audit import GENESIS_HASH, build_record, decode_event, normalize_event
 from broker.store.base import AuditRecord, Conflict, Health, StoreError, StoreUnavailable
-from broker.store.kernel import Item, Write, check_expiry, check_name, check_terms
+from broker.store.kernel import Item, Write, check_expiry, check_name, check_terms, dump_value, load_value
 
 PURGE_INTERVAL = 60.0
 MAX_IDLE_CONNECTIONS = 16
@@ -92,24 +92,6 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def dumps(value: dict[str, Any]) -> str:
-    """A record value as stored: compact JSON, no NaN; ValueError for anything else."""
-    if not isinstance(value, dict):
-        raise ValueError(f"a record value must be a JSON object (dict), got {type(value).__name__}")
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def loads(text: str) -> dict[str, Any]:
-    """A stored record value; StoreError when it is not a JSON object (a corrupt row)."""
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"stored record is corrupt: {exc.__class__.__name__}") from None
-    if not isinstance(value, dict):
-        raise StoreError("stored record is corrupt: not a JSON object")
-    return value
-
-
 class _PendingAudit:
     """One queued audit append and, once its group is committed, its record or the failure."""
 
@@ -147,7 +129,7 @@ class _SqliteTx:
             "SELECT value FROM records WHERE kind = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
             (kind, key, self._now),
         ).fetchone()
-        return loads(row[0]) if row else None
+        return load_value(row[0]) if row else None
 
     def find(self, kind: str, term: str) -> list[Item]:
         return _find(self._conn, kind, term, self._now)
@@ -157,7 +139,7 @@ class _SqliteTx:
     ) -> None:
         check_name("kind", kind)
         check_name("key", key)
-        self.writes.append((kind, key, dumps(value), check_expiry(expires_at), check_terms(terms)))
+        self.writes.append((kind, key, dump_value(value), check_expiry(expires_at), check_terms(terms)))
 
     def delete(self, kind: str, key: str) -> None:
         self.writes.append((kind, key, None, None, ()))
@@ -175,7 +157,7 @@ def _find(conn: sqlite3.Connection, kind: str, term: str, now: int) -> list[Item
         "WHERE t.kind = ? AND t.term = ? AND (r.expires_at IS NULL OR r.expires_at > ?) ORDER BY r.key",
         (kind, term, now),
     ).fetchall()
-    return [Item(key, loads(value), expires) for key, value, expires in rows]
+    return [Item(key, load_value(value), expires) for key, value, expires in rows]
 
 
 def _write(
@@ -367,7 +349,7 @@ class SQLiteKernel:
                 "SELECT value FROM records WHERE kind = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (kind, key, int(time.time())),
             ).fetchone()
-        return loads(row[0]) if row else None
+        return load_value(row[0]) if row else None
 
     @_guarded
     def get_many(self, kind: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -385,7 +367,7 @@ class SQLiteKernel:
                     (kind, *chunk, now),
                 ).fetchall()
                 for key, value in rows:
-                    found[key] = loads(value)
+                    found[key] = load_value(value)
         return [found.get(k) for k in keys]
 
     @_guarded
@@ -411,7 +393,7 @@ class SQLiteKernel:
                 "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                 (kind, after, int(time.time()), SCAN_PAGE),
             ).fetchall()
-        return [Item(key, loads(value), expires) for key, value, expires in rows]
+        return [Item(key, load_value(value), expires) for key, value, expires in rows]
 
     @_guarded
     def kinds(self) -> list[str]:
@@ -430,7 +412,7 @@ class SQLiteKernel:
     ) -> None:
         check_name("kind", kind)
         check_name("key", key)
-        text, expires, checked = dumps(value), check_expiry(expires_at), check_terms(terms)
+        text, expires, checked = dump_value(value), check_expiry(expires_at), check_terms(terms)
         with self._transaction() as conn:
             self._maybe_purge(conn)
             _write(conn, kind, key, text, expires, checked)
@@ -441,7 +423,7 @@ class SQLiteKernel:
     ) -> bool:
         check_name("kind", kind)
         check_name("key", key)
-        text, expires, checked = dumps(value), check_expiry(expires_at), check_terms(terms)
+        text, expires, checked = dump_value(value), check_expiry(expires_at), check_terms(terms)
         now = int(time.time())
         with self._transaction() as conn:
             self._maybe_purge(conn)
@@ -464,7 +446,7 @@ class SQLiteKernel:
             conn.execute("DELETE FROM record_terms WHERE kind = ? AND key = ?", (kind, key))
         if not rows or (rows[0][1] is not None and rows[0][1] <= now):
             return None
-        return loads(rows[0][0])
+        return load_value(rows[0][0])
 
     @_guarded
     def delete(self, kind: str, key: str) -> bool:
